@@ -1,0 +1,252 @@
+//! The one table from method + path to an endpoint and its policy action.
+
+use crate::http::Method;
+
+/// An endpoint of the distribution API, with the raw path parts it carries.
+/// Names, digests and references are parsed into types by the handlers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    Base,
+    Catalog,
+    Tags { name: &'a str },
+    Manifest { name: &'a str, reference: &'a str },
+    Blob { name: &'a str, digest: &'a str },
+    UploadStart { name: &'a str },
+    Upload { name: &'a str, id: &'a str },
+    Referrers { name: &'a str, digest: &'a str },
+}
+
+/// The policy action a request is checked against (names as in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    GetApiVersion,
+    PutBlob,
+    GetBlob,
+    DeleteBlob,
+    PutManifest,
+    GetManifest,
+    DeleteManifest,
+    GetReferrers,
+    ListCatalog,
+    ListTags,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::GetApiVersion => "get-api-version",
+            Action::PutBlob => "put-blob",
+            Action::GetBlob => "get-blob",
+            Action::DeleteBlob => "delete-blob",
+            Action::PutManifest => "put-manifest",
+            Action::GetManifest => "get-manifest",
+            Action::DeleteManifest => "delete-manifest",
+            Action::GetReferrers => "get-referrers",
+            Action::ListCatalog => "list-catalog",
+            Action::ListTags => "list-tags",
+        }
+    }
+
+    pub const ALL: [Action; 10] = [
+        Action::GetApiVersion,
+        Action::PutBlob,
+        Action::GetBlob,
+        Action::DeleteBlob,
+        Action::PutManifest,
+        Action::GetManifest,
+        Action::DeleteManifest,
+        Action::GetReferrers,
+        Action::ListCatalog,
+        Action::ListTags,
+    ];
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteError {
+    NotFound,
+    MethodNotAllowed(&'static str),
+}
+
+/// Maps a request to its endpoint and action.
+pub fn route(method: Method, path: &str) -> Result<(Endpoint<'_>, Action), RouteError> {
+    let endpoint = endpoint(path).ok_or(RouteError::NotFound)?;
+    let action = action(&endpoint, method)?;
+    Ok((endpoint, action))
+}
+
+fn endpoint(path: &str) -> Option<Endpoint<'_>> {
+    let rest = path.strip_prefix("/v2")?;
+    if rest.is_empty() || rest == "/" {
+        return Some(Endpoint::Base);
+    }
+    let rest = rest.strip_prefix('/')?;
+    if rest == "_catalog" {
+        return Some(Endpoint::Catalog);
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return Some(Endpoint::Tags { name });
+    }
+    if let Some(name) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or_else(|| rest.strip_suffix("/blobs/uploads"))
+    {
+        return Some(Endpoint::UploadStart { name });
+    }
+    if let Some((name, id)) = last_segment(rest, "/blobs/uploads/") {
+        return Some(Endpoint::Upload { name, id });
+    }
+    if let Some((name, digest)) = last_segment(rest, "/blobs/") {
+        return Some(Endpoint::Blob { name, digest });
+    }
+    if let Some((name, reference)) = last_segment(rest, "/manifests/") {
+        return Some(Endpoint::Manifest { name, reference });
+    }
+    if let Some((name, digest)) = last_segment(rest, "/referrers/") {
+        return Some(Endpoint::Referrers { name, digest });
+    }
+    None
+}
+
+/// Splits `a/b/<marker>x` into (`a/b`, `x`) when `x` is one non-empty segment.
+fn last_segment<'a>(path: &'a str, marker: &str) -> Option<(&'a str, &'a str)> {
+    let (name, last) = path.rsplit_once(marker)?;
+    (!name.is_empty() && !last.is_empty() && !last.contains('/')).then_some((name, last))
+}
+
+fn action(endpoint: &Endpoint<'_>, method: Method) -> Result<Action, RouteError> {
+    use Method::*;
+    let allowed = |list: &'static str| RouteError::MethodNotAllowed(list);
+    Ok(match (endpoint, method) {
+        (Endpoint::Base, Get | Head) => Action::GetApiVersion,
+        (Endpoint::Base, _) => return Err(allowed("GET, HEAD")),
+        (Endpoint::Catalog, Get) => Action::ListCatalog,
+        (Endpoint::Catalog, _) => return Err(allowed("GET")),
+        (Endpoint::Tags { .. }, Get) => Action::ListTags,
+        (Endpoint::Tags { .. }, _) => return Err(allowed("GET")),
+        (Endpoint::Manifest { .. }, Get | Head) => Action::GetManifest,
+        (Endpoint::Manifest { .. }, Put) => Action::PutManifest,
+        (Endpoint::Manifest { .. }, Delete) => Action::DeleteManifest,
+        (Endpoint::Manifest { .. }, _) => return Err(allowed("GET, HEAD, PUT, DELETE")),
+        (Endpoint::Blob { .. }, Get | Head) => Action::GetBlob,
+        (Endpoint::Blob { .. }, Delete) => Action::DeleteBlob,
+        (Endpoint::Blob { .. }, _) => return Err(allowed("GET, HEAD, DELETE")),
+        (Endpoint::UploadStart { .. }, Post) => Action::PutBlob,
+        (Endpoint::UploadStart { .. }, _) => return Err(allowed("POST")),
+        (Endpoint::Upload { .. }, Get | Patch | Put | Delete) => Action::PutBlob,
+        (Endpoint::Upload { .. }, _) => return Err(allowed("GET, PATCH, PUT, DELETE")),
+        (Endpoint::Referrers { .. }, Get) => Action::GetReferrers,
+        (Endpoint::Referrers { .. }, _) => return Err(allowed("GET")),
+    })
+}
+
+/// Decodes `%XX` escapes in a query component; None if an escape is malformed.
+/// A `+` stays a `+`: media types in `artifactType` contain it, and no OCI value has spaces.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The first value of a query parameter, decoded.
+pub fn query_param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| percent_decode(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_endpoint_routes_with_its_action() {
+        let cases = [
+            (Method::Get, "/v2/", Endpoint::Base, Action::GetApiVersion),
+            (Method::Get, "/v2", Endpoint::Base, Action::GetApiVersion),
+            (Method::Get, "/v2/_catalog", Endpoint::Catalog, Action::ListCatalog),
+            (Method::Get, "/v2/a/b/tags/list", Endpoint::Tags { name: "a/b" }, Action::ListTags),
+            (
+                Method::Put,
+                "/v2/a/manifests/latest",
+                Endpoint::Manifest { name: "a", reference: "latest" },
+                Action::PutManifest,
+            ),
+            (
+                Method::Delete,
+                "/v2/a/blobs/sha256:00",
+                Endpoint::Blob { name: "a", digest: "sha256:00" },
+                Action::DeleteBlob,
+            ),
+            (
+                Method::Post,
+                "/v2/x/y/z/blobs/uploads/",
+                Endpoint::UploadStart { name: "x/y/z" },
+                Action::PutBlob,
+            ),
+            (
+                Method::Patch,
+                "/v2/x/blobs/uploads/abc",
+                Endpoint::Upload { name: "x", id: "abc" },
+                Action::PutBlob,
+            ),
+            (
+                Method::Get,
+                "/v2/x/referrers/sha256:00",
+                Endpoint::Referrers { name: "x", digest: "sha256:00" },
+                Action::GetReferrers,
+            ),
+            // A repository may itself have a component called "blobs" or "manifests".
+            (
+                Method::Get,
+                "/v2/blobs/manifests/blobs/sha256:00",
+                Endpoint::Blob { name: "blobs/manifests", digest: "sha256:00" },
+                Action::GetBlob,
+            ),
+        ];
+        for (m, path, ep, act) in cases {
+            assert_eq!(route(m, path), Ok((ep, act)), "{path}");
+        }
+    }
+
+    #[test]
+    fn unknown_paths_and_methods() {
+        assert_eq!(route(Method::Get, "/v3/"), Err(RouteError::NotFound));
+        assert_eq!(route(Method::Get, "/v2/a/b"), Err(RouteError::NotFound));
+        assert_eq!(route(Method::Get, "/v2/a/blobs/"), Err(RouteError::NotFound));
+        assert!(matches!(
+            route(Method::Post, "/v2/a/manifests/x"),
+            Err(RouteError::MethodNotAllowed(_))
+        ));
+    }
+
+    #[test]
+    fn query_values_are_decoded() {
+        let q = "digest=sha256%3Aab&n=10&artifactType=application%2Fvnd.x%2Bjson&flag";
+        assert_eq!(query_param(q, "digest").as_deref(), Some("sha256:ab"));
+        assert_eq!(query_param(q, "n").as_deref(), Some("10"));
+        assert_eq!(
+            query_param(q, "artifactType").as_deref(),
+            Some("application/vnd.x+json")
+        );
+        assert_eq!(query_param(q, "flag").as_deref(), Some(""));
+        assert_eq!(query_param(q, "missing"), None);
+        assert_eq!(percent_decode("%zz"), None);
+    }
+}

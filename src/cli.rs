@@ -1,0 +1,195 @@
+//! The command line: `serve`, `check-config`, `hash-password`, `--help`, `--version`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use crate::config::Config;
+
+const USAGE: &str = "\
+origin: an OCI container registry
+
+Usage:
+  origin [serve] [-c FILE]        run the registry (the default command)
+  origin check-config [-c FILE]   validate a configuration and exit
+  origin hash-password            read a password on stdin, print an argon2id PHC hash
+  origin --help | --version
+
+Without -c, ./config.toml is used when present, else an embedded default:
+127.0.0.1:5000, storage under ./data, anonymous access to every repository.
+";
+
+enum Command {
+    Serve(Option<PathBuf>),
+    CheckConfig(Option<PathBuf>),
+    HashPassword,
+    Help,
+    Version,
+}
+
+fn parse(args: &[String]) -> Result<Command, String> {
+    let mut it = args.iter().peekable();
+    let cmd = match it.peek().map(|s| s.as_str()) {
+        Some("serve") => {
+            it.next();
+            "serve"
+        }
+        Some("check-config") => {
+            it.next();
+            "check-config"
+        }
+        Some("hash-password") => {
+            it.next();
+            "hash-password"
+        }
+        Some("-h" | "--help" | "help") => return Ok(Command::Help),
+        Some("-V" | "--version") => return Ok(Command::Version),
+        _ => "serve",
+    };
+    let mut config = None;
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-c" | "--config" => {
+                let file = it.next().ok_or("-c needs a file")?;
+                config = Some(PathBuf::from(file));
+            }
+            "-h" | "--help" => return Ok(Command::Help),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    Ok(match cmd {
+        "check-config" => Command::CheckConfig(config),
+        "hash-password" if config.is_none() => Command::HashPassword,
+        "hash-password" => return Err("hash-password takes no -c".into()),
+        _ => Command::Serve(config),
+    })
+}
+
+/// Runs a command line; returns the process exit code.
+pub fn run(args: &[String]) -> i32 {
+    let cmd = match parse(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("origin: {e}\n\n{USAGE}");
+            return 2;
+        }
+    };
+    match cmd {
+        Command::Help => {
+            print!("{USAGE}");
+            0
+        }
+        Command::Version => {
+            println!("origin {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Command::CheckConfig(path) => match Config::load(path.as_deref()) {
+            Ok((_, source)) => {
+                println!("configuration OK ({source:?})");
+                0
+            }
+            Err(e) => {
+                eprintln!("origin: invalid configuration: {e}");
+                1
+            }
+        },
+        Command::HashPassword => hash_password(),
+        Command::Serve(path) => match Config::load(path.as_deref()) {
+            Ok((config, source)) => crate::serve::run(config, source),
+            Err(e) => {
+                eprintln!("origin: invalid configuration: {e}");
+                1
+            }
+        },
+    }
+}
+
+fn hash_password() -> i32 {
+    let password = match read_password() {
+        Ok(p) if !p.is_empty() => p,
+        Ok(_) => {
+            eprintln!("origin: empty password");
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("origin: cannot read password: {e}");
+            return 1;
+        }
+    };
+    match crate::auth_hash::hash(&password) {
+        Ok(phc) => {
+            println!("{phc}");
+            0
+        }
+        Err(e) => {
+            eprintln!("origin: {e}");
+            1
+        }
+    }
+}
+
+/// One line from stdin; on a terminal, prompted and without echo.
+fn read_password() -> std::io::Result<String> {
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    if tty {
+        eprint!("Password: ");
+        let _ = std::io::stderr().flush();
+    }
+    let _echo = tty.then(EchoOff::new);
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    if tty {
+        eprintln!();
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Turns terminal echo off for its lifetime.
+struct EchoOff(Option<libc::termios>);
+
+impl EchoOff {
+    fn new() -> Self {
+        // SAFETY: termios is plain data; tcgetattr fills it or fails, and we check.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return EchoOff(None);
+            }
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            EchoOff(Some(saved))
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(t) = self.0 {
+            // SAFETY: restores the settings read in `new` on the same fd.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert!(matches!(parse(&args("")), Ok(Command::Serve(None))));
+        assert!(matches!(parse(&args("-c x.toml")), Ok(Command::Serve(Some(_)))));
+        assert!(matches!(parse(&args("serve -c x")), Ok(Command::Serve(Some(_)))));
+        assert!(matches!(parse(&args("check-config -c x")), Ok(Command::CheckConfig(Some(_)))));
+        assert!(matches!(parse(&args("hash-password")), Ok(Command::HashPassword)));
+        assert!(matches!(parse(&args("--version")), Ok(Command::Version)));
+        assert!(matches!(parse(&args("--help")), Ok(Command::Help)));
+        assert!(parse(&args("serve --bogus")).is_err());
+        assert!(parse(&args("serve -c")).is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! HTTP/1.1 by hand: head parsing, chunked decoding, the connection state machine.
+//!
+//! Nothing here knows about OCI, storage or routes: a [`Handler`] gets each request.
+
+pub mod chunked;
+pub mod conn;
+pub mod head;
+pub mod response;
+
+pub use conn::{serve_connection, BodyError, BodyReader, ConnLimits, Handler, Request};
+pub use head::{BodyKind, Method, RequestHead};
+pub use response::{Body, FileBody, Response};

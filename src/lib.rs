@@ -1,0 +1,13 @@
+//! Origin: an OCI container registry on a hand-rolled HTTP/1.1 server, one runtime per core.
+#![allow(async_fn_in_trait)] // thread-per-core: futures stay on their core, no Send bounds
+
+pub mod api;
+pub mod app;
+pub mod auth_hash;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod log;
+pub mod serve;
+pub mod server;

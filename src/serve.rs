@@ -1,0 +1,186 @@
+//! `origin serve`: bind, start one worker per core, handle signals, drain on shutdown.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use crate::app::App;
+use crate::config::{Config, Source};
+use crate::http::conn::ConnLimits;
+use crate::http::head::Limits;
+use crate::server::{self, Shutdown, WorkerSpec};
+
+/// Runs the registry until SIGTERM/SIGINT; returns the exit code.
+pub fn run(config: Config, source: Source) -> i32 {
+    crate::log::init(&config.log);
+    match start(config, source) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e}");
+            1
+        }
+    }
+}
+
+fn limits(config: &Config) -> ConnLimits {
+    let s = &config.server;
+    ConnLimits {
+        head: Limits {
+            request_line_bytes_max: s.request_line_bytes_max,
+            header_bytes_max: s.header_bytes_max,
+            header_count_max: s.header_count_max,
+        },
+        head_read_timeout: s.head_read_timeout,
+        keep_alive_timeout: s.keep_alive_timeout,
+        body_idle_timeout: s.body_idle_timeout,
+        query_timeout: s.query_timeout,
+    }
+}
+
+fn start(config: Config, source: Source) -> Result<i32, String> {
+    if config.server.tls.is_some() {
+        return Err("[server.tls] is not supported by this build yet".into());
+    }
+    tracing::warn!("no [server.tls] configured: serving plain HTTP");
+    let config = Arc::new(config);
+    let workers = config.workers();
+    let addr = SocketAddr::new(config.server.bind_address, config.server.port);
+    let listeners =
+        server::bind_listeners(addr, workers).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listeners[0]
+        .local_addr()
+        .map_err(|e| format!("listener address: {e}"))?;
+    let signals = block_signals();
+    let shutdown = Arc::new(Shutdown::new(workers));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, String>>();
+    let mut handles = Vec::with_capacity(workers);
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let spec = WorkerSpec {
+            index,
+            listener,
+            limits: limits(&config),
+            connections_max: config.server.connections_per_worker_max,
+            shutdown: shutdown.clone(),
+        };
+        let (config, shutdown, ready) = (config.clone(), shutdown.clone(), ready_tx.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("origin-worker-{index}"))
+            .spawn(move || worker_main(spec, config, shutdown, ready))
+            .map_err(|e| format!("cannot start worker thread: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let mut driver = "";
+    for _ in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(d)) => driver = d,
+            Ok(Err(e)) => {
+                shutdown.trigger();
+                return Err(e);
+            }
+            Err(_) => return Err("a worker exited during startup".into()),
+        }
+    }
+    tracing::info!(
+        addr = %local,
+        workers,
+        io_driver = driver,
+        config = ?source,
+        "origin listening on {local}"
+    );
+    let grace = config.server.query_timeout_grace_period;
+    let sig_shutdown = shutdown.clone();
+    std::thread::Builder::new()
+        .name("origin-signals".into())
+        .spawn(move || signal_loop(signals, sig_shutdown, grace))
+        .map_err(|e| format!("cannot start signal thread: {e}"))?;
+    let mut failed = false;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!("worker failed: {e}");
+                failed = true;
+                shutdown.trigger();
+            }
+            Err(_) => {
+                tracing::error!("worker panicked");
+                failed = true;
+                shutdown.trigger();
+            }
+        }
+    }
+    tracing::info!("shutdown complete");
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn worker_main(
+    spec: WorkerSpec,
+    config: Arc<Config>,
+    shutdown: Arc<Shutdown>,
+    ready: mpsc::Sender<Result<&'static str, String>>,
+) -> Result<(), String> {
+    let rt = match server::build_runtime(config.server.io_driver) {
+        Ok(rt) => rt,
+        Err(e) => {
+            let msg = format!(
+                "cannot start the {:?} I/O driver: {e}",
+                config.server.io_driver
+            );
+            let _ = ready.send(Err(msg.clone()));
+            return Err(msg);
+        }
+    };
+    let _ = ready.send(Ok(server::driver_name(rt.driver_type())));
+    drop(ready);
+    rt.block_on(async move {
+        let app = Rc::new(App::new(config, shutdown));
+        server::run_worker(spec, app).await
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts afterwards,
+/// so only the signal thread receives them (through sigwait).
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset; the calls only read/write it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn signal_loop(set: libc::sigset_t, shutdown: Arc<Shutdown>, grace: Duration) {
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` was filled by block_signals; sigwait writes the signal number.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            continue;
+        }
+        match sig {
+            libc::SIGHUP => tracing::warn!("SIGHUP: live reload is not supported yet"),
+            _ if shutdown.is_set() => {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(1);
+            }
+            _ => {
+                tracing::info!(
+                    grace_secs = grace.as_secs_f64(),
+                    "signal {sig}: draining, no new connections"
+                );
+                shutdown.trigger();
+                std::thread::spawn(move || {
+                    std::thread::sleep(grace);
+                    tracing::warn!("query_timeout_grace_period over: exiting with requests in flight");
+                    std::process::exit(0);
+                });
+            }
+        }
+    }
+}

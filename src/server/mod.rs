@@ -1,0 +1,143 @@
+//! Per-core workers: one thread, one compio runtime and one SO_REUSEPORT listener each.
+//!
+//! Knows nothing of OCI: it accepts connections, caps them, and hands each one to the
+//! HTTP layer with the application's handler. Shutdown: stop accepting, wake idle
+//! connections so they close, let in-flight requests finish.
+
+pub mod shutdown;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use compio::driver::{DriverType, ProactorBuilder};
+use compio::net::TcpListener;
+use compio::runtime::{Runtime, RuntimeBuilder};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::IoDriver;
+use crate::http::conn::{serve_connection, ConnLimits, Handler, Stream};
+pub use shutdown::Shutdown;
+
+/// Pending connections the kernel queues per listener before refusing.
+const LISTEN_BACKLOG: i32 = 4096;
+/// How often a worker at its connection cap looks again for a free slot.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(5);
+
+/// Creates `count` listeners on the same address with SO_REUSEPORT. With port 0 the first
+/// one picks the port and the rest join it.
+pub fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<StdListener>> {
+    let mut listeners = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        let listener: StdListener = socket.into();
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Builds a runtime with the requested I/O driver.
+pub fn build_runtime(driver: IoDriver) -> io::Result<Runtime> {
+    let mut proactor = ProactorBuilder::new();
+    match driver {
+        IoDriver::Auto => {}
+        IoDriver::IoUring => {
+            proactor.driver_type(DriverType::IoUring);
+        }
+        IoDriver::Poll => {
+            proactor.driver_type(DriverType::Poll);
+        }
+    }
+    RuntimeBuilder::new().with_proactor(proactor).build()
+}
+
+pub fn driver_name(t: DriverType) -> &'static str {
+    match t {
+        DriverType::IoUring => "io_uring",
+        DriverType::Poll => "poll",
+        DriverType::IOCP => "iocp",
+    }
+}
+
+/// What a worker needs; the handler is built on the worker's own thread by `make_handler`.
+pub struct WorkerSpec {
+    pub index: usize,
+    pub listener: StdListener,
+    pub limits: ConnLimits,
+    pub connections_max: usize,
+    pub shutdown: Arc<Shutdown>,
+}
+
+/// Connections of one worker that wait between requests, so shutdown can wake them.
+#[derive(Default)]
+struct Tracker {
+    active: Cell<usize>,
+    next_id: Cell<u64>,
+    /// Each connection's fd and whether it is idle between requests.
+    conns: RefCell<HashMap<u64, (RawFd, Rc<Cell<bool>>)>>,
+}
+
+/// Runs a worker until shutdown: accept, serve, drain.
+pub async fn run_worker<H: Handler + 'static>(spec: WorkerSpec, handler: Rc<H>) -> io::Result<()> {
+    let listener = TcpListener::from_std(spec.listener)?;
+    let tracker = Rc::new(Tracker::default());
+    let limits = Rc::new(spec.limits);
+    loop {
+        while tracker.active.get() >= spec.connections_max && !spec.shutdown.is_set() {
+            compio::time::sleep(ACCEPT_PAUSE).await;
+        }
+        let accepted = shutdown::race(listener.accept(), spec.shutdown.wait(spec.index)).await;
+        let (stream, peer) = match accepted {
+            None => break,
+            Some(Ok(pair)) => pair,
+            Some(Err(e)) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                compio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let id = tracker.next_id.get();
+        tracker.next_id.set(id + 1);
+        tracker.active.set(tracker.active.get() + 1);
+        let idle = Rc::new(Cell::new(false));
+        tracker
+            .conns
+            .borrow_mut()
+            .insert(id, (stream.as_raw_fd(), idle.clone()));
+        let (tracker, handler, limits) = (tracker.clone(), handler.clone(), limits.clone());
+        compio::runtime::spawn(async move {
+            serve_connection(&*handler, Stream::Tcp(stream), peer, &limits, &idle).await;
+            tracker.conns.borrow_mut().remove(&id);
+            tracker.active.set(tracker.active.get() - 1);
+        })
+        .detach();
+    }
+    drop(listener);
+    // Idle keep-alive connections sit in a read: shutting down their read side makes that
+    // read return 0 so they close now; busy ones see `draining()` after their response.
+    for (fd, idle) in tracker.conns.borrow().values() {
+        if idle.get() {
+            // SAFETY: the fd belongs to a live connection task (removed from the map before
+            // the stream is dropped, on this same thread); shutdown(2) does not invalidate it.
+            unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
+        }
+    }
+    while tracker.active.get() > 0 {
+        compio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}

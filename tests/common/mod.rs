@@ -1,0 +1,298 @@
+//! Test support: a real `origin` process on 127.0.0.1 (port 0) and a small raw HTTP client.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The I/O driver the suite runs with: ORIGIN_TEST_IO_DRIVER=poll runs it on the fallback.
+pub fn io_driver() -> String {
+    std::env::var("ORIGIN_TEST_IO_DRIVER").unwrap_or_else(|_| "auto".into())
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let mut r = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut r))
+            .unwrap();
+        let name = format!("origin-test-{tag}-{}", hex(&r));
+        let p = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+    logs: mpsc::Receiver<String>,
+    /// Log lines seen so far (filled by `logs_until` and `collect_logs`).
+    pub seen: Vec<String>,
+}
+
+/// A configuration for tests: port 0, storage in `dir`, the suite's I/O driver, and `extra`
+/// appended (TOML sections or `[server]` keys via `server_extra`).
+pub fn config_text(dir: &Path, server_extra: &str, extra: &str) -> String {
+    format!(
+        "[server]\nbind_address = \"127.0.0.1\"\nport = 0\nworkers = 2\nio_driver = \"{}\"\n{server_extra}\n\
+         [log]\nfilter = \"info\"\n\n[storage.fs]\nroot_dir = \"{}\"\n\n{extra}\n",
+        io_driver(),
+        dir.join("data").display()
+    )
+}
+
+pub const ALLOW_ALL: &str =
+    "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\npolicies = []\n";
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with("", ALLOW_ALL)
+    }
+
+    pub fn start_with(server_extra: &str, extra: &str) -> Server {
+        let dir = TempDir::new("srv");
+        let text = config_text(&dir.0, server_extra, extra);
+        Server::start_config(dir, &text, &[])
+    }
+
+    /// Starts `origin serve -c <config>` (optionally under a launcher such as nouring).
+    pub fn start_config(dir: TempDir, config: &str, launcher: &[&str]) -> Server {
+        let config_path = dir.0.join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let bin = env!("CARGO_BIN_EXE_origin");
+        let mut cmd = match launcher.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.arg("serve").arg("-c").arg(&config_path);
+        Server::spawn(cmd, dir, config_path)
+    }
+
+    pub fn spawn(mut cmd: Command, dir: TempDir, config_path: PathBuf) -> Server {
+        cmd.env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start origin");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var("ORIGIN_TEST_ECHO").is_ok() {
+                    eprintln!("[origin] {line}");
+                }
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Server {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            child,
+            dir,
+            config_path,
+            logs: rx,
+            seen: Vec::new(),
+        };
+        let line = server
+            .logs_until("origin listening on ", Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("server did not start; log: {:#?}", server.seen));
+        let addr = if line.starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            v["addr"].as_str().unwrap().to_string()
+        } else {
+            let after = line.split("origin listening on ").nth(1).unwrap();
+            after.split_whitespace().next().unwrap().to_string()
+        };
+        server.addr = addr.parse().unwrap();
+        server
+    }
+
+    /// Waits for a log line containing `needle`; returns it.
+    pub fn logs_until(&mut self, needle: &str, within: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + within;
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return Some(l.clone());
+        }
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.seen.push(line.clone());
+                    if hit {
+                        return Some(line);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// One request on a fresh connection.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        let mut s = self.connect();
+        send(&mut s, method, path, headers, body);
+        read_response(&mut s, method == "HEAD").expect("response")
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, &[], b"")
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child by its PID.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn send(s: &mut TcpStream, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    let mut has_len = false;
+    for (k, v) in headers {
+        has_len |= k.eq_ignore_ascii_case("content-length")
+            || k.eq_ignore_ascii_case("transfer-encoding");
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !has_len && (!body.is_empty() || matches!(method, "PUT" | "POST" | "PATCH")) {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes).unwrap();
+}
+
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(|s| s.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The first OCI error code in the body.
+    pub fn error_code(&self) -> String {
+        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_string()
+    }
+}
+
+/// Reads one response (skipping 1xx), with its body by Content-Length.
+pub fn read_response(s: &mut TcpStream, head_only: bool) -> Option<Resp> {
+    loop {
+        let head = read_head(s)?;
+        let text = String::from_utf8_lossy(&head).to_string();
+        let mut lines = text.split("\r\n");
+        let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+        let mut headers = HashMap::new();
+        for l in lines.filter(|l| !l.is_empty()) {
+            let (k, v) = l.split_once(':')?;
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+        if (100..200).contains(&status) {
+            continue;
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; if head_only { 0 } else { len }];
+        s.read_exact(&mut body).ok()?;
+        return Some(Resp {
+            status,
+            headers,
+            body,
+        });
+    }
+}
+
+fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(head)
+}
+
+/// True if the peer has closed the connection (read returns EOF or reset).
+pub fn is_closed(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
