@@ -183,10 +183,22 @@ mod tests {
     #[test]
     fn commands_parse() {
         assert!(matches!(parse(&args("")), Ok(Command::Serve(None))));
-        assert!(matches!(parse(&args("-c x.toml")), Ok(Command::Serve(Some(_)))));
-        assert!(matches!(parse(&args("serve -c x")), Ok(Command::Serve(Some(_)))));
-        assert!(matches!(parse(&args("check-config -c x")), Ok(Command::CheckConfig(Some(_)))));
-        assert!(matches!(parse(&args("hash-password")), Ok(Command::HashPassword)));
+        assert!(matches!(
+            parse(&args("-c x.toml")),
+            Ok(Command::Serve(Some(_)))
+        ));
+        assert!(matches!(
+            parse(&args("serve -c x")),
+            Ok(Command::Serve(Some(_)))
+        ));
+        assert!(matches!(
+            parse(&args("check-config -c x")),
+            Ok(Command::CheckConfig(Some(_)))
+        ));
+        assert!(matches!(
+            parse(&args("hash-password")),
+            Ok(Command::HashPassword)
+        ));
         assert!(matches!(parse(&args("--version")), Ok(Command::Version)));
         assert!(matches!(parse(&args("--help")), Ok(Command::Help)));
         assert!(parse(&args("serve --bogus")).is_err());

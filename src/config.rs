@@ -413,6 +413,22 @@ mod tests {
         assert_eq!(c.server.manifest_bytes_max, 4 * 1024 * 1024);
     }
 
+    /// The documented example is valid and documents the real defaults.
+    #[test]
+    fn example_file_parses_and_matches_defaults() {
+        let example = Config::parse(include_str!("../config.example.toml")).unwrap();
+        let minimal = Config::parse(EMBEDDED_DEFAULT).unwrap();
+        assert_eq!(
+            format!("{:?}", example.server),
+            format!("{:?}", minimal.server)
+        );
+        assert_eq!(
+            format!("{:?}", example.uploads),
+            format!("{:?}", minimal.uploads)
+        );
+        assert_eq!(format!("{:?}", example.log), format!("{:?}", minimal.log));
+    }
+
     #[test]
     fn unknown_keys_are_errors_naming_the_key() {
         let text = format!("{EMBEDDED_DEFAULT}\n[log]\nfromat = \"json\"\n");
@@ -440,7 +456,9 @@ mod tests {
         let text = EMBEDDED_DEFAULT.replace("port = 5000", "port = 5000\nheader_count_max = 1");
         let e = Config::parse(&text).unwrap_err();
         assert!(e.0.starts_with("server.header_count_max"), "{e}");
-        let text = format!("{EMBEDDED_DEFAULT}\n[identity.alice]\nusername = \"alice\"\npassword = \"plain\"\n");
+        let text = format!(
+            "{EMBEDDED_DEFAULT}\n[identity.alice]\nusername = \"alice\"\npassword = \"plain\"\n"
+        );
         let e = Config::parse(&text).unwrap_err();
         assert!(e.0.starts_with("identity.alice.password"), "{e}");
     }

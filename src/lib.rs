@@ -9,5 +9,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod log;
+pub mod oci;
 pub mod serve;
 pub mod server;
+pub mod storage;

@@ -46,8 +46,8 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
     let config = Arc::new(config);
     let workers = config.workers();
     let addr = SocketAddr::new(config.server.bind_address, config.server.port);
-    let listeners =
-        server::bind_listeners(addr, workers).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listeners = server::bind_listeners(addr, workers)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listeners[0]
         .local_addr()
         .map_err(|e| format!("listener address: {e}"))?;
@@ -177,7 +177,9 @@ fn signal_loop(set: libc::sigset_t, shutdown: Arc<Shutdown>, grace: Duration) {
                 shutdown.trigger();
                 std::thread::spawn(move || {
                     std::thread::sleep(grace);
-                    tracing::warn!("query_timeout_grace_period over: exiting with requests in flight");
+                    tracing::warn!(
+                        "query_timeout_grace_period over: exiting with requests in flight"
+                    );
                     std::process::exit(0);
                 });
             }

@@ -80,7 +80,10 @@ fn close_and_http10() {
 fn oversized_and_malformed_heads_are_refused_and_closed() {
     let srv = Server::start();
     let cases: Vec<(Vec<u8>, u16)> = vec![
-        (format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(9000)).into_bytes(), 414),
+        (
+            format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(9000)).into_bytes(),
+            414,
+        ),
         (
             format!("GET /v2/ HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(70_000)).into_bytes(),
             431,
@@ -88,13 +91,21 @@ fn oversized_and_malformed_heads_are_refused_and_closed() {
         (
             format!(
                 "GET /v2/ HTTP/1.1\r\n{}\r\n",
-                (0..150).map(|i| format!("X-{i}: v\r\n")).collect::<String>()
+                (0..150)
+                    .map(|i| format!("X-{i}: v\r\n"))
+                    .collect::<String>()
             )
             .into_bytes(),
             431,
         ),
-        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(), 400),
-        (b"GET /v2/ HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec(), 400),
+        (
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            b"GET /v2/ HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec(),
+            400,
+        ),
     ];
     for (bytes, want) in cases {
         let mut s = srv.connect();
@@ -136,7 +147,10 @@ fn slow_head_is_cut_off_at_deadline() {
             Err(_) => {}
         }
     }
-    assert!(sent < request.len(), "the whole head was accepted at 1 byte/s");
+    assert!(
+        sent < request.len(),
+        "the whole head was accepted at 1 byte/s"
+    );
     assert!(sent <= 5, "cut off only after {sent} bytes");
     assert!(is_closed(&mut s));
     let _ = started;
@@ -148,7 +162,8 @@ fn thousand_concurrent_connections_are_served() {
     let srv = Server::start();
     let mut conns: Vec<_> = (0..1000).map(|_| srv.connect()).collect();
     for s in conns.iter_mut() {
-        s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
     }
     for s in conns.iter_mut() {
         assert_eq!(read_response(s, false).unwrap().status, 200);
@@ -176,7 +191,13 @@ fn access_log_line_per_request() {
     let line = srv
         .logs_until("/v2/does-not-exist", Duration::from_secs(5))
         .expect("access log line");
-    for field in ["method=\"GET\"", "status=404", "bytes_out=", "duration_us=", "peer=127.0.0.1:"] {
+    for field in [
+        "method=\"GET\"",
+        "status=404",
+        "bytes_out=",
+        "duration_us=",
+        "peer=127.0.0.1:",
+    ] {
         assert!(line.contains(field), "{field} missing in {line}");
     }
 }
@@ -188,7 +209,9 @@ fn json_log_format() {
     let text = config_text(&dir.0, "", ALLOW_ALL).replace("[log]\n", "[log]\nformat = \"json\"\n");
     let mut srv = Server::start_config(dir, &text, &[]);
     srv.get("/v2/");
-    let line = srv.logs_until("\"status\":200", Duration::from_secs(5)).unwrap();
+    let line = srv
+        .logs_until("\"status\":200", Duration::from_secs(5))
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["path"], "/v2/");
 }
@@ -208,10 +231,13 @@ fn serves_when_io_uring_is_blocked() {
         .map(|s| s.success())
         .unwrap_or(false);
     assert!(ok, "cannot compile the nouring launcher (is cc installed?)");
-    let text = config_text(&dir.0, "", ALLOW_ALL).replace("io_driver = \"poll\"", "io_driver = \"auto\"");
+    let text =
+        config_text(&dir.0, "", ALLOW_ALL).replace("io_driver = \"poll\"", "io_driver = \"auto\"");
     let launcher = launcher.to_string_lossy().to_string();
     let mut srv = Server::start_config(dir, &text, &[&launcher]);
-    let line = srv.logs_until("origin listening on", Duration::from_secs(1)).unwrap();
+    let line = srv
+        .logs_until("origin listening on", Duration::from_secs(1))
+        .unwrap();
     assert!(line.contains("io_driver=\"poll\""), "{line}");
     assert_eq!(srv.get("/v2/").status, 200);
 }

@@ -14,9 +14,11 @@ pub async fn dispatch(req: &mut Request<'_>) -> Result<Response> {
             return Err(Error::new(Code::NotFound, "no such endpoint"))
         }
         Err(route::RouteError::MethodNotAllowed(allow)) => {
-            return Err(Error::new(Code::Unsupported, "method not allowed on this endpoint")
-                .with_status(405)
-                .with_header("Allow", allow))
+            return Err(
+                Error::new(Code::Unsupported, "method not allowed on this endpoint")
+                    .with_status(405)
+                    .with_header("Allow", allow),
+            )
         }
     };
     match endpoint {

@@ -180,18 +180,34 @@ mod tests {
         let cases = [
             (Method::Get, "/v2/", Endpoint::Base, Action::GetApiVersion),
             (Method::Get, "/v2", Endpoint::Base, Action::GetApiVersion),
-            (Method::Get, "/v2/_catalog", Endpoint::Catalog, Action::ListCatalog),
-            (Method::Get, "/v2/a/b/tags/list", Endpoint::Tags { name: "a/b" }, Action::ListTags),
+            (
+                Method::Get,
+                "/v2/_catalog",
+                Endpoint::Catalog,
+                Action::ListCatalog,
+            ),
+            (
+                Method::Get,
+                "/v2/a/b/tags/list",
+                Endpoint::Tags { name: "a/b" },
+                Action::ListTags,
+            ),
             (
                 Method::Put,
                 "/v2/a/manifests/latest",
-                Endpoint::Manifest { name: "a", reference: "latest" },
+                Endpoint::Manifest {
+                    name: "a",
+                    reference: "latest",
+                },
                 Action::PutManifest,
             ),
             (
                 Method::Delete,
                 "/v2/a/blobs/sha256:00",
-                Endpoint::Blob { name: "a", digest: "sha256:00" },
+                Endpoint::Blob {
+                    name: "a",
+                    digest: "sha256:00",
+                },
                 Action::DeleteBlob,
             ),
             (
@@ -203,20 +219,29 @@ mod tests {
             (
                 Method::Patch,
                 "/v2/x/blobs/uploads/abc",
-                Endpoint::Upload { name: "x", id: "abc" },
+                Endpoint::Upload {
+                    name: "x",
+                    id: "abc",
+                },
                 Action::PutBlob,
             ),
             (
                 Method::Get,
                 "/v2/x/referrers/sha256:00",
-                Endpoint::Referrers { name: "x", digest: "sha256:00" },
+                Endpoint::Referrers {
+                    name: "x",
+                    digest: "sha256:00",
+                },
                 Action::GetReferrers,
             ),
             // A repository may itself have a component called "blobs" or "manifests".
             (
                 Method::Get,
                 "/v2/blobs/manifests/blobs/sha256:00",
-                Endpoint::Blob { name: "blobs/manifests", digest: "sha256:00" },
+                Endpoint::Blob {
+                    name: "blobs/manifests",
+                    digest: "sha256:00",
+                },
                 Action::GetBlob,
             ),
         ];
@@ -229,7 +254,10 @@ mod tests {
     fn unknown_paths_and_methods() {
         assert_eq!(route(Method::Get, "/v3/"), Err(RouteError::NotFound));
         assert_eq!(route(Method::Get, "/v2/a/b"), Err(RouteError::NotFound));
-        assert_eq!(route(Method::Get, "/v2/a/blobs/"), Err(RouteError::NotFound));
+        assert_eq!(
+            route(Method::Get, "/v2/a/blobs/"),
+            Err(RouteError::NotFound)
+        );
         assert!(matches!(
             route(Method::Post, "/v2/a/manifests/x"),
             Err(RouteError::MethodNotAllowed(_))

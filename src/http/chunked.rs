@@ -87,7 +87,8 @@ impl Decoder {
         let mut out = 0;
         while i < buf.len() && self.state != State::Done {
             if self.state == State::Data {
-                let take = (buf.len() - i).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                let take =
+                    (buf.len() - i).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
                 buf.copy_within(i..i + take, out);
                 i += take;
                 out += take;
@@ -255,7 +256,11 @@ mod tests {
         ] {
             let mut d = Decoder::new();
             let mut v = bad.to_vec();
-            assert!(d.decode(&mut v).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                d.decode(&mut v).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

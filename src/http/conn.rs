@@ -352,8 +352,8 @@ pub async fn serve_connection<H: Handler>(
             HeadRead::Idle => break,
             HeadRead::Refused(status, why) => {
                 let resp = handler.protocol_error(status, &why);
-                let _ = write_response(&mut stream, resp, true, false, handler, limits, &mut out)
-                    .await;
+                let _ =
+                    write_response(&mut stream, resp, true, false, handler, limits, &mut out).await;
                 break;
             }
         };
@@ -372,7 +372,14 @@ pub async fn serve_connection<H: Handler>(
         let written = Cell::new(false);
         let outcome = timeout(
             limits.query_timeout,
-            run_request(handler, &mut req, &written, wants_keep_alive, limits, &mut out),
+            run_request(
+                handler,
+                &mut req,
+                &written,
+                wants_keep_alive,
+                limits,
+                &mut out,
+            ),
         )
         .await;
         let bytes_in = req.body.bytes_read();
@@ -425,7 +432,16 @@ async fn run_request<H: Handler>(
     }
     let head_only = req.head.method == Method::Head;
     written.set(true);
-    let sent = write_response(req.body.stream, resp, !keep, head_only, handler, limits, out).await;
+    let sent = write_response(
+        req.body.stream,
+        resp,
+        !keep,
+        head_only,
+        handler,
+        limits,
+        out,
+    )
+    .await;
     match sent {
         Ok(n) => (status, n, keep),
         Err(_) => (status, 0, false),
@@ -548,7 +564,10 @@ async fn send_file(
         buf = b.into_inner();
         let n = r?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shorter than announced",
+            ));
         }
         pos += n as u64;
         write_all(stream, &mut buf, idle).await?;

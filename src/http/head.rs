@@ -131,7 +131,9 @@ impl fmt::Display for HeadError {
             HeadError::HeadTooLarge => f.write_str("request header section too large"),
             HeadError::TooManyHeaders => f.write_str("too many header fields"),
             HeadError::Malformed(why) => write!(f, "malformed request: {why}"),
-            HeadError::UnsupportedVersion => f.write_str("only HTTP/1.0 and HTTP/1.1 are supported"),
+            HeadError::UnsupportedVersion => {
+                f.write_str("only HTTP/1.0 and HTTP/1.1 are supported")
+            }
             HeadError::UnsupportedTransferCoding => f.write_str("unsupported transfer coding"),
             HeadError::UnsupportedExpectation => f.write_str("unsupported expectation"),
         }
@@ -199,7 +201,9 @@ fn build(req: httparse::Request<'_, '_>) -> Result<RequestHead, HeadError> {
     let method = Method::parse(req.method.unwrap_or(""));
     let target = req.path.unwrap_or("").to_string();
     if !target.starts_with('/') {
-        return Err(HeadError::Malformed("request target must be an absolute path"));
+        return Err(HeadError::Malformed(
+            "request target must be an absolute path",
+        ));
     }
     let minor_version = req.version.unwrap_or(1);
     let mut headers = Vec::with_capacity(req.headers.len());
@@ -359,10 +363,7 @@ mod tests {
         );
         // An unterminated request line is refused as soon as it passes the limit.
         let endless = "G".repeat(8200);
-        assert_eq!(
-            parse_all(endless.as_bytes()).unwrap_err().status(),
-            414
-        );
+        assert_eq!(parse_all(endless.as_bytes()).unwrap_err().status(), 414);
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(17000));
         assert_eq!(parse_all(big.as_bytes()).unwrap_err().status(), 431);
         let mut many = String::from("GET / HTTP/1.1\r\n");
@@ -370,7 +371,10 @@ mod tests {
             many.push_str(&format!("X-{i}: v\r\n"));
         }
         many.push_str("\r\n");
-        assert_eq!(parse_all(many.as_bytes()).unwrap_err(), HeadError::TooManyHeaders);
+        assert_eq!(
+            parse_all(many.as_bytes()).unwrap_err(),
+            HeadError::TooManyHeaders
+        );
     }
 
     #[test]
@@ -388,7 +392,10 @@ mod tests {
         let huge = b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n";
         assert_eq!(parse_all(huge).unwrap_err().status(), 400);
         let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n";
-        assert_eq!(parse_all(chunked).unwrap().unwrap().0.body, BodyKind::Chunked);
+        assert_eq!(
+            parse_all(chunked).unwrap().unwrap().0.body,
+            BodyKind::Chunked
+        );
         let te10 = b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(parse_all(te10).unwrap_err().status(), 400);
         let expect = b"POST / HTTP/1.1\r\nExpect: teapot\r\n\r\n";
@@ -404,7 +411,11 @@ mod tests {
             b"GET http://x/ HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
         ] {
-            assert!(parse_all(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_all(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         // Pseudo-random inputs: whatever happens, no panic.
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -414,7 +425,8 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                buf.push(b"\r\n:; aZ\x00\xff0"[(x % 11) as usize]);
+                let alphabet = b"\r\n:; aZ\x00\xff0";
+                buf.push(alphabet[(x % alphabet.len() as u64) as usize]);
             }
             let _ = parse_all(&buf);
         }

@@ -80,13 +80,16 @@ pub struct WorkerSpec {
     pub shutdown: Arc<Shutdown>,
 }
 
+/// A live connection's fd and whether it is idle between requests.
+type ConnEntry = (RawFd, Rc<Cell<bool>>);
+
 /// Connections of one worker that wait between requests, so shutdown can wake them.
 #[derive(Default)]
 struct Tracker {
     active: Cell<usize>,
     next_id: Cell<u64>,
     /// Each connection's fd and whether it is idle between requests.
-    conns: RefCell<HashMap<u64, (RawFd, Rc<Cell<bool>>)>>,
+    conns: RefCell<HashMap<u64, ConnEntry>>,
 }
 
 /// Runs a worker until shutdown: accept, serve, drain.

@@ -206,8 +206,8 @@ pub fn send(s: &mut TcpStream, method: &str, path: &str, headers: &[(&str, &str)
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
     let mut has_len = false;
     for (k, v) in headers {
-        has_len |= k.eq_ignore_ascii_case("content-length")
-            || k.eq_ignore_ascii_case("transfer-encoding");
+        has_len |=
+            k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding");
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     if !has_len && (!body.is_empty() || matches!(method, "PUT" | "POST" | "PATCH")) {
@@ -228,7 +228,9 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(|s| s.as_str())
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(|s| s.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -238,7 +240,10 @@ impl Resp {
 
     /// The first OCI error code in the body.
     pub fn error_code(&self) -> String {
-        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_string()
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 }
 
