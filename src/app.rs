@@ -1,29 +1,53 @@
 //! The application behind the HTTP layer: one per worker, built on the worker's thread.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::http::conn::{AccessRecord, Handler, Request};
 use crate::http::Response;
+use crate::registry::Registry;
 use crate::server::Shutdown;
 
 /// Sent on every response: Docker clients check it on `/v2/`, and it costs nothing to repeat.
 const EXTRA_HEADERS: &[u8] = b"Docker-Distribution-API-Version: registry/2.0\r\n";
 
+/// Size of the buffers request bodies are received into (hashed, then written from).
+pub const BODY_BUFFER_BYTES: usize = 512 * 1024;
+/// Idle body buffers kept per worker; more are freed.
+const BODY_BUFFERS_POOLED_MAX: usize = 32;
+
+/// A per-worker pool of body buffers, so pushes do not allocate per request.
+#[derive(Default)]
+pub struct Buffers(RefCell<Vec<Vec<u8>>>);
+
+impl Buffers {
+    pub fn take(&self) -> Vec<u8> {
+        self.0
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BODY_BUFFER_BYTES))
+    }
+
+    pub fn give(&self, mut buf: Vec<u8>) {
+        let mut pool = self.0.borrow_mut();
+        if pool.len() < BODY_BUFFERS_POOLED_MAX && buf.capacity() == BODY_BUFFER_BYTES {
+            buf.clear();
+            pool.push(buf);
+        }
+    }
+}
+
 pub struct App {
     pub config: Arc<Config>,
     pub shutdown: Arc<Shutdown>,
-}
-
-impl App {
-    pub fn new(config: Arc<Config>, shutdown: Arc<Shutdown>) -> Self {
-        App { config, shutdown }
-    }
+    pub registry: Registry,
+    pub buffers: Buffers,
 }
 
 impl Handler for App {
     async fn handle(&self, req: &mut Request<'_>) -> Response {
-        match crate::api::dispatch(req).await {
+        match crate::api::dispatch(self, req).await {
             Ok(resp) => resp,
             Err(e) => e.to_response(),
         }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod auth_hash;
 pub mod cli;
 pub mod config;
@@ -10,6 +11,9 @@ pub mod error;
 pub mod http;
 pub mod log;
 pub mod oci;
+pub mod policy;
+pub mod registry;
 pub mod serve;
 pub mod server;
 pub mod storage;
+pub mod tls;

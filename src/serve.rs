@@ -5,11 +5,13 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use crate::app::App;
+use crate::app::{App, Buffers};
 use crate::config::{Config, Source};
 use crate::http::conn::ConnLimits;
 use crate::http::head::Limits;
+use crate::registry::{Registry, Settings};
 use crate::server::{self, Shutdown, WorkerSpec};
+use crate::storage::FsStorage;
 
 /// Runs the registry until SIGTERM/SIGINT; returns the exit code.
 pub fn run(config: Config, source: Source) -> i32 {
@@ -43,6 +45,9 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
         return Err("[server.tls] is not supported by this build yet".into());
     }
     tracing::warn!("no [server.tls] configured: serving plain HTTP");
+    let root = &config.storage.fs.root_dir;
+    let store = FsStorage::new(root.clone())
+        .map_err(|e| format!("storage.fs.root_dir {}: {e}", root.display()))?;
     let config = Arc::new(config);
     let workers = config.workers();
     let addr = SocketAddr::new(config.server.bind_address, config.server.port);
@@ -64,9 +69,10 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
             shutdown: shutdown.clone(),
         };
         let (config, shutdown, ready) = (config.clone(), shutdown.clone(), ready_tx.clone());
+        let store = store.clone();
         let handle = std::thread::Builder::new()
             .name(format!("origin-worker-{index}"))
-            .spawn(move || worker_main(spec, config, shutdown, ready))
+            .spawn(move || worker_main(spec, config, store, shutdown, ready))
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
         handles.push(handle);
     }
@@ -118,6 +124,7 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
 fn worker_main(
     spec: WorkerSpec,
     config: Arc<Config>,
+    store: FsStorage,
     shutdown: Arc<Shutdown>,
     ready: mpsc::Sender<Result<&'static str, String>>,
 ) -> Result<(), String> {
@@ -134,11 +141,51 @@ fn worker_main(
     };
     let _ = ready.send(Ok(server::driver_name(rt.driver_type())));
     drop(ready);
+    let index = spec.index;
     rt.block_on(async move {
-        let app = Rc::new(App::new(config, shutdown));
+        let settings = Settings {
+            allow_missing_index_children: config.uploads.allow_missing_index_children,
+            upload_sessions_per_repository_max: config.uploads.sessions_per_repository_max,
+            upload_idle_expiry: config.uploads.idle_expiry,
+        };
+        let app = Rc::new(App {
+            registry: Registry::new(store, settings),
+            config,
+            shutdown,
+            buffers: Buffers::default(),
+        });
+        if index == 0 {
+            compio::runtime::spawn(housekeeping(app.clone())).detach();
+        }
         server::run_worker(spec, app).await
     })
     .map_err(|e| e.to_string())
+}
+
+/// How often worker 0 looks for expired upload sessions and stale temp files.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Periodic maintenance on worker 0: upload expiry and crash leftovers.
+async fn housekeeping(app: Rc<App>) {
+    loop {
+        match app.registry.expire_uploads().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "expired idle upload sessions"),
+            Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
+        }
+        if let Err(e) = app
+            .registry
+            .store
+            .cleanup_temp(Duration::from_secs(3600))
+            .await
+        {
+            tracing::warn!(error = %e, "temp file cleanup failed");
+        }
+        if app.shutdown.is_set() {
+            return;
+        }
+        compio::time::sleep(HOUSEKEEPING_INTERVAL).await;
+    }
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts afterwards,

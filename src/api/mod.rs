@@ -1,14 +1,22 @@
-//! The distribution API: routing, then one handler per endpoint.
+//! The distribution API: route, then one handler per endpoint. Handlers parse path and query
+//! into typed values, call the registry, and build responses; they never build storage keys.
 
+pub mod blobs;
+pub mod listing;
+pub mod manifests;
 pub mod route;
+pub mod uploads;
 
+use crate::app::App;
 use crate::error::{Code, Error, Result};
-use crate::http::{Method, Request, Response};
+use crate::http::{BodyError, Request, Response};
+use crate::oci::{Digest, DigestError, Reference, RepoName, UploadId};
 pub use route::{Action, Endpoint};
 
 /// Answers one request. Errors become OCI error bodies in the caller.
-pub async fn dispatch(req: &mut Request<'_>) -> Result<Response> {
-    let (endpoint, _action) = match route::route(req.head.method, req.head.path()) {
+pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
+    let path = req.head.path().to_string();
+    let (endpoint, _action) = match route::route(req.head.method, &path) {
         Ok(r) => r,
         Err(route::RouteError::NotFound) => {
             return Err(Error::new(Code::NotFound, "no such endpoint"))
@@ -21,14 +29,64 @@ pub async fn dispatch(req: &mut Request<'_>) -> Result<Response> {
             )
         }
     };
+    let method = req.head.method;
     match endpoint {
-        Endpoint::Base => Ok(base(req.head.method)),
-        _ => Err(Error::new(Code::Unsupported, "not implemented yet").with_status(501)),
+        Endpoint::Base => Ok(Response::json(200, b"{}".to_vec())),
+        Endpoint::Catalog => listing::catalog(app, req).await,
+        Endpoint::Tags { name } => listing::tags(app, req, &repo(name)?).await,
+        Endpoint::Referrers { name, digest } => {
+            listing::referrers(app, req, &repo(name)?, &digest_of(digest)?).await
+        }
+        Endpoint::Blob { name, digest } => {
+            blobs::handle(app, req, method, &repo(name)?, &digest_of(digest)?).await
+        }
+        Endpoint::Manifest { name, reference } => {
+            manifests::handle(app, req, method, &repo(name)?, &reference_of(reference)?).await
+        }
+        Endpoint::UploadStart { name } => uploads::start(app, req, &repo(name)?).await,
+        Endpoint::Upload { name, id } => {
+            let id = UploadId::parse(id)
+                .map_err(|_| Error::new(Code::BlobUploadUnknown, "no such upload"))?;
+            uploads::handle(app, req, method, &repo(name)?, &id).await
+        }
     }
 }
 
-/// `GET /v2/`: the API version check every client starts with.
-fn base(method: Method) -> Response {
-    let _ = method;
-    Response::json(200, b"{}".to_vec())
+pub fn repo(name: &str) -> Result<RepoName> {
+    RepoName::parse(name)
+        .map_err(|e| Error::new(Code::NameInvalid, format!("invalid repository name: {e}")))
+}
+
+pub fn digest_of(s: &str) -> Result<Digest> {
+    Digest::parse(s).map_err(|e| match e {
+        DigestError::Unsupported(_) => {
+            Error::new(Code::DigestInvalid, format!("unsupported digest: {e}"))
+        }
+        DigestError::Invalid(_) => Error::new(Code::DigestInvalid, format!("invalid digest: {e}")),
+    })
+}
+
+fn reference_of(s: &str) -> Result<Reference> {
+    Reference::parse(s).map_err(|e| {
+        let code = if s.contains(':') {
+            Code::DigestInvalid
+        } else {
+            Code::ManifestInvalid
+        };
+        Error::new(code, format!("invalid reference: {e}")).with_status(400)
+    })
+}
+
+impl From<BodyError> for Error {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge => Error::new(Code::SizeInvalid, e.to_string()).with_status(413),
+            BodyError::Timeout => {
+                Error::new(Code::BlobUploadInvalid, e.to_string()).with_status(408)
+            }
+            BodyError::Malformed(_) | BodyError::Closed | BodyError::Io(_) => {
+                Error::new(Code::BlobUploadInvalid, e.to_string())
+            }
+        }
+    }
 }

@@ -441,6 +441,13 @@ pub struct FsReader {
     size: u64,
 }
 
+impl FsReader {
+    /// The open file, for serving it (read_at or sendfile) from the HTTP layer.
+    pub fn into_file(self) -> File {
+        self.file
+    }
+}
+
 impl BlobReader for FsReader {
     fn size(&self) -> u64 {
         self.size

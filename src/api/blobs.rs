@@ -1,0 +1,129 @@
+//! Blobs: GET and HEAD (with single byte ranges), DELETE.
+
+use crate::app::App;
+use crate::error::{Code, Error, Result};
+use crate::http::{Body, FileBody, Method, Request, Response};
+use crate::oci::{Digest, RepoName};
+use crate::storage::BlobReader;
+
+fn blob_unknown() -> Error {
+    Error::new(Code::BlobUnknown, "blob unknown to registry")
+}
+
+pub async fn handle(
+    app: &App,
+    req: &mut Request<'_>,
+    method: Method,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<Response> {
+    let reg = &app.registry;
+    if method == Method::Delete {
+        if !reg.unlink_blob(name, digest).await? {
+            return Err(blob_unknown());
+        }
+        return Ok(Response::new(202).header("Docker-Content-Digest", digest.as_str()));
+    }
+    let head_only = method == Method::Head;
+    let reader = if head_only {
+        None
+    } else {
+        Some(
+            reg.open_blob(name, digest)
+                .await?
+                .ok_or_else(blob_unknown)?,
+        )
+    };
+    let size = match &reader {
+        Some(r) => r.size(),
+        None => reg
+            .repo_blob_size(name, digest)
+            .await?
+            .ok_or_else(blob_unknown)?,
+    };
+    let range = match req.head.header("range") {
+        Some(h) => parse_range(h, size).map_err(|()| {
+            Error::new(Code::RangeInvalid, "requested range not satisfiable")
+                .with_header("Content-Range", format!("bytes */{size}"))
+        })?,
+        None => None,
+    };
+    let (status, offset, len) = match range {
+        Some((start, end)) => (206, start, end - start + 1),
+        None => (200, 0, size),
+    };
+    let mut resp = Response::new(status)
+        .header("Content-Type", "application/octet-stream")
+        .header("Docker-Content-Digest", digest.as_str())
+        .header("ETag", format!("\"{digest}\""))
+        .header("Accept-Ranges", "bytes");
+    if status == 206 {
+        resp = resp.header(
+            "Content-Range",
+            format!("bytes {}-{}/{}", offset, offset + len - 1, size),
+        );
+    }
+    let body = match reader {
+        Some(r) => Body::File(FileBody {
+            file: r.into_file(),
+            offset,
+            len,
+        }),
+        None => Body::Length(len),
+    };
+    Ok(resp.body(body))
+}
+
+/// Parses a single `bytes=` range against `size`. `Ok(None)`: serve the whole blob (no
+/// range, several ranges, or another unit); `Err`: unsatisfiable (416).
+pub fn parse_range(header: &str, size: u64) -> std::result::Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.trim().split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = if a.is_empty() {
+        // Suffix: the last b bytes.
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 || size == 0 {
+            return Err(());
+        }
+        (size.saturating_sub(n), size - 1)
+    } else {
+        let start: u64 = a.parse().map_err(|_| ())?;
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse::<u64>()
+                .map_err(|_| ())?
+                .min(size.saturating_sub(1))
+        };
+        (start, end)
+    };
+    if start >= size || start > end {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Ok(Some((0, 9))));
+        assert_eq!(parse_range("bytes=90-", 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range("bytes=-10", 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range("bytes=50-500", 100), Ok(Some((50, 99))));
+        assert_eq!(parse_range("bytes=100-", 100), Err(()));
+        assert_eq!(parse_range("bytes=5-1", 100), Err(()));
+        assert_eq!(parse_range("bytes=x-1", 100), Err(()));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
+        assert_eq!(parse_range("items=0-1", 100), Ok(None));
+        assert_eq!(parse_range("bytes=0-0", 0), Err(()));
+    }
+}

@@ -1,0 +1,97 @@
+//! Listings: tags, the catalog (both paged with `n` and `last`) and referrers.
+
+use super::route::query_param;
+use crate::app::App;
+use crate::error::{Code, Error, Result};
+use crate::http::{Request, Response};
+use crate::oci::{media_type, referrers_index, Digest, RepoName};
+
+/// Page size when the client gives no `n`; also the largest `n` honoured.
+pub const PAGE_DEFAULT: usize = 1000;
+pub const PAGE_MAX: usize = 10_000;
+
+struct Page {
+    items: Vec<String>,
+    /// The `last` value for the next page, when there is one.
+    next: Option<String>,
+    n: usize,
+}
+
+/// Applies `last` and `n` to a sorted list.
+fn page(all: Vec<String>, query: &str) -> Result<Page> {
+    let n = match query_param(query, "n") {
+        Some(n) => n
+            .parse::<usize>()
+            .map_err(|_| Error::new(Code::Unsupported, "n must be a number").with_status(400))?
+            .min(PAGE_MAX),
+        None => PAGE_DEFAULT,
+    };
+    let last = query_param(query, "last");
+    let mut rest: Vec<String> = match &last {
+        Some(l) => all
+            .into_iter()
+            .filter(|t| t.as_str() > l.as_str())
+            .collect(),
+        None => all,
+    };
+    let more = rest.len() > n;
+    rest.truncate(n);
+    let next = if more { rest.last().cloned() } else { None };
+    Ok(Page {
+        items: rest,
+        next,
+        n,
+    })
+}
+
+fn with_link(resp: Response, path: &str, p: &Page) -> Response {
+    match &p.next {
+        Some(last) => resp.header(
+            "Link",
+            format!("<{path}?n={}&last={}>; rel=\"next\"", p.n, last),
+        ),
+        None => resp,
+    }
+}
+
+pub async fn tags(app: &App, req: &mut Request<'_>, name: &RepoName) -> Result<Response> {
+    if !app.registry.repository_exists(name).await? {
+        return Err(Error::new(
+            Code::NameUnknown,
+            "repository name not known to registry",
+        ));
+    }
+    let all = app.registry.tags(name).await?;
+    let p = page(all, req.head.query())?;
+    let body = serde_json::json!({ "name": name.as_str(), "tags": p.items });
+    let resp = Response::json(200, body.to_string().into_bytes());
+    Ok(with_link(resp, &format!("/v2/{name}/tags/list"), &p))
+}
+
+pub async fn catalog(app: &App, req: &mut Request<'_>) -> Result<Response> {
+    let all = app.registry.catalog().await?;
+    let p = page(all, req.head.query())?;
+    let body = serde_json::json!({ "repositories": p.items });
+    let resp = Response::json(200, body.to_string().into_bytes());
+    Ok(with_link(resp, "/v2/_catalog", &p))
+}
+
+pub async fn referrers(
+    app: &App,
+    req: &mut Request<'_>,
+    name: &RepoName,
+    subject: &Digest,
+) -> Result<Response> {
+    let filter = query_param(req.head.query(), "artifactType").filter(|t| !t.is_empty());
+    let list = app
+        .registry
+        .referrers(name, subject, filter.as_deref())
+        .await?;
+    let mut resp = Response::new(200)
+        .header("Content-Type", media_type::OCI_INDEX)
+        .body(crate::http::Body::Bytes(referrers_index(&list)));
+    if filter.is_some() {
+        resp = resp.header("OCI-Filters-Applied", "artifactType");
+    }
+    Ok(resp)
+}

@@ -1,0 +1,176 @@
+//! Blob uploads: POST (session, monolithic, mount), PATCH, PUT, GET status, DELETE.
+
+use super::{digest_of, repo, route::query_param};
+use crate::app::App;
+use crate::error::{Code, Error, Result};
+use crate::http::{BodyRead, Method, Request, Response};
+use crate::oci::{Digest, RepoName, UploadId};
+use crate::registry::uploads::Session;
+
+fn location(name: &RepoName, id: &UploadId) -> String {
+    format!("/v2/{name}/blobs/uploads/{id}")
+}
+
+/// `Range: 0-<last byte>` as Docker expects it; `0-0` before anything arrived.
+fn range_header(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}
+
+fn accepted(s: &Session) -> Response {
+    Response::new(202)
+        .header("Location", location(&s.name, &s.id))
+        .header("Range", range_header(s.offset))
+        .header("Docker-Upload-UUID", s.id.as_str())
+}
+
+fn created(name: &RepoName, digest: &Digest) -> Response {
+    Response::new(201)
+        .header("Location", format!("/v2/{name}/blobs/{digest}"))
+        .header("Docker-Content-Digest", digest.as_str())
+}
+
+pub async fn start(app: &App, req: &mut Request<'_>, name: &RepoName) -> Result<Response> {
+    let reg = &app.registry;
+    let query = req.head.query().to_string();
+    if let Some(mount) = query_param(&query, "mount") {
+        let digest = digest_of(&mount)?;
+        let from = match query_param(&query, "from") {
+            Some(f) if !f.is_empty() => Some(repo(&f)?),
+            _ => None,
+        };
+        if reg.mount_blob(name, &digest, from.as_ref()).await? {
+            return Ok(created(name, &digest));
+        }
+        // Nothing to mount: the spec says to answer with a new session instead.
+    }
+    let digest = match query_param(&query, "digest") {
+        Some(d) => Some(digest_of(&d)?),
+        None => None,
+    };
+    let id = reg.upload_start(name).await?;
+    let mut session = reg.upload_open_or_unknown(name, &id).await?;
+    let Some(digest) = digest else {
+        // A POST body without a digest is not part of the protocol; leave it to the
+        // connection to drain or close.
+        return Ok(accepted(&session));
+    };
+    // Monolithic upload: the body is the whole blob.
+    req.body.set_limit(app.config.server.blob_bytes_max)?;
+    if let Err(e) = receive(app, req, &mut session).await {
+        drop(session);
+        reg.upload_cancel(name, &id).await?;
+        return Err(e);
+    }
+    reg.upload_finish(session, &digest).await?;
+    Ok(created(name, &digest))
+}
+
+pub async fn handle(
+    app: &App,
+    req: &mut Request<'_>,
+    method: Method,
+    name: &RepoName,
+    id: &UploadId,
+) -> Result<Response> {
+    let reg = &app.registry;
+    match method {
+        Method::Delete => {
+            if !reg.upload_cancel(name, id).await? {
+                return Err(Error::new(Code::BlobUploadUnknown, "no such upload"));
+            }
+            Ok(Response::new(204))
+        }
+        Method::Get => {
+            let s = reg.upload_open_or_unknown(name, id).await?;
+            let mut r = accepted(&s);
+            r.status = 204;
+            Ok(r)
+        }
+        Method::Patch => {
+            let mut s = reg.upload_open_or_unknown(name, id).await?;
+            check_content_range(req, &s)?;
+            req.body.set_limit(app.config.server.blob_bytes_max)?;
+            receive(app, req, &mut s).await?;
+            reg.upload_save(&mut s).await?;
+            Ok(accepted(&s))
+        }
+        Method::Put => {
+            let query = req.head.query().to_string();
+            let digest = query_param(&query, "digest")
+                .ok_or_else(|| Error::new(Code::DigestInvalid, "digest parameter missing"))?;
+            let digest = digest_of(&digest)?;
+            let mut s = reg.upload_open_or_unknown(name, id).await?;
+            check_content_range(req, &s)?;
+            req.body.set_limit(app.config.server.blob_bytes_max)?;
+            receive(app, req, &mut s).await?;
+            reg.upload_finish(s, &digest).await?;
+            Ok(created(name, &digest))
+        }
+        _ => Err(Error::new(Code::Unsupported, "method not allowed").with_status(405)),
+    }
+}
+
+/// A chunk must start where the session ends; otherwise 416 with the current range.
+fn check_content_range(req: &Request<'_>, s: &Session) -> Result<()> {
+    let Some(value) = req.head.header("content-range") else {
+        return Ok(());
+    };
+    let spec = value
+        .trim()
+        .trim_start_matches("bytes")
+        .trim_start_matches(['=', ' ']);
+    let spec = spec.split('/').next().unwrap_or("");
+    let parsed = spec
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)));
+    let out_of_order = || {
+        Error::new(
+            Code::BlobUploadInvalid,
+            "chunk does not start at the upload's offset",
+        )
+        .with_status(416)
+        .with_header("Location", location(&s.name, &s.id))
+        .with_header("Range", range_header(s.offset))
+        .with_header("Docker-Upload-UUID", s.id.as_str().to_string())
+    };
+    let Some((start, end)) = parsed else {
+        return Err(out_of_order());
+    };
+    if start != s.offset || end < start {
+        return Err(out_of_order());
+    }
+    if let Some(len) = req.body.declared_len() {
+        if len != end - start + 1 {
+            return Err(Error::new(
+                Code::BlobUploadInvalid,
+                "Content-Range does not match Content-Length",
+            )
+            .with_status(416)
+            .with_header("Range", range_header(s.offset)));
+        }
+    }
+    Ok(())
+}
+
+/// Streams the request body through the hasher into the session's data.
+async fn receive(app: &App, req: &mut Request<'_>, s: &mut Session) -> Result<()> {
+    let reg = &app.registry;
+    let mut buf = app.buffers.take();
+    let result = loop {
+        let BodyRead(r, b) = req.body.read(buf).await;
+        buf = b;
+        let n = match r {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) => break Err(Error::from(e)),
+        };
+        s.hasher.update(&buf[..n]);
+        let (w, b) = reg.upload_write(s, buf).await;
+        buf = b;
+        if let Err(e) = w {
+            break Err(e);
+        }
+    };
+    app.buffers.give(buf);
+    result
+}

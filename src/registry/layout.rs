@@ -1,0 +1,133 @@
+//! Storage keys: the only place that knows where things live.
+//!
+//! ```text
+//! blobs/<alg>/<hex[0..2]>/<hex>/data                      content, stored once
+//! repositories/<name>/_layers/<alg>/<hex>                 the repository may see this blob
+//! repositories/<name>/_manifests/revisions/<alg>/<hex>    a manifest of the repository
+//! repositories/<name>/_manifests/tags/<tag>               tag -> manifest digest
+//! repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>  subject -> referrer descriptor
+//! repositories/<name>/_uploads/<id>/{data,state}          an upload session
+//! uploads/<id>                                            index of sessions, for expiry
+//! catalog/<name>/_repository                              the repository exists
+//! ```
+//! Repository name components never start with `_` (grammar), so `_x` keys cannot collide
+//! with a nested repository.
+
+use crate::oci::{Digest, RepoName, Tag, UploadId};
+
+pub fn blob_data(d: &Digest) -> String {
+    let hex = d.hex();
+    format!(
+        "blobs/{}/{}/{}/data",
+        d.algorithm().as_str(),
+        &hex[..2],
+        hex
+    )
+}
+
+pub fn layer_link(name: &RepoName, d: &Digest) -> String {
+    format!(
+        "repositories/{}/_layers/{}/{}",
+        name,
+        d.algorithm().as_str(),
+        d.hex()
+    )
+}
+
+pub fn manifest_link(name: &RepoName, d: &Digest) -> String {
+    format!(
+        "repositories/{}/_manifests/revisions/{}/{}",
+        name,
+        d.algorithm().as_str(),
+        d.hex()
+    )
+}
+
+pub fn tags_dir(name: &RepoName) -> String {
+    format!("repositories/{name}/_manifests/tags")
+}
+
+pub fn tag_link(name: &RepoName, tag: &Tag) -> String {
+    format!("repositories/{name}/_manifests/tags/{tag}")
+}
+
+pub fn referrers_dir(name: &RepoName, subject: &Digest) -> String {
+    format!(
+        "repositories/{}/_referrers/{}/{}",
+        name,
+        subject.algorithm().as_str(),
+        subject.hex()
+    )
+}
+
+pub fn referrer_entry(name: &RepoName, subject: &Digest, referrer: &Digest) -> String {
+    format!(
+        "{}/{}-{}",
+        referrers_dir(name, subject),
+        referrer.algorithm().as_str(),
+        referrer.hex()
+    )
+}
+
+pub fn uploads_dir(name: &RepoName) -> String {
+    format!("repositories/{name}/_uploads")
+}
+
+pub fn upload_data(name: &RepoName, id: &UploadId) -> String {
+    format!("repositories/{name}/_uploads/{id}/data")
+}
+
+pub fn upload_state(name: &RepoName, id: &UploadId) -> String {
+    format!("repositories/{name}/_uploads/{id}/state")
+}
+
+pub const UPLOAD_INDEX_PREFIX: &str = "uploads/";
+
+pub fn upload_index(id: &UploadId) -> String {
+    format!("uploads/{id}")
+}
+
+pub const CATALOG_PREFIX: &str = "catalog/";
+const CATALOG_MARKER: &str = "/_repository";
+
+pub fn catalog_entry(name: &RepoName) -> String {
+    format!("catalog/{name}{CATALOG_MARKER}")
+}
+
+/// The repository name in a key listed under [`CATALOG_PREFIX`] (relative to it).
+pub fn catalog_name(listed: &str) -> Option<&str> {
+    listed.strip_suffix(CATALOG_MARKER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_valid_storage_keys_and_distinct() {
+        let name = RepoName::parse("library/alpine").unwrap();
+        let d = Digest::of(crate::oci::Algorithm::Sha256, b"x");
+        let tag = Tag::parse("latest").unwrap();
+        let id = UploadId::generate().unwrap();
+        let keys = [
+            blob_data(&d),
+            layer_link(&name, &d),
+            manifest_link(&name, &d),
+            tag_link(&name, &tag),
+            referrer_entry(&name, &d, &d),
+            upload_data(&name, &id),
+            upload_state(&name, &id),
+            upload_index(&id),
+            catalog_entry(&name),
+        ];
+        for k in &keys {
+            crate::storage::validate_key(k).unwrap();
+        }
+        let unique: std::collections::BTreeSet<_> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len());
+        assert_eq!(
+            catalog_name("library/alpine/_repository"),
+            Some("library/alpine")
+        );
+    }
+}

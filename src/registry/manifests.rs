@@ -1,0 +1,243 @@
+//! Manifests, tags and referrers.
+
+use serde::{Deserialize, Serialize};
+
+use super::{layout, Registry, LISTING_MAX};
+use crate::error::{Code, Error, Result};
+use crate::oci::{Algorithm, Descriptor, Digest, Manifest, ManifestKind, Reference, RepoName, Tag};
+use crate::storage::{PutCondition, Storage};
+
+/// What a revision link records, so a GET needs no parse of the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RevisionLink {
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    size: u64,
+}
+
+/// A stored manifest as served.
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The result of a manifest PUT.
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+fn manifest_unknown() -> Error {
+    Error::new(Code::ManifestUnknown, "manifest unknown")
+}
+
+impl Registry {
+    /// Validates and stores a manifest under its digest, and under a tag if given.
+    pub async fn put_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<PutManifest> {
+        let manifest = Manifest::parse(content_type, &body)
+            .map_err(|e| Error::new(Code::ManifestInvalid, e.to_string()))?;
+        let digest = match reference {
+            Reference::Digest(d) => {
+                let actual = Digest::of(d.algorithm(), &body);
+                if &actual != d {
+                    return Err(Error::new(
+                        Code::DigestInvalid,
+                        format!("manifest digest is {actual}, not {d}"),
+                    ));
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
+        };
+        self.check_references(name, &manifest).await?;
+        self.ensure_repository(name).await?;
+        let size = body.len() as u64;
+        self.store
+            .put(&layout::blob_data(&digest), body, PutCondition::IfAbsent)
+            .await?;
+        let link = RevisionLink {
+            media_type: manifest.media_type().to_string(),
+            size,
+        };
+        let link = serde_json::to_vec(&link).map_err(Error::internal)?;
+        self.store
+            .put(
+                &layout::manifest_link(name, &digest),
+                link,
+                PutCondition::Always,
+            )
+            .await?;
+        let subject = manifest.subject().map(|s| s.digest.clone());
+        if let Some(subject) = &subject {
+            let entry = manifest.referrer_descriptor(digest.clone(), size);
+            let entry = serde_json::to_vec(&entry).map_err(Error::internal)?;
+            let key = layout::referrer_entry(name, subject, &digest);
+            self.store.put(&key, entry, PutCondition::Always).await?;
+        }
+        if let Reference::Tag(tag) = reference {
+            self.store
+                .put(
+                    &layout::tag_link(name, tag),
+                    digest.as_str().as_bytes().to_vec(),
+                    PutCondition::Always,
+                )
+                .await?;
+        }
+        Ok(PutManifest { digest, subject })
+    }
+
+    /// Every blob and child a manifest names must be in the repository (a subject need not).
+    async fn check_references(&self, name: &RepoName, m: &Manifest) -> Result<()> {
+        let blobs = m.config().into_iter().chain(m.layers().iter());
+        for d in blobs {
+            if self.repo_blob_size(name, &d.digest).await?.is_none() {
+                return Err(Error::new(
+                    Code::ManifestBlobUnknown,
+                    format!("blob {} is not in this repository", d.digest),
+                ));
+            }
+        }
+        if m.kind() == ManifestKind::Index && !self.settings.allow_missing_index_children {
+            for child in m.manifests() {
+                if self.manifest_link(name, &child.digest).await?.is_none() {
+                    return Err(Error::new(
+                        Code::ManifestBlobUnknown,
+                        format!("manifest {} is not in this repository", child.digest),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn manifest_link(&self, name: &RepoName, d: &Digest) -> Result<Option<RevisionLink>> {
+        let Some(obj) = self.store.get(&layout::manifest_link(name, d)).await? else {
+            return Ok(None);
+        };
+        let link = serde_json::from_slice(&obj.bytes)
+            .map_err(|e| Error::internal(format!("revision link {name}@{d}: {e}")))?;
+        Ok(Some(link))
+    }
+
+    /// The digest a tag points to.
+    pub async fn resolve_tag(&self, name: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+        let Some(obj) = self.store.get(&layout::tag_link(name, tag)).await? else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(&obj.bytes).map_err(Error::internal)?;
+        Ok(Some(Digest::parse(text.trim()).map_err(Error::internal)?))
+    }
+
+    async fn resolve(&self, name: &RepoName, reference: &Reference) -> Result<Option<Digest>> {
+        match reference {
+            Reference::Digest(d) => Ok(Some(d.clone())),
+            Reference::Tag(t) => self.resolve_tag(name, t).await,
+        }
+    }
+
+    /// Digest, media type and size, without reading the manifest (HEAD).
+    pub async fn manifest_meta(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<(Digest, String, u64)> {
+        let digest = self
+            .resolve(name, reference)
+            .await?
+            .ok_or_else(manifest_unknown)?;
+        let link = self
+            .manifest_link(name, &digest)
+            .await?
+            .ok_or_else(manifest_unknown)?;
+        Ok((digest, link.media_type, link.size))
+    }
+
+    pub async fn get_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<StoredManifest> {
+        let (digest, media_type, _) = self.manifest_meta(name, reference).await?;
+        let obj = self
+            .store
+            .get(&layout::blob_data(&digest))
+            .await?
+            .ok_or_else(|| Error::internal(format!("manifest {digest} linked but not stored")))?;
+        Ok(StoredManifest {
+            digest,
+            media_type,
+            bytes: obj.bytes,
+        })
+    }
+
+    /// Deletes a manifest revision, the tags that point to it and its referrer entry.
+    pub async fn delete_manifest(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        let stored = self
+            .get_manifest(name, &Reference::Digest(digest.clone()))
+            .await?;
+        if let Ok(m) = Manifest::parse(Some(&stored.media_type), &stored.bytes) {
+            if let Some(subject) = m.subject() {
+                let key = layout::referrer_entry(name, &subject.digest, digest);
+                self.store.delete(&key).await?;
+            }
+        }
+        for tag in self.tags(name).await? {
+            let Ok(tag) = Tag::parse(&tag) else { continue };
+            if self.resolve_tag(name, &tag).await?.as_ref() == Some(digest) {
+                self.store.delete(&layout::tag_link(name, &tag)).await?;
+            }
+        }
+        self.store
+            .delete(&layout::manifest_link(name, digest))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_tag(&self, name: &RepoName, tag: &Tag) -> Result<()> {
+        if !self.store.delete(&layout::tag_link(name, tag)).await? {
+            return Err(manifest_unknown());
+        }
+        Ok(())
+    }
+
+    /// Tags of a repository, sorted lexically.
+    pub async fn tags(&self, name: &RepoName) -> Result<Vec<String>> {
+        let mut tags = self.store.list_dir(&layout::tags_dir(name)).await?;
+        tags.truncate(LISTING_MAX);
+        tags.sort();
+        Ok(tags)
+    }
+
+    /// Descriptors of the manifests whose subject is `subject`, optionally of one type.
+    pub async fn referrers(
+        &self,
+        name: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>> {
+        let dir = layout::referrers_dir(name, subject);
+        let entries = self.store.list_dir(&dir).await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries.iter().take(LISTING_MAX) {
+            let Some(obj) = self.store.get(&format!("{dir}/{entry}")).await? else {
+                continue;
+            };
+            let Ok(d) = serde_json::from_slice::<Descriptor>(&obj.bytes) else {
+                tracing::warn!(entry, "unreadable referrer entry skipped");
+                continue;
+            };
+            if artifact_type.is_none_or(|t| d.artifact_type.as_deref() == Some(t)) {
+                out.push(d);
+            }
+        }
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(out)
+    }
+}

@@ -1,0 +1,181 @@
+//! Registry semantics over the storage trait: repositories, blobs, manifests, tags,
+//! referrers and upload sessions. Knows nothing of HTTP; knows keys only through `layout`.
+
+pub mod layout;
+pub mod manifests;
+pub mod uploads;
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use crate::error::{Code, Error, Result};
+use crate::oci::{Digest, RepoName};
+use crate::storage::{FsReader, FsStorage, PutCondition, Storage, StorageError};
+
+/// Repositories a worker knows exist, so pushes do not re-create the catalog entry each time.
+/// Bounded: past this the set is cleared (re-creating an entry is harmless, just slower).
+const KNOWN_REPOS_MAX: usize = 65_536;
+/// Catalog and tag listings hold at most this many names in memory.
+pub const LISTING_MAX: usize = 100_000;
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Io(ref io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+                tracing::error!(error = %e, "storage full");
+                Error::new(Code::Unknown, "storage is full").with_status(507)
+            }
+            other => Error::internal(other),
+        }
+    }
+}
+
+/// Settings the registry layer needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub allow_missing_index_children: bool,
+    pub upload_sessions_per_repository_max: usize,
+    pub upload_idle_expiry: std::time::Duration,
+}
+
+pub struct Registry {
+    pub store: FsStorage,
+    pub settings: Settings,
+    known_repos: RefCell<HashSet<RepoName>>,
+}
+
+impl Registry {
+    pub fn new(store: FsStorage, settings: Settings) -> Self {
+        Registry {
+            store,
+            settings,
+            known_repos: RefCell::new(HashSet::new()),
+        }
+    }
+
+    /// Records that a repository exists (for the catalog).
+    pub async fn ensure_repository(&self, name: &RepoName) -> Result<()> {
+        if self.known_repos.borrow().contains(name) {
+            return Ok(());
+        }
+        let key = layout::catalog_entry(name);
+        self.store
+            .put(
+                &key,
+                name.as_str().as_bytes().to_vec(),
+                PutCondition::IfAbsent,
+            )
+            .await?;
+        let mut known = self.known_repos.borrow_mut();
+        if known.len() >= KNOWN_REPOS_MAX {
+            known.clear();
+        }
+        known.insert(name.clone());
+        Ok(())
+    }
+
+    pub async fn repository_exists(&self, name: &RepoName) -> Result<bool> {
+        if self.known_repos.borrow().contains(name) {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .head(&layout::catalog_entry(name))
+            .await?
+            .is_some())
+    }
+
+    /// Every repository name, sorted.
+    pub async fn catalog(&self) -> Result<Vec<String>> {
+        let keys = self
+            .store
+            .list(layout::CATALOG_PREFIX, None, LISTING_MAX)
+            .await?;
+        let mut names: Vec<String> = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(layout::CATALOG_PREFIX))
+            .filter_map(layout::catalog_name)
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Size of a stored blob, wherever it is linked.
+    pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        Ok(self
+            .store
+            .head(&layout::blob_data(digest))
+            .await?
+            .map(|m| m.size))
+    }
+
+    /// Size of a blob the repository may see: linked as a layer or as a manifest.
+    pub async fn repo_blob_size(&self, name: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        if !self.is_linked(name, digest).await? {
+            return Ok(None);
+        }
+        self.blob_size(digest).await
+    }
+
+    async fn is_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
+        if self
+            .store
+            .head(&layout::layer_link(name, digest))
+            .await?
+            .is_some()
+        {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .head(&layout::manifest_link(name, digest))
+            .await?
+            .is_some())
+    }
+
+    pub async fn open_blob(&self, name: &RepoName, digest: &Digest) -> Result<Option<FsReader>> {
+        if !self.is_linked(name, digest).await? {
+            return Ok(None);
+        }
+        Ok(self.store.open_read(&layout::blob_data(digest)).await?)
+    }
+
+    /// Lets the repository see a stored blob.
+    pub async fn link_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        self.ensure_repository(name).await?;
+        let key = layout::layer_link(name, digest);
+        self.store
+            .put(
+                &key,
+                digest.as_str().as_bytes().to_vec(),
+                PutCondition::Always,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the repository's link to a blob; the data stays for other repositories (and
+    /// for garbage collection to decide).
+    pub async fn unlink_blob(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
+        Ok(self.store.delete(&layout::layer_link(name, digest)).await?)
+    }
+
+    /// Mounts a blob into `name`: from `from` when it has it, or from anywhere when `from`
+    /// is not given and the blob is stored. Returns false when there is nothing to mount.
+    pub async fn mount_blob(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<bool> {
+        let available = match from {
+            Some(src) => self.repo_blob_size(src, digest).await?.is_some(),
+            None => self.blob_size(digest).await?.is_some(),
+        };
+        if available {
+            self.link_blob(name, digest).await?;
+        }
+        Ok(available)
+    }
+}

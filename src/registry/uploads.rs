@@ -1,0 +1,289 @@
+//! Upload sessions: data appended in place, offset and hash state persisted beside it, so a
+//! session continues on any connection, any core, or after a restart.
+//!
+//! Order of writes: data (fsynced), then state (atomic put). The state is the truth: data
+//! past the recorded offset is a crashed request's leftover and is cut off on reopen.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use compio::buf::BufResult;
+use serde::{Deserialize, Serialize};
+
+use super::{layout, Registry};
+use crate::error::{Code, Error, Result};
+use crate::oci::{Algorithm, Digest, Hasher, RepoName, UploadId};
+use crate::storage::{BlobReader, Etag, FsUpload, PutCondition, PutOutcome, Storage, UploadWriter};
+
+/// Reads of upload data when a digest must be recomputed with another algorithm.
+const REHASH_CHUNK_BYTES: usize = 1024 * 1024;
+/// Expiry passes look at this many sessions at most per call, so one pass stays short.
+const EXPIRY_BATCH_MAX: usize = 10_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StateFile {
+    offset: u64,
+    /// Hex of the serialised hasher state.
+    hash: String,
+    started: u64,
+    updated: u64,
+}
+
+/// An open session: its persisted state and its data, held by one request at a time.
+pub struct Session {
+    pub name: RepoName,
+    pub id: UploadId,
+    pub offset: u64,
+    pub hasher: Hasher,
+    pub data: FsUpload,
+    started: u64,
+    etag: Etag,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn unknown_upload() -> Error {
+    Error::new(Code::BlobUploadUnknown, "upload unknown or expired")
+}
+
+impl Registry {
+    /// Starts a session. Refused with TOOMANYREQUESTS past the per-repository cap.
+    pub async fn upload_start(&self, name: &RepoName) -> Result<UploadId> {
+        let open = self.store.list_dir(&layout::uploads_dir(name)).await?;
+        if open.len() >= self.settings.upload_sessions_per_repository_max {
+            return Err(Error::new(
+                Code::TooManyRequests,
+                "too many open upload sessions for this repository",
+            ));
+        }
+        self.ensure_repository(name).await?;
+        let id = UploadId::generate().map_err(Error::internal)?;
+        drop(
+            self.store
+                .upload_create(&layout::upload_data(name, &id))
+                .await?,
+        );
+        let now = now_secs();
+        let state = StateFile {
+            offset: 0,
+            hash: hex(&Hasher::new(Algorithm::Sha256).to_state_bytes()),
+            started: now,
+            updated: now,
+        };
+        let bytes = serde_json::to_vec(&state).map_err(Error::internal)?;
+        self.store
+            .put(
+                &layout::upload_state(name, &id),
+                bytes,
+                PutCondition::IfAbsent,
+            )
+            .await?;
+        self.store
+            .put(
+                &layout::upload_index(&id),
+                name.as_str().as_bytes().to_vec(),
+                PutCondition::Always,
+            )
+            .await?;
+        Ok(id)
+    }
+
+    /// Opens a session for one request; `None` if it does not exist in this repository.
+    pub async fn upload_open(&self, name: &RepoName, id: &UploadId) -> Result<Option<Session>> {
+        let Some(obj) = self.store.get(&layout::upload_state(name, id)).await? else {
+            return Ok(None);
+        };
+        let state: StateFile = serde_json::from_slice(&obj.bytes)
+            .map_err(|e| Error::internal(format!("upload state {id}: {e}")))?;
+        let hasher = unhex(&state.hash)
+            .and_then(|b| Hasher::from_state_bytes(&b).ok())
+            .ok_or_else(|| Error::internal(format!("upload state {id}: bad hash state")))?;
+        if hasher.bytes_hashed() != state.offset {
+            return Err(Error::internal(format!(
+                "upload state {id}: offset mismatch"
+            )));
+        }
+        let Some(mut data) = self
+            .store
+            .open_upload(&layout::upload_data(name, id))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let size = data.size().await?;
+        if size > state.offset {
+            data.truncate(state.offset).await?;
+        } else if size < state.offset {
+            return Err(Error::internal(format!(
+                "upload {id}: data shorter than state"
+            )));
+        }
+        Ok(Some(Session {
+            name: name.clone(),
+            id: id.clone(),
+            offset: state.offset,
+            hasher,
+            data,
+            started: state.started,
+            etag: obj.etag,
+        }))
+    }
+
+    pub async fn upload_open_or_unknown(&self, name: &RepoName, id: &UploadId) -> Result<Session> {
+        self.upload_open(name, id).await?.ok_or_else(unknown_upload)
+    }
+
+    /// Appends `bytes` (already hashed by the caller into `s.hasher`) at the session offset.
+    pub async fn upload_write(&self, s: &mut Session, buf: Vec<u8>) -> (Result<()>, Vec<u8>) {
+        let BufResult(r, buf) = s.data.write_all_at(buf, s.offset).await;
+        match r {
+            Ok(()) => {
+                s.offset += buf.len() as u64;
+                (Ok(()), buf)
+            }
+            Err(e) => (Err(crate::storage::StorageError::Io(e).into()), buf),
+        }
+    }
+
+    /// Makes the data durable, then records offset and hash state.
+    pub async fn upload_save(&self, s: &mut Session) -> Result<()> {
+        s.data.sync().await?;
+        let state = StateFile {
+            offset: s.offset,
+            hash: hex(&s.hasher.to_state_bytes()),
+            started: s.started,
+            updated: now_secs(),
+        };
+        let bytes = serde_json::to_vec(&state).map_err(Error::internal)?;
+        let key = layout::upload_state(&s.name, &s.id);
+        match self
+            .store
+            .put(&key, bytes, PutCondition::IfMatch(s.etag.clone()))
+            .await?
+        {
+            PutOutcome::Written(etag) => {
+                s.etag = etag;
+                Ok(())
+            }
+            PutOutcome::PreconditionFailed => Err(Error::new(
+                Code::BlobUploadInvalid,
+                "upload was changed by another request",
+            )),
+        }
+    }
+
+    /// Verifies the session's content against `digest` and commits it as a blob linked to
+    /// the repository. On a mismatch the session is removed and nothing becomes visible.
+    pub async fn upload_finish(&self, s: Session, digest: &Digest) -> Result<()> {
+        let (name, id) = (s.name.clone(), s.id.clone());
+        let actual = if digest.algorithm() == s.hasher.algorithm() {
+            s.hasher.finalize()
+        } else {
+            drop(s.data);
+            self.rehash(&name, &id, digest.algorithm()).await?
+        };
+        if &actual != digest {
+            self.upload_cancel(&name, &id).await?;
+            return Err(Error::new(
+                Code::DigestInvalid,
+                format!("content digest is {actual}, not {digest}"),
+            ));
+        }
+        let data_key = layout::upload_data(&name, &id);
+        self.store
+            .upload_commit(&data_key, &layout::blob_data(digest))
+            .await?
+            .ok_or_else(unknown_upload)?;
+        self.link_blob(&name, digest).await?;
+        self.upload_cancel(&name, &id).await?;
+        Ok(())
+    }
+
+    async fn rehash(&self, name: &RepoName, id: &UploadId, alg: Algorithm) -> Result<Digest> {
+        let reader = self
+            .store
+            .open_read(&layout::upload_data(name, id))
+            .await?
+            .ok_or_else(unknown_upload)?;
+        let mut hasher = Hasher::new(alg);
+        let mut buf = Vec::with_capacity(REHASH_CHUNK_BYTES);
+        let mut pos = 0;
+        while pos < reader.size() {
+            buf.clear();
+            let BufResult(r, b) = reader.read_at(buf, pos).await;
+            buf = b;
+            let n = r.map_err(Error::internal)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            pos += n as u64;
+        }
+        Ok(hasher.finalize())
+    }
+
+    /// Removes a session and its data. True if there was one.
+    pub async fn upload_cancel(&self, name: &RepoName, id: &UploadId) -> Result<bool> {
+        let had = self.store.delete(&layout::upload_state(name, id)).await?;
+        self.store.delete(&layout::upload_data(name, id)).await?;
+        self.store.delete(&layout::upload_index(id)).await?;
+        Ok(had)
+    }
+
+    /// Removes sessions idle for longer than the configured expiry. Returns how many.
+    pub async fn expire_uploads(&self) -> Result<usize> {
+        let keys = self
+            .store
+            .list(layout::UPLOAD_INDEX_PREFIX, None, EXPIRY_BATCH_MAX)
+            .await?;
+        let now = now_secs();
+        let expiry = self.settings.upload_idle_expiry.as_secs();
+        let mut removed = 0;
+        for key in keys {
+            let Some(id) = key
+                .strip_prefix(layout::UPLOAD_INDEX_PREFIX)
+                .and_then(|s| UploadId::parse(s).ok())
+            else {
+                continue;
+            };
+            let Some(index) = self.store.get(&key).await? else {
+                continue;
+            };
+            let Some(name) = std::str::from_utf8(&index.bytes)
+                .ok()
+                .and_then(|s| RepoName::parse(s).ok())
+            else {
+                self.store.delete(&key).await?;
+                continue;
+            };
+            let updated = match self.store.get(&layout::upload_state(&name, &id)).await? {
+                Some(obj) => serde_json::from_slice::<StateFile>(&obj.bytes)
+                    .map(|s| s.updated)
+                    .unwrap_or(0),
+                None => 0,
+            };
+            if now.saturating_sub(updated) >= expiry {
+                self.upload_cancel(&name, &id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
