@@ -269,3 +269,93 @@ fn forced_io_uring_under_seccomp_fails_cleanly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("I/O driver"));
 }
+
+/// A body that stalls past `query_timeout` gets a 503 and a closed connection.
+#[test]
+fn query_timeout_cuts_a_stalled_request() {
+    let srv = Server::start_with("query_timeout = \"2s\"", ALLOW_ALL);
+    let loc = srv.start_upload("slow/app");
+    let mut s = srv.connect();
+    write!(
+        s,
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc"
+    )
+    .unwrap();
+    let started = Instant::now();
+    let r = read_response(&mut s, false).expect("a response");
+    assert_eq!(r.status, 503);
+    assert!(is_closed(&mut s));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // The session is still usable: the stalled request's bytes were not recorded.
+    assert_eq!(srv.get(&loc).header("range"), Some("0-0"));
+}
+
+/// A body idle past `body_idle_timeout` is refused and the connection closed.
+#[test]
+fn body_idle_timeout_closes() {
+    let srv = Server::start_with("body_idle_timeout = \"1s\"", ALLOW_ALL);
+    let loc = srv.start_upload("idle/app");
+    let mut s = srv.connect();
+    write!(
+        s,
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc"
+    )
+    .unwrap();
+    let r = read_response(&mut s, false).expect("a response");
+    assert_eq!(r.status, 408);
+    assert!(is_closed(&mut s));
+}
+
+/// Bodies over a route's limit answer 413 and close, without reading the body.
+#[test]
+fn body_limits_per_route() {
+    let srv = Server::start_with(
+        "blob_bytes_max = 1000\nother_body_bytes_max = 10",
+        ALLOW_ALL,
+    );
+    let loc = srv.start_upload("lim/app");
+    let r = srv.request("PATCH", &loc, &[], &vec![7u8; 1001]);
+    assert_eq!(r.status, 413);
+    let r = srv.request("PATCH", &loc, &[], &vec![7u8; 1000]);
+    assert_eq!(r.status, 202);
+    // Chunked bodies are counted as they arrive.
+    let mut s = srv.connect();
+    write!(
+        s,
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    let _ = write!(s, "7d0\r\n{}\r\n0\r\n\r\n", "x".repeat(2000));
+    assert_eq!(read_response(&mut s, false).unwrap().status, 413);
+    // Routes without a body have the small limit.
+    let r = srv.request("GET", "/v2/", &[("Content-Length", "11")], b"hello world");
+    assert_eq!(r.status, 413);
+}
+
+/// SIGTERM while an upload is in flight: the upload finishes and is answered, then exit 0.
+#[test]
+fn sigterm_drains_in_flight_requests() {
+    let mut srv = Server::start();
+    let loc = srv.start_upload("drain/app");
+    let data = bytes(1, 200_000);
+    let mut s = srv.connect();
+    write!(
+        s,
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    )
+    .unwrap();
+    s.write_all(&data[..100_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    srv.signal(libc::SIGTERM);
+    assert!(srv.logs_until("draining", Duration::from_secs(5)).is_some());
+    // New connections are refused while the old one finishes.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(std::net::TcpStream::connect(srv.addr).is_err());
+    s.write_all(&data[100_000..]).unwrap();
+    let r = read_response(&mut s, false).expect("in-flight request answered");
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("range"), Some("0-199999"));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+}

@@ -42,7 +42,7 @@ pub async fn handle(
             .ok_or_else(blob_unknown)?,
     };
     let range = match req.head.header("range") {
-        Some(h) => parse_range(h, size).map_err(|()| {
+        Some(h) => parse_range(h, size).map_err(|_| {
             Error::new(Code::RangeInvalid, "requested range not satisfiable")
                 .with_header("Content-Range", format!("bytes */{size}"))
         })?,
@@ -74,44 +74,51 @@ pub async fn handle(
     Ok(resp.body(body))
 }
 
+/// A Range header that cannot be served (416).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
 /// Parses a single `bytes=` range against `size`. `Ok(None)`: serve the whole blob (no
 /// range, several ranges, or another unit); `Err`: unsatisfiable (416).
-pub fn parse_range(header: &str, size: u64) -> std::result::Result<Option<(u64, u64)>, ()> {
+pub fn parse_range(
+    header: &str,
+    size: u64,
+) -> std::result::Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
     if spec.contains(',') {
         return Ok(None);
     }
-    let (a, b) = spec.trim().split_once('-').ok_or(())?;
+    let (a, b) = spec.trim().split_once('-').ok_or(Unsatisfiable)?;
     let (a, b) = (a.trim(), b.trim());
     let (start, end) = if a.is_empty() {
         // Suffix: the last b bytes.
-        let n: u64 = b.parse().map_err(|_| ())?;
+        let n: u64 = b.parse().map_err(|_| Unsatisfiable)?;
         if n == 0 || size == 0 {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         (size.saturating_sub(n), size - 1)
     } else {
-        let start: u64 = a.parse().map_err(|_| ())?;
+        let start: u64 = a.parse().map_err(|_| Unsatisfiable)?;
         let end = if b.is_empty() {
             size.saturating_sub(1)
         } else {
             b.parse::<u64>()
-                .map_err(|_| ())?
+                .map_err(|_| Unsatisfiable)?
                 .min(size.saturating_sub(1))
         };
         (start, end)
     };
     if start >= size || start > end {
-        return Err(());
+        return Err(Unsatisfiable);
     }
     Ok(Some((start, end)))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{parse_range, Unsatisfiable};
 
     #[test]
     fn ranges() {
@@ -119,11 +126,11 @@ mod tests {
         assert_eq!(parse_range("bytes=90-", 100), Ok(Some((90, 99))));
         assert_eq!(parse_range("bytes=-10", 100), Ok(Some((90, 99))));
         assert_eq!(parse_range("bytes=50-500", 100), Ok(Some((50, 99))));
-        assert_eq!(parse_range("bytes=100-", 100), Err(()));
-        assert_eq!(parse_range("bytes=5-1", 100), Err(()));
-        assert_eq!(parse_range("bytes=x-1", 100), Err(()));
+        assert_eq!(parse_range("bytes=100-", 100), Err(Unsatisfiable));
+        assert_eq!(parse_range("bytes=5-1", 100), Err(Unsatisfiable));
+        assert_eq!(parse_range("bytes=x-1", 100), Err(Unsatisfiable));
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
         assert_eq!(parse_range("items=0-1", 100), Ok(None));
-        assert_eq!(parse_range("bytes=0-0", 0), Err(()));
+        assert_eq!(parse_range("bytes=0-0", 0), Err(Unsatisfiable));
     }
 }

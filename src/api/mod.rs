@@ -30,6 +30,15 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
         }
     };
     let method = req.head.method;
+    // Routes that take a body set their own limit; the rest get the small one.
+    let takes_body = matches!(
+        endpoint,
+        Endpoint::UploadStart { .. } | Endpoint::Upload { .. }
+    ) || matches!(endpoint, Endpoint::Manifest { .. })
+        && method == crate::http::Method::Put;
+    if !takes_body {
+        req.body.set_limit(app.config.server.other_body_bytes_max)?;
+    }
     match endpoint {
         Endpoint::Base => Ok(Response::json(200, b"{}".to_vec())),
         Endpoint::Catalog => listing::catalog(app, req).await,

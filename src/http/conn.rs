@@ -26,6 +26,9 @@ pub const FILE_CHUNK_BYTES: usize = 256 * 1024;
 /// After a response, at most this much of an unread request body is drained to keep the
 /// connection; more than that and the connection is closed instead.
 const DRAIN_BYTES_MAX: u64 = 256 * 1024;
+/// Lingering close: at most this long and this much discarded before the socket is closed.
+const LINGER_TIME_MAX: Duration = Duration::from_secs(2);
+const LINGER_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
@@ -346,6 +349,9 @@ pub async fn serve_connection<H: Handler>(
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(HEAD_BUF_INITIAL_BYTES);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
+    // Set when we close with request bytes still unread: closing at once would make the
+    // kernel send a reset that can destroy the response before the client reads it.
+    let mut linger = false;
     loop {
         let head = match read_head(&mut stream, &mut buf, limits, handler, idle).await {
             HeadRead::Head(h) => h,
@@ -383,6 +389,7 @@ pub async fn serve_connection<H: Handler>(
         )
         .await;
         let bytes_in = req.body.bytes_read();
+        linger = !req.body.is_done();
         drop(req);
         let (status, bytes_out, keep) = match outcome {
             Ok(r) => r,
@@ -411,6 +418,28 @@ pub async fn serve_connection<H: Handler>(
         }
     }
     let _ = stream.shutdown().await;
+    if linger {
+        lingering_close(&mut stream).await;
+    }
+}
+
+/// After a close with unread request bytes: read and discard for a short while so the
+/// client gets to read our response (bounded in bytes and time).
+async fn lingering_close(stream: &mut Stream) {
+    let deadline = Instant::now() + LINGER_TIME_MAX;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut total = 0;
+    while total < LINGER_BYTES_MAX {
+        let left = deadline.saturating_duration_since(Instant::now());
+        buf.clear();
+        match timeout(left, stream.read(buf)).await {
+            Ok(BufResult(Ok(n), b)) if n > 0 => {
+                total += n;
+                buf = b;
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Handles one request and writes its response. Returns (status, body bytes sent, keep-alive).

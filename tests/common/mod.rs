@@ -175,6 +175,16 @@ impl Server {
         self.request("GET", path, &[], b"")
     }
 
+    /// Kills the process (SIGKILL) and starts a new one on the same storage and config.
+    pub fn restart(mut self) -> Server {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
+        drop(self);
+        Server::start_config(dir, &text, &[])
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: signalling our own child by its PID.
         unsafe { libc::kill(self.child.id() as i32, sig) };
@@ -216,7 +226,8 @@ pub fn send(s: &mut TcpStream, method: &str, path: &str, headers: &[(&str, &str)
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
-    s.write_all(&bytes).unwrap();
+    // The server may answer (413, 401...) and close before reading everything.
+    let _ = s.write_all(&bytes);
 }
 
 #[derive(Debug, Clone)]
@@ -301,3 +312,100 @@ pub fn is_closed(s: &mut TcpStream) -> bool {
         ),
     }
 }
+
+// ---- registry helpers -------------------------------------------------------------------
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(data))
+}
+
+pub fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(data))
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+impl Server {
+    /// Pushes a blob with one monolithic POST; returns its digest.
+    pub fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let d = digest(data);
+        let r = self.request(
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+            &[("Content-Type", "application/octet-stream")],
+            data,
+        );
+        assert_eq!(
+            r.status,
+            201,
+            "push blob: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        d
+    }
+
+    /// Starts an upload session; returns its Location path.
+    pub fn start_upload(&self, repo: &str) -> String {
+        let r = self.request("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        r.header("location").unwrap().to_string()
+    }
+
+    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Resp {
+        self.request(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("Content-Type", media_type)],
+            body,
+        )
+    }
+
+    /// Pushes a config and `layers`, then an OCI image manifest tagged `tag`; returns the
+    /// manifest bytes and digest.
+    pub fn push_image(&self, repo: &str, tag: &str, layers: &[Vec<u8>]) -> (Vec<u8>, String) {
+        let config = format!(
+            "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"n\":{}}}",
+            layers.len()
+        );
+        let config_digest = self.push_blob(repo, config.as_bytes());
+        let layer_descs: Vec<String> = layers
+            .iter()
+            .map(|l| {
+                let d = self.push_blob(repo, l);
+                format!(
+                    "{{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"{d}\",\"size\":{}}}",
+                    l.len()
+                )
+            })
+            .collect();
+        let manifest = format!(
+            "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\
+             \"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{config_digest}\",\"size\":{}}},\
+             \"layers\":[{}]}}",
+            config.len(),
+            layer_descs.join(",")
+        );
+        let r = self.put_manifest(repo, tag, OCI_MANIFEST, manifest.as_bytes());
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let d = digest(manifest.as_bytes());
+        assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
+        (manifest.into_bytes(), d)
+    }
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
