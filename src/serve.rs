@@ -40,7 +40,22 @@ fn limits(config: &Config) -> ConnLimits {
     }
 }
 
+/// Raises the soft open-file limit to the hard one: each connection is a file descriptor,
+/// and the default soft limit (often 1024) would cap connections far below the configured
+/// `connections_per_worker_max`.
+fn raise_file_limit() {
+    // SAFETY: getrlimit/setrlimit read and write a plain struct we own.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn start(config: Config, source: Source) -> Result<i32, String> {
+    raise_file_limit();
     if config.server.tls.is_some() {
         return Err("[server.tls] is not supported by this build yet".into());
     }
