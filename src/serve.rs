@@ -177,11 +177,15 @@ fn worker_main(
     .map_err(|e| e.to_string())
 }
 
-/// How often worker 0 looks for expired upload sessions and stale temp files.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
+/// Worker 0 looks for expired upload sessions and stale temp files every quarter of the
+/// upload expiry, within these bounds.
+const HOUSEKEEPING_INTERVAL_MIN: Duration = Duration::from_secs(1);
+const HOUSEKEEPING_INTERVAL_MAX: Duration = Duration::from_secs(60);
 
 /// Periodic maintenance on worker 0: upload expiry and crash leftovers.
 async fn housekeeping(app: Rc<App>) {
+    let interval = (app.config.uploads.idle_expiry / 4)
+        .clamp(HOUSEKEEPING_INTERVAL_MIN, HOUSEKEEPING_INTERVAL_MAX);
     loop {
         match app.registry.expire_uploads().await {
             Ok(0) => {}
@@ -199,7 +203,7 @@ async fn housekeeping(app: Rc<App>) {
         if app.shutdown.is_set() {
             return;
         }
-        compio::time::sleep(HOUSEKEEPING_INTERVAL).await;
+        compio::time::sleep(interval).await;
     }
 }
 

@@ -638,3 +638,25 @@ fn api_version_header_everywhere() {
         );
     }
 }
+
+/// Upload sessions idle longer than `uploads.idle_expiry` are removed with their data.
+#[test]
+fn idle_upload_sessions_expire() {
+    let srv = Server::start_with(
+        "",
+        &format!("{ALLOW_ALL}\n[uploads]\nidle_expiry = \"2s\"\n"),
+    );
+    let loc = srv.start_upload("exp/app");
+    assert_eq!(srv.request("PATCH", &loc, &[], b"some bytes").status, 202);
+    let uploads = srv.dir.0.join("data/repositories/exp/app/_uploads");
+    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let left = || std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
+    while srv.get(&loc).status != 404 || left() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session or its data never expired"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
