@@ -170,7 +170,8 @@ struct Account {
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum FailureKey {
     Ip(IpAddr),
-    User(String),
+    /// A keyed hash of the username: fixed size whatever the client sends.
+    User([u8; 32]),
 }
 
 struct State {
@@ -263,10 +264,11 @@ impl Authenticator {
     pub async fn verify(&self, user: &str, pass: &str, client_ip: IpAddr) -> AuthOutcome {
         let now = (self.clock)();
         let ip_key = FailureKey::Ip(ip_bucket(client_ip));
-        let user_key = FailureKey::User(user.to_string());
+        let user_key = FailureKey::User(hmac_sha256(&self.key, &[b"user\0", user.as_bytes()]));
         let mac = hmac_sha256(
             &self.key,
             &[
+                b"credentials\0",
                 &(user.len() as u64).to_le_bytes(),
                 user.as_bytes(),
                 pass.as_bytes(),

@@ -12,6 +12,9 @@ Usage:
   origin [serve] [-c FILE]        run the registry (the default command)
   origin check-config [-c FILE]   validate a configuration and exit
   origin hash-password            read a password on stdin, print an argon2id PHC hash
+  origin gc [--dry-run] [-c FILE] one garbage-collection pass over the storage
+  origin scrub [--repair] [-c FILE]
+                                  check blobs, links and references; repair what is safe
   origin --help | --version
 
 Without -c, ./config.toml is used when present, else an embedded default:
@@ -22,6 +25,8 @@ enum Command {
     Serve(Option<PathBuf>),
     CheckConfig(Option<PathBuf>),
     HashPassword,
+    Gc(Option<PathBuf>, bool),
+    Scrub(Option<PathBuf>, bool),
     Help,
     Version,
 }
@@ -41,13 +46,24 @@ fn parse(args: &[String]) -> Result<Command, String> {
             it.next();
             "hash-password"
         }
+        Some("gc") => {
+            it.next();
+            "gc"
+        }
+        Some("scrub") => {
+            it.next();
+            "scrub"
+        }
         Some("-h" | "--help" | "help") => return Ok(Command::Help),
         Some("-V" | "--version") => return Ok(Command::Version),
         _ => "serve",
     };
     let mut config = None;
+    let mut flag = false;
     while let Some(arg) = it.next() {
         match arg.as_str() {
+            "--dry-run" if cmd == "gc" => flag = true,
+            "--repair" if cmd == "scrub" => flag = true,
             "-c" | "--config" => {
                 let file = it.next().ok_or("-c needs a file")?;
                 config = Some(PathBuf::from(file));
@@ -58,6 +74,8 @@ fn parse(args: &[String]) -> Result<Command, String> {
     }
     Ok(match cmd {
         "check-config" => Command::CheckConfig(config),
+        "gc" => Command::Gc(config, flag),
+        "scrub" => Command::Scrub(config, flag),
         "hash-password" if config.is_none() => Command::HashPassword,
         "hash-password" => return Err("hash-password takes no -c".into()),
         _ => Command::Serve(config),
@@ -93,6 +111,10 @@ pub fn run(args: &[String]) -> i32 {
             }
         },
         Command::HashPassword => hash_password(),
+        Command::Gc(path, dry_run) => with_config(path, |c| crate::maintenance::gc(&c, dry_run)),
+        Command::Scrub(path, repair) => {
+            with_config(path, |c| crate::maintenance::scrub(&c, repair))
+        }
         Command::Serve(path) => match Config::load(path.as_deref()) {
             Ok((config, source)) => crate::serve::run(config, source),
             Err(e) => {
@@ -100,6 +122,21 @@ pub fn run(args: &[String]) -> i32 {
                 1
             }
         },
+    }
+}
+
+fn with_config(path: Option<PathBuf>, f: impl FnOnce(Config) -> i32) -> i32 {
+    match Config::load(path.as_deref()) {
+        Ok((config, _)) => {
+            let mut log = config.log.clone();
+            log.filter = "warn".into();
+            crate::log::init(&log);
+            f(config)
+        }
+        Err(e) => {
+            eprintln!("origin: invalid configuration: {e}");
+            1
+        }
     }
 }
 
@@ -201,6 +238,15 @@ mod tests {
         ));
         assert!(matches!(parse(&args("--version")), Ok(Command::Version)));
         assert!(matches!(parse(&args("--help")), Ok(Command::Help)));
+        assert!(matches!(
+            parse(&args("gc --dry-run")),
+            Ok(Command::Gc(None, true))
+        ));
+        assert!(matches!(
+            parse(&args("scrub -c x --repair")),
+            Ok(Command::Scrub(Some(_), true))
+        ));
+        assert!(parse(&args("serve --dry-run")).is_err());
         assert!(parse(&args("serve --bogus")).is_err());
         assert!(parse(&args("serve -c")).is_err());
     }

@@ -37,6 +37,8 @@ pub struct Config {
     #[serde(default)]
     pub uploads: UploadsConfig,
     #[serde(default)]
+    pub gc: GcConfig,
+    #[serde(default)]
     pub identity: BTreeMap<String, IdentityConfig>,
     #[serde(default)]
     pub repository: Vec<RepositoryConfig>,
@@ -105,6 +107,17 @@ pub struct TlsConfig {
     pub server_certificate_bundle: PathBuf,
     pub server_private_key: PathBuf,
     pub client_ca_bundle: Option<PathBuf>,
+    /// Whether a client certificate is required or optional; only with `client_ca_bundle`,
+    /// where it defaults to required.
+    #[serde(default)]
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertificate {
+    Required,
+    Optional,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -166,6 +179,30 @@ impl Default for UploadsConfig {
             idle_expiry: d::upload_idle_expiry(),
             sessions_per_repository_max: d::upload_sessions_max(),
             allow_missing_index_children: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcConfig {
+    /// Run collection passes in the background while serving.
+    #[serde(default = "d::yes")]
+    pub enabled: bool,
+    /// Time between passes.
+    #[serde(default = "d::gc_interval", deserialize_with = "duration")]
+    pub interval: Duration,
+    /// A blob released, uploaded or mounted within this long is kept.
+    #[serde(default = "d::gc_grace", deserialize_with = "duration")]
+    pub grace_period: Duration,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            enabled: true,
+            interval: d::gc_interval(),
+            grace_period: d::gc_grace(),
         }
     }
 }
@@ -247,6 +284,12 @@ mod d {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn gc_interval() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn gc_grace() -> Duration {
+        Duration::from_secs(3600)
     }
 }
 
@@ -342,6 +385,7 @@ impl Config {
             return bad("server.header_count_max", "must be 8..=1024");
         }
         for (key, v) in [
+            ("gc.interval", self.gc.interval),
             ("server.query_timeout", s.query_timeout),
             ("server.head_read_timeout", s.head_read_timeout),
             ("server.keep_alive_timeout", s.keep_alive_timeout),
@@ -427,6 +471,7 @@ mod tests {
             format!("{:?}", minimal.uploads)
         );
         assert_eq!(format!("{:?}", example.log), format!("{:?}", minimal.log));
+        assert_eq!(format!("{:?}", example.gc), format!("{:?}", minimal.gc));
     }
 
     #[test]

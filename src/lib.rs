@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod log;
+pub mod maintenance;
 pub mod oci;
 pub mod policy;
 pub mod registry;

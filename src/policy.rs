@@ -25,18 +25,18 @@
 //! `request.namespace`, `request.digest`, `request.reference` (strings). Anything absent is
 //! the empty string or the empty list. Any other variable or attribute fails the load.
 
-use std::collections::HashMap;
+mod vars;
+
 use std::fmt;
 use std::sync::Arc;
 
 use cel::common::ast::Expr;
-use cel::common::types::{CelList, CelMap, CelMapKey, CelString};
-use cel::common::value::Val;
 use cel::{Context, Env, IdedExpr, Program, Value};
 
 use crate::api::route::Action;
 use crate::auth::Identity;
 use crate::config::RepositoryConfig;
+use vars::Vars;
 
 /// Policies per entry; a longer list is surely a configuration mistake, and each one costs
 /// evaluation time on every request of the namespace.
@@ -131,8 +131,8 @@ impl Entry {
 /// The compiled policies of every `[[repository]]`, shared by all workers through an `Arc`.
 ///
 /// `cel::Program` is plain data and the root `cel::Context` holds only `Send + Sync`
-/// functions and values, so one set serves every thread; a request adds its variables in a
-/// child scope of its own.
+/// functions, so one set serves every thread; each decision reads its variables through a
+/// resolver on a child scope of its own, borrowing the request's strings.
 pub struct PolicySet {
     /// Longest namespace first, so the first match is the longest prefix.
     entries: Vec<Entry>,
@@ -197,12 +197,12 @@ impl PolicySet {
                 return Decision::Allow;
             }
             return match self.entries.iter().find(|e| e.namespace.is_empty()) {
-                Some(entry) => self.decide(entry, identity_val(identity), req),
+                Some(entry) => self.decide(entry, identity, req),
                 None => Decision::Deny,
             };
         }
         match self.entry_for(req.namespace) {
-            Some(entry) => self.decide(entry, identity_val(identity), req),
+            Some(entry) => self.decide(entry, identity, req),
             None => Decision::Deny,
         }
     }
@@ -226,6 +226,13 @@ impl PolicySet {
             .collect()
     }
 
+    /// A child scope of the shared root for one evaluation. The root lives for 'static;
+    /// viewed for a shorter lifetime, its child may borrow the request's strings.
+    fn scope<'s>(&'s self) -> Context<'s, 's> {
+        let root: &'s Context<'s, 's> = &self.root;
+        root.new_inner_scope()
+    }
+
     fn entry_for(&self, name: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.matches(name))
     }
@@ -233,7 +240,7 @@ impl PolicySet {
     fn decide<'a>(
         &'a self,
         entry: &'a Entry,
-        identity: Box<dyn Val + 'a>,
+        identity: &'a Identity,
         req: &AccessRequest<'a>,
     ) -> Decision {
         let (on_match, otherwise) = match entry.default_allow {
@@ -243,11 +250,9 @@ impl PolicySet {
         if entry.policies.is_empty() {
             return otherwise;
         }
-        // The root lives for 'static; viewed for 'a, its child scope may borrow the request.
-        let root: &'a Context<'a, 'a> = &self.root;
-        let mut scope = root.new_inner_scope();
-        scope.add_variable_as_val("identity", identity);
-        scope.add_variable_as_val("request", request_val(req));
+        let vars = Vars::new(identity, req);
+        let mut scope = self.scope();
+        scope.set_variable_resolver(&vars);
         for (index, policy) in entry.policies.iter().enumerate() {
             match policy.program.execute(&scope) {
                 Ok(Value::Bool(true)) => return on_match,
@@ -283,9 +288,9 @@ fn compile_one(
         .map_err(|e| format!("syntax error: {e}"))?;
     check_names(program.expression(), &mut Vec::new())?;
     for (label, identity, req) in samples() {
+        let vars = Vars::new(&identity, &req);
         let mut scope = root.new_inner_scope();
-        scope.add_variable_as_val("identity", identity_val(&identity));
-        scope.add_variable_as_val("request", request_val(&req));
+        scope.set_variable_resolver(&vars);
         match program.execute(&scope) {
             Ok(Value::Bool(_)) => {}
             Ok(other) => return Err(format!("yields {other:?} for {label}, not a bool")),
@@ -441,48 +446,6 @@ fn check_path(path: &[&str]) -> Result<(), String> {
         )),
         _ => Err(format!("unknown attribute `{}`", path.join("."))),
     }
-}
-
-fn string_val(s: &str) -> Box<dyn Val + '_> {
-    Box::new(CelString::from(s))
-}
-
-fn list_val(items: &[String]) -> Box<dyn Val + '_> {
-    let items: Vec<Box<dyn Val + '_>> = items.iter().map(|s| string_val(s)).collect();
-    Box::new(CelList::from(items))
-}
-
-fn map_val<'a, const N: usize>(
-    fields: [(&'static str, Box<dyn Val + 'a>); N],
-) -> Box<dyn Val + 'a> {
-    let map: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = fields
-        .into_iter()
-        .map(|(k, v)| (CelMapKey::from(k), v))
-        .collect();
-    Box::new(CelMap::from(map))
-}
-
-/// `identity` for CEL, borrowing the strings of `id`.
-fn identity_val(id: &Identity) -> Box<dyn Val + '_> {
-    let certificate = map_val([
-        ("common_names", list_val(&id.common_names)),
-        ("organizations", list_val(&id.organizations)),
-    ]);
-    map_val([
-        ("id", string_val(id.id.as_deref().unwrap_or(""))),
-        ("username", string_val(id.username.as_deref().unwrap_or(""))),
-        ("certificate", certificate),
-    ])
-}
-
-/// `request` for CEL, borrowing the request's strings.
-fn request_val<'a>(req: &AccessRequest<'a>) -> Box<dyn Val + 'a> {
-    map_val([
-        ("action", string_val(req.action.as_str())),
-        ("namespace", string_val(req.namespace)),
-        ("digest", string_val(req.digest.unwrap_or(""))),
-        ("reference", string_val(req.reference.unwrap_or(""))),
-    ])
 }
 
 #[cfg(test)]

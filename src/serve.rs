@@ -9,7 +9,7 @@ use crate::app::{App, Buffers};
 use crate::config::{Config, Source};
 use crate::http::conn::ConnLimits;
 use crate::http::head::Limits;
-use crate::registry::{Registry, Settings};
+use crate::registry::Registry;
 use crate::server::{self, Shutdown, WorkerSpec};
 use crate::storage::FsStorage;
 
@@ -158,11 +158,7 @@ fn worker_main(
     drop(ready);
     let index = spec.index;
     rt.block_on(async move {
-        let settings = Settings {
-            allow_missing_index_children: config.uploads.allow_missing_index_children,
-            upload_sessions_per_repository_max: config.uploads.sessions_per_repository_max,
-            upload_idle_expiry: config.uploads.idle_expiry,
-        };
+        let settings = crate::maintenance::settings(&config);
         let app = Rc::new(App {
             registry: Registry::new(store, settings),
             config,
@@ -171,6 +167,9 @@ fn worker_main(
         });
         if index == 0 {
             compio::runtime::spawn(housekeeping(app.clone())).detach();
+            if app.config.gc.enabled {
+                compio::runtime::spawn(collect_garbage(app.clone())).detach();
+            }
         }
         server::run_worker(spec, app).await
     })
@@ -204,6 +203,31 @@ async fn housekeeping(app: Rc<App>) {
             return;
         }
         compio::time::sleep(interval).await;
+    }
+}
+
+/// Background GC on worker 0: a pass every `gc.interval`, logged.
+async fn collect_garbage(app: Rc<App>) {
+    let interval = crate::maintenance::gc_interval(&app.config);
+    loop {
+        compio::time::sleep(interval).await;
+        if app.shutdown.is_set() {
+            return;
+        }
+        match app
+            .registry
+            .gc_pass(app.config.gc.grace_period, false)
+            .await
+        {
+            Ok(r) => tracing::info!(
+                blobs = r.blobs_removed,
+                bytes = r.bytes_removed,
+                examined = r.examined,
+                duration_ms = r.duration.as_millis() as u64,
+                "gc pass"
+            ),
+            Err(e) => tracing::warn!(error = %e, "gc pass failed"),
+        }
     }
 }
 

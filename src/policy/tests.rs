@@ -84,7 +84,15 @@ fn matrix_over_every_action() {
     assert_eq!(allowed(&set, &anon, ns), Vec::<&str>::new());
     assert_eq!(
         allowed(&set, &alice, ns),
-        ["get-api-version", "put-blob", "get-blob", "put-manifest", "get-manifest", "list-catalog", "list-tags"]
+        [
+            "get-api-version",
+            "put-blob",
+            "get-blob",
+            "put-manifest",
+            "get-manifest",
+            "list-catalog",
+            "list-tags"
+        ]
     );
     assert_eq!(
         allowed(&set, &ops, ns),
@@ -92,14 +100,29 @@ fn matrix_over_every_action() {
     );
     assert_eq!(
         allowed(&set, &reader, ns),
-        ["get-api-version", "get-blob", "get-manifest", "get-referrers"]
+        [
+            "get-api-version",
+            "get-blob",
+            "get-manifest",
+            "get-referrers"
+        ]
     );
     assert_eq!(
         allowed(&set, &robot, ns),
-        ["get-api-version", "put-blob", "get-blob", "delete-blob", "get-referrers", "list-catalog"]
+        [
+            "get-api-version",
+            "put-blob",
+            "get-blob",
+            "delete-blob",
+            "get-referrers",
+            "list-catalog"
+        ]
     );
     // The namespace test in the robot policy: another repository of the entry.
-    assert_eq!(allowed(&set, &robot, "secure/other"), ["get-api-version", "list-catalog"]);
+    assert_eq!(
+        allowed(&set, &robot, "secure/other"),
+        ["get-api-version", "list-catalog"]
+    );
     // request.reference: anyone may read the tag "public".
     let public = AccessRequest {
         reference: Some("public"),
@@ -110,22 +133,49 @@ fn matrix_over_every_action() {
     let ns = "open/app";
     assert_eq!(
         allowed(&set, &anon, ns),
-        ["get-blob", "get-manifest", "get-referrers", "list-catalog", "list-tags"]
+        [
+            "get-blob",
+            "get-manifest",
+            "get-referrers",
+            "list-catalog",
+            "list-tags"
+        ]
     );
     let all_but_delete = [
-        "get-api-version", "put-blob", "get-blob", "put-manifest", "get-manifest",
-        "get-referrers", "list-catalog", "list-tags",
+        "get-api-version",
+        "put-blob",
+        "get-blob",
+        "put-manifest",
+        "get-manifest",
+        "get-referrers",
+        "list-catalog",
+        "list-tags",
     ];
     assert_eq!(allowed(&set, &alice, ns), all_but_delete);
     assert_eq!(allowed(&set, &robot, ns), all_but_delete);
     assert_eq!(
         allowed(&set, &ops, ns),
-        ["get-api-version", "get-blob", "delete-blob", "get-manifest", "delete-manifest",
-         "get-referrers", "list-catalog", "list-tags"]
+        [
+            "get-api-version",
+            "get-blob",
+            "delete-blob",
+            "get-manifest",
+            "delete-manifest",
+            "get-referrers",
+            "list-catalog",
+            "list-tags"
+        ]
     );
     assert_eq!(
         allowed(&set, &reader, ns),
-        ["get-api-version", "get-blob", "get-manifest", "get-referrers", "list-catalog", "list-tags"]
+        [
+            "get-api-version",
+            "get-blob",
+            "get-manifest",
+            "get-referrers",
+            "list-catalog",
+            "list-tags"
+        ]
     );
 }
 
@@ -154,14 +204,19 @@ fn longest_prefix_on_segment_boundaries() {
 fn no_matching_entry_denies() {
     let set = PolicySet::compile(&[repo("team", true, &[])]).unwrap();
     let alice = user("alice", "alice");
-    assert!(set.may(&alice, &request(Action::GetBlob, "team/a")).is_allowed());
+    assert!(set
+        .may(&alice, &request(Action::GetBlob, "team/a"))
+        .is_allowed());
     for action in Action::ALL {
         if action != Action::GetApiVersion {
             assert_eq!(set.may(&alice, &request(action, "other")), Decision::Deny);
         }
     }
     let empty = PolicySet::compile(&[]).unwrap();
-    assert_eq!(empty.may(&alice, &request(Action::GetBlob, "a")), Decision::Deny);
+    assert_eq!(
+        empty.may(&alice, &request(Action::GetBlob, "a")),
+        Decision::Deny
+    );
 }
 
 /// `/v2/`: authenticated callers always pass; anonymous ones follow the "" entry, or are
@@ -179,8 +234,12 @@ fn api_version_rules() {
     let open_root = PolicySet::compile(&[repo("", true, &[])]).unwrap();
     assert_eq!(open_root.may(&anon, &base), Decision::Allow);
 
-    let closed_root =
-        PolicySet::compile(&[repo("", false, &[r#"request.namespace.startsWith("pub/")"#])]).unwrap();
+    let closed_root = PolicySet::compile(&[repo(
+        "",
+        false,
+        &[r#"request.namespace.startsWith("pub/")"#],
+    )])
+    .unwrap();
     assert_eq!(closed_root.may(&anon, &base), Decision::Deny);
     assert_eq!(closed_root.may(&alice, &base), Decision::Allow);
 
@@ -206,12 +265,18 @@ fn catalog_is_filtered_per_repository() {
     let anon = Identity::default();
     assert_eq!(set.filter_catalog(&anon, names), ["pub/x", "pub"]);
     let alice = user("alice", "alice");
-    assert_eq!(set.filter_catalog(&alice, names), ["pub/x", "team/y", "pub"]);
+    assert_eq!(
+        set.filter_catalog(&alice, names),
+        ["pub/x", "team/y", "pub"]
+    );
 }
 
 fn compile_error(policy: &str) -> String {
-    let e = PolicySet::compile(&[repo("", true, &[]), repo("team/a", false, &["true", policy])])
-        .expect_err(policy);
+    let e = PolicySet::compile(&[
+        repo("", true, &[]),
+        repo("team/a", false, &["true", policy]),
+    ])
+    .expect_err(policy);
     let text = e.to_string();
     assert!(text.contains("\"team/a\""), "{text}");
     assert!(text.contains("policies[1]"), "{text}");

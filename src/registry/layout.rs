@@ -9,6 +9,10 @@
 //! repositories/<name>/_uploads/<id>/{data,state}          an upload session
 //! uploads/<id>                                            index of sessions, for expiry
 //! catalog/<name>/_repository                              the repository exists
+//! refs/<alg>/<hex>/<name with + for />/<alg>-<hex>        reference edge: manifest -> blob
+//! refs/<alg>/<hex>/<name with + for />/_revision          a revision link holds its blob
+//! gc/candidates/<alg>-<hex>                               released or new: GC looks here
+//! gc/deleting/<alg>-<hex>                                 tombstone while GC deletes
 //! ```
 //! Repository name components never start with `_` (grammar), so `_x` keys cannot collide
 //! with a nested repository.
@@ -87,6 +91,54 @@ pub fn upload_index(id: &UploadId) -> String {
     format!("uploads/{id}")
 }
 
+/// A repository name as one key component (`/` never appears in a component; `+` never
+/// appears in a repository name).
+fn flat(name: &RepoName) -> String {
+    name.as_str().replace('/', "+")
+}
+
+fn flat_digest(d: &Digest) -> String {
+    format!("{}-{}", d.algorithm().as_str(), d.hex())
+}
+
+/// Parses `<alg>-<hex>` back into a digest.
+pub fn unflat_digest(s: &str) -> Option<Digest> {
+    let (alg, hex) = s.split_once('-')?;
+    Digest::parse(&format!("{alg}:{hex}")).ok()
+}
+
+/// Prefix of every reference edge that holds `blob`.
+pub fn refs_prefix(blob: &Digest) -> String {
+    format!("refs/{}/{}/", blob.algorithm().as_str(), blob.hex())
+}
+
+/// Who holds a blob: a manifest of a repository, or the repository's revision link itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder<'a> {
+    Manifest(&'a Digest),
+    Revision,
+}
+
+pub fn ref_edge(blob: &Digest, name: &RepoName, holder: &Holder<'_>) -> String {
+    let who = match holder {
+        Holder::Manifest(m) => flat_digest(m),
+        Holder::Revision => "_revision".to_string(),
+    };
+    format!("{}{}/{}", refs_prefix(blob), flat(name), who)
+}
+
+pub const GC_CANDIDATES_PREFIX: &str = "gc/candidates/";
+
+pub fn gc_candidate(d: &Digest) -> String {
+    format!("{GC_CANDIDATES_PREFIX}{}", flat_digest(d))
+}
+
+pub const GC_TOMBSTONES_PREFIX: &str = "gc/deleting/";
+
+pub fn gc_tombstone(d: &Digest) -> String {
+    format!("{GC_TOMBSTONES_PREFIX}{}", flat_digest(d))
+}
+
 pub const CATALOG_PREFIX: &str = "catalog/";
 const CATALOG_MARKER: &str = "/_repository";
 
@@ -119,6 +171,10 @@ mod tests {
             upload_state(&name, &id),
             upload_index(&id),
             catalog_entry(&name),
+            ref_edge(&d, &name, &Holder::Manifest(&d)),
+            ref_edge(&d, &name, &Holder::Revision),
+            gc_candidate(&d),
+            gc_tombstone(&d),
         ];
         for k in &keys {
             crate::storage::validate_key(k).unwrap();

@@ -28,6 +28,23 @@ pub struct PutManifest {
     pub subject: Option<Digest>,
 }
 
+/// Referrers of referrers are deleted with their subject down to this depth.
+const REFERRER_CASCADE_DEPTH_MAX: usize = 8;
+
+/// The edge keys a manifest holds: one per blob it names, and its own revision.
+pub(super) fn edge_keys(name: &RepoName, digest: &Digest, m: &Manifest) -> Vec<String> {
+    let holder = layout::Holder::Manifest(digest);
+    let mut keys: Vec<String> = m
+        .references()
+        .chain(m.subject().map(|s| &s.digest))
+        .map(|d| layout::ref_edge(d, name, &holder))
+        .collect();
+    keys.push(layout::ref_edge(digest, name, &layout::Holder::Revision));
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 fn manifest_unknown() -> Error {
     Error::new(Code::ManifestUnknown, "manifest unknown")
 }
@@ -56,7 +73,13 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
         };
-        self.check_references(name, &manifest).await?;
+        // Edges first, then the tombstone and existence checks (see gc.rs for why).
+        let edges = edge_keys(name, &digest, &manifest);
+        let created = self.add_edges(&edges).await?;
+        if let Err(e) = self.check_held(name, &digest, &manifest).await {
+            self.remove_edges(&created).await?;
+            return Err(e);
+        }
         self.ensure_repository(name).await?;
         let size = body.len() as u64;
         self.store
@@ -91,6 +114,21 @@ impl Registry {
                 .await?;
         }
         Ok(PutManifest { digest, subject })
+    }
+
+    /// After the edges are written: nothing named may be mid-deletion, and every blob must
+    /// be in the repository.
+    async fn check_held(&self, name: &RepoName, digest: &Digest, m: &Manifest) -> Result<()> {
+        let named = m.references().chain(m.subject().map(|s| &s.digest));
+        for d in named.chain(std::iter::once(digest)) {
+            if self.tombstoned(d).await? {
+                return Err(Error::new(
+                    Code::ManifestBlobUnknown,
+                    format!("blob {d} is being garbage-collected; push it again"),
+                ));
+            }
+        }
+        self.check_references(name, m).await
     }
 
     /// Every blob and child a manifest names must be in the repository (a subject need not).
@@ -177,16 +215,25 @@ impl Registry {
         })
     }
 
-    /// Deletes a manifest revision, the tags that point to it and its referrer entry.
+    /// Deletes a manifest revision, the tags that point to it, its referrer entry, and the
+    /// manifests that refer to it (their subject is gone); releases what it held.
     pub async fn delete_manifest(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        self.delete_manifest_at_depth(name, digest, 0).await
+    }
+
+    async fn delete_manifest_at_depth(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        depth: usize,
+    ) -> Result<()> {
         let stored = self
             .get_manifest(name, &Reference::Digest(digest.clone()))
             .await?;
-        if let Ok(m) = Manifest::parse(Some(&stored.media_type), &stored.bytes) {
-            if let Some(subject) = m.subject() {
-                let key = layout::referrer_entry(name, &subject.digest, digest);
-                self.store.delete(&key).await?;
-            }
+        let parsed = Manifest::parse(Some(&stored.media_type), &stored.bytes).ok();
+        if let Some(subject) = parsed.as_ref().and_then(|m| m.subject()) {
+            let key = layout::referrer_entry(name, &subject.digest, digest);
+            self.store.delete(&key).await?;
         }
         for tag in self.tags(name).await? {
             let Ok(tag) = Tag::parse(&tag) else { continue };
@@ -197,6 +244,35 @@ impl Registry {
         self.store
             .delete(&layout::manifest_link(name, digest))
             .await?;
+        // Release what it held, then let GC look at each.
+        let mut released = vec![digest.clone()];
+        let edges = match &parsed {
+            Some(m) => {
+                released.extend(m.references().cloned());
+                released.extend(m.subject().map(|s| s.digest.clone()));
+                edge_keys(name, digest, m)
+            }
+            None => vec![layout::ref_edge(digest, name, &layout::Holder::Revision)],
+        };
+        self.remove_edges(&edges).await?;
+        for d in &released {
+            self.gc_touch(d).await?;
+        }
+        // Referrers of a deleted subject go with it.
+        if depth < REFERRER_CASCADE_DEPTH_MAX {
+            let dir = layout::referrers_dir(name, digest);
+            for entry in self.store.list_dir(&dir).await? {
+                let Some(r) = layout::unflat_digest(&entry) else {
+                    continue;
+                };
+                self.store.delete(&format!("{dir}/{entry}")).await?;
+                match Box::pin(self.delete_manifest_at_depth(name, &r, depth + 1)).await {
+                    Ok(()) => {}
+                    Err(e) if e.code == Code::ManifestUnknown => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         Ok(())
     }
 

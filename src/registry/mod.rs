@@ -1,8 +1,10 @@
 //! Registry semantics over the storage trait: repositories, blobs, manifests, tags,
 //! referrers and upload sessions. Knows nothing of HTTP; knows keys only through `layout`.
 
+pub mod gc;
 pub mod layout;
 pub mod manifests;
+pub mod scrub;
 pub mod uploads;
 
 use std::cell::RefCell;
@@ -158,7 +160,11 @@ impl Registry {
     /// Removes the repository's link to a blob; the data stays for other repositories (and
     /// for garbage collection to decide).
     pub async fn unlink_blob(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
-        Ok(self.store.delete(&layout::layer_link(name, digest)).await?)
+        let had = self.store.delete(&layout::layer_link(name, digest)).await?;
+        if had {
+            self.gc_touch(digest).await?;
+        }
+        Ok(had)
     }
 
     /// Mounts a blob into `name`: from `from` when it has it, or from anywhere when `from`
@@ -174,6 +180,7 @@ impl Registry {
             None => self.blob_size(digest).await?.is_some(),
         };
         if available {
+            self.gc_touch(digest).await?;
             self.link_blob(name, digest).await?;
         }
         Ok(available)

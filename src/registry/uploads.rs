@@ -211,6 +211,8 @@ impl Registry {
             .upload_commit(&data_key, &layout::blob_data(digest))
             .await?
             .ok_or_else(unknown_upload)?;
+        // New (or re-pushed) content: GC keeps it at least for the grace period.
+        self.gc_touch(digest).await?;
         self.link_blob(&name, digest).await?;
         self.upload_cancel(&name, &id).await?;
         Ok(())

@@ -195,8 +195,21 @@ impl FsStorage {
     }
 
     /// Creates `dir` and its missing ancestors below the root, fsyncing each new entry's
-    /// parent so the directories survive a crash along with the file put in them.
+    /// parent so the directories survive a crash along with the file put in them. A concurrent
+    /// prune may remove a fresh (still empty) ancestor between two steps: start over then.
     async fn create_dirs(&self, dir: &Path) -> io::Result<()> {
+        let mut attempt = 0;
+        loop {
+            match self.create_dirs_once(dir).await {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < DIR_RACE_RETRIES_MAX => {
+                    attempt += 1;
+                }
+                res => return res,
+            }
+        }
+    }
+
+    async fn create_dirs_once(&self, dir: &Path) -> io::Result<()> {
         let root = &self.inner.root;
         let mut missing = Vec::new();
         let mut cur = dir;
@@ -535,13 +548,20 @@ fn parent_of(path: &Path) -> io::Result<&Path> {
 }
 
 /// Makes `dir`'s entries (a rename, link, unlink or mkdir in it) durable.
+/// Makes a directory's entries durable. A directory that is gone was pruned by a concurrent
+/// delete, which only removes empty directories: whatever we changed in it is already gone
+/// too, so there is nothing left to make durable.
 async fn sync_dir(dir: &Path) -> io::Result<()> {
-    let dir = OpenOptions::new()
+    let opened = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY)
         .open(dir)
-        .await?;
-    dir.sync_all().await
+        .await;
+    match opened {
+        Ok(dir) => dir.sync_all().await,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 async fn remove_quietly(path: &Path) {

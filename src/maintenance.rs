@@ -1,0 +1,91 @@
+//! `origin gc` and `origin scrub`: one pass from the command line, against the storage of a
+//! stopped or running registry (GC's protocol is in storage, not in memory).
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::registry::{Registry, Settings};
+use crate::storage::FsStorage;
+
+pub fn settings(config: &Config) -> Settings {
+    Settings {
+        allow_missing_index_children: config.uploads.allow_missing_index_children,
+        upload_sessions_per_repository_max: config.uploads.sessions_per_repository_max,
+        upload_idle_expiry: config.uploads.idle_expiry,
+    }
+}
+
+fn with_registry<T>(config: &Config, f: impl AsyncFnOnce(&Registry) -> T) -> Result<T, String> {
+    let root = &config.storage.fs.root_dir;
+    let store = FsStorage::new(root.clone())
+        .map_err(|e| format!("storage.fs.root_dir {}: {e}", root.display()))?;
+    let rt = crate::server::build_runtime(config.server.io_driver)
+        .map_err(|e| format!("cannot start the I/O driver: {e}"))?;
+    let registry = Registry::new(store, settings(config));
+    Ok(rt.block_on(f(&registry)))
+}
+
+/// Runs one GC pass; prints each blob removed (or that would be) and the totals.
+pub fn gc(config: &Config, dry_run: bool) -> i32 {
+    let grace = config.gc.grace_period;
+    let result = with_registry(config, async |reg: &Registry| {
+        reg.gc_pass(grace, dry_run).await
+    })
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    match result {
+        Ok(report) => {
+            let verb = if dry_run { "would remove" } else { "removed" };
+            for (d, size) in &report.removed {
+                println!("{verb} {d} {size} bytes");
+            }
+            println!(
+                "gc: {verb} {} blobs, {} bytes; {} candidates examined in {} ms",
+                report.blobs_removed,
+                report.bytes_removed,
+                report.examined,
+                report.duration.as_millis()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("origin gc: {e}");
+            1
+        }
+    }
+}
+
+/// Runs scrub; prints each finding. Exit 0 when clean (or all repaired), 3 when findings
+/// remain unrepaired.
+pub fn scrub(config: &Config, repair: bool) -> i32 {
+    let result = with_registry(config, async |reg: &Registry| reg.scrub(repair).await)
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    match result {
+        Ok(report) => {
+            for f in &report.findings {
+                let class = if f.is_broken() { "broken" } else { "leftover" };
+                println!("{class}: {f}");
+            }
+            println!(
+                "scrub: {} blobs and {} manifests checked, {} findings, {} repaired",
+                report.blobs_checked,
+                report.manifests_checked,
+                report.findings.len(),
+                report.repaired
+            );
+            if report.findings.len() > report.repaired {
+                3
+            } else {
+                0
+            }
+        }
+        Err(e) => {
+            eprintln!("origin scrub: {e}");
+            1
+        }
+    }
+}
+
+/// How long the background GC sleeps between passes; at least a second.
+pub fn gc_interval(config: &Config) -> Duration {
+    config.gc.interval.max(Duration::from_secs(1))
+}

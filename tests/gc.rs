@@ -1,0 +1,446 @@
+//! Online garbage collection, scrub, and the races and crashes around them.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn gc_section(enabled: bool, interval: &str, grace: &str) -> String {
+    format!("{ALLOW_ALL}\n[gc]\nenabled = {enabled}\ninterval = \"{interval}\"\ngrace_period = \"{grace}\"\n")
+}
+
+/// Runs `origin <args> -c <config of srv>`; returns (exit code, stdout).
+fn origin_cli(srv: &Server, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_origin"))
+        .args(args)
+        .arg("-c")
+        .arg(&srv.config_path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+fn blob_file(srv: &Server, d: &str) -> std::path::PathBuf {
+    let hex = d.strip_prefix("sha256:").unwrap();
+    srv.dir
+        .0
+        .join(format!("data/blobs/sha256/{}/{hex}/data", &hex[..2]))
+}
+
+/// Deleting a manifest releases its blobs; `origin gc` reclaims them after the grace period
+/// (a dry run first reports without removing), and keeps what other manifests share.
+#[test]
+fn gc_reclaims_released_blobs_after_grace() {
+    let srv = Server::start_with("", &gc_section(false, "1h", "1s"));
+    let shared = bytes(1, 5000);
+    let own = bytes(2, 7000);
+    let (_, keep) = srv.push_image("gc/keep", "v1", std::slice::from_ref(&shared));
+    let (_, gone) = srv.push_image("gc/gone", "v1", &[shared.clone(), own.clone()]);
+    assert_eq!(
+        srv.request("DELETE", &format!("/v2/gc/gone/manifests/{gone}"), &[], b"")
+            .status,
+        202
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    let (code, out) = origin_cli(&srv, &["gc", "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("would remove {}", digest(&own))),
+        "{out}"
+    );
+    assert!(
+        blob_file(&srv, &digest(&own)).exists(),
+        "dry run removed a blob"
+    );
+    let (code, out) = origin_cli(&srv, &["gc"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("removed {}", digest(&own))), "{out}");
+    assert!(out.contains(&format!("removed {gone}")), "{out}");
+    assert!(
+        !out.contains(&digest(&shared)),
+        "shared layer collected: {out}"
+    );
+    assert!(!blob_file(&srv, &digest(&own)).exists());
+    // What is still referenced still pulls.
+    assert_eq!(
+        srv.get(&format!("/v2/gc/keep/manifests/{keep}")).status,
+        200
+    );
+    assert_eq!(
+        srv.get(&format!("/v2/gc/keep/blobs/{}", digest(&shared)))
+            .body,
+        shared
+    );
+    let (code, out) = origin_cli(&srv, &["gc"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("removed 0 blobs"),
+        "second pass removed more: {out}"
+    );
+}
+
+/// A blob that was never referenced is kept during the grace period after its upload.
+#[test]
+fn gc_keeps_young_blobs() {
+    let srv = Server::start_with("", &gc_section(false, "1h", "1h"));
+    let d = srv.push_blob("gc/young", b"fresh upload");
+    let (_, out) = origin_cli(&srv, &["gc"]);
+    assert!(out.contains("removed 0 blobs"), "{out}");
+    assert!(blob_file(&srv, &d).exists());
+}
+
+/// The race: a client sees a blob exist, GC removes it, the client pushes a manifest naming
+/// it. The PUT fails with MANIFEST_BLOB_UNKNOWN and succeeds once the blob is pushed again.
+#[test]
+fn gc_race_head_then_put_fails_cleanly() {
+    let srv = Server::start_with("", &gc_section(false, "1h", "1s"));
+    let layer = bytes(3, 3000);
+    let cfg = srv.push_blob("gc/race", b"{}");
+    let d = srv.push_blob("gc/race", &layer);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        srv.request("HEAD", &format!("/v2/gc/race/blobs/{d}"), &[], b"")
+            .status,
+        200
+    );
+    let (_, out) = origin_cli(&srv, &["gc"]);
+    assert!(out.contains(&format!("removed {d}")), "{out}");
+    let m = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_MANIFEST}\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{cfg}\",\"size\":2}},\"layers\":[{{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"{d}\",\"size\":3000}}]}}"
+    );
+    let r = srv.put_manifest("gc/race", "v1", OCI_MANIFEST, m.as_bytes());
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "MANIFEST_BLOB_UNKNOWN")
+    );
+    srv.push_blob("gc/race", b"{}");
+    srv.push_blob("gc/race", &layer);
+    assert_eq!(
+        srv.put_manifest("gc/race", "v1", OCI_MANIFEST, m.as_bytes())
+            .status,
+        201
+    );
+}
+
+/// Referrers go with their subject; the background GC logs each pass.
+#[test]
+fn referrers_go_with_subject_and_passes_are_logged() {
+    let mut srv = Server::start_with("", &gc_section(true, "1s", "1s"));
+    let (_, subject) = srv.push_image("gc/ref", "v1", &[bytes(4, 100)]);
+    let cfg = srv.push_blob("gc/ref", b"{}");
+    let sig = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_MANIFEST}\",\"artifactType\":\"a/sig\",\"config\":{{\"mediaType\":\"application/vnd.oci.empty.v1+json\",\"digest\":\"{cfg}\",\"size\":2}},\"layers\":[],\"subject\":{{\"mediaType\":\"{OCI_MANIFEST}\",\"digest\":\"{subject}\",\"size\":1}}}}"
+    );
+    let sig_d = digest(sig.as_bytes());
+    assert_eq!(
+        srv.put_manifest("gc/ref", &sig_d, OCI_MANIFEST, sig.as_bytes())
+            .status,
+        201
+    );
+    assert_eq!(
+        srv.request(
+            "DELETE",
+            &format!("/v2/gc/ref/manifests/{subject}"),
+            &[],
+            b""
+        )
+        .status,
+        202
+    );
+    assert_eq!(
+        srv.get(&format!("/v2/gc/ref/manifests/{sig_d}")).status,
+        404
+    );
+    let line = srv
+        .logs_until("gc pass", Duration::from_secs(10))
+        .expect("gc pass log line");
+    for field in ["blobs=", "bytes=", "duration_ms="] {
+        assert!(line.contains(field), "{line}");
+    }
+    // Eventually everything of the deleted subject and its referrer is reclaimed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while blob_file(&srv, &sig_d).exists() || blob_file(&srv, &subject).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "deleted manifests never reclaimed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Pushers sharing layers across repositories, deleters, and GC every second with a two
+/// second grace period, for a minute: every tag left pulls completely with the right digests,
+/// and after one more pass no unreferenced blob older than the grace period remains.
+#[test]
+fn gc_stress_concurrent_push_delete_collect() {
+    let secs: u64 = std::env::var("ORIGIN_GC_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let srv = Server::start_with("", &gc_section(true, "1s", "2s"));
+    let addr = srv.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let pushed = Arc::new(AtomicUsize::new(0));
+    let deleted = Arc::new(AtomicUsize::new(0));
+    let retried = Arc::new(AtomicUsize::new(0));
+    let tags: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    // A small pool of shared layers, so pushes and deletes keep hitting the same blobs.
+    let pool: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..6)
+            .map(|i| bytes(100 + i, 20_000 + i as usize * 1000))
+            .collect(),
+    );
+    let mut threads = Vec::new();
+    for p in 0..3u64 {
+        let (stop, pushed, retried, tags, pool) = (
+            stop.clone(),
+            pushed.clone(),
+            retried.clone(),
+            tags.clone(),
+            pool.clone(),
+        );
+        threads.push(std::thread::spawn(move || {
+            let srv = Remote(addr);
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let repo = format!("stress/r{}", (p + i) % 4);
+                let layers = [
+                    pool[((p + i) % 6) as usize].clone(),
+                    pool[((p * 3 + i) % 6) as usize].clone(),
+                    bytes(p * 100_000 + i, 3000),
+                ];
+                let tag = format!("p{p}-{i}");
+                // A push that races GC may be told MANIFEST_BLOB_UNKNOWN: push again, as clients do.
+                for attempt in 0..5 {
+                    match srv.push_image(&repo, &tag, &layers) {
+                        Ok(d) => {
+                            tags.lock().unwrap().push((repo.clone(), tag.clone()));
+                            let _ = d;
+                            pushed.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(code) if code == "MANIFEST_BLOB_UNKNOWN" && attempt < 4 => {
+                            retried.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(code) => panic!("push failed: {code}"),
+                    }
+                }
+            }
+        }));
+    }
+    for k in 0..2u64 {
+        let (stop, deleted, tags) = (stop.clone(), deleted.clone(), tags.clone());
+        threads.push(std::thread::spawn(move || {
+            let srv = Remote(addr);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(150));
+                n += 1;
+                let victim = {
+                    let mut t = tags.lock().unwrap();
+                    if t.len() < 4 {
+                        continue;
+                    }
+                    let idx = ((n * 7 + k) as usize) % t.len();
+                    t.remove(idx)
+                };
+                let (repo, tag) = victim;
+                // Alternate: delete the tag only, or the manifest by digest.
+                if n.is_multiple_of(2) {
+                    assert_eq!(
+                        srv.req("DELETE", &format!("/v2/{repo}/manifests/{tag}"))
+                            .status,
+                        202
+                    );
+                } else {
+                    let h = srv.req("HEAD", &format!("/v2/{repo}/manifests/{tag}"));
+                    let d = h.header("docker-content-digest").unwrap().to_string();
+                    let r = srv.req("DELETE", &format!("/v2/{repo}/manifests/{d}"));
+                    assert!(r.status == 202 || r.status == 404, "delete: {}", r.status);
+                }
+                deleted.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    eprintln!(
+        "stress: {} pushed, {} deleted, {} pushes retried after GC",
+        pushed.load(Ordering::Relaxed),
+        deleted.load(Ordering::Relaxed),
+        retried.load(Ordering::Relaxed)
+    );
+    assert!(pushed.load(Ordering::Relaxed) > 20 && deleted.load(Ordering::Relaxed) > 10);
+    // Every tag still present pulls completely with correct digests.
+    let remote = Remote(addr);
+    let mut live_tags = 0;
+    for r in 0..4 {
+        let repo = format!("stress/r{r}");
+        let list = srv.get(&format!("/v2/{repo}/tags/list")).json();
+        for tag in list["tags"].as_array().cloned().unwrap_or_default() {
+            let tag = tag.as_str().unwrap();
+            live_tags += 1;
+            remote.pull_verified(&repo, tag);
+        }
+    }
+    assert!(live_tags > 0);
+    // After the grace period and one more pass, nothing unreferenced remains.
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, out) = origin_cli(&srv, &["gc"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = origin_cli(&srv, &["scrub"]);
+    assert!(!out.contains("broken:"), "{out}");
+    assert!(!out.contains("unreferenced blob"), "{out}");
+    assert_eq!(code, 0, "{out}");
+    for r in 0..4 {
+        let repo = format!("stress/r{r}");
+        for tag in srv.get(&format!("/v2/{repo}/tags/list")).json()["tags"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            remote.pull_verified(&repo, tag.as_str().unwrap());
+        }
+    }
+}
+
+/// SIGKILL during pushes and GC passes, restart: scrub finds nothing broken.
+#[test]
+fn gc_sigkill_then_scrub_finds_nothing_broken() {
+    let mut srv = Server::start_with("", &gc_section(true, "1s", "1s"));
+    for round in 0..3u64 {
+        let addr = srv.addr;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let t = std::thread::spawn(move || {
+            let srv = Remote(addr);
+            let mut i = 0;
+            while !s2.load(Ordering::Relaxed) {
+                i += 1;
+                let tag = format!("k{round}-{i}");
+                if srv
+                    .push_image("kill/app", &tag, &[bytes(round * 1000 + i, 50_000)])
+                    .is_err()
+                {
+                    return;
+                }
+                if i.is_multiple_of(2) {
+                    let _ = srv.try_req("DELETE", &format!("/v2/kill/app/manifests/{tag}"));
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(1500 + round * 300));
+        srv = srv.restart();
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+    }
+    let (_, out) = origin_cli(&srv, &["scrub"]);
+    assert!(!out.contains("broken:"), "{out}");
+    let (code, out) = origin_cli(&srv, &["scrub", "--repair"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = origin_cli(&srv, &["scrub"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" 0 findings"), "{out}");
+}
+
+/// A client for use from other threads; errors come back instead of panics where a race or
+/// a kill may cause them.
+struct Remote(std::net::SocketAddr);
+
+impl Remote {
+    fn try_req_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Option<Resp> {
+        let mut s = std::net::TcpStream::connect(self.0).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+        send(&mut s, method, path, headers, body);
+        read_response(&mut s, method == "HEAD")
+    }
+
+    fn try_req(&self, method: &str, path: &str) -> Option<Resp> {
+        self.try_req_with(method, path, &[], b"")
+    }
+
+    fn req(&self, method: &str, path: &str) -> Resp {
+        self.try_req(method, path).expect("response")
+    }
+
+    fn blob(&self, repo: &str, data: &[u8]) -> Result<String, String> {
+        let d = digest(data);
+        let r = self
+            .try_req_with(
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+                &[],
+                data,
+            )
+            .ok_or("no response")?;
+        if r.status == 201 {
+            Ok(d)
+        } else {
+            Err(format!("blob push {}", r.status))
+        }
+    }
+
+    /// Pushes config, layers and manifest; Err carries the OCI error code of the manifest PUT.
+    fn push_image(&self, repo: &str, tag: &str, layers: &[Vec<u8>]) -> Result<String, String> {
+        let cfg = self.blob(repo, b"{\"os\":\"linux\"}")?;
+        let mut descs = Vec::new();
+        for l in layers {
+            let d = self.blob(repo, l)?;
+            descs.push(format!("{{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"{d}\",\"size\":{}}}", l.len()));
+        }
+        let m = format!(
+            "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_MANIFEST}\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{cfg}\",\"size\":15}},\"layers\":[{}]}}",
+            descs.join(",")
+        );
+        let r = self
+            .try_req_with(
+                "PUT",
+                &format!("/v2/{repo}/manifests/{tag}"),
+                &[("Content-Type", OCI_MANIFEST)],
+                m.as_bytes(),
+            )
+            .ok_or("no response")?;
+        if r.status == 201 {
+            Ok(digest(m.as_bytes()))
+        } else {
+            Err(r.error_code())
+        }
+    }
+
+    /// Pulls a tag and checks the manifest and every blob against their digests.
+    fn pull_verified(&self, repo: &str, tag: &str) {
+        let m = self.req("GET", &format!("/v2/{repo}/manifests/{tag}"));
+        assert_eq!(m.status, 200, "{repo}:{tag} listed but not pullable");
+        assert_eq!(
+            m.header("docker-content-digest"),
+            Some(digest(&m.body).as_str())
+        );
+        let v = m.json();
+        let mut blobs = vec![v["config"]["digest"].as_str().unwrap().to_string()];
+        for l in v["layers"].as_array().unwrap() {
+            blobs.push(l["digest"].as_str().unwrap().to_string());
+        }
+        for d in blobs {
+            let b = self.req("GET", &format!("/v2/{repo}/blobs/{d}"));
+            assert_eq!(b.status, 200, "{repo}:{tag} lost blob {d}");
+            assert_eq!(digest(&b.body), d);
+        }
+    }
+}
