@@ -40,6 +40,8 @@ impl Buffers {
 
 pub struct App {
     pub config: Arc<Config>,
+    pub policies: Arc<crate::policy::PolicySet>,
+    pub auth: Arc<crate::auth::Authenticator>,
     pub shutdown: Arc<Shutdown>,
     pub registry: Registry,
     pub buffers: Buffers,

@@ -101,10 +101,16 @@ pub fn run(args: &[String]) -> i32 {
             0
         }
         Command::CheckConfig(path) => match Config::load(path.as_deref()) {
-            Ok((_, source)) => {
-                println!("configuration OK ({source:?})");
-                0
-            }
+            Ok((config, source)) => match check_deep(&config) {
+                Ok(()) => {
+                    println!("configuration OK ({source:?})");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("origin: invalid configuration: {e}");
+                    1
+                }
+            },
             Err(e) => {
                 eprintln!("origin: invalid configuration: {e}");
                 1
@@ -123,6 +129,15 @@ pub fn run(args: &[String]) -> i32 {
             }
         },
     }
+}
+
+/// What the loader cannot check alone: policies compile and evaluate, TLS files load.
+fn check_deep(config: &Config) -> Result<(), String> {
+    crate::policy::PolicySet::compile(&config.repository).map_err(|e| e.to_string())?;
+    if let Some(tls) = &config.server.tls {
+        crate::tls::server_config(tls).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn with_config(path: Option<PathBuf>, f: impl FnOnce(Config) -> i32) -> i32 {

@@ -71,6 +71,9 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit.
     #[serde(default = "d::grace", deserialize_with = "duration")]
     pub query_timeout_grace_period: Duration,
+    /// Deadline for the TLS handshake of a new connection.
+    #[serde(default = "d::tls_handshake_timeout", deserialize_with = "duration")]
+    pub tls_handshake_timeout: Duration,
     /// Deadline for a request head to arrive once its first byte has.
     #[serde(default = "d::head_read_timeout", deserialize_with = "duration")]
     pub head_read_timeout: Duration,
@@ -243,6 +246,9 @@ mod d {
     pub fn grace() -> Duration {
         Duration::from_secs(30)
     }
+    pub fn tls_handshake_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
     pub fn head_read_timeout() -> Duration {
         Duration::from_secs(10)
     }
@@ -388,6 +394,7 @@ impl Config {
             ("gc.interval", self.gc.interval),
             ("server.query_timeout", s.query_timeout),
             ("server.head_read_timeout", s.head_read_timeout),
+            ("server.tls_handshake_timeout", s.tls_handshake_timeout),
             ("server.keep_alive_timeout", s.keep_alive_timeout),
             ("server.body_idle_timeout", s.body_idle_timeout),
         ] {

@@ -6,9 +6,11 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use crate::app::{App, Buffers};
+use crate::auth::{AuthLimits, Authenticator};
 use crate::config::{Config, Source};
 use crate::http::conn::ConnLimits;
 use crate::http::head::Limits;
+use crate::policy::PolicySet;
 use crate::registry::Registry;
 use crate::server::{self, Shutdown, WorkerSpec};
 use crate::storage::FsStorage;
@@ -55,11 +57,22 @@ fn raise_file_limit() {
 }
 
 fn start(config: Config, source: Source) -> Result<i32, String> {
+    // First, before any thread exists (the argon2 pool starts below), so every thread
+    // inherits the mask and only the signal thread sees these signals.
+    let signals = block_signals();
     raise_file_limit();
-    if config.server.tls.is_some() {
-        return Err("[server.tls] is not supported by this build yet".into());
-    }
-    tracing::warn!("no [server.tls] configured: serving plain HTTP");
+    let tls = match &config.server.tls {
+        Some(t) => Some((
+            crate::tls::server_config(t).map_err(|e| e.to_string())?,
+            config.server.tls_handshake_timeout,
+        )),
+        None => {
+            tracing::warn!("no [server.tls] configured: serving plain HTTP");
+            None
+        }
+    };
+    let policies = Arc::new(PolicySet::compile(&config.repository).map_err(|e| e.to_string())?);
+    let auth = Arc::new(Authenticator::new(&config.identity, AuthLimits::default())?);
     let root = &config.storage.fs.root_dir;
     let store = FsStorage::new(root.clone())
         .map_err(|e| format!("storage.fs.root_dir {}: {e}", root.display()))?;
@@ -71,7 +84,6 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
     let local = listeners[0]
         .local_addr()
         .map_err(|e| format!("listener address: {e}"))?;
-    let signals = block_signals();
     let shutdown = Arc::new(Shutdown::new(workers));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, String>>();
     let mut handles = Vec::with_capacity(workers);
@@ -82,12 +94,17 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
             limits: limits(&config),
             connections_max: config.server.connections_per_worker_max,
             shutdown: shutdown.clone(),
+            tls: tls.clone(),
         };
         let (config, shutdown, ready) = (config.clone(), shutdown.clone(), ready_tx.clone());
-        let store = store.clone();
+        let shared = Shared {
+            store: store.clone(),
+            policies: policies.clone(),
+            auth: auth.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name(format!("origin-worker-{index}"))
-            .spawn(move || worker_main(spec, config, store, shutdown, ready))
+            .spawn(move || worker_main(spec, config, shared, shutdown, ready))
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
         handles.push(handle);
     }
@@ -136,10 +153,17 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
     Ok(if failed { 1 } else { 0 })
 }
 
+/// What every worker shares.
+struct Shared {
+    store: FsStorage,
+    policies: Arc<PolicySet>,
+    auth: Arc<Authenticator>,
+}
+
 fn worker_main(
     spec: WorkerSpec,
     config: Arc<Config>,
-    store: FsStorage,
+    shared: Shared,
     shutdown: Arc<Shutdown>,
     ready: mpsc::Sender<Result<&'static str, String>>,
 ) -> Result<(), String> {
@@ -160,7 +184,9 @@ fn worker_main(
     rt.block_on(async move {
         let settings = crate::maintenance::settings(&config);
         let app = Rc::new(App {
-            registry: Registry::new(store, settings),
+            registry: Registry::new(shared.store, settings),
+            policies: shared.policies,
+            auth: shared.auth,
             config,
             shutdown,
             buffers: Buffers::default(),

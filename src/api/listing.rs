@@ -2,6 +2,7 @@
 
 use super::route::query_param;
 use crate::app::App;
+use crate::auth::Identity;
 use crate::error::{Code, Error, Result};
 use crate::http::{Request, Response};
 use crate::oci::{media_type, referrers_index, Digest, RepoName};
@@ -68,8 +69,15 @@ pub async fn tags(app: &App, req: &mut Request<'_>, name: &RepoName) -> Result<R
     Ok(with_link(resp, &format!("/v2/{name}/tags/list"), &p))
 }
 
-pub async fn catalog(app: &App, req: &mut Request<'_>) -> Result<Response> {
+/// The repositories the caller may `list-catalog`, paged.
+pub async fn catalog(app: &App, req: &mut Request<'_>, identity: &Identity) -> Result<Response> {
     let all = app.registry.catalog().await?;
+    let all: Vec<String> = app
+        .policies
+        .filter_catalog(identity, all.iter().map(String::as_str))
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let p = page(all, req.head.query())?;
     let body = serde_json::json!({ "repositories": p.items });
     let resp = Response::json(200, body.to_string().into_bytes());

@@ -1,6 +1,7 @@
 //! The distribution API: route, then one handler per endpoint. Handlers parse path and query
 //! into typed values, call the registry, and build responses; they never build storage keys.
 
+pub mod access;
 pub mod blobs;
 pub mod listing;
 pub mod manifests;
@@ -16,7 +17,7 @@ pub use route::{Action, Endpoint};
 /// Answers one request. Errors become OCI error bodies in the caller.
 pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     let path = req.head.path().to_string();
-    let (endpoint, _action) = match route::route(req.head.method, &path) {
+    let (endpoint, action) = match route::route(req.head.method, &path) {
         Ok(r) => r,
         Err(route::RouteError::NotFound) => {
             return Err(Error::new(Code::NotFound, "no such endpoint"))
@@ -29,6 +30,8 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
             )
         }
     };
+    let identity = access::identify(app, req).await?;
+    access::authorize(app, &identity, &endpoint, action, req.head.query())?;
     let method = req.head.method;
     // Routes that take a body set their own limit; the rest get the small one.
     let takes_body = matches!(
@@ -41,7 +44,7 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     }
     match endpoint {
         Endpoint::Base => Ok(Response::json(200, b"{}".to_vec())),
-        Endpoint::Catalog => listing::catalog(app, req).await,
+        Endpoint::Catalog => listing::catalog(app, req, &identity).await,
         Endpoint::Tags { name } => listing::tags(app, req, &repo(name)?).await,
         Endpoint::Referrers { name, digest } => {
             listing::referrers(app, req, &repo(name)?, &digest_of(digest)?).await

@@ -14,6 +14,9 @@ use compio::buf::{BufResult, IntoInner, IoBuf, IoBufMut};
 use compio::io::{AsyncRead, AsyncReadAt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use compio::time::timeout;
+use std::rc::Rc;
+
+use crate::tls::{PeerIdentity, TlsStream};
 
 use super::chunked::{ChunkError, Decoder};
 use super::head::{self, BodyKind, HeadError, Method, RequestHead};
@@ -39,15 +42,17 @@ pub struct ConnLimits {
     pub query_timeout: Duration,
 }
 
-/// The transport under a connection. TLS joins as a second variant.
+/// The transport under a connection.
 pub enum Stream {
     Tcp(TcpStream),
+    Tls(Box<TlsStream>),
 }
 
 impl AsyncRead for Stream {
     async fn read<B: IoBufMut>(&mut self, buf: B) -> BufResult<usize, B> {
         match self {
             Stream::Tcp(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
         }
     }
 }
@@ -56,18 +61,29 @@ impl AsyncWrite for Stream {
     async fn write<B: IoBuf>(&mut self, buf: B) -> BufResult<usize, B> {
         match self {
             Stream::Tcp(s) => s.write(buf).await,
+            Stream::Tls(s) => s.write(buf).await,
         }
     }
     async fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.flush().await,
+            Stream::Tls(s) => s.flush().await,
         }
     }
     async fn shutdown(&mut self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown().await,
+            Stream::Tls(s) => s.shutdown().await,
         }
     }
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The verified client certificate's subject, on an mTLS connection.
+    pub certificate: Option<Rc<PeerIdentity>>,
 }
 
 /// The application behind the server: routes, auth, storage. Plain functions of a request.
@@ -96,6 +112,7 @@ pub struct AccessRecord<'a> {
 pub struct Request<'a> {
     pub head: RequestHead,
     pub peer: SocketAddr,
+    pub certificate: Option<Rc<PeerIdentity>>,
     pub body: BodyReader<'a>,
 }
 
@@ -343,10 +360,11 @@ enum HeadRead {
 pub async fn serve_connection<H: Handler>(
     handler: &H,
     mut stream: Stream,
-    peer: SocketAddr,
+    conn_peer: Peer,
     limits: &ConnLimits,
     idle: &Cell<bool>,
 ) {
+    let peer = conn_peer.addr;
     let mut buf: Vec<u8> = Vec::with_capacity(HEAD_BUF_INITIAL_BYTES);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     // Set when we close with request bytes still unread: closing at once would make the
@@ -374,7 +392,12 @@ pub async fn serve_connection<H: Handler>(
             head.expect_continue,
             limits.body_idle_timeout,
         );
-        let mut req = Request { head, peer, body };
+        let mut req = Request {
+            head,
+            peer,
+            certificate: conn_peer.certificate.clone(),
+            body,
+        };
         let written = Cell::new(false);
         let outcome = timeout(
             limits.query_timeout,

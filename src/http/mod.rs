@@ -7,6 +7,8 @@ pub mod conn;
 pub mod head;
 pub mod response;
 
-pub use conn::{serve_connection, BodyError, BodyRead, BodyReader, ConnLimits, Handler, Request};
+pub use conn::{
+    serve_connection, BodyError, BodyRead, BodyReader, ConnLimits, Handler, Peer, Request,
+};
 pub use head::{BodyKind, Method, RequestHead};
 pub use response::{Body, FileBody, Response};

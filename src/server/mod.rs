@@ -21,7 +21,7 @@ use compio::runtime::{Runtime, RuntimeBuilder};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::IoDriver;
-use crate::http::conn::{serve_connection, ConnLimits, Handler, Stream};
+use crate::http::conn::{serve_connection, ConnLimits, Handler, Peer, Stream};
 pub use shutdown::Shutdown;
 
 /// Pending connections the kernel queues per listener before refusing.
@@ -78,6 +78,8 @@ pub struct WorkerSpec {
     pub limits: ConnLimits,
     pub connections_max: usize,
     pub shutdown: Arc<Shutdown>,
+    /// TLS for every connection when set; with its handshake deadline.
+    pub tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
 }
 
 /// A live connection's fd and whether it is idle between requests.
@@ -122,8 +124,27 @@ pub async fn run_worker<H: Handler + 'static>(spec: WorkerSpec, handler: Rc<H>) 
             .borrow_mut()
             .insert(id, (stream.as_raw_fd(), idle.clone()));
         let (tracker, handler, limits) = (tracker.clone(), handler.clone(), limits.clone());
+        let tls = spec.tls.clone();
         compio::runtime::spawn(async move {
-            serve_connection(&*handler, Stream::Tcp(stream), peer, &limits, &idle).await;
+            let transport = match tls {
+                None => Some((Stream::Tcp(stream), None)),
+                Some((config, deadline)) => match crate::tls::accept(&config, stream, deadline)
+                    .await
+                {
+                    Ok((s, identity)) => Some((Stream::Tls(Box::new(s)), Some(Rc::new(identity)))),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        None
+                    }
+                },
+            };
+            if let Some((stream, certificate)) = transport {
+                let peer = Peer {
+                    addr: peer,
+                    certificate,
+                };
+                serve_connection(&*handler, stream, peer, &limits, &idle).await;
+            }
             tracker.conns.borrow_mut().remove(&id);
             tracker.active.set(tracker.active.get() - 1);
         })

@@ -1,6 +1,8 @@
 //! Test support: a real `origin` process on 127.0.0.1 (port 0) and a small raw HTTP client.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -212,7 +214,7 @@ impl Drop for Server {
     }
 }
 
-pub fn send(s: &mut TcpStream, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
+pub fn send<W: Write>(s: &mut W, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
     let mut has_len = false;
     for (k, v) in headers {
@@ -259,7 +261,7 @@ impl Resp {
 }
 
 /// Reads one response (skipping 1xx), with its body by Content-Length.
-pub fn read_response(s: &mut TcpStream, head_only: bool) -> Option<Resp> {
+pub fn read_response<R: Read>(s: &mut R, head_only: bool) -> Option<Resp> {
     loop {
         let head = read_head(s)?;
         let text = String::from_utf8_lossy(&head).to_string();
@@ -287,7 +289,7 @@ pub fn read_response(s: &mut TcpStream, head_only: bool) -> Option<Resp> {
     }
 }
 
-fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
+fn read_head<R: Read>(s: &mut R) -> Option<Vec<u8>> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

@@ -1,0 +1,98 @@
+//! Who is asking, and may they: Basic credentials and the client certificate become one
+//! `Identity`; the repository's policies decide the request's action.
+
+use super::route::{query_param, Action, Endpoint};
+use crate::app::App;
+use crate::auth::{parse_basic, AuthOutcome, Identity};
+use crate::error::{Code, Error, Result};
+use crate::http::Request;
+use crate::policy::AccessRequest;
+
+/// The realm in the Basic challenge.
+const REALM: &str = "origin";
+
+fn challenge(message: &str) -> Error {
+    Error::new(Code::Unauthorized, message).with_header(
+        "WWW-Authenticate",
+        format!("Basic realm=\"{REALM}\", charset=\"UTF-8\""),
+    )
+}
+
+/// Establishes the caller's identity. A wrong password never falls back to anonymous.
+/// With no `[identity.*]` configured, Basic auth is off and credentials are ignored.
+pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
+    let mut identity = Identity::default();
+    if let Some(cert) = &req.certificate {
+        identity = identity.with_certificate(cert.common_names.clone(), cert.organizations.clone());
+    }
+    let Some(header) = req.head.header("authorization") else {
+        return Ok(identity);
+    };
+    if app.config.identity.is_empty() {
+        return Ok(identity);
+    }
+    let Some((user, pass)) = parse_basic(header.as_bytes()) else {
+        return Err(challenge("unsupported or malformed Authorization header"));
+    };
+    match app.auth.verify(&user, &pass, req.peer.ip()).await {
+        AuthOutcome::Ok(verified) => {
+            Ok(verified.with_certificate(identity.common_names, identity.organizations))
+        }
+        AuthOutcome::BadCredentials => Err(challenge("invalid username or password")),
+        AuthOutcome::RateLimited => Err(Error::new(
+            Code::TooManyRequests,
+            "too many failed authentication attempts; try again later",
+        )
+        .with_header("Retry-After", "60")),
+        AuthOutcome::Busy => Err(Error::new(Code::TooManyRequests, "authentication is busy")
+            .with_status(503)
+            .with_header("Retry-After", "1")),
+    }
+}
+
+/// Decides one request; a denied anonymous caller is challenged (so `docker login` works),
+/// a denied known caller gets DENIED.
+pub fn authorize(
+    app: &App,
+    identity: &Identity,
+    endpoint: &Endpoint<'_>,
+    action: Action,
+    query: &str,
+) -> Result<()> {
+    // The catalog is filtered per repository instead (see listing::catalog).
+    if matches!(endpoint, Endpoint::Catalog) {
+        return Ok(());
+    }
+    let digest_param = query_param(query, "digest");
+    let (namespace, digest, reference) = match endpoint {
+        Endpoint::Base | Endpoint::Catalog => ("", None, None),
+        Endpoint::Tags { name } => (*name, None, None),
+        Endpoint::Manifest { name, reference } => {
+            let digest = reference.contains(':').then_some(*reference);
+            (*name, digest, Some(*reference))
+        }
+        Endpoint::Blob { name, digest } | Endpoint::Referrers { name, digest } => {
+            (*name, Some(*digest), None)
+        }
+        Endpoint::UploadStart { name } | Endpoint::Upload { name, .. } => {
+            (*name, digest_param.as_deref(), None)
+        }
+    };
+    let access = AccessRequest {
+        action,
+        namespace,
+        digest,
+        reference,
+    };
+    if app.policies.may(identity, &access).is_allowed() {
+        return Ok(());
+    }
+    if identity.is_authenticated() {
+        Err(Error::new(
+            Code::Denied,
+            "requested access to the resource is denied",
+        ))
+    } else {
+        Err(challenge("authentication required"))
+    }
+}
