@@ -444,3 +444,62 @@ impl Remote {
         }
     }
 }
+
+/// Disk full: an upload that hits ENOSPC answers a 5xx, leaves nothing partial visible, and
+/// the server keeps serving reads. Runs on a 4 MiB tmpfs (needs root, as in CI).
+#[test]
+fn disk_full_upload_fails_cleanly() {
+    let dir = TempDir::new("enospc");
+    let mnt = dir.0.join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "cannot mount a tmpfs (this test needs root)");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let text = config_text(&dir.0, "", ALLOW_ALL).replace(
+        &format!("root_dir = \"{}\"", dir.0.join("data").display()),
+        &format!("root_dir = \"{}\"", mnt.join("data").display()),
+    );
+    let srv = Server::start_config(TempDir::new("enospc-cfg"), &text, &[]);
+    let small = bytes(1, 1000);
+    let d = srv.push_blob("full/app", &small);
+    // Monolithic, then chunked: both run out of space.
+    let big = bytes(2, 6 * 1024 * 1024);
+    let r = srv.request("POST", &format!("/v2/full/app/blobs/uploads/?digest={}", digest(&big)), &[], &big);
+    assert!(r.status >= 500, "monolithic upload on a full disk: {}", r.status);
+    let loc = srv.start_upload("full/app");
+    let r = srv.request("PATCH", &loc, &[], &big);
+    assert!(r.status >= 500, "chunked upload on a full disk: {}", r.status);
+    assert_eq!(srv.get(&format!("/v2/full/app/blobs/{}", digest(&big))).status, 404);
+    // Reads still work.
+    assert_eq!(srv.get(&format!("/v2/full/app/blobs/{d}")).body, small);
+    // Nothing partial under blobs/: every stored blob matches its name.
+    let mut files = Vec::new();
+    let mut stack = vec![mnt.join("data/blobs")];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    for f in files {
+        let name = f.parent().unwrap().file_name().unwrap().to_string_lossy().to_string();
+        assert_eq!(sha256_hex(&std::fs::read(&f).unwrap()), name);
+    }
+    // Space comes back once the failed session is cancelled, and pushes work again.
+    assert_eq!(srv.request("DELETE", &loc, &[], b"").status, 204);
+    srv.push_blob("full/app", &bytes(3, 100_000));
+}
