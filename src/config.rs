@@ -198,6 +198,10 @@ pub struct GcConfig {
     /// A blob released, uploaded or mounted within this long is kept.
     #[serde(default = "d::gc_grace", deserialize_with = "duration")]
     pub grace_period: Duration,
+    /// Delete manifests without a tag (not index children, not referrers) after the grace
+    /// period. Off by default: pulls by digest of untagged manifests keep working.
+    #[serde(default)]
+    pub remove_untagged: bool,
 }
 
 impl Default for GcConfig {
@@ -206,6 +210,7 @@ impl Default for GcConfig {
             enabled: true,
             interval: d::gc_interval(),
             grace_period: d::gc_grace(),
+            remove_untagged: false,
         }
     }
 }

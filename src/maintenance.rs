@@ -12,6 +12,7 @@ pub fn settings(config: &Config) -> Settings {
         allow_missing_index_children: config.uploads.allow_missing_index_children,
         upload_sessions_per_repository_max: config.uploads.sessions_per_repository_max,
         upload_idle_expiry: config.uploads.idle_expiry,
+        gc_remove_untagged: config.gc.remove_untagged,
     }
 }
 
@@ -39,7 +40,8 @@ pub fn gc(config: &Config, dry_run: bool) -> i32 {
                 println!("{verb} {d} {size} bytes");
             }
             println!(
-                "gc: {verb} {} blobs, {} bytes; {} candidates examined in {} ms",
+                "gc: {verb} {} untagged manifests, {} blobs, {} bytes; {} candidates examined in {} ms",
+                report.manifests_removed,
                 report.blobs_removed,
                 report.bytes_removed,
                 report.examined,

@@ -81,7 +81,7 @@ fn gc_reclaims_released_blobs_after_grace() {
     let (code, out) = origin_cli(&srv, &["gc"]);
     assert_eq!(code, 0);
     assert!(
-        out.contains("removed 0 blobs"),
+        out.contains(", 0 blobs,"),
         "second pass removed more: {out}"
     );
 }
@@ -92,7 +92,7 @@ fn gc_keeps_young_blobs() {
     let srv = Server::start_with("", &gc_section(false, "1h", "1h"));
     let d = srv.push_blob("gc/young", b"fresh upload");
     let (_, out) = origin_cli(&srv, &["gc"]);
-    assert!(out.contains("removed 0 blobs"), "{out}");
+    assert!(out.contains(", 0 blobs,"), "{out}");
     assert!(blob_file(&srv, &d).exists());
 }
 
@@ -475,12 +475,29 @@ fn disk_full_upload_fails_cleanly() {
     let d = srv.push_blob("full/app", &small);
     // Monolithic, then chunked: both run out of space.
     let big = bytes(2, 6 * 1024 * 1024);
-    let r = srv.request("POST", &format!("/v2/full/app/blobs/uploads/?digest={}", digest(&big)), &[], &big);
-    assert!(r.status >= 500, "monolithic upload on a full disk: {}", r.status);
+    let r = srv.request(
+        "POST",
+        &format!("/v2/full/app/blobs/uploads/?digest={}", digest(&big)),
+        &[],
+        &big,
+    );
+    assert!(
+        r.status >= 500,
+        "monolithic upload on a full disk: {}",
+        r.status
+    );
     let loc = srv.start_upload("full/app");
     let r = srv.request("PATCH", &loc, &[], &big);
-    assert!(r.status >= 500, "chunked upload on a full disk: {}", r.status);
-    assert_eq!(srv.get(&format!("/v2/full/app/blobs/{}", digest(&big))).status, 404);
+    assert!(
+        r.status >= 500,
+        "chunked upload on a full disk: {}",
+        r.status
+    );
+    assert_eq!(
+        srv.get(&format!("/v2/full/app/blobs/{}", digest(&big)))
+            .status,
+        404
+    );
     // Reads still work.
     assert_eq!(srv.get(&format!("/v2/full/app/blobs/{d}")).body, small);
     // Nothing partial under blobs/: every stored blob matches its name.
@@ -496,10 +513,59 @@ fn disk_full_upload_fails_cleanly() {
         }
     }
     for f in files {
-        let name = f.parent().unwrap().file_name().unwrap().to_string_lossy().to_string();
+        let name = f
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         assert_eq!(sha256_hex(&std::fs::read(&f).unwrap()), name);
     }
     // Space comes back once the failed session is cancelled, and pushes work again.
     assert_eq!(srv.request("DELETE", &loc, &[], b"").status, 204);
     srv.push_blob("full/app", &bytes(3, 100_000));
+}
+
+/// With `gc.remove_untagged`, a manifest that lost its tag is deleted after the grace period
+/// (and its blobs after that); index children and the tagged manifest stay.
+#[test]
+fn untagged_manifests_removed_when_configured() {
+    let extra = format!("{}remove_untagged = true\n", gc_section(false, "1h", "1s"));
+    let srv = Server::start_with("", &extra);
+    let (_, old) = srv.push_image("ut/app", "v1", &[bytes(1, 100)]);
+    let (_, new) = srv.push_image("ut/app", "v1", &[bytes(2, 100)]);
+    let (child_m, child) = srv.push_image("ut/app", "child", &[bytes(3, 100)]);
+    let index = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_INDEX}\",\"manifests\":[{{\"mediaType\":\"{OCI_MANIFEST}\",\"digest\":\"{child}\",\"size\":{}}}]}}",
+        child_m.len()
+    );
+    assert_eq!(
+        srv.put_manifest("ut/app", "multi", OCI_INDEX, index.as_bytes())
+            .status,
+        201
+    );
+    // The child loses its own tag but stays: the index holds it.
+    assert_eq!(
+        srv.request("DELETE", "/v2/ut/app/manifests/child", &[], b"")
+            .status,
+        202
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    let (code, out) = origin_cli(&srv, &["gc"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("removed 1 untagged manifests"), "{out}");
+    assert_eq!(srv.get(&format!("/v2/ut/app/manifests/{old}")).status, 404);
+    assert_eq!(srv.get(&format!("/v2/ut/app/manifests/{new}")).status, 200);
+    assert_eq!(
+        srv.get(&format!("/v2/ut/app/manifests/{child}")).status,
+        200
+    );
+    // The released blobs go on the next pass after their own grace period.
+    std::thread::sleep(Duration::from_millis(2100));
+    let (_, out) = origin_cli(&srv, &["gc"]);
+    assert!(
+        out.contains(&format!("removed {}", digest(&bytes(1, 100)))),
+        "{out}"
+    );
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{layout, Registry};
 use crate::error::Result;
-use crate::oci::Digest;
+use crate::oci::{Digest, Manifest, Reference, RepoName};
 use crate::storage::{PutCondition, PutOutcome, Storage};
 
 /// Candidates examined per pass at most; the rest wait for the next pass.
@@ -30,6 +30,8 @@ const TOMBSTONE_STALE: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone, Default)]
 pub struct GcReport {
     pub examined: usize,
+    /// Untagged manifests deleted (with `gc.remove_untagged`).
+    pub manifests_removed: usize,
     pub blobs_removed: usize,
     pub bytes_removed: u64,
     /// Digest and size of each blob removed (or that would be, in a dry run).
@@ -94,12 +96,88 @@ impl Registry {
         Ok(())
     }
 
+    /// Records that a manifest may have lost its last tag, when untagged manifests are
+    /// collected; a pass decides after the grace period.
+    pub async fn note_untagged(&self, name: &RepoName, d: &Digest) -> Result<()> {
+        if !self.settings.gc_remove_untagged {
+            return Ok(());
+        }
+        let stamp = now_secs().to_string().into_bytes();
+        self.store
+            .put(&layout::gc_untagged(name, d), stamp, PutCondition::Always)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes manifests noted as untagged that still are, after the grace period, unless
+    /// another manifest of the repository holds them (an index) or they refer to a subject.
+    async fn remove_untagged(&self, grace_secs: u64, dry_run: bool) -> Result<usize> {
+        let keys = self
+            .store
+            .list(layout::GC_UNTAGGED_PREFIX, None, CANDIDATES_PER_PASS_MAX)
+            .await?;
+        let mut removed = 0;
+        for key in keys {
+            let Some((name, d)) = key
+                .strip_prefix(layout::GC_UNTAGGED_PREFIX)
+                .and_then(layout::parse_untagged)
+            else {
+                continue;
+            };
+            let Some(meta) = self.store.head(&key).await? else {
+                continue;
+            };
+            if age_secs(meta.modified) < grace_secs {
+                continue;
+            }
+            if self.is_untagged(&name, &d).await? && !self.held_in_repo(&name, &d).await? {
+                let stored = self
+                    .get_manifest(&name, &Reference::Digest(d.clone()))
+                    .await;
+                let referrer = match &stored {
+                    Ok(m) => Manifest::parse(Some(&m.media_type), &m.bytes)
+                        .map(|m| m.subject().is_some())
+                        .unwrap_or(false),
+                    Err(_) => true, // gone already: nothing to do
+                };
+                if !referrer {
+                    if dry_run {
+                        removed += 1;
+                        continue;
+                    }
+                    self.delete_manifest(&name, &d).await?;
+                    removed += 1;
+                }
+            }
+            if !dry_run {
+                self.store.delete(&key).await?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// True when another manifest of the same repository names `d` (an index child).
+    async fn held_in_repo(&self, name: &RepoName, d: &Digest) -> Result<bool> {
+        let repo = layout::flat_name(name);
+        let edges = self
+            .store
+            .list(&format!("{}{repo}/", layout::refs_prefix(d)), None, 2)
+            .await?;
+        Ok(edges
+            .iter()
+            .filter_map(|k| layout::edge_holder(d, k))
+            .any(|(_, holder)| holder != "_revision"))
+    }
+
     /// One collection pass. With `dry_run`, reports what it would remove and changes nothing.
     pub async fn gc_pass(&self, grace: Duration, dry_run: bool) -> Result<GcReport> {
         let started = Instant::now();
         let mut report = GcReport::default();
         if !dry_run {
             self.clear_stale_tombstones().await?;
+        }
+        if self.settings.gc_remove_untagged {
+            report.manifests_removed = self.remove_untagged(grace.as_secs(), dry_run).await?;
         }
         let keys = self
             .store

@@ -139,6 +139,31 @@ pub fn gc_tombstone(d: &Digest) -> String {
     format!("{GC_TOMBSTONES_PREFIX}{}", flat_digest(d))
 }
 
+pub const GC_UNTAGGED_PREFIX: &str = "gc/untagged/";
+
+/// A manifest that may have lost its last tag (only used with `gc.remove_untagged`).
+pub fn gc_untagged(name: &RepoName, d: &Digest) -> String {
+    format!("{GC_UNTAGGED_PREFIX}{}/{}", flat(name), flat_digest(d))
+}
+
+/// Parses a key listed under [`GC_UNTAGGED_PREFIX`] (relative to it).
+pub fn parse_untagged(rest: &str) -> Option<(RepoName, Digest)> {
+    let (repo, d) = rest.split_once('/')?;
+    Some((
+        RepoName::parse(&repo.replace('+', "/")).ok()?,
+        unflat_digest(d)?,
+    ))
+}
+
+/// The repository component of an edge key below [`refs_prefix`], and its holder part.
+pub fn edge_holder<'k>(blob: &Digest, key: &'k str) -> Option<(&'k str, &'k str)> {
+    key.strip_prefix(&refs_prefix(blob))?.split_once('/')
+}
+
+pub fn flat_name(name: &RepoName) -> String {
+    flat(name)
+}
+
 pub const CATALOG_PREFIX: &str = "catalog/";
 const CATALOG_MARKER: &str = "/_repository";
 
@@ -175,6 +200,7 @@ mod tests {
             ref_edge(&d, &name, &Holder::Revision),
             gc_candidate(&d),
             gc_tombstone(&d),
+            gc_untagged(&name, &d),
         ];
         for k in &keys {
             crate::storage::validate_key(k).unwrap();

@@ -104,14 +104,21 @@ impl Registry {
             let key = layout::referrer_entry(name, subject, &digest);
             self.store.put(&key, entry, PutCondition::Always).await?;
         }
-        if let Reference::Tag(tag) = reference {
-            self.store
-                .put(
-                    &layout::tag_link(name, tag),
-                    digest.as_str().as_bytes().to_vec(),
-                    PutCondition::Always,
-                )
-                .await?;
+        match reference {
+            Reference::Tag(tag) => {
+                let previous = self.resolve_tag(name, tag).await?;
+                self.store
+                    .put(
+                        &layout::tag_link(name, tag),
+                        digest.as_str().as_bytes().to_vec(),
+                        PutCondition::Always,
+                    )
+                    .await?;
+                if let Some(old) = previous.filter(|old| old != &digest) {
+                    self.note_untagged(name, &old).await?;
+                }
+            }
+            Reference::Digest(_) => self.note_untagged(name, &digest).await?,
         }
         Ok(PutManifest { digest, subject })
     }
@@ -277,10 +284,25 @@ impl Registry {
     }
 
     pub async fn delete_tag(&self, name: &RepoName, tag: &Tag) -> Result<()> {
+        let digest = self.resolve_tag(name, tag).await?;
         if !self.store.delete(&layout::tag_link(name, tag)).await? {
             return Err(manifest_unknown());
         }
+        if let Some(d) = digest {
+            self.note_untagged(name, &d).await?;
+        }
         Ok(())
+    }
+
+    /// True when no tag of the repository points to the manifest.
+    pub async fn is_untagged(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
+        for tag in self.tags(name).await? {
+            let Ok(t) = Tag::parse(&tag) else { continue };
+            if self.resolve_tag(name, &t).await?.as_ref() == Some(digest) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Tags of a repository, sorted lexically.

@@ -38,6 +38,8 @@ pub struct Settings {
     pub allow_missing_index_children: bool,
     pub upload_sessions_per_repository_max: usize,
     pub upload_idle_expiry: std::time::Duration,
+    /// Delete manifests that lost their last tag (after the GC grace period).
+    pub gc_remove_untagged: bool,
 }
 
 pub struct Registry {
