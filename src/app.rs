@@ -3,9 +3,12 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use crate::config::Config;
 use crate::http::conn::{AccessRecord, Handler, Request};
 use crate::http::Response;
+use crate::metrics::METRICS;
 use crate::registry::Registry;
 use crate::server::Shutdown;
 
@@ -40,8 +43,8 @@ impl Buffers {
 
 pub struct App {
     pub config: Arc<Config>,
-    pub policies: Arc<crate::policy::PolicySet>,
-    pub auth: Arc<crate::auth::Authenticator>,
+    /// Identities, policies and TLS: replaced on reload.
+    pub live: crate::reload::LocalLive,
     pub shutdown: Arc<Shutdown>,
     pub registry: Registry,
     pub buffers: Buffers,
@@ -49,10 +52,13 @@ pub struct App {
 
 impl Handler for App {
     async fn handle(&self, req: &mut Request<'_>) -> Response {
-        match crate::api::dispatch(self, req).await {
+        METRICS.in_flight.fetch_add(1, Relaxed);
+        let resp = match crate::api::dispatch(self, req).await {
             Ok(resp) => resp,
             Err(e) => e.to_response(),
-        }
+        };
+        METRICS.in_flight.fetch_sub(1, Relaxed);
+        resp
     }
 
     fn protocol_error(&self, status: u16, message: &str) -> Response {
@@ -70,6 +76,14 @@ impl Handler for App {
     }
 
     fn completed(&self, r: &AccessRecord<'_>) {
+        let path = r.target.split('?').next().unwrap_or("");
+        METRICS.request(
+            crate::api::route::group(path),
+            r.status,
+            r.duration,
+            r.bytes_in,
+            r.bytes_out,
+        );
         tracing::info!(
             target: "origin::access",
             method = r.method.as_str(),

@@ -39,6 +39,8 @@ pub struct Config {
     #[serde(default)]
     pub gc: GcConfig,
     #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
     pub identity: BTreeMap<String, IdentityConfig>,
     #[serde(default)]
     pub repository: Vec<RepositoryConfig>,
@@ -182,6 +184,26 @@ impl Default for UploadsConfig {
             idle_expiry: d::upload_idle_expiry(),
             sessions_per_repository_max: d::upload_sessions_max(),
             allow_missing_index_children: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A separate plain-HTTP listener for /metrics, /healthz and /readyz (e.g. "127.0.0.1:9090").
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Serve /metrics on the main listener too. /healthz and /readyz are always served there.
+    #[serde(default = "d::yes")]
+    pub expose_on_main: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: None,
+            expose_on_main: true,
         }
     }
 }
@@ -484,6 +506,10 @@ mod tests {
         );
         assert_eq!(format!("{:?}", example.log), format!("{:?}", minimal.log));
         assert_eq!(format!("{:?}", example.gc), format!("{:?}", minimal.gc));
+        assert_eq!(
+            format!("{:?}", example.metrics),
+            format!("{:?}", minimal.metrics)
+        );
     }
 
     #[test]

@@ -5,13 +5,15 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use crate::app::{App, Buffers};
-use crate::auth::{AuthLimits, Authenticator};
 use crate::config::{Config, Source};
 use crate::http::conn::ConnLimits;
 use crate::http::head::Limits;
-use crate::policy::PolicySet;
+use crate::metrics::{Metrics, METRICS};
 use crate::registry::Registry;
+use crate::reload::{Live, LiveCell, LocalLive};
 use crate::server::{self, Shutdown, WorkerSpec};
 use crate::storage::FsStorage;
 
@@ -61,18 +63,10 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
     // inherits the mask and only the signal thread sees these signals.
     let signals = block_signals();
     raise_file_limit();
-    let tls = match &config.server.tls {
-        Some(t) => Some((
-            crate::tls::server_config(t).map_err(|e| e.to_string())?,
-            config.server.tls_handshake_timeout,
-        )),
-        None => {
-            tracing::warn!("no [server.tls] configured: serving plain HTTP");
-            None
-        }
-    };
-    let policies = Arc::new(PolicySet::compile(&config.repository).map_err(|e| e.to_string())?);
-    let auth = Arc::new(Authenticator::new(&config.identity, AuthLimits::default())?);
+    if config.server.tls.is_none() {
+        tracing::warn!("no [server.tls] configured: serving plain HTTP");
+    }
+    let live = Arc::new(LiveCell::new(Live::build(&config)?));
     let root = &config.storage.fs.root_dir;
     let store = FsStorage::new(root.clone())
         .map_err(|e| format!("storage.fs.root_dir {}: {e}", root.display()))?;
@@ -84,7 +78,21 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
     let local = listeners[0]
         .local_addr()
         .map_err(|e| format!("listener address: {e}"))?;
-    let shutdown = Arc::new(Shutdown::new(workers));
+    // One more shutdown slot than workers: the ops listener's accept loop.
+    let shutdown = Arc::new(Shutdown::new(workers + 1));
+    let mut ops_listener = match config.metrics.listen {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| format!("metrics.listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    if let Some(l) = &ops_listener {
+        if let Ok(a) = l.local_addr() {
+            tracing::info!("ops endpoints listening on {a}");
+        }
+    }
     let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, String>>();
     let mut handles = Vec::with_capacity(workers);
     for (index, listener) in listeners.into_iter().enumerate() {
@@ -94,13 +102,17 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
             limits: limits(&config),
             connections_max: config.server.connections_per_worker_max,
             shutdown: shutdown.clone(),
-            tls: tls.clone(),
         };
         let (config, shutdown, ready) = (config.clone(), shutdown.clone(), ready_tx.clone());
         let shared = Shared {
             store: store.clone(),
-            policies: policies.clone(),
-            auth: auth.clone(),
+            live: live.clone(),
+            ops_listener: if index == 0 {
+                ops_listener.take()
+            } else {
+                None
+            },
+            ops_slot: workers,
         };
         let handle = std::thread::Builder::new()
             .name(format!("origin-worker-{index}"))
@@ -129,9 +141,14 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
     );
     let grace = config.server.query_timeout_grace_period;
     let sig_shutdown = shutdown.clone();
+    let reloader = Reloader {
+        source,
+        running: config.clone(),
+        live,
+    };
     std::thread::Builder::new()
         .name("origin-signals".into())
-        .spawn(move || signal_loop(signals, sig_shutdown, grace))
+        .spawn(move || signal_loop(signals, sig_shutdown, grace, reloader))
         .map_err(|e| format!("cannot start signal thread: {e}"))?;
     let mut failed = false;
     for h in handles {
@@ -156,8 +173,10 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
 /// What every worker shares.
 struct Shared {
     store: FsStorage,
-    policies: Arc<PolicySet>,
-    auth: Arc<Authenticator>,
+    live: Arc<LiveCell>,
+    /// The separate ops listener, given to worker 0 only.
+    ops_listener: Option<std::net::TcpListener>,
+    ops_slot: usize,
 }
 
 fn worker_main(
@@ -183,21 +202,41 @@ fn worker_main(
     let index = spec.index;
     rt.block_on(async move {
         let settings = crate::maintenance::settings(&config);
+        let tls = config.server.tls.as_ref().map(|_| {
+            let view = LocalLive::new(shared.live.clone());
+            let source: server::TlsSource = Rc::new(move || view.get().tls.clone());
+            source
+        });
         let app = Rc::new(App {
             registry: Registry::new(shared.store, settings),
-            policies: shared.policies,
-            auth: shared.auth,
+            live: LocalLive::new(shared.live),
             config,
             shutdown,
             buffers: Buffers::default(),
         });
+        if let Some(listener) = shared.ops_listener {
+            let ops = WorkerSpec {
+                index: shared.ops_slot,
+                listener,
+                limits: spec.limits,
+                connections_max: 64,
+                shutdown: app.shutdown.clone(),
+            };
+            let handler = Rc::new(crate::ops::OpsApp(app.clone()));
+            compio::runtime::spawn(async move {
+                if let Err(e) = server::run_worker(ops, handler, None).await {
+                    tracing::error!(error = %e, "ops listener failed");
+                }
+            })
+            .detach();
+        }
         if index == 0 {
             compio::runtime::spawn(housekeeping(app.clone())).detach();
             if app.config.gc.enabled {
                 compio::runtime::spawn(collect_garbage(app.clone())).detach();
             }
         }
-        server::run_worker(spec, app).await
+        server::run_worker(spec, app, tls).await
     })
     .map_err(|e| e.to_string())
 }
@@ -211,6 +250,9 @@ const HOUSEKEEPING_INTERVAL_MAX: Duration = Duration::from_secs(60);
 async fn housekeeping(app: Rc<App>) {
     let interval = (app.config.uploads.idle_expiry / 4)
         .clamp(HOUSEKEEPING_INTERVAL_MIN, HOUSEKEEPING_INTERVAL_MAX);
+    if let Err(e) = app.registry.count_for_metrics().await {
+        tracing::warn!(error = %e, "counting stored bytes failed");
+    }
     loop {
         match app.registry.expire_uploads().await {
             Ok(0) => {}
@@ -232,7 +274,7 @@ async fn housekeeping(app: Rc<App>) {
     }
 }
 
-/// Background GC on worker 0: a pass every `gc.interval`, logged.
+/// Background GC on worker 0: a pass every `gc.interval`, logged and counted.
 async fn collect_garbage(app: Rc<App>) {
     let interval = crate::maintenance::gc_interval(&app.config);
     loop {
@@ -240,18 +282,24 @@ async fn collect_garbage(app: Rc<App>) {
         if app.shutdown.is_set() {
             return;
         }
-        match app
-            .registry
-            .gc_pass(app.config.gc.grace_period, false)
-            .await
-        {
-            Ok(r) => tracing::info!(
-                blobs = r.blobs_removed,
-                bytes = r.bytes_removed,
-                examined = r.examined,
-                duration_ms = r.duration.as_millis() as u64,
-                "gc pass"
-            ),
+        let grace = app.config.gc.grace_period;
+        match app.registry.gc_pass(grace, false).await {
+            Ok(r) => {
+                Metrics::add(&METRICS.gc_passes, 1);
+                Metrics::add(&METRICS.gc_blobs_reclaimed, r.blobs_removed as u64);
+                Metrics::add(&METRICS.gc_bytes_reclaimed, r.bytes_removed);
+                Metrics::add(&METRICS.gc_manifests_removed, r.manifests_removed as u64);
+                let micros = r.duration.as_micros() as u64;
+                METRICS.gc_last_pass_micros.store(micros, Ordering::Relaxed);
+                tracing::info!(
+                    blobs = r.blobs_removed,
+                    bytes = r.bytes_removed,
+                    examined = r.examined,
+                    manifests = r.manifests_removed,
+                    duration_ms = r.duration.as_millis() as u64,
+                    "gc pass"
+                );
+            }
             Err(e) => tracing::warn!(error = %e, "gc pass failed"),
         }
     }
@@ -272,7 +320,29 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-fn signal_loop(set: libc::sigset_t, shutdown: Arc<Shutdown>, grace: Duration) {
+/// What SIGHUP needs: where the configuration came from, what is running, where to publish.
+struct Reloader {
+    source: Source,
+    running: Arc<Config>,
+    live: Arc<LiveCell>,
+}
+
+impl Reloader {
+    fn reload(&self) {
+        match &self.source {
+            Source::File(path) => {
+                crate::reload::reload(path, &self.running, &self.live);
+            }
+            Source::Embedded => {
+                tracing::warn!(
+                    "SIGHUP: running on the embedded default configuration; nothing to reload"
+                )
+            }
+        }
+    }
+}
+
+fn signal_loop(set: libc::sigset_t, shutdown: Arc<Shutdown>, grace: Duration, reloader: Reloader) {
     loop {
         let mut sig: libc::c_int = 0;
         // SAFETY: `set` was filled by block_signals; sigwait writes the signal number.
@@ -280,7 +350,7 @@ fn signal_loop(set: libc::sigset_t, shutdown: Arc<Shutdown>, grace: Duration) {
             continue;
         }
         match sig {
-            libc::SIGHUP => tracing::warn!("SIGHUP: live reload is not supported yet"),
+            libc::SIGHUP => reloader.reload(),
             _ if shutdown.is_set() => {
                 tracing::warn!("second signal: exiting now");
                 std::process::exit(1);

@@ -6,6 +6,7 @@ use crate::app::App;
 use crate::auth::{parse_basic, AuthOutcome, Identity};
 use crate::error::{Code, Error, Result};
 use crate::http::Request;
+use crate::metrics::{Metrics, METRICS};
 use crate::policy::AccessRequest;
 
 /// The realm in the Basic challenge.
@@ -28,22 +29,29 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
     let Some(header) = req.head.header("authorization") else {
         return Ok(identity);
     };
-    if app.config.identity.is_empty() {
+    let live = app.live.get();
+    if !live.has_identities {
         return Ok(identity);
     }
     let Some((user, pass)) = parse_basic(header.as_bytes()) else {
         return Err(challenge("unsupported or malformed Authorization header"));
     };
-    match app.auth.verify(&user, &pass, req.peer.ip()).await {
+    match live.auth.verify(&user, &pass, req.peer.ip()).await {
         AuthOutcome::Ok(verified) => {
             Ok(verified.with_certificate(identity.common_names, identity.organizations))
         }
-        AuthOutcome::BadCredentials => Err(challenge("invalid username or password")),
-        AuthOutcome::RateLimited => Err(Error::new(
-            Code::TooManyRequests,
-            "too many failed authentication attempts; try again later",
-        )
-        .with_header("Retry-After", "60")),
+        AuthOutcome::BadCredentials => {
+            Metrics::add(&METRICS.auth_failures, 1);
+            Err(challenge("invalid username or password"))
+        }
+        AuthOutcome::RateLimited => Err({
+            Metrics::add(&METRICS.auth_rate_limited, 1);
+            Error::new(
+                Code::TooManyRequests,
+                "too many failed authentication attempts; try again later",
+            )
+            .with_header("Retry-After", "60")
+        }),
         AuthOutcome::Busy => Err(Error::new(Code::TooManyRequests, "authentication is busy")
             .with_status(503)
             .with_header("Retry-After", "1")),
@@ -84,9 +92,10 @@ pub fn authorize(
         digest,
         reference,
     };
-    if app.policies.may(identity, &access).is_allowed() {
+    if app.live.get().policies.may(identity, &access).is_allowed() {
         return Ok(());
     }
+    Metrics::add(&METRICS.policy_denials, 1);
     if identity.is_authenticated() {
         Err(Error::new(
             Code::Denied,

@@ -73,6 +73,8 @@ pub async fn tags(app: &App, req: &mut Request<'_>, name: &RepoName) -> Result<R
 pub async fn catalog(app: &App, req: &mut Request<'_>, identity: &Identity) -> Result<Response> {
     let all = app.registry.catalog().await?;
     let all: Vec<String> = app
+        .live
+        .get()
         .policies
         .filter_catalog(identity, all.iter().map(String::as_str))
         .into_iter()

@@ -17,6 +17,12 @@ pub use route::{Action, Endpoint};
 /// Answers one request. Errors become OCI error bodies in the caller.
 pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     let path = req.head.path().to_string();
+    if !path.starts_with("/v2") {
+        let metrics = app.config.metrics.expose_on_main;
+        if let Some(resp) = crate::ops::respond(app, &path, metrics).await {
+            return Ok(resp);
+        }
+    }
     let (endpoint, action) = match route::route(req.head.method, &path) {
         Ok(r) => r,
         Err(route::RouteError::NotFound) => {

@@ -107,6 +107,22 @@ fn endpoint(path: &str) -> Option<Endpoint<'_>> {
     None
 }
 
+/// The metrics group of a request path.
+pub fn group(path: &str) -> crate::metrics::Group {
+    use crate::metrics::Group;
+    match endpoint(path) {
+        Some(Endpoint::Base) => Group::Base,
+        Some(Endpoint::Catalog) => Group::Catalog,
+        Some(Endpoint::Tags { .. }) => Group::Tags,
+        Some(Endpoint::Manifest { .. }) => Group::Manifests,
+        Some(Endpoint::Blob { .. }) => Group::Blobs,
+        Some(Endpoint::UploadStart { .. } | Endpoint::Upload { .. }) => Group::Uploads,
+        Some(Endpoint::Referrers { .. }) => Group::Referrers,
+        None if matches!(path, "/metrics" | "/healthz" | "/readyz") => Group::Ops,
+        None => Group::Other,
+    }
+}
+
 /// Splits `a/b/<marker>x` into (`a/b`, `x`) when `x` is one non-empty segment.
 fn last_segment<'a>(path: &'a str, marker: &str) -> Option<(&'a str, &'a str)> {
     let (name, last) = path.rsplit_once(marker)?;

@@ -247,9 +247,30 @@ impl Registry {
             return self.forget_candidate(key, dry_run).await;
         }
         self.store.delete(&layout::blob_data(d)).await?;
+        crate::metrics::METRICS
+            .stored_bytes
+            .fetch_sub(meta.size as i64, std::sync::atomic::Ordering::Relaxed);
         self.store.delete(&tomb).await?;
         self.store.delete(key).await?;
         Ok(Some(meta.size))
+    }
+
+    /// Counts stored blob bytes and open upload sessions once, at startup, for the metrics
+    /// (kept current afterwards by commits, GC and session changes).
+    pub async fn count_for_metrics(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut bytes: u64 = 0;
+        for key in self.list_all("blobs/").await? {
+            if let Some(meta) = self.store.head(&key).await? {
+                bytes += meta.size;
+            }
+        }
+        let m = &crate::metrics::METRICS;
+        m.stored_bytes.fetch_add(bytes as i64, Relaxed);
+        m.stored_bytes_known.store(true, Relaxed);
+        let uploads = self.list_all(layout::UPLOAD_INDEX_PREFIX).await?.len();
+        m.uploads_open.fetch_add(uploads as i64, Relaxed);
+        Ok(())
     }
 
     /// Drops a candidate that needs no collection (referenced again, or already gone).

@@ -82,9 +82,15 @@ impl Registry {
         }
         self.ensure_repository(name).await?;
         let size = body.len() as u64;
-        self.store
+        let stored = self
+            .store
             .put(&layout::blob_data(&digest), body, PutCondition::IfAbsent)
             .await?;
+        if matches!(stored, crate::storage::PutOutcome::Written(_)) {
+            crate::metrics::METRICS
+                .stored_bytes
+                .fetch_add(size as i64, std::sync::atomic::Ordering::Relaxed);
+        }
         let link = RevisionLink {
             media_type: manifest.media_type().to_string(),
             size,

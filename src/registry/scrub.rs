@@ -73,7 +73,7 @@ pub struct ScrubReport {
 }
 
 impl Registry {
-    async fn list_all(&self, prefix: &str) -> Result<Vec<String>> {
+    pub(crate) async fn list_all(&self, prefix: &str) -> Result<Vec<String>> {
         let mut all = Vec::new();
         let mut after: Option<String> = None;
         loop {

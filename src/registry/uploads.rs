@@ -9,8 +9,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use compio::buf::BufResult;
 use serde::{Deserialize, Serialize};
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use super::{layout, Registry};
 use crate::error::{Code, Error, Result};
+use crate::metrics::METRICS;
 use crate::oci::{Algorithm, Digest, Hasher, RepoName, UploadId};
 use crate::storage::{BlobReader, Etag, FsUpload, PutCondition, PutOutcome, Storage, UploadWriter};
 
@@ -102,6 +105,7 @@ impl Registry {
                 PutCondition::Always,
             )
             .await?;
+        METRICS.uploads_open.fetch_add(1, Relaxed);
         Ok(id)
     }
 
@@ -193,6 +197,7 @@ impl Registry {
     /// the repository. On a mismatch the session is removed and nothing becomes visible.
     pub async fn upload_finish(&self, s: Session, digest: &Digest) -> Result<()> {
         let (name, id) = (s.name.clone(), s.id.clone());
+        let s_offset = s.offset;
         let actual = if digest.algorithm() == s.hasher.algorithm() {
             s.hasher.finalize()
         } else {
@@ -207,10 +212,15 @@ impl Registry {
             ));
         }
         let data_key = layout::upload_data(&name, &id);
-        self.store
+        let size = s_offset;
+        let outcome = self
+            .store
             .upload_commit(&data_key, &layout::blob_data(digest))
             .await?
             .ok_or_else(unknown_upload)?;
+        if outcome == crate::storage::CommitOutcome::Committed {
+            METRICS.stored_bytes.fetch_add(size as i64, Relaxed);
+        }
         // New (or re-pushed) content: GC keeps it at least for the grace period.
         self.gc_touch(digest).await?;
         self.link_blob(&name, digest).await?;
@@ -246,6 +256,9 @@ impl Registry {
         let had = self.store.delete(&layout::upload_state(name, id)).await?;
         self.store.delete(&layout::upload_data(name, id)).await?;
         self.store.delete(&layout::upload_index(id)).await?;
+        if had {
+            METRICS.uploads_open.fetch_sub(1, Relaxed);
+        }
         Ok(had)
     }
 

@@ -71,6 +71,9 @@ pub fn driver_name(t: DriverType) -> &'static str {
     }
 }
 
+/// Where a worker gets the TLS configuration for each new connection.
+pub type TlsSource = Rc<dyn Fn() -> Option<(Arc<rustls::ServerConfig>, Duration)>>;
+
 /// What a worker needs; the handler is built on the worker's own thread by `make_handler`.
 pub struct WorkerSpec {
     pub index: usize,
@@ -78,8 +81,6 @@ pub struct WorkerSpec {
     pub limits: ConnLimits,
     pub connections_max: usize,
     pub shutdown: Arc<Shutdown>,
-    /// TLS for every connection when set; with its handshake deadline.
-    pub tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
 }
 
 /// A live connection's fd and whether it is idle between requests.
@@ -95,7 +96,13 @@ struct Tracker {
 }
 
 /// Runs a worker until shutdown: accept, serve, drain.
-pub async fn run_worker<H: Handler + 'static>(spec: WorkerSpec, handler: Rc<H>) -> io::Result<()> {
+/// `tls`, when set, gives the TLS configuration for each new connection (the current one:
+/// it may change on reload) and its handshake deadline.
+pub async fn run_worker<H: Handler + 'static>(
+    spec: WorkerSpec,
+    handler: Rc<H>,
+    tls: Option<TlsSource>,
+) -> io::Result<()> {
     let listener = TcpListener::from_std(spec.listener)?;
     let tracker = Rc::new(Tracker::default());
     let limits = Rc::new(spec.limits);
@@ -124,7 +131,7 @@ pub async fn run_worker<H: Handler + 'static>(spec: WorkerSpec, handler: Rc<H>) 
             .borrow_mut()
             .insert(id, (stream.as_raw_fd(), idle.clone()));
         let (tracker, handler, limits) = (tracker.clone(), handler.clone(), limits.clone());
-        let tls = spec.tls.clone();
+        let tls = tls.as_ref().and_then(|source| source());
         compio::runtime::spawn(async move {
             let transport = match tls {
                 None => Some((Stream::Tcp(stream), None)),

@@ -1,0 +1,244 @@
+//! Process-wide metrics: fixed arrays of atomics (no locks, no allocation on the request
+//! path), rendered in the Prometheus text format on scrape. Others only increment.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Route groups requests are counted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    Base,
+    Catalog,
+    Tags,
+    Manifests,
+    Blobs,
+    Uploads,
+    Referrers,
+    Ops,
+    Other,
+}
+
+const GROUPS: [(&str, Group); 9] = [
+    ("base", Group::Base),
+    ("catalog", Group::Catalog),
+    ("tags", Group::Tags),
+    ("manifests", Group::Manifests),
+    ("blobs", Group::Blobs),
+    ("uploads", Group::Uploads),
+    ("referrers", Group::Referrers),
+    ("ops", Group::Ops),
+    ("other", Group::Other),
+];
+
+/// Statuses counted one by one; any other falls in the last slot ("other").
+const STATUSES: [u16; 23] = [
+    100, 200, 201, 202, 204, 206, 400, 401, 403, 404, 405, 408, 413, 414, 415, 416, 429, 431, 500,
+    501, 503, 505, 507,
+];
+const STATUS_SLOTS: usize = STATUSES.len() + 1;
+
+/// Latency histogram bucket upper bounds, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
+
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    const fn new() -> Self {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; BUCKETS.len()],
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+}
+
+pub struct Metrics {
+    requests: [[AtomicU64; STATUS_SLOTS]; GROUPS.len()],
+    latency: [Histogram; GROUPS.len()],
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub in_flight: AtomicI64,
+    pub auth_failures: AtomicU64,
+    pub auth_rate_limited: AtomicU64,
+    pub policy_denials: AtomicU64,
+    pub gc_passes: AtomicU64,
+    pub gc_blobs_reclaimed: AtomicU64,
+    pub gc_bytes_reclaimed: AtomicU64,
+    pub gc_manifests_removed: AtomicU64,
+    pub gc_last_pass_micros: AtomicU64,
+    /// Bytes of blob content stored: counted at startup, then kept by commits and GC.
+    pub stored_bytes: AtomicI64,
+    pub stored_bytes_known: std::sync::atomic::AtomicBool,
+    pub uploads_open: AtomicI64,
+}
+
+pub static METRICS: Metrics = Metrics::new();
+
+impl Metrics {
+    const fn new() -> Self {
+        Metrics {
+            requests: [const { [const { AtomicU64::new(0) }; STATUS_SLOTS] }; GROUPS.len()],
+            latency: [const { Histogram::new() }; GROUPS.len()],
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            in_flight: AtomicI64::new(0),
+            auth_failures: AtomicU64::new(0),
+            auth_rate_limited: AtomicU64::new(0),
+            policy_denials: AtomicU64::new(0),
+            gc_passes: AtomicU64::new(0),
+            gc_blobs_reclaimed: AtomicU64::new(0),
+            gc_bytes_reclaimed: AtomicU64::new(0),
+            gc_manifests_removed: AtomicU64::new(0),
+            gc_last_pass_micros: AtomicU64::new(0),
+            stored_bytes: AtomicI64::new(0),
+            stored_bytes_known: std::sync::atomic::AtomicBool::new(false),
+            uploads_open: AtomicI64::new(0),
+        }
+    }
+
+    pub fn request(
+        &self,
+        group: Group,
+        status: u16,
+        duration: Duration,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        let g = group as usize;
+        let s = STATUSES
+            .iter()
+            .position(|x| *x == status)
+            .unwrap_or(STATUSES.len());
+        self.requests[g][s].fetch_add(1, Relaxed);
+        self.latency[g].observe(duration);
+        self.bytes_in.fetch_add(bytes_in, Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Relaxed);
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        out.push_str(
+            "# HELP origin_http_requests_total Requests answered, by route group and status.\n",
+        );
+        out.push_str("# TYPE origin_http_requests_total counter\n");
+        for (g, (gname, _)) in GROUPS.iter().enumerate() {
+            for (s, counter) in self.requests[g].iter().enumerate() {
+                let n = counter.load(Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let status = STATUSES
+                    .get(s)
+                    .map_or("other".to_string(), |c| c.to_string());
+                let _ = writeln!(
+                    out,
+                    "origin_http_requests_total{{group=\"{gname}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        out.push_str("# HELP origin_http_request_duration_seconds Request latency, head to end of response.\n");
+        out.push_str("# TYPE origin_http_request_duration_seconds histogram\n");
+        for (g, (gname, _)) in GROUPS.iter().enumerate() {
+            let h = &self.latency[g];
+            let count = h.count.load(Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let mut cumulative = 0;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                cumulative += h.buckets[i].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "origin_http_request_duration_seconds_bucket{{group=\"{gname}\",le=\"{b}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "origin_http_request_duration_seconds_bucket{{group=\"{gname}\",le=\"+Inf\"}} {count}"
+            );
+            let sum = h.sum_micros.load(Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "origin_http_request_duration_seconds_sum{{group=\"{gname}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "origin_http_request_duration_seconds_count{{group=\"{gname}\"}} {count}"
+            );
+        }
+        let gauges_and_counters: [(&str, &str, &str, i128); 14] = [
+            ("origin_http_received_bytes_total", "counter", "Request body bytes received.", self.bytes_in.load(Relaxed) as i128),
+            ("origin_http_sent_bytes_total", "counter", "Response body bytes sent.", self.bytes_out.load(Relaxed) as i128),
+            ("origin_http_requests_in_flight", "gauge", "Requests being handled now.", self.in_flight.load(Relaxed) as i128),
+            ("origin_upload_sessions_open", "gauge", "Upload sessions started and not yet finished, cancelled or expired (this process).", self.uploads_open.load(Relaxed) as i128),
+            ("origin_auth_failures_total", "counter", "Requests with wrong credentials.", self.auth_failures.load(Relaxed) as i128),
+            ("origin_auth_rate_limited_total", "counter", "Requests refused by the authentication rate limit.", self.auth_rate_limited.load(Relaxed) as i128),
+            ("origin_policy_denials_total", "counter", "Requests denied by access policies.", self.policy_denials.load(Relaxed) as i128),
+            ("origin_gc_passes_total", "counter", "Garbage collection passes run.", self.gc_passes.load(Relaxed) as i128),
+            ("origin_gc_blobs_reclaimed_total", "counter", "Blobs removed by garbage collection.", self.gc_blobs_reclaimed.load(Relaxed) as i128),
+            ("origin_gc_bytes_reclaimed_total", "counter", "Bytes removed by garbage collection.", self.gc_bytes_reclaimed.load(Relaxed) as i128),
+            ("origin_gc_manifests_removed_total", "counter", "Untagged manifests removed by garbage collection.", self.gc_manifests_removed.load(Relaxed) as i128),
+            ("origin_gc_last_pass_duration_seconds", "gauge", "Duration of the last garbage collection pass.", 0),
+            ("origin_storage_blob_bytes", "gauge", "Bytes of blob content stored (after the startup count).", self.stored_bytes.load(Relaxed) as i128),
+            ("origin_storage_blob_bytes_counted", "gauge", "1 once the startup count of stored bytes is done.", self.stored_bytes_known.load(Relaxed) as i128),
+        ];
+        for (name, kind, help, value) in gauges_and_counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            if name == "origin_gc_last_pass_duration_seconds" {
+                let secs = self.gc_last_pass_micros.load(Relaxed) as f64 / 1e6;
+                let _ = writeln!(out, "{name} {secs}");
+            } else {
+                let _ = writeln!(out, "{name} {value}");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = Metrics::new();
+        m.request(Group::Blobs, 200, Duration::from_millis(3), 0, 100);
+        m.request(Group::Blobs, 200, Duration::from_millis(30), 0, 100);
+        m.request(Group::Blobs, 299, Duration::from_secs(60), 5, 0);
+        let text = m.render();
+        assert!(text.contains("origin_http_requests_total{group=\"blobs\",status=\"200\"} 2"));
+        assert!(text.contains("origin_http_requests_total{group=\"blobs\",status=\"other\"} 1"));
+        assert!(text.contains(
+            "origin_http_request_duration_seconds_bucket{group=\"blobs\",le=\"0.005\"} 1"
+        ));
+        assert!(text.contains(
+            "origin_http_request_duration_seconds_bucket{group=\"blobs\",le=\"0.05\"} 2"
+        ));
+        assert!(text.contains(
+            "origin_http_request_duration_seconds_bucket{group=\"blobs\",le=\"+Inf\"} 3"
+        ));
+        assert!(text.contains("origin_http_sent_bytes_total 200"));
+        assert!(text.contains("origin_http_received_bytes_total 5"));
+    }
+}

@@ -1,0 +1,344 @@
+//! Operations: metrics after a scripted workload, health endpoints, a separate ops listener,
+//! and live reload on SIGHUP (identities, policies, TLS certificates).
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+
+fn metric(text: &str, line_prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix) && l[line_prefix.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn scrape(srv: &Server) -> String {
+    let r = srv.get("/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    String::from_utf8(r.body).unwrap()
+}
+
+fn hash(pass: &str) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_origin"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{pass}\n").as_bytes())
+        .unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    let raw = format!("{user}:{pass}");
+    let out = std::process::Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(raw.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    format!("Basic {}", String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// A scripted workload moves each counter by exactly what it did.
+#[test]
+fn metrics_count_a_scripted_workload() {
+    let ident = format!(
+        "[identity.u]\nusername = \"u\"\npassword = \"{}\"\n",
+        hash("pw")
+    );
+    let repos = "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\npolicies = ['request.namespace == \"secret/app\"']\n";
+    let srv = Server::start_with("", &format!("{repos}\n{ident}"));
+    let before = scrape(&srv);
+    let data = bytes(1, 10_000);
+    let d = srv.push_blob("m/app", &data); // uploads 201, 10000 bytes in
+    for _ in 0..3 {
+        assert_eq!(srv.get(&format!("/v2/m/app/blobs/{d}")).status, 200); // blobs 200, 30000 out
+    }
+    assert_eq!(srv.get("/v2/m/app/manifests/nope").status, 404); // manifests 404
+    assert_eq!(
+        srv.request(
+            "GET",
+            "/v2/",
+            &[("Authorization", &basic("u", "wrong"))],
+            b""
+        )
+        .status,
+        401
+    );
+    assert_eq!(srv.get("/v2/secret/app/tags/list").status, 401); // policy denial
+    let loc = srv.start_upload("m/app"); // one open session
+                                         // A request is counted once its response is written: let the last one land.
+    let mut after = scrape(&srv);
+    for _ in 0..50 {
+        if metric(&after, "origin_upload_sessions_open")
+            > metric(&before, "origin_upload_sessions_open")
+            && metric(
+                &after,
+                "origin_http_requests_total{group=\"uploads\",status=\"202\"}",
+            ) > metric(
+                &before,
+                "origin_http_requests_total{group=\"uploads\",status=\"202\"}",
+            )
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        after = scrape(&srv);
+    }
+    let delta = |name: &str| metric(&after, name) - metric(&before, name);
+    assert_eq!(
+        delta("origin_http_requests_total{group=\"uploads\",status=\"201\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("origin_http_requests_total{group=\"uploads\",status=\"202\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("origin_http_requests_total{group=\"blobs\",status=\"200\"}"),
+        3.0
+    );
+    assert_eq!(
+        delta("origin_http_requests_total{group=\"manifests\",status=\"404\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("origin_http_requests_total{group=\"base\",status=\"401\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("origin_http_request_duration_seconds_count{group=\"blobs\"}"),
+        3.0
+    );
+    assert_eq!(delta("origin_auth_failures_total"), 1.0);
+    assert_eq!(delta("origin_policy_denials_total"), 1.0);
+    assert_eq!(delta("origin_upload_sessions_open"), 1.0);
+    assert!(delta("origin_http_received_bytes_total") >= 10_000.0);
+    // Blob bodies out: 3 x 10000, plus the small JSON error bodies and the first scrape.
+    let out = delta("origin_http_sent_bytes_total");
+    assert!((30_000.0..40_000.0).contains(&out), "{out}");
+    assert!(metric(&after, "origin_storage_blob_bytes") >= 10_000.0);
+    assert_eq!(
+        metric(&after, "origin_http_requests_in_flight"),
+        1.0,
+        "the scrape itself"
+    );
+    assert_eq!(srv.request("DELETE", &loc, &[], b"").status, 204);
+    assert_eq!(
+        metric(&scrape(&srv), "origin_upload_sessions_open"),
+        metric(&before, "origin_upload_sessions_open")
+    );
+}
+
+/// /healthz and /readyz on the main listener; /metrics only on the separate ops listener
+/// when so configured.
+#[test]
+fn health_and_separate_ops_listener() {
+    let extra =
+        format!("{ALLOW_ALL}\n[metrics]\nlisten = \"127.0.0.1:0\"\nexpose_on_main = false\n");
+    let mut srv = Server::start_with("", &extra);
+    assert_eq!(srv.get("/healthz").status, 200);
+    assert_eq!(srv.get("/readyz").status, 200);
+    assert_eq!(srv.get("/metrics").status, 404);
+    let line = srv
+        .logs_until("ops endpoints listening on ", Duration::from_secs(5))
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .split("ops endpoints listening on ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    send(&mut s, "GET", "/metrics", &[], b"");
+    let r = read_response(&mut s, false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("origin_http_requests_total"));
+    send(&mut s, "GET", "/v2/", &[], b"");
+    assert_eq!(
+        read_response(&mut s, false).unwrap().status,
+        404,
+        "registry API on the ops port"
+    );
+}
+
+/// SIGHUP reloads identities and policies: the old password stops working, the new one
+/// works, the new policy applies, and a connection opened before the reload is still served.
+/// An invalid file on reload changes nothing.
+#[test]
+fn reload_changes_password_and_policy_keeps_connections() {
+    let old_pw = hash("old-secret");
+    let new_pw = hash("new-secret");
+    let conf = |pw: &str, policy: &str| {
+        format!(
+            "[identity.alice]\nusername = \"alice\"\npassword = \"{pw}\"\n\
+             [[repository]]\nnamespace = \"\"\npolicy_default_allow = false\npolicies = ['{policy}']\n"
+        )
+    };
+    let mut srv = Server::start_with("", &conf(&old_pw, "identity.username == \"alice\""));
+    let old = basic("alice", "old-secret");
+    let new = basic("alice", "new-secret");
+    assert_eq!(
+        srv.request("GET", "/v2/a/tags/list", &[("Authorization", &old)], b"")
+            .status,
+        404
+    );
+    // An open keep-alive connection, and an upload in progress on it.
+    let mut open = srv.connect();
+    send(
+        &mut open,
+        "POST",
+        "/v2/a/blobs/uploads/",
+        &[("Authorization", &old)],
+        b"",
+    );
+    let r = read_response(&mut open, false).unwrap();
+    assert_eq!(r.status, 202);
+    let loc = r.header("location").unwrap().to_string();
+    // Reload: new password, and a policy that also lets anyone read tags.
+    let text = std::fs::read_to_string(&srv.config_path).unwrap();
+    let (head, _) = text.split_once("[identity.alice]").unwrap();
+    let reloaded = format!(
+        "{head}{}",
+        conf(
+            &new_pw,
+            "identity.username == \"alice\" || request.action == \"list-tags\""
+        )
+    );
+    std::fs::write(&srv.config_path, reloaded).unwrap();
+    srv.signal(libc::SIGHUP);
+    srv.logs_until("configuration reloaded", Duration::from_secs(10))
+        .expect("reload logged");
+    assert_eq!(
+        srv.request("GET", "/v2/", &[("Authorization", &old)], b"")
+            .status,
+        401
+    );
+    // (The upload above created repository "a": listing its tags answers 200.)
+    assert_eq!(
+        srv.request("GET", "/v2/a/tags/list", &[("Authorization", &new)], b"")
+            .status,
+        200
+    );
+    assert_eq!(
+        srv.get("/v2/a/tags/list").status,
+        200,
+        "the new policy lets anonymous list tags"
+    );
+    assert_eq!(srv.get("/v2/a/manifests/x").status, 401, "but nothing else");
+    // The connection opened before the reload is still served, with the new credentials.
+    send(
+        &mut open,
+        "PATCH",
+        &loc,
+        &[("Authorization", &new)],
+        b"chunk",
+    );
+    assert_eq!(read_response(&mut open, false).unwrap().status, 202);
+    // An invalid configuration is rejected and changes nothing.
+    let broken = std::fs::read_to_string(&srv.config_path)
+        .unwrap()
+        .replace("policies = ['", "policies = ['((");
+    std::fs::write(&srv.config_path, broken).unwrap();
+    srv.signal(libc::SIGHUP);
+    srv.logs_until("reload rejected", Duration::from_secs(10))
+        .expect("rejection logged");
+    assert_eq!(
+        srv.request("GET", "/v2/a/tags/list", &[("Authorization", &new)], b"")
+            .status,
+        200
+    );
+    assert_eq!(
+        srv.request("GET", "/v2/", &[("Authorization", &old)], b"")
+            .status,
+        401
+    );
+}
+
+/// SIGHUP with a rotated certificate: new connections get the new one, an open TLS
+/// connection keeps working; changing the port is reported as needing a restart.
+#[test]
+fn reload_rotates_tls_certificate() {
+    let dir = TempDir::new("rotate");
+    let first = dir.0.join("first");
+    let second = dir.0.join("second");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::create_dir_all(&second).unwrap();
+    let pki1 = common::pki::Pki::new(&first, &[]);
+    let pki2 = common::pki::Pki::new(&second, &[]);
+    let text = config_text(
+        &dir.0,
+        "",
+        &format!("{ALLOW_ALL}\n{}", pki1.tls_section(false, None)),
+    );
+    let mut srv = Server::start_config(dir, &text, &[]);
+    let v = &[&rustls::version::TLS13][..];
+    let addr = srv.addr;
+    let connect = |pki: &common::pki::Pki| {
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(pki.client_config(None, v), name).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        send(&mut tls, "GET", "/v2/", &[], b"");
+        let _ = tls.flush();
+        (read_response(&mut tls, false).map(|r| r.status), tls)
+    };
+    let (status, mut old_conn) = connect(&pki1);
+    assert_eq!(status, Some(200));
+    let rotated = std::fs::read_to_string(&srv.config_path)
+        .unwrap()
+        .replace(
+            pki1.server_cert.to_str().unwrap(),
+            pki2.server_cert.to_str().unwrap(),
+        )
+        .replace(
+            pki1.server_key.to_str().unwrap(),
+            pki2.server_key.to_str().unwrap(),
+        )
+        .replace("port = 0", "port = 1");
+    std::fs::write(&srv.config_path, rotated).unwrap();
+    srv.signal(libc::SIGHUP);
+    srv.logs_until("configuration reloaded", Duration::from_secs(10))
+        .unwrap();
+    assert!(srv
+        .logs_until("server.port changed", Duration::from_secs(2))
+        .is_some());
+    assert_eq!(
+        connect(&pki2).0,
+        Some(200),
+        "new connections use the new certificate"
+    );
+    assert_eq!(
+        connect(&pki1).0,
+        None,
+        "the old CA no longer verifies the server"
+    );
+    send(&mut old_conn, "GET", "/v2/", &[], b"");
+    let _ = old_conn.flush();
+    assert_eq!(
+        read_response(&mut old_conn, false).map(|r| r.status),
+        Some(200)
+    );
+}
