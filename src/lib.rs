@@ -12,6 +12,7 @@ pub mod http;
 pub mod log;
 pub mod maintenance;
 pub mod metrics;
+pub mod notify;
 pub mod oci;
 pub mod ops;
 pub mod policy;

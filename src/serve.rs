@@ -139,6 +139,7 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
         config = ?source,
         "origin listening on {local}"
     );
+    crate::notify::notify("READY=1");
     let grace = config.server.query_timeout_grace_period;
     let sig_shutdown = shutdown.clone();
     let reloader = Reloader {
@@ -331,7 +332,9 @@ impl Reloader {
     fn reload(&self) {
         match &self.source {
             Source::File(path) => {
+                crate::notify::notify("RELOADING=1");
                 crate::reload::reload(path, &self.running, &self.live);
+                crate::notify::notify("READY=1");
             }
             Source::Embedded => {
                 tracing::warn!(
@@ -360,6 +363,7 @@ fn signal_loop(set: libc::sigset_t, shutdown: Arc<Shutdown>, grace: Duration, re
                     grace_secs = grace.as_secs_f64(),
                     "signal {sig}: draining, no new connections"
                 );
+                crate::notify::notify("STOPPING=1");
                 shutdown.trigger();
                 std::thread::spawn(move || {
                     std::thread::sleep(grace);

@@ -342,3 +342,68 @@ fn reload_rotates_tls_certificate() {
         Some(200)
     );
 }
+
+/// The systemd unit passes `systemd-analyze verify`, and the server sends READY=1 when it
+/// listens, RELOADING=1 then READY=1 around a reload, and STOPPING=1 on SIGTERM.
+#[test]
+fn systemd_unit_and_readiness_notification() {
+    let dir = TempDir::new("systemd");
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/origin.service"
+    ))
+    .unwrap()
+    .replace("/usr/local/bin/origin", env!("CARGO_BIN_EXE_origin"));
+    let unit_path = dir.0.join("origin.service");
+    std::fs::write(&unit_path, unit).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_path)
+        .output()
+        .expect("systemd-analyze (package systemd) is needed");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for key in [
+        "Type=notify",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=",
+        "PrivateTmp=yes",
+        "LimitNOFILE=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "User=origin",
+    ] {
+        assert!(
+            std::fs::read_to_string(&unit_path).unwrap().contains(key),
+            "{key}"
+        );
+    }
+    let sock_path = dir.0.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let text = config_text(&dir.0, "", ALLOW_ALL);
+    let cfg = dir.0.join("config.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_origin"));
+    cmd.args(["serve", "-c"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path);
+    let mut srv = Server::spawn(cmd, TempDir::new("systemd-srv"), cfg);
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    assert_eq!(next(), "READY=1");
+    srv.signal(libc::SIGHUP);
+    assert_eq!(next(), "RELOADING=1");
+    assert_eq!(next(), "READY=1");
+    srv.signal(libc::SIGTERM);
+    assert_eq!(next(), "STOPPING=1");
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+}
