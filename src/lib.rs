@@ -21,4 +21,5 @@ pub mod reload;
 pub mod serve;
 pub mod server;
 pub mod storage;
+pub mod sys;
 pub mod tls;

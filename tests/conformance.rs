@@ -660,3 +660,29 @@ fn idle_upload_sessions_expire() {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
+
+/// Large blobs (served with sendfile when cached, on io_uring) arrive whole and in ranges,
+/// on several requests of one keep-alive connection.
+#[test]
+fn pull_large_blob_whole_and_ranged() {
+    let srv = Server::start();
+    let data = bytes(21, 8 * 1024 * 1024 + 123);
+    let d = srv.push_blob("big/app", &data);
+    let mut s = srv.connect();
+    for _ in 0..2 {
+        send(&mut s, "GET", &format!("/v2/big/app/blobs/{d}"), &[], b"");
+        let r = read_response(&mut s, false).unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.body == data, "large blob corrupted");
+        send(
+            &mut s,
+            "GET",
+            &format!("/v2/big/app/blobs/{d}"),
+            &[("Range", "bytes=1000000-5000000")],
+            b"",
+        );
+        let r = read_response(&mut s, false).unwrap();
+        assert_eq!(r.status, 206);
+        assert!(r.body == data[1_000_000..=5_000_000]);
+    }
+}

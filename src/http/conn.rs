@@ -577,7 +577,12 @@ async fn write_response<H: Handler>(
         }
         Body::File(f) if !head_only => {
             write_all(stream, out, idle).await?;
-            send_file(stream, &f.file, f.offset, f.len, idle).await?;
+            match stream {
+                Stream::Tcp(tcp) if zero_copy_ok(&f.file, f.offset, f.len) => {
+                    send_file_zero_copy(tcp, &f.file, f.offset, f.len, idle).await?
+                }
+                _ => send_file(stream, &f.file, f.offset, f.len, idle).await?,
+            }
             Ok(f.len)
         }
         _ => {
@@ -596,6 +601,65 @@ async fn write_all(stream: &mut Stream, out: &mut Vec<u8>, idle: Duration) -> io
         }
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
     }
+}
+
+/// Largest count passed to one sendfile call; the socket buffer bounds what it sends anyway.
+const SENDFILE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+thread_local! {
+    /// Whether this worker's runtime uses io_uring (sendfile is used only there, per
+    /// DESIGN.md; the polling driver reads files on its thread pool instead).
+    static IO_URING: bool = compio::runtime::Runtime::try_with_current(|rt| rt.driver_type().is_iouring())
+        .unwrap_or(false);
+}
+
+/// sendfile(2) blocks the core on a page-cache miss, so it is used only when the whole
+/// range is cached (cachestat(2)); otherwise the async read path brings it in.
+fn zero_copy_ok(file: &compio::fs::File, offset: u64, len: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    IO_URING.with(|u| *u)
+        && len >= 64 * 1024
+        && crate::sys::cached_fraction(file.as_raw_fd(), offset, len).is_some_and(|f| f >= 1.0)
+}
+
+/// Sends a file region with sendfile(2) on the non-blocking socket, waiting for
+/// writability (with the idle deadline) whenever the socket buffer is full.
+async fn send_file_zero_copy(
+    tcp: &TcpStream,
+    file: &compio::fs::File,
+    offset: u64,
+    len: u64,
+    idle: Duration,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = tcp.as_raw_fd();
+    let poll = tcp.to_poll_fd()?;
+    let _nonblocking = crate::sys::NonBlocking::set(sock)?;
+    let mut pos = offset;
+    let end = offset + len;
+    while pos < end {
+        let want = ((end - pos) as usize).min(SENDFILE_CHUNK_BYTES);
+        match crate::sys::sendfile(sock, file.as_raw_fd(), &mut pos, want) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shorter than announced",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match timeout(idle, poll.write_ready()).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out"))
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Copies a file region to the stream through one buffer.
