@@ -100,6 +100,9 @@ pub struct ServerConfig {
     /// Largest blob upload body accepted in one request.
     #[serde(default = "d::blob_bytes_max")]
     pub blob_bytes_max: u64,
+    /// Memory for the manifest cache shared by all workers (0 disables it).
+    #[serde(default = "d::manifest_cache_bytes")]
+    pub manifest_cache_bytes: usize,
     /// Largest body accepted by any other route.
     #[serde(default = "d::other_body_bytes_max")]
     pub other_body_bytes_max: u64,
@@ -302,6 +305,9 @@ mod d {
     }
     pub fn blob_bytes_max() -> u64 {
         64 * 1024 * 1024 * 1024
+    }
+    pub fn manifest_cache_bytes() -> usize {
+        8 * 1024 * 1024
     }
     pub fn other_body_bytes_max() -> u64 {
         64 * 1024

@@ -22,7 +22,9 @@ fn with_registry<T>(config: &Config, f: impl AsyncFnOnce(&Registry) -> T) -> Res
         .map_err(|e| format!("storage.fs.root_dir {}: {e}", root.display()))?;
     let rt = crate::server::build_runtime(config.server.io_driver)
         .map_err(|e| format!("cannot start the I/O driver: {e}"))?;
-    let registry = Registry::new(store, settings(config));
+    // No cache: one pass, and the running server's cache is not this process's anyway.
+    let cache = std::sync::Arc::new(crate::registry::cache::ManifestCache::new(0));
+    let registry = Registry::new(store, settings(config), cache);
     Ok(rt.block_on(f(&registry)))
 }
 

@@ -12,6 +12,7 @@ use crate::config::{Config, Source};
 use crate::http::conn::ConnLimits;
 use crate::http::head::Limits;
 use crate::metrics::{Metrics, METRICS};
+use crate::registry::cache::ManifestCache;
 use crate::registry::Registry;
 use crate::reload::{Live, LiveCell, LocalLive};
 use crate::server::{self, Shutdown, WorkerSpec};
@@ -67,6 +68,7 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
         tracing::warn!("no [server.tls] configured: serving plain HTTP");
     }
     let live = Arc::new(LiveCell::new(Live::build(&config)?));
+    let manifests = Arc::new(ManifestCache::new(config.server.manifest_cache_bytes));
     let root = &config.storage.fs.root_dir;
     let store = FsStorage::new(root.clone())
         .map_err(|e| format!("storage.fs.root_dir {}: {e}", root.display()))?;
@@ -106,6 +108,7 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
         let (config, shutdown, ready) = (config.clone(), shutdown.clone(), ready_tx.clone());
         let shared = Shared {
             store: store.clone(),
+            manifests: manifests.clone(),
             live: live.clone(),
             ops_listener: if index == 0 {
                 ops_listener.take()
@@ -174,6 +177,7 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
 /// What every worker shares.
 struct Shared {
     store: FsStorage,
+    manifests: Arc<ManifestCache>,
     live: Arc<LiveCell>,
     /// The separate ops listener, given to worker 0 only.
     ops_listener: Option<std::net::TcpListener>,
@@ -209,7 +213,7 @@ fn worker_main(
             source
         });
         let app = Rc::new(App {
-            registry: Registry::new(shared.store, settings),
+            registry: Registry::new(shared.store, settings, shared.manifests),
             live: LocalLive::new(shared.live),
             config,
             shutdown,

@@ -120,6 +120,7 @@ impl Registry {
                         PutCondition::Always,
                     )
                     .await?;
+                self.manifests.invalidate(name.as_str(), &[tag.as_str()]);
                 if let Some(old) = previous.filter(|old| old != &digest) {
                     self.note_untagged(name, &old).await?;
                 }
@@ -193,8 +194,23 @@ impl Registry {
         }
     }
 
-    /// Digest, media type and size, without reading the manifest (HEAD).
+    /// Digest, media type and size (HEAD): from the cache, or the links alone.
     pub async fn manifest_meta(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<(Digest, String, u64)> {
+        if let Some(hit) = self.manifests.get(name.as_str(), reference.as_str()) {
+            return Ok((
+                hit.digest,
+                hit.media_type.to_string(),
+                hit.bytes.len() as u64,
+            ));
+        }
+        self.manifest_meta_uncached(name, reference).await
+    }
+
+    async fn manifest_meta_uncached(
         &self,
         name: &RepoName,
         reference: &Reference,
@@ -210,17 +226,34 @@ impl Registry {
         Ok((digest, link.media_type, link.size))
     }
 
+    /// A manifest by tag or digest, from the shared cache when it has it.
     pub async fn get_manifest(
         &self,
         name: &RepoName,
         reference: &Reference,
     ) -> Result<StoredManifest> {
-        let (digest, media_type, _) = self.manifest_meta(name, reference).await?;
+        if let Some(hit) = self.manifests.get(name.as_str(), reference.as_str()) {
+            return Ok(StoredManifest {
+                digest: hit.digest,
+                media_type: hit.media_type.to_string(),
+                bytes: hit.bytes.to_vec(),
+            });
+        }
+        let generation = self.manifests.generation();
+        let (digest, media_type, _) = self.manifest_meta_uncached(name, reference).await?;
         let obj = self
             .store
             .get(&layout::blob_data(&digest))
             .await?
             .ok_or_else(|| Error::internal(format!("manifest {digest} linked but not stored")))?;
+        self.manifests.insert(
+            generation,
+            name.as_str(),
+            reference.as_str(),
+            &digest,
+            &media_type,
+            &obj.bytes,
+        );
         Ok(StoredManifest {
             digest,
             media_type,
@@ -252,11 +285,13 @@ impl Registry {
             let Ok(tag) = Tag::parse(&tag) else { continue };
             if self.resolve_tag(name, &tag).await?.as_ref() == Some(digest) {
                 self.store.delete(&layout::tag_link(name, &tag)).await?;
+                self.manifests.invalidate(name.as_str(), &[tag.as_str()]);
             }
         }
         self.store
             .delete(&layout::manifest_link(name, digest))
             .await?;
+        self.manifests.invalidate(name.as_str(), &[digest.as_str()]);
         // Release what it held, then let GC look at each.
         let mut released = vec![digest.clone()];
         let edges = match &parsed {
@@ -291,7 +326,9 @@ impl Registry {
 
     pub async fn delete_tag(&self, name: &RepoName, tag: &Tag) -> Result<()> {
         let digest = self.resolve_tag(name, tag).await?;
-        if !self.store.delete(&layout::tag_link(name, tag)).await? {
+        let deleted = self.store.delete(&layout::tag_link(name, tag)).await?;
+        self.manifests.invalidate(name.as_str(), &[tag.as_str()]);
+        if !deleted {
             return Err(manifest_unknown());
         }
         if let Some(d) = digest {

@@ -1,6 +1,7 @@
 //! Registry semantics over the storage trait: repositories, blobs, manifests, tags,
 //! referrers and upload sessions. Knows nothing of HTTP; knows keys only through `layout`.
 
+pub mod cache;
 pub mod gc;
 pub mod layout;
 pub mod manifests;
@@ -45,14 +46,21 @@ pub struct Settings {
 pub struct Registry {
     pub store: FsStorage,
     pub settings: Settings,
+    /// Shared by every worker of the process.
+    pub manifests: std::sync::Arc<cache::ManifestCache>,
     known_repos: RefCell<HashSet<RepoName>>,
 }
 
 impl Registry {
-    pub fn new(store: FsStorage, settings: Settings) -> Self {
+    pub fn new(
+        store: FsStorage,
+        settings: Settings,
+        manifests: std::sync::Arc<cache::ManifestCache>,
+    ) -> Self {
         Registry {
             store,
             settings,
+            manifests,
             known_repos: RefCell::new(HashSet::new()),
         }
     }
