@@ -148,6 +148,12 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
     // RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request line.
     let skip = leading_empty_lines(buf);
     let buf = &buf[skip..];
+    // Refuse at the first byte that cannot start a method, rather than waiting for a line
+    // end: a TLS ClientHello sent to a plain-HTTP port then fails at once, and clients that
+    // probe HTTPS first (skopeo, podman, docker) fall back to HTTP without a delay.
+    if !method_prefix_ok(buf) {
+        return Err(HeadError::Malformed("not an HTTP/1.x request"));
+    }
     match memchr::memchr(b'\n', buf) {
         Some(i) if i > limits.request_line_bytes_max => return Err(HeadError::RequestLineTooLong),
         None if buf.len() > limits.request_line_bytes_max => {
@@ -183,6 +189,20 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
     }
     let head = build(req)?;
     Ok(Some((head, skip + n)))
+}
+
+/// True while the bytes before the first space are a valid method token (RFC 9110 tchar).
+fn method_prefix_ok(buf: &[u8]) -> bool {
+    for &b in buf {
+        match b {
+            b' ' => return true,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
+            | b'`' | b'|' | b'~' => {}
+            _ if b.is_ascii_alphanumeric() => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn leading_empty_lines(buf: &[u8]) -> usize {
@@ -430,6 +450,20 @@ mod tests {
             }
             let _ = parse_all(&buf);
         }
+    }
+
+    /// A TLS ClientHello on a plain port is refused from its first byte, not after a timeout.
+    #[test]
+    fn tls_client_hello_is_refused_at_once() {
+        assert_eq!(parse_all(&[0x16]).unwrap_err().status(), 400);
+        assert_eq!(
+            parse_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert!(parse_all(b"GE").unwrap().is_none());
+        assert!(parse_all(b"GET /v2/").unwrap().is_none());
     }
 
     #[test]

@@ -1,0 +1,1189 @@
+#!/usr/bin/env bash
+# Interoperability test: round-trips freshly built images through a registry with
+# real clients (skopeo, podman, the Docker engine, containerd's ctr) and curl.
+#
+#   scripts/interop.sh                      # against Origin (target/release/origin)
+#   INTEROP_TARGET=distribution scripts/interop.sh   # against CNCF distribution (docker-registry)
+#   INTEROP_TARGET=external INTEROP_REGISTRY=127.0.0.1:5000 scripts/interop.sh
+#
+# Other knobs: ORIGIN_BIN (default target/release/origin), INTEROP_KEEP=1 keeps the
+# temp dir (logs, configs) for debugging, INTEROP_NO_INSTALL=1 skips apt-get,
+# INTEROP_STEPS="regex" runs only the matching steps (setup always runs), INTEROP_BUDGET=600
+# (seconds) fails the steps not started by then.
+#
+# Images are hand-written OCI layouts (no network, no base image): a linux/amd64 image with
+# a text layer and a 2 MiB random one, and an index of linux/amd64 + linux/arm64 images
+# sharing a layer. Clients keep all their state under the temp dir (podman/skopeo via
+# CONTAINERS_* variables, own dockerd and containerd instances); skopeo still writes its
+# blob-info cache under /var/lib/containers/cache, which it offers no way to move.
+# To see what each client sends: scripts/interop/trace-proxy.py (see its docstring).
+#
+# Prints one "PASS <step>" or "FAIL <step>" line per step (a failing step is followed by
+# the tail of its log, indented), then "N passed, M failed" alone on a line; exits
+# non-zero when anything failed. Needs root (dockerd, containerd). Everything started
+# here is stopped by PID and the temp dir removed on exit, on failure and on signals.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET=${INTEROP_TARGET:-origin}
+ORIGIN_BIN=${ORIGIN_BIN:-$ROOT/target/release/origin}
+STEP_FILTER=${INTEROP_STEPS:-}
+BUDGET=${INTEROP_BUDGET:-600}   # seconds; steps not started by then FAIL without running
+T0=$SECONDS
+
+case "$TARGET" in
+  origin | distribution | external) ;;
+  *) echo "interop: INTEROP_TARGET must be origin, distribution or external (got '$TARGET')" >&2; exit 2 ;;
+esac
+if [ "$(id -u)" != 0 ]; then
+  echo "interop: must run as root (dockerd and containerd are started)" >&2
+  exit 2
+fi
+
+# ---------------------------------------------------------------------------------------
+# Temp dir, process bookkeeping, cleanup
+# ---------------------------------------------------------------------------------------
+# Short path: unix socket paths (dockerd, containerd) must stay under 108 bytes.
+WORK=$(mktemp -d /tmp/interop.XXXXXX) || exit 2
+LOGS=$WORK/logs
+STATE=$WORK/state
+mkdir -p "$LOGS" "$STATE"
+PIDS=()   # processes started here, stopped in reverse order
+POLICY_RC_D_CREATED=0
+
+stop_pid() { # stop_pid PID [PATTERN]: TERM, bounded wait, KILL. PATTERN guards reuse.
+  local pid=$1 pattern=${2:-} i
+  [ -n "$pid" ] || return 0
+  kill -0 "$pid" 2>/dev/null || return 0
+  if [ -n "$pattern" ]; then
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$pattern" || return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null
+  for i in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    # Reap it if it is our child (a zombie still answers kill -0).
+    if [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ]; then break; fi
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
+    kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null
+  return 0
+}
+
+# kill_tree PID: TERM a process and all its descendants (children first found via /proc).
+kill_tree() {
+  local pid=$1 child
+  # shellcheck disable=SC2013 # the file holds space-separated PIDs
+  for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do kill_tree "$child"; done
+  kill -TERM "$pid" 2>/dev/null
+}
+
+STEP_PID=
+CLEANED=0
+cleanup() {
+  [ "$CLEANED" = 1 ] && return
+  CLEANED=1
+  local i pid m
+  if [ -n "$STEP_PID" ]; then
+    kill_tree "$STEP_PID"
+    wait "$STEP_PID" 2>/dev/null
+  fi
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[$i]}"; done
+  # dockerd's own containerd, should dockerd have been killed before stopping it: only
+  # if that PID still runs a command line naming our temp dir.
+  pid=$(cat "$WORK/docker/exec/containerd/containerd.pid" 2>/dev/null || true)
+  stop_pid "$pid" "$WORK"
+  # Anything still mounted under the temp dir (dockerd's data-root bind mount, snapshots).
+  if command -v findmnt >/dev/null 2>&1; then
+    findmnt -rn -o TARGET 2>/dev/null | grep -F "$WORK" | sort -r | while read -r m; do
+      umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+    done
+  fi
+  if [ "$POLICY_RC_D_CREATED" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+  if [ -n "${INTEROP_KEEP:-}" ]; then
+    echo "interop: kept $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'echo "interop: interrupted" >&2; exit 130' INT TERM HUP
+
+# ---------------------------------------------------------------------------------------
+# Packages
+# ---------------------------------------------------------------------------------------
+install_missing() {
+  local -A pkg_for=([skopeo]=skopeo [podman]=podman [containerd]=containerd [ctr]=containerd
+    [dockerd]=docker.io [jq]=jq [curl]=curl [timeout]=coreutils [findmnt]=util-linux
+    [gzip]=gzip [tar]=tar)
+  [ "$TARGET" = distribution ] && pkg_for[docker-registry]=docker-registry
+  local cmd need=()
+  for cmd in "${!pkg_for[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || need+=("${pkg_for[$cmd]}")
+  done
+  # The Docker client: the docker.io package's one (a newer one elsewhere on PATH is fine too).
+  command -v docker >/dev/null 2>&1 || need+=(docker.io)
+  [ "${#need[@]}" -eq 0 ] && return 0
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+  if [ -n "${INTEROP_NO_INSTALL:-}" ]; then
+    echo "interop: missing packages and INTEROP_NO_INSTALL is set: ${need[*]}" >&2
+    return 1
+  fi
+  echo "interop: installing ${need[*]}" >&2
+  # Keep the packages' own services (system dockerd, containerd, registry) from starting.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d &&
+      POLICY_RC_D_CREATED=1
+  fi
+  local rc=0
+  apt-get update -qq >&2 &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2 ||
+    rc=$?
+  if [ "$POLICY_RC_D_CREATED" = 1 ]; then rm -f /usr/sbin/policy-rc.d; POLICY_RC_D_CREATED=0; fi
+  return $rc
+}
+preflight_fail() { # preflight_fail STEP MESSAGE: nothing can run; still print the summary
+  echo "FAIL $1"
+  echo "    | $2"
+  echo "0 passed, 1 failed"
+  exit 1
+}
+install_missing || preflight_fail install-packages "apt-get could not install what is missing"
+if [ "$TARGET" = origin ] && [ ! -x "$ORIGIN_BIN" ]; then
+  preflight_fail start-registry "$ORIGIN_BIN not found: run cargo build --release first"
+fi
+# Prefer the Docker client shipped with the engine package (same API version).
+DOCKER_CLI=docker
+[ -x /usr/bin/docker ] && DOCKER_CLI=/usr/bin/docker
+
+# ---------------------------------------------------------------------------------------
+# Step runner
+# ---------------------------------------------------------------------------------------
+PASSED=0
+FAILED=0
+REG_LOG=   # the registry's log, for the excerpt under a FAIL
+# step NAME FUNCTION [ARGS...]: runs FUNCTION in a subshell with errexit, output to a log.
+step() {
+  local name=$1 log="$LOGS/$1.log" rc t=$SECONDS
+  shift
+  if [ -n "$STEP_FILTER" ] && ! [[ $name =~ $STEP_FILTER ]]; then return 0; fi
+  if [ $((SECONDS - T0)) -ge "$BUDGET" ]; then
+    FAILED=$((FAILED + 1))
+    echo "FAIL $name"
+    echo "    | not run: the ${BUDGET}s time budget (INTEROP_BUDGET) is spent"
+    return
+  fi
+  local reg_lines=0
+  [ -n "$REG_LOG" ] && reg_lines=$(wc -l <"$REG_LOG" 2>/dev/null || echo 0)
+  # In the background and waited for, so that a signal is handled at once (cleanup stops
+  # the step's processes), not after the step's current command ends.
+  (
+    set -eEuo pipefail
+    trap - INT TERM HUP
+    trap 'echo "error: line $LINENO: $BASH_COMMAND (exit $?)"' ERR
+    "$@"
+  ) >"$log" 2>&1 </dev/null &
+  STEP_PID=$!
+  wait "$STEP_PID"
+  rc=$?
+  STEP_PID=
+  echo "# took $((SECONDS - t))s, exit $rc" >>"$log"
+  if [ $rc -eq 0 ]; then
+    PASSED=$((PASSED + 1))
+    touch "$STATE/ok.$name"
+    echo "PASS $name"
+  else
+    FAILED=$((FAILED + 1))
+    echo "FAIL $name"
+    tail -n 30 "$log" | sed 's/^/    | /'
+    # What the registry complained about meanwhile.
+    if [ -n "$REG_LOG" ]; then
+      tail -n +$((reg_lines + 1)) "$REG_LOG" 2>/dev/null | grep -iE 'error|warn|panic' | grep -v 'serving plain HTTP' |
+        tail -n 10 | cut -c1-400 | sed 's/^/    | registry: /'
+    fi
+  fi
+}
+fail() { echo "FAILED: $*" >&2; exit 1; }
+need() { # need STEP...: a prerequisite step must have passed
+  local s
+  for s in "$@"; do [ -e "$STATE/ok.$s" ] || fail "prerequisite step '$s' did not pass"; done
+}
+# eq WHAT EXPECTED ACTUAL
+eq() {
+  if [ "$2" != "$3" ]; then fail "$1: expected '$2', got '$3'"; fi
+  echo "ok: $1 = $3" >&2
+}
+# run CMD...: log the command line, run it with a deadline.
+run() {
+  echo "+ $*" >&2
+  timeout -k 5 "${RUN_TIMEOUT:-90}" "$@"
+}
+# wait_until SECONDS CMD...: poll CMD every 0.1 s until it succeeds or SECONDS pass.
+wait_until() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.1
+  done
+}
+
+# ---------------------------------------------------------------------------------------
+# Registry helpers (curl)
+# ---------------------------------------------------------------------------------------
+MT_OCI_MANIFEST=application/vnd.oci.image.manifest.v1+json
+MT_OCI_INDEX=application/vnd.oci.image.index.v1+json
+MT_OCI_CONFIG=application/vnd.oci.image.config.v1+json
+MT_OCI_LAYER_GZ=application/vnd.oci.image.layer.v1.tar+gzip
+MT_DOCKER_MANIFEST=application/vnd.docker.distribution.manifest.v2+json
+MT_DOCKER_LIST=application/vnd.docker.distribution.manifest.list.v2+json
+ACCEPT_ALL="$MT_OCI_INDEX, $MT_OCI_MANIFEST, $MT_DOCKER_LIST, $MT_DOCKER_MANIFEST"
+
+sha256_of() { echo "sha256:$(sha256sum "$1" | cut -d' ' -f1)"; }
+header() { # header FILE NAME: a response header's value (case-insensitive name)
+  awk -v n="$(echo "$2" | tr '[:upper:]' '[:lower:]')" 'BEGIN{FS=":"} tolower($1)==n {sub(/^[^:]*:[ \t]*/,""); sub(/\r$/,""); v=$0} END{print v}' "$1"
+}
+status() { # status FILE: the final status code in a curl -D dump
+  awk '/^HTTP\//{c=$2} END{print c}' "$1"
+}
+# http METHOD PATH [curl args...]: sets H (headers file), B (body file), S (status).
+http() {
+  local method=$1 path=$2
+  shift 2
+  H=$(mktemp "$WORK/tmp/h.XXXXXX")
+  B=$(mktemp "$WORK/tmp/b.XXXXXX")
+  local opt=(-X "$method" -o "$B")
+  [ "$method" = HEAD ] && opt=(-I -o /dev/null)
+  echo "+ curl $method $path $*"
+  curl -sS --max-time 30 "${opt[@]}" -D "$H" "$@" "$REG_URL$path" || fail "curl $method $path failed"
+  S=$(status "$H")
+  echo "  -> $S"
+}
+# manifest_digest NAME REF [ACCEPT]: GET the manifest; check Docker-Content-Digest (when
+# sent) and HEAD against the body's hash; print the digest. Fails unless 200.
+manifest_digest() {
+  local name=$1 ref=$2 accept=${3:-$ACCEPT_ALL} dcd body_digest head_dcd ct len size
+  http GET "/v2/$name/manifests/$ref" -H "Accept: $accept" >&2
+  [ "$S" = 200 ] || fail "GET /v2/$name/manifests/$ref: status $S: $(head -c 300 "$B")"
+  body_digest=$(sha256_of "$B")
+  size=$(stat -c %s "$B")
+  dcd=$(header "$H" Docker-Content-Digest)
+  if [ -n "$dcd" ] && [ "$dcd" != "$body_digest" ]; then
+    fail "GET $name:$ref Docker-Content-Digest $dcd != sha256 of body $body_digest"
+  fi
+  ct=$(header "$H" Content-Type)
+  local mt
+  mt=$(jq -r '.mediaType // empty' "$B")
+  if [ -n "$mt" ] && [ "$ct" != "$mt" ]; then
+    fail "GET $name:$ref Content-Type '$ct' != manifest mediaType '$mt'"
+  fi
+  http HEAD "/v2/$name/manifests/$ref" -H "Accept: $accept" >&2
+  [ "$S" = 200 ] || fail "HEAD /v2/$name/manifests/$ref: status $S"
+  head_dcd=$(header "$H" Docker-Content-Digest)
+  if [ -n "$head_dcd" ] && [ "$head_dcd" != "$body_digest" ]; then
+    fail "HEAD $name:$ref Docker-Content-Digest $head_dcd != $body_digest"
+  fi
+  len=$(header "$H" Content-Length)
+  if [ -n "$len" ] && [ "$len" != "$size" ]; then
+    fail "HEAD $name:$ref Content-Length $len != GET body size $size"
+  fi
+  echo "$body_digest"
+}
+# expect_manifest NAME REF DIGEST
+expect_manifest() {
+  local got
+  got=$(manifest_digest "$1" "$2") || exit 1
+  eq "registry digest of $1:$2" "$3" "$got"
+}
+expect_manifest_absent() { # expect_manifest_absent NAME REF
+  http GET "/v2/$1/manifests/$2" -H "Accept: $ACCEPT_ALL"
+  eq "GET /v2/$1/manifests/$2 status" 404 "$S"
+  http HEAD "/v2/$1/manifests/$2" -H "Accept: $ACCEPT_ALL"
+  eq "HEAD /v2/$1/manifests/$2 status" 404 "$S"
+}
+expect_blob() { # expect_blob NAME DIGEST: GET the blob and check its hash
+  http GET "/v2/$1/blobs/$2" -L
+  eq "GET blob $2 status" 200 "$S"
+  eq "hash of blob body" "$2" "$(sha256_of "$B")"
+}
+abs_location() { # abs_location LOCATION: make an upload Location absolute
+  case "$1" in
+    http://* | https://*) echo "$1" ;;
+    /*) echo "$REG_URL$1" ;;
+    *) fail "unexpected Location '$1'" ;;
+  esac
+}
+# curl_push_blob NAME FILE: POST an upload, PUT the whole blob with ?digest= (monolithic).
+curl_push_blob() {
+  local name=$1 file=$2 digest loc sep
+  digest=$(sha256_of "$file")
+  http HEAD "/v2/$name/blobs/$digest"
+  [ "$S" = 200 ] && { echo "  blob $digest exists"; return 0; }
+  [ "$S" = 404 ] || fail "HEAD blob: status $S (want 200 or 404)"
+  http POST "/v2/$name/blobs/uploads/" -H "Content-Length: 0"
+  eq "POST upload status" 202 "$S"
+  loc=$(header "$H" Location)
+  [ -n "$loc" ] || fail "POST upload: no Location"
+  loc=$(abs_location "$loc")
+  sep='?'
+  [[ $loc == *\?* ]] && sep='&'
+  echo "+ curl PUT $loc${sep}digest=$digest"
+  curl -sS --max-time 30 -X PUT -D "$H" -o "$B" -H "Content-Type: application/octet-stream" \
+    --data-binary "@$file" "$loc${sep}digest=$digest" || fail "PUT upload failed"
+  S=$(status "$H")
+  eq "PUT upload status" 201 "$S"
+  local dcd
+  dcd=$(header "$H" Docker-Content-Digest)
+  [ -z "$dcd" ] || eq "PUT upload Docker-Content-Digest" "$digest" "$dcd"
+}
+# curl_push_manifest NAME REF FILE MEDIATYPE
+curl_push_manifest() {
+  local digest
+  digest=$(sha256_of "$3")
+  http PUT "/v2/$1/manifests/$2" -H "Content-Type: $4" --data-binary "@$3"
+  [ "$S" = 201 ] || fail "PUT manifest $1:$2: status $S: $(head -c 300 "$B")"
+  local dcd
+  dcd=$(header "$H" Docker-Content-Digest)
+  [ -z "$dcd" ] || eq "PUT manifest Docker-Content-Digest" "$digest" "$dcd"
+}
+# curl_push_layout NAME TAG LAYOUT: push every blob of an OCI layout, then the manifests
+# (children of an index by digest first), then the top one under TAG.
+curl_push_layout() {
+  local name=$1 tag=$2 layout=$3 top top_mt f d mt
+  top=$(jq -r '.manifests[0].digest' "$layout/index.json")
+  top_mt=$(jq -r '.manifests[0].mediaType' "$layout/index.json")
+  for f in "$layout"/blobs/sha256/*; do
+    d="sha256:$(basename "$f")"
+    mt=$(jq -r '.mediaType? // empty' "$f" 2>/dev/null || true)
+    case "$mt" in
+      "$MT_OCI_MANIFEST" | "$MT_OCI_INDEX") ;;
+      *) curl_push_blob "$name" "$f" ;;
+    esac
+  done
+  if [ "$top_mt" = "$MT_OCI_INDEX" ]; then
+    for d in $(jq -r '.manifests[].digest' "$layout/blobs/sha256/${top#sha256:}"); do
+      curl_push_manifest "$name" "$d" "$layout/blobs/sha256/${d#sha256:}" "$MT_OCI_MANIFEST"
+    done
+  fi
+  curl_push_manifest "$name" "$tag" "$layout/blobs/sha256/${top#sha256:}" "$top_mt"
+}
+
+# ---------------------------------------------------------------------------------------
+# Building images (hand-written OCI layouts: no network, no base image)
+# ---------------------------------------------------------------------------------------
+# blob_add LAYOUT FILE: store FILE as a blob; sets BLOB_DIGEST and BLOB_SIZE.
+blob_add() {
+  local hex
+  hex=$(sha256sum "$2" | cut -d' ' -f1)
+  mkdir -p "$1/blobs/sha256"
+  cp "$2" "$1/blobs/sha256/$hex"
+  BLOB_DIGEST=sha256:$hex
+  BLOB_SIZE=$(stat -c %s "$2")
+}
+# layer_add LAYOUT DIR: a reproducible tar+gzip of DIR; sets LAYER_DESC and DIFF_ID.
+layer_add() {
+  local tmp=$WORK/tmp/layer.tar
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 --format=ustar \
+    -C "$2" -cf "$tmp" .
+  DIFF_ID=$(sha256_of "$tmp")
+  gzip -n -c "$tmp" >"$tmp.gz"
+  blob_add "$1" "$tmp.gz"
+  rm -f "$tmp" "$tmp.gz"
+  LAYER_DESC="{\"mediaType\":\"$MT_OCI_LAYER_GZ\",\"digest\":\"$BLOB_DIGEST\",\"size\":$BLOB_SIZE}"
+}
+# image_add LAYOUT ARCH LAYERDIR...: config + manifest; sets MANIFEST_DESC, MANIFEST_DIGEST,
+# CONFIG_DIGEST.
+image_add() {
+  local layout=$1 arch=$2 dir diff_ids=() layers=() f=$WORK/tmp/json
+  shift 2
+  for dir in "$@"; do
+    layer_add "$layout" "$dir"
+    diff_ids+=("\"$DIFF_ID\"")
+    layers+=("$LAYER_DESC")
+  done
+  printf '{"created":"2024-01-01T00:00:00Z","architecture":"%s","os":"linux","config":{"Cmd":["/hello"],"Labels":{"org.example.interop":"%s"}},"rootfs":{"type":"layers","diff_ids":[%s]},"history":[{"created":"2024-01-01T00:00:00Z","created_by":"origin interop.sh"}]}' \
+    "$arch" "$NONCE" "$(IFS=,; echo "${diff_ids[*]}")" >"$f"
+  blob_add "$layout" "$f"
+  CONFIG_DIGEST=$BLOB_DIGEST
+  printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"%s","digest":"%s","size":%s},"layers":[%s]}' \
+    "$MT_OCI_MANIFEST" "$MT_OCI_CONFIG" "$BLOB_DIGEST" "$BLOB_SIZE" "$(IFS=,; echo "${layers[*]}")" >"$f"
+  blob_add "$layout" "$f"
+  MANIFEST_DIGEST=$BLOB_DIGEST
+  MANIFEST_DESC="{\"mediaType\":\"$MT_OCI_MANIFEST\",\"digest\":\"$BLOB_DIGEST\",\"size\":$BLOB_SIZE,\"platform\":{\"architecture\":\"$arch\",\"os\":\"linux\"}}"
+}
+# layout_finish LAYOUT DESC: oci-layout + index.json pointing at DESC tagged v1.
+layout_finish() {
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$1/oci-layout"
+  jq -c '{schemaVersion:2, manifests:[. + {annotations:{"org.opencontainers.image.ref.name":"v1"}} | del(.platform)]}' \
+    <<<"$2" >"$1/index.json"
+}
+
+build_images() {
+  local d=$WORK/img l
+  mkdir -p "$d/src"
+  # Single-platform image: a small text layer and a 2 MiB incompressible one (so uploads
+  # cross many read buffers and clients stream them chunked).
+  mkdir -p "$d/src/a" "$d/src/b" "$d/src/common" "$d/src/amd64" "$d/src/arm64"
+  printf 'hello from origin interop %s\n' "$NONCE" >"$d/src/a/hello"
+  head -c 2097152 /dev/urandom >"$d/src/b/random.bin"
+  l=$d/single
+  image_add "$l" amd64 "$d/src/a" "$d/src/b"
+  layout_finish "$l" "$MANIFEST_DESC"
+  {
+    echo "SINGLE_LAYOUT=$l"
+    echo "SINGLE_DIGEST=$MANIFEST_DIGEST"
+    echo "SINGLE_CONFIG=$CONFIG_DIGEST"
+  } >"$WORK/images.env"
+  # Multi-platform index: linux/amd64 + linux/arm64 sharing one layer.
+  printf 'common layer %s\n' "$NONCE" >"$d/src/common/common"
+  printf 'amd64 %s\n' "$NONCE" >"$d/src/amd64/hello"
+  printf 'arm64 %s\n' "$NONCE" >"$d/src/arm64/hello"
+  l=$d/multi
+  image_add "$l" amd64 "$d/src/common" "$d/src/amd64"
+  local amd64_desc=$MANIFEST_DESC amd64_digest=$MANIFEST_DIGEST amd64_config=$CONFIG_DIGEST
+  image_add "$l" arm64 "$d/src/common" "$d/src/arm64"
+  local arm64_desc=$MANIFEST_DESC arm64_digest=$MANIFEST_DIGEST
+  printf '{"schemaVersion":2,"mediaType":"%s","manifests":[%s,%s]}' \
+    "$MT_OCI_INDEX" "$amd64_desc" "$arm64_desc" >"$WORK/tmp/index.json"
+  blob_add "$l" "$WORK/tmp/index.json"
+  layout_finish "$l" "{\"mediaType\":\"$MT_OCI_INDEX\",\"digest\":\"$BLOB_DIGEST\",\"size\":$BLOB_SIZE}"
+  {
+    echo "MULTI_LAYOUT=$l"
+    echo "MULTI_DIGEST=$BLOB_DIGEST"
+    echo "MULTI_AMD64_DIGEST=$amd64_digest"
+    echo "MULTI_AMD64_CONFIG=$amd64_config"
+    echo "MULTI_ARM64_DIGEST=$arm64_digest"
+  } >>"$WORK/images.env"
+  # Archives: OCI archives for ctr import; docker-archive for docker load.
+  tar -C "$d/single" -cf "$d/single.oci.tar" .
+  tar -C "$d/multi" -cf "$d/multi.oci.tar" .
+  run skopeo --policy "$POLICY" copy -q "oci:$d/single:v1" \
+    "docker-archive:$d/single.docker.tar:interop/docker-local:v1"
+  {
+    echo "SINGLE_OCI_TAR=$d/single.oci.tar"
+    echo "MULTI_OCI_TAR=$d/multi.oci.tar"
+    echo "SINGLE_DOCKER_TAR=$d/single.docker.tar"
+  } >>"$WORK/images.env"
+  cat "$WORK/images.env"
+}
+
+# ---------------------------------------------------------------------------------------
+# Registry under test
+# ---------------------------------------------------------------------------------------
+free_port() {
+  local p i
+  for i in $(seq 1 50); do
+    p=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+  done
+  return 1
+}
+registry_ping() { curl -fsS --max-time 2 -o /dev/null "$REG_URL/v2/"; }
+registry_ping_or_dead() { # true when up, or when the registry process died (stop polling)
+  registry_ping && return 0
+  if [ -n "$REGISTRY_PID" ] && ! kill -0 "$REGISTRY_PID" 2>/dev/null; then
+    echo "registry process exited"
+    return 0
+  fi
+  return 1
+}
+
+start_origin() {
+  local dir=$WORK/origin port i
+  mkdir -p "$dir/data"
+  cat >"$dir/config.toml" <<EOF
+[server]
+bind_address = "127.0.0.1"
+port = 0
+# Go clients probe TLS first (see s_tls_probe): should the server sit on a ClientHello
+# until this deadline, each of their operations waits that long. 2 s keeps such a run
+# within minutes; the tls-probe-rejected step still fails on the behaviour itself.
+
+
+[storage.fs]
+root_dir = "$dir/data"
+
+[[repository]]
+namespace = ""
+policy_default_allow = true
+policies = []
+EOF
+  REG_LOG=$LOGS/origin.err
+  "$ORIGIN_BIN" serve -c "$dir/config.toml" >"$LOGS/origin.out" 2>"$REG_LOG" &
+  PIDS+=($!)
+  REGISTRY_PID=$!
+  for i in $(seq 1 200); do
+    port=$(grep -o 'origin listening on 127\.0\.0\.1:[0-9]*' "$LOGS/origin.err" 2>/dev/null | head -n1 | sed 's/.*://')
+    [ -n "$port" ] && break
+    kill -0 "$REGISTRY_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  [ -n "$port" ] || { echo "origin did not log its port:"; tail -n 20 "$LOGS/origin.err"; return 1; }
+  REG=127.0.0.1:$port
+}
+
+start_distribution() {
+  local dir=$WORK/distribution port
+  mkdir -p "$dir/data"
+  port=$(free_port) || return 1
+  cat >"$dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$port
+EOF
+  # distribution reads REGISTRY_* variables as configuration: hide podman's auth file one.
+  REG_LOG=$LOGS/distribution.err
+  env -u REGISTRY_AUTH_FILE docker-registry serve "$dir/config.yml" >"$LOGS/distribution.out" 2>"$REG_LOG" &
+  PIDS+=($!)
+  REGISTRY_PID=$!
+  REG=127.0.0.1:$port
+}
+
+start_registry() {
+  case "$TARGET" in
+    origin) start_origin ;;
+    distribution) start_distribution ;;
+    external)
+      REG=${INTEROP_REGISTRY:?INTEROP_TARGET=external needs INTEROP_REGISTRY=host:port}
+      REGISTRY_PID=
+      ;;
+  esac || return 1
+  REG_URL=http://$REG
+  wait_until 20 registry_ping_or_dead
+  registry_ping || {
+    echo "registry at $REG_URL did not answer GET /v2/"
+    [ -n "$REGISTRY_PID" ] && tail -n 20 "$LOGS/$TARGET.err" 2>/dev/null
+    return 1
+  }
+  echo "registry: $TARGET at $REG_URL"
+}
+
+# ---------------------------------------------------------------------------------------
+# Client environments (all state under $WORK)
+# ---------------------------------------------------------------------------------------
+setup_containers_conf() {
+  local c=$WORK/containers
+  mkdir -p "$c" "$WORK/podman/tmp" "$WORK/podman/net"
+  POLICY=$c/policy.json
+  echo '{"default":[{"type":"insecureAcceptAnything"}]}' >"$POLICY"
+  cat >"$c/registries.conf" <<EOF
+unqualified-search-registries = []
+EOF
+  cat >"$c/storage.conf" <<EOF
+[storage]
+driver = "vfs"
+graphroot = "$WORK/podman/storage"
+runroot = "$WORK/podman/run"
+EOF
+  cat >"$c/containers.conf" <<EOF
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "none"
+tmp_dir = "$WORK/podman/tmp"
+[network]
+network_config_dir = "$WORK/podman/net"
+EOF
+  echo '{}' >"$c/auth.json"
+  export CONTAINERS_REGISTRIES_CONF=$c/registries.conf
+  export CONTAINERS_STORAGE_CONF=$c/storage.conf
+  export CONTAINERS_CONF=$c/containers.conf
+  export REGISTRY_AUTH_FILE=$c/auth.json
+  export TMPDIR=$WORK/tmp
+}
+
+DOCKERD_PID=
+start_dockerd() {
+  local d=$WORK/docker
+  mkdir -p "$d/config"
+  echo '{}' >"$d/daemon.json"
+  export DOCKER_HOST=unix://$d/docker.sock
+  export DOCKER_CONFIG=$d/config
+  dockerd --config-file "$d/daemon.json" --iptables=false --ip6tables=false --bridge=none \
+    --storage-driver=vfs --data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/docker.pid" \
+    -H "$DOCKER_HOST" >"$LOGS/dockerd.log" 2>&1 &
+  DOCKERD_PID=$!
+  PIDS+=("$DOCKERD_PID")
+}
+dockerd_ready() { "$DOCKER_CLI" version >/dev/null 2>&1; }
+wait_dockerd() { # bounded; a failure is remembered so later steps fail at once
+  [ -e "$STATE/dockerd.ready" ] && return 0
+  [ -e "$STATE/dockerd.failed" ] && return 1
+  if [ -n "$DOCKERD_PID" ] && wait_until 30 dockerd_ready; then
+    touch "$STATE/dockerd.ready"
+    return 0
+  fi
+  touch "$STATE/dockerd.failed"
+  return 1
+}
+
+CONTAINERD_PID=
+start_containerd() {
+  local c=$WORK/containerd
+  mkdir -p "$c"
+  CTR_SOCK=$c/containerd.sock
+  cat >"$c/config.toml" <<EOF
+version = 2
+root = "$c/root"
+state = "$c/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$CTR_SOCK"
+[ttrpc]
+  address = "$c/containerd.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$c/opt"
+[plugins."io.containerd.metadata.v1.bolt"]
+  # Pulls in another namespace must fetch from the registry, not reuse pushed content.
+  content_sharing_policy = "isolated"
+EOF
+  containerd --config "$c/config.toml" >"$LOGS/containerd.log" 2>&1 &
+  CONTAINERD_PID=$!
+  PIDS+=("$CONTAINERD_PID")
+  export CONTAINERD_SNAPSHOTTER=native
+}
+ctr_ready() { ctr --address "$CTR_SOCK" version >/dev/null 2>&1; }
+wait_containerd() {
+  [ -e "$STATE/containerd.ready" ] && return 0
+  [ -e "$STATE/containerd.failed" ] && return 1
+  if [ -n "$CONTAINERD_PID" ] && wait_until 30 ctr_ready; then
+    touch "$STATE/containerd.ready"
+    return 0
+  fi
+  touch "$STATE/containerd.failed"
+  return 1
+}
+
+# ---------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------
+SK() { run skopeo --policy "$POLICY" "$@"; }
+
+# Go clients (skopeo, podman, docker) try TLS first on an insecure registry and fall back
+# to plain HTTP only when the handshake fails: a server that sits on a ClientHello waiting
+# for a request head costs each of their operations a 10 s TLS handshake timeout.
+s_tls_probe() {
+  local t ms rc=0
+  t=$(date +%s%N)
+  curl -sk --max-time 8 -o /dev/null "https://$REG/v2/" || rc=$?
+  ms=$((($(date +%s%N) - t) / 1000000))
+  echo "https:// probe: curl exit $rc after ${ms} ms"
+  [ "$rc" != 0 ] || fail "the registry answered TLS on its plain-HTTP port?"
+  [ "$ms" -lt 1000 ] || fail "a TLS ClientHello was not rejected promptly (${ms} ms)"
+}
+
+s_registry_base() {
+  http GET /v2/
+  eq "GET /v2/ status" 200 "$S"
+  local v
+  v=$(header "$H" Docker-Distribution-API-Version)
+  echo "Docker-Distribution-API-Version: '${v}'"
+}
+
+s_curl_push_single() {
+  curl_push_layout interop/curl-single v1 "$SINGLE_LAYOUT"
+  expect_manifest interop/curl-single v1 "$SINGLE_DIGEST"
+  expect_manifest interop/curl-single "$SINGLE_DIGEST" "$SINGLE_DIGEST"
+  local d
+  for d in $(jq -r '.config.digest, .layers[].digest' "$SINGLE_LAYOUT/blobs/sha256/${SINGLE_DIGEST#sha256:}"); do
+    expect_blob interop/curl-single "$d"
+  done
+}
+
+s_curl_push_index() {
+  curl_push_layout interop/curl-multi v1 "$MULTI_LAYOUT"
+  expect_manifest interop/curl-multi v1 "$MULTI_DIGEST"
+  expect_manifest interop/curl-multi "$MULTI_AMD64_DIGEST" "$MULTI_AMD64_DIGEST"
+  expect_manifest interop/curl-multi "$MULTI_ARM64_DIGEST" "$MULTI_ARM64_DIGEST"
+}
+
+# Clients push layers in parallel (docker and containerd: several at once; containerd also
+# re-pushes blobs the registry already has in other repositories). Rounds of concurrent
+# monolithic uploads, each round into a new repository: 6 blobs stored in earlier rounds,
+# 2 new ones.
+s_curl_concurrent_uploads() {
+  local round i n=8 rounds=16 dir=$WORK/tmp/concurrent repo st bad=0
+  mkdir -p "$dir"
+  for i in $(seq 1 $n); do head -c $((1000 + RANDOM)) /dev/urandom >"$dir/blob-$i"; done
+  for round in $(seq 1 $rounds); do
+    repo=interop/concurrent-$round
+    for i in 1 2; do head -c $((1000 + RANDOM)) /dev/urandom >"$dir/blob-$i"; done
+    for i in $(seq 1 $n); do
+      (
+        f=$dir/blob-$i
+        d=$(sha256_of "$f")
+        loc=$(curl -sS --max-time 30 -X POST -D - -o /dev/null "$REG_URL/v2/$repo/blobs/uploads/" |
+          tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
+        [ -n "$loc" ] || { echo "POST: no Location" >"$f.status"; exit 0; }
+        loc=$(abs_location "$loc")
+        sep='?'
+        [[ $loc == *\?* ]] && sep='&'
+        curl -sS --max-time 30 -o "$f.body" -w '%{http_code}' -X PUT -H "Content-Type: application/octet-stream" \
+          --data-binary "@$f" "$loc${sep}digest=$d" >"$f.status" 2>&1
+      ) &
+    done
+    wait
+    for i in $(seq 1 $n); do
+      st=$(cat "$dir/blob-$i.status")
+      if [ "$st" != 201 ]; then
+        echo "round $round, PUT of blob $i: $st $(cat "$dir/blob-$i.body" 2>/dev/null)"
+        bad=$((bad + 1))
+      fi
+    done
+  done
+  [ "$bad" = 0 ] || fail "$bad of $((rounds * n)) concurrent uploads did not answer 201"
+  for i in $(seq 1 $n); do
+    expect_blob "$repo" "$(sha256_of "$dir/blob-$i")" >/dev/null ||
+      fail "blob $i of the last round does not read back"
+  done
+  echo "all $((rounds * n)) uploads answered 201"
+}
+
+s_skopeo_single_in() {
+  SK copy "oci:$SINGLE_LAYOUT:v1" "docker://$REG/interop/skopeo-single:v1" --dest-tls-verify=false
+  expect_manifest interop/skopeo-single v1 "$SINGLE_DIGEST"
+  local got
+  got=$(SK inspect --raw --tls-verify=false "docker://$REG/interop/skopeo-single:v1" | sha256sum | cut -d' ' -f1)
+  eq "skopeo inspect --raw digest" "$SINGLE_DIGEST" "sha256:$got"
+}
+
+s_skopeo_single_out() {
+  need skopeo-copy-single-in
+  local out=$WORK/out/skopeo-single
+  mkdir -p "$(dirname "$out")"
+  SK copy --src-tls-verify=false "docker://$REG/interop/skopeo-single:v1" "oci:$out:v1"
+  eq "pulled manifest digest" "$SINGLE_DIGEST" "$(jq -r '.manifests[0].digest' "$out/index.json")"
+  eq "pulled manifest bytes" "$SINGLE_DIGEST" "$(sha256_of "$out/blobs/sha256/${SINGLE_DIGEST#sha256:}")"
+  local d
+  for d in $(jq -r '.config.digest, .layers[].digest' "$out/blobs/sha256/${SINGLE_DIGEST#sha256:}"); do
+    eq "pulled blob" "$d" "$(sha256_of "$out/blobs/sha256/${d#sha256:}")"
+  done
+}
+
+s_skopeo_index_in() {
+  SK copy --all --preserve-digests "oci:$MULTI_LAYOUT:v1" "docker://$REG/interop/skopeo-multi:v1" --dest-tls-verify=false
+  expect_manifest interop/skopeo-multi v1 "$MULTI_DIGEST"
+  expect_manifest interop/skopeo-multi "$MULTI_AMD64_DIGEST" "$MULTI_AMD64_DIGEST"
+  expect_manifest interop/skopeo-multi "$MULTI_ARM64_DIGEST" "$MULTI_ARM64_DIGEST"
+}
+
+s_skopeo_index_out() {
+  need skopeo-copy-index-in
+  local out=$WORK/out/skopeo-multi d
+  mkdir -p "$(dirname "$out")"
+  SK copy --all --preserve-digests --src-tls-verify=false "docker://$REG/interop/skopeo-multi:v1" "oci:$out:v1"
+  eq "pulled index digest" "$MULTI_DIGEST" "$(jq -r '.manifests[0].digest' "$out/index.json")"
+  eq "pulled index bytes" "$MULTI_DIGEST" "$(sha256_of "$out/blobs/sha256/${MULTI_DIGEST#sha256:}")"
+  for d in "$MULTI_AMD64_DIGEST" "$MULTI_ARM64_DIGEST"; do
+    [ -f "$out/blobs/sha256/${d#sha256:}" ] || fail "child manifest $d not pulled"
+  done
+  # Pulling one platform through the index by tag.
+  SK --override-arch arm64 copy --src-tls-verify=false "docker://$REG/interop/skopeo-multi:v1" "oci:$out-arm64:v1"
+  eq "arm64 instance digest" "$MULTI_ARM64_DIGEST" "$(jq -r '.manifests[0].digest' "$out-arm64/index.json")"
+}
+
+s_skopeo_copy_between_repos() {
+  need curl-push-single
+  # Registry to registry: same repo new tag, and a new repo (blobs may be mounted).
+  SK copy --src-tls-verify=false --dest-tls-verify=false \
+    "docker://$REG/interop/curl-single:v1" "docker://$REG/interop/curl-single:v2"
+  SK copy --src-tls-verify=false --dest-tls-verify=false \
+    "docker://$REG/interop/curl-single:v1" "docker://$REG/interop/skopeo-copied:v1"
+  expect_manifest interop/curl-single v2 "$SINGLE_DIGEST"
+  expect_manifest interop/skopeo-copied v1 "$SINGLE_DIGEST"
+  local d
+  for d in $(jq -r '.config.digest, .layers[].digest' "$SINGLE_LAYOUT/blobs/sha256/${SINGLE_DIGEST#sha256:}"); do
+    expect_blob interop/skopeo-copied "$d"
+  done
+}
+
+s_skopeo_list_tags() {
+  need curl-push-single
+  SK copy --src-tls-verify=false --dest-tls-verify=false \
+    "docker://$REG/interop/curl-single:v1" "docker://$REG/interop/skopeo-tags:v1"
+  SK copy --src-tls-verify=false --dest-tls-verify=false \
+    "docker://$REG/interop/curl-single:v1" "docker://$REG/interop/skopeo-tags:v2"
+  local out
+  out=$(SK list-tags --tls-verify=false "docker://$REG/interop/skopeo-tags")
+  echo "$out"
+  eq "list-tags Repository" "$REG/interop/skopeo-tags" "$(jq -r .Repository <<<"$out")"
+  eq "list-tags Tags" "v1 v2" "$(jq -r '.Tags | sort | join(" ")' <<<"$out")"
+}
+
+s_curl_tags_list() {
+  # Three tags on one manifest, pushed by curl.
+  local f=$SINGLE_LAYOUT/blobs/sha256/${SINGLE_DIGEST#sha256:} t
+  curl_push_layout interop/curl-tags b-tag "$SINGLE_LAYOUT"
+  for t in c-tag a-tag; do curl_push_manifest interop/curl-tags "$t" "$f" "$MT_OCI_MANIFEST"; done
+  http GET /v2/interop/curl-tags/tags/list
+  eq "tags/list status" 200 "$S"
+  cat "$B"; echo
+  eq "tags/list name" interop/curl-tags "$(jq -r .name "$B")"
+  if [ "$TARGET" = distribution ]; then
+    # distribution 2.8.2 lists tags in storage (readdir) order unless ?n= is given.
+    eq "tags/list tags (any order)" "a-tag b-tag c-tag" "$(jq -r '.tags | sort | join(" ")' "$B")"
+  else
+    # Spec: "If the list is not empty, the tags MUST be in lexical order".
+    eq "tags/list tags (lexical order)" "a-tag b-tag c-tag" "$(jq -r '.tags | join(" ")' "$B")"
+  fi
+  # Unknown repository.
+  http GET /v2/interop/no-such-repo/tags/list
+  eq "tags/list of an unknown repository" 404 "$S"
+}
+
+# Not run against distribution 2.8.2, which ignores n and last.
+s_curl_tags_pagination() {
+  need curl-tags-list
+  # Pagination: n and last (distribution spec "Listing Tags").
+  http GET "/v2/interop/curl-tags/tags/list?n=2"
+  eq "tags/list?n=2 status" 200 "$S"
+  eq "tags/list?n=2 tags" "a-tag b-tag" "$(jq -r '.tags | join(" ")' "$B")"
+  echo "Link: $(header "$H" Link)"
+  http GET "/v2/interop/curl-tags/tags/list?n=2&last=b-tag"
+  eq "tags/list?n=2&last=b-tag status" 200 "$S"
+  eq "tags/list?n=2&last=b-tag tags" "c-tag" "$(jq -r '.tags | join(" ")' "$B")"
+  http GET "/v2/interop/curl-tags/tags/list?n=0"
+  eq "tags/list?n=0 status" 200 "$S"
+  eq "tags/list?n=0 tags" "" "$(jq -r '(.tags // []) | join(" ")' "$B")"
+}
+
+# Referrers API (distribution spec 1.1); not run against distribution 2.8.2.
+s_curl_referrers() {
+  curl_push_layout interop/referrers v1 "$SINGLE_LAYOUT"
+  local empty=$WORK/tmp/empty.json art=$WORK/tmp/artifact.json sdesc ed art_digest
+  printf '{}' >"$empty"
+  ed=$(sha256_of "$empty")
+  curl_push_blob interop/referrers "$empty"
+  sdesc="{\"mediaType\":\"$MT_OCI_MANIFEST\",\"digest\":\"$SINGLE_DIGEST\",\"size\":$(stat -c %s "$SINGLE_LAYOUT/blobs/sha256/${SINGLE_DIGEST#sha256:}")}"
+  printf '{"schemaVersion":2,"mediaType":"%s","artifactType":"application/vnd.example.interop+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"%s","size":2},"layers":[{"mediaType":"application/vnd.oci.empty.v1+json","digest":"%s","size":2}],"subject":%s,"annotations":{"org.example.interop":"%s"}}' \
+    "$MT_OCI_MANIFEST" "$ed" "$ed" "$sdesc" "$NONCE" >"$art"
+  art_digest=$(sha256_of "$art")
+  http PUT "/v2/interop/referrers/manifests/$art_digest" -H "Content-Type: $MT_OCI_MANIFEST" --data-binary "@$art"
+  eq "PUT artifact status" 201 "$S"
+  eq "PUT artifact OCI-Subject" "$SINGLE_DIGEST" "$(header "$H" OCI-Subject)"
+  http GET "/v2/interop/referrers/referrers/$SINGLE_DIGEST"
+  eq "GET referrers status" 200 "$S"
+  cat "$B"; echo
+  eq "referrers Content-Type" "$MT_OCI_INDEX" "$(header "$H" Content-Type | cut -d';' -f1)"
+  eq "referrers entry" "$art_digest application/vnd.example.interop+json" \
+    "$(jq -r --arg d "$art_digest" '.manifests[] | select(.digest==$d) | "\(.digest) \(.artifactType)"' "$B")"
+  http GET "/v2/interop/referrers/referrers/$SINGLE_DIGEST?artifactType=application/vnd.example.other"
+  eq "GET filtered referrers status" 200 "$S"
+  if [ "$(header "$H" OCI-Filters-Applied)" = artifactType ]; then
+    eq "filtered referrers" 0 "$(jq '.manifests | length' "$B")"
+  fi
+  # A digest nothing refers to: an empty index, not 404.
+  http GET "/v2/interop/referrers/referrers/$ed"
+  eq "GET referrers of an unreferenced digest status" 200 "$S"
+  eq "unreferenced digest's referrers" 0 "$(jq '.manifests | length' "$B")"
+}
+
+s_curl_catalog() {
+  need curl-push-single curl-push-index
+  http GET /v2/_catalog
+  eq "_catalog status" 200 "$S"
+  cat "$B"; echo
+  jq -e '.repositories | index("interop/curl-single") != null' "$B" >/dev/null ||
+    fail "interop/curl-single not in catalog"
+  jq -e '.repositories | index("interop/curl-multi") != null' "$B" >/dev/null ||
+    fail "interop/curl-multi not in catalog"
+}
+
+s_skopeo_delete() {
+  SK copy "oci:$SINGLE_LAYOUT:v1" "docker://$REG/interop/skopeo-delete:v1" --dest-tls-verify=false
+  expect_manifest interop/skopeo-delete v1 "$SINGLE_DIGEST"
+  SK delete --tls-verify=false "docker://$REG/interop/skopeo-delete:v1"
+  expect_manifest_absent interop/skopeo-delete v1
+  expect_manifest_absent interop/skopeo-delete "$SINGLE_DIGEST"
+  # The same manifest elsewhere is untouched.
+  if [ -e "$STATE/ok.skopeo-copy-single-in" ]; then
+    expect_manifest interop/skopeo-single v1 "$SINGLE_DIGEST"
+  fi
+}
+
+s_curl_delete() {
+  curl_push_layout interop/curl-delete v1 "$MULTI_LAYOUT"
+  expect_manifest interop/curl-delete v1 "$MULTI_DIGEST"
+  # Delete one child manifest by digest, then the index itself.
+  http DELETE "/v2/interop/curl-delete/manifests/$MULTI_ARM64_DIGEST"
+  eq "DELETE child manifest status" 202 "$S"
+  expect_manifest_absent interop/curl-delete "$MULTI_ARM64_DIGEST"
+  http DELETE "/v2/interop/curl-delete/manifests/$MULTI_DIGEST"
+  eq "DELETE index status" 202 "$S"
+  expect_manifest_absent interop/curl-delete "$MULTI_DIGEST"
+  expect_manifest_absent interop/curl-delete v1
+  expect_manifest interop/curl-delete "$MULTI_AMD64_DIGEST" "$MULTI_AMD64_DIGEST"
+  # Deleting what is not there.
+  http DELETE "/v2/interop/curl-delete/manifests/$MULTI_DIGEST"
+  eq "DELETE of a deleted manifest status" 404 "$S"
+}
+
+PODMAN() { run podman --log-level=error "$@"; }
+
+s_podman_push() {
+  # Load the image into podman's (temp) storage, then push.
+  SK copy "oci:$SINGLE_LAYOUT:v1" "containers-storage:localhost/interop/podman-local:v1"
+  PODMAN tag localhost/interop/podman-local:v1 "$REG/interop/podman:v1"
+  PODMAN push --tls-verify=false --digestfile "$WORK/podman.digest" "$REG/interop/podman:v1"
+  local pushed
+  pushed=$(cat "$WORK/podman.digest")
+  echo "podman pushed $pushed"
+  expect_manifest interop/podman v1 "$pushed"
+  echo "$pushed" >"$STATE/podman.digest"
+}
+
+s_podman_pull() {
+  need podman-push
+  local pushed
+  pushed=$(cat "$STATE/podman.digest")
+  PODMAN rmi -f localhost/interop/podman-local:v1 "$REG/interop/podman:v1"
+  if podman image exists "$REG/interop/podman:v1"; then fail "image still present after rmi"; fi
+  PODMAN pull --tls-verify=false "$REG/interop/podman:v1"
+  eq "podman image Digest" "$pushed" "$(podman image inspect --format '{{.Digest}}' "$REG/interop/podman:v1")"
+  podman image inspect --format '{{json .RepoDigests}}' "$REG/interop/podman:v1" |
+    jq -e --arg d "$REG/interop/podman@$pushed" 'index($d) != null' >/dev/null ||
+    fail "RepoDigests lacks $REG/interop/podman@$pushed"
+  # By digest too.
+  PODMAN pull --tls-verify=false "$REG/interop/podman@$pushed"
+}
+
+s_podman_pull_index() {
+  need curl-push-index
+  PODMAN pull --tls-verify=false --arch arm64 "$REG/interop/curl-multi:v1"
+  local repo_digests
+  repo_digests=$(podman image inspect --format '{{json .RepoDigests}}' "$REG/interop/curl-multi:v1")
+  echo "RepoDigests: $repo_digests"
+  jq -e --arg d "$REG/interop/curl-multi@$MULTI_ARM64_DIGEST" 'index($d) != null' <<<"$repo_digests" >/dev/null ||
+    fail "RepoDigests lacks the arm64 instance $MULTI_ARM64_DIGEST"
+  eq "podman image arch" arm64 "$(podman image inspect --format '{{.Architecture}}' "$REG/interop/curl-multi:v1")"
+}
+
+s_podman_manifest_push() {
+  need curl-push-index
+  # A list built by podman from the two platform images, pushed with --all.
+  PODMAN manifest create localhost/interop/podman-list:v1
+  PODMAN manifest add --tls-verify=false localhost/interop/podman-list:v1 \
+    "docker://$REG/interop/curl-multi@$MULTI_AMD64_DIGEST"
+  PODMAN manifest add --tls-verify=false localhost/interop/podman-list:v1 \
+    "docker://$REG/interop/curl-multi@$MULTI_ARM64_DIGEST"
+  PODMAN manifest push --all --tls-verify=false --digestfile "$WORK/podman-list.digest" \
+    localhost/interop/podman-list:v1 "docker://$REG/interop/podman-list:v1"
+  local pushed
+  pushed=$(cat "$WORK/podman-list.digest")
+  echo "podman pushed list $pushed"
+  expect_manifest interop/podman-list v1 "$pushed"
+  # The list names both instances, and they are pullable by digest.
+  local body
+  body=$(curl -fsS -H "Accept: $ACCEPT_ALL" "$REG_URL/v2/interop/podman-list/manifests/$pushed")
+  echo "$body"
+  local d
+  for d in $(jq -r '.manifests[].digest' <<<"$body"); do manifest_digest interop/podman-list "$d" >/dev/null; done
+  eq "instances in list" 2 "$(jq '.manifests | length' <<<"$body")"
+}
+
+D() { run "$DOCKER_CLI" "$@"; }
+
+s_docker_push() {
+  wait_dockerd || fail "dockerd did not start: $(tail -n 5 "$LOGS/dockerd.log")"
+  D load -i "$SINGLE_DOCKER_TAR"
+  D tag interop/docker-local:v1 "$REG/interop/docker:v1"
+  local out pushed
+  out=$(D push "$REG/interop/docker:v1" 2>&1) || { echo "$out"; fail "docker push failed"; }
+  echo "$out"
+  pushed=$(grep -o 'digest: sha256:[0-9a-f]\{64\}' <<<"$out" | tail -n1 | cut -d' ' -f2)
+  [ -n "$pushed" ] || fail "no digest in docker push output"
+  # docker pushes a Docker schema 2 manifest (it converts OCI on load).
+  expect_manifest interop/docker v1 "$pushed"
+  local mt
+  mt=$(curl -fsS -H "Accept: $ACCEPT_ALL" "$REG_URL/v2/interop/docker/manifests/v1" | jq -r .mediaType)
+  echo "pushed mediaType: $mt"
+  echo "$pushed" >"$STATE/docker.digest"
+}
+
+s_docker_pull() {
+  need docker-push
+  local pushed id out
+  pushed=$(cat "$STATE/docker.digest")
+  id=$("$DOCKER_CLI" image inspect --format '{{.Id}}' "$REG/interop/docker:v1")
+  D rmi "$REG/interop/docker:v1" interop/docker-local:v1
+  if "$DOCKER_CLI" image inspect "$id" >/dev/null 2>&1; then fail "image $id still present after rmi"; fi
+  out=$(D pull "$REG/interop/docker:v1" 2>&1) || { echo "$out"; fail "docker pull failed"; }
+  echo "$out"
+  grep -q "Digest: $pushed" <<<"$out" || fail "docker pull did not report Digest: $pushed"
+  "$DOCKER_CLI" image inspect --format '{{json .RepoDigests}}' "$REG/interop/docker:v1" |
+    jq -e --arg d "$REG/interop/docker@$pushed" 'index($d) != null' >/dev/null ||
+    fail "RepoDigests lacks $REG/interop/docker@$pushed"
+  eq "image ID after pull" "$id" "$("$DOCKER_CLI" image inspect --format '{{.Id}}' "$REG/interop/docker:v1")"
+  # By digest.
+  D pull "$REG/interop/docker@$pushed"
+}
+
+s_docker_push_mount() {
+  need docker-pull
+  # Same blobs into another repository: docker asks for a cross-repository mount first.
+  local pushed out
+  pushed=$(cat "$STATE/docker.digest")
+  D tag "$REG/interop/docker:v1" "$REG/interop/docker-mount:v1"
+  out=$(D push "$REG/interop/docker-mount:v1" 2>&1) || { echo "$out"; fail "docker push failed"; }
+  echo "$out"
+  grep -q "digest: $pushed" <<<"$out" || fail "docker push to another repo reported another digest"
+  expect_manifest interop/docker-mount v1 "$pushed"
+  if grep -q 'Mounted from' <<<"$out"; then echo "note: blobs were mounted"; else echo "note: blobs were uploaded (no mount)"; fi
+}
+
+s_docker_pull_index() {
+  need curl-push-index
+  wait_dockerd || fail "dockerd did not start"
+  local out
+  out=$(D pull "$REG/interop/curl-multi:v1" 2>&1) || { echo "$out"; fail "docker pull failed"; }
+  echo "$out"
+  "$DOCKER_CLI" image inspect --format '{{json .RepoDigests}}' "$REG/interop/curl-multi:v1" |
+    jq -e --arg d "$REG/interop/curl-multi@$MULTI_DIGEST" 'index($d) != null' >/dev/null ||
+    fail "RepoDigests lacks the index digest $MULTI_DIGEST"
+  eq "image ID (amd64 config)" "$MULTI_AMD64_CONFIG" \
+    "$("$DOCKER_CLI" image inspect --format '{{.Id}}' "$REG/interop/curl-multi:v1")"
+}
+
+CTR() { # CTR NAMESPACE ARGS...
+  local ns=$1
+  shift
+  run ctr --address "$CTR_SOCK" --namespace "$ns" "$@"
+}
+ctr_target() { # ctr_target NAMESPACE REF: the image's target digest
+  ctr --address "$CTR_SOCK" --namespace "$1" images ls | awk -v r="$2" '$1==r {print $3}'
+}
+
+s_ctr_push_single() {
+  wait_containerd || fail "containerd did not start: $(tail -n 5 "$LOGS/containerd.log")"
+  CTR push images import --base-name localhost/interop/ctr-local "$SINGLE_OCI_TAR"
+  eq "imported target" "$SINGLE_DIGEST" "$(ctr_target push localhost/interop/ctr-local:v1)"
+  CTR push images push --plain-http "$REG/interop/ctr-single:v1" localhost/interop/ctr-local:v1
+  expect_manifest interop/ctr-single v1 "$SINGLE_DIGEST"
+}
+
+s_ctr_pull_single() {
+  need ctr-push-single
+  CTR pull images pull --plain-http "$REG/interop/ctr-single:v1"
+  eq "pulled target" "$SINGLE_DIGEST" "$(ctr_target pull "$REG/interop/ctr-single:v1")"
+  CTR pull images rm --sync "$REG/interop/ctr-single:v1"
+  CTR pull images pull --plain-http "$REG/interop/ctr-single@$SINGLE_DIGEST"
+  eq "pulled-by-digest target" "$SINGLE_DIGEST" "$(ctr_target pull "$REG/interop/ctr-single@$SINGLE_DIGEST")"
+  CTR pull images check
+}
+
+s_ctr_push_index() {
+  wait_containerd || fail "containerd did not start"
+  CTR push images import --all-platforms --base-name localhost/interop/ctr-multi-local "$MULTI_OCI_TAR"
+  eq "imported target" "$MULTI_DIGEST" "$(ctr_target push localhost/interop/ctr-multi-local:v1)"
+  CTR push images push --plain-http "$REG/interop/ctr-multi:v1" localhost/interop/ctr-multi-local:v1
+  expect_manifest interop/ctr-multi v1 "$MULTI_DIGEST"
+  expect_manifest interop/ctr-multi "$MULTI_AMD64_DIGEST" "$MULTI_AMD64_DIGEST"
+  expect_manifest interop/ctr-multi "$MULTI_ARM64_DIGEST" "$MULTI_ARM64_DIGEST"
+}
+
+s_ctr_pull_index() {
+  need ctr-push-index
+  CTR pull images pull --plain-http --all-platforms "$REG/interop/ctr-multi:v1"
+  eq "pulled target" "$MULTI_DIGEST" "$(ctr_target pull "$REG/interop/ctr-multi:v1")"
+  local d
+  for d in "$MULTI_AMD64_DIGEST" "$MULTI_ARM64_DIGEST"; do
+    ctr --address "$CTR_SOCK" --namespace pull content get "$d" | sha256sum | grep -q "${d#sha256:}" ||
+      fail "child manifest $d not in the content store"
+  done
+  CTR pull images check
+}
+
+# ---------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------
+mkdir -p "$WORK/tmp" "$WORK/out"
+NONCE="$(date +%s)-$$-$RANDOM"
+setup_containers_conf
+# Daemons boot in the background while the registry starts and images are built.
+start_dockerd
+start_containerd
+
+echo "interop: target $TARGET, work dir $WORK"
+if ! start_registry >"$LOGS/start-registry.log" 2>&1; then
+  echo "FAIL start-registry"
+  sed 's/^/    | /' "$LOGS/start-registry.log"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+cat "$LOGS/start-registry.log" >&2
+PASSED=$((PASSED + 1))
+echo "PASS start-registry"
+
+# errexit applies only outside an || / if context, hence the separate status check.
+(
+  set -eEuo pipefail
+  trap 'echo "error: line $LINENO: $BASH_COMMAND (exit $?)"' ERR
+  build_images
+) >"$LOGS/build-images.log" 2>&1
+# shellcheck disable=SC2181
+[ $? = 0 ] || {
+  echo "FAIL build-images"
+  tail -n 20 "$LOGS/build-images.log" | sed 's/^/    | /'
+  echo "$PASSED passed, $((FAILED + 1)) failed"
+  exit 1
+}
+# shellcheck disable=SC1091
+. "$WORK/images.env"
+PASSED=$((PASSED + 1))
+echo "PASS build-images"
+
+step registry-api-base s_registry_base
+step tls-probe-rejected s_tls_probe
+step curl-push-single s_curl_push_single
+step curl-push-index s_curl_push_index
+step curl-concurrent-uploads s_curl_concurrent_uploads
+step skopeo-copy-single-in s_skopeo_single_in
+step skopeo-copy-single-out s_skopeo_single_out
+step skopeo-copy-index-in s_skopeo_index_in
+step skopeo-copy-index-out s_skopeo_index_out
+step skopeo-copy-between-repos s_skopeo_copy_between_repos
+step skopeo-list-tags s_skopeo_list_tags
+step curl-tags-list s_curl_tags_list
+if [ "$TARGET" != distribution ]; then
+  step curl-tags-pagination s_curl_tags_pagination
+  step curl-referrers s_curl_referrers
+fi
+step curl-catalog s_curl_catalog
+step skopeo-delete s_skopeo_delete
+step curl-delete-manifest s_curl_delete
+step podman-push s_podman_push
+step podman-pull s_podman_pull
+step podman-pull-index s_podman_pull_index
+step podman-manifest-push s_podman_manifest_push
+step docker-push s_docker_push
+step docker-pull s_docker_pull
+step docker-push-mount s_docker_push_mount
+step docker-pull-index s_docker_pull_index
+step ctr-push-single s_ctr_push_single
+step ctr-pull-single s_ctr_pull_single
+step ctr-push-index s_ctr_push_index
+step ctr-pull-index s_ctr_pull_index
+
+# The registry must have survived all of it.
+step registry-still-up registry_ping
+
+echo "interop: $((SECONDS - T0))s" >&2
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
