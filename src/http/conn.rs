@@ -366,7 +366,7 @@ pub async fn serve_connection<H: Handler>(
 ) {
     let peer = conn_peer.addr;
     let mut buf: Vec<u8> = Vec::with_capacity(HEAD_BUF_INITIAL_BYTES);
-    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    let mut out: Vec<u8> = Vec::new();
     // Set when we close with request bytes still unread: closing at once would make the
     // kernel send a reset that can destroy the response before the client reads it.
     let mut linger = false;
@@ -439,6 +439,8 @@ pub async fn serve_connection<H: Handler>(
         if !keep {
             break;
         }
+        // The response buffer is not kept while the connection idles.
+        out = Vec::new();
     }
     let _ = stream.shutdown().await;
     if linger {
@@ -474,7 +476,9 @@ async fn run_request<H: Handler>(
     limits: &ConnLimits,
     out: &mut Vec<u8>,
 ) -> (u16, u64, bool) {
-    let resp = handler.handle(req).await;
+    // Boxed: the handler's state (routes, storage calls) is large, and inlined it would make
+    // every connection's task that large even while the connection idles.
+    let resp = Box::pin(handler.handle(req)).await;
     let status = resp.status;
     // Keep the connection only if the body was consumed (or cheaply drained) and nobody
     // asked to close.
@@ -528,9 +532,27 @@ async fn read_head<H: Handler>(
             Some(d) => d.saturating_duration_since(Instant::now()),
             None => limits.keep_alive_timeout,
         };
+        if deadline.is_none() {
+            if let Stream::Tcp(tcp) = &*stream {
+                // Between requests, wait for readability holding no buffer: 10,000 idle
+                // keep-alive connections then cost their task state only. (TLS keeps its
+                // buffer: rustls may hold decrypted bytes the socket no longer shows.)
+                *buf = Vec::new();
+                idle.set(true);
+                let ready = match tcp.to_poll_fd() {
+                    Ok(poll) => timeout(wait, poll.read_ready()).await,
+                    Err(_) => return HeadRead::Idle,
+                };
+                idle.set(false);
+                match ready {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return HeadRead::Idle,
+                }
+            }
+        }
         let room = limits.head.header_bytes_max + 1024;
         if buf.capacity() - buf.len() < 1024 {
-            buf.reserve((buf.capacity()).clamp(1024, room));
+            buf.reserve((buf.capacity()).clamp(HEAD_BUF_INITIAL_BYTES, room));
         }
         let taken = std::mem::take(buf);
         // Idle means: between requests, nothing received. Shutdown may cut such a read.
