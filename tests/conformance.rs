@@ -240,23 +240,8 @@ fn push_wrong_digest_leaves_nothing() {
     // The session is gone too.
     assert_eq!(srv.get(&loc).status, 404);
     let blobs_dir = srv.dir.0.join("data/blobs");
-    let count = walk(&blobs_dir).len();
+    let count = files_under(&blobs_dir).len();
     assert_eq!(count, 0, "a blob file exists after failed pushes");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// sha512 digests are accepted for blobs.

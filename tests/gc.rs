@@ -501,27 +501,7 @@ fn disk_full_upload_fails_cleanly() {
     // Reads still work.
     assert_eq!(srv.get(&format!("/v2/full/app/blobs/{d}")).body, small);
     // Nothing partial under blobs/: every stored blob matches its name.
-    let mut files = Vec::new();
-    let mut stack = vec![mnt.join("data/blobs")];
-    while let Some(p) = stack.pop() {
-        for e in std::fs::read_dir(&p).unwrap().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                files.push(e.path());
-            }
-        }
-    }
-    for f in files {
-        let name = f
-            .parent()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .to_string();
-        assert_eq!(sha256_hex(&std::fs::read(&f).unwrap()), name);
-    }
+    assert_blobs_intact(&mnt.join("data/blobs"));
     // Space comes back once the failed session is cancelled, and pushes work again.
     assert_eq!(srv.request("DELETE", &loc, &[], b"").status, 204);
     srv.push_blob("full/app", &bytes(3, 100_000));

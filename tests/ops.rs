@@ -23,25 +23,6 @@ fn scrape(srv: &Server) -> String {
     String::from_utf8(r.body).unwrap()
 }
 
-fn hash(pass: &str) -> String {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_origin"))
-        .arg("hash-password")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{pass}\n").as_bytes())
-        .unwrap();
-    String::from_utf8(child.wait_with_output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 fn basic(user: &str, pass: &str) -> String {
     let raw = format!("{user}:{pass}");
     let out = std::process::Command::new("base64")
@@ -62,7 +43,7 @@ fn basic(user: &str, pass: &str) -> String {
 fn metrics_count_a_scripted_workload() {
     let ident = format!(
         "[identity.u]\nusername = \"u\"\npassword = \"{}\"\n",
-        hash("pw")
+        hash_password("pw")
     );
     let repos = "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\npolicies = ['request.namespace == \"secret/app\"']\n";
     let srv = Server::start_with("", &format!("{repos}\n{ident}"));
@@ -188,8 +169,8 @@ fn health_and_separate_ops_listener() {
 /// An invalid file on reload changes nothing.
 #[test]
 fn reload_changes_password_and_policy_keeps_connections() {
-    let old_pw = hash("old-secret");
-    let new_pw = hash("new-secret");
+    let old_pw = hash_password("old-secret");
+    let new_pw = hash_password("new-secret");
     let conf = |pw: &str, policy: &str| {
         format!(
             "[identity.alice]\nusername = \"alice\"\npassword = \"{pw}\"\n\

@@ -49,27 +49,6 @@ fn basic(user: &str, pass: &str) -> String {
     format!("Basic {out}")
 }
 
-/// `origin hash-password` output for a password (run once per test that needs it).
-fn hash(pass: &str) -> String {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_origin"))
-        .arg("hash-password")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{pass}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let phc = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(phc.starts_with("$argon2id$"), "{phc}");
-    phc
-}
-
 /// TLS 1.2 and 1.3 with ALPN http/1.1; plain HTTP on a TLS port fails.
 #[test]
 fn tls_serves_both_versions_with_alpn() {
@@ -176,7 +155,7 @@ fn mtls_optional_with_basic_auth() {
     let pki = Pki::new(&dir.0, &[("ci", "builder-1", "ci")]);
     let ident = format!(
         "[identity.alice]\nusername = \"alice\"\npassword = \"{}\"\n",
-        hash("wonderland")
+        hash_password("wonderland")
     );
     let repos = "[[repository]]\nnamespace = \"\"\npolicy_default_allow = false\npolicies = [\n  \
         'identity.username == \"alice\" || \"ci\" in identity.certificate.organizations',\n]\n";
@@ -207,8 +186,8 @@ fn mtls_optional_with_basic_auth() {
 fn basic_auth_challenges_denials_and_rate_limit() {
     let ident = format!(
         "[identity.alice]\nusername = \"alice\"\npassword = \"{}\"\n[identity.eve]\nusername = \"eve\"\npassword = \"{}\"\n",
-        hash("wonderland"),
-        hash("apple")
+        hash_password("wonderland"),
+        hash_password("apple")
     );
     let repos = "[[repository]]\nnamespace = \"\"\npolicy_default_allow = false\npolicies = [\n  \
         'request.action == \"get-api-version\" || request.action == \"get-manifest\" || request.action == \"list-tags\"',\n  \
@@ -286,7 +265,7 @@ fn basic_auth_challenges_denials_and_rate_limit() {
 fn policy_matrix_over_every_action() {
     let ident = format!(
         "[identity.alice]\nusername = \"alice\"\npassword = \"{}\"\n",
-        hash("pw")
+        hash_password("pw")
     );
     let repos = "\
 [[repository]]

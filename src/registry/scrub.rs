@@ -3,17 +3,13 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use compio::buf::BufResult;
-
 use super::{layout, Registry};
-use crate::error::{Error, Result};
-use crate::oci::{Digest, Hasher, Manifest, Reference, RepoName, Tag, UploadId};
-use crate::storage::{BlobReader, PutCondition, Storage};
+use crate::error::Result;
+use crate::oci::{Digest, Manifest, Reference, RepoName, Tag, UploadId};
+use crate::storage::{PutCondition, Storage};
 
 /// Keys listed per storage call while walking.
 const LIST_PAGE: usize = 10_000;
-/// Read size while re-hashing blobs.
-const HASH_CHUNK_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
@@ -199,7 +195,12 @@ impl Registry {
                 continue;
             };
             report.blobs_checked += 1;
-            if self.hash_blob(&d).await?.as_ref() != Some(&d) {
+            if self
+                .hash_object(&layout::blob_data(&d), d.algorithm())
+                .await?
+                .as_ref()
+                != Some(&d)
+            {
                 report.findings.push(Finding::CorruptBlob(d));
                 continue;
             }
@@ -209,27 +210,6 @@ impl Registry {
             }
         }
         Ok(())
-    }
-
-    async fn hash_blob(&self, d: &Digest) -> Result<Option<Digest>> {
-        let Some(reader) = self.store.open_read(&layout::blob_data(d)).await? else {
-            return Ok(None);
-        };
-        let mut hasher = Hasher::new(d.algorithm());
-        let mut buf = Vec::with_capacity(HASH_CHUNK_BYTES);
-        let mut pos = 0;
-        while pos < reader.size() {
-            buf.clear();
-            let BufResult(r, b) = reader.read_at(buf, pos).await;
-            buf = b;
-            let n = r.map_err(Error::internal)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            pos += n as u64;
-        }
-        Ok(Some(hasher.finalize()))
     }
 
     async fn repair(&self, f: &Finding) -> Result<()> {

@@ -229,11 +229,16 @@ impl Registry {
     }
 
     async fn rehash(&self, name: &RepoName, id: &UploadId, alg: Algorithm) -> Result<Digest> {
-        let reader = self
-            .store
-            .open_read(&layout::upload_data(name, id))
+        self.hash_object(&layout::upload_data(name, id), alg)
             .await?
-            .ok_or_else(unknown_upload)?;
+            .ok_or_else(unknown_upload)
+    }
+
+    /// Hashes a stored object with `alg`, reading it in large chunks; None if it is absent.
+    pub(crate) async fn hash_object(&self, key: &str, alg: Algorithm) -> Result<Option<Digest>> {
+        let Some(reader) = self.store.open_read(key).await? else {
+            return Ok(None);
+        };
         let mut hasher = Hasher::new(alg);
         let mut buf = Vec::with_capacity(REHASH_CHUNK_BYTES);
         let mut pos = 0;
@@ -248,7 +253,7 @@ impl Registry {
             hasher.update(&buf[..n]);
             pos += n as u64;
         }
-        Ok(hasher.finalize())
+        Ok(Some(hasher.finalize()))
     }
 
     /// Removes a session and its data. True if there was one.

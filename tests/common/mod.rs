@@ -411,3 +411,66 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// `origin hash-password` for a password: the PHC string for `[identity.*] password`.
+pub fn hash_password(pass: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_origin"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{pass}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let phc = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(phc.starts_with("$argon2id$"), "{phc}");
+    phc
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Checks that every stored blob under a `blobs/` directory matches its digest (no partial
+/// or corrupt content); returns how many there are.
+pub fn assert_blobs_intact(blobs_dir: &Path) -> usize {
+    let files = files_under(blobs_dir);
+    for f in &files {
+        let name = f
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let content = std::fs::read(f).unwrap();
+        assert_eq!(
+            sha256_hex(&content),
+            name,
+            "partial or corrupt blob at {}",
+            f.display()
+        );
+    }
+    files.len()
+}
