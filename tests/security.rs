@@ -230,6 +230,27 @@ fn basic_auth_challenges_denials_and_rate_limit() {
         b"",
     );
     assert_eq!((r.status, r.error_code().as_str()), (403, "DENIED"));
+    // Empty credentials (what podman and skopeo send without a login) are anonymous: they
+    // never count as failed logins, however many there are.
+    for _ in 0..12 {
+        let r = srv.request(
+            "POST",
+            "/v2/p/blobs/uploads/",
+            &[("Authorization", "Basic Og==")],
+            b"",
+        );
+        assert_eq!((r.status, r.error_code().as_str()), (401, "UNAUTHORIZED"));
+    }
+    assert_eq!(
+        srv.request(
+            "POST",
+            "/v2/p/blobs/uploads/",
+            &[("Authorization", &alice)],
+            b""
+        )
+        .status,
+        202
+    );
     // Brute force: after 10 failures (one above, then guesses), even the right password is
     // refused for the rest of the window.
     let mut failures = 1;
