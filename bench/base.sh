@@ -8,7 +8,7 @@ SECS=${1:-10}
 need wrk oha nginx curl python3 bc
 DRIVER=${ORIGIN_IO_DRIVER:-auto}
 
-(cd "$ROOT" && cargo build --release -q)
+build_origin
 mkdir -p "$WORK/www/v2" "$WORK/data"
 printf '{}' > "$WORK/www/v2/index.json"
 
