@@ -152,25 +152,41 @@ fn check_content_range(req: &Request<'_>, s: &Session) -> Result<()> {
     Ok(())
 }
 
-/// Streams the request body through the hasher into the session's data.
+/// Streams the request body through the hasher into the session's data. Two buffers: the
+/// next chunk is received while the previous one is written, so the socket and the disk
+/// overlap instead of taking turns.
 async fn receive(app: &App, req: &mut Request<'_>, s: &mut Session) -> Result<()> {
     let reg = &app.registry;
-    let mut buf = app.buffers.take();
+    let mut filled = app.buffers.take();
+    let mut spare = app.buffers.take();
+    let BodyRead(first, b) = req.body.read(filled).await;
+    filled = b;
+    let mut n = match first {
+        Ok(n) => n,
+        Err(e) => {
+            app.buffers.give(filled);
+            app.buffers.give(spare);
+            return Err(Error::from(e));
+        }
+    };
     let result = loop {
-        let BodyRead(r, b) = req.body.read(buf).await;
-        buf = b;
-        let n = match r {
-            Ok(0) => break Ok(()),
-            Ok(n) => n,
-            Err(e) => break Err(Error::from(e)),
-        };
-        s.hasher.update(&buf[..n]);
-        let (w, b) = reg.upload_write(s, buf).await;
-        buf = b;
+        if n == 0 {
+            break Ok(());
+        }
+        s.hasher.update(&filled[..n]);
+        let ((w, written), BodyRead(r, next)) =
+            crate::future::join(reg.upload_write(s, filled), req.body.read(spare)).await;
+        spare = written;
+        filled = next;
         if let Err(e) = w {
             break Err(e);
         }
+        n = match r {
+            Ok(n) => n,
+            Err(e) => break Err(Error::from(e)),
+        };
     };
-    app.buffers.give(buf);
+    app.buffers.give(filled);
+    app.buffers.give(spare);
     result
 }

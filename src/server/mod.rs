@@ -110,7 +110,7 @@ pub async fn run_worker<H: Handler + 'static>(
         while tracker.active.get() >= spec.connections_max && !spec.shutdown.is_set() {
             compio::time::sleep(ACCEPT_PAUSE).await;
         }
-        let accepted = shutdown::race(listener.accept(), spec.shutdown.wait(spec.index)).await;
+        let accepted = crate::future::race(listener.accept(), spec.shutdown.wait(spec.index)).await;
         let (stream, peer) = match accepted {
             None => break,
             Some(Ok(pair)) => pair,

@@ -1,7 +1,6 @@
 //! The shutdown signal, shared by all workers: a flag plus one waker slot per worker.
 
-use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::{Poll, Waker};
@@ -60,17 +59,4 @@ impl Shutdown {
         })
         .await
     }
-}
-
-/// Polls both futures; `Some` with the first one's output, or `None` if `stop` finished first.
-pub async fn race<A: Future, B: Future>(work: A, stop: B) -> Option<A::Output> {
-    let mut work = pin!(work);
-    let mut stop = pin!(stop);
-    poll_fn(|cx| {
-        if stop.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        work.as_mut().poll(cx).map(Some)
-    })
-    .await
 }
