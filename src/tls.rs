@@ -56,7 +56,14 @@ pub struct PeerIdentity {
 /// Builds the server configuration: TLS 1.3 and 1.2, ALPN `http/1.1`, and client
 /// certificates verified against `client_ca_bundle` when set.
 pub fn server_config(cfg: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    // Prefer AES-128-GCM: as secure for this use and about a third cheaper per byte than
+    // AES-256-GCM on both ends, which is what bounds large pulls over TLS.
+    provider.cipher_suites.sort_by_key(|suite| {
+        let name = format!("{:?}", suite.suite());
+        (!name.contains("AES_128_GCM"), !name.starts_with("TLS13"))
+    });
+    let provider = Arc::new(provider);
     let chain = load_certificates("server_certificate_bundle", &cfg.server_certificate_bundle)?;
     let key = PrivateKeyDer::from_pem_file(&cfg.server_private_key).map_err(|e| {
         let what = match e {
@@ -98,6 +105,8 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
         ))
     })?;
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    // Our cipher suite order (AES-128-GCM first) rather than the client's.
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 

@@ -671,3 +671,29 @@ fn pull_large_blob_whole_and_ranged() {
         assert!(r.body == data[1_000_000..=5_000_000]);
     }
 }
+
+/// With `uploads.allow_missing_index_children = false`, an index whose children are not in
+/// the repository is refused; by default (buildx attestation indexes) it is admitted.
+#[test]
+fn index_children_checked_when_configured() {
+    let strict = Server::start_with(
+        "",
+        &format!("{ALLOW_ALL}\n[uploads]\nallow_missing_index_children = false\n"),
+    );
+    let lenient = Server::start();
+    let missing = digest(b"a child that was never pushed");
+    let index = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_INDEX}\",\"manifests\":[{{\"mediaType\":\"{OCI_MANIFEST}\",\"digest\":\"{missing}\",\"size\":10}}]}}"
+    );
+    let r = strict.put_manifest("idx/strict", "v1", OCI_INDEX, index.as_bytes());
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "MANIFEST_BLOB_UNKNOWN")
+    );
+    assert_eq!(
+        lenient
+            .put_manifest("idx/lenient", "v1", OCI_INDEX, index.as_bytes())
+            .status,
+        201
+    );
+}

@@ -64,6 +64,9 @@ fn tls_serves_both_versions_with_alpn() {
         let mut tls = tls_connect(&srv, pki.client_config(None, &[v])).unwrap();
         assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
         assert_eq!(tls.conn.protocol_version(), Some(v.version));
+        // The server's preference wins: AES-128-GCM, the cheapest suite per byte.
+        let suite = format!("{:?}", tls.conn.negotiated_cipher_suite().unwrap().suite());
+        assert!(suite.contains("AES_128_GCM"), "{suite}");
         let r = tls_get(&mut tls, "/v2/", &[]);
         assert_eq!(r.status, 200);
         // Keep-alive over TLS.
