@@ -216,44 +216,16 @@ fn basic_auth_challenges_denials_and_rate_limit() {
     assert_eq!(r.status, 401);
     assert!(r.header("www-authenticate").is_some());
     // Known and allowed; known and denied.
-    assert_eq!(
-        srv.request(
-            "POST",
-            "/v2/p/blobs/uploads/",
-            &[("Authorization", &alice)],
-            b""
-        )
-        .status,
-        202
-    );
-    let r = srv.request(
-        "POST",
-        "/v2/p/blobs/uploads/",
-        &[("Authorization", &eve)],
-        b"",
-    );
+    assert_eq!(start_upload_as(&srv, &alice).status, 202);
+    let r = start_upload_as(&srv, &eve);
     assert_eq!((r.status, r.error_code().as_str()), (403, "DENIED"));
     // Empty credentials (what podman and skopeo send without a login) are anonymous: they
     // never count as failed logins, however many there are.
     for _ in 0..12 {
-        let r = srv.request(
-            "POST",
-            "/v2/p/blobs/uploads/",
-            &[("Authorization", "Basic Og==")],
-            b"",
-        );
+        let r = start_upload_as(&srv, "Basic Og==");
         assert_eq!((r.status, r.error_code().as_str()), (401, "UNAUTHORIZED"));
     }
-    assert_eq!(
-        srv.request(
-            "POST",
-            "/v2/p/blobs/uploads/",
-            &[("Authorization", &alice)],
-            b""
-        )
-        .status,
-        202
-    );
+    assert_eq!(start_upload_as(&srv, &alice).status, 202);
     // Brute force: after 10 failures (one above, then guesses), even the right password is
     // refused for the rest of the window.
     let mut failures = 1;
@@ -517,4 +489,14 @@ fn broken_policy_fails_check_config_and_startup() {
             "{cmd}: {err}"
         );
     }
+}
+
+/// Starts an upload in repository `p` with the given Authorization header value.
+fn start_upload_as(srv: &Server, authorization: &str) -> Resp {
+    srv.request(
+        "POST",
+        "/v2/p/blobs/uploads/",
+        &[("Authorization", authorization)],
+        b"",
+    )
 }
