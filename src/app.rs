@@ -42,7 +42,11 @@ impl Buffers {
 }
 
 pub struct App {
+    /// This application itself, for tasks that outlive a request (mirror fetches).
+    pub this: std::rc::Weak<App>,
     pub config: Arc<Config>,
+    /// Pull-through cache namespaces, shared by every worker.
+    pub mirrors: Arc<crate::mirror::Mirrors>,
     /// Identities, policies and TLS: replaced on reload.
     pub live: crate::reload::LocalLive,
     pub shutdown: Arc<Shutdown>,

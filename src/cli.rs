@@ -137,6 +137,7 @@ fn check_deep(config: &Config) -> Result<(), String> {
     if let Some(tls) = &config.server.tls {
         crate::tls::server_config(tls).map_err(|e| e.to_string())?;
     }
+    crate::mirror::Mirrors::from_config(config)?;
     Ok(())
 }
 

@@ -256,6 +256,52 @@ pub struct RepositoryConfig {
     pub policy_default_allow: bool,
     #[serde(default)]
     pub policies: Vec<String>,
+    /// Makes the namespace a pull-through cache of upstream registries.
+    #[serde(default)]
+    pub mirror: Option<MirrorConfig>,
+}
+
+/// `[repository.mirror]`: the namespace caches content pulled from upstream registries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// The registry name containerd sends as `?ns=`; defaults to the namespace.
+    #[serde(default)]
+    pub registry: Option<String>,
+    /// Serves repository names without a registry prefix (the Docker engine's
+    /// `registry-mirrors` sends `/v2/library/alpine/...`). At most one mirror is the default.
+    #[serde(default)]
+    pub default: bool,
+    /// How long a tag is trusted before it is checked upstream again.
+    #[serde(default = "d::tag_freshness", deserialize_with = "duration")]
+    pub tag_freshness: Duration,
+    /// Clients may push and delete here too (off: the namespace is read-only).
+    #[serde(default)]
+    pub writable: bool,
+    /// Manifests not pulled for this long are removed (their blobs then go to GC).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub evict_after: Option<Duration>,
+    /// Upstream registries, tried in order.
+    pub upstream: Vec<UpstreamConfig>,
+}
+
+/// `[[repository.mirror.upstream]]`: one upstream registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `https://registry-1.docker.io` or `http://host:port`.
+    pub url: String,
+    /// Credentials for Basic auth, or for fetching Bearer tokens.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM roots to trust for this upstream instead of the system's.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// Deadline to connect and to receive a response head; also the longest pause in a body.
+    #[serde(default = "d::upstream_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
 }
 
 /// Default values, one function each so serde can name them.
@@ -330,6 +376,16 @@ mod d {
     pub fn gc_grace() -> Duration {
         Duration::from_secs(3600)
     }
+    pub fn tag_freshness() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn upstream_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    duration(de).map(Some)
 }
 
 /// A duration as whole seconds (`30`) or a number with a unit (`250ms`, `30s`, `5m`, `2h`).
@@ -456,6 +512,8 @@ impl Config {
             }
         }
         let mut seen = std::collections::BTreeSet::new();
+        let mut registries = std::collections::BTreeSet::new();
+        let mut defaults = 0;
         for (i, repo) in self.repository.iter().enumerate() {
             let ns = repo.namespace.trim_end_matches('/');
             if !seen.insert(ns.to_string()) {
@@ -463,6 +521,45 @@ impl Config {
                     &format!("repository[{i}].namespace"),
                     &format!("{ns:?} is configured twice"),
                 );
+            }
+            let Some(m) = &repo.mirror else { continue };
+            let key = |k: &str| format!("repository[{i}].mirror.{k}");
+            if ns.is_empty() || crate::oci::RepoName::parse(ns).is_err() {
+                return bad(
+                    &format!("repository[{i}].namespace"),
+                    "a mirror needs a non-empty namespace that is a valid repository name (e.g. \"docker.io\")",
+                );
+            }
+            let registry = m.registry.as_deref().unwrap_or(ns);
+            if registry.is_empty() || !registries.insert(registry.to_string()) {
+                return bad(
+                    &key("registry"),
+                    &format!("{registry:?} is empty or used twice"),
+                );
+            }
+            defaults += usize::from(m.default);
+            if defaults > 1 {
+                return bad(&key("default"), "only one mirror may be the default");
+            }
+            if m.upstream.is_empty() {
+                return bad(&key("upstream"), "at least one upstream is needed");
+            }
+            for (j, u) in m.upstream.iter().enumerate() {
+                if let Err(e) = crate::mirror::UpstreamUrl::parse(&u.url) {
+                    return bad(&format!("{}[{j}].url", key("upstream")), &e);
+                }
+                if u.username.is_some() != u.password.is_some() {
+                    return bad(
+                        &format!("{}[{j}]", key("upstream")),
+                        "username and password go together",
+                    );
+                }
+                if u.timeout.is_zero() {
+                    return bad(
+                        &format!("{}[{j}].timeout", key("upstream")),
+                        "must be greater than zero",
+                    );
+                }
             }
         }
         Ok(())

@@ -13,6 +13,7 @@ pub mod http;
 pub mod log;
 pub mod maintenance;
 pub mod metrics;
+pub mod mirror;
 pub mod notify;
 pub mod oci;
 pub mod ops;

@@ -31,7 +31,19 @@ fn with_registry<T>(config: &Config, f: impl AsyncFnOnce(&Registry) -> T) -> Res
 /// Runs one GC pass; prints each blob removed (or that would be) and the totals.
 pub fn gc(config: &Config, dry_run: bool) -> i32 {
     let grace = config.gc.grace_period;
+    let mirrors = match crate::mirror::Mirrors::from_config(config) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("origin gc: {e}");
+            return 1;
+        }
+    };
     let result = with_registry(config, async |reg: &Registry| {
+        let evicted = crate::mirror::evict(reg, &mirrors, dry_run).await?;
+        if evicted > 0 {
+            let verb = if dry_run { "would evict" } else { "evicted" };
+            println!("gc: {verb} {evicted} mirrored manifests not pulled recently");
+        }
         reg.gc_pass(grace, dry_run).await
     })
     .and_then(|r| r.map_err(|e| e.to_string()));

@@ -86,6 +86,12 @@ pub struct Metrics {
     pub stored_bytes: AtomicI64,
     pub stored_bytes_known: std::sync::atomic::AtomicBool,
     pub uploads_open: AtomicI64,
+    pub mirror_upstream_requests: AtomicU64,
+    pub mirror_blob_fetches: AtomicU64,
+    pub mirror_bytes_fetched: AtomicU64,
+    pub mirror_fetch_failures: AtomicU64,
+    pub mirror_stale_served: AtomicU64,
+    pub mirror_evicted: AtomicU64,
 }
 
 pub static METRICS: Metrics = Metrics::new();
@@ -109,6 +115,12 @@ impl Metrics {
             stored_bytes: AtomicI64::new(0),
             stored_bytes_known: std::sync::atomic::AtomicBool::new(false),
             uploads_open: AtomicI64::new(0),
+            mirror_upstream_requests: AtomicU64::new(0),
+            mirror_blob_fetches: AtomicU64::new(0),
+            mirror_bytes_fetched: AtomicU64::new(0),
+            mirror_fetch_failures: AtomicU64::new(0),
+            mirror_stale_served: AtomicU64::new(0),
+            mirror_evicted: AtomicU64::new(0),
         }
     }
 
@@ -187,7 +199,7 @@ impl Metrics {
                 "origin_http_request_duration_seconds_count{{group=\"{gname}\"}} {count}"
             );
         }
-        let gauges_and_counters: [(&str, &str, &str, i128); 14] = [
+        let gauges_and_counters: [(&str, &str, &str, i128); 20] = [
             ("origin_http_received_bytes_total", "counter", "Request body bytes received.", self.bytes_in.load(Relaxed) as i128),
             ("origin_http_sent_bytes_total", "counter", "Response body bytes sent.", self.bytes_out.load(Relaxed) as i128),
             ("origin_http_requests_in_flight", "gauge", "Requests being handled now.", self.in_flight.load(Relaxed) as i128),
@@ -202,6 +214,12 @@ impl Metrics {
             ("origin_gc_last_pass_duration_seconds", "gauge", "Duration of the last garbage collection pass.", 0),
             ("origin_storage_blob_bytes", "gauge", "Bytes of blob content stored (after the startup count).", self.stored_bytes.load(Relaxed) as i128),
             ("origin_storage_blob_bytes_counted", "gauge", "1 once the startup count of stored bytes is done.", self.stored_bytes_known.load(Relaxed) as i128),
+            ("origin_mirror_upstream_requests_total", "counter", "Requests sent to upstream registries (not counting auth retries' token fetches).", self.mirror_upstream_requests.load(Relaxed) as i128),
+            ("origin_mirror_blob_fetches_total", "counter", "Blobs fetched from upstreams and committed.", self.mirror_blob_fetches.load(Relaxed) as i128),
+            ("origin_mirror_fetched_bytes_total", "counter", "Bytes of blobs fetched from upstreams and committed.", self.mirror_bytes_fetched.load(Relaxed) as i128),
+            ("origin_mirror_fetch_failures_total", "counter", "Blob fetches from upstreams that failed (nothing committed).", self.mirror_fetch_failures.load(Relaxed) as i128),
+            ("origin_mirror_stale_served_total", "counter", "Cached tags served because no upstream could be reached.", self.mirror_stale_served.load(Relaxed) as i128),
+            ("origin_mirror_evicted_total", "counter", "Mirrored manifests evicted for not being pulled.", self.mirror_evicted.load(Relaxed) as i128),
         ];
         for (name, kind, help, value) in gauges_and_counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -68,6 +68,11 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
         tracing::warn!("no [server.tls] configured: serving plain HTTP");
     }
     let live = Arc::new(LiveCell::new(Live::build(&config)?));
+    let mirrors = Arc::new(crate::mirror::Mirrors::from_config(&config)?);
+    for m in &mirrors.namespaces {
+        let urls: Vec<String> = m.upstreams.iter().map(|u| u.url.authority()).collect();
+        tracing::info!(namespace = %m.namespace, registry = %m.registry, upstreams = ?urls, "mirroring");
+    }
     let manifests = Arc::new(ManifestCache::new(config.server.manifest_cache_bytes));
     let root = &config.storage.fs.root_dir;
     let store = FsStorage::new(root.clone())
@@ -110,6 +115,7 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
             store: store.clone(),
             manifests: manifests.clone(),
             live: live.clone(),
+            mirrors: mirrors.clone(),
             ops_listener: if index == 0 {
                 ops_listener.take()
             } else {
@@ -179,6 +185,7 @@ struct Shared {
     store: FsStorage,
     manifests: Arc<ManifestCache>,
     live: Arc<LiveCell>,
+    mirrors: Arc<crate::mirror::Mirrors>,
     /// The separate ops listener, given to worker 0 only.
     ops_listener: Option<std::net::TcpListener>,
     ops_slot: usize,
@@ -212,9 +219,11 @@ fn worker_main(
             let source: server::TlsSource = Rc::new(move || view.get().tls.clone());
             source
         });
-        let app = Rc::new(App {
+        let app = Rc::new_cyclic(|this| App {
+            this: this.clone(),
             registry: Registry::new(shared.store, settings, shared.manifests),
             live: LocalLive::new(shared.live),
+            mirrors: shared.mirrors,
             config,
             shutdown,
             buffers: Buffers::default(),
@@ -263,6 +272,14 @@ async fn housekeeping(app: Rc<App>) {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "expired idle upload sessions"),
             Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
+        }
+        match crate::mirror::evict(&app.registry, &app.mirrors, false).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                manifests = n,
+                "evicted mirrored manifests not pulled recently"
+            ),
+            Err(e) => tracing::warn!(error = %e, "mirror eviction failed"),
         }
         if let Err(e) = app
             .registry

@@ -168,5 +168,77 @@ pub async fn accept(
     Ok((stream, peer))
 }
 
+/// Where distributions keep the system's trusted roots, in the order tried.
+const SYSTEM_ROOTS: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem",
+];
+
+/// A client configuration for talking to an upstream registry: the roots in `ca_bundle`, or
+/// the system's; TLS 1.3 and 1.2; ALPN `http/1.1`. `what` names the setting in errors.
+pub fn client_config(
+    what: &str,
+    ca_bundle: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let paths: Vec<&Path> = match ca_bundle {
+        Some(p) => vec![p],
+        None => SYSTEM_ROOTS
+            .iter()
+            .map(Path::new)
+            .filter(|p| p.exists())
+            .take(1)
+            .collect(),
+    };
+    for path in paths {
+        let iter = CertificateDer::pem_file_iter(path)
+            .map_err(|e| TlsError(format!("{what} {}: {e}", path.display())))?;
+        for cert in iter {
+            let cert = cert.map_err(|e| TlsError(format!("{what} {}: {e}", path.display())))?;
+            // The system bundle may hold a certificate rustls cannot use: skip it.
+            let added = roots.add(cert);
+            if let (Err(e), Some(_)) = (added, ca_bundle) {
+                return Err(TlsError(format!("{what} {}: {e}", path.display())));
+            }
+        }
+    }
+    if roots.is_empty() {
+        tracing::warn!("{what}: no trusted roots found; HTTPS upstreams will fail verification");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(format!("{what}: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Connects TLS over `tcp` to `host` (verified against the configuration's roots).
+pub async fn connect(
+    config: &Arc<rustls::ClientConfig>,
+    host: &str,
+    tcp: TcpStream,
+    deadline: Duration,
+) -> io::Result<TlsStream<rustls::ClientConnection>> {
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let conn = rustls::ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
+    let mut stream = TlsStream::new(tcp, conn);
+    match compio::time::timeout(deadline, stream.handshake()).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            ))
+        }
+    }
+    Ok(stream)
+}
+
 #[cfg(test)]
 mod tests;

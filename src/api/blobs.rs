@@ -16,6 +16,7 @@ pub async fn handle(
     method: Method,
     name: &RepoName,
     digest: &Digest,
+    mirror: Option<usize>,
 ) -> Result<Response> {
     let reg = &app.registry;
     if method == Method::Delete {
@@ -25,6 +26,24 @@ pub async fn handle(
         return Ok(Response::new(202).header("Docker-Content-Digest", digest.as_str()));
     }
     let head_only = method == Method::Head;
+    if let Some(i) = mirror {
+        // Stored under another name (or fetched meanwhile): link it here; else upstream.
+        if reg.repo_blob_size(name, digest).await?.is_none()
+            && !reg.mount_blob(name, digest, None).await?
+        {
+            let ns = &app.mirrors.namespaces[i];
+            if head_only {
+                let size = crate::mirror::blob_size_upstream(ns, name, digest).await?;
+                return Ok(Response::new(200)
+                    .header("Content-Type", "application/octet-stream")
+                    .header("Docker-Content-Digest", digest.as_str())
+                    .header("Accept-Ranges", "bytes")
+                    .body(Body::Length(size)));
+            }
+            let range = req.head.header("range").map(str::to_owned);
+            return crate::mirror::serve_blob(app, i, name, digest, range.as_deref()).await;
+        }
+    }
     let reader = if head_only {
         None
     } else {

@@ -11,14 +11,24 @@ pub async fn handle(
     method: Method,
     name: &RepoName,
     reference: &Reference,
+    mirror: Option<usize>,
 ) -> Result<Response> {
     let reg = &app.registry;
+    let mirror = mirror.map(|i| &app.mirrors.namespaces[i]);
+    if let Some(ns) = mirror {
+        if matches!(method, Method::Get | Method::Head) {
+            crate::mirror::refresh_manifest(app, ns, name, reference).await?;
+        }
+    }
     match method {
         Method::Get => {
             // Whatever the Accept header lists, the stored manifest is served as stored: a
             // client asking only for Docker types still gets the OCI manifest it pushed, as
             // distribution and containerd expect (no schema 1 conversion exists here).
             let m = reg.get_manifest(name, reference).await?;
+            if let Some(ns) = mirror {
+                crate::mirror::note_pulled(app, ns, name, &m.digest).await;
+            }
             Ok(Response::new(200)
                 .header("Content-Type", m.media_type)
                 .header("Docker-Content-Digest", m.digest.as_str())

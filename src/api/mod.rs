@@ -36,8 +36,26 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
             )
         }
     };
+    // A mirrored repository is known by its local name from here on (policies included).
+    let mirrored = endpoint
+        .name()
+        .and_then(|n| app.mirrors.resolve(n, req.head.query()));
+    let endpoint = match &mirrored {
+        Some((_, local)) => endpoint.with_name(local),
+        None => endpoint,
+    };
+    let mirror = mirrored.as_ref().map(|(i, _)| *i);
     let identity = access::identify(app, req).await?;
     access::authorize(app, &identity, &endpoint, action, req.head.query())?;
+    if let Some(i) = mirror {
+        if action.writes() && !app.mirrors.namespaces[i].writable {
+            return Err(Error::new(
+                Code::Unsupported,
+                "this repository is a read-only mirror of an upstream registry",
+            )
+            .with_status(405));
+        }
+    }
     let method = req.head.method;
     // Routes that take a body set their own limit; the rest get the small one.
     let takes_body = matches!(
@@ -56,10 +74,18 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
             listing::referrers(app, req, &repo(name)?, &digest_of(digest)?).await
         }
         Endpoint::Blob { name, digest } => {
-            blobs::handle(app, req, method, &repo(name)?, &digest_of(digest)?).await
+            blobs::handle(app, req, method, &repo(name)?, &digest_of(digest)?, mirror).await
         }
         Endpoint::Manifest { name, reference } => {
-            manifests::handle(app, req, method, &repo(name)?, &reference_of(reference)?).await
+            manifests::handle(
+                app,
+                req,
+                method,
+                &repo(name)?,
+                &reference_of(reference)?,
+                mirror,
+            )
+            .await
         }
         Endpoint::UploadStart { name } => uploads::start(app, req, &repo(name)?).await,
         Endpoint::Upload { name, id } => {

@@ -16,6 +16,41 @@ pub enum Endpoint<'a> {
     Referrers { name: &'a str, digest: &'a str },
 }
 
+impl<'a> Endpoint<'a> {
+    /// The repository name in the path, if the endpoint has one.
+    pub fn name(&self) -> Option<&'a str> {
+        match self {
+            Endpoint::Base | Endpoint::Catalog => None,
+            Endpoint::Tags { name }
+            | Endpoint::Manifest { name, .. }
+            | Endpoint::Blob { name, .. }
+            | Endpoint::UploadStart { name }
+            | Endpoint::Upload { name, .. }
+            | Endpoint::Referrers { name, .. } => Some(name),
+        }
+    }
+
+    /// The same endpoint for another repository name.
+    pub fn with_name<'b>(&self, new: &'b str) -> Endpoint<'b>
+    where
+        'a: 'b,
+    {
+        match *self {
+            Endpoint::Base => Endpoint::Base,
+            Endpoint::Catalog => Endpoint::Catalog,
+            Endpoint::Tags { .. } => Endpoint::Tags { name: new },
+            Endpoint::Manifest { reference, .. } => Endpoint::Manifest {
+                name: new,
+                reference,
+            },
+            Endpoint::Blob { digest, .. } => Endpoint::Blob { name: new, digest },
+            Endpoint::UploadStart { .. } => Endpoint::UploadStart { name: new },
+            Endpoint::Upload { id, .. } => Endpoint::Upload { name: new, id },
+            Endpoint::Referrers { digest, .. } => Endpoint::Referrers { name: new, digest },
+        }
+    }
+}
+
 /// The policy action a request is checked against (names as in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -45,6 +80,14 @@ impl Action {
             Action::ListCatalog => "list-catalog",
             Action::ListTags => "list-tags",
         }
+    }
+
+    /// Actions that change a repository (refused in a read-only mirror).
+    pub fn writes(self) -> bool {
+        matches!(
+            self,
+            Action::PutBlob | Action::DeleteBlob | Action::PutManifest | Action::DeleteManifest
+        )
     }
 
     pub const ALL: [Action; 10] = [

@@ -622,11 +622,46 @@ async fn write_response<H: Handler>(
             }
             Ok(f.len)
         }
+        Body::Growing(g) if !head_only => {
+            write_all(stream, out, idle).await?;
+            send_growing(stream, &g, idle).await?;
+            Ok(g.len)
+        }
         _ => {
             write_all(stream, out, idle).await?;
             Ok(0)
         }
     }
+}
+
+/// Sends a region of a file still being written, as far as the writer has got each time.
+/// A failed writer (or one silent for longer than `idle`) ends the response short, so the
+/// client sees a failed transfer.
+async fn send_growing(
+    stream: &mut Stream,
+    g: &super::growing::GrowingBody,
+    idle: Duration,
+) -> io::Result<()> {
+    let end = g.offset + g.len;
+    let mut pos = g.offset;
+    while pos < end {
+        let upto = match timeout(idle, g.progress.wait_beyond(pos)).await {
+            Ok(Ok(n)) => n.min(end),
+            Ok(Err(f)) => return Err(io::Error::other(f.message)),
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "source stalled")),
+        };
+        if upto <= pos {
+            return Err(io::Error::other("source ended before the announced length"));
+        }
+        match stream {
+            Stream::Tcp(tcp) if zero_copy_ok(&g.file, pos, upto - pos) => {
+                send_file_zero_copy(tcp, &g.file, pos, upto - pos, idle).await?
+            }
+            _ => send_file(stream, &g.file, pos, upto - pos, idle).await?,
+        }
+        pos = upto;
+    }
+    Ok(())
 }
 
 async fn write_all(stream: &mut Stream, out: &mut Vec<u8>, idle: Duration) -> io::Result<()> {

@@ -4,6 +4,7 @@
 
 pub mod chunked;
 pub mod conn;
+pub mod growing;
 pub mod head;
 pub mod response;
 

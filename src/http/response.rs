@@ -15,6 +15,8 @@ pub enum Body {
     File(FileBody),
     /// A HEAD answer: Content-Length announced, no body sent.
     Length(u64),
+    /// A file region that is still being written (see `growing`).
+    Growing(super::growing::GrowingBody),
 }
 
 impl Body {
@@ -24,6 +26,7 @@ impl Body {
             Body::Bytes(b) => b.len() as u64,
             Body::File(f) => f.len,
             Body::Length(n) => *n,
+            Body::Growing(g) => g.len,
         }
     }
 
@@ -109,6 +112,7 @@ pub fn reason(status: u16) -> &'static str {
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
         507 => "Insufficient Storage",

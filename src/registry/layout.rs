@@ -13,6 +13,7 @@
 //! refs/<alg>/<hex>/<name with + for />/_revision          a revision link holds its blob
 //! gc/candidates/<alg>-<hex>                               released or new: GC looks here
 //! gc/deleting/<alg>-<hex>                                 tombstone while GC deletes
+//! mirror/pulled/<name with + for />/<alg>-<hex>           a mirrored manifest's last pull
 //! ```
 //! Repository name components never start with `_` (grammar), so `_x` keys cannot collide
 //! with a nested repository.
@@ -160,6 +161,13 @@ pub fn edge_holder<'k>(blob: &Digest, key: &'k str) -> Option<(&'k str, &'k str)
     key.strip_prefix(&refs_prefix(blob))?.split_once('/')
 }
 
+pub const MIRROR_PULLED_PREFIX: &str = "mirror/pulled/";
+
+/// When a mirrored manifest was last pulled (the object's modification time).
+pub fn mirror_pulled(name: &RepoName, d: &Digest) -> String {
+    format!("{MIRROR_PULLED_PREFIX}{}/{}", flat(name), flat_digest(d))
+}
+
 pub fn flat_name(name: &RepoName) -> String {
     flat(name)
 }
@@ -201,6 +209,7 @@ mod tests {
             gc_candidate(&d),
             gc_tombstone(&d),
             gc_untagged(&name, &d),
+            mirror_pulled(&name, &d),
         ];
         for k in &keys {
             crate::storage::validate_key(k).unwrap();

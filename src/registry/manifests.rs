@@ -58,6 +58,31 @@ impl Registry {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<PutManifest> {
+        self.put_manifest_checked(name, reference, content_type, body, true)
+            .await
+    }
+
+    /// Stores a manifest fetched from an upstream: the blobs it names need not be here yet
+    /// (they are fetched when pulled), but its reference edges are recorded as for a push.
+    pub async fn put_manifest_mirrored(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<PutManifest> {
+        self.put_manifest_checked(name, reference, content_type, body, false)
+            .await
+    }
+
+    async fn put_manifest_checked(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        check_references: bool,
+    ) -> Result<PutManifest> {
         let manifest = Manifest::parse(content_type, &body)
             .map_err(|e| Error::new(Code::ManifestInvalid, e.to_string()))?;
         let digest = match reference {
@@ -76,7 +101,10 @@ impl Registry {
         // Edges first, then the tombstone and existence checks (see gc.rs for why).
         let edges = edge_keys(name, &digest, &manifest);
         let created = self.add_edges(&edges).await?;
-        if let Err(e) = self.check_held(name, &digest, &manifest).await {
+        if let Err(e) = self
+            .check_held(name, &digest, &manifest, check_references)
+            .await
+        {
             self.remove_edges(&created).await?;
             return Err(e);
         }
@@ -132,7 +160,13 @@ impl Registry {
 
     /// After the edges are written: nothing named may be mid-deletion, and every blob must
     /// be in the repository.
-    async fn check_held(&self, name: &RepoName, digest: &Digest, m: &Manifest) -> Result<()> {
+    async fn check_held(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        m: &Manifest,
+        check_references: bool,
+    ) -> Result<()> {
         let named = m.references().chain(m.subject().map(|s| &s.digest));
         for d in named.chain(std::iter::once(digest)) {
             if self.tombstoned(d).await? {
@@ -141,6 +175,9 @@ impl Registry {
                     format!("blob {d} is being garbage-collected; push it again"),
                 ));
             }
+        }
+        if !check_references {
+            return Ok(());
         }
         self.check_references(name, m).await
     }

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod gc;
 pub mod layout;
 pub mod manifests;
+pub mod mirror;
 pub mod scrub;
 pub mod uploads;
 

@@ -1,4 +1,4 @@
-//! A rustls server connection over a compio `TcpStream`, with compio's owned-buffer
+//! A rustls connection (server side, or client side for upstream registries) over a compio `TcpStream`, with compio's owned-buffer
 //! `AsyncRead`/`AsyncWrite`.
 //!
 //! Ciphertext moves through two buffers owned by the stream and lent to the socket for each
@@ -13,7 +13,9 @@ use std::io::{self, BufRead, Write};
 use compio::buf::{BufResult, IoBuf, IoBufMut};
 use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
-use rustls::ServerConnection;
+use std::ops::DerefMut;
+
+use rustls::{ConnectionCommon, ServerConnection, SideData};
 
 use super::PeerIdentity;
 
@@ -21,9 +23,9 @@ use super::PeerIdentity;
 /// padding and tag) so a record rarely needs two reads.
 const CIPHERTEXT_READ_BYTES: usize = 16 * 1024 + 256;
 
-pub struct TlsStream {
+pub struct TlsStream<C = ServerConnection> {
     tcp: TcpStream,
-    conn: ServerConnection,
+    conn: C,
     /// Ciphertext read from the socket; `rpos..` is not yet given to rustls.
     rbuf: Vec<u8>,
     rpos: usize,
@@ -33,8 +35,12 @@ pub struct TlsStream {
     eof: bool,
 }
 
-impl TlsStream {
-    pub(super) fn new(tcp: TcpStream, conn: ServerConnection) -> TlsStream {
+impl<C, S> TlsStream<C>
+where
+    C: DerefMut<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    pub(crate) fn new(tcp: TcpStream, conn: C) -> TlsStream<C> {
         TlsStream {
             tcp,
             conn,
@@ -49,7 +55,7 @@ impl TlsStream {
         &self.tcp
     }
 
-    pub fn connection(&self) -> &ServerConnection {
+    pub fn connection(&self) -> &C {
         &self.conn
     }
 
@@ -67,7 +73,7 @@ impl TlsStream {
         }
     }
 
-    pub(super) async fn handshake(&mut self) -> io::Result<()> {
+    pub(crate) async fn handshake(&mut self) -> io::Result<()> {
         while self.conn.is_handshaking() {
             if self.conn.wants_write() {
                 self.flush_tls().await?;
@@ -152,7 +158,11 @@ impl TlsStream {
     }
 }
 
-impl AsyncRead for TlsStream {
+impl<C, S> AsyncRead for TlsStream<C>
+where
+    C: DerefMut<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
     async fn read<B: IoBufMut>(&mut self, mut buf: B) -> BufResult<usize, B> {
         if buf.buf_capacity() == buf.buf_len() {
             return BufResult(Ok(0), buf);
@@ -169,7 +179,11 @@ impl AsyncRead for TlsStream {
     }
 }
 
-impl AsyncWrite for TlsStream {
+impl<C, S> AsyncWrite for TlsStream<C>
+where
+    C: DerefMut<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
     async fn write<B: IoBuf>(&mut self, buf: B) -> BufResult<usize, B> {
         let n = match self.conn.writer().write(buf.as_init()) {
             Ok(n) => n,

@@ -1,0 +1,287 @@
+//! Authenticating to an upstream: anonymous, Basic, or the Bearer token flow of Docker Hub,
+//! GHCR and Quay (401 with `WWW-Authenticate: Bearer realm=...,service=...,scope=...`, a token
+//! from the realm, reused per scope until it expires).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::client::{Client, Response, Target, UpstreamUrl};
+
+/// Tokens kept per upstream (one per repository scope); past this the cache is emptied.
+pub const TOKENS_MAX: usize = 4096;
+/// Largest token response accepted.
+const TOKEN_RESPONSE_BYTES_MAX: usize = 1024 * 1024;
+/// Lifetime assumed when the token server does not say (the spec's default).
+const TOKEN_LIFETIME_DEFAULT: Duration = Duration::from_secs(60);
+/// A token is replaced this long before it expires, so it never expires in flight.
+const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+
+/// A parsed `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// Lowercased: "bearer" or "basic".
+    pub scheme: String,
+    pub params: Vec<(String, String)>,
+}
+
+impl Challenge {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses the first challenge of a `WWW-Authenticate` value: a scheme, then
+/// `name=value` or `name="quoted value"` pairs separated by commas.
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    let header = header.trim();
+    let (scheme, mut rest) = match header.find(char::is_whitespace) {
+        Some(i) => (&header[..i], header[i..].trim_start()),
+        None => (header, ""),
+    };
+    if scheme.is_empty() {
+        return None;
+    }
+    let mut params = Vec::new();
+    while !rest.is_empty() {
+        let eq = rest.find('=')?;
+        let name = rest[..eq].trim().trim_start_matches(',').trim().to_string();
+        rest = rest[eq + 1..].trim_start();
+        let value;
+        if let Some(q) = rest.strip_prefix('"') {
+            let mut v = String::new();
+            let mut chars = q.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            v.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => v.push(c),
+                }
+            }
+            value = v;
+            rest = &q[end?..];
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            value = rest[..end].trim().to_string();
+            rest = &rest[end..];
+        }
+        params.push((name, value));
+        rest = rest.trim_start().trim_start_matches(',').trim_start();
+    }
+    Some(Challenge {
+        scheme: scheme.to_ascii_lowercase(),
+        params,
+    })
+}
+
+/// Standard base64 with padding (for Basic credentials).
+pub fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Percent-encodes a query parameter value.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Credentials and cached tokens of one upstream.
+pub struct Auth {
+    /// `Basic <base64(user:password)>` when credentials are configured.
+    basic: Option<String>,
+    /// Set once the upstream asked for Basic: later requests send it up front.
+    wants_basic: AtomicBool,
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl Auth {
+    pub fn new(username: Option<&str>, password: Option<&str>) -> Auth {
+        let basic = match (username, password) {
+            (Some(u), Some(p)) => Some(format!("Basic {}", base64(format!("{u}:{p}").as_bytes()))),
+            _ => None,
+        };
+        Auth {
+            basic,
+            wants_basic: AtomicBool::new(false),
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The Authorization header to send up front for `scope`, if any is known to work.
+    pub fn header_for(&self, scope: &str) -> Option<String> {
+        if let Some((token, expires)) = self.tokens().get(scope) {
+            if Instant::now() < *expires {
+                return Some(format!("Bearer {token}"));
+            }
+        }
+        if self.wants_basic.load(Relaxed) {
+            return self.basic.clone();
+        }
+        None
+    }
+
+    /// Answers a 401: fetches a token for a Bearer challenge, or switches to Basic. Returns
+    /// false when there is nothing new to try.
+    pub async fn answer(
+        &self,
+        client: &Client,
+        resp: &Response,
+        scope: &str,
+    ) -> Result<bool, String> {
+        let Some(challenge) = resp.header("www-authenticate").and_then(parse_challenge) else {
+            return Ok(false);
+        };
+        match challenge.scheme.as_str() {
+            "bearer" => {
+                let (token, lifetime) = self.fetch_token(client, &challenge, scope).await?;
+                let expires = Instant::now() + lifetime.saturating_sub(TOKEN_EXPIRY_MARGIN);
+                let mut tokens = self.tokens();
+                if tokens.len() >= TOKENS_MAX {
+                    tokens.clear();
+                }
+                tokens.insert(scope.to_string(), (token, expires));
+                Ok(true)
+            }
+            "basic" if self.basic.is_some() => Ok(!self.wants_basic.swap(true, Relaxed)),
+            _ => Ok(false),
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        client: &Client,
+        challenge: &Challenge,
+        scope: &str,
+    ) -> Result<(String, Duration), String> {
+        let realm = challenge
+            .param("realm")
+            .ok_or("Bearer challenge without a realm")?;
+        let url = UpstreamUrl::parse(realm).map_err(|e| format!("token realm: {e}"))?;
+        let after_scheme = realm.split_once("://").map_or("", |(_, r)| r);
+        let mut path = match after_scheme.find('/') {
+            Some(i) => after_scheme[i..].to_string(),
+            None => "/".to_string(),
+        };
+        path.push(if path.contains('?') { '&' } else { '?' });
+        let mut query = Vec::new();
+        if let Some(service) = challenge.param("service") {
+            query.push(format!("service={}", query_escape(service)));
+        }
+        // The challenge names the scope the upstream wants; ours is the same for pulls.
+        let scope = challenge.param("scope").unwrap_or(scope);
+        query.push(format!("scope={}", query_escape(scope)));
+        path.push_str(&query.join("&"));
+        let target = Target {
+            url: UpstreamUrl {
+                path: String::new(),
+                ..url
+            },
+            path,
+        };
+        let mut headers = Vec::new();
+        if let Some(basic) = &self.basic {
+            headers.push(("Authorization", basic.clone()));
+        }
+        let resp = client
+            .send("GET", &target, &headers)
+            .await
+            .map_err(|e| format!("token request to {realm}: {e}"))?;
+        if resp.status != 200 {
+            return Err(format!("token server {realm} answered {}", resp.status));
+        }
+        let body = resp
+            .bytes(TOKEN_RESPONSE_BYTES_MAX)
+            .await
+            .map_err(|e| format!("token response: {e}"))?;
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| format!("token response: {e}"))?;
+        let token = parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or("token response without a token")?;
+        let lifetime = parsed
+            .expires_in
+            .map_or(TOKEN_LIFETIME_DEFAULT, Duration::from_secs);
+        Ok((token, lifetime))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+        )
+        .unwrap();
+        assert_eq!(c.scheme, "bearer");
+        assert_eq!(c.param("realm"), Some("https://auth.docker.io/token"));
+        assert_eq!(c.param("service"), Some("registry.docker.io"));
+        assert_eq!(c.param("scope"), Some("repository:library/alpine:pull"));
+        let c = parse_challenge(r#"Basic realm="a \"quoted\" realm", charset=UTF-8"#).unwrap();
+        assert_eq!(c.scheme, "basic");
+        assert_eq!(c.param("realm"), Some(r#"a "quoted" realm"#));
+        assert_eq!(c.param("charset"), Some("UTF-8"));
+        assert!(parse_challenge("").is_none());
+        assert!(parse_challenge(r#"Bearer realm="unterminated"#).is_none());
+    }
+
+    #[test]
+    fn base64_encodes() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+    }
+}

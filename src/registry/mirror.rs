@@ -1,0 +1,94 @@
+//! What the pull-through cache needs of the registry: pull records for eviction, and
+//! reading an upload's data while it is written.
+
+use std::time::{Duration, SystemTime};
+
+use super::{layout, Registry};
+use crate::error::{Code, Result};
+use crate::oci::{Digest, RepoName, UploadId};
+use crate::storage::{FsReader, PutCondition, Storage};
+
+/// Pull records looked at per eviction pass.
+const EVICTION_BATCH_MAX: usize = 100_000;
+
+impl Registry {
+    /// Opens an upload session's data for reading (readers follow the writer).
+    pub async fn upload_data_reader(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+    ) -> Result<Option<FsReader>> {
+        Ok(self.store.open_read(&layout::upload_data(name, id)).await?)
+    }
+
+    /// A stored blob wherever it is linked (the mirror links it where it was asked for).
+    pub async fn open_stored_blob(&self, d: &Digest) -> Result<Option<FsReader>> {
+        Ok(self.store.open_read(&layout::blob_data(d)).await?)
+    }
+
+    /// Records that a mirrored manifest was pulled now.
+    pub async fn note_pulled(&self, name: &RepoName, d: &Digest) -> Result<()> {
+        self.store
+            .put(
+                &layout::mirror_pulled(name, d),
+                Vec::new(),
+                PutCondition::Always,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes manifests under `namespace` whose last pull is older than `max_age` (with
+    /// their tags; GC then removes the blobs nothing else holds). Returns how many.
+    pub async fn evict_unpulled(
+        &self,
+        namespace: &str,
+        max_age: Duration,
+        dry_run: bool,
+    ) -> Result<usize> {
+        let keys = self
+            .store
+            .list(layout::MIRROR_PULLED_PREFIX, None, EVICTION_BATCH_MAX)
+            .await?;
+        let mut evicted = 0;
+        for key in keys {
+            let Some((name, d)) = key
+                .strip_prefix(layout::MIRROR_PULLED_PREFIX)
+                .and_then(layout::parse_untagged)
+            else {
+                continue;
+            };
+            let inside = name
+                .as_str()
+                .strip_prefix(namespace)
+                .is_some_and(|rest| rest.starts_with('/'));
+            if !inside {
+                continue;
+            }
+            let Some(meta) = self.store.head(&key).await? else {
+                continue;
+            };
+            let age = SystemTime::now()
+                .duration_since(meta.modified)
+                .unwrap_or_default();
+            if age < max_age {
+                continue;
+            }
+            evicted += 1;
+            if dry_run {
+                continue;
+            }
+            match self.delete_manifest(&name, &d).await {
+                Ok(()) => {}
+                Err(e) if e.code == Code::ManifestUnknown => {}
+                Err(e) => return Err(e),
+            }
+            self.store.delete(&key).await?;
+            crate::metrics::METRICS
+                .mirror_evicted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(repository = %name, digest = %d, "evicted mirrored manifest not pulled for {}s", age.as_secs());
+        }
+        Ok(evicted)
+    }
+}
