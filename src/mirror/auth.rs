@@ -129,6 +129,11 @@ pub struct Auth {
     /// Set once the upstream asked for Basic: later requests send it up front.
     wants_basic: AtomicBool,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// The upstream's Bearer challenge (without a scope), once seen: tokens for new scopes
+    /// are then fetched before the request, so no request is sent only to be refused.
+    bearer: Mutex<Option<Challenge>>,
+    /// Set once `/v2/` was asked how the upstream authenticates.
+    probed: AtomicBool,
 }
 
 impl Auth {
@@ -141,6 +146,8 @@ impl Auth {
             basic,
             wants_basic: AtomicBool::new(false),
             tokens: Mutex::new(HashMap::new()),
+            bearer: Mutex::new(None),
+            probed: AtomicBool::new(false),
         }
     }
 
@@ -161,6 +168,56 @@ impl Auth {
         None
     }
 
+    /// Before a request with no credentials known for `scope`: learns how the upstream
+    /// authenticates (one `GET /v2/`, as Docker clients do) and fetches a token if it wants
+    /// one, so requests are not sent twice (a 401 first) for every new repository.
+    pub async fn prepare(
+        &self,
+        client: &Client,
+        base: &UpstreamUrl,
+        scope: &str,
+    ) -> Result<(), String> {
+        let known = self
+            .bearer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(challenge) = known {
+            return self.store_token(client, &challenge, scope).await;
+        }
+        if self.probed.swap(true, Relaxed) {
+            return Ok(());
+        }
+        let target = Target {
+            url: base.clone(),
+            path: format!("{}/v2/", base.path),
+        };
+        let resp = client
+            .send("GET", &target, &[])
+            .await
+            .map_err(|e| format!("{}: {e}", base.authority()))?;
+        if resp.status == 401 {
+            self.answer(client, &resp, scope).await?;
+        }
+        Ok(())
+    }
+
+    async fn store_token(
+        &self,
+        client: &Client,
+        challenge: &Challenge,
+        scope: &str,
+    ) -> Result<(), String> {
+        let (token, lifetime) = self.fetch_token(client, challenge, scope).await?;
+        let expires = Instant::now() + lifetime.saturating_sub(TOKEN_EXPIRY_MARGIN);
+        let mut tokens = self.tokens();
+        if tokens.len() >= TOKENS_MAX {
+            tokens.clear();
+        }
+        tokens.insert(scope.to_string(), (token, expires));
+        Ok(())
+    }
+
     /// Answers a 401: fetches a token for a Bearer challenge, or switches to Basic. Returns
     /// false when there is nothing new to try.
     pub async fn answer(
@@ -174,13 +231,12 @@ impl Auth {
         };
         match challenge.scheme.as_str() {
             "bearer" => {
-                let (token, lifetime) = self.fetch_token(client, &challenge, scope).await?;
-                let expires = Instant::now() + lifetime.saturating_sub(TOKEN_EXPIRY_MARGIN);
-                let mut tokens = self.tokens();
-                if tokens.len() >= TOKENS_MAX {
-                    tokens.clear();
-                }
-                tokens.insert(scope.to_string(), (token, expires));
+                let mut general = challenge.clone();
+                general
+                    .params
+                    .retain(|(n, _)| !n.eq_ignore_ascii_case("scope"));
+                *self.bearer.lock().unwrap_or_else(|p| p.into_inner()) = Some(general);
+                self.store_token(client, &challenge, scope).await?;
                 Ok(true)
             }
             "basic" if self.basic.is_some() => Ok(!self.wants_basic.swap(true, Relaxed)),

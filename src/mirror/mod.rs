@@ -71,6 +71,9 @@ impl Upstream {
             url: self.url.clone(),
             path: format!("{}/v2/{repo}/{path}", self.url.path),
         };
+        if self.auth.header_for(&scope).is_none() {
+            self.auth.prepare(&self.client, &self.url, &scope).await?;
+        }
         let mut answered = false;
         loop {
             let mut headers: Vec<(&str, String)> = extra.to_vec();

@@ -1,0 +1,458 @@
+//! Pull-through cache against a real upstream: CNCF distribution 2.8.2 on loopback, with
+//! htpasswd Basic auth, with token auth (a test issuer signing the JWTs it trusts), and open.
+//! Skipped when docker-registry is not installed, unless ORIGIN_REQUIRE_UPSTREAM is set (CI).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::upstream::{Upstream, UpstreamAuth};
+use common::{bytes, digest, Server, ALLOW_ALL};
+
+/// A mirror config: namespace "up" (registry name "upstream.test", the default mirror) in
+/// front of `up`, plus an ordinary catch-all and a local namespace "team".
+fn mirror_config(up: &Upstream, freshness: &str, extra_mirror: &str, extra: &str) -> String {
+    let creds = match up.auth().credentials() {
+        Some((u, p)) => format!("username = \"{u}\"\npassword = \"{p}\"\n"),
+        None => String::new(),
+    };
+    format!(
+        "{ALLOW_ALL}\n[[repository]]\nnamespace = \"team\"\npolicy_default_allow = true\n\n\
+         [[repository]]\nnamespace = \"up\"\npolicy_default_allow = true\n\
+         [repository.mirror]\nregistry = \"upstream.test\"\ndefault = true\ntag_freshness = \"{freshness}\"\n{extra_mirror}\n\
+         [[repository.mirror.upstream]]\nurl = \"{}\"\ntimeout = \"5s\"\n{creds}\n{extra}",
+        up.url()
+    )
+}
+
+fn start(up: &Upstream, freshness: &str) -> Server {
+    Server::start_with("", &mirror_config(up, freshness, "", ""))
+}
+
+/// GET through origin, checking status 200 and the content's digest.
+fn pull_blob(srv: &Server, path: &str, want: &str) -> Vec<u8> {
+    let r = srv.get(path);
+    assert_eq!(
+        r.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(digest(&r.body), want, "{path}: wrong content");
+    r.body
+}
+
+/// Everything a client does on a pull, through each way of naming the mirror.
+fn pull_through(up: &mut Upstream) {
+    let layer = bytes(1, 1 << 20);
+    let (m, c, l) = up.push_image("library/app", "v1", &layer);
+    let srv = start(up, "1h");
+    // Docker's registry-mirrors form, containerd's ?ns= form, and the namespace itself.
+    for base in ["/v2/library/app", "/v2/up/library/app"] {
+        for q in ["", "?ns=upstream.test"] {
+            let r = srv.get(&format!("{base}/manifests/v1{q}"));
+            assert_eq!(
+                r.status,
+                200,
+                "{base} {q}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            assert_eq!(r.header("docker-content-digest"), Some(m.as_str()));
+            assert_eq!(digest(&r.body), m);
+            assert_eq!(
+                r.header("content-type"),
+                Some("application/vnd.oci.image.manifest.v1+json")
+            );
+        }
+    }
+    let r = srv.request("HEAD", &format!("/v2/library/app/manifests/{m}"), &[], b"");
+    assert_eq!(r.status, 200);
+    pull_blob(&srv, &format!("/v2/library/app/blobs/{c}"), &c);
+    let got = pull_blob(
+        &srv,
+        &format!("/v2/library/app/blobs/{l}?ns=upstream.test"),
+        &l,
+    );
+    assert_eq!(got, layer);
+    // Cached now: served again without asking the upstream, ranges included.
+    pull_blob(&srv, &format!("/v2/up/library/app/blobs/{l}"), &l);
+    let r = srv.request(
+        "GET",
+        &format!("/v2/library/app/blobs/{l}"),
+        &[("Range", "bytes=1000-1999")],
+        b"",
+    );
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, layer[1000..2000]);
+    assert_eq!(up.count_requests("GET", &format!("/blobs/{l}")), 1);
+    assert_eq!(up.count_requests("GET", &format!("/blobs/{c}")), 1);
+    // A name that is not upstream, and local namespaces that stay local.
+    assert_eq!(srv.get("/v2/library/nothere/manifests/v1").status, 404);
+    assert_eq!(srv.get("/v2/team/app/manifests/v1").status, 404);
+    assert_eq!(up.count_requests("GET", "/v2/team/"), 0);
+    // Read-only: pushes and deletes are refused, under every name.
+    for path in [
+        "/v2/library/app/blobs/uploads/",
+        "/v2/up/library/app/blobs/uploads/",
+    ] {
+        let r = srv.request("POST", path, &[], b"");
+        assert_eq!(r.status, 405, "{path}");
+        assert_eq!(r.error_code(), "UNSUPPORTED");
+    }
+    let r = srv.request(
+        "DELETE",
+        &format!("/v2/library/app/manifests/{m}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 405);
+    // The upstream goes away: what was pulled is still served.
+    up.stop();
+    let r = srv.get(&format!("/v2/library/app/manifests/{m}"));
+    assert_eq!(r.status, 200);
+    assert_eq!(srv.get("/v2/library/app/manifests/v1").status, 200);
+    pull_blob(&srv, &format!("/v2/library/app/blobs/{l}"), &l);
+    // Not pulled before, so nowhere to get it from: a clear 502.
+    let r = srv.get("/v2/library/other/manifests/v1");
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+}
+
+#[test]
+fn pulls_through_an_open_upstream() {
+    let Some(mut up) = Upstream::start(UpstreamAuth::None) else {
+        return;
+    };
+    pull_through(&mut up);
+}
+
+#[test]
+fn pulls_through_a_basic_auth_upstream() {
+    let Some(mut up) = Upstream::start(UpstreamAuth::basic("mirror", "s3cret-pass")) else {
+        return;
+    };
+    // Without credentials the upstream refuses: the mirror must send them.
+    assert_eq!(up.request("GET", "/v2/", &[], b"").status, 401);
+    pull_through(&mut up);
+}
+
+#[test]
+fn pulls_through_a_token_auth_upstream_and_reuses_tokens() {
+    let Some(mut up) = Upstream::start(UpstreamAuth::token_with_basic("robot", "t0ken-pass"))
+    else {
+        return;
+    };
+    let r = up.request("GET", "/v2/library/app/manifests/v1", &[], b"");
+    assert_eq!(r.status, 401);
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .starts_with("Bearer realm="));
+    pull_through(&mut up);
+    // One token per repository scope, reused until it expires (300 s here): the whole pull
+    // above (manifests, HEAD, blobs, several names) fetched one token for library/app, and
+    // one each for the two names that failed.
+    let log = up.token_request_log();
+    assert!(
+        up.token_requests() <= 3,
+        "tokens were not reused: {} requests: {log:#?}",
+        up.token_requests()
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("repository%3Alibrary%2Fapp%3Apull")
+                || l.contains("repository:library/app:pull")),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn wrong_upstream_credentials_fail_cleanly() {
+    let Some(up) = Upstream::start(UpstreamAuth::token_with_basic("robot", "right")) else {
+        return;
+    };
+    up.push_image("library/app", "v1", b"layer");
+    let cfg =
+        mirror_config(&up, "1h", "", "").replace("password = \"right\"", "password = \"wrong\"");
+    let srv = Server::start_with("", &cfg);
+    let r = srv.get("/v2/library/app/manifests/v1");
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("token"));
+}
+
+#[test]
+fn twenty_concurrent_cold_pulls_make_one_upstream_get() {
+    let Some(up) = Upstream::start(UpstreamAuth::Token) else {
+        return;
+    };
+    let layer = bytes(7, 64 << 20);
+    let (_, _, l) = up.push_image("library/big", "v1", &layer);
+    drop(layer);
+    let srv = start(&up, "1h");
+    let addr = srv.addr;
+    let path = format!("/v2/library/big/blobs/{l}");
+    let threads: Vec<_> = (0..20)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                common::send(&mut s, "GET", &path, &[], b"");
+                common::read_response(&mut s, false).expect("a whole response")
+            })
+        })
+        .collect();
+    for t in threads {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), 64 << 20);
+        assert_eq!(digest(&r.body), l);
+    }
+    // The upstream's access log is written as each request completes.
+    let n = up.wait_requests("GET", &format!("/blobs/{l}"), 1, Duration::from_secs(5));
+    assert_eq!(n, 1, "upstream GETs of the blob");
+    let metrics = srv.get("/metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("origin_mirror_blob_fetches_total 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tags_are_revalidated_after_the_freshness_window_only() {
+    let Some(mut up) = Upstream::start(UpstreamAuth::None) else {
+        return;
+    };
+    let freshness = Duration::from_secs(4);
+    let (m1, _, _) = up.push_image("library/app", "v1", b"first layer");
+    let srv = start(&up, "4s");
+    let first = Instant::now();
+    let r = srv.get("/v2/library/app/manifests/v1");
+    assert_eq!(r.header("docker-content-digest"), Some(m1.as_str()));
+    // The tag moves upstream.
+    let (m2, _, _) = up.push_image("library/app", "v1", b"second layer");
+    assert_ne!(m1, m2);
+    let r = srv.get("/v2/library/app/manifests/v1");
+    assert!(
+        first.elapsed() < freshness,
+        "the test machine is too slow for a 4 s window"
+    );
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(m1.as_str()),
+        "seen before the freshness window passed"
+    );
+    assert_eq!(up.count_requests("HEAD", "/manifests/v1"), 0);
+    std::thread::sleep(freshness.saturating_sub(first.elapsed()) + Duration::from_millis(300));
+    let r = srv.get("/v2/library/app/manifests/v1");
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(m2.as_str()),
+        "not seen after the window"
+    );
+    assert_eq!(up.count_requests("HEAD", "/manifests/v1"), 1);
+    // Unchanged tag: a HEAD only, no GET.
+    let gets = up.count_requests("GET", "/manifests/v1");
+    std::thread::sleep(freshness + Duration::from_millis(300));
+    let r = srv.get("/v2/library/app/manifests/v1");
+    assert_eq!(r.header("docker-content-digest"), Some(m2.as_str()));
+    assert_eq!(
+        up.wait_requests("HEAD", "/manifests/v1", 2, Duration::from_secs(5)),
+        2
+    );
+    assert_eq!(up.count_requests("GET", "/manifests/v1"), gets);
+    // Upstream down after the window: the cached tag, a warning and a metric.
+    up.stop();
+    std::thread::sleep(freshness + Duration::from_millis(300));
+    let r = srv.get("/v2/library/app/manifests/v1");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("docker-content-digest"), Some(m2.as_str()));
+    let metrics = srv.get("/metrics");
+    assert!(String::from_utf8_lossy(&metrics.body).contains("origin_mirror_stale_served_total 1"));
+}
+
+/// Finds a blob's data file in distribution's storage.
+fn upstream_blob_file(up: &Upstream, d: &str) -> std::path::PathBuf {
+    let hex = d.strip_prefix("sha256:").unwrap();
+    up.dir.0.join(format!(
+        "data/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ))
+}
+
+#[test]
+fn content_failing_verification_is_never_served_whole_or_committed() {
+    let Some(up) = Upstream::start(UpstreamAuth::None) else {
+        return;
+    };
+    let layer = bytes(3, 8 << 20);
+    let (_, _, l) = up.push_image("library/app", "v1", &layer);
+    let file = upstream_blob_file(&up, &l);
+    let Ok(mut stored) = std::fs::read(&file) else {
+        panic!("distribution's blob file not found at {}", file.display());
+    };
+    // Same size, one byte different: the upstream serves content that is not `l`.
+    stored[5 << 20] ^= 0xff;
+    std::fs::write(&file, &stored).unwrap();
+    let srv = start(&up, "1h");
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    common::send(
+        &mut s,
+        "GET",
+        &format!("/v2/library/app/blobs/{l}"),
+        &[],
+        b"",
+    );
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let head_end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&all[..head_end]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.contains(&format!("Content-Length: {}", layer.len())),
+        "{head}"
+    );
+    let body = all.len() - head_end;
+    assert!(
+        body < layer.len(),
+        "the whole body of unverified content was sent"
+    );
+    // Nothing committed: the blob is not in origin's storage, and a fixed upstream serves.
+    let data = srv.dir.0.join("data");
+    let hex = l.strip_prefix("sha256:").unwrap();
+    assert!(!data
+        .join(format!("blobs/sha256/{}/{hex}/data", &hex[..2]))
+        .exists());
+    stored[5 << 20] ^= 0xff;
+    std::fs::write(&file, &stored).unwrap();
+    let got = pull_blob(&srv, &format!("/v2/library/app/blobs/{l}"), &l);
+    assert_eq!(got.len(), layer.len());
+    let metrics = srv.get("/metrics");
+    assert!(String::from_utf8_lossy(&metrics.body).contains("origin_mirror_fetch_failures_total 1"));
+}
+
+/// A TCP proxy to the upstream that cuts every connection after `limit` bytes of response.
+fn cutting_proxy(to: std::net::SocketAddr, limit: usize) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            std::thread::spawn(move || {
+                let Ok(mut server) = TcpStream::connect(to) else {
+                    return;
+                };
+                let mut c2 = client.try_clone().unwrap();
+                let mut s2 = server.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut s2);
+                });
+                let mut sent = 0;
+                let mut buf = vec![0u8; 64 * 1024];
+                while sent < limit {
+                    match server.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let n = n.min(limit - sent);
+                            if client.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            sent += n;
+                        }
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_upstream_cut_mid_blob_fails_the_transfer_and_commits_nothing() {
+    let Some(up) = Upstream::start(UpstreamAuth::None) else {
+        return;
+    };
+    let layer = bytes(4, 4 << 20);
+    let (_, _, l) = up.push_image("library/app", "v1", &layer);
+    let proxy = cutting_proxy(up.addr(), 1 << 20);
+    let cfg = mirror_config(&up, "1h", "", "").replace(&up.url(), &format!("http://{proxy}"));
+    let srv = Server::start_with("", &cfg);
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    common::send(
+        &mut s,
+        "GET",
+        &format!("/v2/library/app/blobs/{l}"),
+        &[],
+        b"",
+    );
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let text = String::from_utf8_lossy(&all[..all.len().min(200)]).to_string();
+    match all.windows(4).position(|w| w == b"\r\n\r\n") {
+        // Streaming had started: a 200 whose body stops short.
+        Some(end) if text.starts_with("HTTP/1.1 200") => {
+            assert!(
+                all.len() - end - 4 < layer.len(),
+                "a short body was not cut"
+            );
+        }
+        // Or the failure came before the head: an error status, never a 200.
+        _ => assert!(!text.starts_with("HTTP/1.1 200"), "{text}"),
+    }
+    let hex = l.strip_prefix("sha256:").unwrap();
+    let data = srv.dir.0.join("data");
+    assert!(!data
+        .join(format!("blobs/sha256/{}/{hex}/data", &hex[..2]))
+        .exists());
+    // No upload session left behind either.
+    let leftovers = common::files_under(&data.join("repositories"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("_uploads"))
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn unpulled_content_is_evicted_and_collected() {
+    let Some(mut up) = Upstream::start(UpstreamAuth::None) else {
+        return;
+    };
+    let layer = bytes(5, 256 << 10);
+    let (m, _, l) = up.push_image("library/app", "v1", &layer);
+    let cfg = mirror_config(
+        &up,
+        "1h",
+        "evict_after = \"2s\"",
+        "[uploads]\nidle_expiry = \"4s\"\n\n[gc]\ninterval = \"1s\"\ngrace_period = \"1s\"\n",
+    );
+    let srv = Server::start_with("", &cfg);
+    assert_eq!(srv.get("/v2/library/app/manifests/v1").status, 200);
+    pull_blob(&srv, &format!("/v2/library/app/blobs/{l}"), &l);
+    let hex = l.strip_prefix("sha256:").unwrap();
+    let blob = srv
+        .dir
+        .0
+        .join(format!("data/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    assert!(blob.exists());
+    up.stop();
+    // Evicted after 2 s without pulls (checked every second), then collected by GC.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while blob.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!blob.exists(), "the unpulled blob was not collected");
+    // Gone from the cache: with the upstream down it cannot be served any more.
+    assert_eq!(
+        srv.get(&format!("/v2/library/app/manifests/{m}")).status,
+        502
+    );
+}
