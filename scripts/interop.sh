@@ -1817,10 +1817,13 @@ s_mirror_docker_pull() {
   "$DOCKER_CLI" image inspect --format '{{json .RepoDigests}}' mirrortest:v1 |
     jq -e --arg d "mirrortest@$MIRROR_DIGEST" 'index($d) != null' >/dev/null ||
     fail "RepoDigests lacks mirrortest@$MIRROR_DIGEST"
-  # The mirror served it under the unprefixed name, and asked the upstream.
-  mirror_access 'method="?GET"? path="?/v2/library/mirrortest/manifests/v1"? status=200' ||
-    fail "no GET /v2/library/mirrortest/manifests/v1 (200) in the mirror's access log"
-  mirror_access "path=\"?/v2/library/mirrortest/blobs/$MIRROR_CONFIG\"? status=200" ||
+  # The mirror served it under the unprefixed name (dockerd resolves the tag with a HEAD,
+  # then GETs the manifest by digest), and asked the upstream.
+  mirror_access 'method="(HEAD|GET)" path="/v2/library/mirrortest/manifests/v1" status=200' ||
+    fail "no request for /v2/library/mirrortest/manifests/v1 (200) in the mirror's access log"
+  mirror_access "method=\"GET\" path=\"/v2/library/mirrortest/manifests/($MIRROR_DIGEST|v1)\" status=200" ||
+    fail "no manifest GET (200) in the mirror's access log"
+  mirror_access "method=\"GET\" path=\"/v2/library/mirrortest/blobs/$MIRROR_CONFIG\" status=200" ||
     fail "no GET of the config blob in the mirror's access log"
   grep -F '"GET /v2/library/mirrortest/manifests/v1 ' "$LOGS/mirror-upstream.out" ||
     fail "the upstream's access log has no GET of the manifest"
@@ -1850,10 +1853,14 @@ TOML
   CTR mirror images pull --hosts-dir "$hosts" "$ref"
   eq "pulled target" "$MIRROR_DIGEST" "$(ctr_target mirror "$ref")"
   CTR mirror images check
-  mirror_access 'path="?/v2/library/mirrortest/manifests/v1\?ns=upstream\.test"? status=200' ||
-    fail "no manifest request with ?ns=upstream.test (200) in the mirror's access log"
-  mirror_access "path=\"?/v2/library/mirrortest/blobs/$MIRROR_CONFIG\\?ns=upstream\\.test\"? status=200" ||
-    fail "no config blob request with ?ns=upstream.test (200) in the mirror's access log"
+  mirror_access 'path="/v2/library/mirrortest/manifests/v1\?ns=upstream\.test" status=200' ||
+    fail "no tag request with ?ns=upstream.test (200) in the mirror's access log"
+  mirror_access "method=\"GET\" path=\"/v2/library/mirrortest/manifests/($MIRROR_DIGEST|v1)\\?ns=upstream\\.test\" status=200" ||
+    fail "no manifest GET with ?ns=upstream.test (200) in the mirror's access log"
+  mirror_access "method=\"GET\" path=\"/v2/library/mirrortest/blobs/$MIRROR_CONFIG\\?ns=upstream\\.test\" status=200" ||
+    fail "no config blob GET with ?ns=upstream.test (200) in the mirror's access log"
+  # The mirror fetched the tag from the upstream under the upstream's name.
+  grep -E '"(HEAD|GET) /v2/library/mirrortest/manifests/v1 ' "$LOGS/mirror-upstream.out" | tail -n 2
   REG_URL=$MIRROR_URL
   http GET /v2/upstreamtest/library/mirrortest/tags/list
   eq "mirror tags/list upstreamtest/library/mirrortest status" 200 "$S"
@@ -1882,8 +1889,15 @@ s_mirror_read_only() {
   eq "DELETE manifest in the mirror status" 405 "$S"
   expect_fail '405|method not allowed|read-only|unsupported' \
     SK copy "oci:$MIRROR_LAYOUT:v1" "docker://127.0.0.1:$MIRROR_PORT/library/mirror-ro:v1" --dest-tls-verify=false
+  # No tag was written. (The repository may exist, without tags: a HEAD of a blob the
+  # mirror holds under another name links it here, as skopeo's HEADs just did.)
   http GET /v2/docker.io/library/mirror-ro/tags/list
-  eq "refused repository's tags/list status" 404 "$S"
+  cat "$B"; echo
+  case "$S" in
+    404) ;;
+    200) eq "refused repository's tags" "" "$(jq -r '(.tags // []) | join(" ")' "$B")" ;;
+    *) fail "refused repository's tags/list: status $S" ;;
+  esac
   # The same push into the instance's local namespace works.
   SK copy "oci:$MIRROR_LAYOUT:v1" "docker://127.0.0.1:$MIRROR_PORT/local/mirror-ro:v1" --dest-tls-verify=false
   expect_manifest local/mirror-ro v1 "$MIRROR_DIGEST"
@@ -1896,7 +1910,8 @@ s_mirror_docker_pull_upstream_down() {
   mirror_env
   local pid before after out
   pid=$(cat "$STATE/mirror-upstream.pid")
-  stop_pid "$pid" "$WORK"
+  # Not our child (started by an earlier step's subshell): stop_pid's wait fails, hence ||.
+  stop_pid "$pid" "$WORK" || true
   if kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
     fail "upstream (pid $pid) still runs"
   fi

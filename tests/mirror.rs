@@ -88,6 +88,15 @@ fn pull_through(up: &mut Upstream) {
     assert_eq!(r.body, layer[1000..2000]);
     assert_eq!(up.count_requests("GET", &format!("/blobs/{l}")), 1);
     assert_eq!(up.count_requests("GET", &format!("/blobs/{c}")), 1);
+    // A blob stored for one repository is not served under a name the upstream does not
+    // have it in (the upstream decides, not the digest).
+    let r = srv.get(&format!("/v2/library/nothere/blobs/{l}"));
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        srv.request("HEAD", &format!("/v2/library/nothere/blobs/{l}"), &[], b"")
+            .status,
+        404
+    );
     // A name that is not upstream, and local namespaces that stay local.
     assert_eq!(srv.get("/v2/library/nothere/manifests/v1").status, 404);
     assert_eq!(srv.get("/v2/team/app/manifests/v1").status, 404);
@@ -442,7 +451,12 @@ fn unpulled_content_is_evicted_and_collected() {
         .dir
         .0
         .join(format!("data/blobs/sha256/{}/{hex}/data", &hex[..2]));
-    assert!(blob.exists());
+    // Clients get the verified bytes while the commit makes them durable: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !blob.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(blob.exists(), "the fetched blob was not committed");
     up.stop();
     // Evicted after 2 s without pulls (checked every second), then collected by GC.
     let deadline = Instant::now() + Duration::from_secs(30);

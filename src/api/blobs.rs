@@ -27,10 +27,17 @@ pub async fn handle(
     }
     let head_only = method == Method::Head;
     if let Some(i) = mirror {
-        // Stored under another name (or fetched meanwhile): link it here; else upstream.
-        if reg.repo_blob_size(name, digest).await?.is_none()
-            && !reg.mount_blob(name, digest, None).await?
-        {
+        // Not in this repository: stored for another one, it is linked here only once the
+        // upstream confirms this repository has it; else it is fetched.
+        if reg.repo_blob_size(name, digest).await?.is_none() {
+            let ns = &app.mirrors.namespaces[i];
+            let stored = reg.blob_size(digest).await?.is_some();
+            if stored {
+                crate::mirror::blob_size_upstream(ns, name, digest).await?;
+                reg.mount_blob(name, digest, None).await?;
+            }
+        }
+        if reg.repo_blob_size(name, digest).await?.is_none() {
             let ns = &app.mirrors.namespaces[i];
             if head_only {
                 let size = crate::mirror::blob_size_upstream(ns, name, digest).await?;

@@ -5,7 +5,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use compio::buf::{BufResult, IoBuf, IoBufMut};
+use compio::buf::{BufResult, IntoInner, IoBuf, IoBufMut};
 use compio::io::{AsyncRead, AsyncWriteExt};
 use compio::net::TcpStream;
 use compio::time::timeout;
@@ -298,8 +298,9 @@ impl Response {
 
     /// Reads from the connection into `out`'s spare capacity, within the timeout.
     async fn fill(&mut self, out: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        match timeout(self.timeout, self.conn.read(out)).await {
-            Ok(BufResult(r, o)) => (r, o),
+        // `uninit()`: the read appends after what `out` holds (a plain Vec is read from 0).
+        match timeout(self.timeout, self.conn.read(out.uninit())).await {
+            Ok(BufResult(r, o)) => (r, o.into_inner()),
             Err(_) => (
                 Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -458,7 +459,7 @@ impl Client {
                 ));
             }
             buf.reserve(16 * 1024);
-            let read = timeout(self.timeout, conn.read(buf)).await;
+            let read = timeout(self.timeout, conn.read(buf.uninit())).await;
             match read {
                 Ok(BufResult(Ok(0), _)) => {
                     return Err(io::Error::new(
@@ -466,7 +467,7 @@ impl Client {
                         "upstream closed before answering",
                     ))
                 }
-                Ok(BufResult(Ok(_), b)) => buf = b,
+                Ok(BufResult(Ok(_), b)) => buf = b.into_inner(),
                 Ok(BufResult(Err(e), _)) => return Err(e),
                 Err(_) => {
                     return Err(io::Error::new(

@@ -144,8 +144,9 @@ impl MirrorNs {
 }
 
 /// A blob being fetched: the upload's data file, shared by every client reading along.
-#[derive(Default)]
 struct Fetch {
+    /// The repository it is fetched for: others must have the upstream confirm they have it.
+    repo: RepoName,
     progress: Arc<Progress>,
     file: std::sync::OnceLock<std::fs::File>,
 }
@@ -465,20 +466,24 @@ pub async fn serve_blob(
     range_header: Option<&str>,
 ) -> Result<Response> {
     let mirrors = &app.mirrors;
-    let fetch = {
+    let (fetch, confirm) = {
         let mut fetches = lock(&mirrors.fetches);
         match fetches.get(digest) {
             Some(f) => {
                 if Arc::strong_count(&f.progress) > WAITERS_MAX {
                     return Err(busy("too many clients waiting for this blob"));
                 }
-                f.clone()
+                (f.clone(), f.repo != *name)
             }
             None => {
                 if fetches.len() >= FETCHES_MAX {
                     return Err(busy("too many upstream fetches in flight"));
                 }
-                let f = Arc::new(Fetch::default());
+                let f = Arc::new(Fetch {
+                    repo: name.clone(),
+                    progress: Arc::default(),
+                    file: std::sync::OnceLock::new(),
+                });
                 fetches.insert(digest.clone(), f.clone());
                 let app_rc = app
                     .this
@@ -492,10 +497,14 @@ pub async fn serve_blob(
                     f.clone(),
                 ))
                 .detach();
-                f
+                (f, false)
             }
         }
     };
+    if confirm {
+        // In flight for another repository: this one must have it upstream too.
+        blob_size_upstream(&mirrors.namespaces[ns_index], name, digest).await?;
+    }
     let progress = fetch.progress.clone();
     let idle = app.config.server.body_idle_timeout;
     let total = match compio::time::timeout(idle, progress.wait_start()).await {
@@ -611,6 +620,23 @@ async fn fetch_blob(
 ) -> std::result::Result<u64, Failure> {
     let ns = &app.mirrors.namespaces[ns_index];
     let upstream_name = ns.upstream_name(name.as_str());
+    let reg = &app.registry;
+    let internal = |e: Error| failed(500, e.message);
+    // Committed meanwhile (a request that looked just before another fetch finished)?
+    // Linked here only if the upstream has it in this repository.
+    if let Some(stored) = reg.open_stored_blob(digest).await.map_err(internal)? {
+        blob_size_upstream(ns, name, digest)
+            .await
+            .map_err(|e| failed(e.status, e.message))?;
+        let total = crate::storage::BlobReader::size(&stored);
+        let file = dup_std(&stored.into_file()).map_err(|e| failed(500, e.to_string()))?;
+        let _ = fetch.file.set(file);
+        reg.gc_touch(digest).await.map_err(internal)?;
+        reg.link_blob(name, digest).await.map_err(internal)?;
+        fetch.progress.start(total);
+        fetch.progress.advance(total);
+        return Ok(0);
+    }
     let mut resp = None;
     let mut last = failed(404, "blob unknown upstream");
     for up in &ns.upstreams {
@@ -628,19 +654,6 @@ async fn fetch_blob(
         }
     }
     let mut resp = resp.ok_or(last)?;
-    let reg = &app.registry;
-    let internal = |e: Error| failed(500, e.message);
-    // Committed meanwhile (a request that looked just before another fetch finished)?
-    if let Some(stored) = reg.open_stored_blob(digest).await.map_err(internal)? {
-        let total = crate::storage::BlobReader::size(&stored);
-        let file = dup_std(&stored.into_file()).map_err(|e| failed(500, e.to_string()))?;
-        let _ = fetch.file.set(file);
-        reg.gc_touch(digest).await.map_err(internal)?;
-        reg.link_blob(name, digest).await.map_err(internal)?;
-        fetch.progress.start(total);
-        fetch.progress.advance(total);
-        return Ok(0);
-    }
     let id = reg.upload_start(name).await.map_err(internal)?;
     let result = async {
         let mut session = reg
@@ -661,34 +674,63 @@ async fn fetch_blob(
         if session.hasher.algorithm() != digest.algorithm() {
             session.hasher = crate::oci::Hasher::new(digest.algorithm());
         }
+        // Two buffers: the next one fills from the upstream while the last is hashed and
+        // written, so the socket, the hash and the file overlap.
         let mut written = 0u64;
-        let mut buf = app.buffers.take();
+        let (mut filled, mut done) = fill(&mut resp, app.buffers.take()).await;
+        let mut spare = app.buffers.take();
         loop {
-            buf.clear();
-            let (r, b) = resp.read(buf).await;
-            buf = b;
-            let n = r.map_err(|e| failed(502, format!("upstream body: {e}")))?;
-            if n == 0 {
+            let mut cur = filled.map_err(|e| failed(502, format!("upstream body: {e}")))?;
+            if cur.is_empty() {
+                spare = cur;
                 break;
             }
-            written += n as u64;
+            written += cur.len() as u64;
             if declared.is_some_and(|t| written > t) {
                 return Err(failed(502, "upstream sent more than it declared"));
             }
-            session.hasher.update(&buf[..n]);
-            let (w, b) = reg.upload_write(&mut session, buf).await;
-            buf = b;
+            let process = async {
+                session.hasher.update(&cur);
+                let (w, b) = reg
+                    .upload_write(&mut session, std::mem::take(&mut cur))
+                    .await;
+                (w, b)
+            };
+            let next = async {
+                if done {
+                    (Ok(Vec::new()), true, spare)
+                } else {
+                    let (r, d) = fill(&mut resp, spare).await;
+                    match r {
+                        Ok(b) => (Ok(b), d, Vec::new()),
+                        Err(e) => (Err(e), d, Vec::new()),
+                    }
+                }
+            };
+            let ((w, used), (r, d, back)) = crate::future::join(process, next).await;
             w.map_err(internal)?;
             fetch.progress.advance(written);
+            filled = r;
+            done = d;
+            spare = if back.capacity() > 0 { back } else { used };
         }
-        app.buffers.give(buf);
+        app.buffers.give(spare);
         if declared.is_some_and(|t| written != t) {
             return Err(failed(502, "upstream body shorter than declared"));
         }
+        // Verified: clients may have the last byte now, while the commit makes it durable.
+        let actual = session.hasher.clone().finalize();
+        if &actual != digest {
+            return Err(failed(
+                502,
+                format!("upstream content has digest {actual}, not {digest}"),
+            ));
+        }
         if declared.is_none() {
             fetch.progress.start(written);
-            fetch.progress.advance(written);
         }
+        fetch.progress.advance(written);
+        fetch.progress.finish(Ok(()));
         reg.upload_finish(session, digest)
             .await
             .map_err(|e| failed(502, format!("upstream content rejected: {}", e.message)))?;
@@ -699,6 +741,22 @@ async fn fetch_blob(
         let _ = reg.upload_cancel(name, &id).await;
     }
     result
+}
+
+/// Reads the upstream body into `buf` until it is full or the body ends. Returns the bytes
+/// (empty at the end) and whether the body has ended.
+async fn fill(resp: &mut client::Response, mut buf: Vec<u8>) -> (std::io::Result<Vec<u8>>, bool) {
+    buf.clear();
+    while buf.len() < buf.capacity() {
+        let (r, b) = resp.read(buf).await;
+        buf = b;
+        match r {
+            Ok(0) => return (Ok(buf), true),
+            Ok(_) => {}
+            Err(e) => return (Err(e), true),
+        }
+    }
+    (Ok(buf), false)
 }
 
 /// Evicts what has not been pulled for each mirror's `evict_after`.

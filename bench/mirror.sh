@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The pull-through cache against its upstream (CNCF distribution 2.8.2 on loopback):
+#   cold pull   one GET of a large blob through a fresh origin mirror (fetched, verified,
+#               stored and streamed at once), against the same GET straight from the upstream;
+#   warm pull   the cached blob through the mirror namespace, against origin's normal pull
+#               path (the same blob pushed to a local repository), 1 and 8 connections.
+# Prints one table with both ratios. See bench/README.md.
+#
+#   bench/mirror.sh              # 512 MiB blob, 5 cold runs, 10 s warm phases
+#   bench/mirror.sh --quick      # 64 MiB blob, 3 cold runs, 4 s warm phases
+#
+# Environment: BENCH_MIRROR_BLOB (64m or 512m), BENCH_RUNS, BENCH_SECS, BENCH_WORK,
+# BENCH_DATA, BENCH_OUT (a Markdown file for the table), BENCH_SKIP_BUILD, ORIGIN_IO_DRIVER.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+QUICK=0
+for arg in "$@"; do
+  case $arg in
+    --quick) QUICK=1 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+if [ "$QUICK" = 1 ]; then
+  BLOB=${BENCH_MIRROR_BLOB:-64m}; RUNS=${BENCH_RUNS:-3}; SECS=${BENCH_SECS:-4}
+else
+  BLOB=${BENCH_MIRROR_BLOB:-512m}; RUNS=${BENCH_RUNS:-5}; SECS=${BENCH_SECS:-10}
+fi
+DRIVER=${ORIGIN_IO_DRIVER:-auto}
+DATA=${BENCH_DATA:-$WORK/seed}
+need curl python3 jq docker-registry
+echo "work dir: $WORK" >&2
+build_origin
+
+UP_PORT=$(free_port)
+start_distribution "$UP_PORT" "$WORK/upstream"
+"$PY" "$BENCH_DIR/seed.py" --url "http://127.0.0.1:$UP_PORT" --data "$DATA" --sizes "$BLOB" \
+  --repo library/bench --method monolithic --out "$WORK/upstream.json" >/dev/null
+DIGEST=$(jq -r ".blobs[\"$BLOB\"].digest" "$WORK/upstream.json")
+SIZE=$(jq -r ".blobs[\"$BLOB\"].size" "$WORK/upstream.json")
+
+MIRROR_TOML="[[repository]]
+namespace = \"\"
+policy_default_allow = true
+[[repository]]
+namespace = \"local\"
+policy_default_allow = true
+[[repository]]
+namespace = \"docker.io\"
+policy_default_allow = true
+[repository.mirror]
+default = true
+[[repository.mirror.upstream]]
+url = \"http://127.0.0.1:$UP_PORT\""
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+direct=() cold=()
+for run in $(seq 1 "$RUNS"); do
+  d=$("$PY" "$BENCH_DIR/fetch.py" --url "http://127.0.0.1:$UP_PORT/v2/library/bench/blobs/$DIGEST" | jq -r .mib_s)
+  direct+=("$d")
+  port=$(free_port)
+  rm -rf "$WORK/mirror"
+  ORIGIN_REPOS_TOML=$MIRROR_TOML start_origin "$port" "$WORK/mirror" "$DRIVER"
+  c=$("$PY" "$BENCH_DIR/fetch.py" --url "http://127.0.0.1:$port/v2/library/bench/blobs/$DIGEST" | jq -r .mib_s)
+  cold+=("$c")
+  echo "run $run: direct $d MiB/s, cold through origin $c MiB/s" >&2
+  if [ "$run" != "$RUNS" ]; then stop_pid "$ORIGIN_PID"; fi
+done
+DIRECT=$(printf '%s\n' "${direct[@]}" | median)
+COLD=$(printf '%s\n' "${cold[@]}" | median)
+
+# Warm: the last mirror instance has the blob; push the same bytes to a local repository.
+"$PY" "$BENCH_DIR/seed.py" --url "http://127.0.0.1:$port" --data "$DATA" --sizes "$BLOB" \
+  --repo local/bench --method monolithic --out "$WORK/local.json" >/dev/null
+warm_rows=""
+for c in 1 8; do
+  m=$("$PY" "$BENCH_DIR/getblob.py" --url "http://127.0.0.1:$port/v2/library/bench/blobs/$DIGEST" -c "$c" -d "$SECS" --size "$SIZE" | jq -r .mib_s)
+  l=$("$PY" "$BENCH_DIR/getblob.py" --url "http://127.0.0.1:$port/v2/local/bench/blobs/$DIGEST" -c "$c" -d "$SECS" --size "$SIZE" | jq -r .mib_s)
+  warm_rows+="| warm pull, $c conn | $m | $l (local repository) | $(awk -v a="$m" -v b="$l" 'BEGIN{printf "%.2f", a/b}') |
+"
+done
+UPSTREAM_GETS=$(grep -c "blobs/$DIGEST" "$WORK/distribution-$UP_PORT.log" 2>/dev/null || true)
+
+table="Pull-through cache, $BLOB blob ($SIZE bytes), driver $DRIVER, $(date -u +%Y-%m-%dT%H:%MZ)
+$(nproc) cores, $(uname -r)
+
+| phase | through origin MiB/s | reference MiB/s | ratio |
+|---|---|---|---|
+| cold pull (median of $RUNS; runs: ${cold[*]}) | $COLD | $DIRECT (upstream directly; runs: ${direct[*]}) | $(awk -v a="$COLD" -v b="$DIRECT" 'BEGIN{printf "%.2f", a/b}') |
+$warm_rows"
+echo "$table"
+if [ -n "${BENCH_OUT:-}" ]; then echo "$table" > "$BENCH_OUT"; fi
