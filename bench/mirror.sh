@@ -81,7 +81,11 @@ for c in 1 8; do
   warm_rows+="| warm pull, $c conn | $m | $l (local repository) | $(awk -v a="$m" -v b="$l" 'BEGIN{printf "%.2f", a/b}') |
 "
 done
-UPSTREAM_GETS=$(grep -c "blobs/$DIGEST" "$WORK/distribution-$UP_PORT.log" 2>/dev/null || true)
+# distribution can sit in its connection drain for minutes after SIGTERM: it is only a peer
+# here, so it is killed outright (by its PID).
+kill -KILL "$DIST_PID" 2>/dev/null || true
+stop_pid "$DIST_PID"
+stop_pid "$ORIGIN_PID"
 
 table="Pull-through cache, $BLOB blob ($SIZE bytes), driver $DRIVER, $(date -u +%Y-%m-%dT%H:%MZ)
 $(nproc) cores, $(uname -r)
