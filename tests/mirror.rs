@@ -470,3 +470,32 @@ fn unpulled_content_is_evicted_and_collected() {
         502
     );
 }
+
+#[test]
+fn policies_apply_to_mirrored_names_before_any_upstream_request() {
+    let Some(up) = Upstream::start(UpstreamAuth::None) else {
+        return;
+    };
+    up.push_image("library/app", "v1", b"layer");
+    // The mirror namespace denies everything except get-api-version and pulls of library/*.
+    let cfg = mirror_config(&up, "1h", "", "").replace(
+        "namespace = \"up\"\npolicy_default_allow = true\n",
+        "namespace = \"up\"\npolicy_default_allow = false\npolicies = [\"request.action == 'get-manifest' && request.namespace.startsWith('up/library/')\"]\n",
+    );
+    let srv = Server::start_with("", &cfg);
+    // Allowed: the policy sees the local name (up/library/app) whatever form was requested.
+    assert_eq!(srv.get("/v2/library/app/manifests/v1").status, 200);
+    assert_eq!(
+        srv.get("/v2/library/app/manifests/v1?ns=upstream.test")
+            .status,
+        200
+    );
+    // Denied before the upstream is asked: blobs, and names outside library/.
+    let before = up.count_requests("GET", "/v2/") + up.count_requests("HEAD", "/v2/");
+    let r = srv.get("/v2/library/app/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000");
+    assert_eq!(r.status, 401);
+    assert_eq!(srv.get("/v2/other/app/manifests/v1").status, 401);
+    assert_eq!(srv.get("/v2/up/other/app/manifests/v1").status, 401);
+    let after = up.count_requests("GET", "/v2/") + up.count_requests("HEAD", "/v2/");
+    assert_eq!(before, after, "a denied request reached the upstream");
+}
