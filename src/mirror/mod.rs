@@ -674,47 +674,68 @@ async fn fetch_blob(
         if session.hasher.algorithm() != digest.algorithm() {
             session.hasher = crate::oci::Hasher::new(digest.algorithm());
         }
-        // Two buffers: the next one fills from the upstream while the last is hashed and
-        // written, so the socket, the hash and the file overlap.
+        // Three buffers in a pipeline: while one is written to the file (by the kernel, off
+        // this thread), the next is hashed here and the one after fills from the upstream.
+        let mut hasher = std::mem::replace(
+            &mut session.hasher,
+            crate::oci::Hasher::new(digest.algorithm()),
+        );
+        let mut free: Vec<Vec<u8>> = (0..3).map(|_| app.buffers.take()).collect();
+        let mut to_hash: Option<Vec<u8>> = None;
+        let mut to_write: Option<Vec<u8>> = None;
+        let mut ended = false;
+        let mut received = 0u64;
         let mut written = 0u64;
-        let (mut filled, mut done) = fill(&mut resp, app.buffers.take()).await;
-        let mut spare = app.buffers.take();
-        loop {
-            let mut cur = filled.map_err(|e| failed(502, format!("upstream body: {e}")))?;
-            if cur.is_empty() {
-                spare = cur;
-                break;
-            }
-            written += cur.len() as u64;
-            if declared.is_some_and(|t| written > t) {
-                return Err(failed(502, "upstream sent more than it declared"));
-            }
-            let process = async {
-                session.hasher.update(&cur);
-                let (w, b) = reg
-                    .upload_write(&mut session, std::mem::take(&mut cur))
-                    .await;
-                (w, b)
-            };
-            let next = async {
-                if done {
-                    (Ok(Vec::new()), true, spare)
-                } else {
-                    let (r, d) = fill(&mut resp, spare).await;
-                    match r {
-                        Ok(b) => (Ok(b), d, Vec::new()),
-                        Err(e) => (Err(e), d, Vec::new()),
+        while !(ended && to_hash.is_none() && to_write.is_none()) {
+            let fill_buf = if ended { None } else { free.pop() };
+            let write_buf = to_write.take();
+            let writing = async {
+                match write_buf {
+                    Some(b) => {
+                        let (r, b) = reg.upload_write(&mut session, b).await;
+                        Some((r, b))
                     }
+                    None => None,
                 }
             };
-            let ((w, used), (r, d, back)) = crate::future::join(process, next).await;
-            w.map_err(internal)?;
-            fetch.progress.advance(written);
-            filled = r;
-            done = d;
-            spare = if back.capacity() > 0 { back } else { used };
+            let filling = async {
+                match fill_buf {
+                    Some(b) => Some(fill(&mut resp, b).await),
+                    None => None,
+                }
+            };
+            let hashing = async {
+                if let Some(b) = &to_hash {
+                    hasher.update(b);
+                }
+            };
+            let ((wrote, filled), ()) =
+                crate::future::join(crate::future::join(writing, filling), hashing).await;
+            if let Some((r, b)) = wrote {
+                r.map_err(internal)?;
+                written += b.len() as u64;
+                fetch.progress.advance(written);
+                free.push(b);
+            }
+            to_write = to_hash.take();
+            if let Some((r, end)) = filled {
+                let b = r.map_err(|e| failed(502, format!("upstream body: {e}")))?;
+                ended = end;
+                received += b.len() as u64;
+                if declared.is_some_and(|t| received > t) {
+                    return Err(failed(502, "upstream sent more than it declared"));
+                }
+                if b.is_empty() {
+                    free.push(b);
+                } else {
+                    to_hash = Some(b);
+                }
+            }
         }
-        app.buffers.give(spare);
+        for b in free {
+            app.buffers.give(b);
+        }
+        session.hasher = hasher;
         if declared.is_some_and(|t| written != t) {
             return Err(failed(502, "upstream body shorter than declared"));
         }
