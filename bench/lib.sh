@@ -12,7 +12,7 @@ cleanup() {
   for pid in "${PIDS[@]:-}"; do
     [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
   done
-  rmdir "$WORK" 2>/dev/null # only when nothing was written (--help, early errors)
+  rmdir "$WORK" 2>/dev/null || true # only when nothing was written (--help, early errors)
   return 0
 }
 trap cleanup EXIT
