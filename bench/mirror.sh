@@ -9,7 +9,8 @@
 #   bench/mirror.sh              # 512 MiB blob, 5 cold runs, 10 s warm phases
 #   bench/mirror.sh --quick      # 64 MiB blob, 3 cold runs, 4 s warm phases
 #
-# Environment: BENCH_MIRROR_BLOB (64m or 512m), BENCH_RUNS, BENCH_SECS, BENCH_WORK,
+# Environment: BENCH_MIRROR_BLOB (64m or 512m), BENCH_RUNS, BENCH_SECS, BENCH_LINK_MIBS
+# (the limited link's rate, default 200, via bench/throttle.py), BENCH_WORK,
 # BENCH_DATA, BENCH_OUT (a Markdown file for the table), BENCH_SKIP_BUILD, ORIGIN_IO_DRIVER.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -70,8 +71,33 @@ for run in $(seq 1 "$RUNS"); do
 done
 DIRECT=$(printf '%s\n' "${direct[@]}" | median)
 COLD=$(printf '%s\n' "${cold[@]}" | median)
+WARM_PID=$ORIGIN_PID
 
-# Warm: the last mirror instance has the blob; push the same bytes to a local repository.
+# The same over a link to the upstream limited to BENCH_LINK_MIBS (a remote registry):
+# direct through the limiting proxy against origin whose upstream is that proxy.
+LINK=${BENCH_LINK_MIBS:-200}
+coproc THROTTLE { exec "$PY" "$BENCH_DIR/throttle.py" --to "127.0.0.1:$UP_PORT" --mib-s "$LINK"; }
+PIDS+=("$THROTTLE_PID")
+read -r LINK_PORT <&"${THROTTLE[0]}"
+LINK_TOML=${MIRROR_TOML//127.0.0.1:$UP_PORT/127.0.0.1:$LINK_PORT}
+ldirect=() lcold=()
+for run in $(seq 1 "$RUNS"); do
+  d=$("$PY" "$BENCH_DIR/fetch.py" --url "http://127.0.0.1:$LINK_PORT/v2/library/bench/blobs/$DIGEST" | jq -r .mib_s)
+  ldirect+=("$d")
+  lport=$(free_port)
+  rm -rf "$WORK/mirror-link"
+  ORIGIN_REPOS_TOML=$LINK_TOML start_origin "$lport" "$WORK/mirror-link" "$DRIVER"
+  c=$("$PY" "$BENCH_DIR/fetch.py" --url "http://127.0.0.1:$lport/v2/library/bench/blobs/$DIGEST" | jq -r .mib_s)
+  lcold+=("$c")
+  echo "link run $run: direct $d MiB/s, cold through origin $c MiB/s" >&2
+  stop_pid "$ORIGIN_PID"
+done
+stop_pid "$THROTTLE_PID"
+LDIRECT=$(printf '%s\n' "${ldirect[@]}" | median)
+LCOLD=$(printf '%s\n' "${lcold[@]}" | median)
+
+# Warm: the last (unlimited) mirror instance has the blob; push the same bytes to a local
+# repository.
 "$PY" "$BENCH_DIR/seed.py" --url "http://127.0.0.1:$port" --data "$DATA" --sizes "$BLOB" \
   --repo local/bench --method monolithic --out "$WORK/local.json" >/dev/null
 warm_rows=""
@@ -85,14 +111,15 @@ done
 # here, so it is killed outright (by its PID).
 kill -KILL "$DIST_PID" 2>/dev/null || true
 stop_pid "$DIST_PID"
-stop_pid "$ORIGIN_PID"
+stop_pid "$WARM_PID"
 
 table="Pull-through cache, $BLOB blob ($SIZE bytes), driver $DRIVER, $(date -u +%Y-%m-%dT%H:%MZ)
 $(nproc) cores, $(uname -r)
 
 | phase | through origin MiB/s | reference MiB/s | ratio |
 |---|---|---|---|
-| cold pull (median of $RUNS; runs: ${cold[*]}) | $COLD | $DIRECT (upstream directly; runs: ${direct[*]}) | $(awk -v a="$COLD" -v b="$DIRECT" 'BEGIN{printf "%.2f", a/b}') |
+| cold pull, loopback upstream (median of $RUNS; runs: ${cold[*]}) | $COLD | $DIRECT (upstream directly; runs: ${direct[*]}) | $(awk -v a="$COLD" -v b="$DIRECT" 'BEGIN{printf "%.2f", a/b}') |
+| cold pull, upstream over a $LINK MiB/s link (runs: ${lcold[*]}) | $LCOLD | $LDIRECT (through the same link; runs: ${ldirect[*]}) | $(awk -v a="$LCOLD" -v b="$LDIRECT" 'BEGIN{printf "%.2f", a/b}') |
 $warm_rows"
 echo "$table"
 if [ -n "${BENCH_OUT:-}" ]; then echo "$table" > "$BENCH_OUT"; fi
