@@ -681,19 +681,13 @@ const INLINE_FILE_BYTES_MAX: u64 = 64 * 1024;
 /// Largest count passed to one sendfile call; the socket buffer bounds what it sends anyway.
 const SENDFILE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
-thread_local! {
-    /// Whether this worker's runtime uses io_uring (sendfile is used only there, per
-    /// DESIGN.md; the polling driver reads files on its thread pool instead).
-    static IO_URING: bool = compio::runtime::Runtime::try_with_current(|rt| rt.driver_type().is_iouring())
-        .unwrap_or(false);
-}
-
 /// sendfile(2) blocks the core on a page-cache miss, so it is used only when the whole
-/// range is cached (cachestat(2)); otherwise the async read path brings it in.
+/// range is cached (cachestat(2)); otherwise the async read path brings it in. On both
+/// drivers: the socket is non-blocking either way, and on the polling driver the read path
+/// costs a thread-pool round trip per 256 KiB (measured: see bench/results, poll runs).
 fn zero_copy_ok(file: &compio::fs::File, offset: u64, len: u64) -> bool {
     use std::os::fd::AsRawFd;
-    IO_URING.with(|u| *u)
-        && len >= 64 * 1024
+    len >= 64 * 1024
         && crate::sys::cached_fraction(file.as_raw_fd(), offset, len).is_some_and(|f| f >= 1.0)
 }
 
