@@ -110,3 +110,28 @@ mod tests {
         }
     }
 }
+
+thread_local! {
+    /// True on a thread whose compio runtime uses the polling driver. There, compio runs file
+    /// operations on a thread pool: a round trip of two context switches per call, which
+    /// dominates small requests (see bench/results). Callers then do page-cache-hot file
+    /// calls (stat, open, small reads) directly, as nginx does.
+    static POLLING: bool = compio::runtime::Runtime::try_with_current(|rt| !rt.driver_type().is_iouring())
+        .unwrap_or(false);
+}
+
+/// Whether file calls should be made directly on this thread (polling driver).
+pub fn direct_file_calls() -> bool {
+    POLLING.with(|p| *p)
+}
+
+/// Reads exactly `buf.len()` bytes at `offset` (pread, retried on short reads).
+pub fn read_exact_at(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    // SAFETY: the descriptor stays open for the call (the caller holds its file); the
+    // ManuallyDrop keeps this borrowed File from closing it.
+    let file = std::mem::ManuallyDrop::new(unsafe {
+        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    });
+    file.read_exact_at(buf, offset)
+}

@@ -602,13 +602,19 @@ async fn write_response<H: Handler>(
             let start = out.len();
             let len = f.len as usize;
             out.reserve(len);
-            let taken = std::mem::take(out);
-            let BufResult(r, b) = f
-                .file
-                .read_exact_at(taken.slice(start..start + len), f.offset)
-                .await;
-            *out = b.into_inner();
-            r?;
+            if crate::sys::direct_file_calls() {
+                use std::os::fd::AsRawFd;
+                out.resize(start + len, 0);
+                crate::sys::read_exact_at(f.file.as_raw_fd(), &mut out[start..], f.offset)?;
+            } else {
+                let taken = std::mem::take(out);
+                let BufResult(r, b) = f
+                    .file
+                    .read_exact_at(taken.slice(start..start + len), f.offset)
+                    .await;
+                *out = b.into_inner();
+                r?;
+            }
             write_all(stream, out, idle).await?;
             Ok(f.len)
         }

@@ -342,10 +342,17 @@ impl Storage for FsStorage {
 
     async fn head(&self, key: &str) -> Result<Option<Meta>> {
         validate_key(key)?;
-        match compio::fs::metadata(self.path(key)).await {
-            Ok(m) if m.is_file() => Ok(Some(Meta {
-                size: m.len(),
-                modified: m.modified()?,
+        let meta = if crate::sys::direct_file_calls() {
+            std::fs::metadata(self.path(key)).map(|m| (m.is_file(), m.len(), m.modified()))
+        } else {
+            compio::fs::metadata(self.path(key))
+                .await
+                .map(|m| (m.is_file(), m.len(), m.modified()))
+        };
+        match meta {
+            Ok((true, size, modified)) => Ok(Some(Meta {
+                size,
+                modified: modified?,
             })),
             Ok(_) => Ok(None),
             Err(e) if is_absent(&e) => Ok(None),
@@ -399,6 +406,9 @@ impl Storage for FsStorage {
 
     async fn open_read(&self, key: &str) -> Result<Option<FsReader>> {
         validate_key(key)?;
+        if crate::sys::direct_file_calls() {
+            return open_read_direct(&self.path(key));
+        }
         let opened = open_file(&self.path(key), OpenOptions::new().read(true)).await?;
         Ok(opened.map(|(file, size)| FsReader { file, size }))
     }
@@ -554,6 +564,26 @@ async fn open_file(path: &Path, options: &OpenOptions) -> Result<Option<(File, u
         return Ok(None);
     }
     Ok(Some((file, meta.len())))
+}
+
+/// `open_read` with direct calls (polling driver): open and fstat on this thread.
+fn open_read_direct(path: &Path) -> Result<Option<FsReader>> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if is_absent(&e) || e.kind() == io::ErrorKind::IsADirectory => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    // SAFETY: the descriptor was just opened and its ownership moves to the compio File.
+    let file = unsafe { File::from_raw_fd(file.into_raw_fd()) };
+    Ok(Some(FsReader {
+        file,
+        size: meta.len(),
+    }))
 }
 
 async fn is_file(path: &Path) -> io::Result<bool> {
