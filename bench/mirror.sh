@@ -57,44 +57,44 @@ url = \"http://127.0.0.1:$UP_PORT\""
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-direct=() cold=()
-for run in $(seq 1 "$RUNS"); do
-  d=$("$PY" "$BENCH_DIR/fetch.py" --url "http://127.0.0.1:$UP_PORT/v2/library/bench/blobs/$DIGEST" | jq -r .mib_s)
-  direct+=("$d")
-  port=$(free_port)
-  rm -rf "$WORK/mirror"
-  ORIGIN_REPOS_TOML=$MIRROR_TOML start_origin "$port" "$WORK/mirror" "$DRIVER"
-  c=$("$PY" "$BENCH_DIR/fetch.py" --url "http://127.0.0.1:$port/v2/library/bench/blobs/$DIGEST" | jq -r .mib_s)
-  cold+=("$c")
-  echo "run $run: direct $d MiB/s, cold through origin $c MiB/s" >&2
-  if [ "$run" != "$RUNS" ]; then stop_pid "$ORIGIN_PID"; fi
-done
-DIRECT=$(printf '%s\n' "${direct[@]}" | median)
-COLD=$(printf '%s\n' "${cold[@]}" | median)
-WARM_PID=$ORIGIN_PID
+# cold_runs LABEL UPSTREAM_PORT TOML KEEP_LAST: RUNS times, a direct GET from UPSTREAM_PORT,
+# then a fresh origin with TOML and a GET through it. Sets RUN_DIRECT and RUN_COLD (MiB/s
+# per run); with KEEP_LAST=1 the last origin keeps running (ORIGIN_PID, ORIGIN_PORT).
+cold_runs() {
+  local label=$1 up=$2 toml=$3 keep=$4 run d c
+  RUN_DIRECT=() RUN_COLD=()
+  for run in $(seq 1 "$RUNS"); do
+    d=$("$PY" "$BENCH_DIR/fetch.py" --url "http://127.0.0.1:$up/v2/library/bench/blobs/$DIGEST" | jq -r .mib_s)
+    RUN_DIRECT+=("$d")
+    ORIGIN_PORT=$(free_port)
+    rm -rf "$WORK/mirror"
+    ORIGIN_REPOS_TOML=$toml start_origin "$ORIGIN_PORT" "$WORK/mirror" "$DRIVER"
+    c=$("$PY" "$BENCH_DIR/fetch.py" --url "http://127.0.0.1:$ORIGIN_PORT/v2/library/bench/blobs/$DIGEST" | jq -r .mib_s)
+    RUN_COLD+=("$c")
+    echo "$label run $run: direct $d MiB/s, cold through origin $c MiB/s" >&2
+    if [ "$keep" != 1 ] || [ "$run" != "$RUNS" ]; then stop_pid "$ORIGIN_PID"; fi
+  done
+}
 
 # The same over a link to the upstream limited to BENCH_LINK_MIBS (a remote registry):
-# direct through the limiting proxy against origin whose upstream is that proxy.
+# direct through the limiting proxy against origin whose upstream is that proxy. First, so
+# the last loopback origin can stay up for the warm phase.
 LINK=${BENCH_LINK_MIBS:-200}
 coproc THROTTLE { exec "$PY" "$BENCH_DIR/throttle.py" --to "127.0.0.1:$UP_PORT" --mib-s "$LINK"; }
 PIDS+=("$THROTTLE_PID")
 read -r LINK_PORT <&"${THROTTLE[0]}"
-LINK_TOML=${MIRROR_TOML//127.0.0.1:$UP_PORT/127.0.0.1:$LINK_PORT}
-ldirect=() lcold=()
-for run in $(seq 1 "$RUNS"); do
-  d=$("$PY" "$BENCH_DIR/fetch.py" --url "http://127.0.0.1:$LINK_PORT/v2/library/bench/blobs/$DIGEST" | jq -r .mib_s)
-  ldirect+=("$d")
-  lport=$(free_port)
-  rm -rf "$WORK/mirror-link"
-  ORIGIN_REPOS_TOML=$LINK_TOML start_origin "$lport" "$WORK/mirror-link" "$DRIVER"
-  c=$("$PY" "$BENCH_DIR/fetch.py" --url "http://127.0.0.1:$lport/v2/library/bench/blobs/$DIGEST" | jq -r .mib_s)
-  lcold+=("$c")
-  echo "link run $run: direct $d MiB/s, cold through origin $c MiB/s" >&2
-  stop_pid "$ORIGIN_PID"
-done
+cold_runs link "$LINK_PORT" "${MIRROR_TOML//127.0.0.1:$UP_PORT/127.0.0.1:$LINK_PORT}" 0
 stop_pid "$THROTTLE_PID"
+ldirect=("${RUN_DIRECT[@]}") lcold=("${RUN_COLD[@]}")
 LDIRECT=$(printf '%s\n' "${ldirect[@]}" | median)
 LCOLD=$(printf '%s\n' "${lcold[@]}" | median)
+
+cold_runs loopback "$UP_PORT" "$MIRROR_TOML" 1
+direct=("${RUN_DIRECT[@]}") cold=("${RUN_COLD[@]}")
+DIRECT=$(printf '%s\n' "${direct[@]}" | median)
+COLD=$(printf '%s\n' "${cold[@]}" | median)
+port=$ORIGIN_PORT
+WARM_PID=$ORIGIN_PID
 
 # Warm: the last (unlimited) mirror instance has the blob; push the same bytes to a local
 # repository.

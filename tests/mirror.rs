@@ -282,6 +282,17 @@ fn tags_are_revalidated_after_the_freshness_window_only() {
     assert!(String::from_utf8_lossy(&metrics.body).contains("origin_mirror_stale_served_total 1"));
 }
 
+/// A GET on a fresh connection, read until the server closes it (a cut transfer included):
+/// the raw bytes, head and all.
+fn get_until_closed(srv: &Server, path: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    common::send(&mut s, "GET", path, &[], b"");
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    all
+}
+
 /// Finds a blob's data file in distribution's storage.
 fn upstream_blob_file(up: &Upstream, d: &str) -> std::path::PathBuf {
     let hex = d.strip_prefix("sha256:").unwrap();
@@ -306,17 +317,7 @@ fn content_failing_verification_is_never_served_whole_or_committed() {
     stored[5 << 20] ^= 0xff;
     std::fs::write(&file, &stored).unwrap();
     let srv = start(&up, "1h");
-    let mut s = TcpStream::connect(srv.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    common::send(
-        &mut s,
-        "GET",
-        &format!("/v2/library/app/blobs/{l}"),
-        &[],
-        b"",
-    );
-    let mut all = Vec::new();
-    let _ = s.read_to_end(&mut all);
+    let all = get_until_closed(&srv, &format!("/v2/library/app/blobs/{l}"));
     let head_end = all
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -394,17 +395,7 @@ fn an_upstream_cut_mid_blob_fails_the_transfer_and_commits_nothing() {
     let proxy = cutting_proxy(up.addr(), 1 << 20);
     let cfg = mirror_config(&up, "1h", "", "").replace(&up.url(), &format!("http://{proxy}"));
     let srv = Server::start_with("", &cfg);
-    let mut s = TcpStream::connect(srv.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    common::send(
-        &mut s,
-        "GET",
-        &format!("/v2/library/app/blobs/{l}"),
-        &[],
-        b"",
-    );
-    let mut all = Vec::new();
-    let _ = s.read_to_end(&mut all);
+    let all = get_until_closed(&srv, &format!("/v2/library/app/blobs/{l}"));
     let text = String::from_utf8_lossy(&all[..all.len().min(200)]).to_string();
     match all.windows(4).position(|w| w == b"\r\n\r\n") {
         // Streaming had started: a 200 whose body stops short.

@@ -31,24 +31,22 @@ pub async fn handle(
         // upstream confirms this repository has it; else it is fetched.
         if reg.repo_blob_size(name, digest).await?.is_none() {
             let ns = &app.mirrors.namespaces[i];
-            let stored = reg.blob_size(digest).await?.is_some();
-            if stored {
+            let linked = reg.blob_size(digest).await?.is_some() && {
                 crate::mirror::blob_size_upstream(ns, name, digest).await?;
-                reg.mount_blob(name, digest, None).await?;
+                reg.mount_blob(name, digest, None).await?
+            };
+            if !linked {
+                if head_only {
+                    let size = crate::mirror::blob_size_upstream(ns, name, digest).await?;
+                    return Ok(Response::new(200)
+                        .header("Content-Type", "application/octet-stream")
+                        .header("Docker-Content-Digest", digest.as_str())
+                        .header("Accept-Ranges", "bytes")
+                        .body(Body::Length(size)));
+                }
+                let range = req.head.header("range").map(str::to_owned);
+                return crate::mirror::serve_blob(app, i, name, digest, range.as_deref()).await;
             }
-        }
-        if reg.repo_blob_size(name, digest).await?.is_none() {
-            let ns = &app.mirrors.namespaces[i];
-            if head_only {
-                let size = crate::mirror::blob_size_upstream(ns, name, digest).await?;
-                return Ok(Response::new(200)
-                    .header("Content-Type", "application/octet-stream")
-                    .header("Docker-Content-Digest", digest.as_str())
-                    .header("Accept-Ranges", "bytes")
-                    .body(Body::Length(size)));
-            }
-            let range = req.head.header("range").map(str::to_owned);
-            return crate::mirror::serve_blob(app, i, name, digest, range.as_deref()).await;
         }
     }
     let reader = if head_only {
@@ -67,7 +65,26 @@ pub async fn handle(
             .await?
             .ok_or_else(blob_unknown)?,
     };
-    let range = match req.head.header("range") {
+    let (resp, offset, len) = ranged(digest, size, req.head.header("range"))?;
+    let body = match reader {
+        Some(r) => Body::File(FileBody {
+            file: r.into_file(),
+            offset,
+            len,
+        }),
+        None => Body::Length(len),
+    };
+    Ok(resp.body(body))
+}
+
+/// A blob response without its body, for `size` bytes and an optional Range header (206
+/// with Content-Range, or 416), and the region (offset, length) to send.
+pub fn ranged(
+    digest: &Digest,
+    size: u64,
+    range_header: Option<&str>,
+) -> Result<(Response, u64, u64)> {
+    let range = match range_header {
         Some(h) => parse_range(h, size).map_err(|_| {
             Error::new(Code::RangeInvalid, "requested range not satisfiable")
                 .with_header("Content-Range", format!("bytes */{size}"))
@@ -89,15 +106,7 @@ pub async fn handle(
             format!("bytes {}-{}/{}", offset, offset + len - 1, size),
         );
     }
-    let body = match reader {
-        Some(r) => Body::File(FileBody {
-            file: r.into_file(),
-            offset,
-            len,
-        }),
-        None => Body::Length(len),
-    };
-    Ok(resp.body(body))
+    Ok((resp, offset, len))
 }
 
 /// A Range header that cannot be served (416).

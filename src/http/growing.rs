@@ -69,11 +69,6 @@ impl Progress {
         Self::wake(s);
     }
 
-    /// The end result, if the writer is done.
-    pub fn outcome(&self) -> Option<Result<(), Failure>> {
-        self.lock().end.clone()
-    }
-
     /// Waits until the size is known (or the writer failed first).
     pub async fn wait_start(&self) -> Result<u64, Failure> {
         poll_fn(|cx| {

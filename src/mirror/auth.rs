@@ -253,12 +253,8 @@ impl Auth {
         let realm = challenge
             .param("realm")
             .ok_or("Bearer challenge without a realm")?;
-        let url = UpstreamUrl::parse(realm).map_err(|e| format!("token realm: {e}"))?;
-        let after_scheme = realm.split_once("://").map_or("", |(_, r)| r);
-        let mut path = match after_scheme.find('/') {
-            Some(i) => after_scheme[i..].to_string(),
-            None => "/".to_string(),
-        };
+        let mut target = Target::absolute(realm).map_err(|e| format!("token realm: {e}"))?;
+        let path = &mut target.path;
         path.push(if path.contains('?') { '&' } else { '?' });
         let mut query = Vec::new();
         if let Some(service) = challenge.param("service") {
@@ -268,13 +264,6 @@ impl Auth {
         let scope = challenge.param("scope").unwrap_or(scope);
         query.push(format!("scope={}", query_escape(scope)));
         path.push_str(&query.join("&"));
-        let target = Target {
-            url: UpstreamUrl {
-                path: String::new(),
-                ..url
-            },
-            path,
-        };
         let mut headers = Vec::new();
         if let Some(basic) = &self.basic {
             headers.push(("Authorization", basic.clone()));

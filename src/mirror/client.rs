@@ -107,22 +107,28 @@ pub struct Target {
 }
 
 impl Target {
+    /// An absolute URL as a target: its origin, and its path with the query as the request
+    /// target.
+    pub fn absolute(text: &str) -> Result<Target, String> {
+        let url = UpstreamUrl::parse(text)?;
+        let after_scheme = text.split_once("://").map_or("", |(_, r)| r);
+        let path = match after_scheme.find('/') {
+            Some(i) => after_scheme[i..].to_string(),
+            None => "/".to_string(),
+        };
+        Ok(Target {
+            url: UpstreamUrl {
+                path: String::new(),
+                ..url
+            },
+            path,
+        })
+    }
+
     /// `Location` resolved against this target: absolute URL or absolute path.
     fn redirected(&self, location: &str) -> Option<Target> {
         if location.starts_with("http://") || location.starts_with("https://") {
-            let url = UpstreamUrl::parse(location).ok()?;
-            let after_scheme = location.split_once("://")?.1;
-            let path = match after_scheme.find('/') {
-                Some(i) => after_scheme[i..].to_string(),
-                None => "/".to_string(),
-            };
-            Some(Target {
-                url: UpstreamUrl {
-                    path: String::new(),
-                    ..url
-                },
-                path,
-            })
+            Target::absolute(location).ok()
         } else if location.starts_with('/') {
             Some(Target {
                 url: self.url.clone(),
@@ -212,10 +218,7 @@ impl Response {
                     let want = (*left).min(spare as u64) as usize;
                     let left_now = *left;
                     let got = if !self.pending.is_empty() {
-                        let n = want.min(self.pending.len());
-                        out.extend_from_slice(&self.pending[..n]);
-                        self.pending.drain(..n);
-                        n
+                        take_pending(&mut self.pending, &mut out, want)
                     } else {
                         let (r, o) = self.fill(out).await;
                         out = o;
@@ -243,9 +246,7 @@ impl Response {
                 }
                 Framing::UntilClose => {
                     if !self.pending.is_empty() {
-                        let n = spare.min(self.pending.len());
-                        out.extend_from_slice(&self.pending[..n]);
-                        self.pending.drain(..n);
+                        let n = take_pending(&mut self.pending, &mut out, spare);
                         return (Ok(n), out);
                     }
                     let (r, o) = self.fill(out).await;
@@ -256,9 +257,7 @@ impl Response {
                 }
                 Framing::Chunked(_) => {
                     if !self.pending.is_empty() {
-                        let n = spare.min(self.pending.len());
-                        out.extend_from_slice(&self.pending[..n]);
-                        self.pending.drain(..n);
+                        take_pending(&mut self.pending, &mut out, spare);
                     } else {
                         let (r, o) = self.fill(out).await;
                         out = o;
@@ -478,6 +477,14 @@ impl Client {
             }
         }
     }
+}
+
+/// Moves up to `max` bytes read along with the head into `out`; returns how many.
+fn take_pending(pending: &mut Vec<u8>, out: &mut Vec<u8>, max: usize) -> usize {
+    let n = max.min(pending.len());
+    out.extend_from_slice(&pending[..n]);
+    pending.drain(..n);
+    n
 }
 
 fn framing(method: &str, status: u16, headers: &[(String, String)]) -> io::Result<Framing> {

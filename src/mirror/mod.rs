@@ -194,10 +194,6 @@ impl Mirrors {
         Ok(mirrors)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.namespaces.is_empty()
-    }
-
     /// Maps a request's repository name to a mirror: the mirror's index and the local name.
     pub fn resolve(&self, name: &str, query: &str) -> Option<(usize, String)> {
         if self.namespaces.is_empty() {
@@ -523,28 +519,7 @@ pub async fn serve_blob(
         // SAFETY: the descriptor was just duplicated and is owned by nobody else.
         unsafe { compio::fs::File::from_raw_fd(file.into_raw_fd()) }
     };
-    let range = match range_header {
-        Some(h) => crate::api::blobs::parse_range(h, total).map_err(|_| {
-            Error::new(Code::RangeInvalid, "requested range not satisfiable")
-                .with_header("Content-Range", format!("bytes */{total}"))
-        })?,
-        None => None,
-    };
-    let (status, offset, len) = match range {
-        Some((start, end)) => (206, start, end - start + 1),
-        None => (200, 0, total),
-    };
-    let mut resp = Response::new(status)
-        .header("Content-Type", "application/octet-stream")
-        .header("Docker-Content-Digest", digest.as_str())
-        .header("ETag", format!("\"{digest}\""))
-        .header("Accept-Ranges", "bytes");
-    if status == 206 {
-        resp = resp.header(
-            "Content-Range",
-            format!("bytes {}-{}/{}", offset, offset + len - 1, total),
-        );
-    }
+    let (resp, offset, len) = crate::api::blobs::ranged(digest, total, range_header)?;
     Ok(resp.body(Body::Growing(GrowingBody {
         file,
         progress,
