@@ -13,8 +13,6 @@
 //! - an unknown username is verified against a dummy hash with the same parameters as a
 //!   configured one, so timing does not tell which usernames exist.
 
-mod pool;
-
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -190,7 +188,7 @@ pub struct Authenticator {
     limits: AuthLimits,
     clock: Clock,
     state: Mutex<State>,
-    pool: pool::Pool,
+    pool: crate::pool::Pool,
     argon2_runs: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -233,7 +231,7 @@ impl Authenticator {
         };
         let mut key = [0u8; 32];
         getrandom::getrandom(&mut key).map_err(|e| format!("no randomness: {e}"))?;
-        let pool = pool::Pool::new(
+        let pool = crate::pool::Pool::new(
             "origin-argon2",
             limits.verify_threads,
             limits.verify_queue_max,

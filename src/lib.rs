@@ -18,6 +18,7 @@ pub mod notify;
 pub mod oci;
 pub mod ops;
 pub mod policy;
+pub mod pool;
 pub mod registry;
 pub mod reload;
 pub mod serve;

@@ -161,6 +161,8 @@ pub struct Mirrors {
     fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
     fresh: Mutex<HashMap<(String, String), Instant>>,
     pulled: Mutex<HashMap<(String, Digest), Instant>>,
+    /// Threads that hash fetched blobs, started with the first fetch.
+    hash_pool: std::sync::OnceLock<Option<crate::pool::Pool>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -651,10 +653,11 @@ async fn fetch_blob(
         }
         // Three buffers in a pipeline: while one is written to the file (by the kernel, off
         // this thread), the next is hashed here and the one after fills from the upstream.
-        let mut hasher = std::mem::replace(
+        let mut hasher = Some(std::mem::replace(
             &mut session.hasher,
             crate::oci::Hasher::new(digest.algorithm()),
-        );
+        ));
+        let pool = app.mirrors.hash_pool();
         let mut free: Vec<Vec<u8>> = (0..3).map(|_| app.buffers.take()).collect();
         let mut to_hash: Option<Vec<u8>> = None;
         let mut to_write: Option<Vec<u8>> = None;
@@ -680,11 +683,15 @@ async fn fetch_blob(
                 }
             };
             let hashing = async {
-                if let Some(b) = &to_hash {
-                    hasher.update(b);
+                match (to_hash.take(), hasher.take()) {
+                    (Some(b), Some(h)) => Some(hash_update(pool, h, b).await),
+                    (_, h) => {
+                        hasher = h;
+                        None
+                    }
                 }
             };
-            let ((wrote, filled), ()) =
+            let ((wrote, filled), hashed) =
                 crate::future::join(crate::future::join(writing, filling), hashing).await;
             if let Some((r, b)) = wrote {
                 r.map_err(internal)?;
@@ -692,7 +699,11 @@ async fn fetch_blob(
                 fetch.progress.advance(written);
                 free.push(b);
             }
-            to_write = to_hash.take();
+            if let Some(done) = hashed {
+                let (h, b) = done.ok_or_else(|| failed(500, "hashing failed"))?;
+                hasher = Some(h);
+                to_write = Some(b);
+            }
             if let Some((r, end)) = filled {
                 let b = r.map_err(|e| failed(502, format!("upstream body: {e}")))?;
                 ended = end;
@@ -710,7 +721,7 @@ async fn fetch_blob(
         for b in free {
             app.buffers.give(b);
         }
-        session.hasher = hasher;
+        session.hasher = hasher.ok_or_else(|| failed(500, "hashing failed"))?;
         if declared.is_some_and(|t| written != t) {
             return Err(failed(502, "upstream body shorter than declared"));
         }
@@ -737,6 +748,53 @@ async fn fetch_blob(
         let _ = reg.upload_cancel(name, &id).await;
     }
     result
+}
+
+/// Hashing jobs queued at once: each fetch has at most one outstanding.
+const HASH_QUEUE_MAX: usize = FETCHES_MAX;
+
+impl Mirrors {
+    /// The hashing threads, one per core: a fetch hashes one buffer there while the worker
+    /// receives the next and writes the previous, so the hash does not hold up the sockets.
+    /// None if the threads could not be started (fetches then hash on the worker).
+    fn hash_pool(&self) -> Option<&crate::pool::Pool> {
+        self.hash_pool
+            .get_or_init(|| {
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                match crate::pool::Pool::new("origin-hash", threads, HASH_QUEUE_MAX) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start hashing threads; hashing on the workers");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+}
+
+/// Feeds `buf` to `hasher` on the hashing threads (here when there are none or their queue
+/// is full). None if the hashing job died.
+async fn hash_update(
+    pool: Option<&crate::pool::Pool>,
+    mut hasher: crate::oci::Hasher,
+    mut buf: Vec<u8>,
+) -> Option<(crate::oci::Hasher, Vec<u8>)> {
+    if let Some(pool) = pool {
+        // The job owns its inputs through this slot, so a refused job leaves them here.
+        let slot = Arc::new(Mutex::new(Some((hasher, buf))));
+        let job_slot = slot.clone();
+        if let Some(reply) = pool.submit(move || {
+            let (mut h, b) = lock(&job_slot).take()?;
+            h.update(&b);
+            Some((h, b))
+        }) {
+            return reply.await.flatten();
+        }
+        (hasher, buf) = lock(&slot).take()?;
+    }
+    hasher.update(&buf);
+    Some((hasher, buf))
 }
 
 /// Reads the upstream body into `buf` until it is full or the body ends. Returns the bytes

@@ -1,9 +1,9 @@
-//! A few threads for argon2, fed by a bounded queue, each answer handed back to the async
-//! side through a one-shot slot.
+//! A few threads fed by a bounded queue, each answer handed back to the async side through
+//! a one-shot slot: argon2 runs here, and so does the SHA-256 of pull-through fetches.
 //!
 //! compio's `spawn_blocking` is not used: its pool belongs to one runtime (one per core, so
 //! the bound would multiply by the worker count), it has no queue (a full pool fails at once)
-//! and it also carries the file operations of the polling driver, which argon2 must not
+//! and it also carries the file operations of the polling driver, which this work must not
 //! starve. argon2 is memory-hard (19 MiB per run by default), so the bound is global.
 
 use std::future::Future;
