@@ -188,7 +188,8 @@ CONF
 
 # stop_pid PID: SIGTERM, wait, and forget it (so cleanup never signals a recycled PID).
 stop_pid() {
-  kill "$1" 2>/dev/null; wait "$1" 2>/dev/null || true
+  kill "$1" 2>/dev/null || true # may be gone already (and reaped)
+  wait "$1" 2>/dev/null || true
   local keep=() p
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && [ "$p" != "$1" ] && keep+=("$p"); done
   PIDS=("${keep[@]:-}")
