@@ -490,3 +490,60 @@ fn policies_apply_to_mirrored_names_before_any_upstream_request() {
     let after = up.count_requests("GET", "/v2/") + up.count_requests("HEAD", "/v2/");
     assert_eq!(before, after, "a denied request reached the upstream");
 }
+
+fn tag_list(srv: &Server, path: &str) -> (u16, Vec<String>, Option<String>) {
+    let r = srv.get(path);
+    let tags = if r.status == 200 {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    (r.status, tags, r.header("link").map(str::to_owned))
+}
+
+#[test]
+fn tags_are_listed_from_the_upstream_or_from_the_cache_when_it_is_down() {
+    let Some(mut up) = Upstream::start(UpstreamAuth::None) else {
+        return;
+    };
+    up.push_image("library/app", "v1", b"one");
+    up.push_image("library/app", "v2", b"two");
+    up.push_image("library/app", "v3", b"three");
+    let srv = start(&up, "5m");
+    // Nothing cached yet: the upstream's whole list, under every name of the mirror.
+    for path in [
+        "/v2/library/app/tags/list",
+        "/v2/up/library/app/tags/list",
+        "/v2/library/app/tags/list?ns=upstream.test",
+    ] {
+        let (status, tags, _) = tag_list(&srv, path);
+        assert_eq!(
+            (status, tags),
+            (200, vec!["v1".into(), "v2".into(), "v3".into()]),
+            "{path}"
+        );
+    }
+    // Paging is origin's own, over the merged list.
+    let (status, tags, link) = tag_list(&srv, "/v2/library/app/tags/list?n=2");
+    assert_eq!((status, tags), (200, vec!["v1".into(), "v2".into()]));
+    assert!(link.unwrap().contains("last=v2"));
+    let (_, tags, link) = tag_list(&srv, "/v2/library/app/tags/list?n=2&last=v2");
+    assert_eq!((tags, link), (vec!["v3".to_string()], None));
+    // A repository the upstream does not have.
+    assert_eq!(tag_list(&srv, "/v2/library/nothing/tags/list").0, 404);
+    // One tag pulled (so cached), then the upstream goes away: the cached tags are listed.
+    assert_eq!(srv.get("/v2/library/app/manifests/v2").status, 200);
+    up.stop();
+    let (status, tags, _) = tag_list(&srv, "/v2/library/app/tags/list");
+    assert_eq!((status, tags), (200, vec!["v2".to_string()]));
+    let metrics = srv.get("/metrics");
+    assert!(String::from_utf8_lossy(&metrics.body).contains("origin_mirror_stale_served_total 1"));
+    // Nothing cached and no upstream: a clean 502.
+    assert_eq!(tag_list(&srv, "/v2/library/other/tags/list").0, 502);
+}

@@ -55,14 +55,39 @@ fn with_link(resp: Response, path: &str, p: &Page) -> Response {
     }
 }
 
-pub async fn tags(app: &App, req: &mut Request<'_>, name: &RepoName) -> Result<Response> {
-    if !app.registry.repository_exists(name).await? {
-        return Err(Error::new(
-            Code::NameUnknown,
-            "repository name not known to registry",
-        ));
-    }
-    let all = app.registry.tags(name).await?;
+/// The tags of a repository. In a mirror: the upstream's list with any local tags merged
+/// in, or the cached tags alone (with a warning) when no upstream can be reached.
+pub async fn tags(
+    app: &App,
+    req: &mut Request<'_>,
+    name: &RepoName,
+    mirror: Option<usize>,
+) -> Result<Response> {
+    let unknown = || Error::new(Code::NameUnknown, "repository name not known to registry");
+    let local = match app.registry.repository_exists(name).await? {
+        true => Some(app.registry.tags(name).await?),
+        false => None,
+    };
+    let all = match mirror {
+        None => local.ok_or_else(unknown)?,
+        Some(i) => match crate::mirror::upstream_tags(&app.mirrors.namespaces[i], name).await {
+            Ok(Some(mut all)) => {
+                all.extend(local.unwrap_or_default());
+                all.sort();
+                all.dedup();
+                all
+            }
+            Ok(None) => local.ok_or_else(unknown)?,
+            Err(e) => {
+                let local = local.ok_or(e)?;
+                crate::metrics::METRICS
+                    .mirror_stale_served
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(repository = %name, "no upstream answered; listing the cached tags");
+                local
+            }
+        },
+    };
     let p = page(all, req.head.query())?;
     let body = serde_json::json!({ "name": name.as_str(), "tags": p.items });
     let resp = Response::json(200, body.to_string().into_bytes());

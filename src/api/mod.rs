@@ -69,7 +69,7 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     match endpoint {
         Endpoint::Base => Ok(Response::json(200, b"{}".to_vec())),
         Endpoint::Catalog => listing::catalog(app, req, &identity).await,
-        Endpoint::Tags { name } => listing::tags(app, req, &repo(name)?).await,
+        Endpoint::Tags { name } => listing::tags(app, req, &repo(name)?, mirror).await,
         Endpoint::Referrers { name, digest } => {
             listing::referrers(app, req, &repo(name)?, &digest_of(digest)?).await
         }
