@@ -547,3 +547,70 @@ fn tags_are_listed_from_the_upstream_or_from_the_cache_when_it_is_down() {
     // Nothing cached and no upstream: a clean 502.
     assert_eq!(tag_list(&srv, "/v2/library/other/tags/list").0, 502);
 }
+
+#[test]
+fn referrers_come_from_the_upstream_and_from_the_cache_when_it_is_down() {
+    // Another origin as the upstream: distribution 2.8.2 has no referrers API.
+    let upstream = Server::start();
+    let (subject, subject_digest) = upstream.push_image("library/app", "v1", &[bytes(1, 1000)]);
+    let empty = upstream.push_blob("library/app", b"{}");
+    let sig = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"artifactType\":\"application/vnd.test.sig\",\
+         \"config\":{{\"mediaType\":\"application/vnd.oci.empty.v1+json\",\"digest\":\"{empty}\",\"size\":2}},\
+         \"layers\":[],\"subject\":{{\"mediaType\":\"{}\",\"digest\":\"{subject_digest}\",\"size\":{}}}}}",
+        common::OCI_MANIFEST,
+        common::OCI_MANIFEST,
+        subject.len()
+    );
+    let sig_digest = digest(sig.as_bytes());
+    let r = upstream.put_manifest(
+        "library/app",
+        &sig_digest,
+        common::OCI_MANIFEST,
+        sig.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let config = format!(
+        "{ALLOW_ALL}\n[[repository]]\nnamespace = \"up\"\npolicy_default_allow = true\n\
+         [repository.mirror]\ndefault = true\n[[repository.mirror.upstream]]\nurl = \"http://{}\"\n",
+        upstream.addr
+    );
+    let srv = Server::start_with("", &config);
+    let listed = |path: &str| -> Vec<(String, String)> {
+        let r = srv.get(path);
+        assert_eq!(
+            r.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let field = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+                (field("digest"), field("artifactType"))
+            })
+            .collect()
+    };
+    let path = format!("/v2/library/app/referrers/{subject_digest}");
+    let want = vec![(sig_digest.clone(), "application/vnd.test.sig".to_string())];
+    // Nothing cached: the upstream's referrers.
+    assert_eq!(listed(&path), want);
+    let r = srv.get(&format!("{path}?artifactType=application/vnd.test.other"));
+    assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
+    assert_eq!(
+        listed(&format!("{path}?artifactType=application/vnd.test.other")),
+        vec![]
+    );
+    // The referrer pulled through the mirror is cached with its subject; with the upstream
+    // gone, the cached referrers are listed.
+    assert_eq!(
+        srv.get(&format!("/v2/library/app/manifests/{sig_digest}"))
+            .status,
+        200
+    );
+    drop(upstream);
+    assert_eq!(listed(&path), want);
+}

@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::error::{Code, Error, Result};
 use crate::http::{Request, Response};
-use crate::oci::{media_type, referrers_index, Digest, RepoName};
+use crate::oci::{media_type, referrers_index, Descriptor, Digest, RepoName};
 
 /// Page size when the client gives no `n`; also the largest `n` honoured.
 pub const PAGE_DEFAULT: usize = 1000;
@@ -111,17 +111,39 @@ pub async fn catalog(app: &App, req: &mut Request<'_>, identity: &Identity) -> R
     Ok(with_link(resp, "/v2/_catalog", &p))
 }
 
+/// The referrers of a manifest. In a mirror: the upstream's with the local ones merged in, or
+/// the local ones alone when the upstream has none, has no referrers API or cannot be reached.
 pub async fn referrers(
     app: &App,
     req: &mut Request<'_>,
     name: &RepoName,
     subject: &Digest,
+    mirror: Option<usize>,
 ) -> Result<Response> {
     let filter = query_param(req.head.query(), "artifactType").filter(|t| !t.is_empty());
-    let list = app
+    let mut list = app
         .registry
         .referrers(name, subject, filter.as_deref())
         .await?;
+    if let Some(i) = mirror {
+        match crate::mirror::upstream_referrers(&app.mirrors.namespaces[i], name, subject).await {
+            Ok(Some(upstream)) => {
+                let wanted = |d: &Descriptor| {
+                    filter
+                        .as_deref()
+                        .is_none_or(|t| d.artifact_type.as_deref() == Some(t))
+                };
+                list.extend(upstream.into_iter().filter(wanted));
+                list.sort_by(|a, b| a.digest.cmp(&b.digest));
+                list.dedup_by(|a, b| a.digest == b.digest);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(repository = %name, subject = %subject, error = %e.message,
+                    "no upstream answered; listing the cached referrers");
+            }
+        }
+    }
     let mut resp = Response::new(200)
         .header("Content-Type", media_type::OCI_INDEX)
         .body(crate::http::Body::Bytes(referrers_index(&list)));

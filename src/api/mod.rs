@@ -71,7 +71,7 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
         Endpoint::Catalog => listing::catalog(app, req, &identity).await,
         Endpoint::Tags { name } => listing::tags(app, req, &repo(name)?, mirror).await,
         Endpoint::Referrers { name, digest } => {
-            listing::referrers(app, req, &repo(name)?, &digest_of(digest)?).await
+            listing::referrers(app, req, &repo(name)?, &digest_of(digest)?, mirror).await
         }
         Endpoint::Blob { name, digest } => {
             blobs::handle(app, req, method, &repo(name)?, &digest_of(digest)?, mirror).await

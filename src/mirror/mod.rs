@@ -527,6 +527,60 @@ fn next_page<'a>(link: &'a str, repo: &str) -> Option<&'a str> {
     rest.starts_with("tags/list").then_some(rest)
 }
 
+/// Largest referrers index accepted from an upstream.
+const UPSTREAM_REFERRERS_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// The referrers of `subject` at the first upstream that answers with an index (all of them:
+/// the caller filters). None when every upstream answers 404, which is also what upstreams
+/// without the referrers API say.
+pub async fn upstream_referrers(
+    ns: &MirrorNs,
+    name: &RepoName,
+    subject: &Digest,
+) -> Result<Option<Vec<crate::oci::Descriptor>>> {
+    let upstream_name = ns.upstream_name(name.as_str());
+    let mut last = None;
+    let accept = [("Accept", crate::oci::media_type::OCI_INDEX.to_string())];
+    for up in &ns.upstreams {
+        let path = format!("referrers/{subject}");
+        let r = match up.request("GET", upstream_name, &path, &accept).await {
+            Ok(r) if r.status == 200 => r,
+            Ok(r) if r.status == 404 => continue,
+            Ok(r) => {
+                last = Some(upstream_error(format!(
+                    "{} answered {}",
+                    up.url.authority(),
+                    r.status
+                )));
+                continue;
+            }
+            Err(e) => {
+                last = Some(upstream_error(e));
+                continue;
+            }
+        };
+        let body = match r.bytes(UPSTREAM_REFERRERS_BYTES_MAX).await {
+            Ok(b) => b,
+            Err(e) => {
+                last = Some(upstream_error(e.to_string()));
+                continue;
+            }
+        };
+        #[derive(serde::Deserialize)]
+        struct Index {
+            manifests: Vec<crate::oci::Descriptor>,
+        }
+        match serde_json::from_slice::<Index>(&body) {
+            Ok(i) => return Ok(Some(i.manifests)),
+            Err(e) => last = Some(upstream_error(format!("referrers index: {e}"))),
+        }
+    }
+    match last {
+        Some(e) => Err(e),
+        None => Ok(None),
+    }
+}
+
 /// HEAD of a blob that is not stored: asks the upstream for its size.
 pub async fn blob_size_upstream(ns: &MirrorNs, name: &RepoName, digest: &Digest) -> Result<u64> {
     let upstream_name = ns.upstream_name(name.as_str());
