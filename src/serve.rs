@@ -250,7 +250,10 @@ fn worker_main(
                 compio::runtime::spawn(collect_garbage(app.clone())).detach();
             }
         }
-        server::run_worker(spec, app, tls).await
+        let result = server::run_worker(spec, app, tls).await;
+        // Pooled upstream connections belong to this runtime: closed while it still runs.
+        crate::mirror::client::close_idle();
+        result
     })
     .map_err(|e| e.to_string())
 }

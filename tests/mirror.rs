@@ -614,3 +614,115 @@ fn referrers_come_from_the_upstream_and_from_the_cache_when_it_is_down() {
     drop(upstream);
     assert_eq!(listed(&path), want);
 }
+
+/// A TCP proxy to `to` that counts the connections it accepts. With `idle_close`, it closes
+/// a connection after nothing crossed it for that long, as load balancers in front of
+/// registries do.
+fn counting_proxy(
+    to: std::net::SocketAddr,
+    idle_close: Option<Duration>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let epoch = Instant::now();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            count.fetch_add(1, SeqCst);
+            let Ok(server) = TcpStream::connect(to) else {
+                continue;
+            };
+            let last = Arc::new(AtomicU64::new(0));
+            let pipe = |mut from: TcpStream, mut to: TcpStream, last: Arc<AtomicU64>| {
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                last.store(epoch.elapsed().as_millis() as u64, SeqCst);
+                                if to.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                })
+            };
+            last.store(epoch.elapsed().as_millis() as u64, SeqCst);
+            pipe(
+                client.try_clone().unwrap(),
+                server.try_clone().unwrap(),
+                last.clone(),
+            );
+            pipe(
+                server.try_clone().unwrap(),
+                client.try_clone().unwrap(),
+                last.clone(),
+            );
+            if let Some(idle) = idle_close {
+                std::thread::spawn(move || loop {
+                    std::thread::sleep(Duration::from_millis(20));
+                    let quiet = epoch.elapsed().as_millis() as u64 - last.load(SeqCst);
+                    if quiet >= idle.as_millis() as u64 {
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                        let _ = server.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                });
+            }
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn upstream_connections_are_kept_alive_and_replaced_when_closed() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Some(up) = Upstream::start(UpstreamAuth::None) else {
+        return;
+    };
+    let (m, c, l) = up.push_image("library/app", "v1", &bytes(5, 300_000));
+    let (_, c2, l2) = up.push_image("library/other", "v1", &bytes(6, 200_000));
+    let (proxy, accepted) = counting_proxy(up.addr(), Some(Duration::from_millis(700)));
+    let cfg = mirror_config(&up, "1h", "", "").replace(&up.url(), &format!("http://{proxy}"));
+    // One worker, so every request shares one thread's pool.
+    let dir = common::TempDir::new("srv");
+    let text = common::config_text(&dir.0, "", &cfg).replace("workers = 2", "workers = 1");
+    let srv = Server::start_config(dir, &text, &[]);
+    let r = srv.get("/v2/library/app/manifests/v1");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("docker-content-digest"), Some(m.as_str()));
+    pull_blob(&srv, &format!("/v2/library/app/blobs/{c}"), &c);
+    pull_blob(&srv, &format!("/v2/library/app/blobs/{l}"), &l);
+    let head = srv.request("HEAD", &format!("/v2/library/other/blobs/{l2}"), &[], b"");
+    assert_eq!(head.status, 200);
+    pull_blob(&srv, &format!("/v2/library/other/blobs/{c2}"), &c2);
+    // The probe of /v2/, the manifest and three blobs; the HEAD.
+    let requests = up.wait_requests("GET", "/v2/", 5, Duration::from_secs(5))
+        + up.wait_requests("HEAD", "/v2/", 1, Duration::from_secs(5));
+    assert!(requests >= 6, "{requests} upstream requests");
+    assert_eq!(
+        accepted.load(SeqCst),
+        1,
+        "{requests} upstream requests on one kept-alive connection"
+    );
+    // The proxy closes the idle connection: the next request notices and opens another.
+    std::thread::sleep(Duration::from_millis(1200));
+    pull_blob(&srv, &format!("/v2/library/other/blobs/{l2}"), &l2);
+    assert_eq!(accepted.load(SeqCst), 2);
+    // With a connection in the pool, a graceful stop is still clean.
+    let mut srv = srv;
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(Duration::from_secs(20)), Some(0));
+    assert_eq!(srv.logs_until("panicked", Duration::from_millis(500)), None);
+}

@@ -199,6 +199,7 @@ impl Auth {
         if resp.status == 401 {
             self.answer(client, &resp, scope).await?;
         }
+        resp.drain().await;
         Ok(())
     }
 

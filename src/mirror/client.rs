@@ -1,5 +1,7 @@
-//! A small HTTP/1.1 client for upstream registries: one request per connection
-//! (`Connection: close`), plain TCP or rustls, redirects followed, every wait bounded.
+//! A small HTTP/1.1 client for upstream registries: plain TCP or rustls, redirects followed,
+//! every wait bounded. Connections are kept alive: a response read to its end goes back to a
+//! small per-worker pool (compio sockets belong to the thread that made them), and the next
+//! request to the same origin takes it after checking the upstream has not closed it.
 
 use std::io;
 use std::sync::Arc;
@@ -19,6 +21,10 @@ pub const RESPONSE_HEAD_BYTES_MAX: usize = 64 * 1024;
 const RESPONSE_HEADERS_MAX: usize = 64;
 /// Redirects followed for one request (blob downloads redirect to a CDN or object store).
 pub const REDIRECTS_MAX: usize = 5;
+/// Idle upstream connections kept per worker thread (the oldest is closed beyond).
+pub const IDLE_CONNECTIONS_MAX: usize = 16;
+/// How long an idle upstream connection is kept.
+pub const IDLE_KEEP: Duration = Duration::from_secs(30);
 
 /// An upstream's base URL: scheme, host, port and an optional path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +151,85 @@ enum Conn {
     Tls(Box<TlsStream<rustls::ClientConnection>>),
 }
 
+/// Which connections may serve a request: same scheme, host and port, and the same TLS
+/// settings (upstreams may trust different CAs).
+#[derive(Clone, PartialEq, Eq)]
+struct PoolKey {
+    https: bool,
+    host: String,
+    port: u16,
+    tls: usize,
+}
+
+struct Idle {
+    key: PoolKey,
+    conn: Conn,
+    since: std::time::Instant,
+}
+
+thread_local! {
+    static IDLE: std::cell::RefCell<Vec<Idle>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The most recently idled live connection for `key`, if any. Expired ones are closed.
+fn take_idle(key: &PoolKey) -> Option<Conn> {
+    IDLE.try_with(|idle| {
+        let mut idle = idle.borrow_mut();
+        idle.retain(|i| i.since.elapsed() < IDLE_KEEP);
+        while let Some(at) = idle.iter().rposition(|i| &i.key == key) {
+            let i = idle.remove(at);
+            if i.conn.quiet() {
+                return Some(i.conn);
+            }
+        }
+        None
+    })
+    .ok()
+    .flatten()
+}
+
+/// Closes this thread's idle upstream connections (before its runtime stops).
+pub fn close_idle() {
+    let _ = IDLE.try_with(|idle| idle.borrow_mut().clear());
+}
+
+fn put_idle(key: PoolKey, conn: Conn) {
+    // Not during thread teardown (the pool is gone, and so may be the runtime).
+    let _ = IDLE.try_with(|idle| {
+        let mut idle = idle.borrow_mut();
+        if idle.len() >= IDLE_CONNECTIONS_MAX {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            key,
+            conn,
+            since: std::time::Instant::now(),
+        });
+    });
+}
+
 impl Conn {
+    /// An idle connection is usable when the upstream has sent nothing since the last
+    /// response: no end of stream, no error, no stray bytes (a TLS close_notify included).
+    fn quiet(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Conn::Tcp(s) => s.as_raw_fd(),
+            Conn::Tls(s) => s.tcp().as_raw_fd(),
+        };
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a live local; the descriptor is open (owned by self).
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    }
+
     async fn read<B: IoBufMut>(&mut self, buf: B) -> BufResult<usize, B> {
         match self {
             Conn::Tcp(s) => s.read(buf).await,
@@ -172,14 +256,27 @@ enum Framing {
 pub struct Response {
     pub status: u16,
     headers: Vec<(String, String)>,
-    conn: Conn,
+    /// None only once the connection has gone back to the pool (in drop).
+    conn: Option<Conn>,
     /// Body bytes read along with the head, not yet handed out.
     pending: Vec<u8>,
     framing: Framing,
     timeout: Duration,
     /// Where the response came from (after redirects).
     pub target: Target,
+    /// Set when the connection may serve another request once this body is read: HTTP/1.1
+    /// without `Connection: close`, a declared length, nothing stray read.
+    reuse: Option<PoolKey>,
 }
+
+impl Drop for Response {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Largest body read only to keep a connection (a probe's `{}`, an error document).
+const DRAIN_BYTES_MAX: u64 = 64 * 1024;
 
 impl Response {
     /// The first value of a header (name case-insensitive).
@@ -233,7 +330,11 @@ impl Response {
                                 )
                             }
                             Ok(n) => {
-                                // Anything past the declared length is not ours.
+                                // Anything past the declared length is not ours (and the
+                                // connection is no longer in step).
+                                if n > want {
+                                    self.reuse = None;
+                                }
                                 let n = n.min(want);
                                 out.truncate(start + n);
                                 n
@@ -298,7 +399,10 @@ impl Response {
     /// Reads from the connection into `out`'s spare capacity, within the timeout.
     async fn fill(&mut self, out: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         // `uninit()`: the read appends after what `out` holds (a plain Vec is read from 0).
-        match timeout(self.timeout, self.conn.read(out.uninit())).await {
+        let Some(conn) = self.conn.as_mut() else {
+            return (Err(io::Error::other("connection already released")), out);
+        };
+        match timeout(self.timeout, conn.read(out.uninit())).await {
             Ok(BufResult(r, o)) => (r, o.into_inner()),
             Err(_) => (
                 Err(io::Error::new(
@@ -307,6 +411,29 @@ impl Response {
                 )),
                 Vec::new(),
             ),
+        }
+    }
+
+    /// Hands the connection back to the pool once the body has been read to its end (done
+    /// on drop too; call it early when the response stays around).
+    pub fn release(&mut self) {
+        if matches!(self.framing, Framing::Done) && self.pending.is_empty() {
+            if let (Some(key), Some(conn)) = (self.reuse.take(), self.conn.take()) {
+                put_idle(key, conn);
+            }
+        }
+    }
+
+    /// Reads and drops a small body so the connection can serve another request; a large
+    /// one is left (the connection is then closed).
+    pub async fn drain(self) {
+        let small = match self.framing {
+            Framing::Length(n) => n <= DRAIN_BYTES_MAX,
+            Framing::Done => true,
+            _ => false,
+        };
+        if small {
+            let _ = self.bytes(DRAIN_BYTES_MAX as usize).await;
         }
     }
 
@@ -370,6 +497,37 @@ impl Client {
         with_auth: bool,
     ) -> io::Result<Response> {
         let url = &target.url;
+        let key = PoolKey {
+            https: url.https,
+            host: url.host.clone(),
+            port: url.port,
+            tls: Arc::as_ptr(&self.tls) as usize,
+        };
+        if let Some(conn) = take_idle(&key) {
+            match self
+                .exchange(conn, method, target, headers, with_auth, &key)
+                .await
+            {
+                Ok(r) => return Ok(r),
+                // Closed by the upstream just as it was taken: once more on a new one
+                // (only GET and HEAD are sent, so repeating is safe).
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::UnexpectedEof
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::BrokenPipe
+                    ) && matches!(method, "GET" | "HEAD") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let conn = self.connect(url).await?;
+        self.exchange(conn, method, target, headers, with_auth, &key)
+            .await
+    }
+
+    async fn connect(&self, url: &UpstreamUrl) -> io::Result<Conn> {
         let addr = (url.host.as_str(), url.port);
         let tcp = match timeout(self.timeout, TcpStream::connect(addr)).await {
             Ok(r) => r.map_err(|e| {
@@ -383,14 +541,27 @@ impl Client {
             }
         };
         let _ = tcp.set_nodelay(true);
-        let mut conn = if url.https {
+        Ok(if url.https {
             let tls = crate::tls::connect(&self.tls, &url.host, tcp, self.timeout).await?;
             Conn::Tls(Box::new(tls))
         } else {
             Conn::Tcp(tcp)
-        };
+        })
+    }
+
+    /// Sends the request on `conn` and reads the response head.
+    async fn exchange(
+        &self,
+        mut conn: Conn,
+        method: &str,
+        target: &Target,
+        headers: &[(&str, String)],
+        with_auth: bool,
+        key: &PoolKey,
+    ) -> io::Result<Response> {
+        let url = &target.url;
         let mut head = format!(
-            "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: origin/{}\r\nConnection: close\r\n",
+            "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: origin/{}\r\n",
             target.path,
             url.authority(),
             env!("CARGO_PKG_VERSION"),
@@ -433,14 +604,23 @@ impl Client {
                         .collect();
                     let pending = buf[n..].to_vec();
                     let framing = framing(method, status, &headers)?;
+                    let close = headers.iter().any(|(n, v)| {
+                        n.eq_ignore_ascii_case("connection")
+                            && v.to_ascii_lowercase().contains("close")
+                    });
+                    let reuse = (resp.version == Some(1)
+                        && !close
+                        && matches!(framing, Framing::Length(_) | Framing::Done))
+                    .then(|| key.clone());
                     return Ok(Response {
                         status,
                         headers,
-                        conn,
+                        conn: Some(conn),
                         pending,
                         framing,
                         timeout: self.timeout,
                         target: target.clone(),
+                        reuse,
                     });
                 }
                 Ok(httparse::Status::Partial) => {}

@@ -92,6 +92,7 @@ impl Upstream {
             if !self.auth.answer(&self.client, &resp, &scope).await? {
                 return Ok(resp);
             }
+            resp.drain().await;
         }
     }
 }
@@ -872,6 +873,8 @@ async fn fetch_blob(
         for b in free {
             app.buffers.give(b);
         }
+        // Read to its end: the connection can serve the next request during the commit.
+        resp.release();
         session.hasher = hasher.ok_or_else(|| failed(500, "hashing failed"))?;
         if declared.is_some_and(|t| written != t) {
             return Err(failed(502, "upstream body shorter than declared"));
