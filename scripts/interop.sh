@@ -1659,7 +1659,7 @@ s_sec_registries_still_up() {
 # Pull-through cache phase (Origin only): a distribution upstream, an Origin mirror of it
 # ---------------------------------------------------------------------------------------
 MIRROR_STEPS=(mirror-start-registries mirror-docker-pull mirror-ctr-hosts-ns-pull mirror-read-only
-  mirror-docker-pull-upstream-down)
+  mirror-list-tags mirror-docker-pull-upstream-down)
 MIRROR_PORT=      # the mirror instance (in dockerd's registry-mirrors); chosen before dockerd starts
 MIRROR_UP_PORT=   # the upstream distribution instance
 MIRROR_DIR=$WORK/mirror
@@ -1905,6 +1905,24 @@ s_mirror_read_only() {
 
 # The upstream stopped: the tag (stale after 1 s) cannot be revalidated; the cached one is
 # served, with the cached blobs.
+# Tag lists come from the upstream: a tag pushed only there is listed by skopeo through the
+# mirror, under the unprefixed and the prefixed name.
+s_mirror_list_tags() {
+  need mirror-start-registries
+  mirror_env
+  SK copy "oci:$MIRROR_LAYOUT:v1" "docker://127.0.0.1:$MIRROR_UP_PORT/library/mirrortest:upstream-only" \
+    --dest-tls-verify=false
+  local out name
+  for name in library/mirrortest docker.io/library/mirrortest; do
+    out=$(SK list-tags --tls-verify=false "docker://127.0.0.1:$MIRROR_PORT/$name") ||
+      fail "skopeo list-tags $name through the mirror failed"
+    echo "$out"
+    eq "tags of $name through the mirror" "upstream-only v1" "$(jq -r '.Tags | sort | join(" ")' <<<"$out")"
+  done
+  grep -F '"GET /v2/library/mirrortest/tags/list' "$LOGS/mirror-upstream.out" ||
+    fail "the upstream's access log has no GET of the tag list"
+}
+
 s_mirror_docker_pull_upstream_down() {
   need mirror-docker-pull
   mirror_env
@@ -2071,6 +2089,7 @@ if [ "$TARGET" = origin ]; then
   step mirror-docker-pull s_mirror_docker_pull
   step mirror-ctr-hosts-ns-pull s_mirror_ctr_hosts_ns_pull
   step mirror-read-only s_mirror_read_only
+  step mirror-list-tags s_mirror_list_tags
   # Last: it stops the upstream.
   step mirror-docker-pull-upstream-down s_mirror_docker_pull_upstream_down
 fi
