@@ -726,3 +726,75 @@ fn upstream_connections_are_kept_alive_and_replaced_when_closed() {
     assert_eq!(srv.wait_exit(Duration::from_secs(20)), Some(0));
     assert_eq!(srv.logs_until("panicked", Duration::from_millis(500)), None);
 }
+
+/// An upstream front that answers every request with a 307 to the same path on `to` (as
+/// Docker Hub sends blobs to its CDN), keeping connections alive. Counts its connections.
+fn redirector(
+    to: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            count.fetch_add(1, SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut byte = [0u8; 1];
+                loop {
+                    match conn.read(&mut byte) {
+                        Ok(1) => buf.push(byte[0]),
+                        _ => return,
+                    }
+                    if !buf.ends_with(b"\r\n\r\n") {
+                        continue;
+                    }
+                    let head = String::from_utf8_lossy(&buf).to_string();
+                    buf.clear();
+                    let mut first = head.split_whitespace();
+                    let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or("/"));
+                    let body = if method == "HEAD" { "" } else { "see other" };
+                    let resp = format!(
+                        "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{to}{path}\r\n\
+                         Content-Length: 9\r\n\r\n{body}"
+                    );
+                    if conn.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn redirected_pulls_work_and_keep_the_registry_connection() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Some(up) = Upstream::start(UpstreamAuth::None) else {
+        return;
+    };
+    let (m, c, l) = up.push_image("library/app", "v1", &bytes(7, 300_000));
+    let (front, accepted) = redirector(up.addr());
+    let cfg = mirror_config(&up, "1h", "", "").replace(&up.url(), &format!("http://{front}"));
+    let dir = common::TempDir::new("srv");
+    let text = common::config_text(&dir.0, "", &cfg).replace("workers = 2", "workers = 1");
+    let srv = Server::start_config(dir, &text, &[]);
+    let r = srv.get("/v2/library/app/manifests/v1");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("docker-content-digest"), Some(m.as_str()));
+    let head = srv.request("HEAD", &format!("/v2/library/app/blobs/{l}"), &[], b"");
+    assert_eq!(head.status, 200);
+    pull_blob(&srv, &format!("/v2/library/app/blobs/{c}"), &c);
+    pull_blob(&srv, &format!("/v2/library/app/blobs/{l}"), &l);
+    // Every request went through the front (and on to distribution)...
+    assert!(up.wait_requests("GET", &format!("/blobs/{l}"), 1, Duration::from_secs(5)) >= 1);
+    // ...on one connection, whose redirect bodies were read so it could be reused.
+    assert_eq!(accepted.load(SeqCst), 1);
+}

@@ -480,6 +480,9 @@ impl Client {
             let resp = self.send_once(method, &target, headers, same).await?;
             if matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
                 if let Some(next) = resp.header("location").and_then(|l| target.redirected(l)) {
+                    // Docker Hub redirects every blob to its CDN: keep the registry's
+                    // connection for the next request.
+                    resp.drain().await;
                     target = next;
                     continue;
                 }
