@@ -798,3 +798,63 @@ fn redirected_pulls_work_and_keep_the_registry_connection() {
     // ...on one connection, whose redirect bodies were read so it could be reused.
     assert_eq!(accepted.load(SeqCst), 1);
 }
+
+#[test]
+fn pulls_through_a_tls_upstream_trusting_its_ca_bundle_on_one_connection() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let pki_dir = common::TempDir::new("pki");
+    let pki = common::pki::Pki::new(&pki_dir.0, &[]);
+    // The upstream is another origin: content pushed to it over plain HTTP, then served
+    // from the same storage over TLS (the test helpers push in plain HTTP only).
+    let store = common::TempDir::new("store");
+    let layer = bytes(8, 500_000);
+    let (manifest, manifest_digest) = {
+        let plain = Server::start_config(
+            common::TempDir::new("srv"),
+            &common::config_text(&store.0, "", ALLOW_ALL),
+            &[],
+        );
+        plain.push_image("library/app", "v1", std::slice::from_ref(&layer))
+    };
+    let tls_config = format!("{ALLOW_ALL}\n{}", pki.tls_section(false, None));
+    let upstream = Server::start_config(
+        common::TempDir::new("srv"),
+        &common::config_text(&store.0, "", &tls_config),
+        &[],
+    );
+    let (proxy, accepted) = counting_proxy(upstream.addr, None);
+    let cfg = format!(
+        "{ALLOW_ALL}\n[[repository]]\nnamespace = \"up\"\npolicy_default_allow = true\n\
+         [repository.mirror]\ndefault = true\n[[repository.mirror.upstream]]\n\
+         url = \"https://127.0.0.1:{}\"\nca_bundle = \"{}\"\n\n\
+         [[repository]]\nnamespace = \"untrusted\"\npolicy_default_allow = true\n\
+         [repository.mirror]\n[[repository.mirror.upstream]]\nurl = \"https://127.0.0.1:{}\"\n",
+        proxy.port(),
+        pki.ca.display(),
+        proxy.port()
+    );
+    let dir = common::TempDir::new("srv");
+    let text = common::config_text(&dir.0, "", &cfg).replace("workers = 2", "workers = 1");
+    let srv = Server::start_config(dir, &text, &[]);
+    let r = srv.get("/v2/library/app/manifests/v1");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.body, manifest);
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(manifest_digest.as_str())
+    );
+    let m = r.json();
+    let config = m["config"]["digest"].as_str().unwrap().to_string();
+    pull_blob(&srv, &format!("/v2/library/app/blobs/{config}"), &config);
+    pull_blob(
+        &srv,
+        &format!("/v2/library/app/blobs/{}", digest(&layer)),
+        &digest(&layer),
+    );
+    // The probe, the manifest and two blobs over one TLS connection.
+    assert_eq!(accepted.load(SeqCst), 1);
+    // Without the CA bundle the system roots do not know the upstream's CA: a clean 502.
+    let r = srv.get("/v2/untrusted/library/app/manifests/v1");
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(srv.get("/v2/library/app/manifests/v1").status, 200);
+}
