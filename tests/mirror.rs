@@ -31,6 +31,18 @@ fn start(up: &Upstream, freshness: &str) -> Server {
     Server::start_with("", &mirror_config(up, freshness, "", ""))
 }
 
+/// `mirror_config` with the upstream reached through `front` (a proxy in front of `up`).
+fn mirror_config_via(up: &Upstream, front: std::net::SocketAddr) -> String {
+    mirror_config(up, "1h", "", "").replace(&up.url(), &format!("http://{front}"))
+}
+
+/// A server with one worker, so every request shares one thread's upstream connections.
+fn start_one_worker(config: &str) -> Server {
+    let dir = common::TempDir::new("srv");
+    let text = common::config_text(&dir.0, "", config).replace("workers = 2", "workers = 1");
+    Server::start_config(dir, &text, &[])
+}
+
 /// GET through origin, checking status 200 and the content's digest.
 fn pull_blob(srv: &Server, path: &str, want: &str) -> Vec<u8> {
     let r = srv.get(path);
@@ -393,7 +405,7 @@ fn an_upstream_cut_mid_blob_fails_the_transfer_and_commits_nothing() {
     let layer = bytes(4, 4 << 20);
     let (_, _, l) = up.push_image("library/app", "v1", &layer);
     let proxy = cutting_proxy(up.addr(), 1 << 20);
-    let cfg = mirror_config(&up, "1h", "", "").replace(&up.url(), &format!("http://{proxy}"));
+    let cfg = mirror_config_via(&up, proxy);
     let srv = Server::start_with("", &cfg);
     let all = get_until_closed(&srv, &format!("/v2/library/app/blobs/{l}"));
     let text = String::from_utf8_lossy(&all[..all.len().min(200)]).to_string();
@@ -694,11 +706,8 @@ fn upstream_connections_are_kept_alive_and_replaced_when_closed() {
     let (m, c, l) = up.push_image("library/app", "v1", &bytes(5, 300_000));
     let (_, c2, l2) = up.push_image("library/other", "v1", &bytes(6, 200_000));
     let (proxy, accepted) = counting_proxy(up.addr(), Some(Duration::from_millis(700)));
-    let cfg = mirror_config(&up, "1h", "", "").replace(&up.url(), &format!("http://{proxy}"));
-    // One worker, so every request shares one thread's pool.
-    let dir = common::TempDir::new("srv");
-    let text = common::config_text(&dir.0, "", &cfg).replace("workers = 2", "workers = 1");
-    let srv = Server::start_config(dir, &text, &[]);
+    let cfg = mirror_config_via(&up, proxy);
+    let srv = start_one_worker(&cfg);
     let r = srv.get("/v2/library/app/manifests/v1");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("docker-content-digest"), Some(m.as_str()));
@@ -782,10 +791,8 @@ fn redirected_pulls_work_and_keep_the_registry_connection() {
     };
     let (m, c, l) = up.push_image("library/app", "v1", &bytes(7, 300_000));
     let (front, accepted) = redirector(up.addr());
-    let cfg = mirror_config(&up, "1h", "", "").replace(&up.url(), &format!("http://{front}"));
-    let dir = common::TempDir::new("srv");
-    let text = common::config_text(&dir.0, "", &cfg).replace("workers = 2", "workers = 1");
-    let srv = Server::start_config(dir, &text, &[]);
+    let cfg = mirror_config_via(&up, front);
+    let srv = start_one_worker(&cfg);
     let r = srv.get("/v2/library/app/manifests/v1");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("docker-content-digest"), Some(m.as_str()));
@@ -833,9 +840,7 @@ fn pulls_through_a_tls_upstream_trusting_its_ca_bundle_on_one_connection() {
         pki.ca.display(),
         proxy.port()
     );
-    let dir = common::TempDir::new("srv");
-    let text = common::config_text(&dir.0, "", &cfg).replace("workers = 2", "workers = 1");
-    let srv = Server::start_config(dir, &text, &[]);
+    let srv = start_one_worker(&cfg);
     let r = srv.get("/v2/library/app/manifests/v1");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.body, manifest);

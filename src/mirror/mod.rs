@@ -403,32 +403,51 @@ async fn revalidate_tag(
     Ok(())
 }
 
+/// Sends `method path` to each upstream in turn until one answers 200. None when every one
+/// answers 404; otherwise the last error (a 502 naming the upstream or the failure).
+async fn first_found(
+    ns: &MirrorNs,
+    method: &str,
+    upstream_name: &str,
+    path: &str,
+    extra: &[(&str, String)],
+) -> Result<Option<client::Response>> {
+    let mut last = None;
+    for up in &ns.upstreams {
+        match up.request(method, upstream_name, path, extra).await {
+            Ok(r) if r.status == 200 => return Ok(Some(r)),
+            Ok(r) if r.status == 404 => {}
+            Ok(r) => {
+                last = Some(upstream_error(format!(
+                    "{} answered {}",
+                    up.url.authority(),
+                    r.status
+                )))
+            }
+            Err(e) => last = Some(upstream_error(e)),
+        }
+    }
+    last.map_or(Ok(None), Err)
+}
+
 /// GETs a manifest from the first upstream that has it: (media type, bytes, digest header).
 async fn fetch_manifest(
     ns: &MirrorNs,
     upstream_name: &str,
     reference: &str,
 ) -> Result<(Option<String>, Vec<u8>, Option<String>)> {
-    let mut last = Error::new(Code::ManifestUnknown, "manifest unknown upstream");
-    for up in &ns.upstreams {
-        let path = format!("manifests/{reference}");
-        let accept = [("Accept", MANIFEST_ACCEPT.to_string())];
-        match up.request("GET", upstream_name, &path, &accept).await {
-            Ok(r) if r.status == 200 => {
-                let media_type = r.header("content-type").map(str::to_owned);
-                let digest = r.header("docker-content-digest").map(str::to_owned);
-                let body = r
-                    .bytes(UPSTREAM_MANIFEST_BYTES_MAX)
-                    .await
-                    .map_err(|e| upstream_error(e.to_string()))?;
-                return Ok((media_type, body, digest));
-            }
-            Ok(r) if r.status == 404 => {}
-            Ok(r) => last = upstream_error(format!("{} answered {}", up.url.authority(), r.status)),
-            Err(e) => last = upstream_error(e),
-        }
-    }
-    Err(last)
+    let path = format!("manifests/{reference}");
+    let accept = [("Accept", MANIFEST_ACCEPT.to_string())];
+    let r = first_found(ns, "GET", upstream_name, &path, &accept)
+        .await?
+        .ok_or_else(|| Error::new(Code::ManifestUnknown, "manifest unknown upstream"))?;
+    let media_type = r.header("content-type").map(str::to_owned);
+    let digest = r.header("docker-content-digest").map(str::to_owned);
+    let body = r
+        .bytes(UPSTREAM_MANIFEST_BYTES_MAX)
+        .await
+        .map_err(|e| upstream_error(e.to_string()))?;
+    Ok((media_type, body, digest))
 }
 
 /// Largest page of a tag list accepted from an upstream.
@@ -540,70 +559,33 @@ pub async fn upstream_referrers(
     subject: &Digest,
 ) -> Result<Option<Vec<crate::oci::Descriptor>>> {
     let upstream_name = ns.upstream_name(name.as_str());
-    let mut last = None;
     let accept = [("Accept", crate::oci::media_type::OCI_INDEX.to_string())];
-    for up in &ns.upstreams {
-        let path = format!("referrers/{subject}");
-        let r = match up.request("GET", upstream_name, &path, &accept).await {
-            Ok(r) if r.status == 200 => r,
-            Ok(r) if r.status == 404 => continue,
-            Ok(r) => {
-                last = Some(upstream_error(format!(
-                    "{} answered {}",
-                    up.url.authority(),
-                    r.status
-                )));
-                continue;
-            }
-            Err(e) => {
-                last = Some(upstream_error(e));
-                continue;
-            }
-        };
-        let body = match r.bytes(UPSTREAM_REFERRERS_BYTES_MAX).await {
-            Ok(b) => b,
-            Err(e) => {
-                last = Some(upstream_error(e.to_string()));
-                continue;
-            }
-        };
-        #[derive(serde::Deserialize)]
-        struct Index {
-            manifests: Vec<crate::oci::Descriptor>,
-        }
-        match serde_json::from_slice::<Index>(&body) {
-            Ok(i) => return Ok(Some(i.manifests)),
-            Err(e) => last = Some(upstream_error(format!("referrers index: {e}"))),
-        }
+    let path = format!("referrers/{subject}");
+    let Some(r) = first_found(ns, "GET", upstream_name, &path, &accept).await? else {
+        return Ok(None);
+    };
+    let body = r
+        .bytes(UPSTREAM_REFERRERS_BYTES_MAX)
+        .await
+        .map_err(|e| upstream_error(e.to_string()))?;
+    #[derive(serde::Deserialize)]
+    struct Index {
+        manifests: Vec<crate::oci::Descriptor>,
     }
-    match last {
-        Some(e) => Err(e),
-        None => Ok(None),
-    }
+    serde_json::from_slice::<Index>(&body)
+        .map(|i| Some(i.manifests))
+        .map_err(|e| upstream_error(format!("referrers index: {e}")))
 }
 
 /// HEAD of a blob that is not stored: asks the upstream for its size.
 pub async fn blob_size_upstream(ns: &MirrorNs, name: &RepoName, digest: &Digest) -> Result<u64> {
     let upstream_name = ns.upstream_name(name.as_str());
-    let mut last = Error::new(Code::BlobUnknown, "blob unknown to registry");
-    for up in &ns.upstreams {
-        match up
-            .request("HEAD", upstream_name, &format!("blobs/{digest}"), &[])
-            .await
-        {
-            Ok(r) if r.status == 200 => {
-                let size = r
-                    .header("content-length")
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| upstream_error("blob HEAD without Content-Length"))?;
-                return Ok(size);
-            }
-            Ok(r) if r.status == 404 => {}
-            Ok(r) => last = upstream_error(format!("{} answered {}", up.url.authority(), r.status)),
-            Err(e) => last = upstream_error(e),
-        }
-    }
-    Err(last)
+    let r = first_found(ns, "HEAD", upstream_name, &format!("blobs/{digest}"), &[])
+        .await?
+        .ok_or_else(|| Error::new(Code::BlobUnknown, "blob unknown to registry"))?;
+    r.header("content-length")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| upstream_error("blob HEAD without Content-Length"))
 }
 
 /// Serves a blob that is not stored yet: joins the fetch in flight or starts one, then
