@@ -252,7 +252,7 @@ fn worker_main(
         }
         let result = server::run_worker(spec, app, tls).await;
         // Pooled upstream connections belong to this runtime: closed while it still runs.
-        crate::mirror::client::close_idle();
+        crate::http::client::close_idle();
         result
     })
     .map_err(|e| e.to_string())

@@ -3,6 +3,7 @@
 //! Nothing here knows about OCI, storage or routes: a [`Handler`] gets each request.
 
 pub mod chunked;
+pub mod client;
 pub mod conn;
 pub mod growing;
 pub mod head;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::client::{Client, Response, Target, UpstreamUrl};
+use crate::http::client::{Client, Response, Target, UpstreamUrl};
 
 /// Tokens kept per upstream (one per repository scope); past this the cache is emptied.
 pub const TOKENS_MAX: usize = 4096;

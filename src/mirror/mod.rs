@@ -13,7 +13,7 @@
 //!   of content that failed.
 
 pub mod auth;
-pub mod client;
+use crate::http::client;
 
 use std::collections::HashMap;
 use std::rc::Rc;

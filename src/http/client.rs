@@ -1,4 +1,5 @@
-//! A small HTTP/1.1 client for upstream registries: plain TCP or rustls, redirects followed,
+//! A small HTTP/1.1 client for outbound requests (upstream registries, object storage, identity
+//! providers): plain TCP or rustls, redirects followed,
 //! every wait bounded. Connections are kept alive: a response read to its end goes back to a
 //! small per-worker pool (compio sockets belong to the thread that made them), and the next
 //! request to the same origin takes it after checking the upstream has not closed it.
