@@ -3,13 +3,14 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
-use crate::config::Config;
+use crate::config::{Config, Overrides};
 
 const USAGE: &str = "\
 origin: an OCI container registry
 
 Usage:
-  origin [serve] [-c FILE]        run the registry (the default command)
+  origin [serve] [-c FILE] [--port N] [--bind-address IP]
+                                  run the registry (the default command)
   origin check-config [-c FILE]   validate a configuration and exit
   origin hash-password            read a password on stdin, print an argon2id PHC hash
   origin gc [--dry-run] [-c FILE] one garbage-collection pass over the storage
@@ -19,10 +20,12 @@ Usage:
 
 Without -c, ./config.toml is used when present, else an embedded default:
 127.0.0.1:5000, storage under ./data, anonymous access to every repository.
+--port and --bind-address (or ORIGIN_PORT and ORIGIN_BIND_ADDRESS) override the file's
+server.port and server.bind_address.
 ";
 
 enum Command {
-    Serve(Option<PathBuf>),
+    Serve(Option<PathBuf>, Overrides),
     CheckConfig(Option<PathBuf>),
     HashPassword,
     Gc(Option<PathBuf>, bool),
@@ -60,10 +63,22 @@ fn parse(args: &[String]) -> Result<Command, String> {
     };
     let mut config = None;
     let mut flag = false;
+    let mut overrides = Overrides::default();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--dry-run" if cmd == "gc" => flag = true,
             "--repair" if cmd == "scrub" => flag = true,
+            "--port" | "-p" if cmd == "serve" => {
+                let v = it.next().ok_or("--port needs a number")?;
+                overrides.port = Some(v.parse().map_err(|_| format!("invalid --port {v:?}"))?);
+            }
+            "--bind-address" if cmd == "serve" => {
+                let v = it.next().ok_or("--bind-address needs an IP address")?;
+                overrides.bind_address = Some(
+                    v.parse()
+                        .map_err(|_| format!("invalid --bind-address {v:?}"))?,
+                );
+            }
             "-c" | "--config" => {
                 let file = it.next().ok_or("-c needs a file")?;
                 config = Some(PathBuf::from(file));
@@ -78,8 +93,29 @@ fn parse(args: &[String]) -> Result<Command, String> {
         "scrub" => Command::Scrub(config, flag),
         "hash-password" if config.is_none() => Command::HashPassword,
         "hash-password" => return Err("hash-password takes no -c".into()),
-        _ => Command::Serve(config),
+        _ => Command::Serve(config, env_overrides(overrides)?),
     })
+}
+
+/// Fills what the command line left unset from `ORIGIN_PORT` and `ORIGIN_BIND_ADDRESS`.
+fn env_overrides(mut o: Overrides) -> Result<Overrides, String> {
+    if o.port.is_none() {
+        if let Ok(v) = std::env::var("ORIGIN_PORT") {
+            o.port = Some(
+                v.parse()
+                    .map_err(|_| format!("invalid ORIGIN_PORT {v:?}"))?,
+            );
+        }
+    }
+    if o.bind_address.is_none() {
+        if let Ok(v) = std::env::var("ORIGIN_BIND_ADDRESS") {
+            o.bind_address = Some(
+                v.parse()
+                    .map_err(|_| format!("invalid ORIGIN_BIND_ADDRESS {v:?}"))?,
+            );
+        }
+    }
+    Ok(o)
 }
 
 /// Runs a command line; returns the process exit code.
@@ -103,7 +139,10 @@ pub fn run(args: &[String]) -> i32 {
         Command::CheckConfig(path) => match Config::load(path.as_deref()) {
             Ok((config, source)) => match check_deep(&config) {
                 Ok(()) => {
-                    println!("configuration OK ({source:?})");
+                    for w in config.warnings() {
+                        eprintln!("origin: warning: {w}");
+                    }
+                    println!("configuration OK ({source})");
                     0
                 }
                 Err(e) => {
@@ -121,8 +160,11 @@ pub fn run(args: &[String]) -> i32 {
         Command::Scrub(path, repair) => {
             with_config(path, |c| crate::maintenance::scrub(&c, repair))
         }
-        Command::Serve(path) => match Config::load(path.as_deref()) {
-            Ok((config, source)) => crate::serve::run(config, source),
+        Command::Serve(path, overrides) => match Config::load(path.as_deref()) {
+            Ok((mut config, source)) => {
+                overrides.apply(&mut config);
+                crate::serve::run(config, source, overrides)
+            }
             Err(e) => {
                 eprintln!("origin: invalid configuration: {e}");
                 1
@@ -235,15 +277,24 @@ mod tests {
 
     #[test]
     fn commands_parse() {
-        assert!(matches!(parse(&args("")), Ok(Command::Serve(None))));
+        assert!(matches!(parse(&args("")), Ok(Command::Serve(None, _))));
         assert!(matches!(
             parse(&args("-c x.toml")),
-            Ok(Command::Serve(Some(_)))
+            Ok(Command::Serve(Some(_), _))
         ));
         assert!(matches!(
             parse(&args("serve -c x")),
-            Ok(Command::Serve(Some(_)))
+            Ok(Command::Serve(Some(_), _))
         ));
+        match parse(&args("serve --port 5001 --bind-address ::1 -c x")) {
+            Ok(Command::Serve(Some(_), o)) => {
+                assert_eq!(o.port, Some(5001));
+                assert_eq!(o.bind_address, Some("::1".parse().unwrap()));
+            }
+            _ => panic!("serve with overrides"),
+        }
+        assert!(parse(&args("serve --port http")).is_err());
+        assert!(parse(&args("check-config --port 1")).is_err());
         assert!(matches!(
             parse(&args("check-config -c x")),
             Ok(Command::CheckConfig(Some(_)))

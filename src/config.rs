@@ -30,9 +30,11 @@ policies = []
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
     pub storage: StorageConfig,
     #[serde(default)]
     pub uploads: UploadsConfig,
@@ -116,7 +118,7 @@ pub struct TlsConfig {
     pub server_private_key: PathBuf,
     pub client_ca_bundle: Option<PathBuf>,
     /// Whether a client certificate is required or optional; only with `client_ca_bundle`,
-    /// where it defaults to required.
+    /// where it defaults to optional (certificates are one identity source among others).
     #[serde(default)]
     pub client_certificate: Option<ClientCertificate>,
 }
@@ -155,16 +157,38 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl Default for ServerConfig {
+    /// Every key at its documented default, as an empty `[server]` table gives.
+    fn default() -> Self {
+        // Every field has a serde default and `tls` is optional: an empty table always
+        // deserializes (the config tests check the values against the documented ones).
+        match toml::from_str::<ServerConfig>("") {
+            Ok(server) => server,
+            Err(e) => unreachable!("an empty [server] table is valid: {e}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    #[serde(default)]
     pub fs: FsStorageConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FsStorageConfig {
+    #[serde(default = "d::root_dir")]
     pub root_dir: PathBuf,
+}
+
+impl Default for FsStorageConfig {
+    fn default() -> Self {
+        FsStorageConfig {
+            root_dir: d::root_dir(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -296,12 +320,61 @@ pub struct UpstreamConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// The password read from a file instead (systemd credentials, Kubernetes secrets); one
+    /// trailing newline is dropped. Read at load and at every reload.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The password read from this environment variable instead.
+    #[serde(default)]
+    pub password_env: Option<String>,
     /// PEM roots to trust for this upstream instead of the system's.
     #[serde(default)]
     pub ca_bundle: Option<PathBuf>,
     /// Deadline to connect and to receive a response head; also the longest pause in a body.
     #[serde(default = "d::upstream_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
+}
+
+/// A secret given one of three ways: `<key>` in the file, `<key>_file` (a path whose content
+/// is the secret, one trailing newline dropped) or `<key>_env` (an environment variable).
+pub struct Secret<'a> {
+    pub plain: Option<String>,
+    pub file: Option<&'a Path>,
+    pub env: Option<&'a str>,
+}
+
+impl Secret<'_> {
+    /// The secret, or None when none of the three is given; an error names `key` when more
+    /// than one is, or when the file or variable cannot be read (never the secret itself).
+    pub fn resolve(self, key: &str) -> Result<Option<String>, ConfigError> {
+        let given = [
+            self.plain.is_some(),
+            self.file.is_some(),
+            self.env.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(ConfigError(format!(
+                "{key}: give one of {key}, {key}_file and {key}_env"
+            )));
+        }
+        if let Some(path) = self.file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("{key}_file: cannot read {}: {e}", path.display()))
+            })?;
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            return Ok(Some(text.to_string()));
+        }
+        if let Some(var) = self.env {
+            return match std::env::var(var) {
+                Ok(v) => Ok(Some(v)),
+                Err(_) => Err(ConfigError(format!(
+                    "{key}_env: environment variable {var:?} is not set (or not UTF-8)"
+                ))),
+            };
+        }
+        Ok(self.plain)
+    }
 }
 
 /// Default values, one function each so serde can name them.
@@ -312,6 +385,9 @@ mod d {
     }
     pub fn port() -> u16 {
         5000
+    }
+    pub fn root_dir() -> PathBuf {
+        PathBuf::from("./data")
     }
     pub fn io_driver() -> IoDriver {
         IoDriver::Auto
@@ -430,11 +506,40 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// `[server]` keys given on the command line (`--port`, `--bind-address`) or in the
+/// environment (`ORIGIN_PORT`, `ORIGIN_BIND_ADDRESS`), applied over the file at every load
+/// and reload, so a port change needs no file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub bind_address: Option<IpAddr>,
+    pub port: Option<u16>,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(a) = self.bind_address {
+            config.server.bind_address = a;
+        }
+        if let Some(p) = self.port {
+            config.server.port = p;
+        }
+    }
+}
+
 /// Where the configuration came from, for the startup log.
 #[derive(Debug, Clone)]
 pub enum Source {
     File(PathBuf),
     Embedded,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Embedded => f.write_str("embedded default"),
+        }
+    }
 }
 
 impl Config {
@@ -456,9 +561,27 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.resolve_secrets()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads the secrets given by file or environment variable into their plain fields.
+    fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        for (i, repo) in self.repository.iter_mut().enumerate() {
+            let Some(m) = &mut repo.mirror else { continue };
+            for (j, u) in m.upstream.iter_mut().enumerate() {
+                let key = format!("repository[{i}].mirror.upstream[{j}].password");
+                let source = Secret {
+                    plain: u.password.take(),
+                    file: u.password_file.as_deref(),
+                    env: u.password_env.as_deref(),
+                };
+                u.password = source.resolve(&key)?;
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -565,6 +688,28 @@ impl Config {
         Ok(())
     }
 
+    /// Valid but probably not meant: printed by `check-config`, logged at start and reload.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.repository.is_empty() {
+            out.push(
+                "no [[repository]] entry: every request is denied (the embedded default allows \
+                 everything with namespace = \"\" and policy_default_allow = true)"
+                    .to_string(),
+            );
+        }
+        for (i, repo) in self.repository.iter().enumerate() {
+            if !repo.policy_default_allow && repo.policies.is_empty() {
+                out.push(format!(
+                    "repository[{i}] (namespace {:?}) denies every request: \
+                     policy_default_allow = false and no policies",
+                    repo.namespace
+                ));
+            }
+        }
+        out
+    }
+
     /// Worker count after resolving 0 to the number of available cores.
     pub fn workers(&self) -> usize {
         match self.server.workers {
@@ -613,6 +758,95 @@ mod tests {
             format!("{:?}", example.metrics),
             format!("{:?}", minimal.metrics)
         );
+    }
+
+    /// Every key with a documented default may be left out: no `[server]`, no `[storage]`,
+    /// `[storage.fs]` without `root_dir`.
+    #[test]
+    fn documented_defaults_may_be_left_out() {
+        let embedded = Config::parse(EMBEDDED_DEFAULT).unwrap();
+        for text in [
+            "",
+            "[storage.fs]\n",
+            "[server]\n[storage]\n",
+            "[server.tls]\nserver_certificate_bundle = \"a\"\nserver_private_key = \"b\"\n",
+        ] {
+            let c = Config::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(
+                format!(
+                    "{:?}",
+                    ServerConfig {
+                        tls: None,
+                        ..c.server
+                    }
+                ),
+                format!("{:?}", embedded.server),
+                "{text:?}"
+            );
+            assert_eq!(c.storage.fs.root_dir, PathBuf::from("./data"));
+        }
+    }
+
+    /// A configuration that denies everything by construction is valid, with a warning.
+    #[test]
+    fn warnings_name_entries_that_deny_everything() {
+        assert!(Config::parse(EMBEDDED_DEFAULT)
+            .unwrap()
+            .warnings()
+            .is_empty());
+        let none = Config::parse("").unwrap().warnings();
+        assert!(none[0].starts_with("no [[repository]] entry"), "{none:?}");
+        let closed = Config::parse("[[repository]]\nnamespace = \"team\"\n").unwrap();
+        assert!(closed.warnings()[0].starts_with("repository[0]"));
+    }
+
+    /// An upstream password may come from a file or an environment variable instead of the
+    /// file itself; giving two of them, or a missing file or variable, names the key.
+    #[test]
+    fn upstream_password_from_file_or_environment() {
+        let dir = std::env::temp_dir().join(format!("origin-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "from-file\n").unwrap();
+        std::env::set_var("ORIGIN_TEST_UPSTREAM_PASSWORD", "from-env");
+        let with = |line: &str| {
+            format!(
+                "[[repository]]\nnamespace = \"hub\"\n[repository.mirror]\n\
+                 [[repository.mirror.upstream]]\nurl = \"https://registry.example\"\n\
+                 username = \"u\"\n{line}\n"
+            )
+        };
+        let password = |line: &str| {
+            Config::parse(&with(line)).map(|c| {
+                c.repository[0].mirror.as_ref().unwrap().upstream[0]
+                    .password
+                    .clone()
+            })
+        };
+        let file_line = format!("password_file = {:?}", file.display().to_string());
+        assert_eq!(password(&file_line).unwrap().as_deref(), Some("from-file"));
+        assert_eq!(
+            password("password_env = \"ORIGIN_TEST_UPSTREAM_PASSWORD\"")
+                .unwrap()
+                .as_deref(),
+            Some("from-env")
+        );
+        assert_eq!(
+            password("password = \"plain\"").unwrap().as_deref(),
+            Some("plain")
+        );
+        let both = password(&format!("password = \"x\"\n{file_line}")).unwrap_err();
+        assert!(both.0.contains("give one of"), "{both}");
+        let missing = password("password_file = \"/nonexistent/secret\"").unwrap_err();
+        assert!(
+            missing
+                .0
+                .starts_with("repository[0].mirror.upstream[0].password_file"),
+            "{missing}"
+        );
+        let unset = password("password_env = \"ORIGIN_TEST_UNSET_VARIABLE\"").unwrap_err();
+        assert!(unset.0.contains("is not set"), "{unset}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

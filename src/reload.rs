@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::auth::{AuthLimits, Authenticator};
-use crate::config::Config;
+use crate::config::{Config, Overrides};
 use crate::policy::PolicySet;
 
 /// The reloadable part of the running configuration.
@@ -131,7 +131,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 }
 
 /// Re-reads `path` and publishes what can change live. Returns false when rejected.
-pub fn reload(path: &Path, running: &Config, cell: &LiveCell) -> bool {
+pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveCell) -> bool {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -140,7 +140,10 @@ pub fn reload(path: &Path, running: &Config, cell: &LiveCell) -> bool {
         }
     };
     let new = match Config::parse(&text) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            overrides.apply(&mut c);
+            c
+        }
         Err(e) => {
             tracing::error!("reload rejected, running configuration kept: {e}");
             return false;
@@ -153,6 +156,9 @@ pub fn reload(path: &Path, running: &Config, cell: &LiveCell) -> bool {
             return false;
         }
     };
+    for w in new.warnings() {
+        tracing::warn!("reload: {w}");
+    }
     for key in restart_needed(running, &new) {
         tracing::warn!("reload: {key} changed; it takes effect only after a restart");
     }

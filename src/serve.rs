@@ -8,7 +8,7 @@ use std::time::Duration;
 use std::sync::atomic::Ordering;
 
 use crate::app::{App, Buffers};
-use crate::config::{Config, Source};
+use crate::config::{Config, Overrides, Source};
 use crate::http::conn::ConnLimits;
 use crate::http::head::Limits;
 use crate::metrics::{Metrics, METRICS};
@@ -19,9 +19,9 @@ use crate::server::{self, Shutdown, WorkerSpec};
 use crate::storage::FsStorage;
 
 /// Runs the registry until SIGTERM/SIGINT; returns the exit code.
-pub fn run(config: Config, source: Source) -> i32 {
+pub fn run(config: Config, source: Source, overrides: Overrides) -> i32 {
     crate::log::init(&config.log);
-    match start(config, source) {
+    match start(config, source, overrides) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e}");
@@ -59,13 +59,16 @@ fn raise_file_limit() {
     }
 }
 
-fn start(config: Config, source: Source) -> Result<i32, String> {
+fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, String> {
     // First, before any thread exists (the argon2 pool starts below), so every thread
     // inherits the mask and only the signal thread sees these signals.
     let signals = block_signals();
     raise_file_limit();
     if config.server.tls.is_none() {
         tracing::warn!("no [server.tls] configured: serving plain HTTP");
+    }
+    for w in config.warnings() {
+        tracing::warn!("{w}");
     }
     let live = Arc::new(LiveCell::new(Live::build(&config)?));
     let mirrors = Arc::new(crate::mirror::Mirrors::from_config(&config)?);
@@ -145,7 +148,7 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
         addr = %local,
         workers,
         io_driver = driver,
-        config = ?source,
+        config = %source,
         "origin listening on {local}"
     );
     crate::notify::notify("READY=1");
@@ -153,6 +156,7 @@ fn start(config: Config, source: Source) -> Result<i32, String> {
     let sig_shutdown = shutdown.clone();
     let reloader = Reloader {
         source,
+        overrides,
         running: config.clone(),
         live,
     };
@@ -348,6 +352,7 @@ fn block_signals() -> libc::sigset_t {
 /// What SIGHUP needs: where the configuration came from, what is running, where to publish.
 struct Reloader {
     source: Source,
+    overrides: Overrides,
     running: Arc<Config>,
     live: Arc<LiveCell>,
 }
@@ -357,7 +362,7 @@ impl Reloader {
         match &self.source {
             Source::File(path) => {
                 crate::notify::notify("RELOADING=1");
-                crate::reload::reload(path, &self.running, &self.live);
+                crate::reload::reload(path, &self.overrides, &self.running, &self.live);
                 crate::notify::notify("READY=1");
             }
             Source::Embedded => {

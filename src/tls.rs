@@ -84,7 +84,10 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
         }
         (Some(path), mode) => {
             let verifier = client_verifier(path, provider.clone())?;
-            let verifier = match mode.unwrap_or(ClientCertificate::Required) {
+            // Optional by default: `client_ca_bundle` enables certificates as an identity
+            // source beside passwords; a presented certificate is still verified, and a bad
+            // one still fails the handshake.
+            let verifier = match mode.unwrap_or(ClientCertificate::Optional) {
                 ClientCertificate::Required => verifier,
                 ClientCertificate::Optional => verifier.allow_unauthenticated(),
             };

@@ -103,6 +103,24 @@ fn pull_negative_cases() {
         (r.status, r.error_code().as_str()),
         (404, "MANIFEST_UNKNOWN")
     );
+    // A reference that is neither a tag nor a digest names no manifest: 404 on reads and
+    // deletes (the conformance suite probes with `.INVALID_MANIFEST_NAME`), as distribution.
+    for path in [
+        "/v2/neg/app/manifests/.INVALID_MANIFEST_NAME",
+        "/v2/neg/app/manifests/sha256:xyz",
+        "/v2/neg/app/manifests/bad..tag!",
+    ] {
+        for method in ["GET", "DELETE"] {
+            let r = srv.request(method, path, &[], b"");
+            assert_eq!(
+                (r.status, r.error_code().as_str()),
+                (404, "MANIFEST_UNKNOWN"),
+                "{method} {path}"
+            );
+        }
+        let r = srv.request("HEAD", path, &[], b"");
+        assert_eq!(r.status, 404, "HEAD {path}");
+    }
     let r = srv.get("/v2/Bad_Name/manifests/v1");
     assert_eq!((r.status, r.error_code().as_str()), (400, "NAME_INVALID"));
     let r = srv.get("/v2/neg/app/blobs/sha256:xyz");
@@ -355,8 +373,22 @@ fn push_manifest_negative_cases() {
     let big = vec![b' '; 4 * 1024 * 1024 + 1];
     let r = srv.put_manifest("man/app", "big", OCI_MANIFEST, &big);
     assert_eq!(r.status, 413);
+    // A PUT under a name that is not a tag is the client's error: 400, not 404.
     let r = srv.put_manifest("man/app", "bad..tag!", OCI_MANIFEST, good.as_bytes());
-    assert_eq!(r.status, 400);
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "MANIFEST_INVALID")
+    );
+    let r = srv.put_manifest(
+        "man/app",
+        ".INVALID_MANIFEST_NAME",
+        OCI_MANIFEST,
+        good.as_bytes(),
+    );
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "MANIFEST_INVALID")
+    );
     // Nothing was tagged by the failures.
     assert_eq!(
         srv.get("/v2/man/app/tags/list").json()["tags"],
@@ -587,8 +619,12 @@ fn management_deletes() {
     );
     assert_eq!(srv.get(&format!("/v2/del/app/manifests/{d}")).status, 404);
     assert_eq!(srv.get("/v2/del/app/manifests/v1").status, 404);
+    // Its last manifest gone, the repository is gone from the catalog (as distribution,
+    // whose tag list then answers NAME_UNKNOWN too).
+    let r = srv.get("/v2/del/app/tags/list");
+    assert_eq!((r.status, r.error_code().as_str()), (404, "NAME_UNKNOWN"));
     assert_eq!(
-        srv.get("/v2/del/app/tags/list").json()["tags"],
+        srv.get("/v2/_catalog").json()["repositories"],
         serde_json::json!([])
     );
     let r = srv.request("DELETE", &format!("/v2/del/app/manifests/{d}"), &[], b"");

@@ -141,6 +141,10 @@ fn pull_through(up: &mut Upstream) {
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn pulls_through_an_open_upstream() {
     let Some(mut up) = Upstream::start(UpstreamAuth::None) else {
         return;
@@ -149,6 +153,10 @@ fn pulls_through_an_open_upstream() {
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn pulls_through_a_basic_auth_upstream() {
     let Some(mut up) = Upstream::start(UpstreamAuth::basic("mirror", "s3cret-pass")) else {
         return;
@@ -159,6 +167,10 @@ fn pulls_through_a_basic_auth_upstream() {
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn pulls_through_a_token_auth_upstream_and_reuses_tokens() {
     let Some(mut up) = Upstream::start(UpstreamAuth::token_with_basic("robot", "t0ken-pass"))
     else {
@@ -189,6 +201,10 @@ fn pulls_through_a_token_auth_upstream_and_reuses_tokens() {
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn wrong_upstream_credentials_fail_cleanly() {
     let Some(up) = Upstream::start(UpstreamAuth::token_with_basic("robot", "right")) else {
         return;
@@ -203,6 +219,10 @@ fn wrong_upstream_credentials_fail_cleanly() {
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn twenty_concurrent_cold_pulls_make_one_upstream_get() {
     let Some(up) = Upstream::start(UpstreamAuth::Token) else {
         return;
@@ -242,6 +262,10 @@ fn twenty_concurrent_cold_pulls_make_one_upstream_get() {
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn tags_are_revalidated_after_the_freshness_window_only() {
     let Some(mut up) = Upstream::start(UpstreamAuth::None) else {
         return;
@@ -315,6 +339,10 @@ fn upstream_blob_file(up: &Upstream, d: &str) -> std::path::PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn content_failing_verification_is_never_served_whole_or_committed() {
     let Some(up) = Upstream::start(UpstreamAuth::None) else {
         return;
@@ -398,6 +426,10 @@ fn cutting_proxy(to: std::net::SocketAddr, limit: usize) -> std::net::SocketAddr
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn an_upstream_cut_mid_blob_fails_the_transfer_and_commits_nothing() {
     let Some(up) = Upstream::start(UpstreamAuth::None) else {
         return;
@@ -434,6 +466,10 @@ fn an_upstream_cut_mid_blob_fails_the_transfer_and_commits_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn unpulled_content_is_evicted_and_collected() {
     let Some(mut up) = Upstream::start(UpstreamAuth::None) else {
         return;
@@ -475,6 +511,10 @@ fn unpulled_content_is_evicted_and_collected() {
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn policies_apply_to_mirrored_names_before_any_upstream_request() {
     let Some(up) = Upstream::start(UpstreamAuth::None) else {
         return;
@@ -520,6 +560,10 @@ fn tag_list(srv: &Server, path: &str) -> (u16, Vec<String>, Option<String>) {
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn tags_are_listed_from_the_upstream_or_from_the_cache_when_it_is_down() {
     let Some(mut up) = Upstream::start(UpstreamAuth::None) else {
         return;
@@ -698,6 +742,10 @@ fn counting_proxy(
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn upstream_connections_are_kept_alive_and_replaced_when_closed() {
     use std::sync::atomic::Ordering::SeqCst;
     let Some(up) = Upstream::start(UpstreamAuth::None) else {
@@ -784,6 +832,10 @@ fn redirector(
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn redirected_pulls_work_and_keep_the_registry_connection() {
     use std::sync::atomic::Ordering::SeqCst;
     let Some(up) = Upstream::start(UpstreamAuth::None) else {

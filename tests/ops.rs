@@ -388,3 +388,64 @@ fn systemd_unit_and_readiness_notification() {
     assert_eq!(next(), "STOPPING=1");
     assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// `serve --bind-address/--port` and `ORIGIN_BIND_ADDRESS`/`ORIGIN_PORT` override the file: a
+/// file naming an address this machine does not have (TEST-NET-1) starts anyway, on the
+/// address and port given; the startup log names the configuration file by its path.
+#[test]
+fn serve_flags_and_environment_override_the_file() {
+    for via_env in [false, true] {
+        let dir = TempDir::new("override");
+        let text = config_text(&dir.0, "", ALLOW_ALL)
+            .replace(
+                "bind_address = \"127.0.0.1\"",
+                "bind_address = \"192.0.2.1\"",
+            )
+            .replace("port = 0", "port = 1");
+        let config_path = dir.0.join("config.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_origin"));
+        cmd.arg("serve").arg("-c").arg(&config_path);
+        if via_env {
+            cmd.env("ORIGIN_BIND_ADDRESS", "127.0.0.1")
+                .env("ORIGIN_PORT", "0");
+        } else {
+            cmd.args(["--bind-address", "127.0.0.1", "--port", "0"]);
+        }
+        let mut srv = Server::spawn(cmd, dir, config_path.clone());
+        assert_eq!(srv.get("/v2/").status, 200, "via_env={via_env}");
+        let line = srv
+            .logs_until("origin listening on ", Duration::from_secs(1))
+            .unwrap();
+        assert!(
+            line.contains(&format!("config={}", config_path.display())),
+            "{line}"
+        );
+    }
+}
+
+/// check-config prints the file's path (not a debug form), warns when the configuration
+/// denies everything, and says which file it checked.
+#[test]
+fn check_config_prints_paths_and_warns_when_everything_is_denied() {
+    let dir = TempDir::new("checkwarn");
+    let path = dir.0.join("closed.toml");
+    std::fs::write(&path, "[storage.fs]\nroot_dir = \"/tmp/x\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_origin"))
+        .arg("check-config")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        format!("configuration OK ({})", path.display())
+    );
+    assert!(
+        stderr.contains("warning: no [[repository]] entry"),
+        "{stderr}"
+    );
+}

@@ -25,6 +25,14 @@ fn tls_connect(srv: &Server, config: Arc<rustls::ClientConfig>) -> std::io::Resu
     Ok(tls)
 }
 
+/// A GET that may fail: the server may refuse the connection after the client's side of the
+/// handshake (TLS 1.3 clients learn of a refused certificate only on their first read).
+fn try_tls_get(tls: &mut Tls, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Resp> {
+    send(tls, "GET", path, headers, b"");
+    tls.flush()?;
+    read_response(tls, false).ok_or(std::io::ErrorKind::InvalidData.into())
+}
+
 fn tls_get(tls: &mut Tls, path: &str, headers: &[(&str, &str)]) -> Resp {
     send(tls, "GET", path, headers, b"");
     tls.flush().unwrap();
@@ -103,21 +111,13 @@ fn mtls_required() {
     let v = &[&rustls::version::TLS13][..];
     assert!(
         tls_connect(&srv, pki.client_config(None, v))
-            .and_then(|mut t| {
-                send(&mut t, "GET", "/v2/", &[], b"");
-                t.flush()?;
-                read_response(&mut t, false).ok_or(std::io::ErrorKind::InvalidData.into())
-            })
+            .and_then(|mut t| try_tls_get(&mut t, "/v2/", &[]))
             .is_err(),
         "no certificate was accepted"
     );
     assert!(
         tls_connect(&srv, pki.client_config(Some("rogue"), v))
-            .and_then(|mut t| {
-                send(&mut t, "GET", "/v2/", &[], b"");
-                t.flush()?;
-                read_response(&mut t, false).ok_or(std::io::ErrorKind::InvalidData.into())
-            })
+            .and_then(|mut t| try_tls_get(&mut t, "/v2/", &[]))
             .is_err(),
         "a certificate from an unknown CA was accepted"
     );
@@ -151,9 +151,11 @@ fn mtls_required() {
     assert_eq!((r.status, r.error_code().as_str()), (403, "DENIED"));
 }
 
-/// mTLS optional: without a certificate, Basic auth still works beside it.
+/// mTLS with `client_ca_bundle` alone (optional by default): without a certificate, Basic
+/// auth works beside it; a certificate still identifies CI. With `client_certificate =
+/// "required"` the same password user is refused in the handshake.
 #[test]
-fn mtls_optional_with_basic_auth() {
+fn mtls_optional_by_default_with_basic_auth() {
     let dir = TempDir::new("mtlsopt");
     let pki = Pki::new(&dir.0, &[("ci", "builder-1", "ci")]);
     let ident = format!(
@@ -165,7 +167,7 @@ fn mtls_optional_with_basic_auth() {
     let text = config_text(
         &dir.0,
         "",
-        &format!("{repos}\n{ident}\n{}", pki.tls_section(true, Some(false))),
+        &format!("{repos}\n{ident}\n{}", pki.tls_section(true, None)),
     );
     let srv = Server::start_config(dir, &text, &[]);
     let v = &[&rustls::version::TLS13][..];
@@ -177,6 +179,24 @@ fn mtls_optional_with_basic_auth() {
     assert_eq!(
         r.status, 404,
         "alice should pass the policy (and find no repository)"
+    );
+    let mut ci = tls_connect(&srv, pki.client_config(Some("ci"), v)).unwrap();
+    assert_eq!(tls_get(&mut ci, "/v2/x/tags/list", &[]).status, 404);
+
+    // The same configuration with certificates required: no certificate, no connection.
+    let dir = TempDir::new("mtlsreq");
+    let pki = Pki::new(&dir.0, &[("ci", "builder-1", "ci")]);
+    let text = config_text(
+        &dir.0,
+        "",
+        &format!("{repos}\n{ident}\n{}", pki.tls_section(true, Some(true))),
+    );
+    let srv = Server::start_config(dir, &text, &[]);
+    let refused = tls_connect(&srv, pki.client_config(None, v))
+        .and_then(|mut s| try_tls_get(&mut s, "/v2/x/tags/list", &[("Authorization", &auth)]));
+    assert!(
+        refused.is_err(),
+        "a client without a certificate got {refused:?}"
     );
     let mut ci = tls_connect(&srv, pki.client_config(Some("ci"), v)).unwrap();
     assert_eq!(tls_get(&mut ci, "/v2/x/tags/list", &[]).status, 404);
@@ -454,6 +474,30 @@ policies = [
         a["repositories"],
         serde_json::json!(["locked/app", "open/app"])
     );
+}
+
+/// With credentials configured, an anonymous `_catalog` that may list none of the stored
+/// repositories is challenged (401 + WWW-Authenticate), as distribution does, so clients that
+/// send credentials only after a challenge list what they may; an empty registry is `[]`.
+#[test]
+fn anonymous_catalog_is_challenged_when_it_may_list_nothing() {
+    let ident = format!(
+        "[identity.alice]\nusername = \"alice\"\npassword = \"{}\"\n",
+        hash_password("wonderland")
+    );
+    let repos = "[[repository]]\nnamespace = \"\"\npolicy_default_allow = false\npolicies = ['identity.id == \"alice\"']\n";
+    let srv = Server::start_with("", &format!("{repos}\n{ident}"));
+    let alice = basic("alice", "wonderland");
+    let r = srv.get("/v2/_catalog");
+    assert_eq!(r.status, 200, "an empty registry has nothing to hide");
+    assert_eq!(r.json()["repositories"], serde_json::json!([]));
+    srv_push(&srv, "private/app", b"layer", &alice);
+    let r = srv.get("/v2/_catalog");
+    assert_eq!((r.status, r.error_code().as_str()), (401, "UNAUTHORIZED"));
+    assert!(r.header("www-authenticate").unwrap().starts_with("Basic "));
+    let r = srv.request("GET", "/v2/_catalog", &[("Authorization", &alice)], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["repositories"], serde_json::json!(["private/app"]));
 }
 
 fn srv_push(srv: &Server, repo: &str, data: &[u8], auth: &str) -> String {

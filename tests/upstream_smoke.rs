@@ -187,21 +187,37 @@ fn token_dance(up: &Upstream, auth: &UpstreamAuth, repo: &str, blob_path: &str, 
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn upstream_without_auth() {
     exercise(UpstreamAuth::None);
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn upstream_with_basic_auth() {
     exercise(UpstreamAuth::basic("alice", "s3cret pass"));
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn upstream_with_anonymous_tokens() {
     exercise(UpstreamAuth::Token);
 }
 
 #[test]
+#[cfg_attr(
+    origin_no_upstream,
+    ignore = "needs docker-registry (apt-get install docker-registry)"
+)]
 fn upstream_with_tokens_for_basic_credentials() {
     exercise(UpstreamAuth::token_with_basic("bob", "hunter2"));
 }

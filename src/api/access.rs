@@ -12,7 +12,7 @@ use crate::policy::AccessRequest;
 /// The realm in the Basic challenge.
 const REALM: &str = "origin";
 
-fn challenge(message: &str) -> Error {
+pub fn challenge(message: &str) -> Error {
     Error::new(Code::Unauthorized, message).with_header(
         "WWW-Authenticate",
         format!("Basic realm=\"{REALM}\", charset=\"UTF-8\""),

@@ -95,16 +95,25 @@ pub async fn tags(
 }
 
 /// The repositories the caller may `list-catalog`, paged.
+///
+/// An anonymous caller that may list none of the repositories there are, on a registry with
+/// credentials, is challenged (401) rather than shown an empty list: clients such as
+/// python-dxf send credentials only after a challenge, as distribution gives one.
 pub async fn catalog(app: &App, req: &mut Request<'_>, identity: &Identity) -> Result<Response> {
     let all = app.registry.catalog().await?;
-    let all: Vec<String> = app
-        .live
-        .get()
+    let live = app.live.get();
+    let visible: Vec<String> = live
         .policies
         .filter_catalog(identity, all.iter().map(String::as_str))
         .into_iter()
         .map(str::to_owned)
         .collect();
+    if visible.is_empty() && !all.is_empty() && live.has_identities && !identity.is_authenticated()
+    {
+        crate::metrics::Metrics::add(&crate::metrics::METRICS.policy_denials, 1);
+        return Err(super::access::challenge("authentication required"));
+    }
+    let all = visible;
     let p = page(all, req.head.query())?;
     let body = serde_json::json!({ "repositories": p.items });
     let resp = Response::json(200, body.to_string().into_bytes());

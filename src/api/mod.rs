@@ -82,7 +82,7 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
                 req,
                 method,
                 &repo(name)?,
-                &reference_of(reference)?,
+                &reference_of(reference, method)?,
                 mirror,
             )
             .await
@@ -110,8 +110,14 @@ pub fn digest_of(s: &str) -> Result<Digest> {
     })
 }
 
-fn reference_of(s: &str) -> Result<Reference> {
+/// A reference that is neither a tag nor a digest names nothing: reads and deletes answer
+/// 404 MANIFEST_UNKNOWN (as distribution does, and as clients probing with such names
+/// expect); only a PUT, where the client sends the name, is told 400.
+fn reference_of(s: &str, method: crate::http::Method) -> Result<Reference> {
     Reference::parse(s).map_err(|e| {
+        if method != crate::http::Method::Put {
+            return Error::new(Code::ManifestUnknown, format!("manifest unknown: {e}"));
+        }
         let code = if s.contains(':') {
             Code::DigestInvalid
         } else {

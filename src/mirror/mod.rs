@@ -734,7 +734,9 @@ async fn fetch_blob(
     let reg = &app.registry;
     let internal = |e: Error| failed(500, e.message);
     // Committed meanwhile (a request that looked just before another fetch finished)?
-    // Linked here only if the upstream has it in this repository.
+    // Linked here only if the upstream has it in this repository. Held first, so a blob
+    // found stored stays stored (see registry/gc.rs).
+    reg.hold_blob(digest).await.map_err(internal)?;
     if let Some(stored) = reg.open_stored_blob(digest).await.map_err(internal)? {
         blob_size_upstream(ns, name, digest)
             .await
@@ -742,7 +744,6 @@ async fn fetch_blob(
         let total = crate::storage::BlobReader::size(&stored);
         let file = dup_std(&stored.into_file()).map_err(|e| failed(500, e.to_string()))?;
         let _ = fetch.file.set(file);
-        reg.gc_touch(digest).await.map_err(internal)?;
         reg.link_blob(name, digest).await.map_err(internal)?;
         fetch.progress.start(total);
         fetch.progress.advance(total);

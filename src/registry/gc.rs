@@ -14,6 +14,23 @@
 //!
 //! Either the PUT sees the tombstone or the missing blob (and fails MANIFEST_BLOB_UNKNOWN, the
 //! client pushes the blob again), or GC sees the new edge and keeps the blob.
+//!
+//! Blob commits and links (uploads, mounts, mirror fills) are ordered the same way against a
+//! pass: a writer *holds* the blob first (rewrites its candidate with a unique stamp, then
+//! waits out any tombstone); a pass writes the tombstone, then re-reads the candidate and
+//! gives up if it changed. So either the pass sees the hold and keeps everything, or the
+//! writer sees the tombstone and waits until the pass has finished (and then stores the blob
+//! anew). That is what lets a pass remove a deleted blob's layer links (`linked/` indexes
+//! them), and drop repositories left without manifests or uploads from the catalog.
+//!
+//! Crash debris is collected the same way, with no scan: a manifest PUT makes its own digest
+//! a candidate and stores its content before it writes its edges, so a PUT cut short leaves
+//! a candidate whose `_revision` edge has no revision link. Once the candidate is older than
+//! the longest a request may run, no PUT that touched it can still be writing; the pass then
+//! undoes the edges (read from the stored content, the revision edge last) and releases what
+//! they held. A PUT that touches it later sees the tombstone, or finds its revision edge gone
+//! and writes its edges again. Blob commits hold before they store, so a crash after a
+//! commit leaves a candidate too.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +43,18 @@ use crate::storage::{PutCondition, PutOutcome, Storage};
 const CANDIDATES_PER_PASS_MAX: usize = 100_000;
 /// A tombstone older than this was left by a crashed pass and is removed.
 const TOMBSTONE_STALE: Duration = Duration::from_secs(600);
+/// Longest a blob write waits for a pass that is deleting the same blob (a pass deletes one
+/// blob in milliseconds; past this the tombstone is probably a crashed pass's: 503).
+const HOLD_WAIT_MAX: Duration = Duration::from_secs(10);
+const HOLD_POLL: Duration = Duration::from_millis(20);
+/// Edges of one candidate looked at for crash debris per pass (strays are `_revision` edges,
+/// one per repository holding the manifest; more wait for the next pass).
+const EDGES_LISTED_MAX: usize = 1000;
+/// Layer links of one deleted blob removed per pass; the candidate stays for the rest.
+const LINKS_PER_PASS_MAX: usize = 1000;
+/// Added to the request deadline before a candidate's edges may be judged crash debris, for
+/// the last storage calls of a request cut at its deadline.
+const REQUEST_END_MARGIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Default)]
 pub struct GcReport {
@@ -37,6 +66,41 @@ pub struct GcReport {
     /// Digest and size of each blob removed (or that would be, in a dry run).
     pub removed: Vec<(Digest, u64)>,
     pub duration: Duration,
+}
+
+/// A candidate's content: when it was touched, and a nonce so that every touch changes the
+/// object (a pass compares it before and after its tombstone).
+fn stamp(secs: u64) -> Vec<u8> {
+    let mut nonce = [0u8; 8];
+    // Without randomness two touches in one second could look alike; the time still differs
+    // between most, and a pass that misses a hold only deletes after the grace period.
+    let _ = getrandom::getrandom(&mut nonce);
+    format!("{secs} {:016x}", u64::from_le_bytes(nonce)).into_bytes()
+}
+
+fn stamp_secs(bytes: &[u8]) -> u64 {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// What one candidate's examination did.
+#[derive(Default)]
+struct Collected {
+    /// Size of the blob removed.
+    removed: Option<u64>,
+    /// Blobs a crashed PUT's edges held, released now (to look at in the same pass).
+    released: Vec<Digest>,
+}
+
+/// How old things must be before a pass acts on them.
+#[derive(Clone, Copy)]
+struct Ages {
+    grace_secs: u64,
+    /// A candidate this old has no manifest PUT still writing its edges.
+    debris_secs: u64,
 }
 
 fn now_secs() -> u64 {
@@ -55,11 +119,35 @@ impl Registry {
     /// Marks a blob as recently active: released, uploaded or mounted. GC will look at it
     /// once the grace period has passed since now.
     pub async fn gc_touch(&self, d: &Digest) -> Result<()> {
-        let stamp = now_secs().to_string().into_bytes();
         self.store
-            .put(&layout::gc_candidate(d), stamp, PutCondition::Always)
+            .put(
+                &layout::gc_candidate(d),
+                stamp(now_secs()),
+                PutCondition::Always,
+            )
             .await?;
         Ok(())
+    }
+
+    /// Holds a blob against collection before it is committed or linked: no pass deletes it
+    /// within the grace period from now, and a pass deleting it right now finishes first.
+    pub async fn hold_blob(&self, d: &Digest) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            self.gc_touch(d).await?;
+            if !self.tombstoned(d).await? {
+                return Ok(());
+            }
+            if started.elapsed() >= HOLD_WAIT_MAX {
+                return Err(crate::error::Error::new(
+                    crate::error::Code::Unknown,
+                    format!("blob {d} is being garbage-collected; try again"),
+                )
+                .with_status(503)
+                .with_header("Retry-After", "10"));
+            }
+            compio::time::sleep(HOLD_POLL).await;
+        }
     }
 
     pub async fn has_refs(&self, d: &Digest) -> Result<bool> {
@@ -179,80 +267,237 @@ impl Registry {
         if self.settings.gc_remove_untagged {
             report.manifests_removed = self.remove_untagged(grace.as_secs(), dry_run).await?;
         }
+        let ages = Ages {
+            grace_secs: grace.as_secs(),
+            debris_secs: grace
+                .max(self.settings.request_deadline + REQUEST_END_MARGIN)
+                .as_secs(),
+        };
         let keys = self
             .store
             .list(layout::GC_CANDIDATES_PREFIX, None, CANDIDATES_PER_PASS_MAX)
             .await?;
-        let grace_secs = grace.as_secs();
-        for key in keys {
-            let Some(d) = key
-                .strip_prefix(layout::GC_CANDIDATES_PREFIX)
-                .and_then(layout::unflat_digest)
-            else {
-                continue;
-            };
-            report.examined += 1;
-            if let Some(size) = self.collect_one(&key, &d, grace_secs, dry_run).await? {
-                report.blobs_removed += 1;
-                report.bytes_removed += size;
-                report.removed.push((d, size));
+        let mut digests: Vec<Digest> = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(layout::GC_CANDIDATES_PREFIX))
+            .filter_map(layout::unflat_digest)
+            .collect();
+        // Blobs released by undoing crash debris are looked at in the same pass (once).
+        for round in 0..2 {
+            let mut released = Vec::new();
+            for d in digests {
+                report.examined += 1;
+                let done = self.collect_one(&d, ages, dry_run).await?;
+                if let Some(size) = done.removed {
+                    report.blobs_removed += 1;
+                    report.bytes_removed += size;
+                    report.removed.push((d, size));
+                }
+                if round == 0 {
+                    released.extend(done.released);
+                }
             }
+            released.sort();
+            released.dedup();
+            digests = released;
         }
         report.duration = started.elapsed();
         Ok(report)
     }
 
-    /// Decides one candidate; returns the size of the blob removed, if it was.
-    async fn collect_one(
-        &self,
-        key: &str,
-        d: &Digest,
-        grace_secs: u64,
-        dry_run: bool,
-    ) -> Result<Option<u64>> {
-        let stamp = match self.store.get(key).await? {
-            Some(obj) => std::str::from_utf8(&obj.bytes)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .unwrap_or(0),
-            None => return Ok(None),
+    /// Decides one candidate: undoes crashed PUTs' edges, then removes the blob and its
+    /// layer links when nothing references it.
+    async fn collect_one(&self, d: &Digest, ages: Ages, dry_run: bool) -> Result<Collected> {
+        let key = layout::gc_candidate(d);
+        let mut done = Collected::default();
+        let Some(candidate) = self.store.get(&key).await? else {
+            return Ok(done);
         };
-        if now_secs().saturating_sub(stamp) < grace_secs {
-            return Ok(None);
+        let age = now_secs().saturating_sub(stamp_secs(&candidate.bytes));
+        if age < ages.grace_secs {
+            return Ok(done);
         }
-        if self.has_refs(d).await? {
-            // Referenced again: it will come back here when released.
-            return self.forget_candidate(key, dry_run).await;
+        let (strays, pending) = self.stray_revisions(d, age >= ages.debris_secs).await?;
+        let referenced = self.has_refs(d).await?;
+        if referenced && strays.is_empty() {
+            // Referenced: it comes back here when released (or when its PUT is old enough).
+            if !pending {
+                self.forget_candidate(&key, dry_run).await?;
+            }
+            return Ok(done);
         }
-        let Some(meta) = self.store.head(&layout::blob_data(d)).await? else {
-            return self.forget_candidate(key, dry_run).await;
-        };
-        if age_secs(meta.modified) < grace_secs {
-            return Ok(None);
+        let data = self.store.head(&layout::blob_data(d)).await?;
+        if !referenced {
+            if let Some(meta) = &data {
+                if age_secs(meta.modified) < ages.grace_secs {
+                    return Ok(done);
+                }
+                if dry_run {
+                    done.removed = Some(meta.size);
+                    return Ok(done);
+                }
+            }
         }
         if dry_run {
-            return Ok(Some(meta.size));
+            return Ok(done);
         }
         let tomb = layout::gc_tombstone(d);
-        let stamp = now_secs().to_string().into_bytes();
-        if self.store.put(&tomb, stamp, PutCondition::IfAbsent).await?
+        if self
+            .store
+            .put(&tomb, stamp(now_secs()), PutCondition::IfAbsent)
+            .await?
             == PutOutcome::PreconditionFailed
         {
-            // Another pass is on it.
+            return Ok(done); // another pass is on it
+        }
+        // The re-reads after the tombstone are what close the races (module docs).
+        let held = self.store.get(&key).await?.map(|c| c.etag) != Some(candidate.etag);
+        let mut keep_candidate = held || pending;
+        if !held {
+            for repo in &strays {
+                done.released.extend(self.undo_stray_put(repo, d).await?);
+            }
+            if !self.has_refs(d).await? {
+                done.removed = self.remove_blob(d).await?;
+                keep_candidate |= self.remove_links(d).await?;
+            }
+        }
+        let old = now_secs().saturating_sub(ages.grace_secs);
+        for r in &done.released {
+            // Eligible now (released at the crash), unless someone holds it already.
+            self.store
+                .put(&layout::gc_candidate(r), stamp(old), PutCondition::IfAbsent)
+                .await?;
+        }
+        if !keep_candidate {
+            self.store.delete(&key).await?;
+        }
+        self.store.delete(&tomb).await?;
+        Ok(done)
+    }
+
+    /// Repositories whose `_revision` edge for `d` has no revision link: a PUT cut short, if
+    /// `old_enough`; else `pending` says there may be one to look at in a later pass.
+    async fn stray_revisions(&self, d: &Digest, old_enough: bool) -> Result<(Vec<RepoName>, bool)> {
+        let edges = self
+            .store
+            .list(&layout::refs_prefix(d), None, EDGES_LISTED_MAX)
+            .await?;
+        let mut strays = Vec::new();
+        let mut pending = false;
+        for key in &edges {
+            let Some((repo, "_revision")) = layout::edge_holder(d, key) else {
+                continue;
+            };
+            let Ok(repo) = RepoName::parse(&repo.replace('+', "/")) else {
+                continue;
+            };
+            if self
+                .store
+                .head(&layout::manifest_link(&repo, d))
+                .await?
+                .is_some()
+            {
+                continue;
+            }
+            if old_enough {
+                strays.push(repo);
+            } else {
+                pending = true;
+            }
+        }
+        Ok((strays, pending))
+    }
+
+    /// Removes the edges a PUT of manifest `d` into `repo` wrote and never completed (the
+    /// revision edge last); returns the blobs they held.
+    async fn undo_stray_put(&self, repo: &RepoName, d: &Digest) -> Result<Vec<Digest>> {
+        if self
+            .store
+            .head(&layout::manifest_link(repo, d))
+            .await?
+            .is_some()
+        {
+            return Ok(Vec::new()); // completed after all
+        }
+        let revision = layout::ref_edge(d, repo, &layout::Holder::Revision);
+        let manifest = match self.store.get(&layout::blob_data(d)).await {
+            Ok(Some(obj)) => Manifest::parse(None, &obj.bytes).ok(),
+            Ok(None) | Err(crate::storage::StorageError::TooLarge { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut released = Vec::new();
+        if let Some(m) = &manifest {
+            for key in super::manifests::edge_keys(repo, d, m) {
+                if key != revision {
+                    self.store.delete(&key).await?;
+                }
+            }
+            released.extend(m.references().cloned());
+            released.extend(m.subject().map(|s| s.digest.clone()));
+        }
+        self.store.delete(&revision).await?;
+        tracing::info!(repository = %repo, digest = %d, "removed the references of a manifest push that never completed");
+        Ok(released)
+    }
+
+    /// Deletes an unreferenced blob's data; its size if there was any.
+    async fn remove_blob(&self, d: &Digest) -> Result<Option<u64>> {
+        let Some(meta) = self.store.head(&layout::blob_data(d)).await? else {
             return Ok(None);
-        }
-        // The re-check after the tombstone is what closes the race with a manifest PUT.
-        if self.has_refs(d).await? {
-            self.store.delete(&tomb).await?;
-            return self.forget_candidate(key, dry_run).await;
-        }
+        };
         self.store.delete(&layout::blob_data(d)).await?;
         crate::metrics::METRICS
             .stored_bytes
             .fetch_sub(meta.size as i64, std::sync::atomic::Ordering::Relaxed);
-        self.store.delete(&tomb).await?;
-        self.store.delete(key).await?;
         Ok(Some(meta.size))
+    }
+
+    /// Removes the layer links (and their index entries) to a deleted blob, dropping
+    /// repositories left empty from the catalog. True when more links remain for a later pass.
+    async fn remove_links(&self, d: &Digest) -> Result<bool> {
+        let entries = self
+            .store
+            .list(&layout::link_index_prefix(d), None, LINKS_PER_PASS_MAX)
+            .await?;
+        for entry in &entries {
+            if let Some(repo) = layout::link_index_repo(d, entry) {
+                self.store.delete(&layout::layer_link(&repo, d)).await?;
+                self.store.delete(entry).await?;
+                self.drop_if_empty(&repo).await?;
+            } else {
+                self.store.delete(entry).await?;
+            }
+        }
+        Ok(entries.len() >= LINKS_PER_PASS_MAX)
+    }
+
+    /// Takes a repository without manifests (and so without tags) or uploads out of the
+    /// catalog. Writers record the entry after their content, and this looks for content
+    /// again after the removal, so a concurrent push keeps it listed.
+    pub async fn drop_if_empty(&self, name: &RepoName) -> Result<()> {
+        if self.has_content(name).await? {
+            return Ok(());
+        }
+        if !self.store.delete(&layout::catalog_entry(name)).await? {
+            return Ok(());
+        }
+        if self.has_content(name).await? {
+            self.ensure_repository(name).await?;
+        }
+        Ok(())
+    }
+
+    async fn has_content(&self, name: &RepoName) -> Result<bool> {
+        for prefix in [
+            layout::manifests_prefix(name),
+            format!("{}/", layout::uploads_dir(name)),
+        ] {
+            if !self.store.list(&prefix, None, 1).await?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Counts stored blob bytes and open upload sessions once, at startup, for the metrics
@@ -274,11 +519,11 @@ impl Registry {
     }
 
     /// Drops a candidate that needs no collection (referenced again, or already gone).
-    async fn forget_candidate(&self, key: &str, dry_run: bool) -> Result<Option<u64>> {
+    async fn forget_candidate(&self, key: &str, dry_run: bool) -> Result<()> {
         if !dry_run {
             self.store.delete(key).await?;
         }
-        Ok(None)
+        Ok(())
     }
 
     async fn clear_stale_tombstones(&self) -> Result<()> {

@@ -9,6 +9,7 @@
 //! repositories/<name>/_uploads/<id>/{data,state}          an upload session
 //! uploads/<id>                                            index of sessions, for expiry
 //! catalog/<name>/_repository                              the repository exists
+//! linked/<alg>/<hex>/<name with + for />                  the repository has a layer link
 //! refs/<alg>/<hex>/<name with + for />/<alg>-<hex>        reference edge: manifest -> blob
 //! refs/<alg>/<hex>/<name with + for />/_revision          a revision link holds its blob
 //! gc/candidates/<alg>-<hex>                               released or new: GC looks here
@@ -128,6 +129,27 @@ pub fn ref_edge(blob: &Digest, name: &RepoName, holder: &Holder<'_>) -> String {
     format!("{}{}/{}", refs_prefix(blob), flat(name), who)
 }
 
+/// Prefix of the index entries of every repository with a layer link to `blob`, so GC can
+/// remove the links when it removes the blob (or when no manifest of the repository names it).
+pub fn link_index_prefix(blob: &Digest) -> String {
+    format!("linked/{}/{}/", blob.algorithm().as_str(), blob.hex())
+}
+
+pub fn link_index(blob: &Digest, name: &RepoName) -> String {
+    format!("{}{}", link_index_prefix(blob), flat(name))
+}
+
+/// The repository of a key listed under [`link_index_prefix`].
+pub fn link_index_repo(blob: &Digest, key: &str) -> Option<RepoName> {
+    let flat = key.strip_prefix(&link_index_prefix(blob))?;
+    RepoName::parse(&flat.replace('+', "/")).ok()
+}
+
+/// Prefix of a repository's manifest revisions and tags.
+pub fn manifests_prefix(name: &RepoName) -> String {
+    format!("repositories/{name}/_manifests/")
+}
+
 pub const GC_CANDIDATES_PREFIX: &str = "gc/candidates/";
 
 pub fn gc_candidate(d: &Digest) -> String {
@@ -204,6 +226,7 @@ mod tests {
             upload_state(&name, &id),
             upload_index(&id),
             catalog_entry(&name),
+            link_index(&d, &name),
             ref_edge(&d, &name, &Holder::Manifest(&d)),
             ref_edge(&d, &name, &Holder::Revision),
             gc_candidate(&d),
@@ -216,6 +239,10 @@ mod tests {
         }
         let unique: std::collections::BTreeSet<_> = keys.iter().collect();
         assert_eq!(unique.len(), keys.len());
+        assert_eq!(
+            link_index_repo(&d, &link_index(&d, &name)).as_ref(),
+            Some(&name)
+        );
         assert_eq!(
             catalog_name("library/alpine/_repository"),
             Some("library/alpine")

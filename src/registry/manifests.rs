@@ -28,6 +28,10 @@ pub struct PutManifest {
     pub subject: Option<Digest>,
 }
 
+/// Times a manifest PUT writes its edges again when a GC pass removed them meanwhile (each
+/// pass removes a crashed PUT's edges at most once, so a second attempt normally holds).
+const EDGE_ATTEMPTS_MAX: usize = 3;
+
 /// Referrers of referrers are deleted with their subject down to this depth.
 const REFERRER_CASCADE_DEPTH_MAX: usize = 8;
 
@@ -98,17 +102,10 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
         };
-        // Edges first, then the tombstone and existence checks (see gc.rs for why).
-        let edges = edge_keys(name, &digest, &manifest);
-        let created = self.add_edges(&edges).await?;
-        if let Err(e) = self
-            .check_held(name, &digest, &manifest, check_references)
-            .await
-        {
-            self.remove_edges(&created).await?;
-            return Err(e);
-        }
-        self.ensure_repository(name).await?;
+        // The manifest's own digest becomes a GC candidate before anything is written, and
+        // its content is stored before its edges: a PUT cut short by a crash leaves edges
+        // that GC finds through the candidate and can undo from the content (see gc.rs).
+        self.hold_blob(&digest).await?;
         let size = body.len() as u64;
         let stored = self
             .store
@@ -119,6 +116,12 @@ impl Registry {
                 .stored_bytes
                 .fetch_add(size as i64, std::sync::atomic::Ordering::Relaxed);
         }
+        crate::failpoint::hit("manifest-after-content");
+        // Edges first, then the tombstone and existence checks (see gc.rs for why).
+        let edges = edge_keys(name, &digest, &manifest);
+        self.hold_edges(name, &digest, &manifest, &edges, check_references)
+            .await?;
+        crate::failpoint::hit("manifest-after-edges");
         let link = RevisionLink {
             media_type: manifest.media_type().to_string(),
             size,
@@ -131,6 +134,7 @@ impl Registry {
                 PutCondition::Always,
             )
             .await?;
+        self.ensure_repository(name).await?;
         let subject = manifest.subject().map(|s| s.digest.clone());
         if let Some(subject) = &subject {
             let entry = manifest.referrer_descriptor(digest.clone(), size);
@@ -156,6 +160,40 @@ impl Registry {
             Reference::Digest(_) => self.note_untagged(name, &digest).await?,
         }
         Ok(PutManifest { digest, subject })
+    }
+
+    /// Writes a manifest's edges and checks that they hold: nothing named is being deleted,
+    /// every blob is in the repository, and the edges are still there (a GC pass may have
+    /// removed an older, crashed PUT's copies of them just before this one wrote its own:
+    /// the revision edge goes last there, so its presence here means the set is whole).
+    async fn hold_edges(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        manifest: &Manifest,
+        edges: &[String],
+        check_references: bool,
+    ) -> Result<()> {
+        let revision_edge = layout::ref_edge(digest, name, &layout::Holder::Revision);
+        for _ in 0..EDGE_ATTEMPTS_MAX {
+            let created = self.add_edges(edges).await?;
+            if let Err(e) = self
+                .check_held(name, digest, manifest, check_references)
+                .await
+            {
+                self.remove_edges(&created).await?;
+                return Err(e);
+            }
+            if self.store.head(&revision_edge).await?.is_some() {
+                return Ok(());
+            }
+        }
+        Err(Error::new(
+            Code::Unknown,
+            "the manifest's references were being collected; try again",
+        )
+        .with_status(503)
+        .with_header("Retry-After", "1"))
     }
 
     /// After the edges are written: nothing named may be mid-deletion, and every blob must
@@ -301,7 +339,8 @@ impl Registry {
     /// Deletes a manifest revision, the tags that point to it, its referrer entry, and the
     /// manifests that refer to it (their subject is gone); releases what it held.
     pub async fn delete_manifest(&self, name: &RepoName, digest: &Digest) -> Result<()> {
-        self.delete_manifest_at_depth(name, digest, 0).await
+        self.delete_manifest_at_depth(name, digest, 0).await?;
+        self.drop_if_empty(name).await
     }
 
     async fn delete_manifest_at_depth(

@@ -9,16 +9,10 @@ pub mod mirror;
 pub mod scrub;
 pub mod uploads;
 
-use std::cell::RefCell;
-use std::collections::HashSet;
-
 use crate::error::{Code, Error, Result};
 use crate::oci::{Digest, RepoName};
 use crate::storage::{FsReader, FsStorage, PutCondition, Storage, StorageError};
 
-/// Repositories a worker knows exist, so pushes do not re-create the catalog entry each time.
-/// Bounded: past this the set is cleared (re-creating an entry is harmless, just slower).
-const KNOWN_REPOS_MAX: usize = 65_536;
 /// Catalog and tag listings hold at most this many names in memory.
 pub const LISTING_MAX: usize = 100_000;
 
@@ -42,6 +36,9 @@ pub struct Settings {
     pub upload_idle_expiry: std::time::Duration,
     /// Delete manifests that lost their last tag (after the GC grace period).
     pub gc_remove_untagged: bool,
+    /// The longest a request may run (`server.query_timeout`): GC judges a manifest PUT's
+    /// edges crash debris only once no PUT that started before can still be running.
+    pub request_deadline: std::time::Duration,
 }
 
 pub struct Registry {
@@ -49,7 +46,6 @@ pub struct Registry {
     pub settings: Settings,
     /// Shared by every worker of the process.
     pub manifests: std::sync::Arc<cache::ManifestCache>,
-    known_repos: RefCell<HashSet<RepoName>>,
 }
 
 impl Registry {
@@ -62,16 +58,18 @@ impl Registry {
             store,
             settings,
             manifests,
-            known_repos: RefCell::new(HashSet::new()),
         }
     }
 
-    /// Records that a repository exists (for the catalog).
+    /// Records that a repository exists (for the catalog). Called *after* the content it
+    /// records is written: GC drops the entry of an emptied repository and then looks for
+    /// content again, so either GC sees the new content or this sees the entry gone (no
+    /// in-memory shortcut: the entry may have been dropped by another worker or process).
     pub async fn ensure_repository(&self, name: &RepoName) -> Result<()> {
-        if self.known_repos.borrow().contains(name) {
+        let key = layout::catalog_entry(name);
+        if self.store.head(&key).await?.is_some() {
             return Ok(());
         }
-        let key = layout::catalog_entry(name);
         self.store
             .put(
                 &key,
@@ -79,18 +77,10 @@ impl Registry {
                 PutCondition::IfAbsent,
             )
             .await?;
-        let mut known = self.known_repos.borrow_mut();
-        if known.len() >= KNOWN_REPOS_MAX {
-            known.clear();
-        }
-        known.insert(name.clone());
         Ok(())
     }
 
     pub async fn repository_exists(&self, name: &RepoName) -> Result<bool> {
-        if self.known_repos.borrow().contains(name) {
-            return Ok(true);
-        }
         Ok(self
             .store
             .head(&layout::catalog_entry(name))
@@ -154,9 +144,17 @@ impl Registry {
         Ok(self.store.open_read(&layout::blob_data(digest)).await?)
     }
 
-    /// Lets the repository see a stored blob.
+    /// Lets the repository see a stored blob. The caller holds the blob against GC first
+    /// ([`Registry::hold_blob`]). The index entry goes first, so every link can be found
+    /// from its blob (GC removes links with their blob); the catalog entry last.
     pub async fn link_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
-        self.ensure_repository(name).await?;
+        self.store
+            .put(
+                &layout::link_index(digest, name),
+                Vec::new(),
+                PutCondition::Always,
+            )
+            .await?;
         let key = layout::layer_link(name, digest);
         self.store
             .put(
@@ -165,7 +163,7 @@ impl Registry {
                 PutCondition::Always,
             )
             .await?;
-        Ok(())
+        self.ensure_repository(name).await
     }
 
     /// Removes the repository's link to a blob; the data stays for other repositories (and
@@ -186,12 +184,13 @@ impl Registry {
         digest: &Digest,
         from: Option<&RepoName>,
     ) -> Result<bool> {
+        // Held first: once held, a blob found stored stays until the grace period ends.
+        self.hold_blob(digest).await?;
         let available = match from {
             Some(src) => self.repo_blob_size(src, digest).await?.is_some(),
             None => self.blob_size(digest).await?.is_some(),
         };
         if available {
-            self.gc_touch(digest).await?;
             self.link_blob(name, digest).await?;
         }
         Ok(available)

@@ -155,14 +155,26 @@ impl Registry {
                 .upload_size(&layout::upload_data(name, &uid))
                 .await?;
             // Exactly one half: an interrupted start or cancel. (Neither: only a temp file of
-            // an interrupted write is left, which the temp cleanup removes.)
-            if state.is_none() != data.is_none() {
+            // an interrupted write is left, which the temp cleanup removes.) Within the idle
+            // expiry it may be a start in progress, and expiry removes it otherwise.
+            if state.is_none() != data.is_none() && !self.upload_fresh(&uid).await? {
                 report
                     .findings
                     .push(Finding::LeftoverUpload(name.to_string(), id));
             }
         }
         Ok(())
+    }
+
+    /// True when the session's index is younger than the idle expiry.
+    async fn upload_fresh(&self, id: &UploadId) -> Result<bool> {
+        let Some(meta) = self.store.head(&layout::upload_index(id)).await? else {
+            return Ok(false);
+        };
+        let age = std::time::SystemTime::now()
+            .duration_since(meta.modified)
+            .unwrap_or_default();
+        Ok(age < self.settings.upload_idle_expiry)
     }
 
     async fn scrub_edges(

@@ -76,8 +76,16 @@ impl Registry {
                 "too many open upload sessions for this repository",
             ));
         }
-        self.ensure_repository(name).await?;
         let id = UploadId::generate().map_err(Error::internal)?;
+        // The index first, so a crash at any later step leaves a session that expiry finds.
+        self.store
+            .put(
+                &layout::upload_index(&id),
+                name.as_str().as_bytes().to_vec(),
+                PutCondition::Always,
+            )
+            .await?;
+        crate::failpoint::hit("upload-after-index");
         drop(
             self.store
                 .upload_create(&layout::upload_data(name, &id))
@@ -98,13 +106,7 @@ impl Registry {
                 PutCondition::IfAbsent,
             )
             .await?;
-        self.store
-            .put(
-                &layout::upload_index(&id),
-                name.as_str().as_bytes().to_vec(),
-                PutCondition::Always,
-            )
-            .await?;
+        self.ensure_repository(name).await?;
         METRICS.uploads_open.fetch_add(1, Relaxed);
         Ok(id)
     }
@@ -213,6 +215,11 @@ impl Registry {
         }
         let data_key = layout::upload_data(&name, &id);
         let size = s_offset;
+        // Held before the commit: a pass that is deleting this digest finishes first, and
+        // none starts until the grace period is over (see gc.rs). A commit that finds the
+        // blob stored already therefore keeps a blob that stays.
+        self.hold_blob(digest).await?;
+        crate::failpoint::hit("blob-after-hold");
         let outcome = self
             .store
             .upload_commit(&data_key, &layout::blob_data(digest))
@@ -221,8 +228,7 @@ impl Registry {
         if outcome == crate::storage::CommitOutcome::Committed {
             METRICS.stored_bytes.fetch_add(size as i64, Relaxed);
         }
-        // New (or re-pushed) content: GC keeps it at least for the grace period.
-        self.gc_touch(digest).await?;
+        crate::failpoint::hit("blob-after-commit");
         self.link_blob(&name, digest).await?;
         self.upload_cancel(&name, &id).await?;
         Ok(())
@@ -293,12 +299,20 @@ impl Registry {
                 self.store.delete(&key).await?;
                 continue;
             };
-            let updated = match self.store.get(&layout::upload_state(&name, &id)).await? {
-                Some(obj) => serde_json::from_slice::<StateFile>(&obj.bytes)
-                    .map(|s| s.updated)
-                    .unwrap_or(0),
-                None => 0,
-            };
+            // Without a readable state (a session being created, or one a crash cut short),
+            // the index's own age decides.
+            let state = self.store.get(&layout::upload_state(&name, &id)).await?;
+            let updated =
+                match state.and_then(|o| serde_json::from_slice::<StateFile>(&o.bytes).ok()) {
+                    Some(state) => state.updated,
+                    None => match self.store.head(&key).await? {
+                        Some(meta) => meta
+                            .modified
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs()),
+                        None => continue,
+                    },
+                };
             if now.saturating_sub(updated) >= expiry {
                 self.upload_cancel(&name, &id).await?;
                 removed += 1;

@@ -238,6 +238,26 @@ fn missing_certificate_required_vs_optional() {
     let (s, _) = exchange(optional, pki.client(Some(&pki.client), ALL_VERSIONS), 16);
     assert_eq!(s.unwrap().0.common_names, ["alice"]);
 
+    // The default with a client CA is optional: no certificate is accepted, a good one is
+    // read, and one from an unknown CA still fails the handshake.
+    let default = server_config(&pki.config(true, None)).unwrap();
+    let (s, c) = exchange(default.clone(), pki.client(None, ALL_VERSIONS), 16);
+    assert_eq!(s.unwrap().0, PeerIdentity::default());
+    c.unwrap();
+    let (s, _) = exchange(
+        default.clone(),
+        pki.client(Some(&pki.client), ALL_VERSIONS),
+        16,
+    );
+    assert_eq!(s.unwrap().0.common_names, ["alice"]);
+    let (s, c) = exchange(
+        default,
+        pki.client(Some(&pki.rogue_client), ALL_VERSIONS),
+        16,
+    );
+    assert_eq!(s.unwrap_err().kind(), io::ErrorKind::InvalidData);
+    assert!(c.is_err());
+
     // No client CA at all: no certificate asked for.
     let plain = server_config(&pki.config(false, None)).unwrap();
     let (s, c) = exchange(plain, pki.client(None, ALL_VERSIONS), 16);

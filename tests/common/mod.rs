@@ -94,6 +94,36 @@ impl Server {
         Server::spawn(cmd, dir, config_path)
     }
 
+    /// Starts `origin serve -c <config>` with extra environment variables.
+    pub fn start_config_env(dir: TempDir, config: &str, env: &[(&str, &str)]) -> Server {
+        let config_path = dir.0.join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_origin"));
+        cmd.arg("serve").arg("-c").arg(&config_path);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Server::spawn(cmd, dir, config_path)
+    }
+
+    /// Runs `origin <args> -c <this server's config>`; returns (exit code, stdout + stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_origin"))
+            .args(args)
+            .arg("-c")
+            .arg(&self.config_path)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
     pub fn spawn(mut cmd: Command, dir: TempDir, config_path: PathBuf) -> Server {
         cmd.env_remove("RUST_LOG")
             .stdin(Stdio::null())

@@ -100,9 +100,23 @@ fn find_registry() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A free port below the kernel's ephemeral range: distribution binds it after this returns,
+/// and a port from the ephemeral range could meanwhile go to another test's server started
+/// on port 0, whose answer the readiness check would then take for distribution's.
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    let mut seed = [0u8; 2];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut seed)
+    });
+    let start = u16::from_le_bytes(seed) % 10_000;
+    for i in 0..10_000u16 {
+        let port = 20_000 + (start + i) % 10_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..30000");
 }
 
 impl Upstream {

@@ -1,0 +1,125 @@
+//! The documentation's configurations work: every TOML example in the README, and
+//! `config.example.toml` as shipped and with every commented-out example section switched on,
+//! passes `origin check-config`. Paths to files an installation provides (certificates,
+//! secrets) point to test files; everything else is checked as written.
+
+mod common;
+
+use std::path::Path;
+
+use common::pki::Pki;
+use common::*;
+
+/// The fenced ```toml blocks of a Markdown text.
+fn toml_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match &mut current {
+            None if line.trim_start().starts_with("```toml") => current = Some(String::new()),
+            Some(block) if line.trim_start().starts_with("```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    blocks
+}
+
+/// Switches on commented-out settings and sections (`# key = ...`, `# [section]`).
+fn uncomment(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest)
+                if rest.starts_with('[')
+                    || rest.split_once(" = ").is_some_and(|(k, _)| {
+                        k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+            {
+                rest.to_string()
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Points the keys that name files of an installation to files made for the test.
+fn localize(text: &str, pki: &Pki, secret: &Path, root: &Path) -> String {
+    let files = [
+        ("server_certificate_bundle", pki.server_cert.as_path()),
+        ("server_private_key", pki.server_key.as_path()),
+        ("client_ca_bundle", pki.ca.as_path()),
+        ("ca_bundle", pki.ca.as_path()),
+        ("password_file", secret),
+        ("root_dir", root),
+    ];
+    text.lines()
+        .map(|line| {
+            let key = line.split('=').next().unwrap_or("").trim();
+            match files.iter().find(|(k, _)| *k == key) {
+                Some((k, path)) => format!("{k} = {:?}", path.display().to_string()),
+                None => line.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn check_config(dir: &Path, name: &str, text: &str) -> (bool, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_origin"))
+        .arg("check-config")
+        .arg("-c")
+        .arg(&path)
+        .env("HUB_TOKEN", "example")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+#[test]
+fn every_documented_configuration_passes_check_config() {
+    let dir = TempDir::new("docs");
+    let pki = Pki::new(&dir.0, &[]);
+    let secret = dir.0.join("secret");
+    std::fs::write(&secret, "example\n").unwrap();
+    let root = dir.0.join("data");
+    let readme = include_str!("../README.md");
+    let example = include_str!("../config.example.toml");
+    let mut configs: Vec<(String, String)> = toml_blocks(readme)
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| (format!("README.md toml block {}", i + 1), b))
+        .collect();
+    assert!(configs.len() >= 3, "README examples not found");
+    configs.push(("config.example.toml".into(), example.to_string()));
+    configs.push((
+        "config.example.toml, every example on".into(),
+        uncomment(example),
+    ));
+    for (i, (what, text)) in configs.iter().enumerate() {
+        let text = localize(text, &pki, &secret, &root);
+        let (ok, said) = check_config(&dir.0, &format!("{i}.toml"), &text);
+        assert!(
+            ok,
+            "{what} fails check-config:\n{said}\n--- as checked:\n{text}"
+        );
+    }
+    // The uncommented example really has the optional sections on.
+    let all_on = uncomment(example);
+    for section in ["[server.tls]", "[identity.alice]", "[repository.mirror]"] {
+        assert!(all_on.lines().any(|l| l == section), "{section}");
+    }
+}
