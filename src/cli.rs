@@ -143,6 +143,10 @@ pub fn run(args: &[String]) -> i32 {
                         eprintln!("origin: warning: {w}");
                     }
                     println!("configuration OK ({source})");
+                    println!(
+                        "a restart (not a reload) is needed to change: {}",
+                        crate::reload::RESTART_ONLY
+                    );
                     0
                 }
                 Err(e) => {

@@ -31,10 +31,14 @@ pub async fn handle(
         // upstream confirms this repository has it; else it is fetched.
         if reg.repo_blob_size(name, digest).await?.is_none() {
             let ns = &app.mirrors.namespaces[i];
-            let linked = reg.blob_size(digest).await?.is_some() && {
-                crate::mirror::blob_size_upstream(ns, name, digest).await?;
-                reg.mount_blob(name, digest, None).await?
-            };
+            // A fetch for this repository that is committing (stored, not linked yet) is
+            // joined rather than confirmed again upstream.
+            let linked = !app.mirrors.fetching_for(name, digest)
+                && reg.blob_size(digest).await?.is_some()
+                && {
+                    crate::mirror::blob_size_upstream(ns, name, digest).await?;
+                    reg.mount_blob(name, digest, None).await?
+                };
             if !linked {
                 if head_only {
                     let size = crate::mirror::blob_size_upstream(ns, name, digest).await?;

@@ -588,6 +588,15 @@ pub async fn blob_size_upstream(ns: &MirrorNs, name: &RepoName, digest: &Digest)
         .ok_or_else(|| upstream_error("blob HEAD without Content-Length"))
 }
 
+impl Mirrors {
+    /// True while a fetch of `digest` for repository `name` runs (until it is linked).
+    pub fn fetching_for(&self, name: &RepoName, digest: &Digest) -> bool {
+        lock(&self.fetches)
+            .get(digest)
+            .is_some_and(|f| f.repo == *name)
+    }
+}
+
 /// Serves a blob that is not stored yet: joins the fetch in flight or starts one, then
 /// streams the file as it grows. `range` is the parsed Range header against the size.
 pub async fn serve_blob(
