@@ -275,6 +275,9 @@ pub struct OidcConfig {
     /// How long fetched signing keys are used before they are fetched again.
     #[serde(default = "d::oidc_keys_cache", deserialize_with = "duration")]
     pub keys_cache: Duration,
+    /// Least time between two key fetches, however many unknown `kid`s clients send.
+    #[serde(default = "d::oidc_keys_refresh_min", deserialize_with = "duration")]
+    pub keys_refresh_min: Duration,
     /// Deadline for one discovery or JWKS fetch.
     #[serde(default = "d::upstream_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
@@ -422,6 +425,9 @@ mod d {
     }
     pub fn oidc_keys_cache() -> Duration {
         Duration::from_secs(3600)
+    }
+    pub fn oidc_keys_refresh_min() -> Duration {
+        Duration::from_secs(10)
     }
 }
 

@@ -5,8 +5,9 @@
 //!   fetches them again. A failed fetch keeps the keys already held (an unreachable provider
 //!   still verifies tokens signed with known keys) and fails closed for unknown ones.
 //! - A token whose `kid` is not held triggers a fetch (key rotation), at most one per
-//!   [`REFRESH_INTERVAL_MIN`] per provider whatever tokens clients make up, so the fetches
-//!   are bounded; one fetch at a time, the other workers wait for it.
+//!   `keys_refresh_min` (at least [`REFRESH_INTERVAL_FLOOR`]) per provider whatever tokens
+//!   clients make up, so the fetches are bounded; one fetch at a time, the other workers wait
+//!   for it (or use a key they hold).
 //! - Fetches use the project's HTTP client on the calling worker's runtime, with a deadline.
 
 use std::sync::{Arc, Mutex};
@@ -22,9 +23,9 @@ use crate::http::client::{Client, Target};
 pub const JWKS_BYTES_MAX: usize = 256 * 1024;
 /// Keys kept per provider; providers publish two or three (current, next, previous).
 pub const KEYS_MAX: usize = 64;
-/// Least time between two fetches of one provider's keys, so unknown `kid`s sent by clients
-/// cannot turn the registry into a load generator against the provider.
-pub const REFRESH_INTERVAL_MIN: Duration = Duration::from_secs(10);
+/// The smallest `keys_refresh_min` accepted: unknown `kid`s sent by clients must not turn the
+/// registry into a load generator against the provider.
+pub const REFRESH_INTERVAL_FLOOR: Duration = Duration::from_secs(1);
 /// How often a worker waiting for another worker's fetch looks again.
 const WAIT_POLL: Duration = Duration::from_millis(10);
 
@@ -59,6 +60,7 @@ pub(super) struct KeyStore {
     name: String,
     issuer: String,
     keys_cache: Duration,
+    refresh_min: Duration,
     client: Client,
     state: Mutex<State>,
 }
@@ -80,6 +82,7 @@ impl KeyStore {
             name: name.to_string(),
             issuer: cfg.issuer.clone(),
             keys_cache: cfg.keys_cache,
+            refresh_min: cfg.keys_refresh_min,
             client: Client {
                 tls,
                 timeout: cfg.timeout,
@@ -113,9 +116,7 @@ impl KeyStore {
                 let mut st = self.lock();
                 let fresh = st.fetched.is_some_and(|t| now < t + self.keys_cache);
                 let known = find(&st.keys, kid, alg).is_some();
-                let may = st
-                    .last_attempt
-                    .is_none_or(|t| now >= t + REFRESH_INTERVAL_MIN);
+                let may = st.last_attempt.is_none_or(|t| now >= t + self.refresh_min);
                 // A held key is used at once while another worker refreshes.
                 if (fresh && known) || (known && st.fetching) || (!may && !st.fetching) {
                     (st.keys.clone(), false, false)

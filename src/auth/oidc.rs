@@ -76,11 +76,14 @@ pub fn validate(providers: &BTreeMap<String, OidcConfig>) -> Result<(), String> 
         if p.leeway > Duration::from_secs(600) {
             return bad("leeway", "at most 10m".into());
         }
-        if p.keys_cache < jwks::REFRESH_INTERVAL_MIN {
+        if p.keys_refresh_min < jwks::REFRESH_INTERVAL_FLOOR {
             return bad(
-                "keys_cache",
-                format!("at least {}s", jwks::REFRESH_INTERVAL_MIN.as_secs()),
+                "keys_refresh_min",
+                format!("at least {:?}", jwks::REFRESH_INTERVAL_FLOOR),
             );
+        }
+        if p.keys_cache < p.keys_refresh_min {
+            return bad("keys_cache", "at least keys_refresh_min".into());
         }
         if p.timeout.is_zero() {
             return bad("timeout", "must be greater than zero".into());
