@@ -343,3 +343,24 @@ fn providers_reload_and_are_checked() {
     ));
     assert!(!bad.status.success(), "a missing ca_bundle fails the check");
 }
+
+/// Not a check: prints what one signature verification costs, which decided that tokens are
+/// verified inline on the worker rather than through the thread pool (run with --ignored).
+#[test]
+#[ignore]
+fn bench_verification() {
+    for key in [SigningKey::es256("k"), SigningKey::rs256("k")] {
+        let issuer = Issuer::start(&[]);
+        let token = key.sign(&issuer.claims(AUDIENCE, json!({})));
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.jwk()).unwrap();
+        let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(key.alg);
+        validation.set_audience(&[AUDIENCE]);
+        let n = 2000;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation).unwrap();
+        }
+        println!("{:?}: {:?} per verification", key.alg, start.elapsed() / n);
+    }
+}

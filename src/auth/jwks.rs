@@ -117,8 +117,11 @@ impl KeyStore {
                 let fresh = st.fetched.is_some_and(|t| now < t + self.keys_cache);
                 let known = find(&st.keys, kid, alg).is_some();
                 let may = st.last_attempt.is_none_or(|t| now >= t + self.refresh_min);
-                // A held key is used at once while another worker refreshes.
-                if (fresh && known) || (known && st.fetching) || (!may && !st.fetching) {
+                // A held key is used at once while another worker refreshes; past the rate
+                // limit, whatever is held is all there is.
+                let use_held = known && (fresh || st.fetching);
+                let rate_limited = !may && !st.fetching;
+                if use_held || rate_limited {
                     (st.keys.clone(), false, false)
                 } else if st.fetching {
                     (st.keys.clone(), false, true)
