@@ -293,6 +293,32 @@ fn unreachable_provider_keeps_cached_keys_and_fails_closed() {
     assert_eq!(status(&srv, "GET", "/v2/", &bearer(&unknown)), 200);
 }
 
+/// An HTTPS provider is reached with its `ca_bundle` as the trusted roots; without it the
+/// certificate is not trusted, nothing is fetched and tokens are refused.
+#[test]
+fn https_provider_is_trusted_through_its_ca_bundle() {
+    let dir = TempDir::new("oidc-pki");
+    let pki = common::pki::Pki::new(&dir.0, &[]);
+    let key = SigningKey::es256("k");
+    let issuer = Issuer::start_tls(&[&key], &pki);
+    assert!(issuer.url.starts_with("https://127.0.0.1:"));
+    let token = key.sign(&issuer.claims(AUDIENCE, json!({})));
+    let bundle = format!("ca_bundle = \"{}\"", pki.ca.display());
+    let trusted = start(&issuer, &bundle, "");
+    assert_eq!(status(&trusted, "GET", "/v2/", &bearer(&token)), 200);
+    assert_eq!(issuer.jwks_fetches(), 1);
+    let mut untrusted = start(&issuer, "", "");
+    assert_eq!(status(&untrusted, "GET", "/v2/", &bearer(&token)), 401);
+    assert_eq!(
+        issuer.jwks_fetches(),
+        1,
+        "no JWKS fetched over an untrusted connection"
+    );
+    assert!(untrusted
+        .logs_until("OIDC signing keys not fetched", Duration::from_secs(5))
+        .is_some());
+}
+
 /// Providers reload on SIGHUP like identities and policies; `check-config` rejects a bad
 /// provider naming the key.
 #[test]

@@ -3,7 +3,7 @@
 //! from a fixed test key, since ring cannot generate RSA keys).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -101,10 +101,34 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    /// Serves the given keys' JWKS.
+    /// Serves the given keys' JWKS over plain HTTP.
     pub fn start(keys: &[&SigningKey]) -> Issuer {
+        Issuer::start_with(keys, None)
+    }
+
+    /// Serves over HTTPS with the test PKI's server certificate (for 127.0.0.1).
+    pub fn start_tls(keys: &[&SigningKey], pki: &super::common::pki::Pki) -> Issuer {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<_> = CertificateDer::pem_file_iter(&pki.server_cert)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(&pki.server_key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        Issuer::start_with(keys, Some(Arc::new(config)))
+    }
+
+    fn start_with(keys: &[&SigningKey], tls: Option<Arc<rustls::ServerConfig>>) -> Issuer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let issuer = Issuer {
             url: url.clone(),
             jwks: Arc::new(Mutex::new(Value::Null)),
@@ -125,7 +149,20 @@ impl Issuer {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
-                let _ = serve(conn, &url, &jwks, &fetches, &down);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = match &tls {
+                    None => serve(conn, &url, &jwks, &fetches, &down),
+                    Some(config) => match rustls::ServerConnection::new(config.clone()) {
+                        Ok(tls) => serve(
+                            rustls::StreamOwned::new(tls, conn),
+                            &url,
+                            &jwks,
+                            &fetches,
+                            &down,
+                        ),
+                        Err(_) => continue,
+                    },
+                };
             }
         });
         issuer
@@ -163,29 +200,28 @@ impl Drop for Issuer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so the thread ends.
-        let _ = TcpStream::connect(self.url.trim_start_matches("http://"));
+        let _ = TcpStream::connect(self.url.split("://").nth(1).unwrap_or(""));
     }
 }
 
 /// One request per connection: read the head, answer, close.
-fn serve(
-    conn: TcpStream,
+fn serve<S: Read + Write>(
+    mut conn: S,
     url: &str,
     jwks: &Mutex<Value>,
     fetches: &AtomicUsize,
     down: &AtomicBool,
 ) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
-            break;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 || conn.read(&mut byte)? == 0 {
+            return Ok(());
         }
+        head.push(byte[0]);
     }
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
     let (status, body) = if down.load(Ordering::SeqCst) {
         ("503 Service Unavailable", String::new())
     } else if path == "/.well-known/openid-configuration" {
@@ -197,11 +233,10 @@ fn serve(
     } else {
         ("404 Not Found", String::new())
     };
-    let mut out = conn;
     write!(
-        out,
+        conn,
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
-    out.flush()
+    conn.flush()
 }
