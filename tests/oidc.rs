@@ -69,6 +69,14 @@ fn start(issuer: &Issuer, provider_extra: &str, extra: &str) -> Server {
     Server::start_config(dir, &text, &[])
 }
 
+/// A counter from /metrics (0 when absent).
+fn counter(srv: &Server, name: &str) -> u64 {
+    let text = String::from_utf8(srv.get("/metrics").body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn status(srv: &Server, method: &str, path: &str, auth: &str) -> u16 {
     srv.request(method, path, &[("Authorization", auth)], b"")
         .status
@@ -93,6 +101,14 @@ fn valid_tokens_are_accepted_and_bad_ones_refused() {
     assert_eq!(status(&srv, "GET", "/v2/", &basic("x", &good)), 200);
     let rsa = rs.sign(&issuer.claims(AUDIENCE, json!({})));
     assert_eq!(status(&srv, "GET", "/v2/", &bearer(&rsa)), 200);
+    // Verified once each; then served from the cache, as Bearer or as a password.
+    let checks = counter(&srv, "origin_oidc_signature_checks_total");
+    assert_eq!(checks, 2);
+    for _ in 0..3 {
+        assert_eq!(status(&srv, "GET", "/v2/", &bearer(&good)), 200);
+        assert_eq!(status(&srv, "GET", "/v2/", &basic("y", &rsa)), 200);
+    }
+    assert_eq!(counter(&srv, "origin_oidc_signature_checks_total"), checks);
 
     let mut refused = Vec::new();
     let claims = |extra| issuer.claims(AUDIENCE, extra);
@@ -283,6 +299,7 @@ fn unreachable_provider_keeps_cached_keys_and_fails_closed() {
     std::thread::sleep(Duration::from_millis(2100));
     // keys_cache (2s) has passed: the fetch fails, the held key still verifies.
     assert_eq!(status(&srv, "GET", "/v2/", &bearer(&sign(1))), 200);
+    assert_eq!(counter(&srv, "origin_oidc_key_fetch_failures_total"), 1);
     let other = SigningKey::es256("k2");
     let unknown = other.sign(&issuer.claims(AUDIENCE, json!({})));
     assert_eq!(status(&srv, "GET", "/v2/", &bearer(&unknown)), 401);

@@ -168,6 +168,7 @@ impl KeyStore {
                 Some(keys)
             }
             Err(e) => {
+                crate::metrics::Metrics::add(&crate::metrics::METRICS.oidc_key_fetch_failures, 1);
                 tracing::warn!(provider = %self.name, "OIDC signing keys not fetched: {e}");
                 None
             }

@@ -196,6 +196,7 @@ impl OidcVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = provider.leeway.as_secs();
         validation.validate_nbf = true;
+        crate::metrics::Metrics::add(&crate::metrics::METRICS.oidc_signature_checks, 1);
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation)
             .map_err(|e| format!("provider {}: {e}", provider.name))?;
         let claims = data.claims;
