@@ -450,7 +450,12 @@ fn policies_read_token_claims() {
     assert!(!may(&Identity::default()));
     assert!(token("x", serde_json::json!({})).is_authenticated());
 
-    for bad in ["identity.oidc.nope == 1", "identity.oidc.provider.x == 1"] {
+    // A list claim used unguarded fails on callers without it: caught at load.
+    for bad in [
+        "identity.oidc.nope == 1",
+        "identity.oidc.provider.x == 1",
+        r#""ops" in identity.oidc.claims.groups"#,
+    ] {
         assert!(
             PolicySet::compile(&[repo("", false, &[bad])]).is_err(),
             "{bad}"
