@@ -39,6 +39,9 @@
 # reached by ctr through a hosts.toml mirror, which adds ?ns=upstream.test). The upstream is
 # stopped for the last step, which pulls from the cache alone.
 #
+# OIDC phase (INTEROP_TARGET=origin only): see scripts/interop/oidc.sh; skopeo pushes with
+# an RS256 token signed by openssl, verified against a JWKS served by python3's http.server.
+#
 # Prints one "PASS <step>" or "FAIL <step>" line per step (a failing step is followed by
 # the tail of its log, indented), then "N passed, M failed" alone on a line; exits
 # non-zero when anything failed. Needs root (dockerd, containerd). Everything started
@@ -1953,6 +1956,9 @@ s_mirror_docker_pull_upstream_down() {
   grep -F 'serving the cached tag' "$LOGS/origin-mirror.err" || fail "no stale-serving warning in the mirror's log"
 }
 
+# shellcheck source=interop/oidc.sh
+. "$ROOT/scripts/interop/oidc.sh"
+
 # ---------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------
@@ -2075,6 +2081,18 @@ if [ "$TARGET" = origin ]; then
   step docker-login-pull s_docker_login_pull
   step docker-logout s_docker_logout
   step tls-registries-still-up s_sec_registries_still_up
+fi
+
+# OIDC phase: tokens from an identity provider as credentials (see the header).
+if [ "$TARGET" = origin ]; then
+  EXTRA_REG_LOGS+=("$LOGS/origin-oidc.err")
+  if selected oidc-start oidc-skopeo-push; then
+    STEP_FILTER_SAVED=$STEP_FILTER
+    STEP_FILTER=   # the phase's setup always runs when any of its steps is selected
+    step oidc-start s_oidc_start
+    STEP_FILTER=$STEP_FILTER_SAVED
+  fi
+  step oidc-skopeo-push s_oidc_skopeo_push
 fi
 
 # Pull-through cache phase: an Origin mirror of a distribution upstream (see the header).

@@ -24,21 +24,31 @@ use sha2::{Digest, Sha256};
 
 use crate::config::IdentityConfig;
 
+mod jwks;
+pub mod oidc;
+
 /// The caller as the policies see it. All fields empty: anonymous.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
     /// The `[identity.<id>]` key of verified Basic credentials.
     pub id: Option<String>,
+    /// The identity's username, or the configured claim of a verified OIDC token.
     pub username: Option<String>,
     /// From the verified client certificate's subject.
     pub common_names: Vec<String>,
     pub organizations: Vec<String>,
+    /// Set for a verified OIDC token: its provider and claims.
+    pub oidc: Option<Arc<oidc::OidcIdentity>>,
 }
 
 impl Identity {
-    /// True when a password was verified or a client certificate was presented and verified.
+    /// True when a password or a token was verified, or a client certificate was presented
+    /// and verified.
     pub fn is_authenticated(&self) -> bool {
-        self.id.is_some() || !self.common_names.is_empty() || !self.organizations.is_empty()
+        self.id.is_some()
+            || self.oidc.is_some()
+            || !self.common_names.is_empty()
+            || !self.organizations.is_empty()
     }
 
     /// Adds the subject of the connection's client certificate.
@@ -53,8 +63,9 @@ impl Identity {
     }
 }
 
-/// Longest `Authorization: Basic` value accepted; longer ones are not credentials we issued.
-pub const BASIC_HEADER_BYTES_MAX: usize = 4096;
+/// Longest `Authorization: Basic` value accepted: room for an OIDC token as the password
+/// (`oidc::TOKEN_BYTES_MAX`, base64-encoded once more); longer ones are not credentials.
+pub const BASIC_HEADER_BYTES_MAX: usize = 12 * 1024;
 
 /// Parses an `Authorization` header value `Basic base64(user:pass)`. None when it is another
 /// scheme, malformed, too long, or not UTF-8.

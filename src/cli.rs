@@ -184,6 +184,7 @@ fn check_deep(config: &Config) -> Result<(), String> {
         crate::tls::server_config(tls).map_err(|e| e.to_string())?;
     }
     crate::mirror::Mirrors::from_config(config)?;
+    crate::auth::oidc::OidcVerifier::new(&config.oidc)?;
     Ok(())
 }
 

@@ -44,6 +44,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub identity: BTreeMap<String, IdentityConfig>,
+    /// OIDC identity providers whose signed JWTs are accepted as credentials.
+    #[serde(default)]
+    pub oidc: BTreeMap<String, OidcConfig>,
     #[serde(default)]
     pub repository: Vec<RepositoryConfig>,
 }
@@ -272,6 +275,38 @@ pub struct IdentityConfig {
     pub password: String,
 }
 
+/// `[oidc.<name>]`: an identity provider whose JWTs (CI job tokens) are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The `iss` a token must carry, e.g. `https://token.actions.githubusercontent.com`.
+    pub issuer: String,
+    /// Where the signing keys are; discovered from `<issuer>/.well-known/openid-configuration`
+    /// when absent.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// The `aud` a token must carry.
+    pub audience: String,
+    /// The claim that becomes `identity.username`.
+    #[serde(default = "d::username_claim")]
+    pub username_claim: String,
+    /// PEM roots to trust for the discovery and JWKS endpoints instead of the system's.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "d::oidc_leeway", deserialize_with = "duration")]
+    pub leeway: Duration,
+    /// How long fetched signing keys are used before they are fetched again.
+    #[serde(default = "d::oidc_keys_cache", deserialize_with = "duration")]
+    pub keys_cache: Duration,
+    /// Least time between two key fetches, however many unknown `kid`s clients send.
+    #[serde(default = "d::oidc_keys_refresh_min", deserialize_with = "duration")]
+    pub keys_refresh_min: Duration,
+    /// Deadline for one discovery or JWKS fetch.
+    #[serde(default = "d::upstream_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
@@ -458,6 +493,18 @@ mod d {
     pub fn upstream_timeout() -> Duration {
         Duration::from_secs(30)
     }
+    pub fn username_claim() -> String {
+        "sub".to_string()
+    }
+    pub fn oidc_leeway() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn oidc_keys_cache() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn oidc_keys_refresh_min() -> Duration {
+        Duration::from_secs(10)
+    }
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
@@ -634,6 +681,7 @@ impl Config {
                 );
             }
         }
+        crate::auth::oidc::validate(&self.oidc).map_err(ConfigError)?;
         let mut seen = std::collections::BTreeSet::new();
         let mut registries = std::collections::BTreeSet::new();
         let mut defaults = 0;

@@ -76,6 +76,8 @@ pub struct Metrics {
     pub in_flight: AtomicI64,
     pub auth_failures: AtomicU64,
     pub auth_rate_limited: AtomicU64,
+    pub oidc_signature_checks: AtomicU64,
+    pub oidc_key_fetch_failures: AtomicU64,
     pub policy_denials: AtomicU64,
     pub gc_passes: AtomicU64,
     pub gc_blobs_reclaimed: AtomicU64,
@@ -106,6 +108,8 @@ impl Metrics {
             in_flight: AtomicI64::new(0),
             auth_failures: AtomicU64::new(0),
             auth_rate_limited: AtomicU64::new(0),
+            oidc_signature_checks: AtomicU64::new(0),
+            oidc_key_fetch_failures: AtomicU64::new(0),
             policy_denials: AtomicU64::new(0),
             gc_passes: AtomicU64::new(0),
             gc_blobs_reclaimed: AtomicU64::new(0),
@@ -199,13 +203,15 @@ impl Metrics {
                 "origin_http_request_duration_seconds_count{{group=\"{gname}\"}} {count}"
             );
         }
-        let gauges_and_counters: [(&str, &str, &str, i128); 20] = [
+        let gauges_and_counters: [(&str, &str, &str, i128); 22] = [
             ("origin_http_received_bytes_total", "counter", "Request body bytes received.", self.bytes_in.load(Relaxed) as i128),
             ("origin_http_sent_bytes_total", "counter", "Response body bytes sent.", self.bytes_out.load(Relaxed) as i128),
             ("origin_http_requests_in_flight", "gauge", "Requests being handled now.", self.in_flight.load(Relaxed) as i128),
             ("origin_upload_sessions_open", "gauge", "Upload sessions started and not yet finished, cancelled or expired (this process).", self.uploads_open.load(Relaxed) as i128),
             ("origin_auth_failures_total", "counter", "Requests with wrong credentials.", self.auth_failures.load(Relaxed) as i128),
             ("origin_auth_rate_limited_total", "counter", "Requests refused by the authentication rate limit.", self.auth_rate_limited.load(Relaxed) as i128),
+            ("origin_oidc_signature_checks_total", "counter", "OIDC token signatures checked (verified tokens are then cached).", self.oidc_signature_checks.load(Relaxed) as i128),
+            ("origin_oidc_key_fetch_failures_total", "counter", "Failed discovery or JWKS fetches from OIDC providers.", self.oidc_key_fetch_failures.load(Relaxed) as i128),
             ("origin_policy_denials_total", "counter", "Requests denied by access policies.", self.policy_denials.load(Relaxed) as i128),
             ("origin_gc_passes_total", "counter", "Garbage collection passes run.", self.gc_passes.load(Relaxed) as i128),
             ("origin_gc_blobs_reclaimed_total", "counter", "Blobs removed by garbage collection.", self.gc_blobs_reclaimed.load(Relaxed) as i128),

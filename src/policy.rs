@@ -24,7 +24,12 @@
 //! `identity.certificate.organizations` (lists of strings), `request.action`,
 //! `request.namespace`, `request.digest`, `request.reference` (strings). Anything absent is
 //! the empty string or the empty list. Any other variable or attribute fails the load.
+//! For a verified OIDC token: `identity.oidc.provider` (the `[oidc.<name>]` key, "" for
+//! other callers) and `identity.oidc.claims`, the token's claims by name (`.repository`,
+//! `["job_workflow_ref"]`); an absent claim is `null`, so `identity.oidc.claims.ref ==
+//! "refs/heads/main"` is simply false for password and certificate identities.
 
+mod claims;
 mod vars;
 
 use std::fmt;
@@ -308,6 +313,13 @@ fn samples() -> [(&'static str, Identity, AccessRequest<'static>); 2] {
         username: Some("sample".into()),
         common_names: vec!["sample".into()],
         organizations: vec!["sample".into()],
+        oidc: Some(Arc::new(crate::auth::oidc::OidcIdentity {
+            provider: "sample".into(),
+            claims: serde_json::json!({"sub": "sample", "aud": ["sample"], "exp": 1})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        })),
     };
     let bare = AccessRequest {
         action: Action::GetApiVersion,
@@ -336,6 +348,9 @@ const ATTRIBUTES: &[(&[&str], bool)] = &[
     (&["identity", "certificate"], false),
     (&["identity", "certificate", "common_names"], true),
     (&["identity", "certificate", "organizations"], true),
+    (&["identity", "oidc"], false),
+    (&["identity", "oidc", "provider"], true),
+    (&["identity", "oidc", "claims"], false),
     (&["request"], false),
     (&["request", "action"], true),
     (&["request", "namespace"], true),
@@ -434,7 +449,10 @@ fn select_path(e: &IdedExpr) -> Option<Vec<&str>> {
 }
 
 fn check_path(path: &[&str]) -> Result<(), String> {
-    if ATTRIBUTES.iter().any(|(known, _)| *known == path) {
+    // Claims are the provider's to name: any name below `identity.oidc.claims` is fine.
+    if ATTRIBUTES.iter().any(|(known, _)| *known == path)
+        || path.starts_with(&["identity", "oidc", "claims"])
+    {
         return Ok(());
     }
     let parent = &path[..path.len() - 1];

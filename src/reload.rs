@@ -1,4 +1,4 @@
-//! Live reload: what SIGHUP can change without a restart (identities, policies, TLS
+//! Live reload: what SIGHUP can change without a restart (identities, OIDC providers, policies, TLS
 //! certificate, key and client CA), built and validated off the request path, then published
 //! to every worker. Workers notice through a generation counter and pick the new set up at
 //! their next request; open connections and in-flight uploads are not touched.
@@ -19,6 +19,8 @@ pub struct Live {
     pub auth: Authenticator,
     /// Basic auth is off when no identity is configured.
     pub has_identities: bool,
+    /// `[oidc.*]` providers: tokens as Bearer or as Basic passwords.
+    pub oidc: crate::auth::oidc::OidcVerifier,
     pub tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
 }
 
@@ -36,6 +38,7 @@ impl Live {
             policies: PolicySet::compile(&config.repository).map_err(|e| e.to_string())?,
             auth: Authenticator::new(&config.identity, AuthLimits::default())?,
             has_identities: !config.identity.is_empty(),
+            oidc: crate::auth::oidc::OidcVerifier::new(&config.oidc)?,
             tls,
         })
     }

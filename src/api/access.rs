@@ -1,4 +1,4 @@
-//! Who is asking, and may they: Basic credentials and the client certificate become one
+//! Who is asking, and may they: Basic credentials, OIDC tokens and the client certificate become one
 //! `Identity`; the repository's policies decide the request's action.
 
 use super::route::{query_param, Action, Endpoint};
@@ -19,8 +19,8 @@ pub fn challenge(message: &str) -> Error {
     )
 }
 
-/// Establishes the caller's identity. A wrong password never falls back to anonymous.
-/// With no `[identity.*]` configured, Basic auth is off and credentials are ignored.
+/// Establishes the caller's identity. A wrong password or token never falls back to
+/// anonymous. With no `[identity.*]` nor `[oidc.*]` configured, credentials are ignored.
 pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
     let mut identity = Identity::default();
     if let Some(cert) = &req.certificate {
@@ -30,18 +30,28 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
         return Ok(identity);
     };
     let live = app.live.get();
-    if !live.has_identities {
+    if !live.has_identities && !live.oidc.is_enabled() {
         return Ok(identity);
     }
-    let Some((user, pass)) = parse_basic(header.as_bytes()) else {
-        return Err(challenge("unsupported or malformed Authorization header"));
+    let outcome = if let Some(token) = crate::auth::oidc::parse_bearer(header) {
+        live.oidc.verify(token).await
+    } else {
+        let Some((user, pass)) = parse_basic(header.as_bytes()) else {
+            return Err(challenge("unsupported or malformed Authorization header"));
+        };
+        // podman and skopeo without credentials answer a challenge with `Basic Og==` (empty
+        // user and password): that is an anonymous request, not a failed login to rate-limit.
+        if user.is_empty() && pass.is_empty() {
+            return Ok(identity);
+        }
+        // `docker login -u <anything> -p "$TOKEN"`: a JWT from a configured issuer.
+        if live.oidc.claims_password(&pass) {
+            live.oidc.verify(&pass).await
+        } else {
+            live.auth.verify(&user, &pass, req.peer.ip()).await
+        }
     };
-    // podman and skopeo without credentials answer a challenge with `Basic Og==` (empty
-    // user and password): that is an anonymous request, not a failed login to rate-limit.
-    if user.is_empty() && pass.is_empty() {
-        return Ok(identity);
-    }
-    match live.auth.verify(&user, &pass, req.peer.ip()).await {
+    match outcome {
         AuthOutcome::Ok(verified) => {
             Ok(verified.with_certificate(identity.common_names, identity.organizations))
         }

@@ -394,3 +394,71 @@ fn bench_evaluation() {
         println!("{label}: {per:?} per decision ({allowed} allowed)");
     }
 }
+
+fn token(provider: &str, claims: serde_json::Value) -> Identity {
+    Identity {
+        username: Some("sub".into()),
+        oidc: Some(Arc::new(crate::auth::oidc::OidcIdentity {
+            provider: provider.into(),
+            claims: claims.as_object().cloned().unwrap(),
+        })),
+        ..Identity::default()
+    }
+}
+
+/// `identity.oidc.claims` reads a token's claims (strings, numbers, bools, lists, nested
+/// objects, `in` for presence); an absent claim is null, so claim policies are simply false
+/// for other callers instead of failing (which would deny before a later policy allows).
+#[test]
+fn policies_read_token_claims() {
+    let set = PolicySet::compile(&[repo(
+        "acme",
+        false,
+        &[
+            r#"identity.oidc.claims.repository == "acme/app" && identity.oidc.claims["ref"] == "refs/heads/main""#,
+            r#"identity.oidc.provider == "gitlab" && identity.oidc.claims.project.id == 42 && "ops" in identity.oidc.claims.groups"#,
+            r#""admin" in identity.oidc.claims && identity.oidc.claims.admin == true"#,
+            r#"identity.username == "alice""#,
+        ],
+    )])
+    .unwrap();
+    let req = request(Action::PutBlob, "acme/app");
+    let may = |who: &Identity| set.may(who, &req).is_allowed();
+    let gh = |r: &str| {
+        token(
+            "github",
+            serde_json::json!({"repository": "acme/app", "ref": r}),
+        )
+    };
+    assert!(may(&gh("refs/heads/main")));
+    assert!(!may(&gh("refs/heads/feature")));
+    let gl = |id: i64, groups: &[&str]| {
+        token(
+            "gitlab",
+            serde_json::json!({"project": {"id": id}, "groups": groups}),
+        )
+    };
+    assert!(may(&gl(42, &["dev", "ops"])));
+    assert!(!may(&gl(42, &["dev"])));
+    assert!(!may(&gl(7, &["ops"])));
+    assert!(may(&token("x", serde_json::json!({"admin": true}))));
+    assert!(!may(&token("x", serde_json::json!({"admin": "true"}))));
+    assert!(!may(&token("x", serde_json::json!({}))));
+    // Password and anonymous callers reach the last policy: no claim policy failed on them.
+    assert!(may(&user("alice", "alice")));
+    assert!(!may(&user("bob", "bob")));
+    assert!(!may(&Identity::default()));
+    assert!(token("x", serde_json::json!({})).is_authenticated());
+
+    // A list claim used unguarded fails on callers without it: caught at load.
+    for bad in [
+        "identity.oidc.nope == 1",
+        "identity.oidc.provider.x == 1",
+        r#""ops" in identity.oidc.claims.groups"#,
+    ] {
+        assert!(
+            PolicySet::compile(&[repo("", false, &[bad])]).is_err(),
+            "{bad}"
+        );
+    }
+}

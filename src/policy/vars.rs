@@ -10,11 +10,13 @@ use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::ExecutionError;
 
+use super::claims::ClaimsVal;
 use super::AccessRequest;
 use crate::auth::Identity;
 
 static IDENTITY_TYPE: Type = Type::new_unspecified_type("origin.Identity");
 static CERTIFICATE_TYPE: Type = Type::new_unspecified_type("origin.Certificate");
+static OIDC_TYPE: Type = Type::new_unspecified_type("origin.Oidc");
 static REQUEST_TYPE: Type = Type::new_unspecified_type("origin.Request");
 
 /// The variables of one evaluation, handed to CEL through a resolver (no map of names).
@@ -34,6 +36,10 @@ impl<'a> Vars<'a> {
                 certificate: CertificateVal {
                     common_names: list(&identity.common_names),
                     organizations: list(&identity.organizations),
+                },
+                oidc: OidcVal {
+                    provider: text(identity.oidc.as_deref().map(|o| o.provider.as_str())),
+                    claims: ClaimsVal(identity.oidc.as_deref().map(|o| &o.claims)),
                 },
             },
             request: RequestVal {
@@ -127,6 +133,14 @@ struct IdentityVal<'a> {
     id: CelString<'a>,
     username: CelString<'a>,
     certificate: CertificateVal<'a>,
+    oidc: OidcVal<'a>,
+}
+
+/// `identity.oidc`: the provider is "" and every claim null for callers without a token.
+#[derive(Debug, Clone)]
+struct OidcVal<'a> {
+    provider: CelString<'a>,
+    claims: ClaimsVal<'a>,
 }
 
 #[derive(Debug)]
@@ -158,13 +172,15 @@ impl Clone for IdentityVal<'_> {
             id: self.id.clone(),
             username: self.username.clone(),
             certificate: self.certificate.clone(),
+            oidc: self.oidc.clone(),
         }
     }
 }
 
 object!(IdentityVal, IDENTITY_TYPE, {
-    "id" => id, "username" => username, "certificate" => certificate
+    "id" => id, "username" => username, "certificate" => certificate, "oidc" => oidc
 });
+object!(OidcVal, OIDC_TYPE, { "provider" => provider, "claims" => claims });
 object!(CertificateVal, CERTIFICATE_TYPE, {
     "common_names" => common_names, "organizations" => organizations
 });
