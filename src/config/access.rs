@@ -1,0 +1,112 @@
+//! Who may do what: `[identity.*]`, `[oidc.*]`, `[[repository]]` with its policies and its
+//! pull-through cache (`[repository.mirror]`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::values::{d, duration, opt_duration};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub username: String,
+    /// An argon2 PHC string, as printed by `origin hash-password`.
+    pub password: String,
+}
+
+/// `[oidc.<name>]`: an identity provider whose JWTs (CI job tokens) are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The `iss` a token must carry, e.g. `https://token.actions.githubusercontent.com`.
+    pub issuer: String,
+    /// Where the signing keys are; discovered from `<issuer>/.well-known/openid-configuration`
+    /// when absent.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// The `aud` a token must carry.
+    pub audience: String,
+    /// The claim that becomes `identity.username`.
+    #[serde(default = "d::username_claim")]
+    pub username_claim: String,
+    /// PEM roots to trust for the discovery and JWKS endpoints instead of the system's.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "d::oidc_leeway", deserialize_with = "duration")]
+    pub leeway: Duration,
+    /// How long fetched signing keys are used before they are fetched again.
+    #[serde(default = "d::oidc_keys_cache", deserialize_with = "duration")]
+    pub keys_cache: Duration,
+    /// Least time between two key fetches, however many unknown `kid`s clients send.
+    #[serde(default = "d::oidc_keys_refresh_min", deserialize_with = "duration")]
+    pub keys_refresh_min: Duration,
+    /// Deadline for one discovery or JWKS fetch.
+    #[serde(default = "d::upstream_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    pub namespace: String,
+    #[serde(default)]
+    pub policy_default_allow: bool,
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Makes the namespace a pull-through cache of upstream registries.
+    #[serde(default)]
+    pub mirror: Option<MirrorConfig>,
+}
+
+/// `[repository.mirror]`: the namespace caches content pulled from upstream registries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// The registry name containerd sends as `?ns=`; defaults to the namespace.
+    #[serde(default)]
+    pub registry: Option<String>,
+    /// Serves repository names without a registry prefix (the Docker engine's
+    /// `registry-mirrors` sends `/v2/library/alpine/...`). At most one mirror is the default.
+    #[serde(default)]
+    pub default: bool,
+    /// How long a tag is trusted before it is checked upstream again.
+    #[serde(default = "d::tag_freshness", deserialize_with = "duration")]
+    pub tag_freshness: Duration,
+    /// Clients may push and delete here too (off: the namespace is read-only).
+    #[serde(default)]
+    pub writable: bool,
+    /// Manifests not pulled for this long are removed (their blobs then go to GC).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub evict_after: Option<Duration>,
+    /// Upstream registries, tried in order.
+    pub upstream: Vec<UpstreamConfig>,
+}
+
+/// `[[repository.mirror.upstream]]`: one upstream registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `https://registry-1.docker.io` or `http://host:port`.
+    pub url: String,
+    /// Credentials for Basic auth, or for fetching Bearer tokens.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The password read from a file instead (systemd credentials, Kubernetes secrets); one
+    /// trailing newline is dropped. Read at load and at every reload.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The password read from this environment variable instead.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// PEM roots to trust for this upstream instead of the system's.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// Deadline to connect and to receive a response head; also the longest pause in a body.
+    #[serde(default = "d::upstream_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}

@@ -1,0 +1,190 @@
+//! Typed configuration: one TOML file, unknown keys rejected, every limit with a default.
+//!
+//! Values are loaded and validated once, then passed by value or `Arc` to whoever needs them;
+//! nothing reads configuration from globals.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+mod access;
+mod secret;
+mod sections;
+mod validate;
+mod values;
+
+pub use access::*;
+pub use secret::Secret;
+pub use sections::*;
+pub use values::parse_duration;
+
+/// The configuration used when no `-c FILE` is given and `./config.toml` does not exist:
+/// a registry on 127.0.0.1:5000 with storage under ./data and anonymous access everywhere.
+pub const EMBEDDED_DEFAULT: &str = r#"
+[server]
+bind_address = "127.0.0.1"
+port = 5000
+
+[storage.fs]
+root_dir = "./data"
+
+[[repository]]
+namespace = ""
+policy_default_allow = true
+policies = []
+"#;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub uploads: UploadsConfig,
+    #[serde(default)]
+    pub gc: GcConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub identity: BTreeMap<String, IdentityConfig>,
+    /// OIDC identity providers whose signed JWTs are accepted as credentials.
+    #[serde(default)]
+    pub oidc: BTreeMap<String, OidcConfig>,
+    #[serde(default)]
+    pub repository: Vec<RepositoryConfig>,
+}
+
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `[server]` keys given on the command line (`--port`, `--bind-address`) or in the
+/// environment (`ORIGIN_PORT`, `ORIGIN_BIND_ADDRESS`), applied over the file at every load
+/// and reload, so a port change needs no file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub bind_address: Option<IpAddr>,
+    pub port: Option<u16>,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(a) = self.bind_address {
+            config.server.bind_address = a;
+        }
+        if let Some(p) = self.port {
+            config.server.port = p;
+        }
+    }
+}
+
+/// Where the configuration came from, for the startup log.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    Embedded,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Embedded => f.write_str("embedded default"),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`, or `./config.toml`, or the embedded default, in that order.
+    pub fn load(path: Option<&Path>) -> Result<(Config, Source), ConfigError> {
+        let (text, source) = match path {
+            Some(p) => (read(p)?, Source::File(p.to_path_buf())),
+            None if Path::new("config.toml").exists() => {
+                let p = Path::new("config.toml");
+                (read(p)?, Source::File(p.to_path_buf()))
+            }
+            None => (EMBEDDED_DEFAULT.to_string(), Source::Embedded),
+        };
+        let config = Config::parse(&text).map_err(|e| match &source {
+            Source::File(p) => ConfigError(format!("{}: {}", p.display(), e.0)),
+            Source::Embedded => e,
+        })?;
+        Ok((config, source))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.resolve_secrets()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads the secrets given by file or environment variable into their plain fields.
+    fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        for (i, repo) in self.repository.iter_mut().enumerate() {
+            let Some(m) = &mut repo.mirror else { continue };
+            for (j, u) in m.upstream.iter_mut().enumerate() {
+                let key = format!("repository[{i}].mirror.upstream[{j}].password");
+                let source = Secret {
+                    plain: u.password.take(),
+                    file: u.password_file.as_deref(),
+                    env: u.password_env.as_deref(),
+                };
+                u.password = source.resolve(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Valid but probably not meant: printed by `check-config`, logged at start and reload.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.repository.is_empty() {
+            out.push(
+                "no [[repository]] entry: every request is denied (the embedded default allows \
+                 everything with namespace = \"\" and policy_default_allow = true)"
+                    .to_string(),
+            );
+        }
+        for (i, repo) in self.repository.iter().enumerate() {
+            if !repo.policy_default_allow && repo.policies.is_empty() {
+                out.push(format!(
+                    "repository[{i}] (namespace {:?}) denies every request: \
+                     policy_default_allow = false and no policies",
+                    repo.namespace
+                ));
+            }
+        }
+        out
+    }
+
+    /// Worker count after resolving 0 to the number of available cores.
+    pub fn workers(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests;

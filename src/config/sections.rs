@@ -1,0 +1,226 @@
+//! The sections that set up the process: `[server]` (with `[server.tls]`), `[log]`,
+//! `[storage]`, `[uploads]`, `[gc]`, `[metrics]`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::values::{d, duration};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoDriver {
+    /// io_uring when the kernel allows it, else the polling driver.
+    Auto,
+    IoUring,
+    Poll,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "d::bind_address")]
+    pub bind_address: IpAddr,
+    #[serde(default = "d::port")]
+    pub port: u16,
+    /// Worker threads, each with its own runtime and listener; 0 means one per available core.
+    #[serde(default)]
+    pub workers: usize,
+    #[serde(default = "d::io_driver")]
+    pub io_driver: IoDriver,
+    /// Deadline for one request, from its complete head to the end of its response.
+    #[serde(default = "d::query_timeout", deserialize_with = "duration")]
+    pub query_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit.
+    #[serde(default = "d::grace", deserialize_with = "duration")]
+    pub query_timeout_grace_period: Duration,
+    /// Deadline for the TLS handshake of a new connection.
+    #[serde(default = "d::tls_handshake_timeout", deserialize_with = "duration")]
+    pub tls_handshake_timeout: Duration,
+    /// Deadline for a request head to arrive once its first byte has.
+    #[serde(default = "d::head_read_timeout", deserialize_with = "duration")]
+    pub head_read_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open.
+    #[serde(default = "d::keep_alive_timeout", deserialize_with = "duration")]
+    pub keep_alive_timeout: Duration,
+    /// Longest pause allowed while a request body or a response is in transit.
+    #[serde(default = "d::body_idle_timeout", deserialize_with = "duration")]
+    pub body_idle_timeout: Duration,
+    /// Open connections per worker; accepting pauses at this number.
+    #[serde(default = "d::connections_per_worker_max")]
+    pub connections_per_worker_max: usize,
+    #[serde(default = "d::request_line_bytes_max")]
+    pub request_line_bytes_max: usize,
+    #[serde(default = "d::header_bytes_max")]
+    pub header_bytes_max: usize,
+    #[serde(default = "d::header_count_max")]
+    pub header_count_max: usize,
+    /// Largest manifest body accepted (the spec suggests 4 MiB).
+    #[serde(default = "d::manifest_bytes_max")]
+    pub manifest_bytes_max: u64,
+    /// Largest blob upload body accepted in one request.
+    #[serde(default = "d::blob_bytes_max")]
+    pub blob_bytes_max: u64,
+    /// Memory for the manifest cache shared by all workers (0 disables it).
+    #[serde(default = "d::manifest_cache_bytes")]
+    pub manifest_cache_bytes: usize,
+    /// Largest body accepted by any other route.
+    #[serde(default = "d::other_body_bytes_max")]
+    pub other_body_bytes_max: u64,
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub server_certificate_bundle: PathBuf,
+    pub server_private_key: PathBuf,
+    pub client_ca_bundle: Option<PathBuf>,
+    /// Whether a client certificate is required or optional; only with `client_ca_bundle`,
+    /// where it defaults to optional (certificates are one identity source among others).
+    #[serde(default)]
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertificate {
+    Required,
+    Optional,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A RUST_LOG-style filter; the RUST_LOG environment variable overrides it.
+    #[serde(default = "d::log_filter")]
+    pub filter: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: d::log_filter(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    /// Every key at its documented default, as an empty `[server]` table gives.
+    fn default() -> Self {
+        // Every field has a serde default and `tls` is optional: an empty table always
+        // deserializes (the config tests check the values against the documented ones).
+        match toml::from_str::<ServerConfig>("") {
+            Ok(server) => server,
+            Err(e) => unreachable!("an empty [server] table is valid: {e}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default)]
+    pub fs: FsStorageConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsStorageConfig {
+    #[serde(default = "d::root_dir")]
+    pub root_dir: PathBuf,
+}
+
+impl Default for FsStorageConfig {
+    fn default() -> Self {
+        FsStorageConfig {
+            root_dir: d::root_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadsConfig {
+    /// An upload session untouched for this long is removed with its data.
+    #[serde(default = "d::upload_idle_expiry", deserialize_with = "duration")]
+    pub idle_expiry: Duration,
+    /// Open upload sessions per repository; POST answers 429 beyond it.
+    #[serde(default = "d::upload_sessions_max")]
+    pub sessions_per_repository_max: usize,
+    /// Admit an index whose children are not stored (docker buildx attestation indexes).
+    #[serde(default = "d::yes")]
+    pub allow_missing_index_children: bool,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        UploadsConfig {
+            idle_expiry: d::upload_idle_expiry(),
+            sessions_per_repository_max: d::upload_sessions_max(),
+            allow_missing_index_children: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A separate plain-HTTP listener for /metrics, /healthz and /readyz (e.g. "127.0.0.1:9090").
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Serve /metrics on the main listener too. /healthz and /readyz are always served there.
+    #[serde(default = "d::yes")]
+    pub expose_on_main: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: None,
+            expose_on_main: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcConfig {
+    /// Run collection passes in the background while serving.
+    #[serde(default = "d::yes")]
+    pub enabled: bool,
+    /// Time between passes.
+    #[serde(default = "d::gc_interval", deserialize_with = "duration")]
+    pub interval: Duration,
+    /// A blob released, uploaded or mounted within this long is kept.
+    #[serde(default = "d::gc_grace", deserialize_with = "duration")]
+    pub grace_period: Duration,
+    /// Delete manifests without a tag (not index children, not referrers) after the grace
+    /// period. Off by default: pulls by digest of untagged manifests keep working.
+    #[serde(default)]
+    pub remove_untagged: bool,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            enabled: true,
+            interval: d::gc_interval(),
+            grace_period: d::gc_grace(),
+            remove_untagged: false,
+        }
+    }
+}

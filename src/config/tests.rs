@@ -1,0 +1,160 @@
+//! Configuration tests.
+
+use super::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[test]
+fn embedded_default_parses_with_expected_values() {
+    let c = Config::parse(EMBEDDED_DEFAULT).unwrap();
+    assert_eq!(c.server.port, 5000);
+    assert_eq!(c.server.bind_address.to_string(), "127.0.0.1");
+    assert_eq!(c.storage.fs.root_dir, PathBuf::from("./data"));
+    assert_eq!(c.repository.len(), 1);
+    assert!(c.repository[0].policy_default_allow);
+    assert_eq!(c.server.manifest_bytes_max, 4 * 1024 * 1024);
+}
+
+/// The documented example is valid and documents the real defaults.
+#[test]
+fn example_file_parses_and_matches_defaults() {
+    let example = Config::parse(include_str!("../../config.example.toml")).unwrap();
+    let minimal = Config::parse(EMBEDDED_DEFAULT).unwrap();
+    assert_eq!(
+        format!("{:?}", example.server),
+        format!("{:?}", minimal.server)
+    );
+    assert_eq!(
+        format!("{:?}", example.uploads),
+        format!("{:?}", minimal.uploads)
+    );
+    assert_eq!(format!("{:?}", example.log), format!("{:?}", minimal.log));
+    assert_eq!(format!("{:?}", example.gc), format!("{:?}", minimal.gc));
+    assert_eq!(
+        format!("{:?}", example.metrics),
+        format!("{:?}", minimal.metrics)
+    );
+}
+
+/// Every key with a documented default may be left out: no `[server]`, no `[storage]`,
+/// `[storage.fs]` without `root_dir`.
+#[test]
+fn documented_defaults_may_be_left_out() {
+    let embedded = Config::parse(EMBEDDED_DEFAULT).unwrap();
+    for text in [
+        "",
+        "[storage.fs]\n",
+        "[server]\n[storage]\n",
+        "[server.tls]\nserver_certificate_bundle = \"a\"\nserver_private_key = \"b\"\n",
+    ] {
+        let c = Config::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert_eq!(
+            format!(
+                "{:?}",
+                ServerConfig {
+                    tls: None,
+                    ..c.server
+                }
+            ),
+            format!("{:?}", embedded.server),
+            "{text:?}"
+        );
+        assert_eq!(c.storage.fs.root_dir, PathBuf::from("./data"));
+    }
+}
+
+/// A configuration that denies everything by construction is valid, with a warning.
+#[test]
+fn warnings_name_entries_that_deny_everything() {
+    assert!(Config::parse(EMBEDDED_DEFAULT)
+        .unwrap()
+        .warnings()
+        .is_empty());
+    let none = Config::parse("").unwrap().warnings();
+    assert!(none[0].starts_with("no [[repository]] entry"), "{none:?}");
+    let closed = Config::parse("[[repository]]\nnamespace = \"team\"\n").unwrap();
+    assert!(closed.warnings()[0].starts_with("repository[0]"));
+}
+
+/// An upstream password may come from a file or an environment variable instead of the
+/// file itself; giving two of them, or a missing file or variable, names the key.
+#[test]
+fn upstream_password_from_file_or_environment() {
+    let dir = std::env::temp_dir().join(format!("origin-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("password");
+    std::fs::write(&file, "from-file\n").unwrap();
+    std::env::set_var("ORIGIN_TEST_UPSTREAM_PASSWORD", "from-env");
+    let with = |line: &str| {
+        format!(
+            "[[repository]]\nnamespace = \"hub\"\n[repository.mirror]\n\
+             [[repository.mirror.upstream]]\nurl = \"https://registry.example\"\n\
+             username = \"u\"\n{line}\n"
+        )
+    };
+    let password = |line: &str| {
+        Config::parse(&with(line)).map(|c| {
+            c.repository[0].mirror.as_ref().unwrap().upstream[0]
+                .password
+                .clone()
+        })
+    };
+    let file_line = format!("password_file = {:?}", file.display().to_string());
+    assert_eq!(password(&file_line).unwrap().as_deref(), Some("from-file"));
+    assert_eq!(
+        password("password_env = \"ORIGIN_TEST_UPSTREAM_PASSWORD\"")
+            .unwrap()
+            .as_deref(),
+        Some("from-env")
+    );
+    assert_eq!(
+        password("password = \"plain\"").unwrap().as_deref(),
+        Some("plain")
+    );
+    let both = password(&format!("password = \"x\"\n{file_line}")).unwrap_err();
+    assert!(both.0.contains("give one of"), "{both}");
+    let missing = password("password_file = \"/nonexistent/secret\"").unwrap_err();
+    assert!(
+        missing
+            .0
+            .starts_with("repository[0].mirror.upstream[0].password_file"),
+        "{missing}"
+    );
+    let unset = password("password_env = \"ORIGIN_TEST_UNSET_VARIABLE\"").unwrap_err();
+    assert!(unset.0.contains("is not set"), "{unset}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_the_key() {
+    let text = format!("{EMBEDDED_DEFAULT}\n[log]\nfromat = \"json\"\n");
+    let e = Config::parse(&text).unwrap_err();
+    assert!(e.0.contains("fromat"), "{e}");
+}
+
+#[test]
+fn durations_accept_seconds_and_units() {
+    assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+    assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+    assert!(parse_duration("5 fortnights").is_err());
+    assert!(parse_duration("").is_err());
+    let text = EMBEDDED_DEFAULT.replace("port = 5000", "port = 5000\nquery_timeout = \"2m\"");
+    assert_eq!(
+        Config::parse(&text).unwrap().server.query_timeout,
+        Duration::from_secs(120)
+    );
+}
+
+#[test]
+fn validation_names_the_bad_key() {
+    let text = EMBEDDED_DEFAULT.replace("port = 5000", "port = 5000\nheader_count_max = 1");
+    let e = Config::parse(&text).unwrap_err();
+    assert!(e.0.starts_with("server.header_count_max"), "{e}");
+    let text = format!(
+        "{EMBEDDED_DEFAULT}\n[identity.alice]\nusername = \"alice\"\npassword = \"plain\"\n"
+    );
+    let e = Config::parse(&text).unwrap_err();
+    assert!(e.0.starts_with("identity.alice.password"), "{e}");
+}
