@@ -20,25 +20,32 @@
 //! creator that loses the race against a prune (its fresh directory removed before its file
 //! lands) retries.
 
-use std::collections::HashMap;
-use std::future::poll_fn;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
-use std::task::{Poll, Waker};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
-use compio::buf::{IntoInner, IoBuf, IoBufMut};
+use compio::buf::{IntoInner, IoBuf};
 use compio::fs::{File, OpenOptions};
 use compio::io::{AsyncReadAt, AsyncWriteAtExt};
 use compio::BufResult;
-use sha2::{Digest, Sha256};
 
 use super::{
-    validate_key, validate_prefix, BlobReader, CommitOutcome, Etag, Meta, Object, PutCondition,
-    PutOutcome, Result, Storage, StorageError, UploadWriter, LIST_KEYS_MAX, TEMP_PREFIX,
+    validate_key, validate_prefix, CommitOutcome, Meta, Object, PutCondition, PutOutcome, Result,
+    Storage, StorageError, LIST_KEYS_MAX,
 };
+
+mod files;
+mod listing;
+mod locks;
+
+use files::{
+    blocking, etag_of, is_absent, is_file, open_file, open_read_direct, parent_of, remove_quietly,
+    sync_dir, temp_name,
+};
+pub use files::{FsReader, FsUpload};
+use listing::{list_sorted, read_dir_entries, remove_temp_files};
+use locks::lock_key;
 
 /// Default cap on `get`: the 4 MiB manifest limit (the OCI spec's guidance) plus room for
 /// the small metadata objects that are not manifests.
@@ -457,394 +464,10 @@ impl Storage for FsStorage {
     }
 }
 
-/// An object opened for serving. Exposes its fd for `sendfile(2)`.
-#[derive(Debug, Clone)]
-pub struct FsReader {
-    file: File,
-    size: u64,
-}
-
-impl FsReader {
-    /// The open file, for serving it (read_at or sendfile) from the HTTP layer.
-    pub fn into_file(self) -> File {
-        self.file
-    }
-}
-
-impl BlobReader for FsReader {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    async fn read_at<B: IoBufMut>(&self, buf: B, offset: u64) -> BufResult<usize, B> {
-        self.file.read_at(buf, offset).await
-    }
-
-    fn local_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.file.as_fd())
-    }
-}
-
-impl AsRawFd for FsReader {
-    fn as_raw_fd(&self) -> RawFd {
-        self.file.as_raw_fd()
-    }
-}
-
-impl AsFd for FsReader {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
-    }
-}
-
-/// Upload data open for writing.
-#[derive(Debug)]
-pub struct FsUpload {
-    file: File,
-}
-
-impl UploadWriter for FsUpload {
-    async fn write_all_at<B: IoBuf>(&mut self, buf: B, offset: u64) -> BufResult<(), B> {
-        let len = buf.buf_len() as u64;
-        let res = self.file.write_all_at(buf, offset).await;
-        if res.0.is_ok() {
-            start_writeback(&self.file, offset, len);
-        }
-        res
-    }
-
-    async fn truncate(&mut self, len: u64) -> Result<()> {
-        Ok(self.file.set_len(len).await?)
-    }
-
-    async fn sync(&self) -> Result<()> {
-        Ok(self.file.sync_data().await?)
-    }
-
-    async fn size(&self) -> Result<u64> {
-        Ok(self.file.metadata().await?.len())
-    }
-}
-
-/// Upload data is handed to the disk in windows of this size as it arrives, so the fsync at
-/// commit finds little left to write (the disk works while the rest is still received).
-const WRITEBACK_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
-
-/// When a write completes a writeback window, starts writing that window out (not waiting
-/// for it: `SYNC_FILE_RANGE_WRITE` only queues the I/O).
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (before, after) = (
-        offset / WRITEBACK_WINDOW_BYTES,
-        (offset + len) / WRITEBACK_WINDOW_BYTES,
-    );
-    if after > before {
-        let start = (after - 1) * WRITEBACK_WINDOW_BYTES;
-        // SAFETY: plain syscall on an open descriptor; failure only loses the head start.
-        unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                start as libc::off64_t,
-                WRITEBACK_WINDOW_BYTES as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
-    }
-}
-
-/// Opens a regular file: `None` if it (or a parent) is missing or it is a directory.
-async fn open_file(path: &Path, options: &OpenOptions) -> Result<Option<(File, u64)>> {
-    let file = match options.open(path).await {
-        Ok(file) => file,
-        Err(e) if is_absent(&e) || e.kind() == io::ErrorKind::IsADirectory => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let meta = file.metadata().await?;
-    if !meta.is_file() {
-        return Ok(None);
-    }
-    Ok(Some((file, meta.len())))
-}
-
-/// `open_read` with direct calls (polling driver): open and fstat on this thread.
-fn open_read_direct(path: &Path) -> Result<Option<FsReader>> {
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if is_absent(&e) || e.kind() == io::ErrorKind::IsADirectory => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Ok(None);
-    }
-    // SAFETY: the descriptor was just opened and its ownership moves to the compio File.
-    let file = unsafe { File::from_raw_fd(file.into_raw_fd()) };
-    Ok(Some(FsReader {
-        file,
-        size: meta.len(),
-    }))
-}
-
-async fn is_file(path: &Path) -> io::Result<bool> {
-    match compio::fs::metadata(path).await {
-        Ok(m) => Ok(m.is_file()),
-        Err(e) if is_absent(&e) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Missing file, or a parent that is a file rather than a directory: no such key.
-fn is_absent(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
-}
-
-fn parent_of(path: &Path) -> io::Result<&Path> {
-    // Every path here is the root joined with a validated, non-empty key, so it has a parent.
-    path.parent()
-        .ok_or_else(|| io::Error::other("storage path without parent"))
-}
-
-/// Makes `dir`'s entries (a rename, link, unlink or mkdir in it) durable.
-/// Makes a directory's entries durable. A directory that is gone was pruned by a concurrent
-/// delete, which only removes empty directories: whatever we changed in it is already gone
-/// too, so there is nothing left to make durable.
-async fn sync_dir(dir: &Path) -> io::Result<()> {
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY)
-        .open(dir)
-        .await;
-    match opened {
-        Ok(dir) => dir.sync_all().await,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-async fn remove_quietly(path: &Path) {
-    // Best effort on an error path: a temp file left behind is never listed, and
-    // `cleanup_temp` removes it at the next start.
-    let _ = compio::fs::remove_file(path).await;
-}
-
-fn temp_name() -> io::Result<String> {
-    let mut random = [0u8; 8];
-    getrandom::getrandom(&mut random).map_err(io::Error::other)?;
-    Ok(format!("{TEMP_PREFIX}-{}", hex(&random)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    out
-}
-
-/// The content's etag; hashes large objects off the core.
-async fn etag_of(bytes: Vec<u8>) -> io::Result<(Vec<u8>, Etag)> {
-    let hash = |bytes: &[u8]| Etag::new(hex(&Sha256::digest(bytes)));
-    if bytes.len() <= HASH_INLINE_BYTES_MAX {
-        let etag = hash(&bytes);
-        return Ok((bytes, etag));
-    }
-    blocking(move || {
-        let etag = hash(&bytes);
-        (bytes, etag)
-    })
-    .await
-}
-
-/// Runs `f` on compio's blocking pool (directory walks, large hashes).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
-    compio::runtime::spawn_blocking(f)
-        .await
-        .map_err(io::Error::from)
-}
-
-/// A directory's entries usable as key components: UTF-8 names, no temp files, regular
-/// files (`false`) and directories (`true`); symlinks and others are ignored. A directory
-/// that is missing (deleted concurrently, or never created) has no entries.
-fn read_dir_entries(dir: &Path, prefix: &str) -> Result<Vec<(String, bool)>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if is_absent(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) if is_absent(&e) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if name.starts_with(TEMP_PREFIX) {
-            continue;
-        }
-        let file_type = match entry.file_type() {
-            Ok(t) => t,
-            Err(e) if is_absent(&e) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        if file_type.is_file() || file_type.is_dir() {
-            if out.len() == DIR_ENTRIES_MAX {
-                return Err(StorageError::TooManyEntries {
-                    prefix: prefix.to_owned(),
-                    limit: DIR_ENTRIES_MAX,
-                });
-            }
-            out.push((name, file_type.is_dir()));
-        }
-    }
-    Ok(out)
-}
-
-/// Keys under `prefix` in lexical order, after `start_after`, at most `limit`.
-///
-/// A depth-first walk yields lexical order when each directory's entries are sorted with
-/// directories named `name/`: every key below a directory starts with that string. Subtrees
-/// wholly at or before `start_after` are skipped, and the walk stops at `limit`.
-fn list_sorted(
-    root: &Path,
-    prefix: &str,
-    start_after: Option<&str>,
-    limit: usize,
-) -> Result<Vec<String>> {
-    let top = match prefix.rfind('/') {
-        Some(i) => &prefix[..=i],
-        None => "",
-    };
-    let name_prefix = &prefix[top.len()..];
-    let after = |key: &str| start_after.is_none_or(|s| key > s);
-    // Stack of keys still to visit, directories ending in `/`; popped in ascending order.
-    let mut stack = vec![top.to_owned()];
-    let mut keys = Vec::new();
-    while let Some(key) = stack.pop() {
-        if keys.len() >= limit {
-            break;
-        }
-        if !key.ends_with('/') && key != top {
-            keys.push(key);
-            continue;
-        }
-        let dir = root.join(key.trim_end_matches('/'));
-        let mut children: Vec<String> = read_dir_entries(&dir, prefix)?
-            .into_iter()
-            .filter(|(name, _)| key != top || name.starts_with(name_prefix))
-            .map(|(name, is_dir)| match is_dir {
-                true => format!("{key}{name}/"),
-                false => format!("{key}{name}"),
-            })
-            .filter(|child| match child.ends_with('/') {
-                // Keep a directory unless every key in it sorts at or before `start_after`.
-                true => start_after.is_none_or(|s| child.as_str() > s || s.starts_with(child)),
-                false => after(child),
-            })
-            .collect();
-        children.sort_unstable_by(|a, b| b.cmp(a));
-        stack.extend(children);
-    }
-    Ok(keys)
-}
-
-fn remove_temp_files(root: &Path, age_min: Duration) -> Result<u64> {
-    let now = SystemTime::now();
-    let mut removed = 0;
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if is_absent(&e) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        for entry in entries {
-            // An entry can vanish while we walk (a put's temp file renamed into place).
-            let entry_info = entry.and_then(|e| Ok((e.file_type()?, e.metadata()?, e)));
-            let (file_type, meta, entry) = match entry_info {
-                Ok(info) => info,
-                Err(e) if is_absent(&e) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let is_temp = entry
-                .file_name()
-                .as_encoded_bytes()
-                .starts_with(TEMP_PREFIX.as_bytes());
-            if is_temp && file_type.is_file() {
-                let modified = meta.modified()?;
-                let age = now.duration_since(modified).unwrap_or(Duration::ZERO);
-                if age >= age_min {
-                    match std::fs::remove_file(entry.path()) {
-                        Ok(()) => removed += 1,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            } else if file_type.is_dir() {
-                dirs.push(entry.path());
-            }
-        }
-    }
-    Ok(removed)
-}
-
-/// Per-key locks shared by every `FsStorage` in the process, keyed by absolute path. A key
-/// present in the map is held; its waiters are woken (all of them: contention on one key is
-/// rare, and waking all makes a cancelled waiter harmless) when the holder drops its guard.
-/// The waiter lists are bounded by the requests in flight, which the server caps.
-static KEY_LOCKS: LazyLock<Mutex<HashMap<PathBuf, Vec<Waker>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-fn key_locks() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Vec<Waker>>> {
-    // No code panics while holding this mutex (map operations only), so a poisoned lock
-    // still holds a consistent map.
-    KEY_LOCKS.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Held while a key is being mutated; releases on drop.
-struct KeyLock {
-    path: PathBuf,
-}
-
-impl Drop for KeyLock {
-    fn drop(&mut self) {
-        let waiters = key_locks().remove(&self.path).unwrap_or_default();
-        for waker in waiters {
-            waker.wake();
-        }
-    }
-}
-
-async fn lock_key(path: PathBuf) -> KeyLock {
-    poll_fn(|cx| {
-        let mut locks = key_locks();
-        match locks.get_mut(&path) {
-            None => {
-                locks.insert(path.clone(), Vec::new());
-                Poll::Ready(())
-            }
-            Some(waiters) => {
-                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    waiters.push(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        }
-    })
-    .await;
-    KeyLock { path }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::files::hex;
+    use super::locks::key_locks;
     use super::*;
 
     /// The lock admits one holder per key at a time, and different keys do not interfere.
