@@ -206,7 +206,7 @@ fn worker_main(
         Ok(rt) => rt,
         Err(e) => {
             let msg = format!(
-                "cannot start the {:?} I/O driver: {e}",
+                "cannot start the {} I/O driver: {e}",
                 config.server.io_driver
             );
             let _ = ready.send(Err(msg.clone()));

@@ -178,9 +178,10 @@ fn try_push_image(client: &Client, repo: &str, tag: &str, layer: &[u8]) -> Optio
         .then(|| digest(manifest.as_bytes()))
 }
 
-/// A crash at each step of a push that the crash-safety argument orders (after a manifest's
-/// content, after its edges, after an upload's index, after a blob is held, after its
-/// commit): what was acknowledged before is served after the restart, the same push then
+/// A crash at each step of a push or delete that the crash-safety argument orders (after a
+/// manifest's content, after its edges, after an upload's index, after a blob is held, after
+/// its commit, after a deleted manifest's link): what was acknowledged before is served after
+/// the restart, the same push then
 /// succeeds, and once the grace period (and the request deadline) has passed, the online GC
 /// has removed the debris without an operator: `origin scrub` reports nothing.
 #[test]
@@ -192,6 +193,7 @@ fn every_crash_point_leaves_debris_that_gc_collects() {
         ("upload-after-index", "3"),
         ("blob-after-hold", "4"),
         ("blob-after-commit", "4"),
+        ("delete-after-link", "1"),
     ];
     for (point, nth) in points {
         let dir = TempDir::new("crashpoint");
@@ -209,11 +211,21 @@ fn every_crash_point_leaves_debris_that_gc_collects() {
         let kept_d = try_push_image(&client, "crash/points", "kept", &kept)
             .unwrap_or_else(|| panic!("{point}: the first image must get through"));
         let lost = bytes(8, 50_000);
-        assert_eq!(
-            try_push_image(&client, "crash/points", "cut", &lost),
-            None,
-            "{point}: the push should have died at the failpoint"
-        );
+        if point.starts_with("delete-") {
+            // The second image is pushed, then its deletion is cut short.
+            let d = try_push_image(&client, "crash/points", "cut", &lost).unwrap();
+            let path = format!("/v2/crash/points/manifests/{d}");
+            assert_eq!(
+                client.req("DELETE", &path, &[], b"").map(|r| r.status),
+                None
+            );
+        } else {
+            assert_eq!(
+                try_push_image(&client, "crash/points", "cut", &lost),
+                None,
+                "{point}: the push should have died at the failpoint"
+            );
+        }
         let _ = srv.wait_exit(Duration::from_secs(10));
         let status = srv.child.try_wait().unwrap();
         assert_eq!(
@@ -243,8 +255,9 @@ fn every_crash_point_leaves_debris_that_gc_collects() {
             );
             std::thread::sleep(Duration::from_millis(500));
         }
-        // A PUT cut after its edges leaves stray edges until the request deadline is over.
-        if point == "manifest-after-edges" {
+        // A PUT cut after its edges, or a delete after its link, leaves stray edges until
+        // the request deadline is over.
+        if point == "manifest-after-edges" || point == "delete-after-link" {
             let first = first.unwrap_or_default();
             assert!(first.contains("stray reference"), "{point}: {first}");
         }

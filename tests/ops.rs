@@ -445,10 +445,13 @@ fn check_config_prints_paths_and_warns_when_everything_is_denied() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}{stderr}");
+    let mut lines = stdout.lines();
     assert_eq!(
-        stdout.trim(),
-        format!("configuration OK ({})", path.display())
+        lines.next(),
+        Some(format!("configuration OK ({})", path.display()).as_str())
     );
+    let restart = lines.next().unwrap_or_default();
+    assert!(restart.contains("[repository.mirror]"), "{restart}");
     assert!(
         stderr.contains("warning: no [[repository]] entry"),
         "{stderr}"

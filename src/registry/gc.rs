@@ -103,6 +103,10 @@ struct Ages {
     debris_secs: u64,
 }
 
+fn is_revision_edge(key: &str) -> bool {
+    key.ends_with("/_revision")
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -162,10 +166,14 @@ impl Registry {
         Ok(self.store.head(&layout::gc_tombstone(d)).await?.is_some())
     }
 
-    /// Writes edge keys; returns those that did not exist before (to roll back on failure).
+    /// Writes edge keys, revision edges first (so a crash midway leaves no other edge of a
+    /// manifest without its revision edge, which is how GC finds them); returns those that
+    /// did not exist before (to roll back on failure).
     pub(super) async fn add_edges(&self, keys: &[String]) -> Result<Vec<String>> {
         let mut created = Vec::new();
-        for key in keys {
+        let (revisions, others): (Vec<&String>, Vec<&String>) =
+            keys.iter().partition(|k| is_revision_edge(k));
+        for key in revisions.into_iter().chain(others) {
             if let PutOutcome::Written(_) = self
                 .store
                 .put(key, Vec::new(), PutCondition::IfAbsent)
@@ -177,8 +185,11 @@ impl Registry {
         Ok(created)
     }
 
+    /// Removes edge keys, revision edges last (the mirror image of `add_edges`).
     pub(super) async fn remove_edges(&self, keys: &[String]) -> Result<()> {
-        for key in keys {
+        let (revisions, others): (Vec<&String>, Vec<&String>) =
+            keys.iter().partition(|k| is_revision_edge(k));
+        for key in others.into_iter().chain(revisions) {
             self.store.delete(key).await?;
         }
         Ok(())

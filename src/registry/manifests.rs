@@ -364,11 +364,9 @@ impl Registry {
                 self.manifests.invalidate(name.as_str(), &[tag.as_str()]);
             }
         }
-        self.store
-            .delete(&layout::manifest_link(name, digest))
-            .await?;
-        self.manifests.invalidate(name.as_str(), &[digest.as_str()]);
-        // Release what it held, then let GC look at each.
+        // What it holds becomes a GC candidate first, then the revision goes, then its
+        // edges (the revision edge last): a delete cut short by a crash leaves a revision
+        // edge without its link under a candidate, which GC undoes (see gc.rs).
         let mut released = vec![digest.clone()];
         let edges = match &parsed {
             Some(m) => {
@@ -378,10 +376,15 @@ impl Registry {
             }
             None => vec![layout::ref_edge(digest, name, &layout::Holder::Revision)],
         };
-        self.remove_edges(&edges).await?;
         for d in &released {
             self.gc_touch(d).await?;
         }
+        self.store
+            .delete(&layout::manifest_link(name, digest))
+            .await?;
+        self.manifests.invalidate(name.as_str(), &[digest.as_str()]);
+        crate::failpoint::hit("delete-after-link");
+        self.remove_edges(&edges).await?;
         // Referrers of a deleted subject go with it.
         if depth < REFERRER_CASCADE_DEPTH_MAX {
             let dir = layout::referrers_dir(name, digest);
