@@ -158,7 +158,12 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    pub fs: FsStorageConfig,
+    /// A local directory; exclusive with `s3`.
+    #[serde(default)]
+    pub fs: Option<FsStorageConfig>,
+    /// An S3-compatible bucket; exclusive with `fs` (its type: `storage::s3::config`).
+    #[serde(default)]
+    pub s3: Option<crate::storage::s3::S3Config>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -494,8 +499,16 @@ impl Config {
         if s.manifest_bytes_max == 0 || s.manifest_bytes_max > 64 * 1024 * 1024 {
             return bad("server.manifest_bytes_max", "must be 1..=67108864");
         }
-        if self.storage.fs.root_dir.as_os_str().is_empty() {
-            return bad("storage.fs.root_dir", "must not be empty");
+        match (&self.storage.fs, &self.storage.s3) {
+            (Some(fs), None) if fs.root_dir.as_os_str().is_empty() => {
+                return bad("storage.fs.root_dir", "must not be empty");
+            }
+            (Some(_), None) => {}
+            (None, Some(s3)) => s3.validate().map_err(ConfigError)?,
+            (Some(_), Some(_)) => {
+                return bad("storage", "set [storage.fs] or [storage.s3], not both")
+            }
+            (None, None) => return bad("storage", "needs [storage.fs] or [storage.s3]"),
         }
         for (id, ident) in &self.identity {
             if ident.username.is_empty() || ident.username.contains(':') {
@@ -588,7 +601,7 @@ mod tests {
         let c = Config::parse(EMBEDDED_DEFAULT).unwrap();
         assert_eq!(c.server.port, 5000);
         assert_eq!(c.server.bind_address.to_string(), "127.0.0.1");
-        assert_eq!(c.storage.fs.root_dir, PathBuf::from("./data"));
+        assert_eq!(c.storage.fs.unwrap().root_dir, PathBuf::from("./data"));
         assert_eq!(c.repository.len(), 1);
         assert!(c.repository[0].policy_default_allow);
         assert_eq!(c.server.manifest_bytes_max, 4 * 1024 * 1024);

@@ -107,8 +107,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("server.io_driver", o.io_driver != n.io_driver),
         ("server.tls (on/off)", o.tls.is_some() != n.tls.is_some()),
         (
-            "storage.fs.root_dir",
-            old.storage.fs.root_dir != new.storage.fs.root_dir,
+            "storage",
+            format!("{:?}", old.storage) != format!("{:?}", new.storage),
         ),
         ("metrics.listen", old.metrics.listen != new.metrics.listen),
         (

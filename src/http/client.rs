@@ -618,7 +618,9 @@ impl Client {
         let mut rest = body.unwrap_or(&[]);
         // Small bodies go out with the head; large ones in bounded copies.
         loop {
-            let n = rest.len().min(BODY_WRITE_BYTES_MAX.saturating_sub(out.len()));
+            let n = rest
+                .len()
+                .min(BODY_WRITE_BYTES_MAX.saturating_sub(out.len()));
             out.extend_from_slice(&rest[..n]);
             rest = &rest[n..];
             match timeout(self.timeout, conn.write_all(out)).await {

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 
 use crate::error::{Code, Error, Result};
 use crate::oci::{Digest, RepoName};
-use crate::storage::{FsReader, FsStorage, PutCondition, Storage, StorageError};
+use crate::storage::{Backend, BackendReader, PutCondition, Storage, StorageError};
 
 /// Repositories a worker knows exist, so pushes do not re-create the catalog entry each time.
 /// Bounded: past this the set is cleared (re-creating an entry is harmless, just slower).
@@ -29,6 +29,10 @@ impl From<StorageError> for Error {
                 tracing::error!(error = %e, "storage full");
                 Error::new(Code::Unknown, "storage is full").with_status(507)
             }
+            StorageError::Conflict { .. } => Error::new(
+                Code::BlobUploadInvalid,
+                "upload was changed by another request",
+            ),
             other => Error::internal(other),
         }
     }
@@ -45,7 +49,7 @@ pub struct Settings {
 }
 
 pub struct Registry {
-    pub store: FsStorage,
+    pub store: Backend,
     pub settings: Settings,
     /// Shared by every worker of the process.
     pub manifests: std::sync::Arc<cache::ManifestCache>,
@@ -54,7 +58,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(
-        store: FsStorage,
+        store: Backend,
         settings: Settings,
         manifests: std::sync::Arc<cache::ManifestCache>,
     ) -> Self {
@@ -147,7 +151,11 @@ impl Registry {
             .is_some())
     }
 
-    pub async fn open_blob(&self, name: &RepoName, digest: &Digest) -> Result<Option<FsReader>> {
+    pub async fn open_blob(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<BackendReader>> {
         if !self.is_linked(name, digest).await? {
             return Ok(None);
         }

@@ -19,7 +19,8 @@ pub enum Backend {
 
 pub enum BackendReader {
     Fs(FsReader),
-    S3(S3Reader),
+    /// Boxed: it carries a response in flight, far larger than a file handle.
+    S3(Box<S3Reader>),
 }
 
 pub enum BackendUpload {
@@ -94,7 +95,10 @@ impl Storage for Backend {
     async fn open_read(&self, key: &str) -> Result<Option<BackendReader>> {
         Ok(match self {
             Backend::Fs(s) => s.open_read(key).await?.map(BackendReader::Fs),
-            Backend::S3(s) => s.open_read(key).await?.map(BackendReader::S3),
+            Backend::S3(s) => s
+                .open_read(key)
+                .await?
+                .map(|r| BackendReader::S3(Box::new(r))),
         })
     }
 
@@ -174,6 +178,13 @@ impl UploadWriter for BackendUpload {
         match self {
             BackendUpload::Fs(u) => u.size().await,
             BackendUpload::S3(u) => u.size().await,
+        }
+    }
+
+    async fn seal(&mut self) -> Result<()> {
+        match self {
+            BackendUpload::Fs(u) => u.seal().await,
+            BackendUpload::S3(u) => u.seal().await,
         }
     }
 }

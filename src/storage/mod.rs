@@ -197,6 +197,13 @@ pub trait UploadWriter {
 
     /// Current size in bytes.
     async fn size(&self) -> Result<u64>;
+
+    /// Makes everything written part of what `upload_commit` will commit. The fs backend's
+    /// commit makes the file durable itself, so by default this does nothing; an object store
+    /// must stage what it still holds in memory (its `sync`).
+    async fn seal(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// An object store. Every key argument is validated with [`validate_key`] before any I/O.

@@ -57,6 +57,9 @@ pub struct Sent {
     pub unsure: bool,
 }
 
+/// Signs one attempt: the presigned URL for the bucket, credentials and headers to sign.
+pub type Signer<'a> = &'a dyn Fn(&Bucket, Option<&Credentials>, &[(&'static str, String)]) -> Url;
+
 /// One request: its signing (redone per attempt), the headers it signs and sends, its body.
 pub struct Request<'a> {
     /// Operation name for errors and logs (`PutObject`, `ListObjectsV2`, ...).
@@ -64,7 +67,7 @@ pub struct Request<'a> {
     pub method: &'static str,
     /// The key (or prefix) concerned, for error messages.
     pub key: &'a str,
-    pub sign: &'a dyn Fn(&Bucket, Option<&Credentials>, &[(&'static str, String)]) -> Url,
+    pub sign: Signer<'a>,
     /// Sent as they are; lowercase names, signed by `sign`.
     pub headers: Vec<(&'static str, String)>,
     pub body: &'a [u8],
@@ -73,7 +76,9 @@ pub struct Request<'a> {
 enum Verdict {
     Answer,
     /// Retry; `applied` is whether the failed attempt may have taken effect.
-    Retry { applied: bool },
+    Retry {
+        applied: bool,
+    },
     Fail,
 }
 
@@ -152,7 +157,8 @@ impl S3Client {
             }
             tracing::debug!(op = req.op, key = req.key, attempt, error = %last, "S3 retry");
             if attempt + 1 < self.retry.attempts_max {
-                let pause = backoff(attempt).min(self.retry.deadline.saturating_sub(start.elapsed()));
+                let pause =
+                    backoff(attempt).min(self.retry.deadline.saturating_sub(start.elapsed()));
                 compio::time::sleep(pause).await;
             }
         }

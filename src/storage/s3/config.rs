@@ -24,7 +24,7 @@ pub const OPERATION_DEADLINE_DEFAULT: Duration = Duration::from_secs(60);
 /// Default region (what MinIO, moto and most S3-compatible services accept).
 pub const REGION_DEFAULT: &str = "us-east-1";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     pub bucket: String,
@@ -61,6 +61,30 @@ pub struct S3Config {
     /// PEM CA bundle to trust instead of the system roots (a private endpoint).
     #[serde(default)]
     pub ca_bundle: Option<PathBuf>,
+}
+
+/// Everything but the secret (configs are compared and may be logged through Debug).
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("path_style", &self.path_style)
+            .field("key_prefix", &self.key_prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("redirect", &self.redirect)
+            .field("multipart_part_size", &self.multipart_part_size)
+            .field("request_timeout", &self.request_timeout)
+            .field("attempts_max", &self.attempts_max)
+            .field("operation_deadline", &self.operation_deadline)
+            .field("ca_bundle", &self.ca_bundle)
+            .finish()
+    }
 }
 
 fn region_default() -> String {
@@ -124,7 +148,9 @@ impl S3Config {
         if !(PART_BYTES_MIN..=PART_BYTES_MAX).contains(&self.multipart_part_size) {
             return bad(
                 "multipart_part_size",
-                &format!("must be {PART_BYTES_MIN}..={PART_BYTES_MAX} (S3's part minimum is 5 MiB)"),
+                &format!(
+                    "must be {PART_BYTES_MIN}..={PART_BYTES_MAX} (S3's part minimum is 5 MiB)"
+                ),
             );
         }
         if self.request_timeout.is_zero() || self.operation_deadline.is_zero() {
@@ -162,9 +188,11 @@ impl S3Config {
                 secret,
                 token: var("AWS_SESSION_TOKEN"),
             }),
-            _ => Err("storage.s3: no credentials: set access_key_id and secret_access_key, \
+            _ => Err(
+                "storage.s3: no credentials: set access_key_id and secret_access_key, \
                  or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"
-                .to_string()),
+                    .to_string(),
+            ),
         }
     }
 

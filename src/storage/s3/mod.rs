@@ -164,7 +164,11 @@ impl S3Storage {
             .await?;
         let resp = sent.resp;
         match resp.status {
-            404 => return Ok(None),
+            404 => {
+                // Read the small error document so the connection goes back to the pool.
+                resp.drain().await;
+                return Ok(None);
+            }
             200 => {}
             s => return Err(s3_error("GetObject", full, format!("status {s}"))),
         }
@@ -231,7 +235,7 @@ impl S3Storage {
             }
             // If-Match on a missing object: 404 on AWS, 412 elsewhere.
             412 | 404 if *cond != PutCondition::Always => {
-                drop(resp);
+                resp.drain().await;
                 if unsure {
                     // An earlier attempt may have written it: our token says so.
                     if let Some((etag, Some(t))) = self.head_token(full).await? {
@@ -293,7 +297,9 @@ impl S3Storage {
                 body: &[],
             })
             .await?;
-        match sent.resp.status {
+        let status = sent.resp.status;
+        sent.resp.drain().await;
+        match status {
             200 | 204 | 404 => Ok(()),
             s => Err(s3_error("DeleteObject", full, format!("status {s}"))),
         }
@@ -515,6 +521,13 @@ impl Storage for S3Storage {
         let Some(head) = self.head_full(&full).await? else {
             return Ok(None);
         };
+        if upload::is_upload(&head) {
+            return Err(s3_error(
+                "GetObject",
+                &full,
+                "an upload session cannot be read before it is committed",
+            ));
+        }
         let size = head
             .header("content-length")
             .and_then(|v| v.parse().ok())

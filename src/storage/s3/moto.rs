@@ -45,7 +45,9 @@ impl Moto {
     pub fn start(test: &str) -> Option<Moto> {
         let Some(path) = server_path() else {
             if std::env::var("ORIGIN_REQUIRE_S3").as_deref() == Ok("1") {
-                panic!("{test}: moto_server not found and ORIGIN_REQUIRE_S3=1 (run scripts/moto.sh)");
+                panic!(
+                    "{test}: moto_server not found and ORIGIN_REQUIRE_S3=1 (run scripts/moto.sh)"
+                );
             }
             eprintln!("SKIP {test}: moto_server not found (run scripts/moto.sh to install it)");
             return None;
@@ -115,7 +117,10 @@ impl Moto {
         let (status, body) = self.http("GET", action.sign(Duration::from_secs(600)).as_str());
         assert_eq!(status, 200, "list {name}: {body}");
         let parsed = rusty_s3::actions::ListObjectsV2::parse_response(&body).expect("list XML");
-        assert!(parsed.next_continuation_token.is_none(), "raw listing is one page");
+        assert!(
+            parsed.next_continuation_token.is_none(),
+            "raw listing is one page"
+        );
         out.extend(parsed.contents.into_iter().map(|c| c.key));
         let mut uploads = bucket.list_objects_v2(Some(&creds));
         uploads.query_mut().insert("uploads", "");

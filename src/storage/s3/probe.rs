@@ -42,7 +42,8 @@ impl S3Storage {
                      create); Origin needs it to coordinate nodes"
                 ));
             }
-            let stale = PutCondition::IfMatch(Etag::new("\"00000000000000000000000000000000\"".into()));
+            let stale =
+                PutCondition::IfMatch(Etag::new("\"00000000000000000000000000000000\"".into()));
             let replaced = self
                 .put(&key, b"3".to_vec(), stale)
                 .await

@@ -144,7 +144,10 @@ fn s3_multipart_session_across_nodes() {
         append(&mut up, &data[1000..part + 5000]).await;
         up.sync().await.unwrap();
         drop(up);
-        assert_eq!(b.upload_size("u/1/data").await.unwrap(), Some(part as u64 + 5000));
+        assert_eq!(
+            b.upload_size("u/1/data").await.unwrap(),
+            Some(part as u64 + 5000)
+        );
         // Node B continues; a crashed request's leftover is cut back first.
         let mut up = b.open_upload("u/1/data").await.unwrap().unwrap();
         append(&mut up, &[0xee; 777]).await;
@@ -156,11 +159,20 @@ fn s3_multipart_session_across_nodes() {
         let BufResult(r, _) = up.write_all_at(vec![1], 3).await;
         assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
         drop(up);
-        assert_eq!(a.upload_size("u/1/data").await.unwrap(), Some(data.len() as u64));
+        assert_eq!(
+            a.upload_size("u/1/data").await.unwrap(),
+            Some(data.len() as u64)
+        );
         let out = a.upload_commit("u/1/data", "blobs/one").await.unwrap();
         assert_eq!(out, Some(CommitOutcome::Committed));
-        assert_eq!(a.head("blobs/one").await.unwrap().unwrap().size, data.len() as u64);
-        assert!(read_all(&b, "blobs/one").await == data, "committed bytes differ");
+        assert_eq!(
+            a.head("blobs/one").await.unwrap().unwrap().size,
+            data.len() as u64
+        );
+        assert!(
+            read_all(&b, "blobs/one").await == data,
+            "committed bytes differ"
+        );
         // The same content again: the blob is kept, the session removed.
         let mut up = b.upload_create("u/2/data").await.unwrap();
         append(&mut up, b"other").await;
@@ -177,7 +189,9 @@ fn s3_multipart_session_across_nodes() {
         assert!(a.delete("u/3/data").await.unwrap());
         // An interrupted commit's multipart upload is visible to the teardown, and aborts.
         let id = a.create_multipart("dangling").await.unwrap();
-        assert!(moto.raw_listing("multipart").contains(&"multipart:dangling".to_string()));
+        assert!(moto
+            .raw_listing("multipart")
+            .contains(&"multipart:dangling".to_string()));
         a.abort_multipart("dangling", &id).await;
     });
     assert_eq!(moto.raw_listing("multipart"), ["blobs/one"]);
@@ -213,9 +227,15 @@ fn s3_upload_racing_writers() {
         let winner = if won_one { x } else { y };
         let mut want = b"head-".to_vec();
         want.extend_from_slice(&winner);
-        assert_eq!(a.upload_size("u/data").await.unwrap(), Some(want.len() as u64));
+        assert_eq!(
+            a.upload_size("u/data").await.unwrap(),
+            Some(want.len() as u64)
+        );
         a.upload_commit("u/data", "blob").await.unwrap().unwrap();
-        assert!(read_all(&b, "blob").await == want, "the winner's bytes are committed");
+        assert!(
+            read_all(&b, "blob").await == want,
+            "the winner's bytes are committed"
+        );
     });
     assert_eq!(moto.raw_listing("race"), ["blob"]);
 }

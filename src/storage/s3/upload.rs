@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 use super::client::{s3_error, token, Request, SIGNATURE_EXPIRY};
 use super::{xml, S3Storage};
 use crate::http::client::Response;
-use crate::storage::{CommitOutcome, Etag, PutCondition, PutOutcome, Result, StorageError, UploadWriter};
+use crate::storage::{
+    CommitOutcome, Etag, PutCondition, PutOutcome, Result, StorageError, UploadWriter,
+};
 
 /// S3's limit on parts in one multipart upload.
 const PARTS_MAX: usize = 10_000;
@@ -254,7 +256,11 @@ impl UploadWriter for S3Upload {
         };
         let body = serde_json::to_vec(&state).map_err(io::Error::other)?;
         let cond = PutCondition::IfMatch(self.etag.clone());
-        match self.store.put_full(&self.full, &body, &cond, &mark()).await? {
+        match self
+            .store
+            .put_full(&self.full, &body, &cond, &mark())
+            .await?
+        {
             PutOutcome::Written(etag) => {
                 self.etag = etag;
                 self.durable = state;
@@ -277,6 +283,10 @@ impl UploadWriter for S3Upload {
 
     async fn size(&self) -> Result<u64> {
         Ok(self.staged_bytes() + self.pending.len() as u64)
+    }
+
+    async fn seal(&mut self) -> Result<()> {
+        self.sync().await
     }
 }
 
@@ -314,7 +324,11 @@ impl S3Storage {
             self.delete_upload(full).await?;
             return Ok(Some(CommitOutcome::AlreadyExisted));
         }
-        let sources: Vec<String> = state.parts.iter().map(|p| part_key(full, &p.token)).collect();
+        let sources: Vec<String> = state
+            .parts
+            .iter()
+            .map(|p| part_key(full, &p.token))
+            .collect();
         match sources.as_slice() {
             [] => {
                 // A concurrent committer of the same (content-addressed) key wrote the same.
@@ -422,7 +436,11 @@ impl S3Storage {
             .await
             .map_err(|e| s3_error("CreateMultipartUpload", dest, e))?;
         if status != 200 {
-            return Err(s3_error("CreateMultipartUpload", dest, format!("status {status}")));
+            return Err(s3_error(
+                "CreateMultipartUpload",
+                dest,
+                format!("status {status}"),
+            ));
         }
         let parsed = CreateMultipartUpload::parse_response(&String::from_utf8_lossy(&body))
             .map_err(|e| s3_error("CreateMultipartUpload", dest, format!("bad XML: {e}")))?;
