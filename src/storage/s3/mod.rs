@@ -20,6 +20,8 @@ mod upload;
 pub mod xml;
 
 #[cfg(test)]
+mod fault;
+#[cfg(test)]
 pub(crate) mod moto;
 #[cfg(test)]
 mod tests;

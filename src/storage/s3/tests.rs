@@ -8,9 +8,10 @@ use std::rc::Rc;
 use compio::runtime::Runtime;
 use compio::BufResult;
 
+use super::fault::{Fault, FaultProxy};
 use super::moto::Moto;
 use super::*;
-use crate::storage::tests::{pattern, poll_runtime, run_suite, Fixture};
+use crate::storage::tests::{pattern, poll_runtime, run_suite, written, Fixture};
 use crate::storage::{BlobReader, UploadWriter};
 
 /// A fixture factory: a fresh bucket per case on one moto server.
@@ -263,4 +264,99 @@ fn s3_probe() {
         assert!(e.contains("cannot reach"), "{e}");
     });
     assert!(moto.raw_listing("probed").is_empty());
+}
+
+/// A service refusing the credentials (403, as AWS answers an unknown key) makes the probe
+/// fail naming them, at once (a 403 is not retried). moto itself cannot refuse them: with its
+/// IAM checks on it answers presigned requests with 500, so the refusal is injected.
+#[test]
+fn s3_probe_wrong_credentials() {
+    let Some(moto) = Moto::start("s3_probe_wrong_credentials") else {
+        return;
+    };
+    let (s, proxy) = through_proxy(&moto, "creds", 3);
+    proxy.plan(&[Fault::Forbidden]);
+    let e = Runtime::new().unwrap().block_on(s.probe()).unwrap_err();
+    assert!(e.contains("refused the credentials"), "{e}");
+    assert_eq!(proxy.seen(), 1);
+}
+
+/// A backend on `bucket` reached through a fault-injecting proxy.
+fn through_proxy(moto: &Moto, bucket: &str, attempts: u32) -> (S3Storage, FaultProxy) {
+    moto.create_bucket(bucket);
+    let proxy = FaultProxy::new(moto.port);
+    let mut c = moto.config(bucket);
+    c.endpoint = Some(format!("http://127.0.0.1:{}", proxy.port));
+    c.attempts_max = attempts;
+    c.request_timeout = std::time::Duration::from_millis(500);
+    (S3Storage::new(&c).unwrap(), proxy)
+}
+
+/// SlowDown and 500 answers are retried within the budget; past it the error names the
+/// operation and the last cause, after exactly `attempts_max` requests.
+#[test]
+fn s3_retries_transient_errors_within_budget() {
+    let Some(moto) = Moto::start("s3_retries_transient_errors_within_budget") else {
+        return;
+    };
+    let (s, proxy) = through_proxy(&moto, "retries", 3);
+    Runtime::new().unwrap().block_on(async {
+        proxy.plan(&[Fault::SlowDown, Fault::Internal]);
+        written(
+            s.put("k", b"v".to_vec(), PutCondition::Always)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(proxy.seen(), 3);
+        proxy.plan(&[Fault::SlowDown]);
+        assert_eq!(s.get("k").await.unwrap().unwrap().bytes, b"v");
+        assert_eq!(proxy.seen(), 5);
+        proxy.plan(&[Fault::SlowDown, Fault::SlowDown, Fault::SlowDown]);
+        let e = s.get("k").await.unwrap_err().to_string();
+        assert!(e.contains("GetObject") && e.contains("SlowDown"), "{e}");
+        assert_eq!(proxy.seen(), 8);
+        // A stalled service: each attempt times out, then the operation fails (no hang).
+        proxy.plan(&[Fault::Stall(std::time::Duration::from_secs(2)); 3]);
+        let e = s.get("k").await.unwrap_err().to_string();
+        assert!(e.contains("gave up"), "{e}");
+    });
+}
+
+/// A conditional PUT whose response is lost after it took effect is retried; the retry's
+/// 412 is resolved by the write token as the success it was. A real conflict stays a 412.
+#[test]
+fn s3_conditional_put_with_lost_response() {
+    let Some(moto) = Moto::start("s3_conditional_put_with_lost_response") else {
+        return;
+    };
+    let (s, proxy) = through_proxy(&moto, "lost", 3);
+    Runtime::new().unwrap().block_on(async {
+        proxy.plan(&[Fault::LoseResponse]);
+        let e1 = written(
+            s.put("k", b"one".to_vec(), PutCondition::IfAbsent)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            proxy.seen(),
+            3,
+            "the lost PUT, its retry (412), the HEAD of the token"
+        );
+        let got = s.get("k").await.unwrap().unwrap();
+        assert_eq!((got.bytes.as_slice(), &got.etag), (&b"one"[..], &e1));
+        proxy.plan(&[Fault::LoseResponse]);
+        let e2 = written(
+            s.put("k", b"two".to_vec(), PutCondition::IfMatch(e1.clone()))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(s.get("k").await.unwrap().unwrap().etag, e2);
+        // Someone else's write is not mistaken for ours.
+        let stale = s
+            .put("k", b"three".to_vec(), PutCondition::IfMatch(e1))
+            .await;
+        assert_eq!(stale.unwrap(), PutOutcome::PreconditionFailed);
+        let again = s.put("k", b"x".to_vec(), PutCondition::IfAbsent).await;
+        assert_eq!(again.unwrap(), PutOutcome::PreconditionFailed);
+    });
 }
