@@ -142,3 +142,32 @@ fn s3_missing_bucket_refuses_start() {
         "stderr: {err}"
     );
 }
+
+/// A tag moved on one node is what another node serves on its very next request, though the
+/// other node had just served (and could have cached) the old one.
+#[test]
+fn s3_tag_read_after_write_across_nodes() {
+    let Some(moto) = Moto::start("s3_tag_read_after_write_across_nodes") else {
+        return;
+    };
+    moto.create_bucket("tags");
+    let a = node(&moto, "tags");
+    let b = node(&moto, "tags");
+    let (_, first) = a.push_image("app/t", "latest", &[bytes(7, 100)]);
+    for _ in 0..2 {
+        let r = b.get("/v2/app/t/manifests/latest");
+        assert_eq!(r.header("docker-content-digest"), Some(first.as_str()));
+    }
+    let (_, second) = a.push_image("app/t", "latest", &[bytes(8, 100)]);
+    assert_ne!(first, second);
+    let r = b.get("/v2/app/t/manifests/latest");
+    assert_eq!(r.header("docker-content-digest"), Some(second.as_str()));
+    let head = b.request("HEAD", "/v2/app/t/manifests/latest", &[], b"");
+    assert_eq!(head.header("docker-content-digest"), Some(second.as_str()));
+    assert_eq!(
+        a.request("DELETE", "/v2/app/t/manifests/latest", &[], b"")
+            .status,
+        202
+    );
+    assert_eq!(b.get("/v2/app/t/manifests/latest").status, 404);
+}
