@@ -524,11 +524,9 @@ impl Storage for S3Storage {
             return Ok(None);
         };
         if upload::is_upload(&head) {
-            return Err(s3_error(
-                "GetObject",
-                &full,
-                "an upload session cannot be read before it is committed",
-            ));
+            // A session: its staged parts in order (what a commit would make of it).
+            drop(head);
+            return self.open_upload_read(&full).await;
         }
         let size = head
             .header("content-length")

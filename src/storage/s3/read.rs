@@ -1,5 +1,7 @@
-//! Ranged reads of an object: one open GET streamed while reads are sequential, a new ranged
-//! GET when they jump. Memory is the caller's buffer plus one copy of it.
+//! Ranged reads of an object, or of an upload session's staged parts in order (to rehash a
+//! session with another algorithm before it is committed): one open GET streamed while reads
+//! are sequential, a new ranged GET when they jump or cross into the next part. Memory is the
+//! caller's buffer plus one copy of it.
 
 use std::cell::RefCell;
 use std::io;
@@ -14,40 +16,61 @@ use super::S3Storage;
 use crate::http::client::Response;
 use crate::storage::{BlobReader, Etag};
 
-/// A GET in progress and where its next byte is in the object.
+/// One object of what is read, at `start` in the whole.
+pub(super) struct Segment {
+    pub full: String,
+    pub start: u64,
+    pub size: u64,
+    /// The version seen at open: reads are pinned to it with `If-Match`, so a replaced
+    /// object fails the read instead of mixing two contents.
+    pub etag: Option<Etag>,
+}
+
+/// A GET in progress: its segment and where its next byte is in the whole.
 struct Stream {
+    segment: usize,
     pos: u64,
     resp: Response,
 }
 
 pub struct S3Reader {
     store: S3Storage,
-    full: String,
+    segments: Vec<Segment>,
     size: u64,
-    /// The version seen at open: later reads are pinned to it with `If-Match`, so a replaced
-    /// object fails the read instead of mixing two contents.
-    etag: Option<Etag>,
     stream: RefCell<Option<Stream>>,
 }
 
 impl S3Reader {
     pub(super) fn new(store: S3Storage, full: String, size: u64, etag: Option<Etag>) -> Self {
-        S3Reader {
-            store,
+        let segment = Segment {
             full,
+            start: 0,
             size,
             etag,
+        };
+        S3Reader::of_segments(store, vec![segment])
+    }
+
+    /// Segments in order, contiguous from 0.
+    pub(super) fn of_segments(store: S3Storage, segments: Vec<Segment>) -> Self {
+        let size = segments.last().map_or(0, |s| s.start + s.size);
+        S3Reader {
+            store,
+            segments,
+            size,
             stream: RefCell::new(None),
         }
     }
 
-    /// A GET from `offset` to the end.
-    async fn open_at(&self, offset: u64) -> io::Result<Response> {
-        let mut headers = vec![("range", format!("bytes={offset}-"))];
-        if let Some(e) = &self.etag {
+    /// A GET of segment `i` from `offset` (in the whole) to the segment's end.
+    async fn open_at(&self, i: usize, offset: u64) -> io::Result<Response> {
+        let seg = &self.segments[i];
+        let within = offset - seg.start;
+        let mut headers = vec![("range", format!("bytes={within}-"))];
+        if let Some(e) = &seg.etag {
             headers.push(("if-match", e.as_str().to_string()));
         }
-        let full = self.full.as_str();
+        let full = seg.full.as_str();
         let sign = |b: &Bucket, c: Option<&Credentials>, h: &[(&'static str, String)]| {
             let mut a = b.get_object(c, full);
             for (n, v) in h {
@@ -70,24 +93,33 @@ impl S3Reader {
             .map_err(io::Error::other)?;
         match sent.resp.status {
             206 => Ok(sent.resp),
-            200 if offset == 0 => Ok(sent.resp),
+            200 if within == 0 => Ok(sent.resp),
             412 | 404 => Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("S3 object {full:?} was replaced or removed while being read"),
             )),
             s => Err(io::Error::other(format!(
-                "S3 GetObject {full:?} range {offset}-: status {s}"
+                "S3 GetObject {full:?} range {within}-: status {s}"
             ))),
         }
     }
 
+    /// Up to `want` bytes at `offset`, within one segment.
     async fn read_into(&self, want: usize, offset: u64) -> io::Result<Vec<u8>> {
+        let i = self
+            .segments
+            .iter()
+            .position(|s| offset < s.start + s.size)
+            .ok_or_else(|| io::Error::other("read past the end"))?;
+        let seg_end = self.segments[i].start + self.segments[i].size;
+        let want = (want as u64).min(seg_end - offset) as usize;
         let taken = self.stream.borrow_mut().take();
         let mut stream = match taken {
-            Some(s) if s.pos == offset => s,
+            Some(s) if s.pos == offset && s.segment == i => s,
             _ => Stream {
+                segment: i,
                 pos: offset,
-                resp: self.open_at(offset).await?,
+                resp: self.open_at(i, offset).await?,
             },
         };
         let mut out = Vec::with_capacity(want);
@@ -99,7 +131,7 @@ impl S3Reader {
             }
         }
         stream.pos += out.len() as u64;
-        if stream.pos < self.size {
+        if stream.pos < seg_end {
             *self.stream.borrow_mut() = Some(stream);
         }
         Ok(out)

@@ -164,6 +164,11 @@ fn s3_multipart_session_across_nodes() {
             a.upload_size("u/1/data").await.unwrap(),
             Some(data.len() as u64)
         );
+        // The session reads back as its parts in order (for a rehash before the commit).
+        assert!(
+            read_all(&b, "u/1/data").await == data,
+            "session bytes differ"
+        );
         let out = a.upload_commit("u/1/data", "blobs/one").await.unwrap();
         assert_eq!(out, Some(CommitOutcome::Committed));
         assert_eq!(

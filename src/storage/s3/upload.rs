@@ -26,6 +26,7 @@ use rusty_s3::{Bucket, Credentials, S3Action};
 use serde::{Deserialize, Serialize};
 
 use super::client::{s3_error, token, Request, SIGNATURE_EXPIRY};
+use super::read::{S3Reader, Segment};
 use super::{xml, S3Storage};
 use crate::http::client::Response;
 use crate::storage::{
@@ -299,6 +300,31 @@ impl S3Storage {
         let state: UploadState = serde_json::from_slice(&obj.bytes)
             .map_err(|e| s3_error("GetObject", full, format!("not an upload session: {e}")))?;
         Ok(Some((state, obj.etag)))
+    }
+
+    /// A reader over a session's durable data: its staged parts in order (the buffered tail
+    /// of an open writer is not included: `seal` it first). `None` if there is no session.
+    pub(super) async fn open_upload_read(&self, full: &str) -> Result<Option<S3Reader>> {
+        let Some((state, _)) = self.load_upload(full).await? else {
+            return Ok(None);
+        };
+        let mut start = 0;
+        let segments = state
+            .parts
+            .iter()
+            .map(|p| {
+                let seg = Segment {
+                    full: part_key(full, &p.token),
+                    start,
+                    size: p.size,
+                    // Staged parts are never rewritten (unique names): no pin needed.
+                    etag: None,
+                };
+                start += p.size;
+                seg
+            })
+            .collect();
+        Ok(Some(S3Reader::of_segments(self.clone(), segments)))
     }
 
     /// Removes a session object and every staged part of it (a losing writer's included).
