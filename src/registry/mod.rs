@@ -19,6 +19,9 @@ use crate::storage::{Backend, BackendReader, PutCondition, Storage, StorageError
 /// Repositories a worker knows exist, so pushes do not re-create the catalog entry each time.
 /// Bounded: past this the set is cleared (re-creating an entry is harmless, just slower).
 const KNOWN_REPOS_MAX: usize = 65_536;
+/// Retry-After of a 503 when storage stayed unavailable through its own retries: long enough
+/// for a throttled or restarting object store, short for a client's patience.
+const STORAGE_RETRY_AFTER_SECS: u64 = 2;
 /// Catalog and tag listings hold at most this many names in memory.
 pub const LISTING_MAX: usize = 100_000;
 
@@ -28,6 +31,13 @@ impl From<StorageError> for Error {
             StorageError::Io(ref io) if io.raw_os_error() == Some(libc::ENOSPC) => {
                 tracing::error!(error = %e, "storage full");
                 Error::new(Code::Unknown, "storage is full").with_status(507)
+            }
+            // Object storage that stayed unavailable through its retries: transient.
+            StorageError::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                tracing::warn!(error = %e, "storage unavailable");
+                Error::new(Code::Unknown, "storage temporarily unavailable")
+                    .with_status(503)
+                    .with_header("Retry-After", STORAGE_RETRY_AFTER_SECS.to_string())
             }
             StorageError::Conflict { .. } => Error::new(
                 Code::BlobUploadInvalid,

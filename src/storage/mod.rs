@@ -2,8 +2,9 @@
 //!
 //! The trait is shaped like an object store (whole-object put with create-if-absent and
 //! replace-if-unchanged conditions, ranged reads, list by prefix with a start-after key,
-//! delete), so an S3-compatible backend can sit behind it later. Appends exist only inside
-//! upload sessions. Hard links, renames and file locks stay inside the fs backend.
+//! delete); two backends implement it, `fs` and `s3`, and `Backend` dispatches between them.
+//! Appends exist only inside upload sessions. Hard links, renames and file locks stay inside
+//! the fs backend.
 //!
 //! Keys are `/`-separated relative paths such as `repositories/library/alpine/_tags/latest`,
 //! built by the layout layer above. This module knows nothing of HTTP or OCI.

@@ -322,8 +322,12 @@ fn s3_retries_transient_errors_within_budget() {
         assert_eq!(proxy.seen(), 8);
         // A stalled service: each attempt times out, then the operation fails (no hang).
         proxy.plan(&[Fault::Stall(std::time::Duration::from_secs(2)); 3]);
-        let e = s.get("k").await.unwrap_err().to_string();
-        assert!(e.contains("gave up"), "{e}");
+        let e = s.get("k").await.unwrap_err();
+        assert!(e.to_string().contains("gave up"), "{e}");
+        // The registry answers it as transient: 503 with Retry-After.
+        let answer = crate::error::Error::from(e);
+        assert_eq!(answer.status, 503);
+        assert!(answer.headers.iter().any(|(n, _)| *n == "Retry-After"));
     });
 }
 
