@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::registry::{Registry, Settings};
-use crate::storage::FsStorage;
+use crate::storage::{Backend, FsStorage, S3Storage};
 
 pub fn settings(config: &Config) -> Settings {
     Settings {
@@ -17,12 +17,32 @@ pub fn settings(config: &Config) -> Settings {
     }
 }
 
+/// Opens the configured backend. On S3 it first runs the start-up probe on `rt` (bucket,
+/// credentials, conditional writes), so a misconfigured node refuses to start.
+pub fn open_storage(config: &Config, rt: &compio::runtime::Runtime) -> Result<Backend, String> {
+    match (&config.storage.fs, &config.storage.s3) {
+        (Some(fs), _) => {
+            let root = &fs.root_dir;
+            let store = FsStorage::new(root.clone())
+                .map_err(|e| format!("storage.fs.root_dir {}: {e}", root.display()))?;
+            Ok(Backend::Fs(store))
+        }
+        (None, Some(s3)) => {
+            let store = S3Storage::new(s3)?;
+            let probed = rt.block_on(store.probe());
+            // The probe's pooled connections belong to this runtime: close them with it.
+            crate::http::client::close_idle();
+            probed?;
+            Ok(Backend::S3(store))
+        }
+        (None, None) => Err("no [storage.fs] or [storage.s3] configured".into()),
+    }
+}
+
 fn with_registry<T>(config: &Config, f: impl AsyncFnOnce(&Registry) -> T) -> Result<T, String> {
-    let root = &config.storage.fs.root_dir;
-    let store = FsStorage::new(root.clone())
-        .map_err(|e| format!("storage.fs.root_dir {}: {e}", root.display()))?;
     let rt = crate::server::build_runtime(config.server.io_driver)
         .map_err(|e| format!("cannot start the I/O driver: {e}"))?;
+    let store = open_storage(config, &rt)?;
     // No cache: one pass, and the running server's cache is not this process's anyway.
     let cache = std::sync::Arc::new(crate::registry::cache::ManifestCache::new(0));
     let registry = Registry::new(store, settings(config), cache);

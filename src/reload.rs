@@ -110,8 +110,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         ("server.io_driver", o.io_driver != n.io_driver),
         ("server.tls (on/off)", o.tls.is_some() != n.tls.is_some()),
         (
-            "storage.fs.root_dir",
-            old.storage.fs.root_dir != new.storage.fs.root_dir,
+            "storage",
+            format!("{:?}", old.storage) != format!("{:?}", new.storage),
         ),
         ("metrics.listen", old.metrics.listen != new.metrics.listen),
         (

@@ -16,7 +16,7 @@ use crate::registry::cache::ManifestCache;
 use crate::registry::Registry;
 use crate::reload::{Live, LiveCell, LocalLive};
 use crate::server::{self, Shutdown, WorkerSpec};
-use crate::storage::FsStorage;
+use crate::storage::Backend;
 
 /// Runs the registry until SIGTERM/SIGINT; returns the exit code.
 pub fn run(config: Config, source: Source, overrides: Overrides) -> i32 {
@@ -77,9 +77,11 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
         tracing::info!(namespace = %m.namespace, registry = %m.registry, upstreams = ?urls, "mirroring");
     }
     let manifests = Arc::new(ManifestCache::new(config.server.manifest_cache_bytes));
-    let root = &config.storage.fs.root_dir;
-    let store = FsStorage::new(root.clone())
-        .map_err(|e| format!("storage.fs.root_dir {}: {e}", root.display()))?;
+    let store = {
+        let rt = server::build_runtime(config.server.io_driver)
+            .map_err(|e| format!("cannot start the I/O driver: {e}"))?;
+        crate::maintenance::open_storage(&config, &rt)?
+    };
     let config = Arc::new(config);
     let workers = config.workers();
     let addr = SocketAddr::new(config.server.bind_address, config.server.port);
@@ -186,7 +188,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
 
 /// What every worker shares.
 struct Shared {
-    store: FsStorage,
+    store: Backend,
     manifests: Arc<ManifestCache>,
     live: Arc<LiveCell>,
     mirrors: Arc<crate::mirror::Mirrors>,
@@ -288,13 +290,10 @@ async fn housekeeping(app: Rc<App>) {
             ),
             Err(e) => tracing::warn!(error = %e, "mirror eviction failed"),
         }
-        if let Err(e) = app
-            .registry
-            .store
-            .cleanup_temp(Duration::from_secs(3600))
-            .await
-        {
-            tracing::warn!(error = %e, "temp file cleanup failed");
+        if let Some(fs) = app.registry.store.as_fs() {
+            if let Err(e) = fs.cleanup_temp(Duration::from_secs(3600)).await {
+                tracing::warn!(error = %e, "temp file cleanup failed");
+            }
         }
         if app.shutdown.is_set() {
             return;

@@ -669,8 +669,12 @@ fn idle_upload_sessions_expire() {
     );
     let loc = srv.start_upload("exp/app");
     assert_eq!(srv.request("PATCH", &loc, &[], b"some bytes").status, 202);
+    // On S3 (ORIGIN_TEST_STORAGE=s3) the session's objects are checked by the backend's own
+    // tests; here only that the session is gone.
     let uploads = srv.dir.0.join("data/repositories/exp/app/_uploads");
-    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 1);
+    if !storage_on_s3() {
+        assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 1);
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let left = || std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
     while srv.get(&loc).status != 404 || left() != 0 {

@@ -2,9 +2,33 @@
 
 use crate::app::App;
 use crate::error::{Code, Error, Result};
+use crate::http::response::{BodySource, SourceRead, StreamBody};
 use crate::http::{Body, FileBody, Method, Request, Response};
 use crate::oci::{Digest, RepoName};
-use crate::storage::BlobReader;
+use crate::storage::{BackendReader, BlobReader, S3Reader};
+
+/// A blob on object storage served as a pulled body, from `pos` on.
+struct StoredBlob {
+    reader: Box<S3Reader>,
+    pos: u64,
+}
+
+impl BodySource for StoredBlob {
+    fn read(&mut self, mut buf: Vec<u8>, want: usize) -> SourceRead<'_> {
+        Box::pin(async move {
+            use compio::buf::{IntoInner, IoBuf};
+            buf.clear();
+            buf.reserve(want);
+            let compio::BufResult(r, slice) =
+                self.reader.read_at(buf.slice(..want), self.pos).await;
+            let buf = slice.into_inner();
+            if let Ok(n) = r {
+                self.pos += n as u64;
+            }
+            (r, buf)
+        })
+    }
+}
 
 fn blob_unknown() -> Error {
     Error::new(Code::BlobUnknown, "blob unknown to registry")
@@ -71,9 +95,16 @@ pub async fn handle(
     };
     let (resp, offset, len) = ranged(digest, size, req.head.header("range"))?;
     let body = match reader {
-        Some(r) => Body::File(FileBody {
+        Some(BackendReader::Fs(r)) => Body::File(FileBody {
             file: r.into_file(),
             offset,
+            len,
+        }),
+        Some(BackendReader::S3(r)) => Body::Stream(StreamBody {
+            source: Box::new(StoredBlob {
+                reader: r,
+                pos: offset,
+            }),
             len,
         }),
         None => Body::Length(len),

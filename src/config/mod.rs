@@ -128,6 +128,9 @@ impl Config {
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        if config.storage.fs.is_none() && config.storage.s3.is_none() {
+            config.storage.fs = Some(FsStorageConfig::default());
+        }
         config.resolve_secrets()?;
         config.validate()?;
         Ok(config)

@@ -141,11 +141,17 @@ impl Default for ServerConfig {
     }
 }
 
+/// `[storage]`: a local directory or an S3-compatible bucket. With neither given, the
+/// directory `./data` (filled in when the configuration is parsed).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    /// A local directory; exclusive with `s3`.
     #[serde(default)]
-    pub fs: FsStorageConfig,
+    pub fs: Option<FsStorageConfig>,
+    /// An S3-compatible bucket; exclusive with `fs` (its type: `storage::s3::config`).
+    #[serde(default)]
+    pub s3: Option<crate::storage::s3::S3Config>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -9,7 +9,10 @@ fn embedded_default_parses_with_expected_values() {
     let c = Config::parse(EMBEDDED_DEFAULT).unwrap();
     assert_eq!(c.server.port, 5000);
     assert_eq!(c.server.bind_address.to_string(), "127.0.0.1");
-    assert_eq!(c.storage.fs.root_dir, PathBuf::from("./data"));
+    assert_eq!(
+        c.storage.fs.as_ref().unwrap().root_dir,
+        PathBuf::from("./data")
+    );
     assert_eq!(c.repository.len(), 1);
     assert!(c.repository[0].policy_default_allow);
     assert_eq!(c.server.manifest_bytes_max, 4 * 1024 * 1024);
@@ -59,7 +62,10 @@ fn documented_defaults_may_be_left_out() {
             format!("{:?}", embedded.server),
             "{text:?}"
         );
-        assert_eq!(c.storage.fs.root_dir, PathBuf::from("./data"));
+        assert_eq!(
+            c.storage.fs.as_ref().unwrap().root_dir,
+            PathBuf::from("./data")
+        );
     }
 }
 

@@ -36,8 +36,16 @@ impl Config {
         if s.manifest_bytes_max == 0 || s.manifest_bytes_max > 64 * 1024 * 1024 {
             return bad("server.manifest_bytes_max", "must be 1..=67108864");
         }
-        if self.storage.fs.root_dir.as_os_str().is_empty() {
-            return bad("storage.fs.root_dir", "must not be empty");
+        match (&self.storage.fs, &self.storage.s3) {
+            (Some(fs), None) if fs.root_dir.as_os_str().is_empty() => {
+                return bad("storage.fs.root_dir", "must not be empty");
+            }
+            (Some(_), None) => {}
+            (None, Some(s3)) => s3.validate().map_err(ConfigError)?,
+            (Some(_), Some(_)) => {
+                return bad("storage", "set [storage.fs] or [storage.s3], not both")
+            }
+            (None, None) => return bad("storage", "needs [storage.fs] or [storage.s3]"),
         }
         for (id, ident) in &self.identity {
             if ident.username.is_empty() || ident.username.contains(':') {

@@ -276,6 +276,10 @@ impl Drop for Response {
     }
 }
 
+/// Request body bytes copied into one socket write: bounds the copy a large part upload
+/// makes (the caller keeps the body for a retry) while keeping writes large.
+const BODY_WRITE_BYTES_MAX: usize = 256 * 1024;
+
 /// Largest body read only to keep a connection (a probe's `{}`, an error document).
 const DRAIN_BYTES_MAX: u64 = 64 * 1024;
 
@@ -493,6 +497,35 @@ impl Client {
         Err(io::Error::other("upstream redirected too many times"))
     }
 
+    /// Sends one request with a body (`Content-Length` framing; empty for DELETE and the like)
+    /// and reads the response head. Redirects are not followed, and a failed attempt is never
+    /// repeated here: object storage requests may be conditional, so only the caller knows
+    /// whether sending one again is safe.
+    pub async fn send_body(
+        &self,
+        method: &str,
+        target: &Target,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> io::Result<Response> {
+        let key = self.pool_key(&target.url);
+        let conn = match take_idle(&key) {
+            Some(conn) => conn,
+            None => self.connect(&target.url).await?,
+        };
+        self.exchange(conn, method, target, headers, Some(body), true, &key)
+            .await
+    }
+
+    fn pool_key(&self, url: &UpstreamUrl) -> PoolKey {
+        PoolKey {
+            https: url.https,
+            host: url.host.clone(),
+            port: url.port,
+            tls: Arc::as_ptr(&self.tls) as usize,
+        }
+    }
+
     async fn send_once(
         &self,
         method: &str,
@@ -501,15 +534,10 @@ impl Client {
         with_auth: bool,
     ) -> io::Result<Response> {
         let url = &target.url;
-        let key = PoolKey {
-            https: url.https,
-            host: url.host.clone(),
-            port: url.port,
-            tls: Arc::as_ptr(&self.tls) as usize,
-        };
+        let key = self.pool_key(url);
         if let Some(conn) = take_idle(&key) {
             match self
-                .exchange(conn, method, target, headers, with_auth, &key)
+                .exchange(conn, method, target, headers, None, with_auth, &key)
                 .await
             {
                 Ok(r) => return Ok(r),
@@ -527,7 +555,7 @@ impl Client {
             }
         }
         let conn = self.connect(url).await?;
-        self.exchange(conn, method, target, headers, with_auth, &key)
+        self.exchange(conn, method, target, headers, None, with_auth, &key)
             .await
     }
 
@@ -553,13 +581,16 @@ impl Client {
         })
     }
 
-    /// Sends the request on `conn` and reads the response head.
+    /// Sends the request (with `body`, framed by Content-Length, when there is one) on `conn`
+    /// and reads the response head.
+    #[allow(clippy::too_many_arguments)] // One private call path; a struct would only rename them.
     async fn exchange(
         &self,
         mut conn: Conn,
         method: &str,
         target: &Target,
         headers: &[(&str, String)],
+        body: Option<&[u8]>,
         with_auth: bool,
         key: &PoolKey,
     ) -> io::Result<Response> {
@@ -579,15 +610,35 @@ impl Client {
             head.push_str(value);
             head.push_str("\r\n");
         }
+        if let Some(body) = body {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
         head.push_str("\r\n");
-        match timeout(self.timeout, conn.write_all(head.into_bytes())).await {
-            Ok(BufResult(r, _)) => r?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "upstream did not take the request",
-                ))
+        let mut out = head.into_bytes();
+        let mut rest = body.unwrap_or(&[]);
+        // Small bodies go out with the head; large ones in bounded copies.
+        loop {
+            let n = rest
+                .len()
+                .min(BODY_WRITE_BYTES_MAX.saturating_sub(out.len()));
+            out.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            match timeout(self.timeout, conn.write_all(out)).await {
+                Ok(BufResult(r, o)) => {
+                    r?;
+                    out = o;
+                }
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "upstream did not take the request",
+                    ))
+                }
             }
+            if rest.is_empty() {
+                break;
+            }
+            out.clear();
         }
         let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
         loop {

@@ -633,6 +633,11 @@ async fn write_response<H: Handler>(
             send_growing(stream, &g, idle).await?;
             Ok(g.len)
         }
+        Body::Stream(mut s) if !head_only => {
+            write_all(stream, out, idle).await?;
+            send_stream(stream, &mut s, idle, out).await?;
+            Ok(s.len)
+        }
         _ => {
             write_all(stream, out, idle).await?;
             Ok(0)
@@ -667,6 +672,40 @@ async fn send_growing(
         }
         pos = upto;
     }
+    Ok(())
+}
+
+/// Bytes pulled from a stream source per socket write.
+const STREAM_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Sends a pulled body: one buffer at a time, each pull and each write within `idle`. A source
+/// that fails or ends early ends the response short, so the client sees a failed transfer.
+async fn send_stream(
+    stream: &mut Stream,
+    s: &mut super::response::StreamBody,
+    idle: Duration,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    let mut left = s.len;
+    while left > 0 {
+        let want = left.min(STREAM_CHUNK_BYTES as u64) as usize;
+        let mut buf = std::mem::take(out);
+        buf.clear();
+        let n = match timeout(idle, s.source.read(buf, want)).await {
+            Ok((r, b)) => {
+                buf = b;
+                r?
+            }
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "source stalled")),
+        };
+        if n == 0 || n > want {
+            return Err(io::Error::other("source ended before the announced length"));
+        }
+        *out = buf;
+        write_all(stream, out, idle).await?;
+        left -= n as u64;
+    }
+    out.clear();
     Ok(())
 }
 

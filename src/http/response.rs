@@ -9,6 +9,23 @@ pub struct FileBody {
     pub len: u64,
 }
 
+/// A body pulled from a source that is not a local file (object storage), one buffer at a
+/// time: memory is one buffer per response whatever the length.
+pub struct StreamBody {
+    pub source: Box<dyn BodySource>,
+    pub len: u64,
+}
+
+/// The next body bytes: appends at most `want` bytes to `buf` (which arrives empty) and
+/// returns how many; 0 before the announced length is a failed source.
+pub trait BodySource {
+    fn read(&mut self, buf: Vec<u8>, want: usize) -> SourceRead<'_>;
+}
+
+/// What `BodySource::read` returns: the count and the buffer back.
+pub type SourceRead<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (std::io::Result<usize>, Vec<u8>)> + 'a>>;
+
 pub enum Body {
     Empty,
     Bytes(Vec<u8>),
@@ -17,6 +34,8 @@ pub enum Body {
     Length(u64),
     /// A file region that is still being written (see `growing`).
     Growing(super::growing::GrowingBody),
+    /// Pulled from a source (a blob on object storage).
+    Stream(StreamBody),
 }
 
 impl Body {
@@ -27,6 +46,7 @@ impl Body {
             Body::File(f) => f.len,
             Body::Length(n) => *n,
             Body::Growing(g) => g.len,
+            Body::Stream(s) => s.len,
         }
     }
 

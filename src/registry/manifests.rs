@@ -269,13 +269,28 @@ impl Registry {
         }
     }
 
+    /// Whether `reference` may be served from this process's cache. Digests always (their
+    /// content is immutable); tags only on the fs backend, where this process sees every
+    /// write: on shared object storage another node may move a tag at any moment, and its
+    /// next read must see that (the cache's TTL would serve it stale).
+    fn cacheable(&self, reference: &Reference) -> bool {
+        matches!(reference, Reference::Digest(_)) || self.store.as_fs().is_some()
+    }
+
+    fn cached(&self, name: &RepoName, reference: &Reference) -> Option<super::cache::Cached> {
+        if !self.cacheable(reference) {
+            return None;
+        }
+        self.manifests.get(name.as_str(), reference.as_str())
+    }
+
     /// Digest, media type and size (HEAD): from the cache, or the links alone.
     pub async fn manifest_meta(
         &self,
         name: &RepoName,
         reference: &Reference,
     ) -> Result<(Digest, String, u64)> {
-        if let Some(hit) = self.manifests.get(name.as_str(), reference.as_str()) {
+        if let Some(hit) = self.cached(name, reference) {
             return Ok((
                 hit.digest,
                 hit.media_type.to_string(),
@@ -307,7 +322,7 @@ impl Registry {
         name: &RepoName,
         reference: &Reference,
     ) -> Result<StoredManifest> {
-        if let Some(hit) = self.manifests.get(name.as_str(), reference.as_str()) {
+        if let Some(hit) = self.cached(name, reference) {
             return Ok(StoredManifest {
                 digest: hit.digest,
                 media_type: hit.media_type.to_string(),
@@ -321,14 +336,16 @@ impl Registry {
             .get(&layout::blob_data(&digest))
             .await?
             .ok_or_else(|| Error::internal(format!("manifest {digest} linked but not stored")))?;
-        self.manifests.insert(
-            generation,
-            name.as_str(),
-            reference.as_str(),
-            &digest,
-            &media_type,
-            &obj.bytes,
-        );
+        if self.cacheable(reference) {
+            self.manifests.insert(
+                generation,
+                name.as_str(),
+                reference.as_str(),
+                &digest,
+                &media_type,
+                &obj.bytes,
+            );
+        }
         Ok(StoredManifest {
             digest,
             media_type,

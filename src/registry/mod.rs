@@ -11,8 +11,11 @@ pub mod uploads;
 
 use crate::error::{Code, Error, Result};
 use crate::oci::{Digest, RepoName};
-use crate::storage::{FsReader, FsStorage, PutCondition, Storage, StorageError};
+use crate::storage::{Backend, BackendReader, PutCondition, Storage, StorageError};
 
+/// Retry-After of a 503 when storage stayed unavailable through its own retries: long enough
+/// for a throttled or restarting object store, short for a client's patience.
+const STORAGE_RETRY_AFTER_SECS: u64 = 2;
 /// Catalog and tag listings hold at most this many names in memory.
 pub const LISTING_MAX: usize = 100_000;
 
@@ -23,6 +26,17 @@ impl From<StorageError> for Error {
                 tracing::error!(error = %e, "storage full");
                 Error::new(Code::Unknown, "storage is full").with_status(507)
             }
+            // Object storage that stayed unavailable through its retries: transient.
+            StorageError::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                tracing::warn!(error = %e, "storage unavailable");
+                Error::new(Code::Unknown, "storage temporarily unavailable")
+                    .with_status(503)
+                    .with_header("Retry-After", STORAGE_RETRY_AFTER_SECS.to_string())
+            }
+            StorageError::Conflict { .. } => Error::new(
+                Code::BlobUploadInvalid,
+                "upload was changed by another request",
+            ),
             other => Error::internal(other),
         }
     }
@@ -42,7 +56,7 @@ pub struct Settings {
 }
 
 pub struct Registry {
-    pub store: FsStorage,
+    pub store: Backend,
     pub settings: Settings,
     /// Shared by every worker of the process.
     pub manifests: std::sync::Arc<cache::ManifestCache>,
@@ -50,7 +64,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(
-        store: FsStorage,
+        store: Backend,
         settings: Settings,
         manifests: std::sync::Arc<cache::ManifestCache>,
     ) -> Self {
@@ -137,7 +151,11 @@ impl Registry {
             .is_some())
     }
 
-    pub async fn open_blob(&self, name: &RepoName, digest: &Digest) -> Result<Option<FsReader>> {
+    pub async fn open_blob(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<BackendReader>> {
         if !self.is_linked(name, digest).await? {
             return Ok(None);
         }

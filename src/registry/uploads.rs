@@ -15,7 +15,9 @@ use super::{layout, Registry};
 use crate::error::{Code, Error, Result};
 use crate::metrics::METRICS;
 use crate::oci::{Algorithm, Digest, Hasher, RepoName, UploadId};
-use crate::storage::{BlobReader, Etag, FsUpload, PutCondition, PutOutcome, Storage, UploadWriter};
+use crate::storage::{
+    BackendUpload, BlobReader, Etag, PutCondition, PutOutcome, Storage, UploadWriter,
+};
 
 /// Reads of upload data when a digest must be recomputed with another algorithm.
 const REHASH_CHUNK_BYTES: usize = 1024 * 1024;
@@ -37,7 +39,7 @@ pub struct Session {
     pub id: UploadId,
     pub offset: u64,
     pub hasher: Hasher,
-    pub data: FsUpload,
+    pub data: BackendUpload,
     started: u64,
     etag: Etag,
 }
@@ -197,7 +199,10 @@ impl Registry {
 
     /// Verifies the session's content against `digest` and commits it as a blob linked to
     /// the repository. On a mismatch the session is removed and nothing becomes visible.
-    pub async fn upload_finish(&self, s: Session, digest: &Digest) -> Result<()> {
+    pub async fn upload_finish(&self, mut s: Session, digest: &Digest) -> Result<()> {
+        // What was received becomes what the commit commits (object storage stages its
+        // buffered tail here; the fs commit syncs the file itself).
+        s.data.seal().await?;
         let (name, id) = (s.name.clone(), s.id.clone());
         let s_offset = s.offset;
         let actual = if digest.algorithm() == s.hasher.algorithm() {

@@ -2,15 +2,18 @@
 //!
 //! The trait is shaped like an object store (whole-object put with create-if-absent and
 //! replace-if-unchanged conditions, ranged reads, list by prefix with a start-after key,
-//! delete), so an S3-compatible backend can sit behind it later. Appends exist only inside
-//! upload sessions. Hard links, renames and file locks stay inside the fs backend.
+//! delete); two backends implement it, `fs` and `s3`, and `Backend` dispatches between them.
+//! Appends exist only inside upload sessions. Hard links, renames and file locks stay inside
+//! the fs backend.
 //!
 //! Keys are `/`-separated relative paths such as `repositories/library/alpine/_tags/latest`,
 //! built by the layout layer above. This module knows nothing of HTTP or OCI.
 //!
 //! All futures here are `!Send` by design: the server runs one compio runtime per core.
 
+pub mod backend;
 pub mod fs;
+pub mod s3;
 
 #[cfg(test)]
 mod tests;
@@ -23,7 +26,9 @@ use std::time::SystemTime;
 use compio::buf::{IoBuf, IoBufMut};
 use compio::BufResult;
 
+pub use backend::{Backend, BackendReader, BackendUpload};
 pub use fs::{FsReader, FsStorage, FsUpload};
+pub use s3::{S3Reader, S3Storage, S3Upload};
 
 /// Longest key accepted, in bytes. S3 caps object keys at 1024 bytes; keeping the same cap
 /// means a key valid for the fs backend is valid for an object-store backend too.
@@ -48,6 +53,8 @@ pub enum StorageError {
     TooManyEntries { prefix: String, limit: usize },
     /// `upload_create` found an upload with that key already.
     AlreadyExists { key: String },
+    /// Another writer changed the upload since this handle opened it; nothing was written.
+    Conflict { key: String },
     /// The backend failed.
     Io(io::Error),
 }
@@ -65,6 +72,9 @@ impl fmt::Display for StorageError {
                 write!(f, "listing {prefix:?} has more than {limit} entries")
             }
             StorageError::AlreadyExists { key } => write!(f, "{key:?} already exists"),
+            StorageError::Conflict { key } => {
+                write!(f, "{key:?} was changed by another writer")
+            }
             StorageError::Io(e) => write!(f, "storage I/O error: {e}"),
         }
     }
@@ -165,23 +175,36 @@ pub trait BlobReader {
     fn local_fd(&self) -> Option<BorrowedFd<'_>>;
 }
 
-/// An open upload session's data, written in place by one request at a time.
+/// An open upload session's data, appended to by one request at a time.
+///
+/// Data is append-only: `offset` must be the current `size()` (an object store cannot write
+/// in the middle of a multipart upload); backends may refuse any other offset. Writes are
+/// durable only after `sync`, which for an object store is also where a second writer that
+/// opened the same data loses (`StorageError::Conflict`).
 ///
 /// Drop the handle before `upload_commit`: after a commit the fs backend's destination may
 /// share the upload's inode, so a write through a stale handle would change the blob.
 #[allow(async_fn_in_trait)] // Futures are !Send by design (thread-per-core runtime).
 pub trait UploadWriter {
-    /// Writes all of `buf` at `offset` and hands the buffer back for reuse.
+    /// Appends all of `buf` at `offset` (== `size()`) and hands the buffer back for reuse.
     async fn write_all_at<B: IoBuf>(&mut self, buf: B, offset: u64) -> BufResult<(), B>;
 
-    /// Cuts (or extends with zeros) the data to `len` bytes, e.g. to drop a failed chunk.
+    /// Cuts the data back to `len` bytes (at most `size()`), e.g. to drop a failed chunk or a
+    /// crashed request's leftover past the recorded offset.
     async fn truncate(&mut self, len: u64) -> Result<()>;
 
-    /// Makes the data written so far durable.
-    async fn sync(&self) -> Result<()>;
+    /// Makes the data written so far durable; `Conflict` if another writer got there first.
+    async fn sync(&mut self) -> Result<()>;
 
     /// Current size in bytes.
     async fn size(&self) -> Result<u64>;
+
+    /// Makes everything written part of what `upload_commit` will commit. The fs backend's
+    /// commit makes the file durable itself, so by default this does nothing; an object store
+    /// must stage what it still holds in memory (its `sync`).
+    async fn seal(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// An object store. Every key argument is validated with [`validate_key`] before any I/O.

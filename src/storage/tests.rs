@@ -25,7 +25,7 @@ pub(crate) struct Fixture<S> {
 
 impl<S: Storage> Fixture<S> {
     /// Teardown: fails if the backend holds anything but `expected` keys.
-    async fn finish(self, case: &str, expected: &[&str]) {
+    pub(crate) async fn finish(self, case: &str, expected: &[&str]) {
         let mut want: Vec<String> = expected.iter().map(|k| k.to_string()).collect();
         want.sort();
         assert_eq!((self.raw_listing)(), want, "{case}: leftovers on disk");
@@ -49,13 +49,13 @@ pub(crate) async fn run_suite<S: Storage + Clone + 'static>(make: &dyn Fn() -> F
     invalid_keys(make()).await;
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
 }
 
-fn written(outcome: PutOutcome) -> Etag {
+pub(crate) fn written(outcome: PutOutcome) -> Etag {
     match outcome {
         PutOutcome::Written(etag) => etag,
         PutOutcome::PreconditionFailed => panic!("precondition failed unexpectedly"),
@@ -334,15 +334,15 @@ async fn ranged_reads<S: Storage>(f: Fixture<S>) {
     f.finish("ranged_reads", &["blob"]).await;
 }
 
-/// Upload data written at offsets (out of order, truncated, synced) is invisible at the
-/// destination until commit, and the commit moves exactly that data.
+/// Upload data appended (in pieces, truncated back, synced) is invisible at the destination
+/// until commit, and the commit moves exactly that data.
 async fn upload_commit_visibility<S: Storage>(f: Fixture<S>) {
     let s = &f.storage;
     let data = pattern(50_000, 11);
     let mut up = s.upload_create("up/1/data").await.unwrap();
-    let BufResult(res, _) = up.write_all_at(data[20_000..].to_vec(), 20_000).await;
-    res.unwrap();
     let BufResult(res, _) = up.write_all_at(data[..20_000].to_vec(), 0).await;
+    res.unwrap();
+    let BufResult(res, _) = up.write_all_at(data[20_000..].to_vec(), 20_000).await;
     res.unwrap();
     let BufResult(res, _) = up.write_all_at(vec![0xff; 100], 50_000).await;
     res.unwrap();
@@ -387,6 +387,7 @@ async fn upload_commit_onto_existing<S: Storage>(f: Fixture<S>) {
         let mut up = s.upload_create(&key).await.unwrap();
         let BufResult(res, _) = up.write_all_at(b"same".to_vec(), 0).await;
         res.unwrap();
+        up.sync().await.unwrap();
         drop(up);
         if sibling {
             // Session state next to the data must survive the commit.
@@ -530,7 +531,7 @@ fn fs_fixture() -> Fixture<FsStorage> {
     }
 }
 
-fn poll_runtime() -> Runtime {
+pub(crate) fn poll_runtime() -> Runtime {
     let mut proactor = ProactorBuilder::new();
     proactor.driver_type(DriverType::Poll);
     RuntimeBuilder::new()

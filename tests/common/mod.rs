@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod s3;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -50,6 +51,15 @@ pub struct Server {
     logs: mpsc::Receiver<String>,
     /// Log lines seen so far (filled by `logs_until` and `collect_logs`).
     pub seen: Vec<String>,
+    /// The S3 server under this node when the suite runs on S3 (`ORIGIN_TEST_STORAGE=s3`);
+    /// dropped after the node is stopped.
+    pub moto: Option<s3::Moto>,
+}
+
+/// Whether `Server::start`/`start_with` put nodes on S3 (a moto server each) instead of a
+/// directory: `ORIGIN_TEST_STORAGE=s3` runs the HTTP suites against the S3 backend.
+pub fn storage_on_s3() -> bool {
+    std::env::var("ORIGIN_TEST_STORAGE").as_deref() == Ok("s3")
 }
 
 /// A configuration for tests: port 0, storage in `dir`, the suite's I/O driver, and `extra`
@@ -74,7 +84,20 @@ impl Server {
     pub fn start_with(server_extra: &str, extra: &str) -> Server {
         let dir = TempDir::new("srv");
         let text = config_text(&dir.0, server_extra, extra);
-        Server::start_config(dir, &text, &[])
+        if !storage_on_s3() {
+            return Server::start_config(dir, &text, &[]);
+        }
+        let moto =
+            s3::Moto::start("Server::start_with").expect("ORIGIN_TEST_STORAGE=s3 needs moto");
+        moto.create_bucket("registry");
+        let fs = format!(
+            "[storage.fs]\nroot_dir = \"{}\"\n",
+            dir.0.join("data").display()
+        );
+        let text = text.replace(&fs, &moto.storage_section("registry"));
+        let mut srv = Server::start_config(dir, &text, &[]);
+        srv.moto = Some(moto);
+        srv
     }
 
     /// Starts `origin serve -c <config>` (optionally under a launcher such as nouring).
@@ -150,6 +173,7 @@ impl Server {
             config_path,
             logs: rx,
             seen: Vec::new(),
+            moto: None,
         };
         let line = server
             .logs_until("origin listening on ", Duration::from_secs(20))
@@ -214,8 +238,11 @@ impl Server {
         let _ = self.child.wait();
         let text = std::fs::read_to_string(&self.config_path).unwrap();
         let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
+        let moto = self.moto.take();
         drop(self);
-        Server::start_config(dir, &text, &[])
+        let mut srv = Server::start_config(dir, &text, &[]);
+        srv.moto = moto;
+        srv
     }
 
     pub fn signal(&self, sig: i32) {

@@ -73,7 +73,7 @@ impl UploadWriter for FsUpload {
         Ok(self.file.set_len(len).await?)
     }
 
-    async fn sync(&self) -> Result<()> {
+    async fn sync(&mut self) -> Result<()> {
         Ok(self.file.sync_data().await?)
     }
 

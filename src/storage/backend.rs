@@ -1,0 +1,190 @@
+//! Static dispatch over the backends: the registry holds a `Backend`, configured as fs or S3.
+//! (Futures are `!Send` and generic, so no `dyn`; one `match` per call costs nothing.)
+
+use std::os::fd::BorrowedFd;
+
+use compio::buf::{IoBuf, IoBufMut};
+use compio::BufResult;
+
+use super::{
+    BlobReader, CommitOutcome, FsReader, FsStorage, FsUpload, Meta, Object, PutCondition,
+    PutOutcome, Result, S3Reader, S3Storage, S3Upload, Storage, UploadWriter,
+};
+
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Fs(FsStorage),
+    S3(S3Storage),
+}
+
+pub enum BackendReader {
+    Fs(FsReader),
+    /// Boxed: it carries a response in flight, far larger than a file handle.
+    S3(Box<S3Reader>),
+}
+
+pub enum BackendUpload {
+    Fs(FsUpload),
+    S3(S3Upload),
+}
+
+impl From<FsStorage> for Backend {
+    fn from(s: FsStorage) -> Self {
+        Backend::Fs(s)
+    }
+}
+
+impl From<S3Storage> for Backend {
+    fn from(s: S3Storage) -> Self {
+        Backend::S3(s)
+    }
+}
+
+impl Backend {
+    /// The fs backend, when that is what this is (temp cleanup, tests).
+    pub fn as_fs(&self) -> Option<&FsStorage> {
+        match self {
+            Backend::Fs(s) => Some(s),
+            Backend::S3(_) => None,
+        }
+    }
+}
+
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Backend::Fs($s) => $e,
+            Backend::S3($s) => $e,
+        }
+    };
+}
+
+impl Storage for Backend {
+    type Reader = BackendReader;
+    type Upload = BackendUpload;
+
+    async fn get(&self, key: &str) -> Result<Option<Object>> {
+        each!(self, s => s.get(key).await)
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>, cond: PutCondition) -> Result<PutOutcome> {
+        each!(self, s => s.put(key, bytes, cond).await)
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<Meta>> {
+        each!(self, s => s.head(key).await)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        each!(self, s => s.delete(key).await)
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        each!(self, s => s.list(prefix, start_after, limit).await)
+    }
+
+    async fn list_dir(&self, prefix: &str) -> Result<Vec<String>> {
+        each!(self, s => s.list_dir(prefix).await)
+    }
+
+    async fn open_read(&self, key: &str) -> Result<Option<BackendReader>> {
+        Ok(match self {
+            Backend::Fs(s) => s.open_read(key).await?.map(BackendReader::Fs),
+            Backend::S3(s) => s
+                .open_read(key)
+                .await?
+                .map(|r| BackendReader::S3(Box::new(r))),
+        })
+    }
+
+    async fn upload_create(&self, key: &str) -> Result<BackendUpload> {
+        Ok(match self {
+            Backend::Fs(s) => BackendUpload::Fs(s.upload_create(key).await?),
+            Backend::S3(s) => BackendUpload::S3(s.upload_create(key).await?),
+        })
+    }
+
+    async fn open_upload(&self, key: &str) -> Result<Option<BackendUpload>> {
+        Ok(match self {
+            Backend::Fs(s) => s.open_upload(key).await?.map(BackendUpload::Fs),
+            Backend::S3(s) => s.open_upload(key).await?.map(BackendUpload::S3),
+        })
+    }
+
+    async fn upload_size(&self, key: &str) -> Result<Option<u64>> {
+        each!(self, s => s.upload_size(key).await)
+    }
+
+    async fn upload_commit(
+        &self,
+        upload_key: &str,
+        dest_key: &str,
+    ) -> Result<Option<CommitOutcome>> {
+        each!(self, s => s.upload_commit(upload_key, dest_key).await)
+    }
+}
+
+impl BlobReader for BackendReader {
+    fn size(&self) -> u64 {
+        match self {
+            BackendReader::Fs(r) => r.size(),
+            BackendReader::S3(r) => r.size(),
+        }
+    }
+
+    async fn read_at<B: IoBufMut>(&self, buf: B, offset: u64) -> BufResult<usize, B> {
+        match self {
+            BackendReader::Fs(r) => r.read_at(buf, offset).await,
+            BackendReader::S3(r) => r.read_at(buf, offset).await,
+        }
+    }
+
+    fn local_fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            BackendReader::Fs(r) => r.local_fd(),
+            BackendReader::S3(r) => r.local_fd(),
+        }
+    }
+}
+
+impl UploadWriter for BackendUpload {
+    async fn write_all_at<B: IoBuf>(&mut self, buf: B, offset: u64) -> BufResult<(), B> {
+        match self {
+            BackendUpload::Fs(u) => u.write_all_at(buf, offset).await,
+            BackendUpload::S3(u) => u.write_all_at(buf, offset).await,
+        }
+    }
+
+    async fn truncate(&mut self, len: u64) -> Result<()> {
+        match self {
+            BackendUpload::Fs(u) => u.truncate(len).await,
+            BackendUpload::S3(u) => u.truncate(len).await,
+        }
+    }
+
+    async fn sync(&mut self) -> Result<()> {
+        match self {
+            BackendUpload::Fs(u) => u.sync().await,
+            BackendUpload::S3(u) => u.sync().await,
+        }
+    }
+
+    async fn size(&self) -> Result<u64> {
+        match self {
+            BackendUpload::Fs(u) => u.size().await,
+            BackendUpload::S3(u) => u.size().await,
+        }
+    }
+
+    async fn seal(&mut self) -> Result<()> {
+        match self {
+            BackendUpload::Fs(u) => u.seal().await,
+            BackendUpload::S3(u) => u.seal().await,
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Test support: a real `moto_server` (PyPI `moto[server]`) on 127.0.0.1 and a free port,
+//! stopped by PID on drop; buckets made and listed through signed plain HTTP.
+//!
+//! Where moto is missing, `start` prints a SKIP line and returns `None`, unless
+//! `ORIGIN_REQUIRE_S3=1` (CI), where it panics. `scripts/moto.sh` installs it.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+
+use super::config::S3Config;
+
+/// How long moto may take to start listening (it imports a lot of Python).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Where `scripts/moto.sh` installs moto.
+const VENV_SERVER: &str = "/opt/origin-moto/bin/moto_server";
+pub const ACCESS_KEY: &str = "origin-test";
+pub const SECRET_KEY: &str = "origin-test-secret";
+
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+fn server_path() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("ORIGIN_MOTO_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    if std::path::Path::new(VENV_SERVER).exists() {
+        return Some(PathBuf::from(VENV_SERVER));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("moto_server"))
+            .find(|p| p.exists())
+    })
+}
+
+impl Moto {
+    /// Starts moto, or `None` (with a SKIP line naming `test`) when it is not installed.
+    pub fn start(test: &str) -> Option<Moto> {
+        let Some(path) = server_path() else {
+            if std::env::var("ORIGIN_REQUIRE_S3").as_deref() == Ok("1") {
+                panic!(
+                    "{test}: moto_server not found and ORIGIN_REQUIRE_S3=1 (run scripts/moto.sh)"
+                );
+            }
+            eprintln!("SKIP {test}: moto_server not found (run scripts/moto.sh to install it)");
+            return None;
+        };
+        // A free port: bound, read and released (moto binds it next; a clash fails loudly).
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = Command::new(&path)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{test}: cannot start {}: {e}", path.display()));
+        let moto = Moto { child, port };
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < START_TIMEOUT,
+                "{test}: moto did not listen on {port} within {START_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(moto)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A backend config for `bucket` on this server.
+    pub fn config(&self, bucket: &str) -> S3Config {
+        let text = format!(
+            "bucket = \"{bucket}\"\nendpoint = \"{}\"\npath_style = true\n\
+             access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n\
+             multipart_part_size = {}\nrequest_timeout = \"10s\"\n",
+            self.endpoint(),
+            super::config::PART_BYTES_MIN,
+        );
+        toml::from_str(&text).expect("test config")
+    }
+
+    fn bucket(&self, name: &str) -> Bucket {
+        let endpoint = self.endpoint().parse().expect("endpoint URL");
+        Bucket::new(endpoint, UrlStyle::Path, name.to_string(), "us-east-1").expect("bucket")
+    }
+
+    /// Creates a bucket.
+    pub fn create_bucket(&self, name: &str) {
+        let creds = Credentials::new(ACCESS_KEY, SECRET_KEY);
+        let bucket = self.bucket(name);
+        let url = bucket.create_bucket(&creds).sign(Duration::from_secs(600));
+        let (status, body) = self.http("PUT", url.as_str());
+        assert_eq!(status, 200, "create bucket {name}: {body}");
+    }
+
+    /// Everything the bucket holds below the trait: every object key and every multipart
+    /// upload in progress (as `multipart:<key>`), sorted.
+    pub fn raw_listing(&self, name: &str) -> Vec<String> {
+        let creds = Credentials::new(ACCESS_KEY, SECRET_KEY);
+        let bucket = self.bucket(name);
+        let mut out = Vec::new();
+        let mut action = bucket.list_objects_v2(Some(&creds));
+        action.with_max_keys(1000);
+        let (status, body) = self.http("GET", action.sign(Duration::from_secs(600)).as_str());
+        assert_eq!(status, 200, "list {name}: {body}");
+        let parsed = rusty_s3::actions::ListObjectsV2::parse_response(&body).expect("list XML");
+        assert!(
+            parsed.next_continuation_token.is_none(),
+            "raw listing is one page"
+        );
+        out.extend(parsed.contents.into_iter().map(|c| c.key));
+        let mut uploads = bucket.list_objects_v2(Some(&creds));
+        uploads.query_mut().insert("uploads", "");
+        let url = uploads.sign(Duration::from_secs(600));
+        let url = url.as_str().replace("list-type=2&", "");
+        let (status, body) = self.http("GET", &url);
+        assert_eq!(status, 200, "list multipart uploads of {name}: {body}");
+        for part in body.split("<Upload>").skip(1) {
+            if let Some(key) = super::xml::field(part, "Key") {
+                out.push(format!("multipart:{key}"));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// One request on a fresh connection: (status, body).
+    fn http(&self, method: &str, url: &str) -> (u16, String) {
+        let path = url
+            .split_once("://")
+            .and_then(|(_, r)| r.find('/').map(|i| &r[i..]))
+            .unwrap_or("/");
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+            self.port
+        )
+        .expect("send to moto");
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).expect("read from moto");
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, b)| b.to_string());
+        // Chunked bodies keep their size lines; callers only search them.
+        (status, body)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        // By PID: the child we started, nothing else.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
