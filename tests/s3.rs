@@ -30,6 +30,7 @@ fn node(moto: &Moto, bucket: &str) -> Server {
 /// chunked upload past the part size started on one node continues and ends on another, and
 /// the second node serves what the first stored.
 #[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
 fn s3_push_pull_across_nodes() {
     let Some(moto) = Moto::start("s3_push_pull_across_nodes") else {
         return;
@@ -105,6 +106,7 @@ fn s3_push_pull_across_nodes() {
 
 /// A node whose bucket does not exist refuses to start, naming the bucket.
 #[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
 fn s3_missing_bucket_refuses_start() {
     let Some(moto) = Moto::start("s3_missing_bucket_refuses_start") else {
         return;
@@ -146,6 +148,7 @@ fn s3_missing_bucket_refuses_start() {
 /// A tag moved on one node is what another node serves on its very next request, though the
 /// other node had just served (and could have cached) the old one.
 #[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
 fn s3_tag_read_after_write_across_nodes() {
     let Some(moto) = Moto::start("s3_tag_read_after_write_across_nodes") else {
         return;

@@ -38,6 +38,7 @@ fn s3_fixture(moto: &Moto, bucket: &str) -> S3Storage {
 
 /// The shared storage suite passes on S3 (moto), default driver.
 #[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
 fn s3_suite_default_driver() {
     let Some(moto) = Moto::start("s3_suite_default_driver") else {
         return;
@@ -48,6 +49,7 @@ fn s3_suite_default_driver() {
 
 /// The shared storage suite passes on S3 (moto), polling driver.
 #[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
 fn s3_suite_poll_driver() {
     let Some(moto) = Moto::start("s3_suite_poll_driver") else {
         return;
@@ -59,6 +61,7 @@ fn s3_suite_poll_driver() {
 /// moto (like S3) applies If-None-Match: * and If-Match atomically: of many writers racing on
 /// one key, exactly one wins, for every key.
 #[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
 fn s3_conditional_writes_are_atomic() {
     const KEYS: usize = 12;
     const RACERS: usize = 12;
@@ -129,6 +132,7 @@ async fn read_all<S: Storage>(s: &S, key: &str) -> Vec<u8> {
 /// instance (another node), truncated back once, commits to exactly its bytes with a
 /// multipart upload and leaves nothing behind; committing onto an existing blob keeps it.
 #[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
 fn s3_multipart_session_across_nodes() {
     let Some(moto) = Moto::start("s3_multipart_session_across_nodes") else {
         return;
@@ -206,6 +210,7 @@ fn s3_multipart_session_across_nodes() {
 /// Two writers (two nodes) open one session and both append: exactly one sync wins, the loser
 /// gets Conflict and its staged bytes are removed, and the commit holds the winner's bytes.
 #[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
 fn s3_upload_racing_writers() {
     let Some(moto) = Moto::start("s3_upload_racing_writers") else {
         return;
@@ -249,6 +254,7 @@ fn s3_upload_racing_writers() {
 /// The start-up probe passes on a good bucket and names the problem otherwise: a missing
 /// bucket, an unreachable endpoint; and it leaves no probe object behind.
 #[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
 fn s3_probe() {
     let Some(moto) = Moto::start("s3_probe") else {
         return;
@@ -275,6 +281,7 @@ fn s3_probe() {
 /// fail naming them, at once (a 403 is not retried). moto itself cannot refuse them: with its
 /// IAM checks on it answers presigned requests with 500, so the refusal is injected.
 #[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
 fn s3_probe_wrong_credentials() {
     let Some(moto) = Moto::start("s3_probe_wrong_credentials") else {
         return;
@@ -300,6 +307,7 @@ fn through_proxy(moto: &Moto, bucket: &str, attempts: u32) -> (S3Storage, FaultP
 /// SlowDown and 500 answers are retried within the budget; past it the error names the
 /// operation and the last cause, after exactly `attempts_max` requests.
 #[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
 fn s3_retries_transient_errors_within_budget() {
     let Some(moto) = Moto::start("s3_retries_transient_errors_within_budget") else {
         return;
@@ -334,6 +342,7 @@ fn s3_retries_transient_errors_within_budget() {
 /// A conditional PUT whose response is lost after it took effect is retried; the retry's
 /// 412 is resolved by the write token as the success it was. A real conflict stays a 412.
 #[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
 fn s3_conditional_put_with_lost_response() {
     let Some(moto) = Moto::start("s3_conditional_put_with_lost_response") else {
         return;
