@@ -30,7 +30,9 @@
 //! undoes the edges (read from the stored content, the revision edge last) and releases what
 //! they held. A PUT that touches it later sees the tombstone, or finds its revision edge gone
 //! and writes its edges again. Blob commits hold before they store, so a crash after a
-//! commit leaves a candidate too.
+//! commit leaves a candidate too. A delete writes the candidates of what it releases before
+//! it removes anything (for a crash) and again after (a pass that found the edges still there
+//! drops a candidate as referenced, with no condition on what it read).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

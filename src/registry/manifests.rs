@@ -402,6 +402,11 @@ impl Registry {
         self.manifests.invalidate(name.as_str(), &[digest.as_str()]);
         crate::failpoint::hit("delete-after-link");
         self.remove_edges(&edges).await?;
+        // And again now that they are released: a pass that saw the edges just before they
+        // went may have dropped the candidates written above as "referenced".
+        for d in &released {
+            self.gc_touch(d).await?;
+        }
         // Referrers of a deleted subject go with it.
         if depth < REFERRER_CASCADE_DEPTH_MAX {
             let dir = layout::referrers_dir(name, digest);
