@@ -57,6 +57,7 @@ fn localize(text: &str, pki: &Pki, secret: &Path, root: &Path) -> String {
         ("client_ca_bundle", pki.ca.as_path()),
         ("ca_bundle", pki.ca.as_path()),
         ("password_file", secret),
+        ("secret_access_key_file", secret),
         ("root_dir", root),
     ];
     text.lines()

@@ -138,6 +138,14 @@ impl Config {
 
     /// Reads the secrets given by file or environment variable into their plain fields.
     fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        if let Some(s3) = &mut self.storage.s3 {
+            let source = Secret {
+                plain: s3.secret_access_key.take(),
+                file: s3.secret_access_key_file.as_deref(),
+                env: s3.secret_access_key_env.as_deref(),
+            };
+            s3.secret_access_key = source.resolve("storage.s3.secret_access_key")?;
+        }
         for (i, repo) in self.repository.iter_mut().enumerate() {
             let Some(m) = &mut repo.mirror else { continue };
             for (j, u) in m.upstream.iter_mut().enumerate() {

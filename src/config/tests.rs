@@ -164,3 +164,31 @@ fn validation_names_the_bad_key() {
     let e = Config::parse(&text).unwrap_err();
     assert!(e.0.starts_with("identity.alice.password"), "{e}");
 }
+
+/// The S3 secret key may come from a file or the environment, like upstream passwords.
+#[test]
+fn s3_secret_from_file_or_environment() {
+    let dir = std::env::temp_dir().join(format!("origin-s3-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("secret");
+    std::fs::write(&file, "from-file\n").unwrap();
+    std::env::set_var("ORIGIN_TEST_S3_SECRET", "from-env");
+    let secret = |line: &str| {
+        let text = format!(
+            "[storage.s3]\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9\"\npath_style = true\n\
+             access_key_id = \"AKIA\"\n{line}\n"
+        );
+        Config::parse(&text).map(|c| c.storage.s3.unwrap().secret_access_key)
+    };
+    let file_line = format!("secret_access_key_file = {:?}", file.display().to_string());
+    assert_eq!(secret(&file_line).unwrap().as_deref(), Some("from-file"));
+    assert_eq!(
+        secret("secret_access_key_env = \"ORIGIN_TEST_S3_SECRET\"")
+            .unwrap()
+            .as_deref(),
+        Some("from-env")
+    );
+    let both = secret(&format!("secret_access_key = \"x\"\n{file_line}")).unwrap_err();
+    assert!(both.0.starts_with("storage.s3.secret_access_key"), "{both}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -45,7 +45,14 @@ pub struct S3Config {
     /// Else `AWS_SECRET_ACCESS_KEY` from the environment.
     #[serde(default)]
     pub secret_access_key: Option<String>,
-    /// Answer blob GETs with a 307 to a presigned URL (not served yet: see the README).
+    /// The secret read from a file instead (systemd credentials, Kubernetes secrets); one
+    /// trailing newline dropped. Read into `secret_access_key` when the file is loaded.
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// The secret read from this environment variable instead.
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+    /// Answer blob GETs with a 307 to a presigned URL. Not served yet: `true` is refused.
     #[serde(default)]
     pub redirect: bool,
     #[serde(default = "part_size_default")]
@@ -133,6 +140,14 @@ impl S3Config {
         }
         if self.region.is_empty() {
             return bad("region", "must not be empty");
+        }
+        if self.redirect {
+            // Refused rather than ignored: a client would otherwise pull through Origin while
+            // the operator believes the bytes go bucket-to-client.
+            return bad(
+                "redirect",
+                "presigned redirects are not served yet; leave it false (blobs stream through Origin)",
+            );
         }
         if let Some(e) = &self.endpoint {
             if let Err(why) = crate::http::client::UpstreamUrl::parse(e) {
@@ -241,5 +256,8 @@ mod tests {
         assert_eq!(c.normalized_prefix(), "reg/");
         assert_eq!(c.request_timeout, Duration::from_millis(250));
         assert!(toml::from_str::<S3Config>("bucket = \"b\"\nnope = 1").is_err());
+        // Not served yet: refused, not silently ignored.
+        let c = parse("bucket = \"b\"\nredirect = true");
+        assert!(c.validate().unwrap_err().starts_with("storage.s3.redirect"));
     }
 }
