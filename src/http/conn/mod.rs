@@ -1,0 +1,352 @@
+//! One connection: read a head, hand the request to the handler, write the response, repeat.
+//!
+//! Every wait has a deadline (head, keep-alive idle, body idle, whole request). On io_uring a
+//! timed-out read is cancelled by compio when its future is dropped, and the kernel's buffer
+//! stays owned by the driver until the completion arrives, so a deadline never frees memory
+//! the kernel still writes to.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use compio::buf::{BufResult, IntoInner, IoBuf, IoBufMut};
+use compio::io::{AsyncRead, AsyncWrite};
+use compio::net::TcpStream;
+use compio::time::timeout;
+use std::rc::Rc;
+
+use crate::tls::{PeerIdentity, TlsStream};
+
+use super::head::{self, HeadError, Method, RequestHead};
+use super::response::Response;
+
+mod body;
+mod send;
+
+pub use body::{BodyError, BodyRead, BodyReader};
+use send::write_response;
+
+/// First allocation for a connection's head buffer; it grows to the head limit only if needed.
+const HEAD_BUF_INITIAL_BYTES: usize = 4096;
+/// Reads of a file body go through a buffer of this size when not using sendfile.
+pub const FILE_CHUNK_BYTES: usize = 256 * 1024;
+/// After a response, at most this much of an unread request body is drained to keep the
+/// connection; more than that and the connection is closed instead.
+const DRAIN_BYTES_MAX: u64 = 256 * 1024;
+/// Lingering close: at most this long and this much discarded before the socket is closed.
+const LINGER_TIME_MAX: Duration = Duration::from_secs(2);
+const LINGER_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub head: head::Limits,
+    pub head_read_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub query_timeout: Duration,
+}
+
+/// The transport under a connection.
+pub enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl AsyncRead for Stream {
+    async fn read<B: IoBufMut>(&mut self, buf: B) -> BufResult<usize, B> {
+        match self {
+            Stream::Tcp(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    async fn write<B: IoBuf>(&mut self, buf: B) -> BufResult<usize, B> {
+        match self {
+            Stream::Tcp(s) => s.write(buf).await,
+            Stream::Tls(s) => s.write(buf).await,
+        }
+    }
+    async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush().await,
+            Stream::Tls(s) => s.flush().await,
+        }
+    }
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown().await,
+            Stream::Tls(s) => s.shutdown().await,
+        }
+    }
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The verified client certificate's subject, on an mTLS connection.
+    pub certificate: Option<Rc<PeerIdentity>>,
+}
+
+/// The application behind the server: routes, auth, storage. Plain functions of a request.
+pub trait Handler {
+    async fn handle(&self, req: &mut Request<'_>) -> Response;
+    /// The answer to a request refused before it reached `handle` (bad head, timeout).
+    fn protocol_error(&self, status: u16, message: &str) -> Response;
+    /// Header lines (each ending in CRLF) added to every response.
+    fn extra_headers(&self) -> &[u8];
+    /// Called once per finished request, for the access log and metrics.
+    fn completed(&self, record: &AccessRecord<'_>);
+    /// True once the server is shutting down: finish this request, then close.
+    fn draining(&self) -> bool;
+}
+
+pub struct AccessRecord<'a> {
+    pub method: Method,
+    pub target: &'a str,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration: Duration,
+    pub peer: SocketAddr,
+}
+
+pub struct Request<'a> {
+    pub head: RequestHead,
+    pub peer: SocketAddr,
+    pub certificate: Option<Rc<PeerIdentity>>,
+    pub body: BodyReader<'a>,
+}
+
+/// What ended reading a head.
+enum HeadRead {
+    Head(RequestHead),
+    /// The peer closed (or went idle past keep-alive) between requests: close quietly.
+    Idle,
+    Refused(u16, String),
+}
+
+/// Serves one connection until it closes. Never panics on what the client sends.
+pub async fn serve_connection<H: Handler>(
+    handler: &H,
+    mut stream: Stream,
+    conn_peer: Peer,
+    limits: &ConnLimits,
+    idle: &Cell<bool>,
+) {
+    let peer = conn_peer.addr;
+    let mut buf: Vec<u8> = Vec::with_capacity(HEAD_BUF_INITIAL_BYTES);
+    let mut out: Vec<u8> = Vec::new();
+    // Set when we close with request bytes still unread: closing at once would make the
+    // kernel send a reset that can destroy the response before the client reads it.
+    let mut linger = false;
+    loop {
+        let head = match read_head(&mut stream, &mut buf, limits, handler, idle).await {
+            HeadRead::Head(h) => h,
+            HeadRead::Idle => break,
+            HeadRead::Refused(status, why) => {
+                let resp = handler.protocol_error(status, &why);
+                let _ =
+                    write_response(&mut stream, resp, true, false, handler, limits, &mut out).await;
+                break;
+            }
+        };
+        let started = Instant::now();
+        let method = head.method;
+        let target = head.target.clone();
+        let wants_keep_alive = head.keep_alive;
+        let body = BodyReader::new(
+            &mut stream,
+            &mut buf,
+            head.body,
+            head.expect_continue,
+            limits.body_idle_timeout,
+        );
+        let mut req = Request {
+            head,
+            peer,
+            certificate: conn_peer.certificate.clone(),
+            body,
+        };
+        let written = Cell::new(false);
+        let outcome = timeout(
+            limits.query_timeout,
+            run_request(
+                handler,
+                &mut req,
+                &written,
+                wants_keep_alive,
+                limits,
+                &mut out,
+            ),
+        )
+        .await;
+        let bytes_in = req.body.bytes_read();
+        linger = !req.body.is_done();
+        drop(req);
+        let (status, bytes_out, keep) = match outcome {
+            Ok(r) => r,
+            Err(_) => {
+                // Past query_timeout: if nothing was sent yet, say so; then close either way.
+                if !written.get() {
+                    let resp = handler.protocol_error(503, "request exceeded query_timeout");
+                    let _ =
+                        write_response(&mut stream, resp, true, false, handler, limits, &mut out)
+                            .await;
+                }
+                (503, 0, false)
+            }
+        };
+        handler.completed(&AccessRecord {
+            method,
+            target: &target,
+            status,
+            bytes_in,
+            bytes_out,
+            duration: started.elapsed(),
+            peer,
+        });
+        if !keep {
+            break;
+        }
+        // The response buffer is not kept while the connection idles.
+        out = Vec::new();
+    }
+    let _ = stream.shutdown().await;
+    if linger {
+        lingering_close(&mut stream).await;
+    }
+}
+
+/// After a close with unread request bytes: read and discard for a short while so the
+/// client gets to read our response (bounded in bytes and time).
+async fn lingering_close(stream: &mut Stream) {
+    let deadline = Instant::now() + LINGER_TIME_MAX;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut total = 0;
+    while total < LINGER_BYTES_MAX {
+        let left = deadline.saturating_duration_since(Instant::now());
+        buf.clear();
+        match timeout(left, stream.read(buf)).await {
+            Ok(BufResult(Ok(n), b)) if n > 0 => {
+                total += n;
+                buf = b;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Handles one request and writes its response. Returns (status, body bytes sent, keep-alive).
+async fn run_request<H: Handler>(
+    handler: &H,
+    req: &mut Request<'_>,
+    written: &Cell<bool>,
+    wants_keep_alive: bool,
+    limits: &ConnLimits,
+    out: &mut Vec<u8>,
+) -> (u16, u64, bool) {
+    // Boxed: the handler's state (routes, storage calls) is large, and inlined it would make
+    // every connection's task that large even while the connection idles.
+    let resp = Box::pin(handler.handle(req)).await;
+    let status = resp.status;
+    // Keep the connection only if the body was consumed (or cheaply drained) and nobody
+    // asked to close.
+    let mut keep = wants_keep_alive && !handler.draining();
+    if keep && !req.body.is_done() {
+        keep = req.body.drain(DRAIN_BYTES_MAX).await;
+    }
+    let head_only = req.head.method == Method::Head;
+    written.set(true);
+    let sent = write_response(
+        req.body.stream,
+        resp,
+        !keep,
+        head_only,
+        handler,
+        limits,
+        out,
+    )
+    .await;
+    match sent {
+        Ok(n) => (status, n, keep),
+        Err(_) => (status, 0, false),
+    }
+}
+
+async fn read_head<H: Handler>(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    limits: &ConnLimits,
+    handler: &H,
+    idle: &Cell<bool>,
+) -> HeadRead {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if !Vec::is_empty(buf) {
+            match head::parse(buf, &limits.head) {
+                Ok(Some((h, n))) => {
+                    buf.drain(..n);
+                    return HeadRead::Head(h);
+                }
+                Ok(None) => {}
+                Err(e) => return refused(e),
+            }
+            deadline.get_or_insert_with(|| Instant::now() + limits.head_read_timeout);
+        } else if handler.draining() {
+            return HeadRead::Idle;
+        }
+        // Between requests the keep-alive deadline applies; once a head has started, the
+        // head deadline (measured from its first byte) does.
+        let wait = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => limits.keep_alive_timeout,
+        };
+        if deadline.is_none() {
+            if let Stream::Tcp(tcp) = &*stream {
+                // Between requests, wait for readability holding no buffer: 10,000 idle
+                // keep-alive connections then cost their task state only. (TLS keeps its
+                // buffer: rustls may hold decrypted bytes the socket no longer shows.)
+                *buf = Vec::new();
+                idle.set(true);
+                let ready = match tcp.to_poll_fd() {
+                    Ok(poll) => timeout(wait, poll.read_ready()).await,
+                    Err(_) => return HeadRead::Idle,
+                };
+                idle.set(false);
+                match ready {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return HeadRead::Idle,
+                }
+            }
+        }
+        let room = limits.head.header_bytes_max + 1024;
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve((buf.capacity()).clamp(HEAD_BUF_INITIAL_BYTES, room));
+        }
+        let taken = std::mem::take(buf);
+        // Idle means: between requests, nothing received. Shutdown may cut such a read.
+        idle.set(deadline.is_none());
+        let read = timeout(wait, stream.read(taken.uninit())).await;
+        idle.set(false);
+        match read {
+            Err(_) if deadline.is_some() => {
+                return HeadRead::Refused(408, "request head timed out".into())
+            }
+            Err(_) => return HeadRead::Idle,
+            Ok(BufResult(Ok(0), b)) => {
+                *buf = b.into_inner();
+                return HeadRead::Idle;
+            }
+            Ok(BufResult(Ok(_), b)) => *buf = b.into_inner(),
+            Ok(BufResult(Err(_), _)) => return HeadRead::Idle,
+        }
+    }
+}
+
+fn refused(e: HeadError) -> HeadRead {
+    HeadRead::Refused(e.status(), e.to_string())
+}

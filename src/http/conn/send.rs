@@ -1,0 +1,244 @@
+//! Writing responses: heads, in-memory bodies, files (sendfile where it can), growing
+//! files and streams.
+
+use std::io;
+use std::time::Duration;
+
+use compio::buf::{BufResult, IntoInner, IoBuf};
+use compio::io::{AsyncReadAt, AsyncReadAtExt, AsyncWriteExt};
+use compio::net::TcpStream;
+use compio::time::timeout;
+
+use super::super::response::{Body, Response};
+use super::{ConnLimits, Handler, Stream, FILE_CHUNK_BYTES};
+
+/// Writes a response; returns the body bytes sent.
+pub(super) async fn write_response<H: Handler>(
+    stream: &mut Stream,
+    resp: Response,
+    close: bool,
+    head_only: bool,
+    handler: &H,
+    limits: &ConnLimits,
+    out: &mut Vec<u8>,
+) -> io::Result<u64> {
+    out.clear();
+    resp.write_head(out, close, handler.extra_headers());
+    let idle = limits.body_idle_timeout;
+    match resp.body {
+        Body::Bytes(b) if !head_only => {
+            out.extend_from_slice(&b);
+            write_all(stream, out, idle).await?;
+            Ok(b.len() as u64)
+        }
+        Body::File(f) if !head_only && f.len <= INLINE_FILE_BYTES_MAX => {
+            // Small blobs go out with the head in one write: one send instead of two.
+            let start = out.len();
+            let len = f.len as usize;
+            out.reserve(len);
+            if crate::sys::direct_file_calls() {
+                use std::os::fd::AsRawFd;
+                out.resize(start + len, 0);
+                crate::sys::read_exact_at(f.file.as_raw_fd(), &mut out[start..], f.offset)?;
+            } else {
+                let taken = std::mem::take(out);
+                let BufResult(r, b) = f
+                    .file
+                    .read_exact_at(taken.slice(start..start + len), f.offset)
+                    .await;
+                *out = b.into_inner();
+                r?;
+            }
+            write_all(stream, out, idle).await?;
+            Ok(f.len)
+        }
+        Body::File(f) if !head_only => {
+            write_all(stream, out, idle).await?;
+            match stream {
+                Stream::Tcp(tcp) if zero_copy_ok(&f.file, f.offset, f.len) => {
+                    send_file_zero_copy(tcp, &f.file, f.offset, f.len, idle).await?
+                }
+                _ => send_file(stream, &f.file, f.offset, f.len, idle).await?,
+            }
+            Ok(f.len)
+        }
+        Body::Growing(g) if !head_only => {
+            write_all(stream, out, idle).await?;
+            send_growing(stream, &g, idle).await?;
+            Ok(g.len)
+        }
+        Body::Stream(mut s) if !head_only => {
+            write_all(stream, out, idle).await?;
+            send_stream(stream, &mut s, idle, out).await?;
+            Ok(s.len)
+        }
+        _ => {
+            write_all(stream, out, idle).await?;
+            Ok(0)
+        }
+    }
+}
+
+/// Sends a region of a file still being written, as far as the writer has got each time.
+/// A failed writer (or one silent for longer than `idle`) ends the response short, so the
+/// client sees a failed transfer.
+pub(super) async fn send_growing(
+    stream: &mut Stream,
+    g: &crate::http::growing::GrowingBody,
+    idle: Duration,
+) -> io::Result<()> {
+    let end = g.offset + g.len;
+    let mut pos = g.offset;
+    while pos < end {
+        let upto = match timeout(idle, g.progress.wait_beyond(pos)).await {
+            Ok(Ok(n)) => n.min(end),
+            Ok(Err(f)) => return Err(io::Error::other(f.message)),
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "source stalled")),
+        };
+        if upto <= pos {
+            return Err(io::Error::other("source ended before the announced length"));
+        }
+        match stream {
+            Stream::Tcp(tcp) if zero_copy_ok(&g.file, pos, upto - pos) => {
+                send_file_zero_copy(tcp, &g.file, pos, upto - pos, idle).await?
+            }
+            _ => send_file(stream, &g.file, pos, upto - pos, idle).await?,
+        }
+        pos = upto;
+    }
+    Ok(())
+}
+
+/// Bytes pulled from a stream source per socket write.
+pub(super) const STREAM_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Sends a pulled body: one buffer at a time, each pull and each write within `idle`. A source
+/// that fails or ends early ends the response short, so the client sees a failed transfer.
+pub(super) async fn send_stream(
+    stream: &mut Stream,
+    s: &mut crate::http::response::StreamBody,
+    idle: Duration,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    let mut left = s.len;
+    while left > 0 {
+        let want = left.min(STREAM_CHUNK_BYTES as u64) as usize;
+        let mut buf = std::mem::take(out);
+        buf.clear();
+        let n = match timeout(idle, s.source.read(buf, want)).await {
+            Ok((r, b)) => {
+                buf = b;
+                r?
+            }
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "source stalled")),
+        };
+        if n == 0 || n > want {
+            return Err(io::Error::other("source ended before the announced length"));
+        }
+        *out = buf;
+        write_all(stream, out, idle).await?;
+        left -= n as u64;
+    }
+    out.clear();
+    Ok(())
+}
+
+pub(super) async fn write_all(
+    stream: &mut Stream,
+    out: &mut Vec<u8>,
+    idle: Duration,
+) -> io::Result<()> {
+    let taken = std::mem::take(out);
+    match timeout(idle, stream.write_all(taken)).await {
+        Ok(BufResult(r, b)) => {
+            *out = b;
+            r
+        }
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+    }
+}
+
+/// File bodies up to this size are read into the response buffer and sent with the head.
+pub(super) const INLINE_FILE_BYTES_MAX: u64 = 64 * 1024;
+
+/// Largest count passed to one sendfile call; the socket buffer bounds what it sends anyway.
+pub(super) const SENDFILE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// sendfile(2) blocks the core on a page-cache miss, so it is used only when the whole
+/// range is cached (cachestat(2)); otherwise the async read path brings it in. On both
+/// drivers: the socket is non-blocking either way, and on the polling driver the read path
+/// costs a thread-pool round trip per 256 KiB (measured: see bench/results, poll runs).
+pub(super) fn zero_copy_ok(file: &compio::fs::File, offset: u64, len: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    len >= 64 * 1024
+        && crate::sys::cached_fraction(file.as_raw_fd(), offset, len).is_some_and(|f| f >= 1.0)
+}
+
+/// Sends a file region with sendfile(2) on the non-blocking socket, waiting for
+/// writability (with the idle deadline) whenever the socket buffer is full.
+pub(super) async fn send_file_zero_copy(
+    tcp: &TcpStream,
+    file: &compio::fs::File,
+    offset: u64,
+    len: u64,
+    idle: Duration,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = tcp.as_raw_fd();
+    let poll = tcp.to_poll_fd()?;
+    let _nonblocking = crate::sys::NonBlocking::set(sock)?;
+    let mut pos = offset;
+    let end = offset + len;
+    while pos < end {
+        let want = ((end - pos) as usize).min(SENDFILE_CHUNK_BYTES);
+        match crate::sys::sendfile(sock, file.as_raw_fd(), &mut pos, want) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shorter than announced",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match timeout(idle, poll.write_ready()).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out"))
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Copies a file region to the stream through one buffer.
+pub(super) async fn send_file(
+    stream: &mut Stream,
+    file: &compio::fs::File,
+    offset: u64,
+    len: u64,
+    idle: Duration,
+) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(FILE_CHUNK_BYTES.min(len.max(1) as usize));
+    let mut pos = offset;
+    let end = offset + len;
+    while pos < end {
+        buf.clear();
+        let want = ((end - pos) as usize).min(buf.capacity());
+        let BufResult(r, b) = file.read_at(buf.slice(..want), pos).await;
+        buf = b.into_inner();
+        let n = r?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shorter than announced",
+            ));
+        }
+        pos += n as u64;
+        write_all(stream, &mut buf, idle).await?;
+    }
+    Ok(())
+}
