@@ -22,6 +22,8 @@ pub struct Live {
     /// `[oidc.*]` providers: tokens as Bearer or as Basic passwords.
     pub oidc: crate::auth::oidc::OidcVerifier,
     pub tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
+    /// `immutable_tags` and their exclusions per `[[repository]]` entry.
+    pub immutable: crate::registry::immutable::ImmutableTags,
 }
 
 impl Live {
@@ -40,6 +42,7 @@ impl Live {
             has_identities: !config.identity.is_empty(),
             oidc: crate::auth::oidc::OidcVerifier::new(&config.oidc)?,
             tls,
+            immutable: crate::registry::immutable::ImmutableTags::compile(&config.repository)?,
         })
     }
 }

@@ -4,6 +4,7 @@ use crate::app::App;
 use crate::error::{Code, Error, Result};
 use crate::http::{Body, Method, Request, Response};
 use crate::oci::{Reference, RepoName};
+use crate::registry::manifests::{immutable_conflict, TagRule};
 
 pub async fn handle(
     app: &App,
@@ -58,8 +59,20 @@ pub async fn handle(
                 }
             })?;
             let content_type = req.head.header("content-type").map(str::to_owned);
+            let rule = match reference {
+                Reference::Tag(t)
+                    if app
+                        .live
+                        .get()
+                        .immutable
+                        .is_immutable(name.as_str(), t.as_str()) =>
+                {
+                    TagRule::Immutable
+                }
+                _ => TagRule::Mutable,
+            };
             let put = reg
-                .put_manifest(name, reference, content_type.as_deref(), body)
+                .put_manifest(name, reference, content_type.as_deref(), body, rule)
                 .await?;
             let mut resp = Response::new(201)
                 .header("Location", format!("/v2/{name}/manifests/{}", put.digest))
@@ -70,9 +83,31 @@ pub async fn handle(
             Ok(resp)
         }
         Method::Delete => {
+            let live = app.live.get();
+            let rules = &live.immutable;
             match reference {
-                Reference::Digest(d) => reg.delete_manifest(name, d).await?,
-                Reference::Tag(t) => reg.delete_tag(name, t).await?,
+                Reference::Digest(d) => {
+                    if !rules.is_empty() {
+                        let immutable = |t: &str| rules.is_immutable(name.as_str(), t);
+                        if let Some(tag) = reg.immutable_tag_of(name, d, immutable).await? {
+                            return Err(immutable_conflict(
+                                name,
+                                &tag,
+                                &format!("the manifest {d} it names cannot be deleted"),
+                            ));
+                        }
+                    }
+                    reg.delete_manifest(name, d).await?
+                }
+                Reference::Tag(t) => {
+                    if rules.is_immutable(name.as_str(), t.as_str()) {
+                        reg.resolve_tag(name, t)
+                            .await?
+                            .ok_or_else(|| Error::new(Code::ManifestUnknown, "manifest unknown"))?;
+                        return Err(immutable_conflict(name, t.as_str(), "it cannot be deleted"));
+                    }
+                    reg.delete_tag(name, t).await?
+                }
             }
             Ok(Response::new(202))
         }

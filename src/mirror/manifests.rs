@@ -34,7 +34,15 @@ pub async fn refresh_manifest(
         }
         Reference::Tag(tag) => {
             let local = reg.resolve_tag(name, tag).await?;
-            if local.is_some() && app.mirrors.is_fresh(ns, name, tag) {
+            // An immutable tag never changes: once cached it is served without asking upstream.
+            if local.is_some()
+                && (app.mirrors.is_fresh(ns, name, tag)
+                    || app
+                        .live
+                        .get()
+                        .immutable
+                        .is_immutable(name.as_str(), tag.as_str()))
+            {
                 return Ok(());
             }
             match revalidate_tag(app, ns, name, tag, local.as_ref()).await {

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod gc;
+pub mod immutable;
 pub mod layout;
 pub mod manifests;
 pub mod mirror;
