@@ -52,6 +52,8 @@ pub struct App {
     pub shutdown: Arc<Shutdown>,
     pub registry: Registry,
     pub buffers: Buffers,
+    /// The bounded queue of `async` event deliveries, shared by every worker.
+    pub events: Arc<crate::events::Queue>,
 }
 
 impl Handler for App {

@@ -185,6 +185,7 @@ fn check_deep(config: &Config) -> Result<(), String> {
     }
     crate::mirror::Mirrors::from_config(config)?;
     crate::auth::oidc::OidcVerifier::new(&config.oidc)?;
+    crate::events::Webhooks::compile(config)?;
     Ok(())
 }
 

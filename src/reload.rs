@@ -24,6 +24,8 @@ pub struct Live {
     pub tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
     /// `immutable_tags` and their exclusions per `[[repository]]` entry.
     pub immutable: crate::registry::immutable::ImmutableTags,
+    /// `[event_webhook.*]` and the entries that use them.
+    pub webhooks: crate::events::Webhooks,
 }
 
 impl Live {
@@ -43,6 +45,7 @@ impl Live {
             oidc: crate::auth::oidc::OidcVerifier::new(&config.oidc)?,
             tls,
             immutable: crate::registry::immutable::ImmutableTags::compile(&config.repository)?,
+            webhooks: crate::events::Webhooks::compile(config)?,
         })
     }
 }
@@ -90,6 +93,16 @@ impl LocalLive {
     pub fn new(cell: Arc<LiveCell>) -> Self {
         let cached = RefCell::new(cell.load());
         LocalLive { cell, cached }
+    }
+
+    /// True when webhooks are configured, without cloning the set (the request path asks
+    /// this for every event it could emit).
+    pub fn has_webhooks(&self) -> bool {
+        let generation = self.cell.generation.load(Ordering::Acquire);
+        if self.cached.borrow().0 != generation {
+            *self.cached.borrow_mut() = self.cell.load();
+        }
+        !self.cached.borrow().1.webhooks.is_empty()
     }
 
     pub fn get(&self) -> Arc<Live> {
@@ -202,8 +215,8 @@ fn mirror_changes(old: &Config, new: &Config) -> Vec<String> {
 /// What a reload cannot change, for `check-config` to say.
 pub const RESTART_ONLY: &str = "server.bind_address, server.port, server.workers, \
 server.io_driver, server.tls on/off, the server limits and timeouts, storage, metrics.listen, \
-uploads, gc, log, and every [repository.mirror] key (reload applies identities, policies and \
-TLS files)";
+uploads, gc, log, and every [repository.mirror] key (reload applies identities, policies, \
+TLS files, immutable tags, retention rules and event webhooks)";
 
 /// Re-reads `path` and publishes what can change live. Returns false when rejected.
 pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveCell) -> bool {
@@ -240,7 +253,7 @@ pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveC
     tracing::info!(file = %path.display(), "reload: read");
     cell.publish(live);
     tracing::info!(
-        "configuration reloaded: identities, policies and TLS certificates are now in effect"
+        "configuration reloaded: identities, policies, TLS certificates, immutable tags and event webhooks are now in effect"
     );
     true
 }

@@ -77,6 +77,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
         tracing::info!(namespace = %m.namespace, registry = %m.registry, upstreams = ?urls, "mirroring");
     }
     let manifests = Arc::new(ManifestCache::new(config.server.manifest_cache_bytes));
+    let events = crate::events::Queue::start(config.server.io_driver)?;
     let root = &config.storage.fs.root_dir;
     let store = FsStorage::new(root.clone())
         .map_err(|e| format!("storage.fs.root_dir {}: {e}", root.display()))?;
@@ -119,6 +120,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             manifests: manifests.clone(),
             live: live.clone(),
             mirrors: mirrors.clone(),
+            events: events.clone(),
             ops_listener: if index == 0 {
                 ops_listener.take()
             } else {
@@ -180,6 +182,9 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             }
         }
     }
+    // Requests are done: what they queued goes out within what is left of the grace period
+    // (the signal thread exits the process when it ends).
+    events.drain(config.server.query_timeout_grace_period);
     tracing::info!("shutdown complete");
     Ok(if failed { 1 } else { 0 })
 }
@@ -190,6 +195,7 @@ struct Shared {
     manifests: Arc<ManifestCache>,
     live: Arc<LiveCell>,
     mirrors: Arc<crate::mirror::Mirrors>,
+    events: Arc<crate::events::Queue>,
     /// The separate ops listener, given to worker 0 only.
     ops_listener: Option<std::net::TcpListener>,
     ops_slot: usize,
@@ -231,6 +237,7 @@ fn worker_main(
             config,
             shutdown,
             buffers: Buffers::default(),
+            events: shared.events,
         });
         if let Some(listener) = shared.ops_listener {
             let ops = WorkerSpec {

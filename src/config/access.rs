@@ -66,6 +66,9 @@ pub struct RepositoryConfig {
     /// Regular expressions matched against the whole tag: matching tags stay mutable.
     #[serde(default)]
     pub immutable_tags_exclusions: Vec<String>,
+    /// The `[event_webhook.<name>]`s that get this namespace's events.
+    #[serde(default)]
+    pub event_webhooks: Vec<String>,
 }
 
 /// `[repository.mirror]`: the namespace caches content pulled from upstream registries.

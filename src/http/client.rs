@@ -478,7 +478,7 @@ impl Client {
         let origin = target.url.clone();
         for _ in 0..=REDIRECTS_MAX {
             let same = target.url.same_origin(&origin);
-            let resp = self.send_once(method, &target, headers, same).await?;
+            let resp = self.send_once(method, &target, headers, same, &[]).await?;
             if matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
                 if let Some(next) = resp.header("location").and_then(|l| target.redirected(l)) {
                     // Docker Hub redirects every blob to its CDN: keep the registry's
@@ -493,12 +493,25 @@ impl Client {
         Err(io::Error::other("upstream redirected too many times"))
     }
 
+    /// Sends one request with a body (a webhook's POST), no redirects followed. The caller
+    /// gives the `Content-Type`; `Content-Length` is added here.
+    pub async fn send_with_body(
+        &self,
+        method: &str,
+        target: &Target,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> io::Result<Response> {
+        self.send_once(method, target, headers, true, body).await
+    }
+
     async fn send_once(
         &self,
         method: &str,
         target: &Target,
         headers: &[(&str, String)],
         with_auth: bool,
+        body: &[u8],
     ) -> io::Result<Response> {
         let url = &target.url;
         let key = PoolKey {
@@ -509,7 +522,7 @@ impl Client {
         };
         if let Some(conn) = take_idle(&key) {
             match self
-                .exchange(conn, method, target, headers, with_auth, &key)
+                .exchange(conn, method, target, headers, with_auth, &key, body)
                 .await
             {
                 Ok(r) => return Ok(r),
@@ -527,7 +540,7 @@ impl Client {
             }
         }
         let conn = self.connect(url).await?;
-        self.exchange(conn, method, target, headers, with_auth, &key)
+        self.exchange(conn, method, target, headers, with_auth, &key, body)
             .await
     }
 
@@ -554,6 +567,7 @@ impl Client {
     }
 
     /// Sends the request on `conn` and reads the response head.
+    #[allow(clippy::too_many_arguments)] // The request's parts, passed through unchanged.
     async fn exchange(
         &self,
         mut conn: Conn,
@@ -562,6 +576,7 @@ impl Client {
         headers: &[(&str, String)],
         with_auth: bool,
         key: &PoolKey,
+        body: &[u8],
     ) -> io::Result<Response> {
         let url = &target.url;
         let mut head = format!(
@@ -579,8 +594,13 @@ impl Client {
             head.push_str(value);
             head.push_str("\r\n");
         }
+        if !body.is_empty() {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
         head.push_str("\r\n");
-        match timeout(self.timeout, conn.write_all(head.into_bytes())).await {
+        let mut head = head.into_bytes();
+        head.extend_from_slice(body);
+        match timeout(self.timeout, conn.write_all(head)).await {
             Ok(BufResult(r, _)) => r?,
             Err(_) => {
                 return Err(io::Error::new(

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod receiver;
 pub mod upstream;
 
 use std::collections::HashMap;
