@@ -26,6 +26,8 @@ pub struct Live {
     pub immutable: crate::registry::immutable::ImmutableTags,
     /// `[event_webhook.*]` and the entries that use them.
     pub webhooks: crate::events::Webhooks,
+    /// `retention` rules per `[[repository]]` entry.
+    pub retention: crate::policy::retention::RetentionRules,
 }
 
 impl Live {
@@ -46,6 +48,7 @@ impl Live {
             tls,
             immutable: crate::registry::immutable::ImmutableTags::compile(&config.repository)?,
             webhooks: crate::events::Webhooks::compile(config)?,
+            retention: crate::policy::retention::RetentionRules::compile(&config.repository)?,
         })
     }
 }

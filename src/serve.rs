@@ -78,6 +78,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
     }
     let manifests = Arc::new(ManifestCache::new(config.server.manifest_cache_bytes));
     let events = crate::events::Queue::start(config.server.io_driver)?;
+    let pulls = Arc::new(crate::registry::retention::PullTimes::default());
     let root = &config.storage.fs.root_dir;
     let store = FsStorage::new(root.clone())
         .map_err(|e| format!("storage.fs.root_dir {}: {e}", root.display()))?;
@@ -121,6 +122,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             live: live.clone(),
             mirrors: mirrors.clone(),
             events: events.clone(),
+            pulls: pulls.clone(),
             ops_listener: if index == 0 {
                 ops_listener.take()
             } else {
@@ -196,6 +198,7 @@ struct Shared {
     live: Arc<LiveCell>,
     mirrors: Arc<crate::mirror::Mirrors>,
     events: Arc<crate::events::Queue>,
+    pulls: Arc<crate::registry::retention::PullTimes>,
     /// The separate ops listener, given to worker 0 only.
     ops_listener: Option<std::net::TcpListener>,
     ops_slot: usize,
@@ -238,6 +241,7 @@ fn worker_main(
             shutdown,
             buffers: Buffers::default(),
             events: shared.events,
+            pulls: shared.pulls,
         });
         if let Some(listener) = shared.ops_listener {
             let ops = WorkerSpec {
@@ -317,6 +321,14 @@ async fn collect_garbage(app: Rc<App>) {
         compio::time::sleep(interval).await;
         if app.shutdown.is_set() {
             return;
+        }
+        if app.config.gc.retention {
+            let live = app.live.get();
+            if let Err(e) =
+                crate::maintenance::retention(&app.registry, &live, &app.events, false).await
+            {
+                tracing::warn!(error = %e, "retention pass failed");
+            }
         }
         let grace = app.config.gc.grace_period;
         match app.registry.gc_pass(grace, false).await {

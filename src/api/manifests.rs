@@ -40,6 +40,12 @@ pub async fn handle(
             if let Some(ns) = mirror {
                 crate::mirror::note_pulled(app, ns, name, &m.digest).await;
             }
+            // Coalesced: a storage write at most once per manifest per node per interval.
+            if app.live.get().retention.applies(name.as_str()) && app.pulls.due(name, &m.digest) {
+                if let Err(e) = reg.record_pull(name, &m.digest).await {
+                    tracing::warn!(error = %e.message, "could not record a pull");
+                }
+            }
             if events::wanted(app) {
                 let spec = Spec {
                     kind: EventKind::ManifestPull,

@@ -66,6 +66,10 @@ pub struct RepositoryConfig {
     /// Regular expressions matched against the whole tag: matching tags stay mutable.
     #[serde(default)]
     pub immutable_tags_exclusions: Vec<String>,
+    /// CEL expressions saying which manifests to keep; a manifest no rule keeps is deleted
+    /// by the retention pass. Absent or empty: everything is kept.
+    #[serde(default)]
+    pub retention: Vec<String>,
     /// The `[event_webhook.<name>]`s that get this namespace's events.
     #[serde(default)]
     pub event_webhooks: Vec<String>,

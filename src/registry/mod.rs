@@ -7,6 +7,7 @@ pub mod immutable;
 pub mod layout;
 pub mod manifests;
 pub mod mirror;
+pub mod retention;
 pub mod scrub;
 pub mod uploads;
 
