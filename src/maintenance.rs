@@ -40,7 +40,7 @@ pub fn gc(config: &Config, dry_run: bool) -> i32 {
         }
     };
     let result = with_registry(config, async |reg: &Registry| {
-        let evicted = crate::mirror::evict(reg, &mirrors, dry_run).await?;
+        let evicted = crate::mirror::evict(reg, &mirrors, dry_run).await?.len();
         if evicted > 0 {
             let verb = if dry_run { "would evict" } else { "evicted" };
             println!("gc: {verb} {evicted} mirrored manifests not pulled recently");

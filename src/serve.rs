@@ -292,11 +292,14 @@ async fn housekeeping(app: Rc<App>) {
             Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
         }
         match crate::mirror::evict(&app.registry, &app.mirrors, false).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                manifests = n,
-                "evicted mirrored manifests not pulled recently"
-            ),
+            Ok(evicted) if evicted.is_empty() => {}
+            Ok(evicted) => {
+                tracing::info!(
+                    manifests = evicted.len(),
+                    "evicted mirrored manifests not pulled recently"
+                );
+                deletion_events(&app, &evicted, &crate::events::Actor::Mirror).await;
+            }
             Err(e) => tracing::warn!(error = %e, "mirror eviction failed"),
         }
         if let Err(e) = app
@@ -333,6 +336,7 @@ async fn collect_garbage(app: Rc<App>) {
         let grace = app.config.gc.grace_period;
         match app.registry.gc_pass(grace, false).await {
             Ok(r) => {
+                deletion_events(&app, &r.untagged_removed, &crate::events::Actor::Gc).await;
                 Metrics::add(&METRICS.gc_passes, 1);
                 Metrics::add(&METRICS.gc_blobs_reclaimed, r.blobs_removed as u64);
                 Metrics::add(&METRICS.gc_bytes_reclaimed, r.bytes_removed);
@@ -350,6 +354,33 @@ async fn collect_garbage(app: Rc<App>) {
             }
             Err(e) => tracing::warn!(error = %e, "gc pass failed"),
         }
+    }
+}
+
+/// `manifest.delete` events for manifests the registry removed itself (GC: untagged ones;
+/// the mirror: ones not pulled within `evict_after`).
+async fn deletion_events(
+    app: &App,
+    removed: &[(crate::oci::RepoName, crate::oci::Digest)],
+    actor: &crate::events::Actor,
+) {
+    use crate::events::{Event, EventKind, Phase};
+    if removed.is_empty() || !app.live.has_webhooks() {
+        return;
+    }
+    let live = app.live.get();
+    for (name, d) in removed {
+        let event = Event {
+            kind: EventKind::ManifestDelete,
+            repository: name.as_str(),
+            digest: d.as_str(),
+            tag: None,
+            reference: Some(d.as_str()),
+            media_type: None,
+            size: None,
+            actor,
+        };
+        let _ = crate::events::send(&live.webhooks, &app.events, &event, Phase::All).await;
     }
 }
 

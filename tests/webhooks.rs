@@ -338,3 +338,23 @@ fn check_config_names_bad_webhook_keys() {
     ));
     assert!(!ok && err.contains("event_webhook.a.ca_bundle"), "{err}");
 }
+
+/// Untagged manifests that GC removes (`gc.remove_untagged`) are reported with the gc actor.
+#[test]
+fn gc_deletions_are_reported_with_the_gc_actor() {
+    let recv = Receiver::start();
+    let hook = format!(
+        "[event_webhook.audit]\nurl = \"{}\"\nevents = [\"manifest.delete\"]\n\
+         [gc]\nenabled = true\nremove_untagged = true\ninterval = \"1s\"\ngrace_period = \"1s\"\n",
+        recv.url("/audit")
+    );
+    let srv = Server::start_with("", &allow_all_with("\"audit\"", &hook));
+    let (_, first) = srv.push_image("gc/app", "v1", &[bytes(5, 100)]);
+    srv.push_image("gc/app", "v1", &[bytes(6, 100)]);
+    let got = recv.wait_for(WAIT, |g| !g.is_empty());
+    assert_eq!(got.len(), 1, "no gc event");
+    let v = got[0].json();
+    assert_eq!(v["kind"], "manifest.delete");
+    assert_eq!(v["digest"], first.as_str());
+    assert_eq!(v["actor"], serde_json::json!({"kind": "gc"}));
+}
