@@ -101,11 +101,16 @@ impl LocalLive {
     /// True when webhooks are configured, without cloning the set (the request path asks
     /// this for every event it could emit).
     pub fn has_webhooks(&self) -> bool {
+        self.peek(|live| !live.webhooks.is_empty())
+    }
+
+    /// Reads the current set without cloning it (no reference count touched).
+    pub fn peek<R>(&self, f: impl FnOnce(&Live) -> R) -> R {
         let generation = self.cell.generation.load(Ordering::Acquire);
         if self.cached.borrow().0 != generation {
             *self.cached.borrow_mut() = self.cell.load();
         }
-        !self.cached.borrow().1.webhooks.is_empty()
+        f(&self.cached.borrow().1)
     }
 
     pub fn get(&self) -> Arc<Live> {

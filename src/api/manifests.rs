@@ -41,7 +41,9 @@ pub async fn handle(
                 crate::mirror::note_pulled(app, ns, name, &m.digest).await;
             }
             // Coalesced: a storage write at most once per manifest per node per interval.
-            if app.live.get().retention.applies(name.as_str()) && app.pulls.due(name, &m.digest) {
+            if app.live.peek(|l| l.retention.applies(name.as_str()))
+                && app.pulls.due(name, &m.digest)
+            {
                 if let Err(e) = reg.record_pull(name, &m.digest).await {
                     tracing::warn!(error = %e.message, "could not record a pull");
                 }
@@ -101,16 +103,12 @@ async fn put(
         }
     })?;
     let content_type = req.head.header("content-type").map(str::to_owned);
+    let immutable = |t: &str| {
+        app.live
+            .peek(|l| l.immutable.is_immutable(name.as_str(), t))
+    };
     let rule = match reference {
-        Reference::Tag(t)
-            if app
-                .live
-                .get()
-                .immutable
-                .is_immutable(name.as_str(), t.as_str()) =>
-        {
-            TagRule::Immutable
-        }
+        Reference::Tag(t) if immutable(t.as_str()) => TagRule::Immutable,
         _ => TagRule::Mutable,
     };
     // The events of this push, known before it is stored (for `required` webhooks).
