@@ -119,14 +119,7 @@ struct EventJson<'a> {
 impl Event<'_> {
     /// The JSON payload with a fresh event id and the current time.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut id = [0u8; 16];
-        // Uniqueness is what matters; a failed read of the OS RNG falls back to the clock.
-        if getrandom::getrandom(&mut id).is_err() {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            id = nanos.to_le_bytes();
-        }
+        let id = event_id();
         let actor = match self.actor {
             Actor::Client { id, username, ip } => ActorJson {
                 kind: "client",
@@ -194,6 +187,11 @@ pub async fn send(
         if !wanted {
             continue;
         }
+        // A full queue drops the event before it is even serialised.
+        if t.delivery == Delivery::Async && queue.is_full() {
+            queue.drop_one(&t.name, event.kind.as_str());
+            continue;
+        }
         let body = body.get_or_insert_with(|| event.to_json().into()).clone();
         match t.delivery {
             Delivery::Async => queue.push(t, event.kind.as_str(), body),
@@ -212,6 +210,30 @@ pub async fn send(
         }
     }
     result
+}
+
+/// A unique event id: 64 random bits drawn once per process, then a counter (no system call
+/// per event on the request path).
+fn event_id() -> [u8; 16] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut r = [0u8; 8];
+        // Uniqueness is what matters; without the OS RNG the start time stands in.
+        if getrandom::getrandom(&mut r).is_err() {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            r = nanos.to_le_bytes();
+        }
+        u64::from_le_bytes(r)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&prefix.to_be_bytes());
+    id[8..].copy_from_slice(&n.to_be_bytes());
+    id
 }
 
 /// `2026-01-02T03:04:05.678Z` (UTC, milliseconds).
@@ -279,6 +301,8 @@ mod tests {
             actor: &actor,
         };
         let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        let again: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_ne!(v["id"], again["id"]);
         assert_eq!(v["kind"], "tag.create");
         assert_eq!(v["actor"]["username"], "robot");
         assert_eq!(v["actor"]["ip"], "127.0.0.1");

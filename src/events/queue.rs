@@ -64,6 +64,17 @@ impl Queue {
         })
     }
 
+    /// True when a delivery queued now would be dropped (approximately: the depth gauge).
+    pub fn is_full(&self) -> bool {
+        METRICS.webhook_queued.load(Relaxed) >= QUEUE_EVENTS_MAX as i64
+    }
+
+    /// Counts (and logs, at debug level) a delivery dropped without being queued.
+    pub fn drop_one(&self, webhook: &str, kind: &str) {
+        Metrics::add(&METRICS.webhook_dropped, 1);
+        tracing::debug!(webhook, event = kind, "event queue full: event dropped");
+    }
+
     /// Queues one delivery; drops it (counted) when the queue is full or closed.
     pub fn push(&self, target: Arc<Target>, kind: &'static str, body: Arc<[u8]>) {
         let tx = lock(&self.tx);
@@ -75,9 +86,9 @@ impl Queue {
             Ok(()) => {
                 METRICS.webhook_queued.fetch_add(1, Relaxed);
             }
+            // Counted, not logged at warn level: a full queue would flood the log.
             Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => {
-                Metrics::add(&METRICS.webhook_dropped, 1);
-                tracing::warn!(webhook = %j.target.name, event = j.kind, "event queue full: event dropped");
+                self.drop_one(&j.target.name, j.kind)
             }
         }
     }
