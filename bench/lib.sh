@@ -7,6 +7,8 @@ ROOT=$(cd "$BENCH_DIR/.." && pwd)
 WORK=${BENCH_WORK:-$(mktemp -d /tmp/origin-bench.XXXXXX)}
 mkdir -p "$WORK"
 PIDS=()
+# The binary under test: target/release/origin, or under $CARGO_TARGET_DIR when set.
+ORIGIN_BIN=${ORIGIN_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/origin}
 
 cleanup() {
   for pid in "${PIDS[@]:-}"; do
@@ -29,7 +31,7 @@ build_origin() {
   if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     (cd "$ROOT" && cargo build --release -q)
   fi
-  [ -x "$ROOT/target/release/origin" ] || { echo "no target/release/origin" >&2; exit 1; }
+  [ -x "$ORIGIN_BIN" ] || { echo "no $ORIGIN_BIN" >&2; exit 1; }
 }
 
 # free_port: asks the kernel for an unused loopback port.
@@ -106,7 +108,7 @@ interval = "6h"
 $repos
 ${ORIGIN_EXTRA_TOML:-}
 TOML
-  "$ROOT/target/release/origin" serve -c "$WORK/origin-$port.toml" 2>>"$WORK/origin-$port.log" &
+  "$ORIGIN_BIN" serve -c "$WORK/origin-$port.toml" 2>>"$WORK/origin-$port.log" &
   ORIGIN_PID=$!
   PIDS+=("$ORIGIN_PID")
   # shellcheck disable=SC2086
@@ -324,7 +326,7 @@ large_phase() {
 
 # origin_description: the binary measured: version, build time, and how it relates to HEAD.
 origin_description() {
-  local bin="$ROOT/target/release/origin" rev built commit_t bin_t note=""
+  local bin="$ORIGIN_BIN" rev built commit_t bin_t note=""
   rev=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
   bin_t=$(stat -c %Y "$bin")
   built=$(date -u -d "@$bin_t" +%H:%M:%SZ)

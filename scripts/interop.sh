@@ -556,6 +556,13 @@ spawn_origin() {
 start_origin() {
   local dir=$WORK/origin
   mkdir -p "$dir/data"
+  # An event webhook receiver (see s_skopeo_webhook).
+  WEBHOOK_PORT=$(free_port) || return 1
+  WEBHOOK_EVENTS=$dir/webhook-events.jsonl
+  : >"$WEBHOOK_EVENTS"
+  python3 "$ROOT/scripts/interop/webhook-receiver.py" "$WEBHOOK_PORT" "$WEBHOOK_EVENTS" \
+    >"$LOGS/webhook-receiver.out" 2>&1 &
+  PIDS+=($!)
   cat >"$dir/config.toml" <<EOF
 [server]
 bind_address = "127.0.0.1"
@@ -572,6 +579,13 @@ root_dir = "$dir/data"
 namespace = ""
 policy_default_allow = true
 policies = []
+event_webhooks = ["interop"]
+
+[event_webhook.interop]
+url = "http://127.0.0.1:$WEBHOOK_PORT/events"
+events = ["manifest.push"]
+repository_filter = ["interop/webhook"]
+token = "$WEBHOOK_TOKEN"
 EOF
   REG_LOG=$LOGS/origin.err
   spawn_origin origin "$dir/config.toml" || { REGISTRY_PID=$SPAWNED_PID; return 1; }
@@ -873,6 +887,19 @@ s_skopeo_copy_between_repos() {
   for d in $(jq -r '.config.digest, .layers[].digest' "$SINGLE_LAYOUT/blobs/sha256/${SINGLE_DIGEST#sha256:}"); do
     expect_blob interop/skopeo-copied "$d"
   done
+}
+
+# Origin only: a skopeo push reaches the event webhook receiver started with the registry,
+# signed with the webhook's token (scripts/interop/webhook-check.py checks the HMAC).
+WEBHOOK_TOKEN=interop-webhook-token
+webhook_got_push() {
+  python3 "$ROOT/scripts/interop/webhook-check.py" "$WEBHOOK_EVENTS" "$WEBHOOK_TOKEN" \
+    interop/webhook v1 "$SINGLE_DIGEST"
+}
+s_skopeo_webhook() {
+  if [ "$TARGET" != origin ]; then echo "not origin: nothing to check"; return 0; fi
+  SK copy "oci:$SINGLE_LAYOUT:v1" "docker://$REG/interop/webhook:v1" --dest-tls-verify=false
+  wait_until 10 webhook_got_push || webhook_got_push
 }
 
 s_skopeo_list_tags() {
@@ -2023,6 +2050,7 @@ step skopeo-copy-index-in s_skopeo_index_in
 step skopeo-copy-index-out s_skopeo_index_out
 step skopeo-copy-between-repos s_skopeo_copy_between_repos
 step skopeo-list-tags s_skopeo_list_tags
+step skopeo-push-webhook s_skopeo_webhook
 step curl-tags-list s_curl_tags_list
 if [ "$TARGET" != distribution ]; then
   step curl-tags-pagination s_curl_tags_pagination

@@ -52,6 +52,10 @@ pub struct App {
     pub shutdown: Arc<Shutdown>,
     pub registry: Registry,
     pub buffers: Buffers,
+    /// The bounded queue of `async` event deliveries, shared by every worker.
+    pub events: Arc<crate::events::Queue>,
+    /// When this node last recorded a pull of each manifest (retention), shared by workers.
+    pub pulls: Arc<crate::registry::retention::PullTimes>,
 }
 
 impl Handler for App {

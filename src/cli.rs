@@ -16,6 +16,8 @@ Usage:
   origin gc [--dry-run] [-c FILE] one garbage-collection pass over the storage
   origin scrub [--repair] [-c FILE]
                                   check blobs, links and references; repair what is safe
+  origin scrub --retention [--dry-run] [-c FILE]
+                                  delete the manifests no retention rule keeps
   origin --help | --version
 
 Without -c, ./config.toml is used when present, else an embedded default:
@@ -30,6 +32,7 @@ enum Command {
     HashPassword,
     Gc(Option<PathBuf>, bool),
     Scrub(Option<PathBuf>, bool),
+    Retention(Option<PathBuf>, bool),
     Help,
     Version,
 }
@@ -63,10 +66,14 @@ fn parse(args: &[String]) -> Result<Command, String> {
     };
     let mut config = None;
     let mut flag = false;
+    let mut retention = false;
+    let mut dry_run = false;
     let mut overrides = Overrides::default();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--dry-run" if cmd == "gc" => flag = true,
+            "--dry-run" if cmd == "scrub" => dry_run = true,
+            "--retention" if cmd == "scrub" => retention = true,
             "--repair" if cmd == "scrub" => flag = true,
             "--port" | "-p" if cmd == "serve" => {
                 let v = it.next().ok_or("--port needs a number")?;
@@ -90,6 +97,9 @@ fn parse(args: &[String]) -> Result<Command, String> {
     Ok(match cmd {
         "check-config" => Command::CheckConfig(config),
         "gc" => Command::Gc(config, flag),
+        "scrub" if retention && !flag => Command::Retention(config, dry_run),
+        "scrub" if retention => return Err("--retention and --repair do not go together".into()),
+        "scrub" if dry_run => return Err("scrub --dry-run goes with --retention".into()),
         "scrub" => Command::Scrub(config, flag),
         "hash-password" if config.is_none() => Command::HashPassword,
         "hash-password" => return Err("hash-password takes no -c".into()),
@@ -161,6 +171,9 @@ pub fn run(args: &[String]) -> i32 {
         },
         Command::HashPassword => hash_password(),
         Command::Gc(path, dry_run) => with_config(path, |c| crate::maintenance::gc(&c, dry_run)),
+        Command::Retention(path, dry_run) => {
+            with_config(path, |c| crate::maintenance::retention_cli(&c, dry_run))
+        }
         Command::Scrub(path, repair) => {
             with_config(path, |c| crate::maintenance::scrub(&c, repair))
         }
@@ -185,6 +198,7 @@ fn check_deep(config: &Config) -> Result<(), String> {
     }
     crate::mirror::Mirrors::from_config(config)?;
     crate::auth::oidc::OidcVerifier::new(&config.oidc)?;
+    crate::events::Webhooks::compile(config)?;
     Ok(())
 }
 

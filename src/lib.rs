@@ -8,6 +8,7 @@ pub mod auth_hash;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod failpoint;
 pub mod future;
 pub mod http;

@@ -60,7 +60,7 @@ pub fn gc(config: &Config, dry_run: bool) -> i32 {
         }
     };
     let result = with_registry(config, async |reg: &Registry| {
-        let evicted = crate::mirror::evict(reg, &mirrors, dry_run).await?;
+        let evicted = crate::mirror::evict(reg, &mirrors, dry_run).await?.len();
         if evicted > 0 {
             let verb = if dry_run { "would evict" } else { "evicted" };
             println!("gc: {verb} {evicted} mirrored manifests not pulled recently");
@@ -125,4 +125,93 @@ pub fn scrub(config: &Config, repair: bool) -> i32 {
 /// How long the background GC sleeps between passes; at least a second.
 pub fn gc_interval(config: &Config) -> Duration {
     config.gc.interval.max(Duration::from_secs(1))
+}
+
+/// One retention pass with the rules of `live`; sends each deletion's events (actor:
+/// retention) to the webhooks that want them. Returns what was deleted (or would be).
+pub async fn retention(
+    reg: &Registry,
+    live: &crate::reload::Live,
+    queue: &crate::events::Queue,
+    dry_run: bool,
+) -> Result<Vec<crate::registry::retention::Deletion>, String> {
+    use crate::events::{Actor, Event, EventKind, Phase};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let deleted = reg
+        .retention_pass(&live.retention, &live.immutable, now, dry_run)
+        .await
+        .map_err(|e| e.message)?;
+    if dry_run || live.webhooks.is_empty() {
+        return Ok(deleted);
+    }
+    for d in &deleted {
+        let digest = d.digest.as_str();
+        let manifest = Event {
+            kind: EventKind::ManifestDelete,
+            repository: d.repository.as_str(),
+            digest,
+            tag: d.tags.first().map(String::as_str),
+            reference: Some(digest),
+            media_type: Some(&d.media_type),
+            size: Some(d.size),
+            actor: &Actor::Retention,
+        };
+        let _ = crate::events::send(&live.webhooks, queue, &manifest, Phase::All).await;
+        for tag in &d.tags {
+            let event = Event {
+                kind: EventKind::TagDelete,
+                tag: Some(tag),
+                reference: Some(tag),
+                ..manifest.clone()
+            };
+            let _ = crate::events::send(&live.webhooks, queue, &event, Phase::All).await;
+        }
+    }
+    Ok(deleted)
+}
+
+/// `origin scrub --retention`: one retention pass; prints each manifest deleted (or that
+/// would be) with its repository, digest and tags.
+pub fn retention_cli(config: &Config, dry_run: bool) -> i32 {
+    let live = match crate::reload::Live::build(config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("origin scrub --retention: {e}");
+            return 1;
+        }
+    };
+    let queue = match crate::events::Queue::start(config.server.io_driver) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("origin scrub --retention: {e}");
+            return 1;
+        }
+    };
+    let result = with_registry(config, async |reg: &Registry| {
+        retention(reg, &live, &queue, dry_run).await
+    })
+    .and_then(|r| r);
+    // Queued (async) deliveries go out before the command ends.
+    queue.drain(config.server.query_timeout_grace_period);
+    match result {
+        Ok(deleted) => {
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            for d in &deleted {
+                let tags = if d.tags.is_empty() {
+                    "(untagged)".to_string()
+                } else {
+                    d.tags.join(",")
+                };
+                println!("{verb} {}@{} tags {tags}", d.repository, d.digest);
+            }
+            println!("retention: {verb} {} manifests", deleted.len());
+            0
+        }
+        Err(e) => {
+            eprintln!("origin scrub --retention: {e}");
+            1
+        }
+    }
 }

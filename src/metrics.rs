@@ -94,6 +94,11 @@ pub struct Metrics {
     pub mirror_fetch_failures: AtomicU64,
     pub mirror_stale_served: AtomicU64,
     pub mirror_evicted: AtomicU64,
+    pub webhook_deliveries: AtomicU64,
+    pub webhook_failures: AtomicU64,
+    pub webhook_dropped: AtomicU64,
+    pub webhook_queued: AtomicI64,
+    pub retention_deleted: AtomicU64,
 }
 
 pub static METRICS: Metrics = Metrics::new();
@@ -125,6 +130,11 @@ impl Metrics {
             mirror_fetch_failures: AtomicU64::new(0),
             mirror_stale_served: AtomicU64::new(0),
             mirror_evicted: AtomicU64::new(0),
+            webhook_deliveries: AtomicU64::new(0),
+            webhook_failures: AtomicU64::new(0),
+            webhook_dropped: AtomicU64::new(0),
+            webhook_queued: AtomicI64::new(0),
+            retention_deleted: AtomicU64::new(0),
         }
     }
 
@@ -203,7 +213,7 @@ impl Metrics {
                 "origin_http_request_duration_seconds_count{{group=\"{gname}\"}} {count}"
             );
         }
-        let gauges_and_counters: [(&str, &str, &str, i128); 22] = [
+        let gauges_and_counters: [(&str, &str, &str, i128); 27] = [
             ("origin_http_received_bytes_total", "counter", "Request body bytes received.", self.bytes_in.load(Relaxed) as i128),
             ("origin_http_sent_bytes_total", "counter", "Response body bytes sent.", self.bytes_out.load(Relaxed) as i128),
             ("origin_http_requests_in_flight", "gauge", "Requests being handled now.", self.in_flight.load(Relaxed) as i128),
@@ -226,6 +236,11 @@ impl Metrics {
             ("origin_mirror_fetch_failures_total", "counter", "Blob fetches from upstreams that failed (nothing committed).", self.mirror_fetch_failures.load(Relaxed) as i128),
             ("origin_mirror_stale_served_total", "counter", "Cached tags served because no upstream could be reached.", self.mirror_stale_served.load(Relaxed) as i128),
             ("origin_mirror_evicted_total", "counter", "Mirrored manifests evicted for not being pulled.", self.mirror_evicted.load(Relaxed) as i128),
+            ("origin_webhook_deliveries_total", "counter", "Events delivered to webhooks (after retries).", self.webhook_deliveries.load(Relaxed) as i128),
+            ("origin_webhook_failures_total", "counter", "Event deliveries that failed after every retry.", self.webhook_failures.load(Relaxed) as i128),
+            ("origin_webhook_dropped_total", "counter", "Async event deliveries dropped: queue full or closed.", self.webhook_dropped.load(Relaxed) as i128),
+            ("origin_webhook_queue_depth", "gauge", "Async event deliveries waiting in the queue.", self.webhook_queued.load(Relaxed) as i128),
+            ("origin_retention_deleted_total", "counter", "Manifests deleted by retention policies.", self.retention_deleted.load(Relaxed) as i128),
         ];
         for (name, kind, help, value) in gauges_and_counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

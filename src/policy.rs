@@ -30,6 +30,7 @@
 //! "refs/heads/main"` is simply false for password and certificate identities.
 
 mod claims;
+pub mod retention;
 mod vars;
 
 use std::fmt;

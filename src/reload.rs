@@ -22,6 +22,12 @@ pub struct Live {
     /// `[oidc.*]` providers: tokens as Bearer or as Basic passwords.
     pub oidc: crate::auth::oidc::OidcVerifier,
     pub tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
+    /// `immutable_tags` and their exclusions per `[[repository]]` entry.
+    pub immutable: crate::registry::immutable::ImmutableTags,
+    /// `[event_webhook.*]` and the entries that use them.
+    pub webhooks: crate::events::Webhooks,
+    /// `retention` rules per `[[repository]]` entry.
+    pub retention: crate::policy::retention::RetentionRules,
 }
 
 impl Live {
@@ -40,6 +46,9 @@ impl Live {
             has_identities: !config.identity.is_empty(),
             oidc: crate::auth::oidc::OidcVerifier::new(&config.oidc)?,
             tls,
+            immutable: crate::registry::immutable::ImmutableTags::compile(&config.repository)?,
+            webhooks: crate::events::Webhooks::compile(config)?,
+            retention: crate::policy::retention::RetentionRules::compile(&config.repository)?,
         })
     }
 }
@@ -87,6 +96,21 @@ impl LocalLive {
     pub fn new(cell: Arc<LiveCell>) -> Self {
         let cached = RefCell::new(cell.load());
         LocalLive { cell, cached }
+    }
+
+    /// True when webhooks are configured, without cloning the set (the request path asks
+    /// this for every event it could emit).
+    pub fn has_webhooks(&self) -> bool {
+        self.peek(|live| !live.webhooks.is_empty())
+    }
+
+    /// Reads the current set without cloning it (no reference count touched).
+    pub fn peek<R>(&self, f: impl FnOnce(&Live) -> R) -> R {
+        let generation = self.cell.generation.load(Ordering::Acquire);
+        if self.cached.borrow().0 != generation {
+            *self.cached.borrow_mut() = self.cell.load();
+        }
+        f(&self.cached.borrow().1)
     }
 
     pub fn get(&self) -> Arc<Live> {
@@ -199,8 +223,8 @@ fn mirror_changes(old: &Config, new: &Config) -> Vec<String> {
 /// What a reload cannot change, for `check-config` to say.
 pub const RESTART_ONLY: &str = "server.bind_address, server.port, server.workers, \
 server.io_driver, server.tls on/off, the server limits and timeouts, storage, metrics.listen, \
-uploads, gc, log, and every [repository.mirror] key (reload applies identities, policies and \
-TLS files)";
+uploads, gc, log, and every [repository.mirror] key (reload applies identities, policies, \
+TLS files, immutable tags, retention rules and event webhooks)";
 
 /// Re-reads `path` and publishes what can change live. Returns false when rejected.
 pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveCell) -> bool {
@@ -237,7 +261,7 @@ pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveC
     tracing::info!(file = %path.display(), "reload: read");
     cell.publish(live);
     tracing::info!(
-        "configuration reloaded: identities, policies and TLS certificates are now in effect"
+        "configuration reloaded: identities, policies, TLS certificates, immutable tags and event webhooks are now in effect"
     );
     true
 }

@@ -77,6 +77,8 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
         tracing::info!(namespace = %m.namespace, registry = %m.registry, upstreams = ?urls, "mirroring");
     }
     let manifests = Arc::new(ManifestCache::new(config.server.manifest_cache_bytes));
+    let events = crate::events::Queue::start(config.server.io_driver)?;
+    let pulls = Arc::new(crate::registry::retention::PullTimes::default());
     let store = {
         let rt = server::build_runtime(config.server.io_driver)
             .map_err(|e| format!("cannot start the I/O driver: {e}"))?;
@@ -121,6 +123,8 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             manifests: manifests.clone(),
             live: live.clone(),
             mirrors: mirrors.clone(),
+            events: events.clone(),
+            pulls: pulls.clone(),
             ops_listener: if index == 0 {
                 ops_listener.take()
             } else {
@@ -182,6 +186,9 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             }
         }
     }
+    // Requests are done: what they queued goes out within what is left of the grace period
+    // (the signal thread exits the process when it ends).
+    events.drain(config.server.query_timeout_grace_period);
     tracing::info!("shutdown complete");
     Ok(if failed { 1 } else { 0 })
 }
@@ -192,6 +199,8 @@ struct Shared {
     manifests: Arc<ManifestCache>,
     live: Arc<LiveCell>,
     mirrors: Arc<crate::mirror::Mirrors>,
+    events: Arc<crate::events::Queue>,
+    pulls: Arc<crate::registry::retention::PullTimes>,
     /// The separate ops listener, given to worker 0 only.
     ops_listener: Option<std::net::TcpListener>,
     ops_slot: usize,
@@ -233,6 +242,8 @@ fn worker_main(
             config,
             shutdown,
             buffers: Buffers::default(),
+            events: shared.events,
+            pulls: shared.pulls,
         });
         if let Some(listener) = shared.ops_listener {
             let ops = WorkerSpec {
@@ -283,11 +294,14 @@ async fn housekeeping(app: Rc<App>) {
             Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
         }
         match crate::mirror::evict(&app.registry, &app.mirrors, false).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                manifests = n,
-                "evicted mirrored manifests not pulled recently"
-            ),
+            Ok(evicted) if evicted.is_empty() => {}
+            Ok(evicted) => {
+                tracing::info!(
+                    manifests = evicted.len(),
+                    "evicted mirrored manifests not pulled recently"
+                );
+                deletion_events(&app, &evicted, &crate::events::Actor::Mirror).await;
+            }
             Err(e) => tracing::warn!(error = %e, "mirror eviction failed"),
         }
         if let Some(fs) = app.registry.store.as_fs() {
@@ -310,9 +324,18 @@ async fn collect_garbage(app: Rc<App>) {
         if app.shutdown.is_set() {
             return;
         }
+        if app.config.gc.retention {
+            let live = app.live.get();
+            if let Err(e) =
+                crate::maintenance::retention(&app.registry, &live, &app.events, false).await
+            {
+                tracing::warn!(error = %e, "retention pass failed");
+            }
+        }
         let grace = app.config.gc.grace_period;
         match app.registry.gc_pass(grace, false).await {
             Ok(r) => {
+                deletion_events(&app, &r.untagged_removed, &crate::events::Actor::Gc).await;
                 Metrics::add(&METRICS.gc_passes, 1);
                 Metrics::add(&METRICS.gc_blobs_reclaimed, r.blobs_removed as u64);
                 Metrics::add(&METRICS.gc_bytes_reclaimed, r.bytes_removed);
@@ -330,6 +353,33 @@ async fn collect_garbage(app: Rc<App>) {
             }
             Err(e) => tracing::warn!(error = %e, "gc pass failed"),
         }
+    }
+}
+
+/// `manifest.delete` events for manifests the registry removed itself (GC: untagged ones;
+/// the mirror: ones not pulled within `evict_after`).
+async fn deletion_events(
+    app: &App,
+    removed: &[(crate::oci::RepoName, crate::oci::Digest)],
+    actor: &crate::events::Actor,
+) {
+    use crate::events::{Event, EventKind, Phase};
+    if removed.is_empty() || !app.live.has_webhooks() {
+        return;
+    }
+    let live = app.live.get();
+    for (name, d) in removed {
+        let event = Event {
+            kind: EventKind::ManifestDelete,
+            repository: name.as_str(),
+            digest: d.as_str(),
+            tag: None,
+            reference: Some(d.as_str()),
+            media_type: None,
+            size: None,
+            actor,
+        };
+        let _ = crate::events::send(&live.webhooks, &app.events, &event, Phase::All).await;
     }
 }
 

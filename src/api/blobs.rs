@@ -1,7 +1,9 @@
 //! Blobs: GET and HEAD (with single byte ranges), DELETE.
 
+use super::events::{self, Spec, Who};
 use crate::app::App;
 use crate::error::{Code, Error, Result};
+use crate::events::EventKind;
 use crate::http::response::{BodySource, SourceRead, StreamBody};
 use crate::http::{Body, FileBody, Method, Request, Response};
 use crate::oci::{Digest, RepoName};
@@ -41,6 +43,7 @@ pub async fn handle(
     name: &RepoName,
     digest: &Digest,
     mirror: Option<usize>,
+    who: &Who<'_>,
 ) -> Result<Response> {
     let reg = &app.registry;
     if method == Method::Delete {
@@ -94,6 +97,19 @@ pub async fn handle(
             .ok_or_else(blob_unknown)?,
     };
     let (resp, offset, len) = ranged(digest, size, req.head.header("range"))?;
+    if !head_only && events::wanted(app) {
+        let spec = Spec {
+            kind: EventKind::BlobPull,
+            name,
+            digest,
+            tag: None,
+            reference: Some(digest.as_str()),
+            media_type: None,
+            size: Some(size),
+        };
+        events::before(app, who, &spec).await?;
+        events::after(app, who, &spec).await;
+    }
     let body = match reader {
         Some(BackendReader::Fs(r)) => Body::File(FileBody {
             file: r.into_file(),

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod blobs;
+pub mod events;
 pub mod listing;
 pub mod manifests;
 pub mod route;
@@ -57,6 +58,10 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
         }
     }
     let method = req.head.method;
+    let who = events::Who {
+        identity: &identity,
+        ip: req.peer.ip(),
+    };
     // Routes that take a body set their own limit; the rest get the small one.
     let takes_body = matches!(
         endpoint,
@@ -74,7 +79,8 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
             listing::referrers(app, req, &repo(name)?, &digest_of(digest)?, mirror).await
         }
         Endpoint::Blob { name, digest } => {
-            blobs::handle(app, req, method, &repo(name)?, &digest_of(digest)?, mirror).await
+            let (name, digest) = (repo(name)?, digest_of(digest)?);
+            blobs::handle(app, req, method, &name, &digest, mirror, &who).await
         }
         Endpoint::Manifest { name, reference } => {
             manifests::handle(
@@ -84,14 +90,15 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
                 &repo(name)?,
                 &reference_of(reference, method)?,
                 mirror,
+                &who,
             )
             .await
         }
-        Endpoint::UploadStart { name } => uploads::start(app, req, &repo(name)?).await,
+        Endpoint::UploadStart { name } => uploads::start(app, req, &repo(name)?, &who).await,
         Endpoint::Upload { name, id } => {
             let id = UploadId::parse(id)
                 .map_err(|_| Error::new(Code::BlobUploadUnknown, "no such upload"))?;
-            uploads::handle(app, req, method, &repo(name)?, &id).await
+            uploads::handle(app, req, method, &repo(name)?, &id, &who).await
         }
     }
 }

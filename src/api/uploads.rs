@@ -1,8 +1,10 @@
 //! Blob uploads: POST (session, monolithic, mount), PATCH, PUT, GET status, DELETE.
 
+use super::events::{self, Spec, Who};
 use super::{digest_of, repo, route::query_param};
 use crate::app::App;
 use crate::error::{Code, Error, Result};
+use crate::events::EventKind;
 use crate::http::{BodyRead, Method, Request, Response};
 use crate::oci::{Digest, RepoName, UploadId};
 use crate::registry::uploads::Session;
@@ -29,7 +31,31 @@ fn created(name: &RepoName, digest: &Digest) -> Response {
         .header("Docker-Content-Digest", digest.as_str())
 }
 
-pub async fn start(app: &App, req: &mut Request<'_>, name: &RepoName) -> Result<Response> {
+/// A blob is in the repository: its `blob.push` event (every webhook; a failed `required`
+/// one fails the request, though the blob stays: GC takes it if no manifest names it).
+async fn pushed(app: &App, who: &Who<'_>, name: &RepoName, digest: &Digest) -> Result<Response> {
+    if events::wanted(app) {
+        let size = app.registry.blob_size(digest).await?;
+        let spec = Spec {
+            kind: EventKind::BlobPush,
+            name,
+            digest,
+            tag: None,
+            reference: Some(digest.as_str()),
+            media_type: None,
+            size,
+        };
+        events::all(app, who, &spec).await?;
+    }
+    Ok(created(name, digest))
+}
+
+pub async fn start(
+    app: &App,
+    req: &mut Request<'_>,
+    name: &RepoName,
+    who: &Who<'_>,
+) -> Result<Response> {
     let reg = &app.registry;
     let query = req.head.query().to_string();
     if let Some(mount) = query_param(&query, "mount") {
@@ -39,7 +65,7 @@ pub async fn start(app: &App, req: &mut Request<'_>, name: &RepoName) -> Result<
             _ => None,
         };
         if reg.mount_blob(name, &digest, from.as_ref()).await? {
-            return Ok(created(name, &digest));
+            return pushed(app, who, name, &digest).await;
         }
         // Nothing to mount: the spec says to answer with a new session instead.
     }
@@ -62,7 +88,7 @@ pub async fn start(app: &App, req: &mut Request<'_>, name: &RepoName) -> Result<
         return Err(e);
     }
     reg.upload_finish(session, &digest).await?;
-    Ok(created(name, &digest))
+    pushed(app, who, name, &digest).await
 }
 
 pub async fn handle(
@@ -71,6 +97,7 @@ pub async fn handle(
     method: Method,
     name: &RepoName,
     id: &UploadId,
+    who: &Who<'_>,
 ) -> Result<Response> {
     let reg = &app.registry;
     match method {
@@ -104,7 +131,7 @@ pub async fn handle(
             req.body.set_limit(app.config.server.blob_bytes_max)?;
             receive(app, req, &mut s).await?;
             reg.upload_finish(s, &digest).await?;
-            Ok(created(name, &digest))
+            pushed(app, who, name, &digest).await
         }
         _ => Err(Error::new(Code::Unsupported, "method not allowed").with_status(405)),
     }

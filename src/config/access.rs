@@ -48,7 +48,7 @@ pub struct OidcConfig {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
     pub namespace: String,
@@ -59,6 +59,20 @@ pub struct RepositoryConfig {
     /// Makes the namespace a pull-through cache of upstream registries.
     #[serde(default)]
     pub mirror: Option<MirrorConfig>,
+    /// Tags of this namespace, once pushed, always name the same manifest: a push of another
+    /// manifest to them, and their deletion, are refused with 409.
+    #[serde(default)]
+    pub immutable_tags: bool,
+    /// Regular expressions matched against the whole tag: matching tags stay mutable.
+    #[serde(default)]
+    pub immutable_tags_exclusions: Vec<String>,
+    /// CEL expressions saying which manifests to keep; a manifest no rule keeps is deleted
+    /// by the retention pass. Absent or empty: everything is kept.
+    #[serde(default)]
+    pub retention: Vec<String>,
+    /// The `[event_webhook.<name>]`s that get this namespace's events.
+    #[serde(default)]
+    pub event_webhooks: Vec<String>,
 }
 
 /// `[repository.mirror]`: the namespace caches content pulled from upstream registries.

@@ -11,12 +11,14 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod access;
+mod events;
 mod secret;
 mod sections;
 mod validate;
 mod values;
 
 pub use access::*;
+pub use events::*;
 pub use secret::Secret;
 pub use sections::*;
 pub use values::parse_duration;
@@ -59,6 +61,9 @@ pub struct Config {
     pub oidc: BTreeMap<String, OidcConfig>,
     #[serde(default)]
     pub repository: Vec<RepositoryConfig>,
+    /// Where events (pushes, pulls, deletions) are sent.
+    #[serde(default)]
+    pub event_webhook: BTreeMap<String, WebhookConfig>,
 }
 
 #[derive(Debug)]
@@ -145,6 +150,14 @@ impl Config {
                 env: s3.secret_access_key_env.as_deref(),
             };
             s3.secret_access_key = source.resolve("storage.s3.secret_access_key")?;
+        }
+        for (name, w) in self.event_webhook.iter_mut() {
+            let source = Secret {
+                plain: w.token.take(),
+                file: w.token_file.as_deref(),
+                env: w.token_env.as_deref(),
+            };
+            w.token = source.resolve(&format!("event_webhook.{name}.token"))?;
         }
         for (i, repo) in self.repository.iter_mut().enumerate() {
             let Some(m) = &mut repo.mirror else { continue };

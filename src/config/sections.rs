@@ -229,6 +229,9 @@ pub struct GcConfig {
     /// period. Off by default: pulls by digest of untagged manifests keep working.
     #[serde(default)]
     pub remove_untagged: bool,
+    /// Apply the `retention` rules of `[[repository]]` entries before each pass.
+    #[serde(default)]
+    pub retention: bool,
 }
 
 impl Default for GcConfig {
@@ -238,6 +241,7 @@ impl Default for GcConfig {
             interval: d::gc_interval(),
             grace_period: d::gc_grace(),
             remove_untagged: false,
+            retention: false,
         }
     }
 }

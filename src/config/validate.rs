@@ -62,6 +62,10 @@ impl Config {
             }
         }
         crate::auth::oidc::validate(&self.oidc).map_err(ConfigError)?;
+        crate::registry::immutable::ImmutableTags::compile(&self.repository)
+            .map_err(ConfigError)?;
+        crate::events::webhooks::validate(self).map_err(ConfigError)?;
+        crate::policy::retention::RetentionRules::compile(&self.repository).map_err(ConfigError)?;
         let mut seen = std::collections::BTreeSet::new();
         let mut registries = std::collections::BTreeSet::new();
         let mut defaults = 0;

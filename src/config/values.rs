@@ -74,6 +74,15 @@ pub(super) mod d {
     pub fn upload_sessions_max() -> usize {
         1024
     }
+    pub fn delivery() -> crate::config::Delivery {
+        crate::config::Delivery::Async
+    }
+    pub fn webhook_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn webhook_max_retries() -> u32 {
+        3
+    }
     pub fn yes() -> bool {
         true
     }

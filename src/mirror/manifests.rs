@@ -34,7 +34,11 @@ pub async fn refresh_manifest(
         }
         Reference::Tag(tag) => {
             let local = reg.resolve_tag(name, tag).await?;
-            if local.is_some() && app.mirrors.is_fresh(ns, name, tag) {
+            // An immutable tag never changes: once cached it is served without asking upstream.
+            let immutable = app
+                .live
+                .peek(|l| l.immutable.is_immutable(name.as_str(), tag.as_str()));
+            if local.is_some() && (immutable || app.mirrors.is_fresh(ns, name, tag)) {
                 return Ok(());
             }
             match revalidate_tag(app, ns, name, tag, local.as_ref()).await {

@@ -316,13 +316,15 @@ pub async fn evict(
     app_registry: &crate::registry::Registry,
     mirrors: &Mirrors,
     dry_run: bool,
-) -> Result<usize> {
-    let mut total = 0;
+) -> Result<Vec<(RepoName, Digest)>> {
+    let mut total = Vec::new();
     for ns in &mirrors.namespaces {
         if let Some(age) = ns.evict_after {
-            total += app_registry
-                .evict_unpulled(&ns.namespace, age, dry_run)
-                .await?;
+            total.extend(
+                app_registry
+                    .evict_unpulled(&ns.namespace, age, dry_run)
+                    .await?,
+            );
         }
     }
     Ok(total)

@@ -5,7 +5,7 @@ fn repo(namespace: &str, default_allow: bool, policies: &[&str]) -> RepositoryCo
         namespace: namespace.to_string(),
         policy_default_allow: default_allow,
         policies: policies.iter().map(|p| p.to_string()).collect(),
-        mirror: None,
+        ..Default::default()
     }
 }
 

@@ -63,6 +63,8 @@ pub struct GcReport {
     pub examined: usize,
     /// Untagged manifests deleted (with `gc.remove_untagged`).
     pub manifests_removed: usize,
+    /// Which ones (not filled in a dry run), for their events.
+    pub untagged_removed: Vec<(RepoName, Digest)>,
     pub blobs_removed: usize,
     pub bytes_removed: u64,
     /// Digest and size of each blob removed (or that would be, in a dry run).
@@ -212,7 +214,12 @@ impl Registry {
 
     /// Deletes manifests noted as untagged that still are, after the grace period, unless
     /// another manifest of the repository holds them (an index) or they refer to a subject.
-    async fn remove_untagged(&self, grace_secs: u64, dry_run: bool) -> Result<usize> {
+    async fn remove_untagged(
+        &self,
+        grace_secs: u64,
+        dry_run: bool,
+        removed_list: &mut Vec<(RepoName, Digest)>,
+    ) -> Result<usize> {
         let keys = self
             .store
             .list(layout::GC_UNTAGGED_PREFIX, None, CANDIDATES_PER_PASS_MAX)
@@ -248,6 +255,7 @@ impl Registry {
                     }
                     self.delete_manifest(&name, &d).await?;
                     removed += 1;
+                    removed_list.push((name.clone(), d.clone()));
                 }
             }
             if !dry_run {
@@ -278,7 +286,9 @@ impl Registry {
             self.clear_stale_tombstones().await?;
         }
         if self.settings.gc_remove_untagged {
-            report.manifests_removed = self.remove_untagged(grace.as_secs(), dry_run).await?;
+            report.manifests_removed = self
+                .remove_untagged(grace.as_secs(), dry_run, &mut report.untagged_removed)
+                .await?;
         }
         let ages = Ages {
             grace_secs: grace.as_secs(),

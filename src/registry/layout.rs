@@ -15,6 +15,7 @@
 //! gc/candidates/<alg>-<hex>                               released or new: GC looks here
 //! gc/deleting/<alg>-<hex>                                 tombstone while GC deletes
 //! mirror/pulled/<name with + for />/<alg>-<hex>           a mirrored manifest's last pull
+//! retention/pulled/<name with + for />/<alg>-<hex>        a manifest's last pull (retention)
 //! ```
 //! Repository name components never start with `_` (grammar), so `_x` keys cannot collide
 //! with a nested repository.
@@ -190,6 +191,17 @@ pub fn mirror_pulled(name: &RepoName, d: &Digest) -> String {
     format!("{MIRROR_PULLED_PREFIX}{}/{}", flat(name), flat_digest(d))
 }
 
+/// When a manifest was last pulled, for retention rules (the object's modification time;
+/// written at most once per manifest per node per `retention::PULL_RECORD_INTERVAL`).
+pub fn pulled(name: &RepoName, d: &Digest) -> String {
+    format!("retention/pulled/{}/{}", flat(name), flat_digest(d))
+}
+
+/// Where a repository's manifest revisions are listed: `<dir>/<alg>/<hex>`.
+pub fn revisions_dir(name: &RepoName) -> String {
+    format!("repositories/{name}/_manifests/revisions")
+}
+
 pub fn flat_name(name: &RepoName) -> String {
     flat(name)
 }
@@ -233,6 +245,7 @@ mod tests {
             gc_tombstone(&d),
             gc_untagged(&name, &d),
             mirror_pulled(&name, &d),
+            pulled(&name, &d),
         ];
         for k in &keys {
             crate::storage::validate_key(k).unwrap();

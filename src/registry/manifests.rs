@@ -53,6 +53,23 @@ fn manifest_unknown() -> Error {
     Error::new(Code::ManifestUnknown, "manifest unknown")
 }
 
+/// The answer to moving or deleting an immutable tag: 409, naming the tag.
+pub fn immutable_conflict(name: &RepoName, tag: &str, what: &str) -> Error {
+    Error::new(
+        Code::Denied,
+        format!("tag {tag} of {name} is immutable: {what}"),
+    )
+    .with_status(409)
+}
+
+/// Whether a manifest PUT by tag may move the tag (`Mutable`) or only create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagRule {
+    Mutable,
+    /// Created once with a conditional write; a PUT of the same digest again succeeds.
+    Immutable,
+}
+
 impl Registry {
     /// Validates and stores a manifest under its digest, and under a tag if given.
     pub async fn put_manifest(
@@ -61,8 +78,9 @@ impl Registry {
         reference: &Reference,
         content_type: Option<&str>,
         body: Vec<u8>,
+        rule: TagRule,
     ) -> Result<PutManifest> {
-        self.put_manifest_checked(name, reference, content_type, body, true)
+        self.put_manifest_checked(name, reference, content_type, body, true, rule)
             .await
     }
 
@@ -75,7 +93,7 @@ impl Registry {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<PutManifest> {
-        self.put_manifest_checked(name, reference, content_type, body, false)
+        self.put_manifest_checked(name, reference, content_type, body, false, TagRule::Mutable)
             .await
     }
 
@@ -86,6 +104,7 @@ impl Registry {
         content_type: Option<&str>,
         body: Vec<u8>,
         check_references: bool,
+        rule: TagRule,
     ) -> Result<PutManifest> {
         let manifest = Manifest::parse(content_type, &body)
             .map_err(|e| Error::new(Code::ManifestInvalid, e.to_string()))?;
@@ -102,6 +121,19 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
         };
+        // An immutable tag that already names another manifest: refused before anything is
+        // written (the conditional write below decides the races this read cannot see).
+        if let (Reference::Tag(tag), TagRule::Immutable) = (reference, rule) {
+            if let Some(current) = self.resolve_tag(name, tag).await? {
+                if current != digest {
+                    return Err(immutable_conflict(
+                        name,
+                        tag.as_str(),
+                        &format!("it names {current}"),
+                    ));
+                }
+            }
+        }
         // The manifest's own digest becomes a GC candidate before anything is written, and
         // its content is stored before its edges: a PUT cut short by a crash leaves edges
         // that GC finds through the candidate and can undo from the content (see gc.rs).
@@ -143,6 +175,9 @@ impl Registry {
             self.store.put(&key, entry, PutCondition::Always).await?;
         }
         match reference {
+            Reference::Tag(tag) if rule == TagRule::Immutable => {
+                self.create_immutable_tag(name, tag, &digest).await?
+            }
             Reference::Tag(tag) => {
                 let previous = self.resolve_tag(name, tag).await?;
                 self.store
@@ -160,6 +195,61 @@ impl Registry {
             Reference::Digest(_) => self.note_untagged(name, &digest).await?,
         }
         Ok(PutManifest { digest, subject })
+    }
+
+    /// Points an immutable tag at `digest` only if the tag does not exist yet (or already
+    /// names `digest`): of several concurrent PUTs, on any number of nodes, one creates it.
+    async fn create_immutable_tag(
+        &self,
+        name: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<()> {
+        let key = layout::tag_link(name, tag);
+        let written = self
+            .store
+            .put(
+                &key,
+                digest.as_str().as_bytes().to_vec(),
+                PutCondition::IfAbsent,
+            )
+            .await?;
+        self.manifests.invalidate(name.as_str(), &[tag.as_str()]);
+        if matches!(written, crate::storage::PutOutcome::Written(_)) {
+            return Ok(());
+        }
+        match self.resolve_tag(name, tag).await? {
+            Some(current) if &current == digest => Ok(()),
+            current => {
+                // The revision stays, untagged, for `gc.remove_untagged` or a DELETE.
+                self.note_untagged(name, digest).await?;
+                let what = match current {
+                    Some(c) => format!("it names {c}"),
+                    None => "it changed during the push".to_string(),
+                };
+                Err(immutable_conflict(name, tag.as_str(), &what))
+            }
+        }
+    }
+
+    /// The first tag pointing to `digest` for which `immutable` is true (a DELETE of the
+    /// manifest is then refused).
+    pub async fn immutable_tag_of(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        immutable: impl Fn(&str) -> bool,
+    ) -> Result<Option<String>> {
+        for tag in self.tags(name).await? {
+            if !immutable(&tag) {
+                continue;
+            }
+            let Ok(t) = Tag::parse(&tag) else { continue };
+            if self.resolve_tag(name, &t).await?.as_ref() == Some(digest) {
+                return Ok(Some(tag));
+            }
+        }
+        Ok(None)
     }
 
     /// Writes a manifest's edges and checks that they hold: nothing named is being deleted,

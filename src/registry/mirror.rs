@@ -57,18 +57,18 @@ impl Registry {
     }
 
     /// Deletes manifests under `namespace` whose last pull is older than `max_age` (with
-    /// their tags; GC then removes the blobs nothing else holds). Returns how many.
+    /// their tags; GC then removes the blobs nothing else holds). Returns them.
     pub async fn evict_unpulled(
         &self,
         namespace: &str,
         max_age: Duration,
         dry_run: bool,
-    ) -> Result<usize> {
+    ) -> Result<Vec<(RepoName, Digest)>> {
         let keys = self
             .store
             .list(layout::MIRROR_PULLED_PREFIX, None, EVICTION_BATCH_MAX)
             .await?;
-        let mut evicted = 0;
+        let mut evicted = Vec::new();
         for key in keys {
             let Some((name, d)) = key
                 .strip_prefix(layout::MIRROR_PULLED_PREFIX)
@@ -92,8 +92,8 @@ impl Registry {
             if age < max_age {
                 continue;
             }
-            evicted += 1;
             if dry_run {
+                evicted.push((name, d));
                 continue;
             }
             match self.delete_manifest(&name, &d).await {
@@ -106,6 +106,7 @@ impl Registry {
                 .mirror_evicted
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(repository = %name, digest = %d, "evicted mirrored manifest not pulled for {}s", age.as_secs());
+            evicted.push((name, d));
         }
         Ok(evicted)
     }

@@ -3,9 +3,11 @@
 
 pub mod cache;
 pub mod gc;
+pub mod immutable;
 pub mod layout;
 pub mod manifests;
 pub mod mirror;
+pub mod retention;
 pub mod scrub;
 pub mod uploads;
 

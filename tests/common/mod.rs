@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod receiver;
 pub mod s3;
 pub mod upstream;
 
