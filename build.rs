@@ -8,6 +8,7 @@ use std::path::Path;
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(origin_no_upstream)");
     println!("cargo::rustc-check-cfg=cfg(origin_no_moto)");
+    println!("cargo::rustc-check-cfg=cfg(origin_no_skopeo)");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=ORIGIN_REQUIRE_UPSTREAM");
     println!("cargo::rerun-if-env-changed=ORIGIN_REQUIRE_S3");
@@ -23,6 +24,13 @@ fn main() {
         .any(|p| Path::new(p).is_file());
     if !registry && std::env::var_os("ORIGIN_REQUIRE_UPSTREAM").is_none() {
         println!("cargo::rustc-cfg=origin_no_upstream");
+    }
+    // The real client of the webhook test.
+    let skopeo = ["/usr/bin/skopeo", "/usr/local/bin/skopeo"]
+        .iter()
+        .any(|p| Path::new(p).is_file());
+    if !skopeo && std::env::var_os("ORIGIN_REQUIRE_UPSTREAM").is_none() {
+        println!("cargo::rustc-cfg=origin_no_skopeo");
     }
     // Where the S3 tests look for moto (PyPI moto[server], installed by scripts/moto.sh).
     let moto = [
