@@ -130,8 +130,9 @@ async fn put(
         .as_ref()
         .map(|(d, size)| specs(d, *size))
         .unwrap_or_default();
-    for (kind, digest, size) in &planned {
-        let spec = Spec {
+    let specs: Vec<Spec> = planned
+        .iter()
+        .map(|(kind, digest, size)| Spec {
             kind: *kind,
             name,
             digest,
@@ -139,23 +140,16 @@ async fn put(
             reference: Some(reference.as_str()),
             media_type: content_type.as_deref(),
             size: Some(*size),
-        };
-        events::before(app, who, &spec).await?;
+        })
+        .collect();
+    for spec in &specs {
+        events::before(app, who, spec).await?;
     }
     let put = reg
         .put_manifest(name, reference, content_type.as_deref(), body, rule)
         .await?;
-    for (kind, digest, size) in &planned {
-        let spec = Spec {
-            kind: *kind,
-            name,
-            digest,
-            tag: tag_of(reference),
-            reference: Some(reference.as_str()),
-            media_type: content_type.as_deref(),
-            size: Some(*size),
-        };
-        events::after(app, who, &spec).await;
+    for spec in &specs {
+        events::after(app, who, spec).await;
     }
     let mut resp = Response::new(201)
         .header("Location", format!("/v2/{name}/manifests/{}", put.digest))

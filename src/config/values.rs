@@ -117,7 +117,7 @@ pub(super) fn opt_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Du
 }
 
 /// A duration as whole seconds (`30`) or a number with a unit (`250ms`, `30s`, `5m`, `2h`).
-pub(super) fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+pub fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+
+use crate::config::duration;
 
 /// S3's smallest part (all but the last part of a multipart upload).
 pub const PART_BYTES_MIN: u64 = 5 * 1024 * 1024;
@@ -108,19 +110,6 @@ fn attempts_default() -> u32 {
 }
 fn deadline_default() -> Duration {
     OPERATION_DEADLINE_DEFAULT
-}
-
-fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
-    }
-    match Raw::deserialize(de)? {
-        Raw::Secs(s) => Ok(Duration::from_secs(s)),
-        Raw::Text(t) => crate::config::parse_duration(&t).map_err(serde::de::Error::custom),
-    }
 }
 
 /// Access key, secret and optional session token.
