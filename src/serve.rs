@@ -82,7 +82,15 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
     let store = {
         let rt = server::build_runtime(config.server.io_driver)
             .map_err(|e| format!("cannot start the I/O driver: {e}"))?;
-        crate::maintenance::open_storage(&config, &rt)?
+        match crate::maintenance::open_storage(&config, &rt)? {
+            // The server group-commits its writes through the root's journal (and is the
+            // only process that may: a second server on the same root stops here).
+            Backend::Fs(fs) => Backend::Fs(
+                fs.with_journal()
+                    .map_err(|e| format!("storage.fs write journal: {e}"))?,
+            ),
+            other => other,
+        }
     };
     let config = Arc::new(config);
     let workers = config.workers();

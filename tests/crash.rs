@@ -180,19 +180,22 @@ fn try_push_image(client: &Client, repo: &str, tag: &str, layer: &[u8]) -> Optio
 
 /// A crash at each step of a push or delete that the crash-safety argument orders (after a
 /// manifest's content, after its edges, after an upload's index, after a blob is held, after
-/// its commit, after a deleted manifest's link): what was acknowledged before is served after
+/// its commit, after a small blob's content, after a deleted manifest's link): what was
+/// acknowledged before is served after
 /// the restart, the same push then
 /// succeeds, and once the grace period (and the request deadline) has passed, the online GC
 /// has removed the debris without an operator: `origin scrub` reports nothing.
 #[test]
 fn every_crash_point_leaves_debris_that_gc_collects() {
-    // (failpoint, which hit kills): one image is 2 blob pushes (2 uploads) and 1 manifest.
+    // (failpoint, which hit kills): one image is a small config (stored without a session,
+    // see `put_small_blob`), a layer above that size (an upload session) and a manifest.
     let points = [
         ("manifest-after-content", "2"),
         ("manifest-after-edges", "2"),
-        ("upload-after-index", "3"),
-        ("blob-after-hold", "4"),
-        ("blob-after-commit", "4"),
+        ("upload-after-index", "2"),
+        ("blob-after-hold", "2"),
+        ("blob-after-commit", "2"),
+        ("small-blob-after-content", "2"),
         ("delete-after-link", "1"),
     ];
     for (point, nth) in points {
@@ -207,10 +210,10 @@ fn every_crash_point_leaves_debris_that_gc_collects() {
         let spec = format!("{point}@{nth}");
         let mut srv = Server::start_config_env(dir, &text, &[("ORIGIN_FAILPOINT", &spec)]);
         let client = Client { addr: srv.addr };
-        let kept = bytes(7, 40_000);
+        let kept = bytes(7, 100_000);
         let kept_d = try_push_image(&client, "crash/points", "kept", &kept)
             .unwrap_or_else(|| panic!("{point}: the first image must get through"));
-        let lost = bytes(8, 50_000);
+        let lost = bytes(8, 110_000);
         if point.starts_with("delete-") {
             // The second image is pushed, then its deletion is cut short.
             let d = try_push_image(&client, "crash/points", "cut", &lost).unwrap();
@@ -271,4 +274,59 @@ fn every_crash_point_leaves_debris_that_gc_collects() {
             "{point}: pushing again after the crash failed"
         );
     }
+}
+
+/// The journal's own crash point: killed after a group of records is durable in the log but
+/// before it is applied to the tree. The manifest PUT whose publishing batch that was got no
+/// answer, yet it was durable: the restart replays it, so the tag, the revision and the blobs
+/// it names are all served, and scrub finds nothing broken.
+#[test]
+fn journal_replays_a_durable_group_that_was_never_applied() {
+    let dir = TempDir::new("journalreplay");
+    let text = config_text(&dir.0, "", ALLOW_ALL);
+    let srv = Server::start_config(dir, &text, &[]);
+    let client = Client { addr: srv.addr };
+    let layer = bytes(11, 200_000);
+    let layer_d = client.chunked_push("journal/app", &layer).unwrap();
+    let cfg = b"{\"os\":\"linux\"}";
+    let cfg_d = client.mono_push("journal/app", cfg).unwrap();
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_MANIFEST}\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{cfg_d}\",\"size\":{}}},\"layers\":[{{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"{layer_d}\",\"size\":{}}}]}}",
+        cfg.len(),
+        layer.len()
+    );
+    let text = std::fs::read_to_string(&srv.config_path).unwrap();
+    let dir = stop_keep_dir(srv);
+    // The first group with writes to apply after this start is the PUT's publishing batch
+    // (its hold, content and edges are pending writes, applied by the request itself).
+    let mut srv = Server::start_config_env(dir, &text, &[("ORIGIN_FAILPOINT", "journal-after-flush@1")]);
+    let client = Client { addr: srv.addr };
+    assert_eq!(
+        client.put_manifest("journal/app", "v1", manifest.as_bytes()),
+        None,
+        "the PUT should have died between the flush and the apply"
+    );
+    let _ = srv.wait_exit(Duration::from_secs(10));
+    let status = srv.child.try_wait().unwrap();
+    assert_eq!(
+        status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
+        Some(libc::SIGKILL),
+        "the server should have been killed at the failpoint"
+    );
+    let dir = stop_keep_dir(srv);
+    let srv = Server::start_config(dir, &text, &[]);
+    let r = srv.get("/v2/journal/app/manifests/v1");
+    assert_eq!(r.status, 200, "the durable batch was not replayed");
+    assert_eq!(r.body, manifest.as_bytes());
+    let r = srv.get(&format!("/v2/journal/app/blobs/{layer_d}"));
+    assert_eq!((r.status, r.body == layer), (200, true));
+    let (code, out) = srv.cli(&["scrub"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Stops a server (kills it if it still runs) and hands back its directory.
+fn stop_keep_dir(mut srv: Server) -> TempDir {
+    let dir = std::mem::replace(&mut srv.dir, TempDir(std::path::PathBuf::new()));
+    drop(srv);
+    dir
 }

@@ -126,9 +126,12 @@ fn age_secs(t: SystemTime) -> u64 {
 impl Registry {
     /// Marks a blob as recently active: released, uploaded or mounted. GC will look at it
     /// once the grace period has passed since now.
+    ///
+    /// Visible at once (the hold protocol needs that), durable with the request's next
+    /// durable write (`Storage::put_pending`): a candidate only makes a pass look.
     pub async fn gc_touch(&self, d: &Digest) -> Result<()> {
         self.store
-            .put(
+            .put_pending(
                 &layout::gc_candidate(d),
                 stamp(now_secs()),
                 PutCondition::Always,
@@ -178,9 +181,11 @@ impl Registry {
         let (revisions, others): (Vec<&String>, Vec<&String>) =
             keys.iter().partition(|k| is_revision_edge(k));
         for key in revisions.into_iter().chain(others) {
+            // Pending: visible before the tombstone checks that follow, durable with the
+            // publishing batch (an edge only keeps a blob).
             if let PutOutcome::Written(_) = self
                 .store
-                .put(key, Vec::new(), PutCondition::IfAbsent)
+                .put_pending(key, Vec::new(), PutCondition::IfAbsent)
                 .await?
             {
                 created.push(key.clone());
@@ -206,8 +211,9 @@ impl Registry {
             return Ok(());
         }
         let stamp = now_secs().to_string().into_bytes();
+        // A hint for a later pass: durable with the next flush, nothing waits for it.
         self.store
-            .put(&layout::gc_untagged(name, d), stamp, PutCondition::Always)
+            .put_pending(&layout::gc_untagged(name, d), stamp, PutCondition::Always)
             .await?;
         Ok(())
     }

@@ -137,13 +137,16 @@ impl Registry {
         // The manifest's own digest becomes a GC candidate before anything is written, and
         // its content is stored before its edges: a PUT cut short by a crash leaves edges
         // that GC finds through the candidate and can undo from the content (see gc.rs).
+        //
+        // Durability (see storage/fs/journal.rs): the hold, the content and the edges are
+        // pending writes, visible at once for the GC checks; the publishing batch below is
+        // the one durable step, and it makes them durable with it (the log is a prefix).
         self.hold_blob(&digest).await?;
         let size = body.len() as u64;
-        let stored = self
-            .store
-            .put(&layout::blob_data(&digest), body, PutCondition::IfAbsent)
-            .await?;
-        if matches!(stored, crate::storage::PutOutcome::Written(_)) {
+        if self
+            .store_content(&layout::blob_data(&digest), &digest, body)
+            .await?
+        {
             crate::metrics::METRICS
                 .stored_bytes
                 .fetch_add(size as i64, std::sync::atomic::Ordering::Relaxed);
@@ -159,35 +162,54 @@ impl Registry {
             size,
         };
         let link = serde_json::to_vec(&link).map_err(Error::internal)?;
-        self.store
-            .put(
-                &layout::manifest_link(name, &digest),
-                link,
-                PutCondition::Always,
-            )
-            .await?;
-        self.ensure_repository(name).await?;
+        // Publish in one durable step, visible only once durable: the revision link, the
+        // referrers entry, the catalog entry if missing, and the tag.
+        let mut batch = vec![(
+            layout::manifest_link(name, &digest),
+            link,
+            PutCondition::Always,
+        )];
         let subject = manifest.subject().map(|s| s.digest.clone());
         if let Some(subject) = &subject {
             let entry = manifest.referrer_descriptor(digest.clone(), size);
             let entry = serde_json::to_vec(&entry).map_err(Error::internal)?;
             let key = layout::referrer_entry(name, subject, &digest);
-            self.store.put(&key, entry, PutCondition::Always).await?;
+            batch.push((key, entry, PutCondition::Always));
         }
+        batch.push((
+            layout::catalog_entry(name),
+            name.as_str().as_bytes().to_vec(),
+            PutCondition::IfAbsent,
+        ));
+        let previous = match reference {
+            Reference::Tag(tag) if rule == TagRule::Mutable => self.resolve_tag(name, tag).await?,
+            _ => None,
+        };
+        if let Reference::Tag(tag) = reference {
+            let cond = match rule {
+                // Of several concurrent PUTs, on any number of nodes, one creates it.
+                TagRule::Immutable => PutCondition::IfAbsent,
+                TagRule::Mutable => PutCondition::Always,
+            };
+            batch.push((
+                layout::tag_link(name, tag),
+                digest.as_str().as_bytes().to_vec(),
+                cond,
+            ));
+        }
+        let outcomes = self.store.put_batch(batch).await?;
+        // Looked at again now that the link is visible (see `ensure_repository`).
+        self.ensure_repository(name).await?;
         match reference {
-            Reference::Tag(tag) if rule == TagRule::Immutable => {
-                self.create_immutable_tag(name, tag, &digest).await?
-            }
             Reference::Tag(tag) => {
-                let previous = self.resolve_tag(name, tag).await?;
-                self.store
-                    .put(
-                        &layout::tag_link(name, tag),
-                        digest.as_str().as_bytes().to_vec(),
-                        PutCondition::Always,
-                    )
-                    .await?;
                 self.manifests.invalidate(name.as_str(), &[tag.as_str()]);
+                let tag_written = matches!(
+                    outcomes.last(),
+                    Some(crate::storage::PutOutcome::Written(_))
+                );
+                if rule == TagRule::Immutable && !tag_written {
+                    self.immutable_tag_taken(name, tag, &digest).await?;
+                }
                 if let Some(old) = previous.filter(|old| old != &digest) {
                     self.note_untagged(name, &old).await?;
                 }
@@ -197,27 +219,9 @@ impl Registry {
         Ok(PutManifest { digest, subject })
     }
 
-    /// Points an immutable tag at `digest` only if the tag does not exist yet (or already
-    /// names `digest`): of several concurrent PUTs, on any number of nodes, one creates it.
-    async fn create_immutable_tag(
-        &self,
-        name: &RepoName,
-        tag: &Tag,
-        digest: &Digest,
-    ) -> Result<()> {
-        let key = layout::tag_link(name, tag);
-        let written = self
-            .store
-            .put(
-                &key,
-                digest.as_str().as_bytes().to_vec(),
-                PutCondition::IfAbsent,
-            )
-            .await?;
-        self.manifests.invalidate(name.as_str(), &[tag.as_str()]);
-        if matches!(written, crate::storage::PutOutcome::Written(_)) {
-            return Ok(());
-        }
+    /// An immutable tag's conditional create found the tag there: fine if it names
+    /// `digest` already, else 409 (the revision stays, untagged).
+    async fn immutable_tag_taken(&self, name: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
         match self.resolve_tag(name, tag).await? {
             Some(current) if &current == digest => Ok(()),
             current => {

@@ -168,22 +168,85 @@ impl Registry {
     /// ([`Registry::hold_blob`]). The index entry goes first, so every link can be found
     /// from its blob (GC removes links with their blob); the catalog entry last.
     pub async fn link_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        // One durable step: the index entry (so GC can find the link) before the link, and
+        // the catalog entry if it is missing; all visible once durable.
         self.store
-            .put(
-                &layout::link_index(digest, name),
-                Vec::new(),
-                PutCondition::Always,
-            )
+            .put_batch(vec![
+                (
+                    layout::link_index(digest, name),
+                    Vec::new(),
+                    PutCondition::Always,
+                ),
+                (
+                    layout::layer_link(name, digest),
+                    digest.as_str().as_bytes().to_vec(),
+                    PutCondition::Always,
+                ),
+                (
+                    layout::catalog_entry(name),
+                    name.as_str().as_bytes().to_vec(),
+                    PutCondition::IfAbsent,
+                ),
+            ])
             .await?;
-        let key = layout::layer_link(name, digest);
-        self.store
-            .put(
-                &key,
-                digest.as_str().as_bytes().to_vec(),
-                PutCondition::Always,
-            )
-            .await?;
+        // Looked at again after the link is visible (see `ensure_repository`).
         self.ensure_repository(name).await
+    }
+
+    /// Stores content-addressed bytes under `key` unless they are there already, and says
+    /// whether it wrote them. Pending (`Storage::put_pending`): the request's publishing
+    /// write makes them durable. Bytes found in place are checked against `digest` first,
+    /// since a power loss may have left a file a pending write never made durable; wrong
+    /// bytes are replaced.
+    pub async fn store_content(&self, key: &str, digest: &Digest, body: Vec<u8>) -> Result<bool> {
+        let outcome = self
+            .store
+            .put_pending(key, body.clone(), PutCondition::IfAbsent)
+            .await?;
+        if matches!(outcome, crate::storage::PutOutcome::Written(_)) {
+            return Ok(true);
+        }
+        let intact = match self.store.get(key).await? {
+            Some(obj) => crate::oci::Digest::of(digest.algorithm(), &obj.bytes) == *digest,
+            None => false,
+        };
+        if intact {
+            return Ok(false);
+        }
+        tracing::warn!(%key, "stored content did not match its digest; replaced");
+        self.store
+            .put_pending(key, body, PutCondition::Always)
+            .await?;
+        Ok(true)
+    }
+
+    /// A whole small blob in one request (a monolithic push): held, stored and linked with
+    /// a single durable step, no upload session. `body` must hash to `digest` (checked).
+    pub async fn put_small_blob(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        body: Vec<u8>,
+    ) -> Result<()> {
+        let actual = Digest::of(digest.algorithm(), &body);
+        if &actual != digest {
+            return Err(Error::new(
+                Code::DigestInvalid,
+                format!("content digest is {actual}, not {digest}"),
+            ));
+        }
+        self.hold_blob(digest).await?;
+        let size = body.len() as u64;
+        if self
+            .store_content(&layout::blob_data(digest), digest, body)
+            .await?
+        {
+            crate::metrics::METRICS
+                .stored_bytes
+                .fetch_add(size as i64, std::sync::atomic::Ordering::Relaxed);
+        }
+        crate::failpoint::hit("small-blob-after-content");
+        self.link_blob(name, digest).await
     }
 
     /// Removes the repository's link to a blob; the data stays for other repositories (and

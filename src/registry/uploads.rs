@@ -79,9 +79,10 @@ impl Registry {
             ));
         }
         let id = UploadId::generate().map_err(Error::internal)?;
-        // The index first, so a crash at any later step leaves a session that expiry finds.
+        // The index first, so a crash at any later step leaves a session that expiry finds
+        // (pending: the state's durable put below makes it durable first).
         self.store
-            .put(
+            .put_pending(
                 &layout::upload_index(&id),
                 name.as_str().as_bytes().to_vec(),
                 PutCondition::Always,
@@ -269,9 +270,17 @@ impl Registry {
 
     /// Removes a session and its data. True if there was one.
     pub async fn upload_cancel(&self, name: &RepoName, id: &UploadId) -> Result<bool> {
-        let had = self.store.delete(&layout::upload_state(name, id)).await?;
-        self.store.delete(&layout::upload_data(name, id)).await?;
-        self.store.delete(&layout::upload_index(id)).await?;
+        // Pending: a session that a power loss brings back is removed again by expiry.
+        let had = self
+            .store
+            .delete_pending(&layout::upload_state(name, id))
+            .await?;
+        self.store
+            .delete_pending(&layout::upload_data(name, id))
+            .await?;
+        self.store
+            .delete_pending(&layout::upload_index(id))
+            .await?;
         if had {
             METRICS.uploads_open.fetch_sub(1, Relaxed);
         }

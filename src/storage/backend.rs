@@ -79,6 +79,26 @@ impl Storage for Backend {
         each!(self, s => s.delete(key).await)
     }
 
+    async fn put_pending(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        cond: PutCondition,
+    ) -> Result<PutOutcome> {
+        each!(self, s => s.put_pending(key, bytes, cond).await)
+    }
+
+    async fn delete_pending(&self, key: &str) -> Result<bool> {
+        each!(self, s => s.delete_pending(key).await)
+    }
+
+    async fn put_batch(
+        &self,
+        items: Vec<(String, Vec<u8>, PutCondition)>,
+    ) -> Result<Vec<PutOutcome>> {
+        each!(self, s => s.put_batch(items).await)
+    }
+
     async fn list(
         &self,
         prefix: &str,

@@ -231,6 +231,40 @@ pub trait Storage {
     /// Removes an object; `false` if there was none. A prefix left empty disappears.
     async fn delete(&self, key: &str) -> Result<bool>;
 
+    /// Like `put`, except that on return the write need only be *visible*: it becomes
+    /// durable no later than the next durable write (`put`, `delete`, `put_batch`,
+    /// `upload_commit`) of this process returns. For objects whose presence after a power
+    /// loss, without the rest of their request, is harmless debris (GC candidates, reference
+    /// edges, content-addressed bytes that are verified before being trusted). Backends
+    /// whose every write is durable use `put`.
+    async fn put_pending(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        cond: PutCondition,
+    ) -> Result<PutOutcome> {
+        self.put(key, bytes, cond).await
+    }
+
+    /// `delete`, durable as `put_pending` is.
+    async fn delete_pending(&self, key: &str) -> Result<bool> {
+        self.delete(key).await
+    }
+
+    /// Several puts (distinct keys) as one durable step: conditions are decided in order,
+    /// and none is visible before all are durable (after a crash, all or none). The fs
+    /// backend's journal makes this one flush; by default it is one put after another.
+    async fn put_batch(
+        &self,
+        items: Vec<(String, Vec<u8>, PutCondition)>,
+    ) -> Result<Vec<PutOutcome>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (key, bytes, cond) in items {
+            out.push(self.put(&key, bytes, cond).await?);
+        }
+        Ok(out)
+    }
+
     /// Keys starting with `prefix` (a string prefix, as in S3; `""` for all), lexically
     /// sorted, strictly after `start_after`, at most `limit` (capped at `LIST_KEYS_MAX`).
     async fn list(

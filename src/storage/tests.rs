@@ -531,6 +531,36 @@ fn fs_fixture() -> Fixture<FsStorage> {
     }
 }
 
+/// The fs backend with its write journal (as the server runs it): group-committed writes
+/// must keep every promise of the suite. The journal's own files are not keys.
+fn fs_journal_fixture() -> Fixture<FsStorage> {
+    let dir = TempDir::new();
+    let storage = FsStorage::new(dir.path().join("store"))
+        .unwrap()
+        .with_journal()
+        .unwrap();
+    let root = storage.root().to_path_buf();
+    Fixture {
+        storage,
+        raw_listing: Box::new(move || {
+            walk(&root)
+                .into_iter()
+                .filter(|p| !p.starts_with(".tmp-journal"))
+                .collect()
+        }),
+        _guard: Box::new(dir),
+    }
+}
+
+/// The suite passes for the journaled fs backend on both drivers.
+#[test]
+fn fs_journal_suite() {
+    Runtime::new()
+        .unwrap()
+        .block_on(run_suite(&fs_journal_fixture));
+    poll_runtime().block_on(run_suite(&fs_journal_fixture));
+}
+
 pub(crate) fn poll_runtime() -> Runtime {
     let mut proactor = ProactorBuilder::new();
     proactor.driver_type(DriverType::Poll);

@@ -36,6 +36,8 @@ use super::{
 };
 
 mod files;
+mod journal;
+mod journaled;
 mod listing;
 mod locks;
 
@@ -80,6 +82,9 @@ struct Inner {
     /// Canonical, so that key locks taken through any `FsStorage` on the same directory meet.
     root: PathBuf,
     metadata_object_bytes_max: u64,
+    /// With a journal, small-object writes are group-committed (`journal.rs`); without one
+    /// (tests, maintenance commands) each write makes itself durable.
+    journal: Option<Arc<journal::Journal>>,
 }
 
 impl FsStorage {
@@ -92,6 +97,21 @@ impl FsStorage {
             inner: Arc::new(Inner {
                 root,
                 metadata_object_bytes_max: METADATA_OBJECT_BYTES_MAX_DEFAULT,
+                journal: None,
+            }),
+        })
+    }
+
+    /// Takes the root's write journal: replays what a previous run left in it, then
+    /// group-commits every small-object write. One process per root may hold it; a second
+    /// fails here. Blocking: call at startup.
+    pub fn with_journal(self) -> io::Result<Self> {
+        let journal = journal::Journal::open(&self.inner.root)?;
+        Ok(FsStorage {
+            inner: Arc::new(Inner {
+                root: self.inner.root.clone(),
+                metadata_object_bytes_max: self.inner.metadata_object_bytes_max,
+                journal: Some(Arc::new(journal)),
             }),
         })
     }
@@ -102,6 +122,7 @@ impl FsStorage {
             inner: Arc::new(Inner {
                 root: self.inner.root.clone(),
                 metadata_object_bytes_max: bytes_max,
+                journal: self.inner.journal.clone(),
             }),
         }
     }
@@ -155,12 +176,14 @@ impl FsStorage {
         Ok(Some(Object { bytes, etag }))
     }
 
-    /// Writes `bytes` to a new, fsynced temp file next to `path`, creating directories.
-    async fn write_temp(&self, path: &Path, bytes: Vec<u8>) -> Result<PathBuf> {
+    /// Writes `bytes` to a new temp file next to `path` (fsynced if `sync`), creating
+    /// directories.
+    async fn write_temp(&self, path: &Path, bytes: Vec<u8>, sync: bool) -> Result<PathBuf> {
         let (mut file, temp) = self.create_temp(path).await?;
         let BufResult(res, _) = file.write_all_at(bytes, 0).await;
         let res = match res {
-            Ok(()) => file.sync_data().await,
+            Ok(()) if sync => file.sync_data().await,
+            Ok(()) => Ok(()),
             Err(e) => Err(e),
         };
         drop(file);
@@ -255,9 +278,10 @@ impl FsStorage {
         }
     }
 
-    /// Places a synced temp file at `path`: rename (replace), or link (create-if-absent,
-    /// `false` if the name exists). The temp file is gone afterwards either way.
-    async fn place(&self, temp: &Path, path: &Path, replace: bool) -> Result<bool> {
+    /// Places a temp file at `path`: rename (replace), or link (create-if-absent, `false` if
+    /// the name exists), then fsyncs the directory if `sync`. The temp file is gone
+    /// afterwards either way.
+    async fn place(&self, temp: &Path, path: &Path, replace: bool, sync: bool) -> Result<bool> {
         let res = if replace {
             compio::fs::rename(temp, path).await
         } else {
@@ -273,7 +297,25 @@ impl FsStorage {
                 return Err(e.into());
             }
         }
-        sync_dir(parent_of(path)?).await?;
+        if sync {
+            sync_dir(parent_of(path)?).await?;
+        }
+        Ok(true)
+    }
+
+    /// Removes a key's file (and the directories that leaves empty), making the removal
+    /// durable if `sync`; `false` if there was none.
+    async fn remove_file(&self, path: &Path, sync: bool) -> Result<bool> {
+        match compio::fs::remove_file(path).await {
+            Ok(()) => {}
+            Err(e) if is_absent(&e) || e.kind() == io::ErrorKind::IsADirectory => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        let dir = parent_of(path)?;
+        if sync {
+            sync_dir(dir).await?;
+        }
+        self.prune_dirs(dir).await;
         Ok(true)
     }
 
@@ -322,6 +364,9 @@ impl Storage for FsStorage {
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>, cond: PutCondition) -> Result<PutOutcome> {
+        if let Some(journal) = self.journal() {
+            return self.put_journaled(journal, key, bytes, cond).await;
+        }
         validate_key(key)?;
         let path = self.path(key);
         let _lock = lock_key(path.clone()).await;
@@ -338,9 +383,9 @@ impl Storage for FsStorage {
             },
         }
         let (bytes, etag) = etag_of(bytes).await?;
-        let temp = self.write_temp(&path, bytes).await?;
+        let temp = self.write_temp(&path, bytes, true).await?;
         let replace = cond != PutCondition::IfAbsent;
-        if self.place(&temp, &path, replace).await? {
+        if self.place(&temp, &path, replace, true).await? {
             Ok(PutOutcome::Written(etag))
         } else {
             Ok(PutOutcome::PreconditionFailed)
@@ -368,18 +413,48 @@ impl Storage for FsStorage {
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
+        if let Some(journal) = self.journal() {
+            return self.delete_journaled(journal, key).await;
+        }
         validate_key(key)?;
         let path = self.path(key);
         let _lock = lock_key(path.clone()).await;
-        match compio::fs::remove_file(&path).await {
-            Ok(()) => {}
-            Err(e) if is_absent(&e) || e.kind() == io::ErrorKind::IsADirectory => return Ok(false),
-            Err(e) => return Err(e.into()),
+        self.remove_file(&path, true).await
+    }
+
+    async fn put_pending(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        cond: PutCondition,
+    ) -> Result<PutOutcome> {
+        match self.journal() {
+            Some(journal) => self.put_pending_journaled(journal, key, bytes, cond).await,
+            None => self.put(key, bytes, cond).await,
         }
-        let dir = parent_of(&path)?;
-        sync_dir(dir).await?;
-        self.prune_dirs(dir).await;
-        Ok(true)
+    }
+
+    async fn delete_pending(&self, key: &str) -> Result<bool> {
+        match self.journal() {
+            Some(journal) => self.delete_pending_journaled(journal, key).await,
+            None => self.delete(key).await,
+        }
+    }
+
+    async fn put_batch(
+        &self,
+        items: Vec<(String, Vec<u8>, PutCondition)>,
+    ) -> Result<Vec<PutOutcome>> {
+        match self.journal() {
+            Some(journal) => self.put_batch_journaled(journal, items).await,
+            None => {
+                let mut out = Vec::with_capacity(items.len());
+                for (key, bytes, cond) in items {
+                    out.push(self.put(&key, bytes, cond).await?);
+                }
+                Ok(out)
+            }
+        }
     }
 
     async fn list(
@@ -460,7 +535,11 @@ impl Storage for FsStorage {
         // Serialises with a delete of the destination; the upload data itself is owned by the
         // session, and a second commit of it finds it gone.
         let _lock = lock_key(dest.clone()).await;
-        self.commit_upload(&self.path(upload_key), &dest).await
+        let outcome = self.commit_upload(&self.path(upload_key), &dest).await?;
+        if let (Some(journal), Some(CommitOutcome::Committed)) = (self.journal(), outcome) {
+            self.mark_direct(journal, dest_key).await?;
+        }
+        Ok(outcome)
     }
 }
 
@@ -516,14 +595,14 @@ mod tests {
                 let path = s.path("k/x");
                 let mut temps = Vec::new();
                 for i in 0..RACERS {
-                    temps.push((i, s.write_temp(&path, vec![i]).await.unwrap()));
+                    temps.push((i, s.write_temp(&path, vec![i], true).await.unwrap()));
                 }
                 let tasks: Vec<_> = temps
                     .into_iter()
                     .map(|(i, temp)| {
                         let (s, path) = (s.clone(), path.clone());
                         compio::runtime::spawn(async move {
-                            (i, s.place(&temp, &path, false).await.unwrap())
+                            (i, s.place(&temp, &path, false, true).await.unwrap())
                         })
                     })
                     .collect();

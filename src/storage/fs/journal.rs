@@ -1,0 +1,726 @@
+//! The write journal: group commit for the fs backend's small objects.
+//!
+//! Without it every `put` waits for two flushes in a row (the new file's data, then its
+//! directory), and a manifest PUT makes a dozen puts one after another. With it, a mutation
+//! is a record appended to one log file; a single thread writes whatever records are waiting
+//! with one `pwrite` and one `fdatasync` (so concurrent requests share the flush: group
+//! commit), then applies them to the tree without any fsync, in log order. The tree is made
+//! durable in bulk by a checkpoint (`syncfs`) every `CHECKPOINT_INTERVAL` or
+//! `CHECKPOINT_BYTES`, after which the log starts again. At start-up, records left in the log
+//! are replayed into the tree (every put and delete is a whole-object overwrite, so replaying
+//! one that was applied already changes nothing).
+//!
+//! # Why an acknowledged write survives a crash
+//! Two kinds of write go through here:
+//! - **durable** (`put`, `delete`, `put_batch`): the record is flushed *before* the tree is
+//!   changed, and the caller returns only after both. What a reader can see is therefore
+//!   always in the durable log (or checkpointed), and after a power loss replay puts back
+//!   every acknowledged write, whole. A batch is one record group: replayed all or nothing.
+//! - **pending** (`put_pending`): the tree is changed at once (visible, for the GC's
+//!   Dekker-style checks, which need a write to be visible before the next read) and the
+//!   record is queued; it is flushed with the next group. The log is a prefix: once any later
+//!   record is durable, so is this one. Every request that writes pending objects ends with a
+//!   durable write, so by its acknowledgement they are durable too. Pending writes are only
+//!   used for objects whose presence after a power loss, without the rest of their request,
+//!   is harmless (GC candidates, reference edges, a manifest's own content-addressed bytes,
+//!   which are checked against their digest before being trusted again): debris the GC and
+//!   `scrub` already handle.
+//!
+//! Direct writes that bypass the log (upload data, and the hard link of an upload commit)
+//! make themselves durable with their own fsyncs; an upload commit then appends a *direct*
+//! marker for its destination, so replay does not undo it with an older logged delete.
+//!
+//! After a process crash (kill -9) the page cache survives and the tree is exactly what the
+//! process had applied; replay re-applies the log on top, which is idempotent.
+//!
+//! One process owns a root's journal (an exclusive `flock`); a second `serve` on the same
+//! root refuses to start. Maintenance commands from another process write directly (durable
+//! on their own), so a replay after a server crash could reapply a server write older than
+//! theirs to the same key within the last checkpoint interval; the GC protocol tolerates that
+//! (it only delays a collection).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::locks::KeyLock;
+use super::super::TEMP_PREFIX;
+
+/// The journal's directory under the root. Starts with the temp prefix, so it is never a key
+/// and never listed.
+pub(super) const JOURNAL_DIR: &str = ".tmp-journal";
+const JOURNAL_FILE: &str = "log";
+const FILE_MAGIC: &[u8; 8] = b"ORIGJRN1";
+const GROUP_MAGIC: &[u8; 4] = b"GRP1";
+/// File header: magic and epoch.
+const HEADER_BYTES: u64 = 16;
+/// Group frame: magic, payload length, first 8 bytes of the payload's SHA-256.
+const FRAME_BYTES: usize = 16;
+
+/// A checkpoint (syncfs, then the log starts again) after the log grows past this...
+const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
+/// ...or after this long with records in it. Bounds replay work and how far a maintenance
+/// command's write can be overtaken by replay (module docs).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
+/// Most bytes of records queued for the next group; appenders wait beyond it (each request's
+/// records are bounded by its body limit, so this only bounds a burst).
+const QUEUED_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most bytes a replay reads into memory: a log never grows much past a checkpoint's size.
+const REPLAY_BYTES_MAX: u64 = CHECKPOINT_BYTES + QUEUED_BYTES_MAX as u64 + (16 << 20);
+/// Outcomes kept for waiters that have not collected them yet.
+const OUTCOMES_MAX: usize = 1 << 16;
+/// How long the flusher sleeps when idle before checking whether a checkpoint is due.
+const IDLE_TICK: Duration = Duration::from_millis(500);
+
+const OP_PUT: u8 = 1;
+const OP_PUT_IF_ABSENT: u8 = 2;
+const OP_DELETE: u8 = 3;
+const OP_DIRECT: u8 = 4;
+
+/// A mutation the flusher applies after its record is durable.
+pub(super) enum Apply {
+    Put { path: PathBuf, bytes: Vec<u8> },
+    PutIfAbsent { path: PathBuf, bytes: Vec<u8> },
+    Delete { path: PathBuf },
+}
+
+/// What the flusher found when applying: whether the write or delete took effect.
+pub(super) type Applied = bool;
+
+struct State {
+    /// Encoded records waiting for the next group.
+    queued: Vec<u8>,
+    /// Mutations of the queued records, with the sequence number each answers to.
+    applies: Vec<(u64, Apply)>,
+    /// Key locks released once the queued records are applied.
+    guards: Vec<KeyLock>,
+    next_seq: u64,
+    /// Every record up to here is durable and applied.
+    done_seq: u64,
+    /// Outcomes of applied mutations not yet collected by their waiter.
+    outcomes: HashMap<u64, Vec<Applied>>,
+    waiters: Vec<Waker>,
+    /// Set when a write, flush or apply failed: the log and the tree may disagree until a
+    /// restart replays the log, so every later write fails too.
+    failed: Option<String>,
+    shutdown: bool,
+}
+
+struct Shared {
+    root: PathBuf,
+    state: Mutex<State>,
+    wake_flusher: Condvar,
+    wake_appenders: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding it (plain bookkeeping), so a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A root's journal: the log file, the flusher thread and the queue in front of it.
+pub(super) struct Journal {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("root", &self.shared.root)
+            .finish()
+    }
+}
+
+impl Journal {
+    /// Takes the root's journal (refusing if another process holds it), replays what a
+    /// previous run left in it, checkpoints, and starts the flusher. Blocking: call at start.
+    pub(super) fn open(root: &Path) -> io::Result<Journal> {
+        let dir = root.join(JOURNAL_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(JOURNAL_FILE))?;
+        // SAFETY: plain syscall on an open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "{} is in use by another origin process ({e}); one server per root_dir",
+                    dir.display()
+                ),
+            ));
+        }
+        let epoch = replay(root, &file)?;
+        let shared = Arc::new(Shared {
+            root: root.to_path_buf(),
+            state: Mutex::new(State {
+                queued: Vec::new(),
+                applies: Vec::new(),
+                guards: Vec::new(),
+                next_seq: 1,
+                done_seq: 0,
+                outcomes: HashMap::new(),
+                waiters: Vec::new(),
+                failed: None,
+                shutdown: false,
+            }),
+            wake_flusher: Condvar::new(),
+            wake_appenders: Condvar::new(),
+        });
+        let flusher_shared = shared.clone();
+        let flusher = std::thread::Builder::new()
+            .name("origin-journal".into())
+            .spawn(move || flusher(flusher_shared, file, epoch))?;
+        Ok(Journal {
+            shared,
+            flusher: Some(flusher),
+        })
+    }
+
+    /// Queues records (encoded with [`Record::encode`]). `apply` mutations are applied by the flusher once durable (then
+    /// `guards` are released); pending records (no `apply`) were applied by the caller.
+    /// Returns the sequence number to wait for.
+    pub(super) fn append(
+        &self,
+        records: &[u8],
+        apply: Vec<Apply>,
+        guards: Vec<KeyLock>,
+    ) -> io::Result<u64> {
+        let mut st = self.shared.lock();
+        while st.queued.len() >= QUEUED_BYTES_MAX && st.failed.is_none() {
+            st = self
+                .shared
+                .wake_appenders
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if let Some(e) = &st.failed {
+            return Err(io::Error::other(e.clone()));
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.queued.extend_from_slice(records);
+        for a in apply {
+            st.applies.push((seq, a));
+        }
+        st.guards.extend(guards);
+        drop(st);
+        self.shared.wake_flusher.notify_one();
+        Ok(seq)
+    }
+
+    /// Waits until record `seq` is durable and applied; its mutations' outcomes (true where
+    /// the write took effect), in the order they were given.
+    pub(super) async fn wait(&self, seq: u64) -> io::Result<Vec<Applied>> {
+        std::future::poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if st.done_seq >= seq {
+                let outcome = st.outcomes.remove(&seq).unwrap_or_default();
+                return Poll::Ready(Ok(outcome));
+            }
+            if let Some(e) = &st.failed {
+                return Poll::Ready(Err(io::Error::other(e.clone())));
+            }
+            if !st.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                st.waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.wake_flusher.notify_one();
+        if let Some(t) = self.flusher.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One logged mutation, as replay sees it.
+pub(super) enum Record<'a> {
+    Put(&'a str, &'a [u8]),
+    PutIfAbsent(&'a str, &'a [u8]),
+    Delete(&'a str),
+    /// The key was written durably outside the log: replay leaves it as it finds it.
+    Direct(&'a str),
+}
+
+impl Record<'_> {
+    pub(super) fn encode(&self, out: &mut Vec<u8>) {
+        let (op, key, bytes) = match self {
+            Record::Put(k, b) => (OP_PUT, k, Some(b)),
+            Record::PutIfAbsent(k, b) => (OP_PUT_IF_ABSENT, k, Some(b)),
+            Record::Delete(k) => (OP_DELETE, k, None),
+            Record::Direct(k) => (OP_DIRECT, k, None),
+        };
+        out.push(op);
+        // Keys are at most KEY_BYTES_MAX (1024) bytes, objects at most the metadata limit.
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        if let Some(b) = bytes {
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
+    let mut end = HEADER_BYTES;
+    let mut last_checkpoint = Instant::now();
+    loop {
+        let (queued, applies, guards, upto) = {
+            let mut st = shared.lock();
+            while st.queued.is_empty() && !st.shutdown {
+                let due = end > HEADER_BYTES && last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
+                if due {
+                    break;
+                }
+                st = shared
+                    .wake_flusher
+                    .wait_timeout(st, IDLE_TICK)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            if st.shutdown && st.queued.is_empty() {
+                return;
+            }
+            let upto = st.next_seq - 1;
+            (
+                std::mem::take(&mut st.queued),
+                std::mem::take(&mut st.applies),
+                std::mem::take(&mut st.guards),
+                upto,
+            )
+        };
+        shared.wake_appenders.notify_all();
+        let result = (|| -> io::Result<HashMap<u64, Vec<Applied>>> {
+            if !queued.is_empty() {
+                write_group(&file, end, &queued)?;
+                end += (FRAME_BYTES + queued.len()) as u64;
+            }
+            if !applies.is_empty() {
+                // Durable, not yet applied: the restart must replay it.
+                crate::failpoint::hit("journal-after-flush");
+            }
+            let mut outcomes: HashMap<u64, Vec<Applied>> = HashMap::new();
+            for (seq, a) in applies {
+                outcomes.entry(seq).or_default().push(apply(&shared.root, a)?);
+            }
+            Ok(outcomes)
+        })();
+        drop(guards);
+        let mut st = shared.lock();
+        match result {
+            Ok(outcomes) => {
+                st.outcomes.extend(outcomes);
+                // Collected by their waiters; those of a waiter that gave up are dropped once
+                // far behind (no live waiter is OUTCOMES_MAX records late).
+                if st.outcomes.len() > OUTCOMES_MAX {
+                    let oldest = upto.saturating_sub(OUTCOMES_MAX as u64);
+                    st.outcomes.retain(|seq, _| *seq > oldest);
+                }
+                st.done_seq = upto;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the write journal failed; writes fail until a restart replays it");
+                st.failed = Some(format!("write journal: {e}"));
+            }
+        }
+        let waiters = std::mem::take(&mut st.waiters);
+        let checkpoint_due = st.failed.is_none()
+            && end > HEADER_BYTES
+            && (end >= CHECKPOINT_BYTES || last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL);
+        drop(st);
+        for w in waiters {
+            w.wake();
+        }
+        shared.wake_appenders.notify_all();
+        if checkpoint_due {
+            match checkpoint(&shared.root, &file, epoch + 1) {
+                Ok(()) => {
+                    epoch += 1;
+                    end = HEADER_BYTES;
+                    last_checkpoint = Instant::now();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "journal checkpoint failed");
+                    shared.lock().failed = Some(format!("journal checkpoint: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// Groups written since start (all journals of the process), for tests and metrics.
+pub(super) static GROUPS_WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn write_group(file: &File, at: u64, payload: &[u8]) -> io::Result<()> {
+    GROUPS_WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut frame = [0u8; FRAME_BYTES];
+    frame[..4].copy_from_slice(GROUP_MAGIC);
+    let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("journal group too large"))?;
+    frame[4..8].copy_from_slice(&len.to_le_bytes());
+    frame[8..16].copy_from_slice(&Sha256::digest(payload)[..8]);
+    file.write_all_at(&frame, at)?;
+    file.write_all_at(payload, at + FRAME_BYTES as u64)?;
+    file.sync_data()
+}
+
+/// Makes the whole tree durable (`syncfs`), then empties the log under a new epoch.
+fn checkpoint(root: &Path, file: &File, epoch: u64) -> io::Result<()> {
+    let dir = File::open(root)?;
+    // SAFETY: plain syscall on an open descriptor.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    file.set_len(0)?;
+    let mut header = [0u8; HEADER_BYTES as usize];
+    header[..8].copy_from_slice(FILE_MAGIC);
+    header[8..].copy_from_slice(&epoch.to_le_bytes());
+    file.write_all_at(&header, 0)?;
+    file.sync_all()
+}
+
+/// Applies one mutation to the tree, without fsync. Directories are created as needed and
+/// pruned when a delete empties them (as the backend does).
+fn apply(root: &Path, a: Apply) -> io::Result<Applied> {
+    match a {
+        Apply::Put { path, bytes } => {
+            let temp = write_temp(root, &path, &bytes)?;
+            std::fs::rename(&temp, &path).inspect_err(|_| {
+                let _ = std::fs::remove_file(&temp);
+            })?;
+            Ok(true)
+        }
+        Apply::PutIfAbsent { path, bytes } => {
+            let temp = write_temp(root, &path, &bytes)?;
+            let linked = std::fs::hard_link(&temp, &path);
+            let _ = std::fs::remove_file(&temp);
+            match linked {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        Apply::Delete { path } => match std::fs::remove_file(&path) {
+            Ok(()) => {
+                prune(root, path.parent());
+                Ok(true)
+            }
+            Err(e) if is_absent(&e) || e.kind() == io::ErrorKind::IsADirectory => Ok(false),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+fn is_absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+/// Attempts at creating a temp file whose fresh directory a concurrent prune removed.
+const DIR_RACE_RETRIES_MAX: usize = 8;
+
+fn write_temp(root: &Path, path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("storage path without parent"))?;
+    let mut attempt = 0;
+    loop {
+        let temp = dir.join(super::files::temp_name()?);
+        match OpenOptions::new().write(true).create_new(true).open(&temp) {
+            Ok(mut f) => {
+                f.write_all(bytes).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&temp);
+                })?;
+                return Ok(temp);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < DIR_RACE_RETRIES_MAX => {
+                attempt += 1;
+                if dir.starts_with(root) {
+                    std::fs::create_dir_all(dir)?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn prune(root: &Path, mut dir: Option<&Path>) {
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) || std::fs::remove_dir(d).is_err() {
+            return;
+        }
+        dir = d.parent();
+    }
+}
+
+/// Reads the log, replays its complete groups into the tree, makes the tree durable and
+/// empties the log. Returns the epoch to continue with.
+fn replay(root: &Path, mut file: &File) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    if len > REPLAY_BYTES_MAX {
+        return Err(io::Error::other(format!(
+            "journal is {len} bytes, more than REPLAY_BYTES_MAX; it is not Origin's"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes)?;
+    let mut epoch = 0;
+    let mut groups = Vec::new();
+    if bytes.len() >= HEADER_BYTES as usize && bytes[..8] == FILE_MAGIC[..] {
+        epoch = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default());
+        let mut at = HEADER_BYTES as usize;
+        while let Some((payload, next)) = read_group(&bytes, at) {
+            groups.push(payload);
+            at = next;
+        }
+    } else if !bytes.is_empty() {
+        return Err(io::Error::other(
+            "the journal file does not start with Origin's header",
+        ));
+    }
+    let mut records = Vec::new();
+    for payload in groups {
+        let Some(parsed) = parse_records(payload) else {
+            return Err(io::Error::other("a checksummed journal group does not parse"));
+        };
+        records.extend(parsed);
+    }
+    if !records.is_empty() {
+        // A key written directly after a logged write keeps what the direct write left.
+        let mut last_direct: HashMap<&str, usize> = HashMap::new();
+        for (i, (op, key, _)) in records.iter().enumerate() {
+            if *op == OP_DIRECT {
+                last_direct.insert(key, i);
+            }
+        }
+        let mut applied = 0usize;
+        for (i, (op, key, data)) in records.iter().enumerate() {
+            if last_direct.get(key).is_some_and(|&d| i < d) {
+                continue;
+            }
+            super::super::validate_key(key).map_err(|e| io::Error::other(e.to_string()))?;
+            let path = root.join(key);
+            let a = match *op {
+                // Replay overwrites: a logged create-if-absent did take effect (or found the
+                // same content-addressed object), and a torn file must be replaced.
+                OP_PUT | OP_PUT_IF_ABSENT => Apply::Put {
+                    path,
+                    bytes: data.to_vec(),
+                },
+                OP_DELETE => Apply::Delete { path },
+                _ => continue,
+            };
+            apply(root, a)?;
+            applied += 1;
+        }
+        tracing::info!(records = records.len(), applied, "replayed the write journal");
+    }
+    checkpoint(root, file, epoch + 1)?;
+    Ok(epoch + 1)
+}
+
+fn read_group(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let frame = bytes.get(at..at + FRAME_BYTES)?;
+    if frame[..4] != GROUP_MAGIC[..] {
+        return None;
+    }
+    let len = u32::from_le_bytes(frame[4..8].try_into().ok()?) as usize;
+    let payload = bytes.get(at + FRAME_BYTES..at + FRAME_BYTES + len)?;
+    if Sha256::digest(payload)[..8] != frame[8..16] {
+        return None; // torn: the flush never completed, so nothing in it was acknowledged
+    }
+    Some((payload, at + FRAME_BYTES + len))
+}
+
+type Parsed<'a> = (u8, &'a str, &'a [u8]);
+
+fn parse_records(mut p: &[u8]) -> Option<Vec<Parsed<'_>>> {
+    let mut out = Vec::new();
+    while !p.is_empty() {
+        let op = p[0];
+        let klen = u16::from_le_bytes(p.get(1..3)?.try_into().ok()?) as usize;
+        let key = std::str::from_utf8(p.get(3..3 + klen)?).ok()?;
+        p = &p[3 + klen..];
+        let data: &[u8] = match op {
+            OP_PUT | OP_PUT_IF_ABSENT => {
+                let dlen = u32::from_le_bytes(p.get(..4)?.try_into().ok()?) as usize;
+                let d = p.get(4..4 + dlen)?;
+                p = &p[4 + dlen..];
+                d
+            }
+            OP_DELETE | OP_DIRECT => &[],
+            _ => return None,
+        };
+        if key.starts_with(TEMP_PREFIX) {
+            return None;
+        }
+        out.push((op, key, data));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(records: &[Record<'_>]) -> Vec<u8> {
+        let mut payload = Vec::new();
+        for r in records {
+            r.encode(&mut payload);
+        }
+        let mut out = Vec::new();
+        out.extend_from_slice(GROUP_MAGIC);
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&Sha256::digest(&payload)[..8]);
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    fn log_with(root: &Path, groups: &[Vec<u8>]) {
+        let dir = root.join(JOURNAL_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut bytes = FILE_MAGIC.to_vec();
+        bytes.extend_from_slice(&7u64.to_le_bytes());
+        for g in groups {
+            bytes.extend_from_slice(g);
+        }
+        std::fs::write(dir.join(JOURNAL_FILE), bytes).unwrap();
+    }
+
+    fn read(root: &Path, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(root.join(key)).ok()
+    }
+
+    /// Replay applies complete groups in order (a torn last group is ignored, as nothing in
+    /// it was acknowledged), overwrites a torn file, honours a direct marker over an older
+    /// logged delete, and leaves an empty log behind.
+    #[test]
+    fn replay_applies_complete_groups_in_order() {
+        let tmp = crate::storage::tests::TempDir::new();
+        let root = tmp.path().to_path_buf();
+        // A torn file left by a power loss: replay must replace it.
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a/torn"), b"\0\0\0").unwrap();
+        // A blob committed directly after a logged delete of it.
+        std::fs::create_dir_all(root.join("blobs")).unwrap();
+        std::fs::write(root.join("blobs/x"), b"committed").unwrap();
+        std::fs::write(root.join("a/gone"), b"old").unwrap();
+        let g1 = group(&[
+            Record::Put("a/one", b"1"),
+            Record::Put("a/torn", b"whole"),
+            Record::Delete("blobs/x"),
+        ]);
+        let g2 = group(&[
+            Record::PutIfAbsent("a/two", b"2"),
+            Record::Delete("a/gone"),
+            Record::Direct("blobs/x"),
+            Record::Put("a/one", b"1 again"),
+        ]);
+        let mut torn = group(&[Record::Put("a/never", b"lost")]);
+        torn.truncate(torn.len() - 1);
+        log_with(&root, &[g1, g2, torn]);
+        let journal = Journal::open(&root).unwrap();
+        assert_eq!(read(&root, "a/one").as_deref(), Some(&b"1 again"[..]));
+        assert_eq!(read(&root, "a/torn").as_deref(), Some(&b"whole"[..]));
+        assert_eq!(read(&root, "a/two").as_deref(), Some(&b"2"[..]));
+        assert_eq!(read(&root, "a/gone"), None);
+        assert_eq!(read(&root, "blobs/x").as_deref(), Some(&b"committed"[..]));
+        assert_eq!(read(&root, "a/never"), None);
+        drop(journal);
+        let log = std::fs::read(root.join(JOURNAL_DIR).join(JOURNAL_FILE)).unwrap();
+        assert_eq!(log.len() as u64, HEADER_BYTES, "the log was not emptied");
+        // Another open replays nothing more and changes nothing.
+        drop(Journal::open(&root).unwrap());
+        assert_eq!(read(&root, "a/one").as_deref(), Some(&b"1 again"[..]));
+    }
+
+    /// A second process (here: a second open) cannot take a root's journal.
+    #[test]
+    fn one_owner_per_root() {
+        let tmp = crate::storage::tests::TempDir::new();
+        let first = Journal::open(tmp.path()).unwrap();
+        let err = Journal::open(tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("another origin process"), "{err}");
+        drop(first);
+        drop(Journal::open(tmp.path()).unwrap());
+    }
+
+    /// A log that is not ours is refused rather than replayed.
+    #[test]
+    fn foreign_log_is_refused() {
+        let tmp = crate::storage::tests::TempDir::new();
+        let dir = tmp.path().join(JOURNAL_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(JOURNAL_FILE), b"not a journal at all").unwrap();
+        assert!(Journal::open(tmp.path()).is_err());
+    }
+
+    /// Concurrent writers on several threads share flushes: every durable put comes back
+    /// applied, and the number of groups written is below the number of writes.
+    #[test]
+    fn concurrent_durable_puts_share_groups() {
+        let tmp = crate::storage::tests::TempDir::new();
+        let storage = crate::storage::FsStorage::new(tmp.path().join("s"))
+            .unwrap()
+            .with_journal()
+            .unwrap();
+        const THREADS: usize = 4;
+        const PUTS: usize = 50;
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let s = storage.clone();
+                std::thread::spawn(move || {
+                    compio::runtime::Runtime::new().unwrap().block_on(async move {
+                        use crate::storage::Storage;
+                        let tasks: Vec<_> = (0..PUTS)
+                            .map(|i| {
+                                let s = s.clone();
+                                compio::runtime::spawn(async move {
+                                    let key = format!("k/{t}/{i}");
+                                    s.put(&key, key.clone().into_bytes(), crate::storage::PutCondition::Always)
+                                        .await
+                                        .unwrap();
+                                    // Visible on return.
+                                    assert_eq!(s.get(&key).await.unwrap().unwrap().bytes, key.as_bytes());
+                                })
+                            })
+                            .collect();
+                        for task in tasks {
+                            task.await.unwrap();
+                        }
+                    })
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let groups = GROUPS_WRITTEN.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(groups > 0 && groups < (THREADS * PUTS) as u64, "{groups} groups");
+    }
+}
