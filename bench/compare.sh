@@ -15,6 +15,9 @@
 #   BENCH_CONNS         connections for manifest/HEAD/4 KiB phases (default 64)
 #   BENCH_LARGE_CONNS   connection counts for large-blob GETs (default "1 8")
 #   BENCH_PUSH_STREAMS  stream counts for pushes (default "1 8")
+#   BENCH_WRITE_STREAMS stream counts for manifest PUTs and 4 KiB pushes (default "1 8")
+#   BENCH_PHASES        subset of "get push writes" to run (default all three)
+#   BENCH_DD_MIB        size of the disk's own durable write (dd conv=fsync; default 512)
 #   BENCH_PUSH_MIB      size of each pushed blob (default 64)
 #   BENCH_CHUNK_MIB     PATCH size for chunked pushes (default 16)
 #   BENCH_SERVERS       subset/order of "origin distribution nginx"
@@ -48,6 +51,10 @@ PUSH_SECS=${BENCH_PUSH_SECS:-$SECS}
 CONNS=${BENCH_CONNS:-64}
 LARGE_CONNS=${BENCH_LARGE_CONNS:-"1 8"}
 PUSH_STREAMS=${BENCH_PUSH_STREAMS:-"1 8"}
+WRITE_STREAMS=${BENCH_WRITE_STREAMS:-"1 8"}
+DD_MIB=${BENCH_DD_MIB:-512}
+PHASES=${BENCH_PHASES:-"get push writes"}
+phase_on() { case " $PHASES " in *" $1 "*) return 0 ;; esac; return 1; }
 PUSH_MIB=${BENCH_PUSH_MIB:-64}
 CHUNK_MIB=${BENCH_CHUNK_MIB:-16}
 SERVERS=${BENCH_SERVERS:-"origin distribution nginx"}
@@ -60,7 +67,8 @@ LOGS=$WORK/logs
 mkdir -p "$LOGS"
 : > "$RESULTS"
 
-need wrk oha nginx curl python3 jq "${DISTRIBUTION_BIN:-docker-registry}"
+# shellcheck disable=SC2086  # TOOLS is a word list
+need $TOOLS nginx curl python3 jq "${DISTRIBUTION_BIN:-docker-registry}"
 T_START=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "work dir: $WORK" >&2
@@ -113,6 +121,51 @@ push_phase() {
   done
 }
 
+# writes_phase SERVER PID ORDER MODE BASE_URL: writes.py (manifest PUTs under new tags, or
+# 4 KiB monolithic pushes) at each of WRITE_STREAMS for PUSH_SECS.
+writes_phase() {
+  local server=$1 pid=$2 order=$3 mode=$4 base=$5 s label
+  case $mode in
+    manifest) label="manifest PUT (new tag each)" ;;
+    blob) label="push 4 KiB blob (monolithic)" ;;
+  esac
+  for s in $WRITE_STREAMS; do
+    settle
+    phase_begin "$pid"
+    local out="$LOGS/$server-$order-writes-$s.json"
+    "$PY" "$BENCH_DIR/writes.py" --url "$base" --mode "$mode" --size-kib 4 -s "$s" \
+      -d "$PUSH_SECS" --run-id "$server-$mode-$s" > "$out" || true
+    phase_end "$pid"
+    local rate ops errs note
+    rate=$(jq -r '.ops_s // 0' "$out" 2>/dev/null || echo 0)
+    ops=$(jq -r '.ops // 0' "$out" 2>/dev/null || echo 0)
+    errs=$(jq -r '.errors // 1' "$out" 2>/dev/null || echo 1)
+    if [ "$errs" != 0 ]; then
+      note=$(jq -r '.first_error' "$out" 2>/dev/null || echo "see $out")
+    else
+      note=$(jq -r '"p50 \(.p50_ms) ms, p99 \(.p99_ms) ms"' "$out")
+    fi
+    record "$server" "$order" "$label" "$s" writes.py "$rate" req/s "$ops" \
+      "$PHASE_CPU" "$PHASE_HWM" "$errs" "$note"
+  done
+}
+
+# The disk's own durable write rate, in the work directory's file system: the physical
+# limit for a large push (which must be durable before it is acknowledged).
+disk_phase() {
+  settle
+  local out="$LOGS/dd.txt" t0 t1 mibs
+  t0=$(date +%s.%N)
+  dd if=/dev/zero of="$WORK/dd.bin" bs=4M count=$((DD_MIB / 4)) conv=fsync 2>"$out"
+  t1=$(date +%s.%N)
+  rm -f "$WORK/dd.bin"
+  mibs=$(awk -v m="$DD_MIB" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", m/(b-a)}')
+  record disk 0 "disk: dd bs=4M conv=fsync ($DD_MIB MiB)" 1 dd "$mibs" MiB/s 0 - - 0 ""
+  # Beside the 1-stream monolithic push too, so that row shows origin/disk.
+  record disk 30 "push $PUSH_MIB MiB monolithic" 1 push.py "$mibs" MiB/s 0 - - 0 \
+    "the disk's own rate (dd conv=fsync)"
+}
+
 run_server() {
   local server=$1 port pid store=""
   port=$(free_port)
@@ -163,17 +216,23 @@ run_server() {
   done
   wrk -t2 -c"$CONNS" -d1s -s "$BENCH_DIR/wrk/manifest.lua" "$manifest_url" >/dev/null 2>&1 || true
 
-  small_phase "$server" "$pid" 10 "manifest GET by tag" "$manifest_url" manifest
-  small_phase "$server" "$pid" 11 "HEAD blob (4 KiB)" "$small_url" head
-  small_phase "$server" "$pid" 12 "GET 4 KiB blob" "$small_url" blob
-  local order=20 size
-  for size in $LARGE; do
-    large_phase "$server" "$pid" "$order" "$size" "$base"
-    order=$((order + 1))
-  done
-  if [ "$server" != nginx ]; then
+  if phase_on get; then
+    small_phase "$server" "$pid" 10 "manifest GET by tag" "$manifest_url" manifest
+    small_phase "$server" "$pid" 11 "HEAD blob (4 KiB)" "$small_url" head
+    small_phase "$server" "$pid" 12 "GET 4 KiB blob" "$small_url" blob
+    local order=20 size
+    for size in $LARGE; do
+      large_phase "$server" "$pid" "$order" "$size" "$base"
+      order=$((order + 1))
+    done
+  fi
+  if [ "$server" != nginx ] && phase_on push; then
     push_phase "$server" "$pid" 30 monolithic "$base"
     push_phase "$server" "$pid" 31 chunked "$base"
+  fi
+  if [ "$server" != nginx ] && phase_on writes; then
+    writes_phase "$server" "$pid" 32 manifest "$base"
+    writes_phase "$server" "$pid" 33 blob "$base"
   fi
   local end_rss; end_rss=$(tree_rss "$pid")
   record "$server" 90 "RSS at the end of the run (MiB)" - - \
@@ -191,6 +250,7 @@ run_server() {
   sync
 }
 
+if phase_on push; then disk_phase; fi
 for server in $SERVERS; do
   run_server "$server"
 done

@@ -16,7 +16,7 @@ import sys
 
 COLUMNS = ["server", "order", "phase", "conns", "tool", "value", "unit", "work", "cpu_s",
            "hwm_kib", "errors", "note"]
-SERVERS = ["origin", "nginx", "distribution"]
+SERVERS = ["origin", "nginx", "distribution", "disk"]
 GIB = 1 << 30
 
 

@@ -299,7 +299,8 @@ fn journal_replays_a_durable_group_that_was_never_applied() {
     let dir = stop_keep_dir(srv);
     // The first group with writes to apply after this start is the PUT's publishing batch
     // (its hold, content and edges are pending writes, applied by the request itself).
-    let mut srv = Server::start_config_env(dir, &text, &[("ORIGIN_FAILPOINT", "journal-after-flush@1")]);
+    let mut srv =
+        Server::start_config_env(dir, &text, &[("ORIGIN_FAILPOINT", "journal-after-flush@1")]);
     let client = Client { addr: srv.addr };
     assert_eq!(
         client.put_manifest("journal/app", "v1", manifest.as_bytes()),

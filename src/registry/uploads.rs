@@ -278,9 +278,7 @@ impl Registry {
         self.store
             .delete_pending(&layout::upload_data(name, id))
             .await?;
-        self.store
-            .delete_pending(&layout::upload_index(id))
-            .await?;
+        self.store.delete_pending(&layout::upload_index(id)).await?;
         if had {
             METRICS.uploads_open.fetch_sub(1, Relaxed);
         }

@@ -52,8 +52,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::locks::KeyLock;
 use super::super::TEMP_PREFIX;
+use super::locks::KeyLock;
 
 /// The journal's directory under the root. Starts with the temp prefix, so it is never a key
 /// and never listed.
@@ -216,12 +216,19 @@ impl Journal {
         let seq = st.next_seq;
         st.next_seq += 1;
         st.queued.extend_from_slice(records);
+        let wake = !apply.is_empty() || !guards.is_empty();
         for a in apply {
             st.applies.push((seq, a));
         }
+        // Pending records (nothing to apply) do not wake the flusher: they ride with the next
+        // durable group (every request that writes them ends with one), so a request pays
+        // one flush, not one per pending write. An idle flusher still writes them within
+        // IDLE_TICK.
         st.guards.extend(guards);
         drop(st);
-        self.shared.wake_flusher.notify_one();
+        if wake {
+            self.shared.wake_flusher.notify_one();
+        }
         Ok(seq)
     }
 
@@ -240,6 +247,9 @@ impl Journal {
             if !st.waiters.iter().any(|w| w.will_wake(cx.waker())) {
                 st.waiters.push(cx.waker().clone());
             }
+            drop(st);
+            // A waiter wants a flush now (its record may be a pending one, which did not).
+            self.shared.wake_flusher.notify_one();
             Poll::Pending
         })
         .await
@@ -324,7 +334,10 @@ fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
             }
             let mut outcomes: HashMap<u64, Vec<Applied>> = HashMap::new();
             for (seq, a) in applies {
-                outcomes.entry(seq).or_default().push(apply(&shared.root, a)?);
+                outcomes
+                    .entry(seq)
+                    .or_default()
+                    .push(apply(&shared.root, a)?);
             }
             Ok(outcomes)
         })();
@@ -372,13 +385,15 @@ fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
 }
 
 /// Groups written since start (all journals of the process), for tests and metrics.
-pub(super) static GROUPS_WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub(super) static GROUPS_WRITTEN: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
 
 fn write_group(file: &File, at: u64, payload: &[u8]) -> io::Result<()> {
     GROUPS_WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut frame = [0u8; FRAME_BYTES];
     frame[..4].copy_from_slice(GROUP_MAGIC);
-    let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("journal group too large"))?;
+    let len =
+        u32::try_from(payload.len()).map_err(|_| io::Error::other("journal group too large"))?;
     frame[4..8].copy_from_slice(&len.to_le_bytes());
     frame[8..16].copy_from_slice(&Sha256::digest(payload)[..8]);
     file.write_all_at(&frame, at)?;
@@ -403,7 +418,7 @@ fn checkpoint(root: &Path, file: &File, epoch: u64) -> io::Result<()> {
 
 /// Applies one mutation to the tree, without fsync. Directories are created as needed and
 /// pruned when a delete empties them (as the backend does).
-fn apply(root: &Path, a: Apply) -> io::Result<Applied> {
+pub(super) fn apply(root: &Path, a: Apply) -> io::Result<Applied> {
     match a {
         Apply::Put { path, bytes } => {
             let temp = write_temp(root, &path, &bytes)?;
@@ -506,7 +521,9 @@ fn replay(root: &Path, mut file: &File) -> io::Result<u64> {
     let mut records = Vec::new();
     for payload in groups {
         let Some(parsed) = parse_records(payload) else {
-            return Err(io::Error::other("a checksummed journal group does not parse"));
+            return Err(io::Error::other(
+                "a checksummed journal group does not parse",
+            ));
         };
         records.extend(parsed);
     }
@@ -538,7 +555,11 @@ fn replay(root: &Path, mut file: &File) -> io::Result<u64> {
             apply(root, a)?;
             applied += 1;
         }
-        tracing::info!(records = records.len(), applied, "replayed the write journal");
+        tracing::info!(
+            records = records.len(),
+            applied,
+            "replayed the write journal"
+        );
     }
     checkpoint(root, file, epoch + 1)?;
     Ok(epoch + 1)
@@ -695,25 +716,34 @@ mod tests {
             .map(|t| {
                 let s = storage.clone();
                 std::thread::spawn(move || {
-                    compio::runtime::Runtime::new().unwrap().block_on(async move {
-                        use crate::storage::Storage;
-                        let tasks: Vec<_> = (0..PUTS)
-                            .map(|i| {
-                                let s = s.clone();
-                                compio::runtime::spawn(async move {
-                                    let key = format!("k/{t}/{i}");
-                                    s.put(&key, key.clone().into_bytes(), crate::storage::PutCondition::Always)
+                    compio::runtime::Runtime::new()
+                        .unwrap()
+                        .block_on(async move {
+                            use crate::storage::Storage;
+                            let tasks: Vec<_> = (0..PUTS)
+                                .map(|i| {
+                                    let s = s.clone();
+                                    compio::runtime::spawn(async move {
+                                        let key = format!("k/{t}/{i}");
+                                        s.put(
+                                            &key,
+                                            key.clone().into_bytes(),
+                                            crate::storage::PutCondition::Always,
+                                        )
                                         .await
                                         .unwrap();
-                                    // Visible on return.
-                                    assert_eq!(s.get(&key).await.unwrap().unwrap().bytes, key.as_bytes());
+                                        // Visible on return.
+                                        assert_eq!(
+                                            s.get(&key).await.unwrap().unwrap().bytes,
+                                            key.as_bytes()
+                                        );
+                                    })
                                 })
-                            })
-                            .collect();
-                        for task in tasks {
-                            task.await.unwrap();
-                        }
-                    })
+                                .collect();
+                            for task in tasks {
+                                task.await.unwrap();
+                            }
+                        })
                 })
             })
             .collect();
@@ -721,6 +751,9 @@ mod tests {
             h.join().unwrap();
         }
         let groups = GROUPS_WRITTEN.load(std::sync::atomic::Ordering::Relaxed);
-        assert!(groups > 0 && groups < (THREADS * PUTS) as u64, "{groups} groups");
+        assert!(
+            groups > 0 && groups < (THREADS * PUTS) as u64,
+            "{groups} groups"
+        );
     }
 }

@@ -394,13 +394,11 @@ impl Storage for FsStorage {
 
     async fn head(&self, key: &str) -> Result<Option<Meta>> {
         validate_key(key)?;
-        let meta = if crate::sys::direct_file_calls() {
-            std::fs::metadata(self.path(key)).map(|m| (m.is_file(), m.len(), m.modified()))
-        } else {
-            compio::fs::metadata(self.path(key))
-                .await
-                .map(|m| (m.is_file(), m.len(), m.modified()))
-        };
+        // A direct stat on both drivers: io_uring has no inline path for statx (every one is
+        // handed to a kernel worker thread and back, which doubled the CPU of a blob HEAD),
+        // while a stat of a key in use is a dentry-cache lookup of a microsecond or two. A
+        // cold lookup may wait on the disk, as nginx's stat does.
+        let meta = std::fs::metadata(self.path(key)).map(|m| (m.is_file(), m.len(), m.modified()));
         match meta {
             Ok((true, size, modified)) => Ok(Some(Meta {
                 size,
