@@ -67,10 +67,7 @@ fn cli_on_all(nodes: &[Server], args: &[&str]) -> Vec<(i32, String)> {
 fn wait_bucket_empty(moto: &Moto, bucket: &str, prefixes: &[&str], within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let left: Vec<String> = prefixes
-            .iter()
-            .flat_map(|p| moto.list(bucket, p))
-            .collect();
+        let left: Vec<String> = prefixes.iter().flat_map(|p| moto.list(bucket, p)).collect();
         if left.is_empty() {
             return;
         }
@@ -159,11 +156,19 @@ fn three_nodes_one_bucket_behave_as_one_registry() {
         let (_, d) = w.push_image("multi/tags", "moving", &[bytes(100 + i as u64, 500)]);
         let got = r.request("HEAD", "/v2/multi/tags/manifests/moving", &[], b"");
         assert_eq!(got.status, 200, "round {i}");
-        assert_eq!(got.header("docker-content-digest"), Some(d.as_str()), "round {i}");
+        assert_eq!(
+            got.header("docker-content-digest"),
+            Some(d.as_str()),
+            "round {i}"
+        );
         if i % 2 == 1 {
             let del = x.request("DELETE", "/v2/multi/tags/manifests/moving", &[], b"");
             assert_eq!(del.status, 202);
-            assert_eq!(w.get("/v2/multi/tags/manifests/moving").status, 404, "round {i}");
+            assert_eq!(
+                w.get("/v2/multi/tags/manifests/moving").status,
+                404,
+                "round {i}"
+            );
         }
     }
 
@@ -172,9 +177,11 @@ fn three_nodes_one_bucket_behave_as_one_registry() {
     assert_eq!(del.status, 202);
     assert_eq!(a.get("/v2/multi/app/manifests/v1").status, 404);
     assert_eq!(b.get(&format!("/v2/multi/app/manifests/{md}")).status, 404);
-    assert_eq!(
-        a.get("/v2/multi/app/tags/list").json()["tags"],
-        serde_json::json!([])
+    let tags = a.get("/v2/multi/app/tags/list");
+    assert!(
+        tags.status == 404 || tags.json()["tags"].as_array().is_none_or(|t| t.is_empty()),
+        "tags left: {}",
+        String::from_utf8_lossy(&tags.body)
     );
 }
 
@@ -367,10 +374,18 @@ fn three_nodes_expire_uploads_and_scrub_without_losses() {
     let mut images = Vec::new();
     let mut sessions = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
-        images.push((format!("keep/n{i}"), n.push_image(&format!("keep/n{i}"), "v1", &[bytes(i as u64, 40_000)])));
+        images.push((
+            format!("keep/n{i}"),
+            n.push_image(&format!("keep/n{i}"), "v1", &[bytes(i as u64, 40_000)]),
+        ));
         // A session with some data, left idle.
         let loc = n.start_upload(&format!("idle/n{i}"));
-        let r = n.request("PATCH", &loc, &[("Content-Range", "0-999")], &bytes(9, 1000));
+        let r = n.request(
+            "PATCH",
+            &loc,
+            &[("Content-Range", "0-999")],
+            &bytes(9, 1000),
+        );
         assert_eq!(r.status, 202);
         sessions.push(r.header("location").unwrap().to_string());
     }
@@ -385,7 +400,12 @@ fn three_nodes_expire_uploads_and_scrub_without_losses() {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
-    wait_bucket_empty(&moto, "expiry", &["uploads/", "repositories/idle/"], Duration::from_secs(30));
+    wait_bucket_empty(
+        &moto,
+        "expiry",
+        &["uploads/", "repositories/idle/"],
+        Duration::from_secs(30),
+    );
     for (code, out) in cli_on_all(&nodes, &["scrub"]) {
         assert!(!out.contains("broken:"), "{out}");
         assert_eq!(code, 0, "{out}");
@@ -416,7 +436,7 @@ fn mirror_on_shared_bucket_fills_once_and_evicts_safely() {
         "{ALLOW_ALL}\n[[repository]]\nnamespace = \"up\"\npolicy_default_allow = true\n\
          [repository.mirror]\nregistry = \"upstream.test\"\ndefault = true\nevict_after = \"6s\"\n\
          [[repository.mirror.upstream]]\nurl = \"{}\"\ntimeout = \"5s\"\n\n\
-         [gc]\nenabled = true\ninterval = \"1s\"\ngrace_period = \"1s\"\n",
+         [uploads]\nidle_expiry = \"4s\"\n\n[gc]\nenabled = true\ninterval = \"1s\"\ngrace_period = \"1s\"\n",
         up.url()
     );
     moto.create_bucket("cache");
@@ -452,7 +472,10 @@ fn mirror_on_shared_bucket_fills_once_and_evicts_safely() {
     // A third node redirects the cached blob to the bucket: no upstream fetch.
     let c = {
         let dir = TempDir::new("multinode");
-        let fs = format!("[storage.fs]\nroot_dir = \"{}\"\n", dir.0.join("data").display());
+        let fs = format!(
+            "[storage.fs]\nroot_dir = \"{}\"\n",
+            dir.0.join("data").display()
+        );
         let s3 = format!("{}redirect = true\n", moto.storage_section("cache"));
         let text = config_text(&dir.0, "", &mirror).replace(&fs, &s3);
         Server::start_config(dir, &text, &[])
@@ -469,11 +492,20 @@ fn mirror_on_shared_bucket_fills_once_and_evicts_safely() {
     // Not pulled for 6 s: evicted (by whichever node gets there first), then collected.
     let deadline = Instant::now() + Duration::from_secs(40);
     while !moto.list("cache", "blobs/").is_empty() {
-        assert!(Instant::now() < deadline, "the unpulled blob was not collected");
+        assert!(
+            Instant::now() < deadline,
+            "the unpulled blob was not collected: {:?}",
+            moto.list("cache", "")
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     for n in [&a, &b, &c] {
-        let r = n.request("HEAD", &format!("/v2/up/library/app/manifests/{m}"), &[], b"");
+        let r = n.request(
+            "HEAD",
+            &format!("/v2/up/library/app/manifests/{m}"),
+            &[],
+            b"",
+        );
         // Fetched again from the upstream on demand: still served, never broken.
         assert_eq!(r.status, 200);
     }

@@ -200,7 +200,10 @@ fn s3_redirect_blob_gets_to_presigned_urls() {
     // Everything is allowed but pulling blobs under secret/.
     let policy = "[[repository]]\nnamespace = \"\"\npolicy_default_allow = false\npolicies = \
         [\"!(request.action == 'get-blob' && request.namespace.startsWith('secret/'))\"]\n";
-    let fs = format!("[storage.fs]\nroot_dir = \"{}\"\n", dir.0.join("data").display());
+    let fs = format!(
+        "[storage.fs]\nroot_dir = \"{}\"\n",
+        dir.0.join("data").display()
+    );
     let s3 = format!(
         "{}redirect = true\nredirect_expiry = \"2m\"\n",
         moto.storage_section("redir")
@@ -226,7 +229,10 @@ fn s3_redirect_blob_gets_to_presigned_urls() {
     // A Range GET redirects too, and S3 answers the range.
     let r = srv.request("GET", &path, &[("Range", "bytes=1000-1999")], b"");
     assert_eq!(r.status, 307);
-    let got = follow(r.header("location").unwrap(), &[("Range", "bytes=1000-1999")]);
+    let got = follow(
+        r.header("location").unwrap(),
+        &[("Range", "bytes=1000-1999")],
+    );
     assert_eq!(got.status, 206);
     assert!(got.body == layer[1000..2000]);
     // A real client following the redirect.
@@ -260,7 +266,8 @@ fn s3_redirect_blob_gets_to_presigned_urls() {
     assert!(r.header("location").is_none());
     let m = srv.get("/metrics");
     assert!(
-        String::from_utf8_lossy(&m.body).contains(&format!("origin_blob_redirects_total {redirects}")),
+        String::from_utf8_lossy(&m.body)
+            .contains(&format!("origin_blob_redirects_total {redirects}")),
         "redirects not counted"
     );
 }
@@ -279,10 +286,16 @@ fn s3_faults_give_clean_5xx_and_leave_nothing_partial() {
     moto.create_bucket("faults");
     let proxy = FaultProxy::new(moto.port);
     let dir = TempDir::new("s3faults");
-    let fs = format!("[storage.fs]\nroot_dir = \"{}\"\n", dir.0.join("data").display());
+    let fs = format!(
+        "[storage.fs]\nroot_dir = \"{}\"\n",
+        dir.0.join("data").display()
+    );
     let s3 = moto
         .storage_section("faults")
-        .replace(&moto.endpoint(), &format!("http://127.0.0.1:{}", proxy.port))
+        .replace(
+            &moto.endpoint(),
+            &format!("http://127.0.0.1:{}", proxy.port),
+        )
         .replace("request_timeout = \"10s\"", "request_timeout = \"1s\"")
         + "attempts_max = 3\noperation_deadline = \"3s\"\n";
     // The request deadline bounds a request whatever number of S3 operations it makes.
@@ -311,29 +324,51 @@ fn s3_faults_give_clean_5xx_and_leave_nothing_partial() {
                 "{fault:?}: {what} took {:?}",
                 start.elapsed()
             );
-            assert_eq!(r.status, 503, "{fault:?}: {what}: {}", String::from_utf8_lossy(&r.body));
-            assert!(r.header("retry-after").is_some(), "{fault:?}: {what}: no Retry-After");
+            assert_eq!(
+                r.status,
+                503,
+                "{fault:?}: {what}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            assert!(
+                r.header("retry-after").is_some(),
+                "{fault:?}: {what}: no Retry-After"
+            );
         };
         // Push: a monolithic blob, a chunked upload's start, a manifest.
         timed("blob POST", &|| {
-            srv.request("POST", &format!("/v2/f/app/blobs/uploads/?digest={d}"), &[], &layer)
+            srv.request(
+                "POST",
+                &format!("/v2/f/app/blobs/uploads/?digest={d}"),
+                &[],
+                &layer,
+            )
         });
-        timed("upload start", &|| srv.request("POST", "/v2/f/app/blobs/uploads/", &[], b""));
+        timed("upload start", &|| {
+            srv.request("POST", "/v2/f/app/blobs/uploads/", &[], b"")
+        });
         timed("manifest PUT", &|| {
             srv.put_manifest("f/app", "v2", OCI_MANIFEST, &base_manifest)
         });
         // Pull: a manifest by tag, a blob.
         timed("manifest GET", &|| srv.get("/v2/f/app/manifests/v1"));
-        timed("blob GET", &|| srv.get(&format!("/v2/f/app/blobs/{}", digest(&bytes(1, 50_000)))));
+        timed("blob GET", &|| {
+            srv.get(&format!("/v2/f/app/blobs/{}", digest(&bytes(1, 50_000))))
+        });
         proxy.outage(None);
         // Nothing partial is visible.
         assert_eq!(
-            srv.request("HEAD", &format!("/v2/f/app/blobs/{d}"), &[], b"").status,
+            srv.request("HEAD", &format!("/v2/f/app/blobs/{d}"), &[], b"")
+                .status,
             404,
             "{fault:?}: a partial blob is visible"
         );
         assert_eq!(srv.get("/v2/f/app/manifests/v2").status, 404, "{fault:?}");
-        assert_eq!(srv.get("/v2/f/app/tags/list").json(), tags_before, "{fault:?}");
+        assert_eq!(
+            srv.get("/v2/f/app/tags/list").json(),
+            tags_before,
+            "{fault:?}"
+        );
         assert_eq!(srv.get("/v2/_catalog").json(), catalog_before, "{fault:?}");
     }
     // With the faults gone the same push succeeds.

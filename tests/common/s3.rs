@@ -98,7 +98,10 @@ impl Moto {
         .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
-        assert!(out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200"), "{out}");
+        assert!(
+            out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200"),
+            "{out}"
+        );
         out.split("<Key>")
             .skip(1)
             .filter_map(|rest| rest.split_once("</Key>").map(|(k, _)| k.to_string()))

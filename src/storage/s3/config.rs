@@ -143,7 +143,8 @@ impl S3Config {
         if self.region.is_empty() {
             return bad("region", "must not be empty");
         }
-        if self.redirect_expiry < Duration::from_secs(1) || self.redirect_expiry > REDIRECT_EXPIRY_MAX
+        if self.redirect_expiry < Duration::from_secs(1)
+            || self.redirect_expiry > REDIRECT_EXPIRY_MAX
         {
             return bad("redirect_expiry", "must be 1s..=168h (SigV4's limit)");
         }
@@ -258,6 +259,9 @@ mod tests {
         assert!(c.validate().is_ok());
         assert_eq!(c.redirect_expiry, REDIRECT_EXPIRY_DEFAULT);
         let c = parse("bucket = \"b\"\nredirect = true\nredirect_expiry = \"169h\"");
-        assert!(c.validate().unwrap_err().starts_with("storage.s3.redirect_expiry"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("storage.s3.redirect_expiry"));
     }
 }
