@@ -104,15 +104,8 @@ fn s3_push_pull_across_nodes() {
     assert_eq!(a.get(&format!("/v2/app/big/blobs/{wrong}")).status, 404);
 }
 
-/// A node whose bucket does not exist refuses to start, naming the bucket.
-#[test]
-#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
-fn s3_missing_bucket_refuses_start() {
-    let Some(moto) = Moto::start("s3_missing_bucket_refuses_start") else {
-        return;
-    };
-    let dir = TempDir::new("s3nobucket");
-    let text = s3_config(&dir, &moto, "no-such-bucket");
+/// Runs `origin serve` with `text` and expects it to exit with an error; its stderr.
+fn refused_start(dir: &TempDir, text: &str) -> String {
     let path = dir.0.join("config.toml");
     std::fs::write(&path, text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_origin"))
@@ -132,17 +125,52 @@ fn s3_missing_bucket_refuses_start() {
         if start.elapsed() > Duration::from_secs(30) {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("origin kept running with a missing bucket");
+            panic!("origin kept running on storage it cannot use");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(!status.success());
+    err
+}
+
+/// A node whose bucket does not exist refuses to start, naming the bucket.
+#[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
+fn s3_missing_bucket_refuses_start() {
+    let Some(moto) = Moto::start("s3_missing_bucket_refuses_start") else {
+        return;
+    };
+    let dir = TempDir::new("s3nobucket");
+    let text = s3_config(&dir, &moto, "no-such-bucket");
+    let err = refused_start(&dir, &text);
     assert!(
         err.contains("\"no-such-bucket\" does not exist"),
         "stderr: {err}"
     );
+}
+
+/// A node whose credentials the service refuses (403 InvalidAccessKeyId, injected: moto does
+/// not check them) refuses to start, saying so.
+#[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
+fn s3_wrong_credentials_refuse_start() {
+    use common::fault::{Fault, FaultProxy};
+    let Some(moto) = Moto::start("s3_wrong_credentials_refuse_start") else {
+        return;
+    };
+    moto.create_bucket("creds");
+    let proxy = FaultProxy::new(moto.port);
+    proxy.outage(Some(Fault::Forbidden));
+    let dir = TempDir::new("s3creds");
+    let text = s3_config(&dir, &moto, "creds").replace(
+        &moto.endpoint(),
+        &format!("http://127.0.0.1:{}", proxy.port),
+    );
+    let err = refused_start(&dir, &text);
+    assert!(err.contains("refused the credentials"), "stderr: {err}");
+    assert!(proxy.seen() > 0);
 }
 
 /// A tag moved on one node is what another node serves on its very next request, though the
