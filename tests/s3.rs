@@ -399,6 +399,13 @@ fn s3_faults_give_clean_5xx_and_leave_nothing_partial() {
         );
         assert_eq!(srv.get("/v2/_catalog").json(), catalog_before, "{fault:?}");
     }
+    // The service fails only the blob's GET (its HEADs pass): still a 503, not a 200 with a
+    // cut body.
+    proxy.outage_on("GET ", Fault::Internal);
+    let r = srv.get(&format!("/v2/f/app/blobs/{}", digest(&bytes(1, 50_000))));
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.header("retry-after").is_some());
+    proxy.outage(None);
     // With the faults gone the same push succeeds.
     assert_eq!(srv.push_blob("f/app", &layer), d);
     assert!(srv.get(&format!("/v2/f/app/blobs/{d}")).body == layer);

@@ -136,13 +136,20 @@ pub async fn handle(
             offset,
             len,
         }),
-        Some(BackendReader::S3(r)) => Body::Stream(StreamBody {
-            source: Box::new(StoredBlob {
-                reader: r,
-                pos: offset,
-            }),
-            len,
-        }),
+        Some(BackendReader::S3(r)) => {
+            if len > 0 {
+                r.start_at(offset)
+                    .await
+                    .map_err(crate::storage::StorageError::Io)?;
+            }
+            Body::Stream(StreamBody {
+                source: Box::new(StoredBlob {
+                    reader: r,
+                    pos: offset,
+                }),
+                len,
+            })
+        }
         None => Body::Length(len),
     };
     Ok(resp.body(body))

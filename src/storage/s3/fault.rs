@@ -31,7 +31,7 @@ pub enum Fault {
 pub struct FaultProxy {
     pub port: u16,
     plan: Arc<Mutex<VecDeque<Fault>>>,
-    outage: Arc<Mutex<Option<Fault>>>,
+    outage: Arc<Mutex<Option<(Fault, String)>>>,
     seen: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
@@ -74,7 +74,12 @@ impl FaultProxy {
 
     /// Every request gets `fault` (after the planned ones) until `outage(None)`.
     pub fn outage(&self, fault: Option<Fault>) {
-        *self.outage.lock().unwrap() = fault;
+        *self.outage.lock().unwrap() = fault.map(|f| (f, String::new()));
+    }
+
+    /// As `outage`, for requests whose head starts with `prefix` only (e.g. `"GET "`).
+    pub fn outage_on(&self, prefix: &str, fault: Fault) {
+        *self.outage.lock().unwrap() = Some((fault, prefix.to_string()));
     }
 
     /// Requests received so far.
@@ -131,13 +136,16 @@ fn serve(
     mut c: TcpStream,
     upstream: u16,
     plan: &Mutex<VecDeque<Fault>>,
-    outage: &Mutex<Option<Fault>>,
+    outage: &Mutex<Option<(Fault, String)>>,
     seen: &AtomicUsize,
 ) {
     while let Some((head, body)) = read_message(&mut c, false) {
         seen.fetch_add(1, Ordering::Relaxed);
         let planned = plan.lock().unwrap().pop_front();
-        let fault = planned.or(*outage.lock().unwrap());
+        let fault = planned.or_else(|| match &*outage.lock().unwrap() {
+            Some((f, prefix)) if head.starts_with(prefix.as_str()) => Some(*f),
+            _ => None,
+        });
         match fault {
             Some(Fault::SlowDown) => answer(&mut c, "503 Slow Down", "SlowDown"),
             Some(Fault::Internal) => answer(&mut c, "500 Internal Server Error", "InternalError"),
