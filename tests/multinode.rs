@@ -420,7 +420,8 @@ fn three_nodes_expire_uploads_and_scrub_without_losses() {
 
 /// The pull-through cache on S3: two nodes filling the same blob at once both serve it and
 /// it is stored once; a node with `redirect` answers the cached blob with a 307; eviction
-/// running on every node removes what is not pulled, and GC collects it.
+/// running on every node removes what is not pulled, GC collects it, and local content
+/// next to it stays.
 #[test]
 #[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
 fn mirror_on_shared_bucket_fills_once_and_evicts_safely() {
@@ -433,7 +434,8 @@ fn mirror_on_shared_bucket_fills_once_and_evicts_safely() {
     let layer = bytes(5, 3 * 1024 * 1024 + 17);
     let (m, _, l) = up.push_image("library/app", "v1", &layer);
     let mirror = format!(
-        "{ALLOW_ALL}\n[[repository]]\nnamespace = \"up\"\npolicy_default_allow = true\n\
+        "{ALLOW_ALL}\n[[repository]]\nnamespace = \"team\"\npolicy_default_allow = true\n\n\
+         [[repository]]\nnamespace = \"up\"\npolicy_default_allow = true\n\
          [repository.mirror]\nregistry = \"upstream.test\"\ndefault = true\nevict_after = \"6s\"\n\
          [[repository.mirror.upstream]]\nurl = \"{}\"\ntimeout = \"5s\"\n\n\
          [uploads]\nidle_expiry = \"4s\"\n\n[gc]\nenabled = true\ninterval = \"1s\"\ngrace_period = \"1s\"\n",
@@ -480,6 +482,8 @@ fn mirror_on_shared_bucket_fills_once_and_evicts_safely() {
         let text = config_text(&dir.0, "", &mirror).replace(&fs, &s3);
         Server::start_config(dir, &text, &[])
     };
+    // Local content next to the cache, which eviction must not touch.
+    a.push_image("team/app", "v1", &[bytes(6, 70_000)]);
     // Its manifest pull is recorded afresh, so nothing is evicted before the next GET.
     assert_eq!(c.get("/v2/up/library/app/manifests/v1").status, 200);
     let fetched = up.count_requests("GET", &format!("/blobs/{l}"));
@@ -491,7 +495,10 @@ fn mirror_on_shared_bucket_fills_once_and_evicts_safely() {
     assert_eq!(up.count_requests("GET", &format!("/blobs/{l}")), fetched);
     // Not pulled for 6 s: evicted (by whichever node gets there first), then collected.
     let deadline = Instant::now() + Duration::from_secs(40);
-    while !moto.list("cache", "blobs/").is_empty() {
+    let stored = moto.list("cache", "blobs/");
+    // The mirrored manifest and layer, and the local image's config, layer and manifest.
+    assert_eq!(stored.len(), 5, "{stored:?}");
+    while moto.list("cache", "blobs/").len() > 3 {
         assert!(
             Instant::now() < deadline,
             "the unpulled blob was not collected: {:?}",
@@ -499,6 +506,10 @@ fn mirror_on_shared_bucket_fills_once_and_evicts_safely() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    for n in [&a, &b] {
+        Remote(n.addr).pull_verified("team/app", "v1");
+    }
+    assert_eq!(c.get("/v2/team/app/manifests/v1").status, 200);
     for n in [&a, &b, &c] {
         let r = n.request(
             "HEAD",
