@@ -47,7 +47,12 @@ pub async fn serve_blob(
                 (f.clone(), f.repo != *name)
             }
             None => {
-                if fetches.len() >= FETCHES_MAX {
+                let cap = if app.registry.store.as_fs().is_some() {
+                    FETCHES_MAX
+                } else {
+                    FETCHES_MAX_S3
+                };
+                if fetches.len() >= cap {
                     return Err(busy("too many upstream fetches in flight"));
                 }
                 let f = Arc::new(Fetch {
