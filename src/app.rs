@@ -74,9 +74,14 @@ impl Handler for App {
             413 => crate::error::Code::SizeInvalid,
             _ => crate::error::Code::Unknown,
         };
-        crate::error::Error::new(code, message)
-            .with_status(status)
-            .to_response()
+        let e = crate::error::Error::new(code, message).with_status(status);
+        // 503 here is the request deadline passing (e.g. storage too slow): try again later.
+        let e = if status == 503 {
+            e.with_header("Retry-After", "1")
+        } else {
+            e
+        };
+        e.to_response()
     }
 
     fn extra_headers(&self) -> &[u8] {

@@ -94,6 +94,7 @@ pub struct Metrics {
     pub mirror_fetch_failures: AtomicU64,
     pub mirror_stale_served: AtomicU64,
     pub mirror_evicted: AtomicU64,
+    pub blob_redirects: AtomicU64,
     pub webhook_deliveries: AtomicU64,
     pub webhook_failures: AtomicU64,
     pub webhook_dropped: AtomicU64,
@@ -130,6 +131,7 @@ impl Metrics {
             mirror_fetch_failures: AtomicU64::new(0),
             mirror_stale_served: AtomicU64::new(0),
             mirror_evicted: AtomicU64::new(0),
+            blob_redirects: AtomicU64::new(0),
             webhook_deliveries: AtomicU64::new(0),
             webhook_failures: AtomicU64::new(0),
             webhook_dropped: AtomicU64::new(0),
@@ -213,7 +215,7 @@ impl Metrics {
                 "origin_http_request_duration_seconds_count{{group=\"{gname}\"}} {count}"
             );
         }
-        let gauges_and_counters: [(&str, &str, &str, i128); 27] = [
+        let gauges_and_counters: [(&str, &str, &str, i128); 28] = [
             ("origin_http_received_bytes_total", "counter", "Request body bytes received.", self.bytes_in.load(Relaxed) as i128),
             ("origin_http_sent_bytes_total", "counter", "Response body bytes sent.", self.bytes_out.load(Relaxed) as i128),
             ("origin_http_requests_in_flight", "gauge", "Requests being handled now.", self.in_flight.load(Relaxed) as i128),
@@ -236,6 +238,7 @@ impl Metrics {
             ("origin_mirror_fetch_failures_total", "counter", "Blob fetches from upstreams that failed (nothing committed).", self.mirror_fetch_failures.load(Relaxed) as i128),
             ("origin_mirror_stale_served_total", "counter", "Cached tags served because no upstream could be reached.", self.mirror_stale_served.load(Relaxed) as i128),
             ("origin_mirror_evicted_total", "counter", "Mirrored manifests evicted for not being pulled.", self.mirror_evicted.load(Relaxed) as i128),
+            ("origin_blob_redirects_total", "counter", "Blob GETs answered with a redirect to a presigned S3 URL.", self.blob_redirects.load(Relaxed) as i128),
             ("origin_webhook_deliveries_total", "counter", "Events delivered to webhooks (after retries).", self.webhook_deliveries.load(Relaxed) as i128),
             ("origin_webhook_failures_total", "counter", "Event deliveries that failed after every retry.", self.webhook_failures.load(Relaxed) as i128),
             ("origin_webhook_dropped_total", "counter", "Async event deliveries dropped: queue full or closed.", self.webhook_dropped.load(Relaxed) as i128),

@@ -76,11 +76,19 @@ pub async fn handle(
                         .body(Body::Length(size)));
                 }
                 let range = req.head.header("range").map(str::to_owned);
-                return crate::mirror::serve_blob(app, i, name, digest, range.as_deref()).await;
+                let served =
+                    crate::mirror::serve_blob(app, i, name, digest, range.as_deref()).await?;
+                if let Some(resp) = served {
+                    return Ok(resp);
+                }
             }
         }
     }
-    let reader = if head_only {
+    // On S3 with `redirect`, a GET is answered with a 307 to the bucket after the same
+    // checks as a streamed one (the link here, the blob's size); HEAD never redirects. A
+    // Range GET redirects too: the client sends its Range to S3, which honours it.
+    let redirect = !head_only && reg.redirects_blobs();
+    let reader = if head_only || redirect {
         None
     } else {
         Some(
@@ -110,19 +118,38 @@ pub async fn handle(
         events::before(app, who, &spec).await?;
         events::after(app, who, &spec).await;
     }
+    if redirect {
+        let url = reg
+            .blob_redirect_url(digest)?
+            .ok_or_else(|| Error::internal("redirect without a URL"))?;
+        crate::metrics::METRICS
+            .blob_redirects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Ok(Response::new(307)
+            .header("Location", url)
+            .header("Docker-Content-Digest", digest.as_str())
+            .header("Cache-Control", "no-store"));
+    }
     let body = match reader {
         Some(BackendReader::Fs(r)) => Body::File(FileBody {
             file: r.into_file(),
             offset,
             len,
         }),
-        Some(BackendReader::S3(r)) => Body::Stream(StreamBody {
-            source: Box::new(StoredBlob {
-                reader: r,
-                pos: offset,
-            }),
-            len,
-        }),
+        Some(BackendReader::S3(r)) => {
+            if len > 0 {
+                r.start_at(offset)
+                    .await
+                    .map_err(crate::storage::StorageError::Io)?;
+            }
+            Body::Stream(StreamBody {
+                source: Box::new(StoredBlob {
+                    reader: r,
+                    pos: offset,
+                }),
+                len,
+            })
+        }
         None => Body::Length(len),
     };
     Ok(resp.body(body))

@@ -25,13 +25,17 @@ impl Mirrors {
 
 /// Serves a blob that is not stored yet: joins the fetch in flight or starts one, then
 /// streams the file as it grows. `range` is the parsed Range header against the size.
+///
+/// On object storage there is no file to follow: the fetch streams into a multipart upload
+/// and this waits (within the request deadline) until the blob is committed and linked,
+/// then answers `None`: serve it as any stored blob (streamed, or redirected to the bucket).
 pub async fn serve_blob(
     app: &App,
     ns_index: usize,
     name: &RepoName,
     digest: &Digest,
     range_header: Option<&str>,
-) -> Result<Response> {
+) -> Result<Option<Response>> {
     let mirrors = &app.mirrors;
     let (fetch, confirm) = {
         let mut fetches = lock(&mirrors.fetches);
@@ -43,7 +47,12 @@ pub async fn serve_blob(
                 (f.clone(), f.repo != *name)
             }
             None => {
-                if fetches.len() >= FETCHES_MAX {
+                let cap = if app.registry.store.as_fs().is_some() {
+                    FETCHES_MAX
+                } else {
+                    FETCHES_MAX_S3
+                };
+                if fetches.len() >= cap {
                     return Err(busy("too many upstream fetches in flight"));
                 }
                 let f = Arc::new(Fetch {
@@ -73,6 +82,14 @@ pub async fn serve_blob(
         blob_size_upstream(&mirrors.namespaces[ns_index], name, digest).await?;
     }
     let progress = fetch.progress.clone();
+    if app.registry.store.as_fs().is_none() {
+        let deadline = app.config.server.query_timeout;
+        return match compio::time::timeout(deadline, progress.wait_beyond(u64::MAX)).await {
+            Ok(Ok(_)) => Ok(None),
+            Ok(Err(f)) => Err(failure_error(f)),
+            Err(_) => Err(busy("the blob is still being fetched from upstream")),
+        };
+    }
     let idle = app.config.server.body_idle_timeout;
     let total = match compio::time::timeout(idle, progress.wait_start()).await {
         Ok(Ok(total)) => total,
@@ -91,12 +108,12 @@ pub async fn serve_blob(
         unsafe { compio::fs::File::from_raw_fd(file.into_raw_fd()) }
     };
     let (resp, offset, len) = crate::api::blobs::ranged(digest, total, range_header)?;
-    Ok(resp.body(Body::Growing(GrowingBody {
+    Ok(Some(resp.body(Body::Growing(GrowingBody {
         file,
         progress,
         offset,
         len,
-    })))
+    }))))
 }
 
 fn busy(message: &str) -> Error {
@@ -172,13 +189,24 @@ async fn fetch_blob(
     // Linked here only if the upstream has it in this repository. Held first, so a blob
     // found stored stays stored (see registry/gc.rs).
     reg.hold_blob(digest).await.map_err(internal)?;
-    if let Some(stored) = reg.open_stored_blob(digest).await.map_err(internal)? {
+    // Clients follow the upload's file on the fs backend; on object storage they wait for
+    // the commit (see `serve_blob`).
+    let growing = reg.store.as_fs().is_some();
+    if let Some(size) = reg.blob_size(digest).await.map_err(internal)? {
         blob_size_upstream(ns, name, digest)
             .await
             .map_err(|e| failed(e.status, e.message))?;
-        let total = crate::storage::BlobReader::size(&stored);
-        let file = dup_std(&stored.into_file()).map_err(|e| failed(500, e.to_string()))?;
-        let _ = fetch.file.set(file);
+        let mut total = size;
+        if growing {
+            let stored = reg
+                .open_stored_blob(digest)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| failed(500, "stored blob vanished"))?;
+            total = crate::storage::BlobReader::size(&stored);
+            let file = dup_std(&stored.into_file()).map_err(|e| failed(500, e.to_string()))?;
+            let _ = fetch.file.set(file);
+        }
         reg.link_blob(name, digest).await.map_err(internal)?;
         fetch.progress.start(total);
         fetch.progress.advance(total);
@@ -207,13 +235,15 @@ async fn fetch_blob(
             .upload_open_or_unknown(name, &id)
             .await
             .map_err(internal)?;
-        let reader = reg
-            .upload_data_reader(name, &id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| failed(500, "upload data vanished"))?;
-        let file = dup_std(&reader.into_file()).map_err(|e| failed(500, e.to_string()))?;
-        let _ = fetch.file.set(file);
+        if growing {
+            let reader = reg
+                .upload_data_reader(name, &id)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| failed(500, "upload data vanished"))?;
+            let file = dup_std(&reader.into_file()).map_err(|e| failed(500, e.to_string()))?;
+            let _ = fetch.file.set(file);
+        }
         let declared = resp.content_length();
         if let Some(total) = declared {
             fetch.progress.start(total);
@@ -309,7 +339,9 @@ async fn fetch_blob(
             fetch.progress.start(written);
         }
         fetch.progress.advance(written);
-        fetch.progress.finish(Ok(()));
+        if growing {
+            fetch.progress.finish(Ok(()));
+        }
         reg.upload_finish(session, digest)
             .await
             .map_err(|e| failed(502, format!("upstream content rejected: {}", e.message)))?;

@@ -40,6 +40,9 @@ use crate::oci::{Digest, Reference, RepoName, Tag};
 
 /// Blob fetches in flight at once across the process; more are refused with 503.
 pub const FETCHES_MAX: usize = 256;
+/// The same on object storage, where each fetch holds up to one upload part in memory
+/// (`storage.s3.multipart_part_size`, 8 MiB by default): 32 keep that near 256 MiB.
+pub const FETCHES_MAX_S3: usize = 32;
 /// Tags whose freshness is remembered; past this the memory is emptied (tags revalidate).
 const FRESH_TAGS_MAX: usize = 65_536;
 /// Pull records written at most this often per manifest (at most a quarter of evict_after).

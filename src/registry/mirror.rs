@@ -8,14 +8,10 @@ use crate::error::{Code, Error, Result};
 use crate::oci::{Digest, RepoName, UploadId};
 use crate::storage::{Backend, FsReader, PutCondition, Storage};
 
-/// The pull-through cache streams a blob to waiting clients from the file being written;
-/// on S3 that needs another design (issue 14, later part).
-fn mirror_on_s3() -> Error {
-    Error::new(
-        Code::Unknown,
-        "the pull-through cache is not available on S3 storage yet",
-    )
-    .with_status(501)
+/// The pull-through cache streams a blob to waiting clients from the file being written,
+/// on the fs backend only; on object storage clients wait for the commit instead.
+fn no_file_on_s3() -> Error {
+    Error::internal("object storage has no file to follow")
 }
 
 /// Pull records looked at per eviction pass.
@@ -31,7 +27,7 @@ impl Registry {
     ) -> Result<Option<FsReader>> {
         match &self.store {
             Backend::Fs(s) => Ok(s.open_read(&layout::upload_data(name, id)).await?),
-            Backend::S3(_) => Err(mirror_on_s3()),
+            Backend::S3(_) => Err(no_file_on_s3()),
         }
     }
 
@@ -40,7 +36,7 @@ impl Registry {
     pub async fn open_stored_blob(&self, d: &Digest) -> Result<Option<FsReader>> {
         match &self.store {
             Backend::Fs(s) => Ok(s.open_read(&layout::blob_data(d)).await?),
-            Backend::S3(_) => Err(mirror_on_s3()),
+            Backend::S3(_) => Err(no_file_on_s3()),
         }
     }
 

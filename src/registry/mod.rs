@@ -164,6 +164,22 @@ impl Registry {
         Ok(self.store.open_read(&layout::blob_data(digest)).await?)
     }
 
+    /// Whether blob GETs answer with a redirect to the bucket (`storage.s3.redirect`).
+    pub fn redirects_blobs(&self) -> bool {
+        matches!(&self.store, Backend::S3(s) if s.redirect())
+    }
+
+    /// A presigned URL of a stored blob, when blobs are served by redirect. The caller has
+    /// done the checks of a streamed GET (policy, [`Registry::repo_blob_size`]).
+    pub fn blob_redirect_url(&self, digest: &Digest) -> Result<Option<String>> {
+        match &self.store {
+            Backend::S3(s) if s.redirect() => {
+                Ok(Some(s.presigned_get(&layout::blob_data(digest))?))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Lets the repository see a stored blob. The caller holds the blob against GC first
     /// ([`Registry::hold_blob`]). The index entry goes first, so every link can be found
     /// from its blob (GC removes links with their blob); the catalog entry last.

@@ -1,8 +1,12 @@
 //! Test support: a real `origin` process on 127.0.0.1 (port 0) and a small raw HTTP client.
 #![allow(dead_code)]
 
+/// The fault-injecting proxy of the S3 backend's own tests, between a node and moto.
+#[path = "../../src/storage/s3/fault.rs"]
+pub mod fault;
 pub mod pki;
 pub mod receiver;
+pub mod remote;
 pub mod s3;
 pub mod upstream;
 

@@ -87,6 +87,27 @@ impl Moto {
         );
     }
 
+    /// Keys in `bucket` under `prefix` (moto answers unsigned requests), at most 1,000.
+    pub fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "GET /{bucket}?list-type=2&max-keys=1000&prefix={prefix} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200"),
+            "{out}"
+        );
+        out.split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect()
+    }
+
     /// A `[storage.s3]` section for `bucket` on this server.
     pub fn storage_section(&self, bucket: &str) -> String {
         format!(

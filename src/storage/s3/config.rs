@@ -23,6 +23,12 @@ pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 pub const ATTEMPTS_DEFAULT: u32 = 4;
 /// Default bound on one S3 operation with all its retries and backoff.
 pub const OPERATION_DEADLINE_DEFAULT: Duration = Duration::from_secs(60);
+/// Default validity of the presigned URL a redirected blob GET answers with: long enough for
+/// a client to start the download (S3 checks the expiry when the GET arrives, not while the
+/// body streams), short enough that a leaked URL is soon useless.
+pub const REDIRECT_EXPIRY_DEFAULT: Duration = Duration::from_secs(5 * 60);
+/// Longest presigned URL validity SigV4 allows (7 days).
+pub const REDIRECT_EXPIRY_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default region (what MinIO, moto and most S3-compatible services accept).
 pub const REGION_DEFAULT: &str = "us-east-1";
 
@@ -54,9 +60,12 @@ pub struct S3Config {
     /// The secret read from this environment variable instead.
     #[serde(default)]
     pub secret_access_key_env: Option<String>,
-    /// Answer blob GETs with a 307 to a presigned URL. Not served yet: `true` is refused.
+    /// Answer blob GETs with a 307 to a presigned URL, so the bytes go bucket-to-client.
     #[serde(default)]
     pub redirect: bool,
+    /// Validity of those presigned URLs.
+    #[serde(default = "redirect_expiry_default", deserialize_with = "duration")]
+    pub redirect_expiry: Duration,
     #[serde(default = "part_size_default")]
     pub multipart_part_size: u64,
     #[serde(default = "request_timeout_default", deserialize_with = "duration")]
@@ -87,6 +96,7 @@ impl std::fmt::Debug for S3Config {
                 &self.secret_access_key.as_ref().map(|_| "<redacted>"),
             )
             .field("redirect", &self.redirect)
+            .field("redirect_expiry", &self.redirect_expiry)
             .field("multipart_part_size", &self.multipart_part_size)
             .field("request_timeout", &self.request_timeout)
             .field("attempts_max", &self.attempts_max)
@@ -98,6 +108,9 @@ impl std::fmt::Debug for S3Config {
 
 fn region_default() -> String {
     REGION_DEFAULT.to_string()
+}
+fn redirect_expiry_default() -> Duration {
+    REDIRECT_EXPIRY_DEFAULT
 }
 fn part_size_default() -> u64 {
     PART_BYTES_DEFAULT
@@ -130,13 +143,10 @@ impl S3Config {
         if self.region.is_empty() {
             return bad("region", "must not be empty");
         }
-        if self.redirect {
-            // Refused rather than ignored: a client would otherwise pull through Origin while
-            // the operator believes the bytes go bucket-to-client.
-            return bad(
-                "redirect",
-                "presigned redirects are not served yet; leave it false (blobs stream through Origin)",
-            );
+        if self.redirect_expiry < Duration::from_secs(1)
+            || self.redirect_expiry > REDIRECT_EXPIRY_MAX
+        {
+            return bad("redirect_expiry", "must be 1s..=168h (SigV4's limit)");
         }
         if let Some(e) = &self.endpoint {
             if let Err(why) = crate::http::client::UpstreamUrl::parse(e) {
@@ -245,8 +255,13 @@ mod tests {
         assert_eq!(c.normalized_prefix(), "reg/");
         assert_eq!(c.request_timeout, Duration::from_millis(250));
         assert!(toml::from_str::<S3Config>("bucket = \"b\"\nnope = 1").is_err());
-        // Not served yet: refused, not silently ignored.
         let c = parse("bucket = \"b\"\nredirect = true");
-        assert!(c.validate().unwrap_err().starts_with("storage.s3.redirect"));
+        assert!(c.validate().is_ok());
+        assert_eq!(c.redirect_expiry, REDIRECT_EXPIRY_DEFAULT);
+        let c = parse("bucket = \"b\"\nredirect = true\nredirect_expiry = \"169h\"");
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("storage.s3.redirect_expiry"));
     }
 }

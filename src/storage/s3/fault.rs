@@ -1,6 +1,7 @@
 //! Test support: a fault-injecting HTTP proxy between the backend and moto. Each request
 //! takes the next planned fault (or is forwarded untouched): S3 error answers, a response
-//! lost after the request took effect, a stall.
+//! lost after the request took effect, a stall. An *outage* applies one fault to every
+//! request until it is lifted. Integration tests include this file too (`tests/common`).
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -30,6 +31,7 @@ pub enum Fault {
 pub struct FaultProxy {
     pub port: u16,
     plan: Arc<Mutex<VecDeque<Fault>>>,
+    outage: Arc<Mutex<Option<(Fault, String)>>>,
     seen: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
@@ -41,15 +43,16 @@ impl FaultProxy {
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let plan = Arc::new(Mutex::new(VecDeque::new()));
+        let outage = Arc::new(Mutex::new(None));
         let seen = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (p, s, st) = (plan.clone(), seen.clone(), stop.clone());
+        let (p, o, s, st) = (plan.clone(), outage.clone(), seen.clone(), stop.clone());
         let accept = std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((c, _)) => {
-                        let (p, s) = (p.clone(), s.clone());
-                        std::thread::spawn(move || serve(c, upstream_port, &p, &s));
+                        let (p, o, s) = (p.clone(), o.clone(), s.clone());
+                        std::thread::spawn(move || serve(c, upstream_port, &p, &o, &s));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -58,6 +61,7 @@ impl FaultProxy {
         FaultProxy {
             port,
             plan,
+            outage,
             seen,
             stop,
             accept: Some(accept),
@@ -66,6 +70,16 @@ impl FaultProxy {
 
     pub fn plan(&self, faults: &[Fault]) {
         self.plan.lock().unwrap().extend(faults.iter().copied());
+    }
+
+    /// Every request gets `fault` (after the planned ones) until `outage(None)`.
+    pub fn outage(&self, fault: Option<Fault>) {
+        *self.outage.lock().unwrap() = fault.map(|f| (f, String::new()));
+    }
+
+    /// As `outage`, for requests whose head starts with `prefix` only (e.g. `"GET "`).
+    pub fn outage_on(&self, prefix: &str, fault: Fault) {
+        *self.outage.lock().unwrap() = Some((fault, prefix.to_string()));
     }
 
     /// Requests received so far.
@@ -118,10 +132,20 @@ fn answer(c: &mut TcpStream, status: &str, code: &str) {
     );
 }
 
-fn serve(mut c: TcpStream, upstream: u16, plan: &Mutex<VecDeque<Fault>>, seen: &AtomicUsize) {
+fn serve(
+    mut c: TcpStream,
+    upstream: u16,
+    plan: &Mutex<VecDeque<Fault>>,
+    outage: &Mutex<Option<(Fault, String)>>,
+    seen: &AtomicUsize,
+) {
     while let Some((head, body)) = read_message(&mut c, false) {
         seen.fetch_add(1, Ordering::Relaxed);
-        let fault = plan.lock().unwrap().pop_front();
+        let planned = plan.lock().unwrap().pop_front();
+        let fault = planned.or_else(|| match &*outage.lock().unwrap() {
+            Some((f, prefix)) if head.starts_with(prefix.as_str()) => Some(*f),
+            _ => None,
+        });
         match fault {
             Some(Fault::SlowDown) => answer(&mut c, "503 Slow Down", "SlowDown"),
             Some(Fault::Internal) => answer(&mut c, "500 Internal Server Error", "InternalError"),

@@ -20,6 +20,7 @@ mod upload;
 pub mod xml;
 
 #[cfg(test)]
+#[allow(dead_code)] // Shared with the integration tests, which use more of it.
 mod fault;
 #[cfg(test)]
 pub(crate) mod moto;
@@ -67,6 +68,7 @@ struct Inner {
     part_bytes: u64,
     metadata_object_bytes_max: u64,
     redirect: bool,
+    redirect_expiry: Duration,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -120,6 +122,7 @@ impl S3Storage {
                 part_bytes: c.multipart_part_size,
                 metadata_object_bytes_max: METADATA_OBJECT_BYTES_MAX,
                 redirect: c.redirect,
+                redirect_expiry: c.redirect_expiry,
             }),
         })
     }
@@ -127,6 +130,20 @@ impl S3Storage {
     /// Whether blob GETs should redirect to presigned URLs (`storage.s3.redirect`).
     pub fn redirect(&self) -> bool {
         self.inner.redirect
+    }
+
+    /// A presigned GET URL for `key`, valid for `storage.s3.redirect_expiry`: what a
+    /// redirected blob GET sends the client to. Pure (no request): the caller has checked
+    /// that the object exists and that the client may read it. A Range header the client
+    /// sends along is honoured by S3 (it is not part of the signature).
+    pub fn presigned_get(&self, key: &str) -> Result<String> {
+        validate_key(key)?;
+        let full = self.full(key);
+        let c = self.client();
+        Ok(c.bucket
+            .get_object(c.credentials.as_ref(), &full)
+            .sign(self.inner.redirect_expiry)
+            .to_string())
     }
 
     /// The part size of uploads.

@@ -90,7 +90,11 @@ impl S3Reader {
                 body: &[],
             })
             .await
-            .map_err(io::Error::other)?;
+            .map_err(|e| match e {
+                // The kind tells the server whether to answer 503 (gave up: TimedOut).
+                crate::storage::StorageError::Io(io) => io,
+                other => io::Error::other(other),
+            })?;
         match sent.resp.status {
             206 => Ok(sent.resp),
             200 if within == 0 => Ok(sent.resp),
@@ -102,6 +106,21 @@ impl S3Reader {
                 "S3 GetObject {full:?} range {within}-: status {s}"
             ))),
         }
+    }
+
+    /// Sends the GET that reads from `offset` on, so a failing service is known before a
+    /// response head promising the body is sent (a clean 503 rather than a cut body).
+    pub async fn start_at(&self, offset: u64) -> io::Result<()> {
+        let Some(i) = self.segments.iter().position(|s| offset < s.start + s.size) else {
+            return Ok(());
+        };
+        let resp = self.open_at(i, offset).await?;
+        *self.stream.borrow_mut() = Some(Stream {
+            segment: i,
+            pos: offset,
+            resp,
+        });
+        Ok(())
     }
 
     /// Up to `want` bytes at `offset`, within one segment.
