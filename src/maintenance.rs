@@ -25,6 +25,9 @@ pub fn open_storage(config: &Config, rt: &compio::runtime::Runtime) -> Result<Ba
             let root = &fs.root_dir;
             let store = FsStorage::new(root.clone())
                 .map_err(|e| format!("storage.fs.root_dir {}: {e}", root.display()))?;
+            store
+                .replay_journal_if_unowned()
+                .map_err(|e| format!("storage.fs write journal: {e}"))?;
             Ok(Backend::Fs(store))
         }
         (None, Some(s3)) => {

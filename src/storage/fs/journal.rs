@@ -19,19 +19,21 @@
 //! - **pending** (`put_pending`): the tree is changed at once (visible, for the GC's
 //!   Dekker-style checks, which need a write to be visible before the next read) and the
 //!   record is queued; it is flushed with the next group. The log is a prefix: once any later
-//!   record is durable, so is this one. Every request that writes pending objects ends with a
-//!   durable write, so by its acknowledgement they are durable too. Pending writes are only
-//!   used for objects whose presence after a power loss, without the rest of their request,
-//!   is harmless (GC candidates, reference edges, a manifest's own content-addressed bytes,
-//!   which are checked against their digest before being trusted again): debris the GC and
-//!   `scrub` already handle.
+//!   record is durable, so is this one. Every request that writes pending objects and is
+//!   acknowledged as stored ends with a durable write, so by its acknowledgement they are
+//!   durable too. Pending writes are only used where the object's presence (or absence)
+//!   after a power loss, without the rest of its request, is harmless: GC candidates and
+//!   untagged hints, reference edges, an upload's expiry index and its removal, and
+//!   content-addressed bytes (`Registry::store_content` checks bytes it finds in place
+//!   against their digest before trusting them). That is debris GC, expiry and `scrub`
+//!   already handle; a visible link, tag or blob is never pending.
+//! - After a process crash (kill -9) the page cache survives: the tree holds exactly what the
+//!   process applied, in the order it applied it (the orderings the GC protocol relies on),
+//!   and replay re-applies the durable log on top.
 //!
 //! Direct writes that bypass the log (upload data, and the hard link of an upload commit)
 //! make themselves durable with their own fsyncs; an upload commit then appends a *direct*
 //! marker for its destination, so replay does not undo it with an older logged delete.
-//!
-//! After a process crash (kill -9) the page cache survives and the tree is exactly what the
-//! process had applied; replay re-applies the log on top, which is idempotent.
 //!
 //! One process owns a root's journal (an exclusive `flock`); a second `serve` on the same
 //! root refuses to start. Maintenance commands from another process write directly (durable

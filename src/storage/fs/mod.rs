@@ -116,6 +116,21 @@ impl FsStorage {
         })
     }
 
+    /// For a command run beside (or instead of) the server: if no server owns the root's
+    /// journal, replays what a crashed one left in it, so the command sees every write it
+    /// acknowledged; then lets go of it (this process writes durably on its own). Returns
+    /// whether it replayed (false: a server is running, and its tree is current).
+    pub fn replay_journal_if_unowned(&self) -> io::Result<bool> {
+        match journal::Journal::open(&self.inner.root) {
+            Ok(journal) => {
+                drop(journal);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sets the cap on `get` (whole-object reads).
     pub fn with_metadata_object_bytes_max(self, bytes_max: u64) -> Self {
         FsStorage {
