@@ -134,6 +134,27 @@ impl S3Storage {
         self.inner.part_bytes
     }
 
+    /// `upload_create` with the caller's state already in the session object (one PUT for
+    /// both; see `UploadWriter::set_meta`).
+    pub async fn upload_create_with_meta(&self, key: &str, meta: String) -> Result<S3Upload> {
+        validate_key(key)?;
+        S3Upload::create(self.clone(), key, Some(meta)).await
+    }
+
+    /// `upload_commit` through the open writer: its state is not read back, and a blob that
+    /// is all in the writer's memory is one PUT at `dest_key` (see `S3Upload::commit`).
+    pub async fn commit_writer(&self, up: S3Upload, dest_key: &str) -> Result<CommitOutcome> {
+        validate_key(dest_key)?;
+        up.commit(&self.full(dest_key)).await
+    }
+
+    /// Removes an object that is not an upload session, with one DELETE: no HEAD first,
+    /// because S3 answers the same whether or not it existed.
+    pub async fn remove(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        self.delete_full(&self.full(key)).await
+    }
+
     fn client(&self) -> &S3Client {
         &self.inner.client
     }
@@ -538,7 +559,7 @@ impl Storage for S3Storage {
 
     async fn upload_create(&self, key: &str) -> Result<S3Upload> {
         validate_key(key)?;
-        S3Upload::create(self.clone(), key).await
+        S3Upload::create(self.clone(), key, None).await
     }
 
     async fn open_upload(&self, key: &str) -> Result<Option<S3Upload>> {

@@ -51,6 +51,10 @@ pub(super) struct Part {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct UploadState {
     parts: Vec<Part>,
+    /// The caller's own session state (the registry's offset and hash state), kept in this
+    /// object so one conditional replace makes both durable (see `UploadWriter::set_meta`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    meta: Option<String>,
 }
 
 impl UploadState {
@@ -81,6 +85,8 @@ pub struct S3Upload {
     durable: UploadState,
     /// Staged parts in order, durable or not.
     parts: Vec<Part>,
+    /// The caller's state as of the next `sync`.
+    meta: Option<String>,
     /// Bytes after the last staged part, below the part size.
     pending: Vec<u8>,
     /// Staged by this writer and not yet durable: removed if its sync loses.
@@ -90,19 +96,22 @@ pub struct S3Upload {
 }
 
 impl S3Upload {
-    pub(super) async fn create(store: S3Storage, key: &str) -> Result<S3Upload> {
+    pub(super) async fn create(
+        store: S3Storage,
+        key: &str,
+        meta: Option<String>,
+    ) -> Result<S3Upload> {
         let full = store.full(key);
-        let body = serde_json::to_vec(&UploadState::default()).map_err(io::Error::other)?;
+        let state = UploadState {
+            parts: Vec::new(),
+            meta,
+        };
+        let body = serde_json::to_vec(&state).map_err(io::Error::other)?;
         match store
             .put_full(&full, &body, &PutCondition::IfAbsent, &mark())
             .await?
         {
-            PutOutcome::Written(etag) => Ok(S3Upload::from_state(
-                store,
-                full,
-                UploadState::default(),
-                etag,
-            )),
+            PutOutcome::Written(etag) => Ok(S3Upload::from_state(store, full, state, etag)),
             PutOutcome::PreconditionFailed => Err(StorageError::AlreadyExists {
                 key: key.to_string(),
             }),
@@ -123,6 +132,7 @@ impl S3Upload {
             full,
             etag,
             parts: state.parts.clone(),
+            meta: state.meta.clone(),
             durable: state,
             pending: Vec::new(),
             created: Vec::new(),
@@ -198,6 +208,30 @@ impl S3Upload {
         Ok(())
     }
 
+    /// Commits this writer's session to the bucket key `dest` without reading the session
+    /// back. Nothing staged (the whole blob arrived in this request, below the part size):
+    /// one PUT of the buffered bytes at `dest` with `If-None-Match: *`, no copy. Otherwise
+    /// the tail is staged and the state made durable (`If-Match`: a second writer loses here),
+    /// then the parts are copied as `upload_commit` does. The session is removed either way.
+    pub(super) async fn commit(mut self, dest: &str) -> Result<CommitOutcome> {
+        if self.parts.is_empty() {
+            let outcome = match self
+                .store
+                .put_full(dest, &self.pending, &PutCondition::IfAbsent, &[])
+                .await?
+            {
+                PutOutcome::Written(_) => CommitOutcome::Committed,
+                PutOutcome::PreconditionFailed => CommitOutcome::AlreadyExisted,
+            };
+            self.store.delete_upload(&self.full).await?;
+            return Ok(outcome);
+        }
+        self.sync().await?;
+        self.store
+            .commit_state(&self.full, dest, &self.durable)
+            .await
+    }
+
     async fn remove_staged(&self, tokens: &[String]) {
         for t in tokens {
             let key = part_key(&self.full, t);
@@ -249,11 +283,12 @@ impl UploadWriter for S3Upload {
         if !self.pending.is_empty() {
             self.stage().await?;
         }
-        if self.parts == self.durable.parts {
+        if self.parts == self.durable.parts && self.meta == self.durable.meta {
             return Ok(());
         }
         let state = UploadState {
             parts: self.parts.clone(),
+            meta: self.meta.clone(),
         };
         let body = serde_json::to_vec(&state).map_err(io::Error::other)?;
         let cond = PutCondition::IfMatch(self.etag.clone());
@@ -274,6 +309,7 @@ impl UploadWriter for S3Upload {
                 let created = std::mem::take(&mut self.created);
                 self.remove_staged(&created).await;
                 self.parts = self.durable.parts.clone();
+                self.meta = self.durable.meta.clone();
                 self.replaced.clear();
                 Err(StorageError::Conflict {
                     key: self.full.clone(),
@@ -288,6 +324,18 @@ impl UploadWriter for S3Upload {
 
     async fn seal(&mut self) -> Result<()> {
         self.sync().await
+    }
+
+    fn carries_meta(&self) -> bool {
+        true
+    }
+
+    fn meta(&self) -> Option<&str> {
+        self.meta.as_deref()
+    }
+
+    fn set_meta(&mut self, meta: String) {
+        self.meta = Some(meta);
     }
 }
 
@@ -346,9 +394,19 @@ impl S3Storage {
         let Some((state, _)) = self.load_upload(full).await? else {
             return Ok(None);
         };
+        self.commit_state(full, dest, &state).await.map(Some)
+    }
+
+    /// Commits a session whose durable state is `state` to `dest`, then removes it.
+    async fn commit_state(
+        &self,
+        full: &str,
+        dest: &str,
+        state: &UploadState,
+    ) -> Result<CommitOutcome> {
         if self.head_full(dest).await?.is_some() {
             self.delete_upload(full).await?;
-            return Ok(Some(CommitOutcome::AlreadyExisted));
+            return Ok(CommitOutcome::AlreadyExisted);
         }
         let sources: Vec<String> = state
             .parts
@@ -365,7 +423,7 @@ impl S3Storage {
             many => self.assemble(dest, many).await?,
         }
         self.delete_upload(full).await?;
-        Ok(Some(CommitOutcome::Committed))
+        Ok(CommitOutcome::Committed)
     }
 
     /// CopyObject (`part` None) or UploadPartCopy into `dest`; the copy's ETag.
