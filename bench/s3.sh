@@ -4,9 +4,10 @@
 # image shape to each (three 2 MiB random layers + config + manifest; per blob POST, PATCH,
 # PUT as docker does), pulls it back without redirects, and prints the S3 requests of the push
 # and of the pull by operation, push/pull MiB/s and Origin's ratio to distribution. Then the
-# cost of a blob commit on Origin (the PUT ?digest= after a PATCH): time and S3 requests for
-# a 2 MiB and a 64 MiB blob, with the default part size (staged parts, server-side copy at
-# commit) and with a part size above the blob (the whole blob is one PUT at commit).
+# cost of a blob commit on Origin: time and S3 requests of the final PUT ?digest= for a
+# 2 MiB and a 64 MiB blob, after a PATCH (staged data: server-side copy at commit) or with
+# the blob in its body (below the part size: one PUT at the content key, no copy), with the
+# default 8 MiB part size and with 128 MiB.
 #
 #   bench/s3.sh
 #
@@ -44,7 +45,7 @@ MOTO_PORT=$(free_port)
 "$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >"$LOGS/moto.log" 2>&1 &
 PIDS+=("$!")
 wait_http "http://127.0.0.1:$MOTO_PORT/"
-for b in origin origin-copy origin-nocopy distribution; do
+for b in origin origin-part8 origin-part128 distribution; do
   curl -fsS -X PUT "http://127.0.0.1:$MOTO_PORT/$b" >/dev/null
 done
 
@@ -67,7 +68,7 @@ start_origin_s3() {
 bind_address = "127.0.0.1"
 port = $PORT
 [log]
-filter = "warn"
+filter = "${BENCH_ORIGIN_LOG:-warn}"
 [storage.s3]
 bucket = "$2"
 endpoint = "http://127.0.0.1:$PROXY_PORT"
@@ -124,6 +125,15 @@ YAML
 }
 
 lines() { wc -l <"$LOGS/$1.s3"; }
+# settle NAME: waits (at most 15 s) until the proxy has logged nothing for a second, so the
+# start-up requests (probe, expiry and metrics listings) are not counted with the push.
+settle() {
+  local before after
+  for _ in $(seq 1 15); do
+    before=$(lines "$1"); sleep 1; after=$(lines "$1")
+    [ "$before" = "$after" ] && return 0
+  done
+}
 # count NAME FROM TO: "total<TAB>op=n ..." of the requests logged in (FROM, TO].
 count() { python3 "$BENCH_DIR/s3count.py" --summary "$LOGS/$1.s3" --from $(($2 + 1)) --to "$3"; }
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
@@ -135,7 +145,7 @@ for server in origin distribution; do
   else
     start_distribution_s3
   fi
-  sleep 1 # start-up requests (probe, first listings) settle before counting
+  settle "$server"
   l0=$(lines "$server")
   push=$(python3 "$BENCH_DIR/s3image.py" push --url "http://127.0.0.1:$PORT" \
     --layers "$LAYERS" --mib "$LAYER_MIB" --state "$WORK/$server.img")
@@ -164,16 +174,19 @@ echo "| S3 requests, pull | ${PULL_N[origin]} | ${PULL_N[distribution]} | $(rati
 echo "| push MiB/s | ${PUSH_RATE[origin]} | ${PUSH_RATE[distribution]} | $(ratio "${PUSH_RATE[origin]}" "${PUSH_RATE[distribution]}") |"
 echo "| pull MiB/s | ${PULL_RATE[origin]} | ${PULL_RATE[distribution]} | $(ratio "${PULL_RATE[origin]}" "${PULL_RATE[distribution]}") |"
 
-# The commit: PUT ?digest= after a PATCH of the whole blob, timed and counted alone.
+# The commit: the last request of a blob upload, timed and counted alone. "patch": PATCH with
+# the whole blob, then PUT ?digest= (staged data, copied inside the bucket at commit);
+# "mono": PUT ?digest= with the whole blob (below the part size: one PUT, no copy).
 echo
-echo "| origin blob commit (PUT ?digest=) | part size | S3 requests | seconds |"
-echo "|---|---|---|---|"
-for variant in copy nocopy; do
-  if [ "$variant" = copy ]; then part=$((8 << 20)); else part=$((128 << 20)); fi
-  start_origin_s3 "origin-$variant" "origin-$variant" "$part"
+echo "| origin blob commit | part size | upload | PATCH s | final PUT s | S3 requests of the final PUT |"
+echo "|---|---|---|---|---|---|"
+for part_mib in 8 128; do
+  start_origin_s3 "origin-part$part_mib" "origin-part$part_mib" $((part_mib << 20))
   for mib in $COMMIT_MIB; do
-    out=$(python3 "$BENCH_DIR/s3image.py" commit --url "http://127.0.0.1:$PORT" --mib "$mib" \
-      --state "$WORK/commit.json" --count-log "$LOGS/origin-$variant.s3")
-    echo "| $mib MiB | $((part >> 20)) MiB | $(field "$out" requests) ($(field "$out" ops)) | $(field "$out" secs) |"
+    for mode in patch mono; do
+      out=$(python3 "$BENCH_DIR/s3image.py" commit --url "http://127.0.0.1:$PORT" --mib "$mib" \
+        --mode "$mode" --state "$WORK/commit.json" --count-log "$LOGS/origin-part$part_mib.s3")
+      echo "| $mib MiB | $part_mib MiB | $mode | $(field "$out" patch_secs) | $(field "$out" secs) | $(field "$out" requests) ($(field "$out" ops)) |"
+    done
   done
 done

@@ -102,24 +102,34 @@ def pull(a):
 
 
 def commit(a):
-    """One blob by POST + PATCH, then the PUT ?digest= timed alone, with the S3 requests it
-    made (lines the counting proxy logged meanwhile)."""
+    """One blob, then its last request (the one that commits) timed and counted alone: the S3
+    requests are the lines the counting proxy logged meanwhile. --mode patch: POST, PATCH
+    with the whole blob, then PUT ?digest= with no body (the commit copies staged data inside
+    the bucket). --mode mono: POST, then PUT ?digest= with the whole blob (a blob below the
+    part size is one PUT at its content key)."""
     c = Conn(a.url)
     data = os.urandom(a.mib << 20)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     resp, _ = c.call("POST", f"/v2/{a.repo}/blobs/uploads/", body=b"", want=(202,))
     loc = location_path(resp.getheader("Location"))
-    resp, _ = c.call("PATCH", loc, body=data, want=(202,), headers={
-        "Content-Type": "application/octet-stream",
-        "Content-Range": f"0-{len(data) - 1}",
-    })
-    loc = location_path(resp.getheader("Location"))
+    body = data
+    patch_secs = 0.0
+    if a.mode == "patch":
+        t = time.monotonic()
+        resp, _ = c.call("PATCH", loc, body=data, want=(202,), headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"0-{len(data) - 1}",
+        })
+        patch_secs = time.monotonic() - t
+        loc = location_path(resp.getheader("Location"))
+        body = b""
     sep = "&" if "?" in loc else "?"
     time.sleep(0.2)
     with open(a.count_log) as f:
         before = f.read().splitlines()
     start = time.monotonic()
-    c.call("PUT", f"{loc}{sep}digest={digest}", body=b"", want=(201,))
+    c.call("PUT", f"{loc}{sep}digest={digest}", body=body, want=(201,),
+           headers={"Content-Type": "application/octet-stream"})
     secs = time.monotonic() - start
     time.sleep(0.2)
     with open(a.count_log) as f:
@@ -129,6 +139,7 @@ def commit(a):
         op = line.split()[0]
         ops[op] = ops.get(op, 0) + 1
     print(json.dumps({"requests": len(after), "secs": round(secs, 4),
+                      "patch_secs": round(patch_secs, 4),
                       "ops": " ".join(f"{k}={v}" for k, v in sorted(ops.items()))}))
 
 
@@ -147,6 +158,7 @@ def main():
     p.add_argument("--mib", type=int, default=2)
     p.add_argument("--state", required=True)
     p.add_argument("--count-log", help="commit: the counting proxy's log")
+    p.add_argument("--mode", choices=["patch", "mono"], default="patch", help="commit: how")
     a = p.parse_args()
     {"push": push, "pull": pull, "commit": commit}[a.action](a)
 

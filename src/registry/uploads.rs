@@ -71,6 +71,12 @@ fn unknown_upload() -> Error {
 impl Registry {
     /// Starts a session. Refused with TOOMANYREQUESTS past the per-repository cap.
     pub async fn upload_start(&self, name: &RepoName) -> Result<UploadId> {
+        Ok(self.upload_start_open(name).await?.id)
+    }
+
+    /// Starts a session and hands it back open, as `upload_open` would find it (no read:
+    /// nobody else knows its id yet).
+    pub async fn upload_start_open(&self, name: &RepoName) -> Result<Session> {
         let open = self.store.list_dir(&layout::uploads_dir(name)).await?;
         if open.len() >= self.settings.upload_sessions_per_repository_max {
             return Err(Error::new(
@@ -96,24 +102,38 @@ impl Registry {
             updated: now,
         };
         let data_key = layout::upload_data(name, &id);
-        if self.store.upload_meta_inline() {
+        let (data, etag) = if self.store.upload_meta_inline() {
             // The state rides in the session object: one conditional create for both.
             let text = serde_json::to_string(&state).map_err(Error::internal)?;
-            drop(self.store.upload_create_with_meta(&data_key, text).await?);
+            let data = self.store.upload_create_with_meta(&data_key, text).await?;
+            (data, Etag::new(String::new()))
         } else {
-            drop(self.store.upload_create(&data_key).await?);
+            let data = self.store.upload_create(&data_key).await?;
             let bytes = serde_json::to_vec(&state).map_err(Error::internal)?;
-            self.store
+            let written = self
+                .store
                 .put(
                     &layout::upload_state(name, &id),
                     bytes,
                     PutCondition::IfAbsent,
                 )
                 .await?;
-        }
+            let PutOutcome::Written(etag) = written else {
+                return Err(Error::internal(format!("upload {id}: state exists already")));
+            };
+            (data, etag)
+        };
         self.ensure_repository(name).await?;
         METRICS.uploads_open.fetch_add(1, Relaxed);
-        Ok(id)
+        Ok(Session {
+            name: name.clone(),
+            id,
+            offset: 0,
+            hasher: Hasher::new(Algorithm::Sha256),
+            data,
+            started: now,
+            etag,
+        })
     }
 
     /// Opens a session for one request; `None` if it does not exist in this repository.
