@@ -25,7 +25,7 @@ source "$(dirname "$0")/lib.sh"
 trap 'set +e; cleanup' EXIT
 
 case "${1:-}" in
-  -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#'; exit 0 ;;
   "") ;;
   *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
 esac

@@ -74,9 +74,7 @@ pub static S3_METRICS: S3Metrics = S3Metrics::new();
 
 /// The slot of an operation name (a `&'static str` of the S3 client: compared, not copied).
 fn op_slot(op: &str) -> usize {
-    OPS.iter()
-        .position(|o| *o == op)
-        .unwrap_or(OPS.len() - 1)
+    OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1)
 }
 
 impl S3Metrics {
@@ -109,7 +107,9 @@ impl S3Metrics {
 
     /// Appends the Prometheus text of the S3 metrics (nothing for operations never sent).
     pub fn render_into(&self, out: &mut String) {
-        out.push_str("# HELP origin_s3_requests_total S3 request attempts, by operation and outcome.\n");
+        out.push_str(
+            "# HELP origin_s3_requests_total S3 request attempts, by operation and outcome.\n",
+        );
         out.push_str("# TYPE origin_s3_requests_total counter\n");
         for (o, op) in OPS.iter().enumerate() {
             for (k, outcome) in OUTCOMES.iter().enumerate() {
@@ -122,7 +122,9 @@ impl S3Metrics {
                 }
             }
         }
-        out.push_str("# HELP origin_s3_retries_total S3 requests sent again after a failed attempt.\n");
+        out.push_str(
+            "# HELP origin_s3_retries_total S3 requests sent again after a failed attempt.\n",
+        );
         out.push_str("# TYPE origin_s3_retries_total counter\n");
         for (o, op) in OPS.iter().enumerate() {
             let n = self.retries[o].load(Relaxed);
@@ -170,7 +172,11 @@ mod tests {
     fn counts_by_operation_and_outcome() {
         let m = S3Metrics::new();
         m.attempt("PutObject", Outcome::Ok, Duration::from_millis(3));
-        m.attempt("PutObject", Outcome::of_status(412), Duration::from_millis(30));
+        m.attempt(
+            "PutObject",
+            Outcome::of_status(412),
+            Duration::from_millis(30),
+        );
         m.attempt("NoSuchOp", Outcome::of_status(503), Duration::from_secs(60));
         m.retry("NoSuchOp");
         let mut text = String::new();
@@ -179,9 +185,8 @@ mod tests {
         assert!(text.contains(
             "origin_s3_requests_total{operation=\"PutObject\",outcome=\"precondition_failed\"} 1"
         ));
-        assert!(text.contains(
-            "origin_s3_requests_total{operation=\"Other\",outcome=\"server_error\"} 1"
-        ));
+        assert!(text
+            .contains("origin_s3_requests_total{operation=\"Other\",outcome=\"server_error\"} 1"));
         assert!(text.contains("origin_s3_retries_total{operation=\"Other\"} 1"));
         assert!(text.contains(
             "origin_s3_request_duration_seconds_bucket{operation=\"PutObject\",le=\"0.005\"} 1"

@@ -125,9 +125,10 @@ fn s3_metrics_count_requests_and_retries() {
     );
     let text = config_text(&dir.0, "", ALLOW_ALL);
     assert!(text.contains(&fs));
-    let section = moto
-        .storage_section("metrics")
-        .replace(&moto.endpoint(), &format!("http://127.0.0.1:{}", proxy.port));
+    let section = moto.storage_section("metrics").replace(
+        &moto.endpoint(),
+        &format!("http://127.0.0.1:{}", proxy.port),
+    );
     let srv = Server::start_config(dir, &text.replace(&fs, &section), &[]);
 
     let before = scrape(&srv);
@@ -141,7 +142,9 @@ fn s3_metrics_count_requests_and_retries() {
     );
     let put_count = "origin_s3_request_duration_seconds_count{operation=\"PutObject\"}";
     assert!(value(&after, put_count) > value(&before, put_count));
-    assert!(after.contains("origin_s3_request_duration_seconds_bucket{operation=\"PutObject\",le=\"+Inf\"}"));
+    assert!(after.contains(
+        "origin_s3_request_duration_seconds_bucket{operation=\"PutObject\",le=\"+Inf\"}"
+    ));
     // Looking for the blob before the commit: a HEAD answered 404 is an outcome, not an error.
     assert!(
         sum(&after, "origin_s3_requests_total", "outcome=\"not_found\"") > 0,
@@ -149,7 +152,11 @@ fn s3_metrics_count_requests_and_retries() {
     );
 
     let retries = sum(&after, "origin_s3_retries_total", "operation=");
-    let cut = sum(&after, "origin_s3_requests_total", "outcome=\"connection_error\"");
+    let cut = sum(
+        &after,
+        "origin_s3_requests_total",
+        "outcome=\"connection_error\"",
+    );
     proxy.cut(1);
     let got = srv.get(&format!("/v2/m/one/blobs/{d}"));
     assert_eq!(got.status, 200);
@@ -160,7 +167,11 @@ fn s3_metrics_count_requests_and_retries() {
         "no retry counted:\n{last}"
     );
     assert!(
-        sum(&last, "origin_s3_requests_total", "outcome=\"connection_error\"") > cut,
+        sum(
+            &last,
+            "origin_s3_requests_total",
+            "outcome=\"connection_error\""
+        ) > cut,
         "no connection error counted:\n{last}"
     );
 }

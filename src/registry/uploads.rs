@@ -119,7 +119,9 @@ impl Registry {
                 )
                 .await?;
             let PutOutcome::Written(etag) = written else {
-                return Err(Error::internal(format!("upload {id}: state exists already")));
+                return Err(Error::internal(format!(
+                    "upload {id}: state exists already"
+                )));
             };
             (data, etag)
         };

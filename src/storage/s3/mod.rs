@@ -24,6 +24,8 @@ mod fault;
 #[cfg(test)]
 pub(crate) mod moto;
 #[cfg(test)]
+mod session_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
