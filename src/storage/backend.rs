@@ -25,7 +25,8 @@ pub enum BackendReader {
 
 pub enum BackendUpload {
     Fs(FsUpload),
-    S3(S3Upload),
+    /// Boxed: it carries its part buffer and state, far larger than a file handle.
+    S3(Box<S3Upload>),
 }
 
 impl From<FsStorage> for Backend {
@@ -62,7 +63,9 @@ impl Backend {
     pub async fn upload_create_with_meta(&self, key: &str, meta: String) -> Result<BackendUpload> {
         Ok(match self {
             Backend::Fs(s) => BackendUpload::Fs(s.upload_create(key).await?),
-            Backend::S3(s) => BackendUpload::S3(s.upload_create_with_meta(key, meta).await?),
+            Backend::S3(s) => {
+                BackendUpload::S3(Box::new(s.upload_create_with_meta(key, meta).await?))
+            }
         })
     }
 
@@ -76,7 +79,7 @@ impl Backend {
         dest_key: &str,
     ) -> Result<Option<CommitOutcome>> {
         match (self, upload) {
-            (Backend::S3(s), BackendUpload::S3(u)) => s.commit_writer(u, dest_key).await.map(Some),
+            (Backend::S3(s), BackendUpload::S3(u)) => s.commit_writer(*u, dest_key).await.map(Some),
             (s, u) => {
                 drop(u);
                 s.upload_commit(upload_key, dest_key).await
@@ -149,14 +152,17 @@ impl Storage for Backend {
     async fn upload_create(&self, key: &str) -> Result<BackendUpload> {
         Ok(match self {
             Backend::Fs(s) => BackendUpload::Fs(s.upload_create(key).await?),
-            Backend::S3(s) => BackendUpload::S3(s.upload_create(key).await?),
+            Backend::S3(s) => BackendUpload::S3(Box::new(s.upload_create(key).await?)),
         })
     }
 
     async fn open_upload(&self, key: &str) -> Result<Option<BackendUpload>> {
         Ok(match self {
             Backend::Fs(s) => s.open_upload(key).await?.map(BackendUpload::Fs),
-            Backend::S3(s) => s.open_upload(key).await?.map(BackendUpload::S3),
+            Backend::S3(s) => s
+                .open_upload(key)
+                .await?
+                .map(|u| BackendUpload::S3(Box::new(u))),
         })
     }
 
