@@ -15,6 +15,7 @@ pub mod http;
 pub mod log;
 pub mod maintenance;
 pub mod metrics;
+pub mod metrics_s3;
 pub mod mirror;
 pub mod notify;
 pub mod oci;

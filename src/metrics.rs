@@ -254,6 +254,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name} {value}");
             }
         }
+        crate::metrics_s3::S3_METRICS.render_into(&mut out);
         out
     }
 }

@@ -316,7 +316,10 @@ fn journal_replays_a_durable_group_that_was_never_applied() {
     );
     // With no server running, a maintenance command replays the journal first: the tag is
     // on disk after it, and what it checks is whole.
-    let tag_file = srv.dir.0.join("data/repositories/journal/app/_manifests/tags/v1");
+    let tag_file = srv
+        .dir
+        .0
+        .join("data/repositories/journal/app/_manifests/tags/v1");
     assert!(!tag_file.exists(), "the batch was applied before the kill");
     let (code, out) = srv.cli(&["scrub"]);
     assert_eq!(code, 0, "{out}");

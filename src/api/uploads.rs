@@ -94,8 +94,8 @@ pub async fn start(
             return pushed(app, who, name, digest).await;
         }
     }
-    let id = reg.upload_start(name).await?;
-    let mut session = reg.upload_open_or_unknown(name, &id).await?;
+    let mut session = reg.upload_start_open(name).await?;
+    let id = session.id.clone();
     let Some(digest) = digest else {
         // A POST body without a digest is not part of the protocol; leave it to the
         // connection to drain or close.

@@ -199,7 +199,7 @@ impl Registry {
         let (revisions, others): (Vec<&String>, Vec<&String>) =
             keys.iter().partition(|k| is_revision_edge(k));
         for key in others.into_iter().chain(revisions) {
-            self.store.delete(key).await?;
+            self.store.remove(key).await?;
         }
         Ok(())
     }
@@ -265,7 +265,7 @@ impl Registry {
                 }
             }
             if !dry_run {
-                self.store.delete(&key).await?;
+                self.store.remove(&key).await?;
             }
         }
         Ok(removed)
@@ -399,9 +399,9 @@ impl Registry {
                 .await?;
         }
         if !keep_candidate {
-            self.store.delete(&key).await?;
+            self.store.remove(&key).await?;
         }
-        self.store.delete(&tomb).await?;
+        self.store.remove(&tomb).await?;
         Ok(done)
     }
 
@@ -459,13 +459,13 @@ impl Registry {
         if let Some(m) = &manifest {
             for key in super::manifests::edge_keys(repo, d, m) {
                 if key != revision {
-                    self.store.delete(&key).await?;
+                    self.store.remove(&key).await?;
                 }
             }
             released.extend(m.references().cloned());
             released.extend(m.subject().map(|s| s.digest.clone()));
         }
-        self.store.delete(&revision).await?;
+        self.store.remove(&revision).await?;
         tracing::info!(repository = %repo, digest = %d, "removed the references of a manifest push that never completed");
         Ok(released)
     }
@@ -475,7 +475,7 @@ impl Registry {
         let Some(meta) = self.store.head(&layout::blob_data(d)).await? else {
             return Ok(None);
         };
-        self.store.delete(&layout::blob_data(d)).await?;
+        self.store.remove(&layout::blob_data(d)).await?;
         crate::metrics::METRICS
             .stored_bytes
             .fetch_sub(meta.size as i64, std::sync::atomic::Ordering::Relaxed);
@@ -491,11 +491,11 @@ impl Registry {
             .await?;
         for entry in &entries {
             if let Some(repo) = layout::link_index_repo(d, entry) {
-                self.store.delete(&layout::layer_link(&repo, d)).await?;
-                self.store.delete(entry).await?;
+                self.store.remove(&layout::layer_link(&repo, d)).await?;
+                self.store.remove(entry).await?;
                 self.drop_if_empty(&repo).await?;
             } else {
-                self.store.delete(entry).await?;
+                self.store.remove(entry).await?;
             }
         }
         Ok(entries.len() >= LINKS_PER_PASS_MAX)
@@ -550,7 +550,7 @@ impl Registry {
     /// Drops a candidate that needs no collection (referenced again, or already gone).
     async fn forget_candidate(&self, key: &str, dry_run: bool) -> Result<()> {
         if !dry_run {
-            self.store.delete(key).await?;
+            self.store.remove(key).await?;
         }
         Ok(())
     }
@@ -564,7 +564,7 @@ impl Registry {
             if let Some(meta) = self.store.head(&key).await? {
                 if age_secs(meta.modified) >= TOMBSTONE_STALE.as_secs() {
                     tracing::warn!(key, "removing a stale GC tombstone");
-                    self.store.delete(&key).await?;
+                    self.store.remove(&key).await?;
                 }
             }
         }

@@ -176,11 +176,7 @@ impl Registry {
             let key = layout::referrer_entry(name, subject, &digest);
             batch.push((key, entry, PutCondition::Always));
         }
-        batch.push((
-            layout::catalog_entry(name),
-            name.as_str().as_bytes().to_vec(),
-            PutCondition::IfAbsent,
-        ));
+        batch.extend(self.catalog_item(name));
         let previous = match reference {
             Reference::Tag(tag) if rule == TagRule::Mutable => self.resolve_tag(name, tag).await?,
             _ => None,

@@ -149,11 +149,19 @@ impl Registry {
             let Ok(uid) = UploadId::parse(&id) else {
                 continue;
             };
-            let state = self.store.head(&layout::upload_state(name, &uid)).await?;
             let data = self
                 .store
                 .upload_size(&layout::upload_data(name, &uid))
                 .await?;
+            // On S3 the state rides in the session object: one half cannot be missing.
+            let state = if self.store.upload_meta_inline() {
+                data.map(drop)
+            } else {
+                self.store
+                    .head(&layout::upload_state(name, &uid))
+                    .await?
+                    .map(drop)
+            };
             // Exactly one half: an interrupted start or cancel. (Neither: only a temp file of
             // an interrupted write is left, which the temp cleanup removes.) Within the idle
             // expiry it may be a start in progress, and expiry removes it otherwise.

@@ -71,6 +71,12 @@ fn unknown_upload() -> Error {
 impl Registry {
     /// Starts a session. Refused with TOOMANYREQUESTS past the per-repository cap.
     pub async fn upload_start(&self, name: &RepoName) -> Result<UploadId> {
+        Ok(self.upload_start_open(name).await?.id)
+    }
+
+    /// Starts a session and hands it back open, as `upload_open` would find it (no read:
+    /// nobody else knows its id yet).
+    pub async fn upload_start_open(&self, name: &RepoName) -> Result<Session> {
         let open = self.store.list_dir(&layout::uploads_dir(name)).await?;
         if open.len() >= self.settings.upload_sessions_per_repository_max {
             return Err(Error::new(
@@ -89,11 +95,6 @@ impl Registry {
             )
             .await?;
         crate::failpoint::hit("upload-after-index");
-        drop(
-            self.store
-                .upload_create(&layout::upload_data(name, &id))
-                .await?,
-        );
         let now = now_secs();
         let state = StateFile {
             offset: 0,
@@ -101,21 +102,48 @@ impl Registry {
             started: now,
             updated: now,
         };
-        let bytes = serde_json::to_vec(&state).map_err(Error::internal)?;
-        self.store
-            .put(
-                &layout::upload_state(name, &id),
-                bytes,
-                PutCondition::IfAbsent,
-            )
-            .await?;
+        let data_key = layout::upload_data(name, &id);
+        let (data, etag) = if self.store.upload_meta_inline() {
+            // The state rides in the session object: one conditional create for both.
+            let text = serde_json::to_string(&state).map_err(Error::internal)?;
+            let data = self.store.upload_create_with_meta(&data_key, text).await?;
+            (data, Etag::new(String::new()))
+        } else {
+            let data = self.store.upload_create(&data_key).await?;
+            let bytes = serde_json::to_vec(&state).map_err(Error::internal)?;
+            let written = self
+                .store
+                .put(
+                    &layout::upload_state(name, &id),
+                    bytes,
+                    PutCondition::IfAbsent,
+                )
+                .await?;
+            let PutOutcome::Written(etag) = written else {
+                return Err(Error::internal(format!(
+                    "upload {id}: state exists already"
+                )));
+            };
+            (data, etag)
+        };
         self.ensure_repository(name).await?;
         METRICS.uploads_open.fetch_add(1, Relaxed);
-        Ok(id)
+        Ok(Session {
+            name: name.clone(),
+            id,
+            offset: 0,
+            hasher: Hasher::new(Algorithm::Sha256),
+            data,
+            started: now,
+            etag,
+        })
     }
 
     /// Opens a session for one request; `None` if it does not exist in this repository.
     pub async fn upload_open(&self, name: &RepoName, id: &UploadId) -> Result<Option<Session>> {
+        if self.store.upload_meta_inline() {
+            return self.upload_open_inline(name, id).await;
+        }
         let Some(obj) = self.store.get(&layout::upload_state(name, id)).await? else {
             return Ok(None);
         };
@@ -155,6 +183,49 @@ impl Registry {
         }))
     }
 
+    /// `upload_open` where the state is in the session object (one read for both).
+    async fn upload_open_inline(&self, name: &RepoName, id: &UploadId) -> Result<Option<Session>> {
+        let Some(mut data) = self
+            .store
+            .open_upload(&layout::upload_data(name, id))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let state: StateFile = data
+            .meta()
+            .ok_or_else(|| Error::internal(format!("upload {id}: session without state")))
+            .and_then(|m| {
+                serde_json::from_str(m)
+                    .map_err(|e| Error::internal(format!("upload state {id}: {e}")))
+            })?;
+        let hasher = unhex(&state.hash)
+            .and_then(|b| Hasher::from_state_bytes(&b).ok())
+            .ok_or_else(|| Error::internal(format!("upload state {id}: bad hash state")))?;
+        if hasher.bytes_hashed() != state.offset {
+            return Err(Error::internal(format!(
+                "upload state {id}: offset mismatch"
+            )));
+        }
+        let size = data.size().await?;
+        if size > state.offset {
+            data.truncate(state.offset).await?;
+        } else if size < state.offset {
+            return Err(Error::internal(format!(
+                "upload {id}: data shorter than state"
+            )));
+        }
+        Ok(Some(Session {
+            name: name.clone(),
+            id: id.clone(),
+            offset: state.offset,
+            hasher,
+            data,
+            started: state.started,
+            etag: Etag::new(String::new()),
+        }))
+    }
+
     pub async fn upload_open_or_unknown(&self, name: &RepoName, id: &UploadId) -> Result<Session> {
         self.upload_open(name, id).await?.ok_or_else(unknown_upload)
     }
@@ -173,13 +244,25 @@ impl Registry {
 
     /// Makes the data durable, then records offset and hash state.
     pub async fn upload_save(&self, s: &mut Session) -> Result<()> {
-        s.data.sync().await?;
         let state = StateFile {
             offset: s.offset,
             hash: hex(&s.hasher.to_state_bytes()),
             started: s.started,
             updated: now_secs(),
         };
+        if s.data.carries_meta() {
+            // Data and state in one conditional replace: a second writer loses here.
+            s.data
+                .set_meta(serde_json::to_string(&state).map_err(Error::internal)?);
+            return match s.data.sync().await {
+                Err(crate::storage::StorageError::Conflict { .. }) => Err(Error::new(
+                    Code::BlobUploadInvalid,
+                    "upload was changed by another request",
+                )),
+                other => Ok(other?),
+            };
+        }
+        s.data.sync().await?;
         let bytes = serde_json::to_vec(&state).map_err(Error::internal)?;
         let key = layout::upload_state(&s.name, &s.id);
         match self
@@ -201,15 +284,19 @@ impl Registry {
     /// Verifies the session's content against `digest` and commits it as a blob linked to
     /// the repository. On a mismatch the session is removed and nothing becomes visible.
     pub async fn upload_finish(&self, mut s: Session, digest: &Digest) -> Result<()> {
-        // What was received becomes what the commit commits (object storage stages its
-        // buffered tail here; the fs commit syncs the file itself).
-        s.data.seal().await?;
         let (name, id) = (s.name.clone(), s.id.clone());
         let s_offset = s.offset;
-        let actual = if digest.algorithm() == s.hasher.algorithm() {
+        let same_algorithm = digest.algorithm() == s.hasher.algorithm();
+        // What was received becomes what the commit commits (object storage stages its
+        // buffered tail here; the fs commit syncs the file itself). A writer that carries
+        // its state commits from memory instead (S3: a blob still all in memory is one PUT
+        // at its content key), unless the data must be read back to hash it again.
+        if !(same_algorithm && s.data.carries_meta()) {
+            s.data.seal().await?;
+        }
+        let actual = if same_algorithm {
             s.hasher.finalize()
         } else {
-            drop(s.data);
             self.rehash(&name, &id, digest.algorithm()).await?
         };
         if &actual != digest {
@@ -228,7 +315,7 @@ impl Registry {
         crate::failpoint::hit("blob-after-hold");
         let outcome = self
             .store
-            .upload_commit(&data_key, &layout::blob_data(digest))
+            .commit_writer(s.data, &data_key, &layout::blob_data(digest))
             .await?
             .ok_or_else(unknown_upload)?;
         if outcome == crate::storage::CommitOutcome::Committed {
@@ -236,7 +323,13 @@ impl Registry {
         }
         crate::failpoint::hit("blob-after-commit");
         self.link_blob(&name, digest).await?;
-        self.upload_cancel(&name, &id).await?;
+        if self.store.upload_meta_inline() {
+            // The commit removed the session with its state: only the index is left.
+            self.store.remove(&layout::upload_index(&id)).await?;
+            METRICS.uploads_open.fetch_sub(1, Relaxed);
+        } else {
+            self.upload_cancel(&name, &id).await?;
+        }
         Ok(())
     }
 
@@ -270,6 +363,15 @@ impl Registry {
 
     /// Removes a session and its data. True if there was one.
     pub async fn upload_cancel(&self, name: &RepoName, id: &UploadId) -> Result<bool> {
+        if self.store.upload_meta_inline() {
+            // Object storage: the session object is the state; one DELETE, no HEAD first.
+            let had = self.store.delete(&layout::upload_data(name, id)).await?;
+            self.store.remove(&layout::upload_index(id)).await?;
+            if had {
+                METRICS.uploads_open.fetch_sub(1, Relaxed);
+            }
+            return Ok(had);
+        }
         // Pending: a session that a power loss brings back is removed again by expiry.
         let had = self
             .store
@@ -313,9 +415,9 @@ impl Registry {
             };
             // Without a readable state (a session being created, or one a crash cut short),
             // the index's own age decides.
-            let state = self.store.get(&layout::upload_state(&name, &id)).await?;
+            let state = self.read_state(&name, &id).await?;
             let updated =
-                match state.and_then(|o| serde_json::from_slice::<StateFile>(&o.bytes).ok()) {
+                match state.and_then(|bytes| serde_json::from_slice::<StateFile>(&bytes).ok()) {
                     Some(state) => state.updated,
                     None => match self.store.head(&key).await? {
                         Some(meta) => meta
@@ -331,5 +433,21 @@ impl Registry {
             }
         }
         Ok(removed)
+    }
+
+    /// A session's stored state, wherever it lives (its own object, or the session's).
+    async fn read_state(&self, name: &RepoName, id: &UploadId) -> Result<Option<Vec<u8>>> {
+        if self.store.upload_meta_inline() {
+            let data = self
+                .store
+                .open_upload(&layout::upload_data(name, id))
+                .await?;
+            return Ok(data.and_then(|d| d.meta().map(|m| m.as_bytes().to_vec())));
+        }
+        Ok(self
+            .store
+            .get(&layout::upload_state(name, id))
+            .await?
+            .map(|o| o.bytes))
     }
 }

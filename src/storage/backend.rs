@@ -25,7 +25,8 @@ pub enum BackendReader {
 
 pub enum BackendUpload {
     Fs(FsUpload),
-    S3(S3Upload),
+    /// Boxed: it carries its part buffer and state, far larger than a file handle.
+    S3(Box<S3Upload>),
 }
 
 impl From<FsStorage> for Backend {
@@ -46,6 +47,52 @@ impl Backend {
         match self {
             Backend::Fs(s) => Some(s),
             Backend::S3(_) => None,
+        }
+    }
+}
+
+impl Backend {
+    /// Whether upload sessions carry the registry's state in their own object
+    /// (`UploadWriter::carries_meta`): true on S3.
+    pub fn upload_meta_inline(&self) -> bool {
+        matches!(self, Backend::S3(_))
+    }
+
+    /// `upload_create` with the caller's state in the session (S3: one PUT); the fs backend
+    /// ignores `meta` (its caller stores the state itself: `upload_meta_inline` is false).
+    pub async fn upload_create_with_meta(&self, key: &str, meta: String) -> Result<BackendUpload> {
+        Ok(match self {
+            Backend::Fs(s) => BackendUpload::Fs(s.upload_create(key).await?),
+            Backend::S3(s) => {
+                BackendUpload::S3(Box::new(s.upload_create_with_meta(key, meta).await?))
+            }
+        })
+    }
+
+    /// `upload_commit` of an open writer: the fs backend drops the handle first (see
+    /// `UploadWriter`); S3 commits from the writer's state without reading it back, and
+    /// puts a blob that is all in memory straight at `dest_key`.
+    pub async fn commit_writer(
+        &self,
+        upload: BackendUpload,
+        upload_key: &str,
+        dest_key: &str,
+    ) -> Result<Option<CommitOutcome>> {
+        match (self, upload) {
+            (Backend::S3(s), BackendUpload::S3(u)) => s.commit_writer(*u, dest_key).await.map(Some),
+            (s, u) => {
+                drop(u);
+                s.upload_commit(upload_key, dest_key).await
+            }
+        }
+    }
+
+    /// Removes an object that is not an upload session, without saying whether it existed
+    /// (S3: one DELETE, no HEAD).
+    pub async fn remove(&self, key: &str) -> Result<()> {
+        match self {
+            Backend::Fs(s) => s.delete(key).await.map(drop),
+            Backend::S3(s) => s.remove(key).await,
         }
     }
 }
@@ -125,14 +172,17 @@ impl Storage for Backend {
     async fn upload_create(&self, key: &str) -> Result<BackendUpload> {
         Ok(match self {
             Backend::Fs(s) => BackendUpload::Fs(s.upload_create(key).await?),
-            Backend::S3(s) => BackendUpload::S3(s.upload_create(key).await?),
+            Backend::S3(s) => BackendUpload::S3(Box::new(s.upload_create(key).await?)),
         })
     }
 
     async fn open_upload(&self, key: &str) -> Result<Option<BackendUpload>> {
         Ok(match self {
             Backend::Fs(s) => s.open_upload(key).await?.map(BackendUpload::Fs),
-            Backend::S3(s) => s.open_upload(key).await?.map(BackendUpload::S3),
+            Backend::S3(s) => s
+                .open_upload(key)
+                .await?
+                .map(|u| BackendUpload::S3(Box::new(u))),
         })
     }
 
@@ -205,6 +255,27 @@ impl UploadWriter for BackendUpload {
         match self {
             BackendUpload::Fs(u) => u.seal().await,
             BackendUpload::S3(u) => u.seal().await,
+        }
+    }
+
+    fn carries_meta(&self) -> bool {
+        match self {
+            BackendUpload::Fs(u) => u.carries_meta(),
+            BackendUpload::S3(u) => u.carries_meta(),
+        }
+    }
+
+    fn meta(&self) -> Option<&str> {
+        match self {
+            BackendUpload::Fs(u) => u.meta(),
+            BackendUpload::S3(u) => u.meta(),
+        }
+    }
+
+    fn set_meta(&mut self, meta: String) {
+        match self {
+            BackendUpload::Fs(u) => u.set_meta(meta),
+            BackendUpload::S3(u) => u.set_meta(meta),
         }
     }
 }

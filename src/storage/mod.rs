@@ -205,6 +205,22 @@ pub trait UploadWriter {
     async fn seal(&mut self) -> Result<()> {
         Ok(())
     }
+
+    /// Whether the backend keeps the caller's own session state (`set_meta`) with the data,
+    /// made durable by the same `sync`: an object store then needs one conditional replace
+    /// per save instead of two objects. When false the caller stores its state itself.
+    fn carries_meta(&self) -> bool {
+        false
+    }
+
+    /// The caller's state as last set or as found at open (only when `carries_meta`).
+    fn meta(&self) -> Option<&str> {
+        None
+    }
+
+    /// Sets the caller's state, durable with the data at the next `sync` (only when
+    /// `carries_meta`; ignored otherwise).
+    fn set_meta(&mut self, _meta: String) {}
 }
 
 /// An object store. Every key argument is validated with [`validate_key`] before any I/O.

@@ -23,6 +23,7 @@ use rusty_s3::{Bucket, Credentials};
 use url::Url;
 
 use crate::http::client::{Client, Response, Target};
+use crate::metrics_s3::{Outcome, S3_METRICS};
 use crate::storage::StorageError;
 
 use super::xml;
@@ -113,12 +114,22 @@ impl S3Client {
             let url = (req.sign)(&self.bucket, self.credentials.as_ref(), &req.headers);
             let target =
                 Target::absolute(url.as_str()).map_err(|e| s3_error(req.op, req.key, e))?;
+            if attempt > 0 {
+                S3_METRICS.retry(req.op);
+            }
+            let sent_at = Instant::now();
             let sent = compio::time::timeout(
                 remaining,
                 self.http
                     .send_body(req.method, &target, &req.headers, req.body),
             )
             .await;
+            let outcome = match &sent {
+                Err(_) => Outcome::Timeout,
+                Ok(Err(_)) => Outcome::ConnectionError,
+                Ok(Ok(resp)) => Outcome::of_status(resp.status),
+            };
+            S3_METRICS.attempt(req.op, outcome, sent_at.elapsed());
             match sent {
                 Err(_) => {
                     unsure |= mutating;

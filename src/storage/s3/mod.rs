@@ -13,6 +13,7 @@
 //! Requests go through `client.rs` (signing by rusty-s3, retries in one place).
 
 pub mod client;
+mod commit;
 pub mod config;
 pub mod probe;
 mod read;
@@ -24,6 +25,8 @@ pub mod xml;
 mod fault;
 #[cfg(test)]
 pub(crate) mod moto;
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod tests;
 
@@ -149,6 +152,27 @@ impl S3Storage {
     /// The part size of uploads.
     pub fn part_bytes(&self) -> u64 {
         self.inner.part_bytes
+    }
+
+    /// `upload_create` with the caller's state already in the session object (one PUT for
+    /// both; see `UploadWriter::set_meta`).
+    pub async fn upload_create_with_meta(&self, key: &str, meta: String) -> Result<S3Upload> {
+        validate_key(key)?;
+        S3Upload::create(self.clone(), key, Some(meta)).await
+    }
+
+    /// `upload_commit` through the open writer: its state is not read back, and a blob that
+    /// is all in the writer's memory is one PUT at `dest_key` (see `S3Upload::commit`).
+    pub async fn commit_writer(&self, up: S3Upload, dest_key: &str) -> Result<CommitOutcome> {
+        validate_key(dest_key)?;
+        up.commit(&self.full(dest_key)).await
+    }
+
+    /// Removes an object that is not an upload session, with one DELETE: no HEAD first,
+    /// because S3 answers the same whether or not it existed.
+    pub async fn remove(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        self.delete_full(&self.full(key)).await
     }
 
     fn client(&self) -> &S3Client {
@@ -555,7 +579,7 @@ impl Storage for S3Storage {
 
     async fn upload_create(&self, key: &str) -> Result<S3Upload> {
         validate_key(key)?;
-        S3Upload::create(self.clone(), key).await
+        S3Upload::create(self.clone(), key, None).await
     }
 
     async fn open_upload(&self, key: &str) -> Result<Option<S3Upload>> {

@@ -14,20 +14,23 @@
 //! - `upload_commit`: one server-side CopyObject for a single part, else a multipart upload at
 //!   the destination assembled with UploadPartCopy and completed. The bytes never pass
 //!   through Origin again; S3 copies them once inside the bucket. A destination that exists is
-//!   kept (content-addressed keys) and the session removed.
+//!   kept (content-addressed keys) and the session removed. (The copies: `commit.rs`.)
+//! - The caller's own session state (`UploadWriter::set_meta`: the registry's offset and
+//!   hash state) rides in the session object, so one If-Match replace saves both.
+//! - A commit from the open writer (`S3Storage::commit_writer`) does not read the session
+//!   back; a blob that never reached the part size is one PUT at its destination with
+//!   `If-None-Match: *` (no staged part, no copy).
 //! - Appends only at the end; truncation only backwards (a crashed request's leftover).
 
 use std::io;
 
 use compio::buf::IoBuf;
 use compio::BufResult;
-use rusty_s3::actions::CreateMultipartUpload;
-use rusty_s3::{Bucket, Credentials, S3Action};
 use serde::{Deserialize, Serialize};
 
-use super::client::{s3_error, token, Request, SIGNATURE_EXPIRY};
+use super::client::{s3_error, token};
 use super::read::{S3Reader, Segment};
-use super::{xml, S3Storage};
+use super::S3Storage;
 use crate::http::client::Response;
 use crate::storage::{
     CommitOutcome, Etag, PutCondition, PutOutcome, Result, StorageError, UploadWriter,
@@ -37,8 +40,6 @@ use crate::storage::{
 const PARTS_MAX: usize = 10_000;
 /// Marks session objects, so `delete` knows to remove their staged parts too.
 const UPLOAD_MARK_HEADER: &str = "x-amz-meta-origin-upload";
-/// Largest CopyObject / UploadPartCopy / Complete response read.
-const COPY_RESPONSE_BYTES_MAX: usize = 64 * 1024;
 /// Largest session object: 10,000 parts of ~40 bytes of JSON each.
 const STATE_BYTES_MAX: u64 = 1024 * 1024;
 
@@ -51,6 +52,10 @@ pub(super) struct Part {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct UploadState {
     parts: Vec<Part>,
+    /// The caller's own session state (the registry's offset and hash state), kept in this
+    /// object so one conditional replace makes both durable (see `UploadWriter::set_meta`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    meta: Option<String>,
 }
 
 impl UploadState {
@@ -81,6 +86,8 @@ pub struct S3Upload {
     durable: UploadState,
     /// Staged parts in order, durable or not.
     parts: Vec<Part>,
+    /// The caller's state as of the next `sync`.
+    meta: Option<String>,
     /// Bytes after the last staged part, below the part size.
     pending: Vec<u8>,
     /// Staged by this writer and not yet durable: removed if its sync loses.
@@ -90,19 +97,22 @@ pub struct S3Upload {
 }
 
 impl S3Upload {
-    pub(super) async fn create(store: S3Storage, key: &str) -> Result<S3Upload> {
+    pub(super) async fn create(
+        store: S3Storage,
+        key: &str,
+        meta: Option<String>,
+    ) -> Result<S3Upload> {
         let full = store.full(key);
-        let body = serde_json::to_vec(&UploadState::default()).map_err(io::Error::other)?;
+        let state = UploadState {
+            parts: Vec::new(),
+            meta,
+        };
+        let body = serde_json::to_vec(&state).map_err(io::Error::other)?;
         match store
             .put_full(&full, &body, &PutCondition::IfAbsent, &mark())
             .await?
         {
-            PutOutcome::Written(etag) => Ok(S3Upload::from_state(
-                store,
-                full,
-                UploadState::default(),
-                etag,
-            )),
+            PutOutcome::Written(etag) => Ok(S3Upload::from_state(store, full, state, etag)),
             PutOutcome::PreconditionFailed => Err(StorageError::AlreadyExists {
                 key: key.to_string(),
             }),
@@ -123,6 +133,7 @@ impl S3Upload {
             full,
             etag,
             parts: state.parts.clone(),
+            meta: state.meta.clone(),
             durable: state,
             pending: Vec::new(),
             created: Vec::new(),
@@ -198,6 +209,30 @@ impl S3Upload {
         Ok(())
     }
 
+    /// Commits this writer's session to the bucket key `dest` without reading the session
+    /// back. Nothing staged (the whole blob arrived in this request, below the part size):
+    /// one PUT of the buffered bytes at `dest` with `If-None-Match: *`, no copy. Otherwise
+    /// the tail is staged and the state made durable (`If-Match`: a second writer loses here),
+    /// then the parts are copied as `upload_commit` does. The session is removed either way.
+    pub(super) async fn commit(mut self, dest: &str) -> Result<CommitOutcome> {
+        if self.parts.is_empty() {
+            let outcome = match self
+                .store
+                .put_full(dest, &self.pending, &PutCondition::IfAbsent, &[])
+                .await?
+            {
+                PutOutcome::Written(_) => CommitOutcome::Committed,
+                PutOutcome::PreconditionFailed => CommitOutcome::AlreadyExisted,
+            };
+            self.store.delete_upload(&self.full).await?;
+            return Ok(outcome);
+        }
+        self.sync().await?;
+        self.store
+            .commit_state(&self.full, dest, &self.durable)
+            .await
+    }
+
     async fn remove_staged(&self, tokens: &[String]) {
         for t in tokens {
             let key = part_key(&self.full, t);
@@ -249,11 +284,12 @@ impl UploadWriter for S3Upload {
         if !self.pending.is_empty() {
             self.stage().await?;
         }
-        if self.parts == self.durable.parts {
+        if self.parts == self.durable.parts && self.meta == self.durable.meta {
             return Ok(());
         }
         let state = UploadState {
             parts: self.parts.clone(),
+            meta: self.meta.clone(),
         };
         let body = serde_json::to_vec(&state).map_err(io::Error::other)?;
         let cond = PutCondition::IfMatch(self.etag.clone());
@@ -274,6 +310,7 @@ impl UploadWriter for S3Upload {
                 let created = std::mem::take(&mut self.created);
                 self.remove_staged(&created).await;
                 self.parts = self.durable.parts.clone();
+                self.meta = self.durable.meta.clone();
                 self.replaced.clear();
                 Err(StorageError::Conflict {
                     key: self.full.clone(),
@@ -288,6 +325,18 @@ impl UploadWriter for S3Upload {
 
     async fn seal(&mut self) -> Result<()> {
         self.sync().await
+    }
+
+    fn carries_meta(&self) -> bool {
+        true
+    }
+
+    fn meta(&self) -> Option<&str> {
+        self.meta.as_deref()
+    }
+
+    fn set_meta(&mut self, meta: String) {
+        self.meta = Some(meta);
     }
 }
 
@@ -346,9 +395,19 @@ impl S3Storage {
         let Some((state, _)) = self.load_upload(full).await? else {
             return Ok(None);
         };
+        self.commit_state(full, dest, &state).await.map(Some)
+    }
+
+    /// Commits a session whose durable state is `state` to `dest`, then removes it.
+    async fn commit_state(
+        &self,
+        full: &str,
+        dest: &str,
+        state: &UploadState,
+    ) -> Result<CommitOutcome> {
         if self.head_full(dest).await?.is_some() {
             self.delete_upload(full).await?;
-            return Ok(Some(CommitOutcome::AlreadyExisted));
+            return Ok(CommitOutcome::AlreadyExisted);
         }
         let sources: Vec<String> = state
             .parts
@@ -365,220 +424,6 @@ impl S3Storage {
             many => self.assemble(dest, many).await?,
         }
         self.delete_upload(full).await?;
-        Ok(Some(CommitOutcome::Committed))
-    }
-
-    /// CopyObject (`part` None) or UploadPartCopy into `dest`; the copy's ETag.
-    async fn copy(&self, dest: &str, source: &str, part: Option<(u16, &str)>) -> Result<String> {
-        let headers = vec![(
-            "x-amz-copy-source",
-            format!("/{}/{}", self.client().bucket.name(), encode_key(source)),
-        )];
-        let sign = |b: &Bucket, c: Option<&Credentials>, h: &[(&'static str, String)]| {
-            let mut url_action = match part {
-                Some((n, id)) => Either::Part(b.upload_part(c, dest, n, id)),
-                None => Either::Object(b.put_object(c, dest)),
-            };
-            for (n, v) in h {
-                url_action.headers_mut().insert(*n, v.clone());
-            }
-            url_action.sign()
-        };
-        let op = if part.is_some() {
-            "UploadPartCopy"
-        } else {
-            "CopyObject"
-        };
-        let sent = self
-            .client()
-            .call(&Request {
-                op,
-                method: "PUT",
-                key: dest,
-                sign: &sign,
-                headers,
-                body: &[],
-            })
-            .await?;
-        let status = sent.resp.status;
-        let body = sent
-            .resp
-            .bytes(COPY_RESPONSE_BYTES_MAX)
-            .await
-            .map_err(|e| s3_error(op, dest, e))?;
-        let doc = String::from_utf8_lossy(&body);
-        if status != 200 || xml::is_error(&doc) {
-            let code = xml::field(&doc, "Code").unwrap_or_default();
-            return Err(s3_error(op, dest, format!("status {status} {code}")));
-        }
-        xml::field(&doc, "ETag").ok_or_else(|| s3_error(op, dest, "no ETag in the copy result"))
-    }
-
-    /// A multipart upload at `dest` made of server-side copies of `sources`, completed; aborted
-    /// on failure.
-    async fn assemble(&self, dest: &str, sources: &[String]) -> Result<()> {
-        let id = self.create_multipart(dest).await?;
-        let mut etags = Vec::with_capacity(sources.len());
-        let mut result = Ok(());
-        for (i, source) in sources.iter().enumerate() {
-            // sources.len() <= PARTS_MAX (10,000), so i + 1 fits in u16.
-            let n = u16::try_from(i + 1).unwrap_or(u16::MAX);
-            match self.copy(dest, source, Some((n, &id))).await {
-                Ok(etag) => etags.push(etag),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        if result.is_ok() {
-            result = self.complete_multipart(dest, &id, &etags).await;
-        }
-        if result.is_err() {
-            self.abort_multipart(dest, &id).await;
-        }
-        result
-    }
-
-    pub(super) async fn create_multipart(&self, dest: &str) -> Result<String> {
-        let sign = |b: &Bucket, c: Option<&Credentials>, _: &[(&'static str, String)]| {
-            b.create_multipart_upload(c, dest).sign(SIGNATURE_EXPIRY)
-        };
-        let sent = self
-            .client()
-            .call(&Request {
-                op: "CreateMultipartUpload",
-                method: "POST",
-                key: dest,
-                sign: &sign,
-                headers: Vec::new(),
-                body: &[],
-            })
-            .await?;
-        let status = sent.resp.status;
-        let body = sent
-            .resp
-            .bytes(COPY_RESPONSE_BYTES_MAX)
-            .await
-            .map_err(|e| s3_error("CreateMultipartUpload", dest, e))?;
-        if status != 200 {
-            return Err(s3_error(
-                "CreateMultipartUpload",
-                dest,
-                format!("status {status}"),
-            ));
-        }
-        let parsed = CreateMultipartUpload::parse_response(&String::from_utf8_lossy(&body))
-            .map_err(|e| s3_error("CreateMultipartUpload", dest, format!("bad XML: {e}")))?;
-        Ok(parsed.upload_id().to_string())
-    }
-
-    async fn complete_multipart(&self, dest: &str, id: &str, etags: &[String]) -> Result<()> {
-        let body = self
-            .client()
-            .bucket
-            .complete_multipart_upload(None, dest, id, etags.iter().map(String::as_str))
-            .body();
-        let sign = |b: &Bucket, c: Option<&Credentials>, _: &[(&'static str, String)]| {
-            b.complete_multipart_upload(c, dest, id, std::iter::empty())
-                .sign(SIGNATURE_EXPIRY)
-        };
-        let sent = self
-            .client()
-            .call(&Request {
-                op: "CompleteMultipartUpload",
-                method: "POST",
-                key: dest,
-                sign: &sign,
-                headers: Vec::new(),
-                body: body.as_bytes(),
-            })
-            .await?;
-        let status = sent.resp.status;
-        let doc = sent
-            .resp
-            .bytes(COPY_RESPONSE_BYTES_MAX)
-            .await
-            .map_err(|e| s3_error("CompleteMultipartUpload", dest, e))?;
-        let doc = String::from_utf8_lossy(&doc);
-        if status != 200 || xml::is_error(&doc) {
-            let code = xml::field(&doc, "Code").unwrap_or_default();
-            return Err(s3_error(
-                "CompleteMultipartUpload",
-                dest,
-                format!("status {status} {code}"),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Best effort: a bucket lifecycle rule removes what an abort could not.
-    pub(super) async fn abort_multipart(&self, dest: &str, id: &str) {
-        let sign = |b: &Bucket, c: Option<&Credentials>, _: &[(&'static str, String)]| {
-            b.abort_multipart_upload(c, dest, id).sign(SIGNATURE_EXPIRY)
-        };
-        let r = self
-            .client()
-            .call(&Request {
-                op: "AbortMultipartUpload",
-                method: "DELETE",
-                key: dest,
-                sign: &sign,
-                headers: Vec::new(),
-                body: &[],
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(key = dest, error = %e, "could not abort a multipart upload");
-        }
-    }
-}
-
-/// The two actions a copy is signed as (rusty-s3 has no copy actions; a copy is a PUT with
-/// `x-amz-copy-source`, which must be signed).
-enum Either<'a> {
-    Object(rusty_s3::actions::PutObject<'a>),
-    Part(rusty_s3::actions::UploadPart<'a>),
-}
-
-impl<'a> Either<'a> {
-    fn headers_mut(&mut self) -> &mut rusty_s3::Map<'a> {
-        match self {
-            Either::Object(a) => a.headers_mut(),
-            Either::Part(a) => a.headers_mut(),
-        }
-    }
-
-    fn sign(&self) -> url::Url {
-        match self {
-            Either::Object(a) => a.sign(SIGNATURE_EXPIRY),
-            Either::Part(a) => a.sign(SIGNATURE_EXPIRY),
-        }
-    }
-}
-
-/// A key percent-encoded for `x-amz-copy-source` (unreserved characters and `/` kept).
-fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_source_encoding() {
-        assert_eq!(
-            encode_key("blobs/sha256:ab/data x"),
-            "blobs/sha256%3Aab/data%20x"
-        );
+        Ok(CommitOutcome::Committed)
     }
 }
