@@ -153,6 +153,9 @@ start_nginx() {
   fi
   local dir="$WORK/nginx-$port"
   mkdir -p "$dir"
+  # nginx's workers run as an unprivileged user: they must be able to walk into the work
+  # directory (mktemp makes it 0700) to reach the docroot.
+  chmod o+x "$WORK"
   cat > "$dir/nginx.conf" <<CONF
 worker_processes 2;
 pid $dir/nginx.pid;

@@ -277,6 +277,30 @@ async fn run_request<H: Handler>(
     }
 }
 
+/// One `recv(MSG_DONTWAIT)` into `buf`'s spare room (at least 1 KiB is made); `None` if
+/// nothing is waiting (or on an error the ring's read will report).
+fn try_recv(tcp: &compio::net::TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(HEAD_BUF_INITIAL_BYTES);
+    }
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: recv writes at most `spare.len()` bytes into memory we own, and we extend the
+    // length by exactly what it reports.
+    let n = unsafe {
+        libc::recv(
+            tcp.as_raw_fd(),
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    // SAFETY: the first `n` spare bytes were just initialised by recv.
+    unsafe { buf.set_len(buf.len() + n) };
+    Some(n)
+}
+
 async fn read_head<H: Handler>(
     stream: &mut Stream,
     buf: &mut Vec<u8>,
@@ -307,6 +331,14 @@ async fn read_head<H: Handler>(
         };
         if deadline.is_none() {
             if let Stream::Tcp(tcp) = &*stream {
+                // A client that sends its next request right after our answer (the busy
+                // case) finds it here at once: one non-blocking recv into the buffer we
+                // hold, instead of freeing it, polling, and reading through the ring.
+                match try_recv(tcp, buf) {
+                    Some(0) => return HeadRead::Idle,
+                    Some(_) => continue,
+                    None => {}
+                }
                 // Between requests, wait for readability holding no buffer: 10,000 idle
                 // keep-alive connections then cost their task state only. (TLS keeps its
                 // buffer: rustls may hold decrypted bytes the socket no longer shows.)
