@@ -73,8 +73,8 @@ const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
 /// ...or after this long with records in it. Bounds replay work and how far a maintenance
 /// command's write can be overtaken by replay (module docs).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
-/// Most bytes of records queued for the next group; appenders wait beyond it (each request's
-/// records are bounded by its body limit, so this only bounds a burst).
+/// Most bytes of records queued for the next group; beyond it a write fails as transient
+/// (each request's records are bounded by its body limit, so this only bounds a burst).
 const QUEUED_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Most bytes a replay reads into memory: a log never grows much past a checkpoint's size.
 const REPLAY_BYTES_MAX: u64 = CHECKPOINT_BYTES + QUEUED_BYTES_MAX as u64 + (16 << 20);
@@ -121,7 +121,6 @@ struct Shared {
     root: PathBuf,
     state: Mutex<State>,
     wake_flusher: Condvar,
-    wake_appenders: Condvar,
 }
 
 impl Shared {
@@ -183,7 +182,6 @@ impl Journal {
                 shutdown: false,
             }),
             wake_flusher: Condvar::new(),
-            wake_appenders: Condvar::new(),
         });
         let flusher_shared = shared.clone();
         let flusher = std::thread::Builder::new()
@@ -205,12 +203,13 @@ impl Journal {
         guards: Vec<KeyLock>,
     ) -> io::Result<u64> {
         let mut st = self.shared.lock();
-        while st.queued.len() >= QUEUED_BYTES_MAX && st.failed.is_none() {
-            st = self
-                .shared
-                .wake_appenders
-                .wait(st)
-                .unwrap_or_else(PoisonError::into_inner);
+        if st.queued.len() >= QUEUED_BYTES_MAX {
+            // Never block a core: the request fails as storage that is briefly unavailable
+            // (503 with Retry-After) and the client tries again.
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the write journal's queue is full (QUEUED_BYTES_MAX)",
+            ));
         }
         if let Some(e) = &st.failed {
             return Err(io::Error::other(e.clone()));
@@ -324,7 +323,6 @@ fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
                 upto,
             )
         };
-        shared.wake_appenders.notify_all();
         let result = (|| -> io::Result<HashMap<u64, Vec<Applied>>> {
             if !queued.is_empty() {
                 write_group(&file, end, &queued)?;
@@ -369,7 +367,6 @@ fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
         for w in waiters {
             w.wake();
         }
-        shared.wake_appenders.notify_all();
         if checkpoint_due {
             match checkpoint(&shared.root, &file, epoch + 1) {
                 Ok(()) => {
