@@ -68,7 +68,8 @@ policies = [
 EOF
   cat config.toml
   run "$ORIGIN_BIN" check-config -c config.toml
-  spawn_origin origin-oidc config.toml
+  # An absolute path: cleanup stops a step's server only if its command line names $WORK.
+  spawn_origin origin-oidc "$OIDC_DIR/config.toml"
   echo "OIDC_ISSUER=$OIDC_ISSUER" >"$STATE/oidc.env"
   echo "OIDC_REG=127.0.0.1:$SPAWNED_PORT" >>"$STATE/oidc.env"
 }
