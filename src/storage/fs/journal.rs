@@ -55,7 +55,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::super::TEMP_PREFIX;
+use super::files::is_absent;
 use super::locks::KeyLock;
+use super::DIR_RACE_RETRIES_MAX;
 
 /// The journal's directory under the root. Starts with the temp prefix, so it is never a key
 /// and never listed.
@@ -446,16 +448,6 @@ pub(super) fn apply(root: &Path, a: Apply) -> io::Result<Applied> {
         },
     }
 }
-
-fn is_absent(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
-}
-
-/// Attempts at creating a temp file whose fresh directory a concurrent prune removed.
-const DIR_RACE_RETRIES_MAX: usize = 8;
 
 fn write_temp(root: &Path, path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     use std::io::Write;

@@ -318,22 +318,6 @@ impl FsStorage {
         Ok(true)
     }
 
-    /// Removes a key's file (and the directories that leaves empty), making the removal
-    /// durable if `sync`; `false` if there was none.
-    async fn remove_file(&self, path: &Path, sync: bool) -> Result<bool> {
-        match compio::fs::remove_file(path).await {
-            Ok(()) => {}
-            Err(e) if is_absent(&e) || e.kind() == io::ErrorKind::IsADirectory => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
-        let dir = parent_of(path)?;
-        if sync {
-            sync_dir(dir).await?;
-        }
-        self.prune_dirs(dir).await;
-        Ok(true)
-    }
-
     async fn commit_upload(&self, upload: &Path, dest: &Path) -> Result<Option<CommitOutcome>> {
         let Some((file, _)) = open_file(upload, OpenOptions::new().read(true)).await? else {
             return Ok(None);
@@ -432,7 +416,15 @@ impl Storage for FsStorage {
         validate_key(key)?;
         let path = self.path(key);
         let _lock = lock_key(path.clone()).await;
-        self.remove_file(&path, true).await
+        match compio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if is_absent(&e) || e.kind() == io::ErrorKind::IsADirectory => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        let dir = parent_of(&path)?;
+        sync_dir(dir).await?;
+        self.prune_dirs(dir).await;
+        Ok(true)
     }
 
     async fn put_pending(
