@@ -115,7 +115,11 @@ impl Error {
             "errors": [{ "code": self.code.as_str(), "message": self.message, "detail": null }]
         });
         let mut resp = Response::json(self.status, body.to_string().into_bytes());
-        resp.headers.extend(self.headers.iter().cloned());
+        resp.headers.extend(
+            self.headers
+                .iter()
+                .map(|(n, v)| (*n, std::borrow::Cow::Owned(v.clone()))),
+        );
         resp
     }
 }

@@ -50,7 +50,7 @@ pub async fn handle(
         if !reg.unlink_blob(name, digest).await? {
             return Err(blob_unknown());
         }
-        return Ok(Response::new(202).header("Docker-Content-Digest", digest.as_str()));
+        return Ok(Response::new(202).header("Docker-Content-Digest", digest.to_string()));
     }
     let head_only = method == Method::Head;
     if let Some(i) = mirror {
@@ -71,7 +71,7 @@ pub async fn handle(
                     let size = crate::mirror::blob_size_upstream(ns, name, digest).await?;
                     return Ok(Response::new(200)
                         .header("Content-Type", "application/octet-stream")
-                        .header("Docker-Content-Digest", digest.as_str())
+                        .header("Docker-Content-Digest", digest.to_string())
                         .header("Accept-Ranges", "bytes")
                         .body(Body::Length(size)));
                 }
@@ -127,7 +127,7 @@ pub async fn handle(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(Response::new(307)
             .header("Location", url)
-            .header("Docker-Content-Digest", digest.as_str())
+            .header("Docker-Content-Digest", digest.to_string())
             .header("Cache-Control", "no-store"));
     }
     let body = match reader {
@@ -175,7 +175,7 @@ pub fn ranged(
     };
     let mut resp = Response::new(status)
         .header("Content-Type", "application/octet-stream")
-        .header("Docker-Content-Digest", digest.as_str())
+        .header("Docker-Content-Digest", digest.to_string())
         .header("ETag", format!("\"{digest}\""))
         .header("Accept-Ranges", "bytes");
     if status == 206 {

@@ -63,7 +63,7 @@ pub async fn handle(
             }
             Ok(Response::new(200)
                 .header("Content-Type", m.media_type)
-                .header("Docker-Content-Digest", m.digest.as_str())
+                .header("Docker-Content-Digest", m.digest.to_string())
                 .header("ETag", format!("\"{}\"", m.digest))
                 .body(Body::Bytes(m.bytes)))
         }
@@ -71,7 +71,7 @@ pub async fn handle(
             let (digest, media_type, size) = reg.manifest_meta(name, reference).await?;
             Ok(Response::new(200)
                 .header("Content-Type", media_type)
-                .header("Docker-Content-Digest", digest.as_str())
+                .header("Docker-Content-Digest", digest.to_string())
                 .header("ETag", format!("\"{digest}\""))
                 .body(Body::Length(size)))
         }
@@ -153,9 +153,9 @@ async fn put(
     }
     let mut resp = Response::new(201)
         .header("Location", format!("/v2/{name}/manifests/{}", put.digest))
-        .header("Docker-Content-Digest", put.digest.as_str());
+        .header("Docker-Content-Digest", put.digest.to_string());
     if let Some(subject) = put.subject {
-        resp = resp.header("OCI-Subject", subject.as_str());
+        resp = resp.header("OCI-Subject", subject.to_string());
     }
     Ok(resp)
 }

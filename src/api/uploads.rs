@@ -37,13 +37,13 @@ fn accepted(s: &Session) -> Response {
     Response::new(202)
         .header("Location", location(&s.name, &s.id))
         .header("Range", range_header(s.offset))
-        .header("Docker-Upload-UUID", s.id.as_str())
+        .header("Docker-Upload-UUID", s.id.to_string())
 }
 
 fn created(name: &RepoName, digest: &Digest) -> Response {
     Response::new(201)
         .header("Location", format!("/v2/{name}/blobs/{digest}"))
-        .header("Docker-Content-Digest", digest.as_str())
+        .header("Docker-Content-Digest", digest.to_string())
 }
 
 /// A blob is in the repository: its `blob.push` event (every webhook; a failed `required`

@@ -67,8 +67,11 @@ pub struct RequestHead {
     pub target: String,
     /// HTTP/1.x minor version.
     pub minor_version: u8,
-    /// Header names lowercased; values as sent (lossy UTF-8).
-    pub headers: Vec<(String, String)>,
+    /// Header fields: names lowercased, values trimmed (lossy UTF-8), back to back in one
+    /// string, so a head costs two allocations however many fields it has.
+    fields: String,
+    /// Where each field is in `fields`: name start, value start (= name end), value end.
+    spans: Vec<[u32; 3]>,
     pub body: BodyKind,
     pub keep_alive: bool,
     pub expect_continue: bool,
@@ -83,19 +86,23 @@ impl RequestHead {
         self.target.split_once('?').map_or("", |(_, q)| q)
     }
 
+    /// Every header field in order: (lowercase name, value).
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.spans.iter().map(|&[n, v, e]| {
+            let (n, v, e) = (n as usize, v as usize, e as usize);
+            (&self.fields[n..v], &self.fields[v..e])
+        })
+    }
+
     /// The first value of a header, by lowercase name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers()
+            .filter(move |(n, _)| *n == name)
+            .map(|(_, v)| v)
     }
 }
 
@@ -226,17 +233,29 @@ fn build(req: httparse::Request<'_, '_>) -> Result<RequestHead, HeadError> {
         ));
     }
     let minor_version = req.version.unwrap_or(1);
-    let mut headers = Vec::with_capacity(req.headers.len());
+    // Both are bounded by the head limits: fields by header_bytes_max, spans by
+    // header_count_max (the parser's header array).
+    let mut fields = String::with_capacity(
+        req.headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum(),
+    );
+    let mut spans = Vec::with_capacity(req.headers.len());
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding: Option<String> = None;
     let mut connection_close = minor_version == 0;
     let mut expect_continue = false;
     for h in req.headers.iter() {
-        let name = h.name.to_ascii_lowercase();
-        let value = String::from_utf8_lossy(h.value).trim().to_string();
-        match name.as_str() {
+        let start = fields.len();
+        fields.push_str(h.name);
+        fields[start..].make_ascii_lowercase();
+        let value_start = fields.len();
+        fields.push_str(String::from_utf8_lossy(h.value).trim());
+        let (name, value) = fields[start..].split_at(value_start - start);
+        match name {
             "content-length" => {
-                let n = parse_content_length(&value)?;
+                let n = parse_content_length(value)?;
                 if content_length.is_some_and(|prev| prev != n) {
                     return Err(HeadError::Malformed("conflicting Content-Length"));
                 }
@@ -245,7 +264,7 @@ fn build(req: httparse::Request<'_, '_>) -> Result<RequestHead, HeadError> {
             "transfer-encoding" => {
                 let all = match transfer_encoding.take() {
                     Some(prev) => format!("{prev}, {value}"),
-                    None => value.clone(),
+                    None => value.to_string(),
                 };
                 transfer_encoding = Some(all);
             }
@@ -267,7 +286,10 @@ fn build(req: httparse::Request<'_, '_>) -> Result<RequestHead, HeadError> {
             }
             _ => {}
         }
-        headers.push((name, value));
+        if fields.len() > u32::MAX as usize {
+            return Err(HeadError::HeadTooLarge);
+        }
+        spans.push([start as u32, value_start as u32, fields.len() as u32]);
     }
     let body = match (transfer_encoding, content_length) {
         // A request with both is how smuggling starts (RFC 9112 6.3): refuse it.
@@ -294,7 +316,8 @@ fn build(req: httparse::Request<'_, '_>) -> Result<RequestHead, HeadError> {
         method,
         target,
         minor_version,
-        headers,
+        fields,
+        spans,
         body,
         keep_alive: !connection_close,
         expect_continue: expect_continue && minor_version >= 1,
@@ -353,7 +376,7 @@ mod tests {
                     assert!(cut >= head_len, "complete after only {cut} bytes");
                     assert_eq!(n, head_len);
                     assert_eq!(h.target, whole.target);
-                    assert_eq!(h.headers, whole.headers);
+                    assert!(h.headers().eq(whole.headers()));
                     assert_eq!(h.body, whole.body);
                 }
             }

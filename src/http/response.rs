@@ -1,6 +1,9 @@
 //! Responses as handlers build them; the connection serialises them.
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
+
+/// Header slots reserved with a response: a blob or manifest answer sets about five.
+const HEADERS_INITIAL: usize = 6;
 
 /// A file region to send as the body.
 pub struct FileBody {
@@ -57,7 +60,8 @@ impl Body {
 
 pub struct Response {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    /// Values borrowed when static (most are), so a response costs no allocation per header.
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     pub body: Body,
 }
 
@@ -65,12 +69,12 @@ impl Response {
     pub fn new(status: u16) -> Self {
         Response {
             status,
-            headers: Vec::new(),
+            headers: Vec::with_capacity(HEADERS_INITIAL),
             body: Body::Empty,
         }
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub fn header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
@@ -88,22 +92,44 @@ impl Response {
 
     /// Writes the status line and headers into `out`, with Content-Length from the body.
     pub(crate) fn write_head(&self, out: &mut Vec<u8>, close: bool, extra: &[u8]) {
-        let mut s = String::with_capacity(256);
-        let _ = write!(s, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(out, u64::from(self.status));
+        out.push(b' ');
+        out.extend_from_slice(reason(self.status).as_bytes());
+        out.extend_from_slice(b"\r\n");
         for (name, value) in &self.headers {
-            let _ = write!(s, "{name}: {value}\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         // 1xx, 204 and 304 carry no Content-Length (RFC 9110 8.6).
         if !matches!(self.status, 100..=199 | 204 | 304) {
-            let _ = write!(s, "Content-Length: {}\r\n", self.body.len());
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(out, self.body.len());
+            out.extend_from_slice(b"\r\n");
         }
         if close {
-            s.push_str("Connection: close\r\n");
+            out.extend_from_slice(b"Connection: close\r\n");
         }
-        out.extend_from_slice(s.as_bytes());
         out.extend_from_slice(extra);
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// Appends `n` in decimal (no formatting machinery on the response path).
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 pub fn reason(status: u16) -> &'static str {
