@@ -22,6 +22,7 @@ use super::head::{self, HeadError, Method, RequestHead};
 use super::response::Response;
 
 mod body;
+mod pooled;
 mod send;
 
 pub use body::{BodyError, BodyRead, BodyReader};
@@ -149,14 +150,12 @@ pub async fn serve_connection<H: Handler>(
             HeadRead::Idle => break,
             HeadRead::Refused(status, why) => {
                 let resp = handler.protocol_error(status, &why);
-                let _ =
-                    write_response(&mut stream, resp, true, false, handler, limits, &mut out).await;
+                write_refusal(&mut stream, resp, handler, limits, &mut out).await;
                 break;
             }
         };
         let started = Instant::now();
         let method = head.method;
-        let target = head.target.clone();
         let wants_keep_alive = head.keep_alive;
         let body = BodyReader::new(
             &mut stream,
@@ -186,6 +185,8 @@ pub async fn serve_connection<H: Handler>(
         .await;
         let bytes_in = req.body.bytes_read();
         linger = !req.body.is_done();
+        // Moved out for the access record, not copied: the handler is done with it.
+        let target = std::mem::take(&mut req.head.target);
         drop(req);
         let (status, bytes_out, keep) = match outcome {
             Ok(r) => r,
@@ -193,9 +194,7 @@ pub async fn serve_connection<H: Handler>(
                 // Past query_timeout: if nothing was sent yet, say so; then close either way.
                 if !written.get() {
                     let resp = handler.protocol_error(503, "request exceeded query_timeout");
-                    let _ =
-                        write_response(&mut stream, resp, true, false, handler, limits, &mut out)
-                            .await;
+                    write_refusal(&mut stream, resp, handler, limits, &mut out).await;
                 }
                 (503, 0, false)
             }
@@ -219,6 +218,19 @@ pub async fn serve_connection<H: Handler>(
     if linger {
         lingering_close(&mut stream).await;
     }
+}
+
+/// Answers a request refused outside any request's deadline (a bad head, a request past
+/// its deadline), under a deadline of its own, then the connection closes.
+async fn write_refusal<H: Handler>(
+    stream: &mut Stream,
+    resp: Response,
+    handler: &H,
+    limits: &ConnLimits,
+    out: &mut Vec<u8>,
+) {
+    let write = write_response(stream, resp, true, false, handler, limits, out);
+    let _ = timeout(limits.body_idle_timeout, write).await;
 }
 
 /// After a close with unread request bytes: read and discard for a short while so the
@@ -249,9 +261,8 @@ async fn run_request<H: Handler>(
     limits: &ConnLimits,
     out: &mut Vec<u8>,
 ) -> (u16, u64, bool) {
-    // Boxed: the handler's state (routes, storage calls) is large, and inlined it would make
-    // every connection's task that large even while the connection idles.
-    let resp = Box::pin(handler.handle(req)).await;
+    // On the heap (see pooled.rs): the handler's state is large.
+    let resp = pooled::Pooled::new(handler.handle(req)).await;
     let status = resp.status;
     // Keep the connection only if the body was consumed (or cheaply drained) and nobody
     // asked to close.
@@ -352,6 +363,13 @@ async fn read_head<H: Handler>(
                 match ready {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) | Err(_) => return HeadRead::Idle,
+                }
+                // Readable: take the bytes now with one recv rather than a second trip
+                // through the ring (a spurious wake-up falls through to the ring read).
+                match try_recv(tcp, buf) {
+                    Some(0) => return HeadRead::Idle,
+                    Some(_) => continue,
+                    None => {}
                 }
             }
         }

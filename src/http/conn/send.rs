@@ -34,7 +34,7 @@ pub(super) async fn write_response<H: Handler>(
     match resp.body {
         Body::Bytes(b) if !head_only => {
             out.extend_from_slice(&b);
-            write_all(stream, out, idle).await?;
+            write_first(stream, out, idle).await?;
             Ok(b.len() as u64)
         }
         Body::File(f) if !head_only && f.len <= INLINE_FILE_BYTES_MAX => {
@@ -55,11 +55,11 @@ pub(super) async fn write_response<H: Handler>(
                 *out = b.into_inner();
                 r?;
             }
-            write_all(stream, out, idle).await?;
+            write_first(stream, out, idle).await?;
             Ok(f.len)
         }
         Body::File(f) if !head_only => {
-            write_all(stream, out, idle).await?;
+            write_first(stream, out, idle).await?;
             match stream {
                 Stream::Tcp(tcp) if zero_copy_ok(&f.file, f.offset, f.len) => {
                     send_file_zero_copy(tcp, &f.file, f.offset, f.len, idle).await?
@@ -69,17 +69,17 @@ pub(super) async fn write_response<H: Handler>(
             Ok(f.len)
         }
         Body::Growing(g) if !head_only => {
-            write_all(stream, out, idle).await?;
+            write_first(stream, out, idle).await?;
             send_growing(stream, &g, idle).await?;
             Ok(g.len)
         }
         Body::Stream(mut s) if !head_only => {
-            write_all(stream, out, idle).await?;
+            write_first(stream, out, idle).await?;
             send_stream(stream, &mut s, idle, out).await?;
             Ok(s.len)
         }
         _ => {
-            write_all(stream, out, idle).await?;
+            write_first(stream, out, idle).await?;
             Ok(0)
         }
     }
@@ -149,6 +149,20 @@ pub(super) async fn send_stream(
     Ok(())
 }
 
+/// The first write of a response (its head, or all of a small one). When small it has no
+/// pause timer of its own: the socket's send buffer is empty at that point, so it waits on
+/// the peer only if the peer stopped reading, and the request's deadline (query_timeout)
+/// bounds that like every wait of a request. A timer per small response costs a timer-tree
+/// insert and remove for nothing.
+async fn write_first(stream: &mut Stream, out: &mut Vec<u8>, idle: Duration) -> io::Result<()> {
+    if out.len() > UNTIMED_WRITE_BYTES_MAX {
+        return write_all(stream, out, idle).await;
+    }
+    let BufResult(r, b) = stream.write_all(std::mem::take(out)).await;
+    *out = b;
+    r
+}
+
 pub(super) async fn write_all(
     stream: &mut Stream,
     out: &mut Vec<u8>,
@@ -163,6 +177,10 @@ pub(super) async fn write_all(
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
     }
 }
+
+/// A response's first write of up to this much has no pause timer of its own (see
+/// `write_first`): less than a socket's send buffer.
+const UNTIMED_WRITE_BYTES_MAX: usize = 16 * 1024;
 
 /// File bodies up to this size are read into the response buffer and sent with the head.
 pub(super) const INLINE_FILE_BYTES_MAX: u64 = 64 * 1024;
