@@ -126,26 +126,39 @@ fn endpoint(path: &str) -> Option<Endpoint<'_>> {
     if rest == "_catalog" {
         return Some(Endpoint::Catalog);
     }
-    if let Some(name) = rest.strip_suffix("/tags/list") {
-        return Some(Endpoint::Tags { name });
+    // Every other endpoint ends in `/<kind>/<segment>`: split at the last '/' once (a byte
+    // search) and compare suffixes, instead of searching the path for each marker.
+    let (prefix, last) = rest.rsplit_once('/')?;
+    if last.is_empty() {
+        return prefix
+            .strip_suffix("/blobs/uploads")
+            .map(|name| Endpoint::UploadStart { name });
     }
-    if let Some(name) = rest
-        .strip_suffix("/blobs/uploads/")
-        .or_else(|| rest.strip_suffix("/blobs/uploads"))
-    {
-        return Some(Endpoint::UploadStart { name });
+    if last == "list" {
+        if let Some(name) = prefix.strip_suffix("/tags") {
+            return Some(Endpoint::Tags { name });
+        }
     }
-    if let Some((name, id)) = last_segment(rest, "/blobs/uploads/") {
-        return Some(Endpoint::Upload { name, id });
+    if last == "uploads" {
+        if let Some(name) = prefix.strip_suffix("/blobs") {
+            return Some(Endpoint::UploadStart { name });
+        }
     }
-    if let Some((name, digest)) = last_segment(rest, "/blobs/") {
-        return Some(Endpoint::Blob { name, digest });
+    let named = |kind: &str| prefix.strip_suffix(kind).filter(|name| !name.is_empty());
+    if let Some(name) = named("/blobs/uploads") {
+        return Some(Endpoint::Upload { name, id: last });
     }
-    if let Some((name, reference)) = last_segment(rest, "/manifests/") {
-        return Some(Endpoint::Manifest { name, reference });
+    if let Some(name) = named("/blobs") {
+        return Some(Endpoint::Blob { name, digest: last });
     }
-    if let Some((name, digest)) = last_segment(rest, "/referrers/") {
-        return Some(Endpoint::Referrers { name, digest });
+    if let Some(name) = named("/manifests") {
+        return Some(Endpoint::Manifest {
+            name,
+            reference: last,
+        });
+    }
+    if let Some(name) = named("/referrers") {
+        return Some(Endpoint::Referrers { name, digest: last });
     }
     None
 }
@@ -164,12 +177,6 @@ pub fn group(path: &str) -> crate::metrics::Group {
         None if matches!(path, "/metrics" | "/healthz" | "/readyz") => Group::Ops,
         None => Group::Other,
     }
-}
-
-/// Splits `a/b/<marker>x` into (`a/b`, `x`) when `x` is one non-empty segment.
-fn last_segment<'a>(path: &'a str, marker: &str) -> Option<(&'a str, &'a str)> {
-    let (name, last) = path.rsplit_once(marker)?;
-    (!name.is_empty() && !last.is_empty() && !last.contains('/')).then_some((name, last))
 }
 
 fn action(endpoint: &Endpoint<'_>, method: Method) -> Result<Action, RouteError> {
@@ -303,6 +310,29 @@ mod tests {
                 },
                 Action::GetBlob,
             ),
+            (
+                Method::Post,
+                "/v2/x/blobs/uploads",
+                Endpoint::UploadStart { name: "x" },
+                Action::PutBlob,
+            ),
+            (
+                Method::Put,
+                "/v2/a/blobs/uploads/b/blobs/uploads/c",
+                Endpoint::Upload {
+                    name: "a/blobs/uploads/b",
+                    id: "c",
+                },
+                Action::PutBlob,
+            ),
+            (
+                Method::Get,
+                "/v2/x/manifests/tags/list",
+                Endpoint::Tags {
+                    name: "x/manifests",
+                },
+                Action::ListTags,
+            ),
         ];
         for (m, path, ep, act) in cases {
             assert_eq!(route(m, path), Ok((ep, act)), "{path}");
@@ -313,6 +343,19 @@ mod tests {
     fn unknown_paths_and_methods() {
         assert_eq!(route(Method::Get, "/v3/"), Err(RouteError::NotFound));
         assert_eq!(route(Method::Get, "/v2/a/b"), Err(RouteError::NotFound));
+        for path in [
+            "/v2/a/blobs/uploads/x/y",
+            "/v2/blobs/uploads/abc",
+            "/v2//blobs/sha256:00",
+            "/v2/a/manifests/",
+            "/v2/a/referrers",
+        ] {
+            assert_eq!(
+                route(Method::Get, path),
+                Err(RouteError::NotFound),
+                "{path}"
+            );
+        }
         assert_eq!(
             route(Method::Get, "/v2/a/blobs/"),
             Err(RouteError::NotFound)
