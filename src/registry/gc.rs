@@ -475,6 +475,7 @@ impl Registry {
         let Some(meta) = self.store.head(&layout::blob_data(d)).await? else {
             return Ok(None);
         };
+        super::sizes::note_deleted();
         self.store.remove(&layout::blob_data(d)).await?;
         crate::metrics::METRICS
             .stored_bytes

@@ -9,6 +9,7 @@ pub mod manifests;
 pub mod mirror;
 pub mod retention;
 pub mod scrub;
+pub mod sizes;
 pub mod uploads;
 
 use crate::error::{Code, Error, Result};
@@ -62,6 +63,8 @@ pub struct Registry {
     pub settings: Settings,
     /// Shared by every worker of the process.
     pub manifests: std::sync::Arc<cache::ManifestCache>,
+    /// This worker's.
+    sizes: sizes::BlobSizes,
 }
 
 impl Registry {
@@ -74,6 +77,7 @@ impl Registry {
             store,
             settings,
             manifests,
+            sizes: sizes::BlobSizes::default(),
         }
     }
 
@@ -147,7 +151,16 @@ impl Registry {
         if !self.is_linked(name, digest).await? {
             return Ok(None);
         }
-        self.blob_size(digest).await
+        // Linked, so stored (see sizes.rs): its size may come from memory.
+        if let Some(size) = self.sizes.get(digest) {
+            return Ok(Some(size));
+        }
+        let seen = self.sizes.seen();
+        let size = self.blob_size(digest).await?;
+        if let Some(size) = size {
+            self.sizes.insert(seen, digest, size);
+        }
+        Ok(size)
     }
 
     async fn is_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {

@@ -235,6 +235,7 @@ impl Registry {
     async fn repair(&self, f: &Finding) -> Result<()> {
         match f {
             Finding::CorruptBlob(d) => {
+                super::sizes::note_deleted();
                 self.store.delete(&layout::blob_data(d)).await?;
             }
             Finding::DanglingTag(r, t) => {

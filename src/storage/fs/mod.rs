@@ -70,6 +70,9 @@ const DIR_RACE_RETRIES_MAX: usize = 8;
 /// Attempts at picking an unused random temp-file name; 64 random bits make a single
 /// collision already unlikely.
 const TEMP_NAME_ATTEMPTS_MAX: usize = 4;
+/// Paths up to this long are built on the stack for a stat (the standard library copies a
+/// path of up to 384 bytes to the stack for its NUL; longer ones it allocates anyway).
+const STACK_PATH_BYTES: usize = 384;
 
 /// The filesystem backend. Cheap to clone; `Send + Sync`, so all cores can share one.
 #[derive(Clone, Debug)]
@@ -155,6 +158,22 @@ impl FsStorage {
 
     fn path(&self, key: &str) -> PathBuf {
         self.inner.root.join(key)
+    }
+
+    /// `f(root/key)`, with the path built on the stack when it fits (every key the registry
+    /// makes does): a stat on the request path then allocates nothing.
+    fn with_path<R>(&self, key: &str, f: impl FnOnce(&Path) -> R) -> R {
+        use std::os::unix::ffi::OsStrExt;
+        let root = self.inner.root.as_os_str().as_bytes();
+        let len = root.len() + 1 + key.len();
+        if len > STACK_PATH_BYTES || key.starts_with('/') {
+            return f(&self.path(key));
+        }
+        let mut buf = [0u8; STACK_PATH_BYTES];
+        buf[..root.len()].copy_from_slice(root);
+        buf[root.len()] = b'/';
+        buf[root.len() + 1..len].copy_from_slice(key.as_bytes());
+        f(Path::new(std::ffi::OsStr::from_bytes(&buf[..len])))
     }
 
     /// Reads a whole object of at most `metadata_object_bytes_max` bytes.
@@ -397,7 +416,9 @@ impl Storage for FsStorage {
         // handed to a kernel worker thread and back, which doubled the CPU of a blob HEAD),
         // while a stat of a key in use is a dentry-cache lookup of a microsecond or two. A
         // cold lookup may wait on the disk, as nginx's stat does.
-        let meta = std::fs::metadata(self.path(key)).map(|m| (m.is_file(), m.len(), m.modified()));
+        let meta = self.with_path(key, |p| {
+            std::fs::metadata(p).map(|m| (m.is_file(), m.len(), m.modified()))
+        });
         match meta {
             Ok((true, size, modified)) => Ok(Some(Meta {
                 size,
