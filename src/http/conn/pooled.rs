@@ -126,13 +126,11 @@ mod tests {
     use std::task::Waker;
 
     /// Every call returns the same future type (so the same layout), of about 4 KiB.
-    fn job(held: Rc<()>, n: u8) -> impl Future<Output = u64> {
-        async move {
-            let _held = held;
-            let pad = [n; 4096];
-            std::future::ready(()).await;
-            pad.iter().map(|&b| u64::from(b)).sum()
-        }
+    async fn job(held: Rc<()>, n: u8) -> u64 {
+        let _held = held;
+        let pad = [n; 4096];
+        std::future::ready(()).await;
+        pad.iter().map(|&b| u64::from(b)).sum()
     }
 
     fn run<F: Future>(mut f: Pooled<F>) -> F::Output {
