@@ -54,6 +54,10 @@ const HOLD_POLL: Duration = Duration::from_millis(20);
 const EDGES_LISTED_MAX: usize = 1000;
 /// Layer links of one deleted blob removed per pass; the candidate stays for the rest.
 const LINKS_PER_PASS_MAX: usize = 1000;
+/// Tombstones one listing reads to check a manifest's blobs at once; a pass holds one
+/// tombstone at a time, so more than this means many passes (or crashed ones): then one HEAD
+/// per blob instead.
+const TOMBSTONES_LISTED_MAX: usize = 1000;
 /// Added to the request deadline before a candidate's edges may be judged crash debris, for
 /// the last storage calls of a request cut at its deadline.
 const REQUEST_END_MARGIN: Duration = Duration::from_secs(2);
@@ -171,6 +175,38 @@ impl Registry {
 
     pub async fn tombstoned(&self, d: &Digest) -> Result<bool> {
         Ok(self.store.head(&layout::gc_tombstone(d)).await?.is_some())
+    }
+
+    /// The first of `digests` that a pass is deleting right now, if any. Several at once
+    /// (a manifest's blobs) with one listing of the tombstones, which exist only while a
+    /// pass deletes (a handful at a time), instead of one HEAD each; past
+    /// `TOMBSTONES_LISTED_MAX` tombstones, one HEAD each after all. The listing is as strongly
+    /// consistent as a HEAD (S3 lists what it has acknowledged), so the Dekker argument in
+    /// the module docs holds unchanged.
+    pub async fn first_tombstoned<'d>(
+        &self,
+        digests: impl IntoIterator<Item = &'d Digest>,
+    ) -> Result<Option<&'d Digest>> {
+        let digests: Vec<&Digest> = digests.into_iter().collect();
+        if let [one] = digests.as_slice() {
+            return Ok(self.tombstoned(one).await?.then_some(*one));
+        }
+        let listed = self
+            .store
+            .list(layout::GC_TOMBSTONES_PREFIX, None, TOMBSTONES_LISTED_MAX)
+            .await?;
+        if listed.len() >= TOMBSTONES_LISTED_MAX {
+            for d in digests {
+                if self.tombstoned(d).await? {
+                    return Ok(Some(d));
+                }
+            }
+            return Ok(None);
+        }
+        let listed: std::collections::HashSet<&str> = listed.iter().map(String::as_str).collect();
+        Ok(digests
+            .into_iter()
+            .find(|d| listed.contains(layout::gc_tombstone(d).as_str())))
     }
 
     /// Writes edge keys, revision edges first (so a crash midway leaves no other edge of a
@@ -387,8 +423,15 @@ impl Registry {
                 done.released.extend(self.undo_stray_put(repo, d).await?);
             }
             if !self.has_refs(d).await? {
-                done.removed = self.remove_blob(d).await?;
-                keep_candidate |= self.remove_links(d).await?;
+                // The links first, then the data, so that a layer link never outlives its
+                // blob without this tombstone (what lets a manifest PUT trust a link it finds
+                // after its tombstone check, module docs). More links than one pass removes:
+                // the data waits for a later pass, with the candidate.
+                let more = self.remove_links(d).await?;
+                keep_candidate |= more;
+                if !more {
+                    done.removed = self.remove_blob(d).await?;
+                }
             }
         }
         let old = now_secs().saturating_sub(ages.grace_secs);
@@ -482,16 +525,19 @@ impl Registry {
         Ok(Some(meta.size))
     }
 
-    /// Removes the layer links (and their index entries) to a deleted blob, dropping
+    /// Removes the layer links (and their index entries) to a blob being deleted, dropping
     /// repositories left empty from the catalog. True when more links remain for a later pass.
-    async fn remove_links(&self, d: &Digest) -> Result<bool> {
+    pub(super) async fn remove_links(&self, d: &Digest) -> Result<bool> {
         let entries = self
             .store
             .list(&layout::link_index_prefix(d), None, LINKS_PER_PASS_MAX)
             .await?;
         for entry in &entries {
             if let Some(repo) = layout::link_index_repo(d, entry) {
-                self.store.remove(&layout::layer_link(&repo, d)).await?;
+                let link = self.layer_link_key(&repo, d);
+                if &link != entry {
+                    self.store.remove(&link).await?;
+                }
                 self.store.remove(entry).await?;
                 self.drop_if_empty(&repo).await?;
             } else {
@@ -501,8 +547,8 @@ impl Registry {
         Ok(entries.len() >= LINKS_PER_PASS_MAX)
     }
 
-    /// Takes a repository without manifests (and so without tags) or uploads out of the
-    /// catalog. Writers record the entry after their content, and this looks for content
+    /// Takes a repository without manifests (and so without tags) out of the catalog.
+    /// Manifest PUTs record the entry after their revision link, and this looks for one
     /// again after the removal, so a concurrent push keeps it listed.
     pub async fn drop_if_empty(&self, name: &RepoName) -> Result<()> {
         if self.has_content(name).await? {
@@ -517,16 +563,11 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether the repository has a manifest (revision or tag): what lists it in the
+    /// catalog. (Open uploads do not: a session's start writes no catalog entry.)
     async fn has_content(&self, name: &RepoName) -> Result<bool> {
-        for prefix in [
-            layout::manifests_prefix(name),
-            format!("{}/", layout::uploads_dir(name)),
-        ] {
-            if !self.store.list(&prefix, None, 1).await?.is_empty() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let prefix = layout::manifests_prefix(name);
+        Ok(!self.store.list(&prefix, None, 1).await?.is_empty())
     }
 
     /// Counts stored blob bytes and open upload sessions once, at startup, for the metrics
@@ -542,7 +583,18 @@ impl Registry {
         let m = &crate::metrics::METRICS;
         m.stored_bytes.fetch_add(bytes as i64, Relaxed);
         m.stored_bytes_known.store(true, Relaxed);
-        let uploads = self.list_all(layout::UPLOAD_INDEX_PREFIX).await?.len();
+        // Index entries (fs, `uploads/<id>`) or sessions (S3, `uploads/<repo>/<id>`), not
+        // the sessions' staged parts.
+        let uploads = self
+            .list_all(layout::UPLOAD_INDEX_PREFIX)
+            .await?
+            .iter()
+            .filter_map(|k| k.strip_prefix(layout::UPLOAD_INDEX_PREFIX))
+            .filter(|rest| {
+                crate::oci::UploadId::parse(rest).is_ok()
+                    || layout::parse_upload_session(rest).is_some()
+            })
+            .count();
         m.uploads_open.fetch_add(uploads as i64, Relaxed);
         Ok(())
     }

@@ -235,6 +235,9 @@ impl Registry {
     async fn repair(&self, f: &Finding) -> Result<()> {
         match f {
             Finding::CorruptBlob(d) => {
+                // Its links first, as GC does: a link is trusted to name a stored blob
+                // (manifests.rs, `check_references`), so a client pushes the blob again.
+                while self.remove_links(d).await? {}
                 self.store.delete(&layout::blob_data(d)).await?;
             }
             Finding::DanglingTag(r, t) => {

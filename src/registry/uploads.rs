@@ -77,23 +77,20 @@ impl Registry {
     /// Starts a session and hands it back open, as `upload_open` would find it (no read:
     /// nobody else knows its id yet).
     pub async fn upload_start_open(&self, name: &RepoName) -> Result<Session> {
-        let open = self.store.list_dir(&layout::uploads_dir(name)).await?;
-        if open.len() >= self.settings.upload_sessions_per_repository_max {
-            return Err(Error::new(
-                Code::TooManyRequests,
-                "too many open upload sessions for this repository",
-            ));
-        }
+        self.check_session_cap(name).await?;
         let id = UploadId::generate().map_err(Error::internal)?;
-        // The index first, so a crash at any later step leaves a session that expiry finds
-        // (pending: the state's durable put below makes it durable first).
-        self.store
-            .put_pending(
-                &layout::upload_index(&id),
-                name.as_str().as_bytes().to_vec(),
-                PutCondition::Always,
-            )
-            .await?;
+        if !self.store.upload_meta_inline() {
+            // The index first, so a crash at any later step leaves a session that expiry
+            // finds (pending: the state's durable put below makes it durable first). Object
+            // storage needs none: its sessions are listed where they are (module docs).
+            self.store
+                .put_pending(
+                    &layout::upload_index(&id),
+                    name.as_str().as_bytes().to_vec(),
+                    PutCondition::Always,
+                )
+                .await?;
+        }
         crate::failpoint::hit("upload-after-index");
         let now = now_secs();
         let state = StateFile {
@@ -102,7 +99,7 @@ impl Registry {
             started: now,
             updated: now,
         };
-        let data_key = layout::upload_data(name, &id);
+        let data_key = self.session_key(name, &id);
         let (data, etag) = if self.store.upload_meta_inline() {
             // The state rides in the session object: one conditional create for both.
             let text = serde_json::to_string(&state).map_err(Error::internal)?;
@@ -126,7 +123,6 @@ impl Registry {
             };
             (data, etag)
         };
-        self.ensure_repository(name).await?;
         METRICS.uploads_open.fetch_add(1, Relaxed);
         Ok(Session {
             name: name.clone(),
@@ -185,11 +181,7 @@ impl Registry {
 
     /// `upload_open` where the state is in the session object (one read for both).
     async fn upload_open_inline(&self, name: &RepoName, id: &UploadId) -> Result<Option<Session>> {
-        let Some(mut data) = self
-            .store
-            .open_upload(&layout::upload_data(name, id))
-            .await?
-        else {
+        let Some(mut data) = self.store.open_upload(&self.session_key(name, id)).await? else {
             return Ok(None);
         };
         let state: StateFile = data
@@ -306,7 +298,7 @@ impl Registry {
                 format!("content digest is {actual}, not {digest}"),
             ));
         }
-        let data_key = layout::upload_data(&name, &id);
+        let data_key = self.session_key(&name, &id);
         let size = s_offset;
         // Held before the commit: a pass that is deleting this digest finishes first, and
         // none starts until the grace period is over (see gc.rs). A commit that finds the
@@ -324,8 +316,7 @@ impl Registry {
         crate::failpoint::hit("blob-after-commit");
         self.link_blob(&name, digest).await?;
         if self.store.upload_meta_inline() {
-            // The commit removed the session with its state: only the index is left.
-            self.store.remove(&layout::upload_index(&id)).await?;
+            // The commit removed the session with its state; there is no index.
             METRICS.uploads_open.fetch_sub(1, Relaxed);
         } else {
             self.upload_cancel(&name, &id).await?;
@@ -334,7 +325,7 @@ impl Registry {
     }
 
     async fn rehash(&self, name: &RepoName, id: &UploadId, alg: Algorithm) -> Result<Digest> {
-        self.hash_object(&layout::upload_data(name, id), alg)
+        self.hash_object(&self.session_key(name, id), alg)
             .await?
             .ok_or_else(unknown_upload)
     }
@@ -364,9 +355,9 @@ impl Registry {
     /// Removes a session and its data. True if there was one.
     pub async fn upload_cancel(&self, name: &RepoName, id: &UploadId) -> Result<bool> {
         if self.store.upload_meta_inline() {
-            // Object storage: the session object is the state; one DELETE, no HEAD first.
-            let had = self.store.delete(&layout::upload_data(name, id)).await?;
-            self.store.remove(&layout::upload_index(id)).await?;
+            // Object storage: the session object is the state (its staged parts go with
+            // it); there is no index.
+            let had = self.store.delete(&self.session_key(name, id)).await?;
             if had {
                 METRICS.uploads_open.fetch_sub(1, Relaxed);
             }
@@ -389,6 +380,9 @@ impl Registry {
 
     /// Removes sessions idle for longer than the configured expiry. Returns how many.
     pub async fn expire_uploads(&self) -> Result<usize> {
+        if let crate::storage::Backend::S3(s3) = &self.store {
+            return self.expire_listed_sessions(s3).await;
+        }
         let keys = self
             .store
             .list(layout::UPLOAD_INDEX_PREFIX, None, EXPIRY_BATCH_MAX)
@@ -435,15 +429,78 @@ impl Registry {
         Ok(removed)
     }
 
-    /// A session's stored state, wherever it lives (its own object, or the session's).
-    async fn read_state(&self, name: &RepoName, id: &UploadId) -> Result<Option<Vec<u8>>> {
-        if self.store.upload_meta_inline() {
-            let data = self
-                .store
-                .open_upload(&layout::upload_data(name, id))
-                .await?;
-            return Ok(data.and_then(|d| d.meta().map(|m| m.as_bytes().to_vec())));
+    /// Expiry on object storage, with no index: one listing of every session with its
+    /// LastModified (the session object is rewritten by every save, so that is when it was
+    /// last used). A staged part whose session is not listed (a commit removes the parts its
+    /// state names; a crashed or losing writer's unrecorded part stays) goes once it is as
+    /// old as the expiry: a part sorts right after its session, so the listing shows both.
+    async fn expire_listed_sessions(&self, s3: &crate::storage::S3Storage) -> Result<usize> {
+        let listed = s3
+            .list_modified(layout::UPLOAD_INDEX_PREFIX, EXPIRY_BATCH_MAX)
+            .await?;
+        let expiry = self.settings.upload_idle_expiry;
+        let now = SystemTime::now();
+        let old = |t: SystemTime| now.duration_since(t).unwrap_or_default() >= expiry;
+        let mut sessions = std::collections::HashSet::new();
+        let mut removed = 0;
+        for (key, modified) in listed {
+            let Some(rest) = key.strip_prefix(layout::UPLOAD_INDEX_PREFIX) else {
+                continue;
+            };
+            if let Some((session, _)) = rest.split_once(".part-") {
+                if !sessions.contains(session) && old(modified) {
+                    self.store.remove(&key).await?;
+                }
+                continue;
+            }
+            let Some((name, id)) = layout::parse_upload_session(rest) else {
+                continue;
+            };
+            sessions.insert(rest.to_string());
+            if old(modified) && self.upload_cancel(&name, &id).await? {
+                removed += 1;
+            }
         }
+        Ok(removed)
+    }
+
+    /// Where a session's data lives: beside its state under the repository (fs), or as the
+    /// one session object under `uploads/` (object storage, see `layout::upload_session`).
+    pub(crate) fn session_key(&self, name: &RepoName, id: &UploadId) -> String {
+        if self.store.upload_meta_inline() {
+            layout::upload_session(name, id)
+        } else {
+            layout::upload_data(name, id)
+        }
+    }
+
+    /// Refuses a new session past the per-repository cap (TOOMANYREQUESTS). Lists the
+    /// repository's sessions only when this process's estimate says the cap may be reached
+    /// (see `session_cap.rs` for what that bounds).
+    async fn check_session_cap(&self, name: &RepoName) -> Result<()> {
+        let max = self.settings.upload_sessions_per_repository_max;
+        if self.session_cap.admit(name.as_str(), max) {
+            return Ok(());
+        }
+        let open = if self.store.upload_meta_inline() {
+            let dir = layout::upload_sessions_dir(name);
+            let listed = self.store.list_dir(&dir).await?;
+            listed.iter().filter(|n| UploadId::parse(n).is_ok()).count()
+        } else {
+            self.store.list_dir(&layout::uploads_dir(name)).await?.len()
+        };
+        self.session_cap.listed(name.as_str(), open + 1);
+        if open >= max {
+            return Err(Error::new(
+                Code::TooManyRequests,
+                "too many open upload sessions for this repository",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A session's stored state (fs: its own object).
+    async fn read_state(&self, name: &RepoName, id: &UploadId) -> Result<Option<Vec<u8>>> {
         Ok(self
             .store
             .get(&layout::upload_state(name, id))

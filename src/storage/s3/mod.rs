@@ -13,6 +13,7 @@
 //! Requests go through `client.rs` (signing by rusty-s3, retries in one place).
 
 pub mod client;
+mod batch;
 mod commit;
 pub mod config;
 pub mod probe;

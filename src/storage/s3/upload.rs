@@ -224,7 +224,9 @@ impl S3Upload {
                 PutOutcome::Written(_) => CommitOutcome::Committed,
                 PutOutcome::PreconditionFailed => CommitOutcome::AlreadyExisted,
             };
-            self.store.delete_upload(&self.full).await?;
+            // Nothing staged: the session object is all there is (a losing writer's strays,
+            // if any, are the expiry's).
+            self.store.delete_full(&self.full).await?;
             return Ok(outcome);
         }
         self.sync().await?;
@@ -399,31 +401,44 @@ impl S3Storage {
     }
 
     /// Commits a session whose durable state is `state` to `dest`, then removes it.
+    ///
+    /// No HEAD of `dest` first: the copy (or put) is conditional on `dest` being absent
+    /// (`If-None-Match: *`), so a blob stored already is neither copied over nor counted
+    /// twice; where a service ignores the condition on a copy, the copy rewrites the same
+    /// content-addressed bytes, which is harmless (the caller's GC hold keeps a pass from
+    /// deleting `dest` meanwhile). The session is removed with the parts its state names in
+    /// one DeleteObjects, not by listing `.part-` keys: a part a crashed or losing writer
+    /// staged and never recorded is left to the expiry, which lists the sessions' prefix.
     async fn commit_state(
         &self,
         full: &str,
         dest: &str,
         state: &UploadState,
     ) -> Result<CommitOutcome> {
-        if self.head_full(dest).await?.is_some() {
-            self.delete_upload(full).await?;
-            return Ok(CommitOutcome::AlreadyExisted);
-        }
-        let sources: Vec<String> = state
+        let mut sources: Vec<String> = state
             .parts
             .iter()
             .map(|p| part_key(full, &p.token))
             .collect();
-        match sources.as_slice() {
+        let outcome = match sources.as_slice() {
             [] => {
                 // A concurrent committer of the same (content-addressed) key wrote the same.
-                self.put_full(dest, &[], &PutCondition::IfAbsent, &[])
-                    .await?;
+                match self.put_full(dest, &[], &PutCondition::IfAbsent, &[]).await? {
+                    PutOutcome::Written(_) => CommitOutcome::Committed,
+                    PutOutcome::PreconditionFailed => CommitOutcome::AlreadyExisted,
+                }
             }
-            [one] => self.copy(dest, one, None).await.map(drop)?,
-            many => self.assemble(dest, many).await?,
-        }
-        self.delete_upload(full).await?;
-        Ok(CommitOutcome::Committed)
+            [one] => match self.copy(dest, one, None, true).await? {
+                Some(_) => CommitOutcome::Committed,
+                None => CommitOutcome::AlreadyExisted,
+            },
+            many => {
+                self.assemble(dest, many).await?;
+                CommitOutcome::Committed
+            }
+        };
+        sources.push(full.to_string());
+        self.delete_many(&sources).await?;
+        Ok(outcome)
     }
 }
