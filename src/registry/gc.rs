@@ -21,7 +21,20 @@
 //! gives up if it changed. So either the pass sees the hold and keeps everything, or the
 //! writer sees the tombstone and waits until the pass has finished (and then stores the blob
 //! anew). That is what lets a pass remove a deleted blob's layer links (`linked/` indexes
-//! them), and drop repositories left without manifests or uploads from the catalog.
+//! them; on object storage the index entry is the link), and drop repositories left without
+//! manifests from the catalog.
+//!
+//! A pass removes a blob's layer links *before* its data, and a link is only written for a
+//! stored blob (after the commit, or a mount's check, under a hold). So a layer link whose
+//! blob is gone exists only while that blob's tombstone does. A manifest PUT therefore
+//! checks each blob it names with one HEAD of the repository's link and no HEAD of the blob:
+//! after its edges, it saw no tombstone, so either the pass deleting the blob had finished
+//! (its links gone: the link HEAD fails) or a pass that starts later sees the edge and keeps
+//! the blob. Scrub's repair of a corrupt blob removes its links first for the same reason.
+//! The tombstone checks of all the blobs a manifest names are one listing of `gc/deleting/`
+//! (tombstones exist only while a pass deletes: a handful), not a HEAD each
+//! (`first_tombstoned`): a listing after the edge writes shows every tombstone written
+//! before it, which is all the argument above needs.
 //!
 //! Crash debris is collected the same way, with no scan: a manifest PUT makes its own digest
 //! a candidate and stores its content before it writes its edges, so a PUT cut short leaves

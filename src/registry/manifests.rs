@@ -180,9 +180,7 @@ impl Registry {
         // The tag's old manifest matters only to untagged-manifest collection (nothing else
         // needs it: the events name the new digest): no read otherwise.
         let previous = match reference {
-            Reference::Tag(tag)
-                if rule == TagRule::Mutable && self.settings.gc_remove_untagged =>
-            {
+            Reference::Tag(tag) if rule == TagRule::Mutable && self.settings.gc_remove_untagged => {
                 self.resolve_tag(name, tag).await?
             }
             _ => None,

@@ -12,12 +12,13 @@
 //!
 //! Requests go through `client.rs` (signing by rusty-s3, retries in one place).
 
-pub mod client;
 mod batch;
+pub mod client;
 mod commit;
 pub mod config;
 pub mod probe;
 mod read;
+mod session_cache;
 mod upload;
 pub mod xml;
 
@@ -73,6 +74,8 @@ struct Inner {
     metadata_object_bytes_max: u64,
     redirect: bool,
     redirect_expiry: Duration,
+    /// Upload session states this process wrote or read last (`session_cache.rs`).
+    sessions: session_cache::SessionCache,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -127,6 +130,7 @@ impl S3Storage {
                 metadata_object_bytes_max: METADATA_OBJECT_BYTES_MAX,
                 redirect: c.redirect,
                 redirect_expiry: c.redirect_expiry,
+                sessions: Default::default(),
             }),
         })
     }
@@ -178,6 +182,16 @@ impl S3Storage {
 
     fn client(&self) -> &S3Client {
         &self.inner.client
+    }
+
+    fn sessions(&self) -> &session_cache::SessionCache {
+        &self.inner.sessions
+    }
+
+    /// `open_upload` that reads the session as stored, never from this process's cache.
+    pub async fn open_upload_fresh(&self, key: &str) -> Result<Option<S3Upload>> {
+        validate_key(key)?;
+        S3Upload::open_fresh(self.clone(), key).await
     }
 
     /// The object key in the bucket.
