@@ -583,35 +583,6 @@ impl Registry {
         Ok(!self.store.list(&prefix, None, 1).await?.is_empty())
     }
 
-    /// Counts stored blob bytes and open upload sessions once, at startup, for the metrics
-    /// (kept current afterwards by commits, GC and session changes).
-    pub async fn count_for_metrics(&self) -> Result<()> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut bytes: u64 = 0;
-        for key in self.list_all("blobs/").await? {
-            if let Some(meta) = self.store.head(&key).await? {
-                bytes += meta.size;
-            }
-        }
-        let m = &crate::metrics::METRICS;
-        m.stored_bytes.fetch_add(bytes as i64, Relaxed);
-        m.stored_bytes_known.store(true, Relaxed);
-        // Index entries (fs, `uploads/<id>`) or sessions (S3, `uploads/<repo>/<id>`), not
-        // the sessions' staged parts.
-        let uploads = self
-            .list_all(layout::UPLOAD_INDEX_PREFIX)
-            .await?
-            .iter()
-            .filter_map(|k| k.strip_prefix(layout::UPLOAD_INDEX_PREFIX))
-            .filter(|rest| {
-                crate::oci::UploadId::parse(rest).is_ok()
-                    || layout::parse_upload_session(rest).is_some()
-            })
-            .count();
-        m.uploads_open.fetch_add(uploads as i64, Relaxed);
-        Ok(())
-    }
-
     /// Drops a candidate that needs no collection (referenced again, or already gone).
     async fn forget_candidate(&self, key: &str, dry_run: bool) -> Result<()> {
         if !dry_run {

@@ -10,6 +10,7 @@ pub mod mirror;
 pub mod retention;
 pub mod scrub;
 pub mod session_cap;
+pub mod upload_expiry;
 pub mod uploads;
 
 use crate::error::{Code, Error, Result};

@@ -13,6 +13,11 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::{layout, Registry};
+use crate::error::{Code, Error, Result};
+use crate::oci::{RepoName, UploadId};
+use crate::storage::Storage;
+
 /// Repositories whose estimate a process keeps. Past it the table is emptied, which only
 /// means the next POST of each repository lists again (about 100 bytes per entry: 1 MiB).
 const REPOSITORIES_TRACKED_MAX: usize = 10_000;
@@ -47,6 +52,33 @@ impl SessionCap {
             m.clear();
         }
         m.insert(repo.to_string(), open);
+    }
+}
+
+impl Registry {
+    /// Refuses a new session past the per-repository cap (TOOMANYREQUESTS). Lists the
+    /// repository's sessions only when this process's estimate says the cap may be reached
+    /// (see `session_cap.rs` for what that bounds).
+    pub(super) async fn check_session_cap(&self, name: &RepoName) -> Result<()> {
+        let max = self.settings.upload_sessions_per_repository_max;
+        if self.session_cap.admit(name.as_str(), max) {
+            return Ok(());
+        }
+        let open = if self.store.upload_meta_inline() {
+            let dir = layout::upload_sessions_dir(name);
+            let listed = self.store.list_dir(&dir).await?;
+            listed.iter().filter(|n| UploadId::parse(n).is_ok()).count()
+        } else {
+            self.store.list_dir(&layout::uploads_dir(name)).await?.len()
+        };
+        self.session_cap.listed(name.as_str(), open + 1);
+        if open >= max {
+            return Err(Error::new(
+                Code::TooManyRequests,
+                "too many open upload sessions for this repository",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -48,8 +48,6 @@ use crate::storage::{
 
 /// Reads of upload data when a digest must be recomputed with another algorithm.
 const REHASH_CHUNK_BYTES: usize = 1024 * 1024;
-/// Expiry passes look at this many sessions at most per call, so one pass stays short.
-const EXPIRY_BATCH_MAX: usize = 10_000;
 /// Bytes of one request kept while its session was opened from the cache (not read back),
 /// to append them again to the stored state if another node changed it meanwhile: a small
 /// layer or a config. Past it the session is read before more is written (one GET, what
@@ -57,12 +55,12 @@ const EXPIRY_BATCH_MAX: usize = 10_000;
 const REPLAY_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct StateFile {
+pub(super) struct StateFile {
     offset: u64,
     /// Hex of the serialised hasher state.
     hash: String,
     started: u64,
-    updated: u64,
+    pub(super) updated: u64,
 }
 
 /// An open session: its persisted state and its data, held by one request at a time.
@@ -581,92 +579,6 @@ impl Registry {
         Ok(had)
     }
 
-    /// Removes sessions idle for longer than the configured expiry. Returns how many.
-    pub async fn expire_uploads(&self) -> Result<usize> {
-        if let crate::storage::Backend::S3(s3) = &self.store {
-            return self.expire_listed_sessions(s3).await;
-        }
-        let keys = self
-            .store
-            .list(layout::UPLOAD_INDEX_PREFIX, None, EXPIRY_BATCH_MAX)
-            .await?;
-        let now = now_secs();
-        let expiry = self.settings.upload_idle_expiry.as_secs();
-        let mut removed = 0;
-        for key in keys {
-            let Some(id) = key
-                .strip_prefix(layout::UPLOAD_INDEX_PREFIX)
-                .and_then(|s| UploadId::parse(s).ok())
-            else {
-                continue;
-            };
-            let Some(index) = self.store.get(&key).await? else {
-                continue;
-            };
-            let Some(name) = std::str::from_utf8(&index.bytes)
-                .ok()
-                .and_then(|s| RepoName::parse(s).ok())
-            else {
-                self.store.delete(&key).await?;
-                continue;
-            };
-            // Without a readable state (a session being created, or one a crash cut short),
-            // the index's own age decides.
-            let state = self.read_state(&name, &id).await?;
-            let updated =
-                match state.and_then(|bytes| serde_json::from_slice::<StateFile>(&bytes).ok()) {
-                    Some(state) => state.updated,
-                    None => match self.store.head(&key).await? {
-                        Some(meta) => meta
-                            .modified
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs()),
-                        None => continue,
-                    },
-                };
-            if now.saturating_sub(updated) >= expiry {
-                self.upload_cancel(&name, &id).await?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Expiry on object storage, with no index: one listing of every session with its
-    /// LastModified (the session object is rewritten by every save, so that is when it was
-    /// last used). A staged part whose session is not listed (a commit removes the parts its
-    /// state names; a crashed or losing writer's unrecorded part stays) goes once it is as
-    /// old as the expiry: a part sorts right after its session, so the listing shows both.
-    async fn expire_listed_sessions(&self, s3: &crate::storage::S3Storage) -> Result<usize> {
-        let listed = s3
-            .list_modified(layout::UPLOAD_INDEX_PREFIX, EXPIRY_BATCH_MAX)
-            .await?;
-        let expiry = self.settings.upload_idle_expiry;
-        let now = SystemTime::now();
-        let old = |t: SystemTime| now.duration_since(t).unwrap_or_default() >= expiry;
-        let mut sessions = std::collections::HashSet::new();
-        let mut removed = 0;
-        for (key, modified) in listed {
-            let Some(rest) = key.strip_prefix(layout::UPLOAD_INDEX_PREFIX) else {
-                continue;
-            };
-            if let Some((session, _)) = rest.split_once(".part-") {
-                if !sessions.contains(session) && old(modified) {
-                    self.store.remove(&key).await?;
-                }
-                continue;
-            }
-            let Some((name, id)) = layout::parse_upload_session(rest) else {
-                continue;
-            };
-            sessions.insert(rest.to_string());
-            if old(modified) && self.upload_cancel(&name, &id).await? {
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
     /// Where a session's data lives: beside its state under the repository (fs), or as the
     /// one session object under `uploads/` (object storage, see `layout::upload_session`).
     pub(crate) fn session_key(&self, name: &RepoName, id: &UploadId) -> String {
@@ -675,39 +587,5 @@ impl Registry {
         } else {
             layout::upload_data(name, id)
         }
-    }
-
-    /// Refuses a new session past the per-repository cap (TOOMANYREQUESTS). Lists the
-    /// repository's sessions only when this process's estimate says the cap may be reached
-    /// (see `session_cap.rs` for what that bounds).
-    async fn check_session_cap(&self, name: &RepoName) -> Result<()> {
-        let max = self.settings.upload_sessions_per_repository_max;
-        if self.session_cap.admit(name.as_str(), max) {
-            return Ok(());
-        }
-        let open = if self.store.upload_meta_inline() {
-            let dir = layout::upload_sessions_dir(name);
-            let listed = self.store.list_dir(&dir).await?;
-            listed.iter().filter(|n| UploadId::parse(n).is_ok()).count()
-        } else {
-            self.store.list_dir(&layout::uploads_dir(name)).await?.len()
-        };
-        self.session_cap.listed(name.as_str(), open + 1);
-        if open >= max {
-            return Err(Error::new(
-                Code::TooManyRequests,
-                "too many open upload sessions for this repository",
-            ));
-        }
-        Ok(())
-    }
-
-    /// A session's stored state (fs: its own object).
-    async fn read_state(&self, name: &RepoName, id: &UploadId) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .store
-            .get(&layout::upload_state(name, id))
-            .await?
-            .map(|o| o.bytes))
     }
 }

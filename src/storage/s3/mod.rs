@@ -159,20 +159,6 @@ impl S3Storage {
         self.inner.part_bytes
     }
 
-    /// `upload_create` with the caller's state already in the session object (one PUT for
-    /// both; see `UploadWriter::set_meta`).
-    pub async fn upload_create_with_meta(&self, key: &str, meta: String) -> Result<S3Upload> {
-        validate_key(key)?;
-        S3Upload::create(self.clone(), key, Some(meta)).await
-    }
-
-    /// `upload_commit` through the open writer: its state is not read back, and a blob that
-    /// is all in the writer's memory is one PUT at `dest_key` (see `S3Upload::commit`).
-    pub async fn commit_writer(&self, up: S3Upload, dest_key: &str) -> Result<CommitOutcome> {
-        validate_key(dest_key)?;
-        up.commit(&self.full(dest_key)).await
-    }
-
     /// Removes an object that is not an upload session, with one DELETE: no HEAD first,
     /// because S3 answers the same whether or not it existed.
     pub async fn remove(&self, key: &str) -> Result<()> {
@@ -180,18 +166,12 @@ impl S3Storage {
         self.delete_full(&self.full(key)).await
     }
 
-    fn client(&self) -> &S3Client {
+    pub(super) fn client(&self) -> &S3Client {
         &self.inner.client
     }
 
     fn sessions(&self) -> &session_cache::SessionCache {
         &self.inner.sessions
-    }
-
-    /// `open_upload` that reads the session as stored, never from this process's cache.
-    pub async fn open_upload_fresh(&self, key: &str) -> Result<Option<S3Upload>> {
-        validate_key(key)?;
-        S3Upload::open_fresh(self.clone(), key).await
     }
 
     /// The object key in the bucket.

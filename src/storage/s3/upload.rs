@@ -33,7 +33,7 @@ use super::read::{S3Reader, Segment};
 use super::S3Storage;
 use crate::http::client::Response;
 use crate::storage::{
-    CommitOutcome, Etag, PutCondition, PutOutcome, Result, StorageError, UploadWriter,
+    validate_key, CommitOutcome, Etag, PutCondition, PutOutcome, Result, StorageError, UploadWriter,
 };
 
 /// S3's limit on parts in one multipart upload.
@@ -389,6 +389,26 @@ impl UploadWriter for S3Upload {
 }
 
 impl S3Storage {
+    /// `upload_create` with the caller's state already in the session object (one PUT for
+    /// both; see `UploadWriter::set_meta`).
+    pub async fn upload_create_with_meta(&self, key: &str, meta: String) -> Result<S3Upload> {
+        validate_key(key)?;
+        S3Upload::create(self.clone(), key, Some(meta)).await
+    }
+
+    /// `upload_commit` through the open writer: its state is not read back, and a blob that
+    /// is all in the writer's memory is one PUT at `dest_key` (see `S3Upload::commit`).
+    pub async fn commit_writer(&self, up: S3Upload, dest_key: &str) -> Result<CommitOutcome> {
+        validate_key(dest_key)?;
+        up.commit(&self.full(dest_key)).await
+    }
+
+    /// `open_upload` that reads the session as stored, never from this process's cache.
+    pub async fn open_upload_fresh(&self, key: &str) -> Result<Option<S3Upload>> {
+        validate_key(key)?;
+        S3Upload::open_fresh(self.clone(), key).await
+    }
+
     /// A session's durable state and the session object's etag, or `None`.
     pub(super) async fn load_upload(&self, full: &str) -> Result<Option<(UploadState, Etag)>> {
         let Some(obj) = self.get_full(full, STATE_BYTES_MAX).await? else {
