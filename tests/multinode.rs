@@ -505,6 +505,14 @@ fn three_nodes_expire_uploads_and_scrub_without_losses() {
         assert_eq!(r.status, 202);
         sessions.push(r.header("location").unwrap().to_string());
     }
+    // The sessions are listed where they are (no index), and a staged part whose session is
+    // gone (a crashed writer's) is removed by the expiry too.
+    assert!(moto
+        .list("expiry", "uploads/")
+        .iter()
+        .any(|k| k.starts_with("uploads/idle+n")));
+    let orphan = format!("uploads/idle+n2/{}.part-0a1b2c3d", "7".repeat(32));
+    moto.put_object("expiry", &orphan, &bytes(10, 100));
     let deadline = Instant::now() + Duration::from_secs(30);
     for (i, loc) in sessions.iter().enumerate() {
         loop {

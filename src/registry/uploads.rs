@@ -26,7 +26,9 @@
 //!   that is no longer the session's. A commit from a cached state copies the staged parts
 //!   it names, which never change: the blob is exactly what was hashed, and a digest that
 //!   does not match makes the session be read before it is judged. A status GET and a
-//!   Content-Range that disagrees with the cache read the session too.
+//!   Content-Range that disagrees with the cache read the session too. Of two PATCHes that
+//!   race on one session with the same Content-Range exactly one wins; two without one
+//!   both land, one after the other (as they would a moment apart), never over each other.
 //! - At the commit, no HEAD of the destination, no listing of staged parts and one
 //!   DeleteObjects for the session and its parts (`storage/s3/upload.rs`), one PUT for the
 //!   layer link (on S3 the GC index entry is the link: `Registry::layer_link_key`).
