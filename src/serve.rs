@@ -77,6 +77,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
         tracing::info!(namespace = %m.namespace, registry = %m.registry, upstreams = ?urls, "mirroring");
     }
     let manifests = Arc::new(ManifestCache::new(config.server.manifest_cache_bytes));
+    let session_cap = Arc::new(crate::registry::session_cap::SessionCap::default());
     let events = crate::events::Queue::start(config.server.io_driver)?;
     let pulls = Arc::new(crate::registry::retention::PullTimes::default());
     let store = {
@@ -129,6 +130,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
         let shared = Shared {
             store: store.clone(),
             manifests: manifests.clone(),
+            session_cap: session_cap.clone(),
             live: live.clone(),
             mirrors: mirrors.clone(),
             events: events.clone(),
@@ -205,6 +207,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
 struct Shared {
     store: Backend,
     manifests: Arc<ManifestCache>,
+    session_cap: Arc<crate::registry::session_cap::SessionCap>,
     live: Arc<LiveCell>,
     mirrors: Arc<crate::mirror::Mirrors>,
     events: Arc<crate::events::Queue>,
@@ -244,7 +247,8 @@ fn worker_main(
         });
         let app = Rc::new_cyclic(|this| App {
             this: this.clone(),
-            registry: Registry::new(shared.store, settings, shared.manifests),
+            registry: Registry::new(shared.store, settings, shared.manifests)
+                .with_session_cap(shared.session_cap),
             live: LocalLive::new(shared.live),
             mirrors: shared.mirrors,
             config,

@@ -389,11 +389,10 @@ fn push_manifest_negative_cases() {
         (r.status, r.error_code().as_str()),
         (400, "MANIFEST_INVALID")
     );
-    // Nothing was tagged by the failures.
-    assert_eq!(
-        srv.get("/v2/man/app/tags/list").json()["tags"],
-        serde_json::json!([])
-    );
+    // Nothing was stored by the failures: the repository, with blobs but no manifest, is
+    // not known to the tag list (as distribution).
+    let r = srv.get("/v2/man/app/tags/list");
+    assert_eq!((r.status, r.error_code().as_str()), (404, "NAME_UNKNOWN"));
 }
 
 /// Index and Docker manifest list with children, and a Docker schema 2 manifest.
@@ -505,7 +504,7 @@ fn discovery_tags_paging() {
 fn discovery_catalog_paging() {
     let srv = Server::start();
     for repo in ["cat/b", "cat/a", "cat/c/d"] {
-        srv.push_blob(repo, repo.as_bytes());
+        srv.push_image(repo, "v1", &[repo.as_bytes().to_vec()]);
     }
     let all = srv.get("/v2/_catalog");
     assert_eq!(
@@ -519,6 +518,32 @@ fn discovery_catalog_paging() {
     assert_eq!(
         p2.json()["repositories"],
         serde_json::json!(["cat/b", "cat/c/d"])
+    );
+}
+
+/// A repository enters the catalog with its first manifest: blobs pushed (or an upload
+/// open) do not list it, and its tag list is NAME_UNKNOWN until then.
+#[test]
+fn discovery_catalog_lists_repositories_with_manifests() {
+    let srv = Server::start();
+    let layer = bytes(15, 2000);
+    srv.push_blob("cat/blobs", &layer);
+    srv.start_upload("cat/blobs");
+    srv.start_upload("cat/open");
+    assert_eq!(
+        srv.get("/v2/_catalog").json()["repositories"],
+        serde_json::json!([])
+    );
+    let r = srv.get("/v2/cat/blobs/tags/list");
+    assert_eq!((r.status, r.error_code().as_str()), (404, "NAME_UNKNOWN"));
+    srv.push_image("cat/blobs", "v1", &[layer]);
+    assert_eq!(
+        srv.get("/v2/_catalog").json()["repositories"],
+        serde_json::json!(["cat/blobs"])
+    );
+    assert_eq!(
+        srv.get("/v2/cat/blobs/tags/list").json()["tags"],
+        serde_json::json!(["v1"])
     );
 }
 

@@ -491,7 +491,22 @@ fn anonymous_catalog_is_challenged_when_it_may_list_nothing() {
     let r = srv.get("/v2/_catalog");
     assert_eq!(r.status, 200, "an empty registry has nothing to hide");
     assert_eq!(r.json()["repositories"], serde_json::json!([]));
-    srv_push(&srv, "private/app", b"layer", &alice);
+    // A repository is listed from its first manifest.
+    let config = b"{}";
+    let cd = srv_push(&srv, "private/app", config, &alice);
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_MANIFEST}\",\
+         \"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\
+         \"digest\":\"{cd}\",\"size\":{}}},\"layers\":[]}}",
+        config.len()
+    );
+    let r = srv.request(
+        "PUT",
+        "/v2/private/app/manifests/v1",
+        &[("Authorization", &alice), ("Content-Type", OCI_MANIFEST)],
+        manifest.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let r = srv.get("/v2/_catalog");
     assert_eq!((r.status, r.error_code().as_str()), (401, "UNAUTHORIZED"));
     assert!(r.header("www-authenticate").unwrap().starts_with("Basic "));

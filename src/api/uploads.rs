@@ -129,14 +129,15 @@ pub async fn handle(
             Ok(Response::new(204))
         }
         Method::Get => {
+            // The status as stored, not as this process's cache last saw it.
             let s = reg.upload_open_or_unknown(name, id).await?;
+            let s = reg.upload_refresh(s).await?;
             let mut r = accepted(&s);
             r.status = 204;
             Ok(r)
         }
         Method::Patch => {
-            let mut s = reg.upload_open_or_unknown(name, id).await?;
-            check_content_range(req, &s)?;
+            let mut s = open_chunk(reg, req, name, id).await?;
             req.body.set_limit(app.config.server.blob_bytes_max)?;
             receive(app, req, &mut s).await?;
             reg.upload_save(&mut s).await?;
@@ -147,8 +148,7 @@ pub async fn handle(
             let digest = query_param(&query, "digest")
                 .ok_or_else(|| Error::new(Code::DigestInvalid, "digest parameter missing"))?;
             let digest = digest_of(&digest)?;
-            let mut s = reg.upload_open_or_unknown(name, id).await?;
-            check_content_range(req, &s)?;
+            let mut s = open_chunk(reg, req, name, id).await?;
             if s.offset == 0 {
                 // POST then PUT with the whole blob (containerd's monolithic push).
                 if let Some(body) = small_body(app, req).await? {
@@ -165,6 +165,24 @@ pub async fn handle(
         }
         _ => Err(Error::new(Code::Unsupported, "method not allowed").with_status(405)),
     }
+}
+
+/// Opens a session for a request that appends to it, checking its Content-Range. A session
+/// state from the process's cache that disagrees with the client's range is read from
+/// storage before answering 416 (another node may have appended).
+async fn open_chunk(
+    reg: &crate::registry::Registry,
+    req: &Request<'_>,
+    name: &RepoName,
+    id: &UploadId,
+) -> Result<Session> {
+    let mut s = reg.upload_open_or_unknown(name, id).await?;
+    if s.is_cached() && check_content_range(req, &s).is_err() {
+        s = reg.upload_refresh(s).await?;
+    }
+    check_content_range(req, &s)?;
+    s.ranged = req.head.header("content-range").is_some();
+    Ok(s)
 }
 
 /// A chunk must start where the session ends; otherwise 416 with the current range.

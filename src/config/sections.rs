@@ -175,7 +175,8 @@ pub struct UploadsConfig {
     /// An upload session untouched for this long is removed with its data.
     #[serde(default = "d::upload_idle_expiry", deserialize_with = "duration")]
     pub idle_expiry: Duration,
-    /// Open upload sessions per repository; POST answers 429 beyond it.
+    /// Open upload sessions per repository; POST answers 429 beyond it (per process: N
+    /// nodes on one bucket admit up to N times this, see `registry/session_cap.rs`).
     #[serde(default = "d::upload_sessions_max")]
     pub sessions_per_repository_max: usize,
     /// Admit an index whose children are not stored (docker buildx attestation indexes).

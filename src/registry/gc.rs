@@ -21,7 +21,20 @@
 //! gives up if it changed. So either the pass sees the hold and keeps everything, or the
 //! writer sees the tombstone and waits until the pass has finished (and then stores the blob
 //! anew). That is what lets a pass remove a deleted blob's layer links (`linked/` indexes
-//! them), and drop repositories left without manifests or uploads from the catalog.
+//! them; on object storage the index entry is the link), and drop repositories left without
+//! manifests from the catalog.
+//!
+//! A pass removes a blob's layer links *before* its data, and a link is only written for a
+//! stored blob (after the commit, or a mount's check, under a hold). So a layer link whose
+//! blob is gone exists only while that blob's tombstone does. A manifest PUT therefore
+//! checks each blob it names with one HEAD of the repository's link and no HEAD of the blob:
+//! after its edges, it saw no tombstone, so either the pass deleting the blob had finished
+//! (its links gone: the link HEAD fails) or a pass that starts later sees the edge and keeps
+//! the blob. Scrub's repair of a corrupt blob removes its links first for the same reason.
+//! The tombstone checks of all the blobs a manifest names are one listing of `gc/deleting/`
+//! (tombstones exist only while a pass deletes: a handful), not a HEAD each
+//! (`first_tombstoned`): a listing after the edge writes shows every tombstone written
+//! before it, which is all the argument above needs.
 //!
 //! Crash debris is collected the same way, with no scan: a manifest PUT makes its own digest
 //! a candidate and stores its content before it writes its edges, so a PUT cut short leaves
@@ -54,6 +67,10 @@ const HOLD_POLL: Duration = Duration::from_millis(20);
 const EDGES_LISTED_MAX: usize = 1000;
 /// Layer links of one deleted blob removed per pass; the candidate stays for the rest.
 const LINKS_PER_PASS_MAX: usize = 1000;
+/// Tombstones one listing reads to check a manifest's blobs at once; a pass holds one
+/// tombstone at a time, so more than this means many passes (or crashed ones): then one HEAD
+/// per blob instead.
+const TOMBSTONES_LISTED_MAX: usize = 1000;
 /// Added to the request deadline before a candidate's edges may be judged crash debris, for
 /// the last storage calls of a request cut at its deadline.
 const REQUEST_END_MARGIN: Duration = Duration::from_secs(2);
@@ -171,6 +188,38 @@ impl Registry {
 
     pub async fn tombstoned(&self, d: &Digest) -> Result<bool> {
         Ok(self.store.head(&layout::gc_tombstone(d)).await?.is_some())
+    }
+
+    /// The first of `digests` that a pass is deleting right now, if any. Several at once
+    /// (a manifest's blobs) with one listing of the tombstones, which exist only while a
+    /// pass deletes (a handful at a time), instead of one HEAD each; past
+    /// `TOMBSTONES_LISTED_MAX` tombstones, one HEAD each after all. The listing is as strongly
+    /// consistent as a HEAD (S3 lists what it has acknowledged), so the Dekker argument in
+    /// the module docs holds unchanged.
+    pub async fn first_tombstoned<'d>(
+        &self,
+        digests: impl IntoIterator<Item = &'d Digest>,
+    ) -> Result<Option<&'d Digest>> {
+        let digests: Vec<&Digest> = digests.into_iter().collect();
+        if let [one] = digests.as_slice() {
+            return Ok(self.tombstoned(one).await?.then_some(*one));
+        }
+        let listed = self
+            .store
+            .list(layout::GC_TOMBSTONES_PREFIX, None, TOMBSTONES_LISTED_MAX)
+            .await?;
+        if listed.len() >= TOMBSTONES_LISTED_MAX {
+            for d in digests {
+                if self.tombstoned(d).await? {
+                    return Ok(Some(d));
+                }
+            }
+            return Ok(None);
+        }
+        let listed: std::collections::HashSet<&str> = listed.iter().map(String::as_str).collect();
+        Ok(digests
+            .into_iter()
+            .find(|d| listed.contains(layout::gc_tombstone(d).as_str())))
     }
 
     /// Writes edge keys, revision edges first (so a crash midway leaves no other edge of a
@@ -387,8 +436,15 @@ impl Registry {
                 done.released.extend(self.undo_stray_put(repo, d).await?);
             }
             if !self.has_refs(d).await? {
-                done.removed = self.remove_blob(d).await?;
-                keep_candidate |= self.remove_links(d).await?;
+                // The links first, then the data, so that a layer link never outlives its
+                // blob without this tombstone (what lets a manifest PUT trust a link it finds
+                // after its tombstone check, module docs). More links than one pass removes:
+                // the data waits for a later pass, with the candidate.
+                let more = self.remove_links(d).await?;
+                keep_candidate |= more;
+                if !more {
+                    done.removed = self.remove_blob(d).await?;
+                }
             }
         }
         let old = now_secs().saturating_sub(ages.grace_secs);
@@ -483,16 +539,19 @@ impl Registry {
         Ok(Some(meta.size))
     }
 
-    /// Removes the layer links (and their index entries) to a deleted blob, dropping
+    /// Removes the layer links (and their index entries) to a blob being deleted, dropping
     /// repositories left empty from the catalog. True when more links remain for a later pass.
-    async fn remove_links(&self, d: &Digest) -> Result<bool> {
+    pub(super) async fn remove_links(&self, d: &Digest) -> Result<bool> {
         let entries = self
             .store
             .list(&layout::link_index_prefix(d), None, LINKS_PER_PASS_MAX)
             .await?;
         for entry in &entries {
             if let Some(repo) = layout::link_index_repo(d, entry) {
-                self.store.remove(&layout::layer_link(&repo, d)).await?;
+                let link = self.layer_link_key(&repo, d);
+                if &link != entry {
+                    self.store.remove(&link).await?;
+                }
                 self.store.remove(entry).await?;
                 self.drop_if_empty(&repo).await?;
             } else {
@@ -502,8 +561,8 @@ impl Registry {
         Ok(entries.len() >= LINKS_PER_PASS_MAX)
     }
 
-    /// Takes a repository without manifests (and so without tags) or uploads out of the
-    /// catalog. Writers record the entry after their content, and this looks for content
+    /// Takes a repository without manifests (and so without tags) out of the catalog.
+    /// Manifest PUTs record the entry after their revision link, and this looks for one
     /// again after the removal, so a concurrent push keeps it listed.
     pub async fn drop_if_empty(&self, name: &RepoName) -> Result<()> {
         if self.has_content(name).await? {
@@ -518,34 +577,11 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether the repository has a manifest (revision or tag): what lists it in the
+    /// catalog. (Open uploads do not: a session's start writes no catalog entry.)
     async fn has_content(&self, name: &RepoName) -> Result<bool> {
-        for prefix in [
-            layout::manifests_prefix(name),
-            format!("{}/", layout::uploads_dir(name)),
-        ] {
-            if !self.store.list(&prefix, None, 1).await?.is_empty() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Counts stored blob bytes and open upload sessions once, at startup, for the metrics
-    /// (kept current afterwards by commits, GC and session changes).
-    pub async fn count_for_metrics(&self) -> Result<()> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut bytes: u64 = 0;
-        for key in self.list_all("blobs/").await? {
-            if let Some(meta) = self.store.head(&key).await? {
-                bytes += meta.size;
-            }
-        }
-        let m = &crate::metrics::METRICS;
-        m.stored_bytes.fetch_add(bytes as i64, Relaxed);
-        m.stored_bytes_known.store(true, Relaxed);
-        let uploads = self.list_all(layout::UPLOAD_INDEX_PREFIX).await?.len();
-        m.uploads_open.fetch_add(uploads as i64, Relaxed);
-        Ok(())
+        let prefix = layout::manifests_prefix(name);
+        Ok(!self.store.list(&prefix, None, 1).await?.is_empty())
     }
 
     /// Drops a candidate that needs no collection (referenced again, or already gone).

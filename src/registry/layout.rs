@@ -7,9 +7,12 @@
 //! repositories/<name>/_manifests/tags/<tag>               tag -> manifest digest
 //! repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>  subject -> referrer descriptor
 //! repositories/<name>/_uploads/<id>/{data,state}          an upload session
-//! uploads/<id>                                            index of sessions, for expiry
+//! uploads/<id>                                            index of sessions, for expiry (fs)
+//! uploads/<name with + for />/<id>                        an upload session (S3: the one
+//!                                                         object, state inline; no index)
 //! catalog/<name>/_repository                              the repository exists
 //! linked/<alg>/<hex>/<name with + for />                  the repository has a layer link
+//!                                                         (on S3 this is the link itself)
 //! refs/<alg>/<hex>/<name with + for />/<alg>-<hex>        reference edge: manifest -> blob
 //! refs/<alg>/<hex>/<name with + for />/_revision          a revision link holds its blob
 //! gc/candidates/<alg>-<hex>                               released or new: GC looks here
@@ -92,6 +95,29 @@ pub const UPLOAD_INDEX_PREFIX: &str = "uploads/";
 
 pub fn upload_index(id: &UploadId) -> String {
     format!("uploads/{id}")
+}
+
+/// An upload session on object storage: one object (data state and the registry's state
+/// inline, see `storage/s3/upload.rs`) under one prefix for every repository, so the expiry
+/// lists the sessions themselves and no index object is written or removed per session.
+pub fn upload_session(name: &RepoName, id: &UploadId) -> String {
+    format!("{UPLOAD_INDEX_PREFIX}{}/{id}", flat(name))
+}
+
+/// Where a repository's sessions are listed on object storage (children: `<id>` and the
+/// sessions' staged parts, `<id>.part-<token>`).
+pub fn upload_sessions_dir(name: &RepoName) -> String {
+    format!("{UPLOAD_INDEX_PREFIX}{}", flat(name))
+}
+
+/// The repository and id of a session key listed under [`UPLOAD_INDEX_PREFIX`] (relative to
+/// it); `None` for anything else (an fs index entry, a staged part).
+pub fn parse_upload_session(rest: &str) -> Option<(RepoName, UploadId)> {
+    let (repo, id) = rest.split_once('/')?;
+    Some((
+        RepoName::parse(&repo.replace('+', "/")).ok()?,
+        UploadId::parse(id).ok()?,
+    ))
 }
 
 /// A repository name as one key component (`/` never appears in a component; `+` never
@@ -237,6 +263,7 @@ mod tests {
             upload_data(&name, &id),
             upload_state(&name, &id),
             upload_index(&id),
+            upload_session(&name, &id),
             catalog_entry(&name),
             link_index(&d, &name),
             ref_edge(&d, &name, &Holder::Manifest(&d)),
@@ -256,6 +283,11 @@ mod tests {
             link_index_repo(&d, &link_index(&d, &name)).as_ref(),
             Some(&name)
         );
+        let rest = upload_session(&name, &id);
+        let rest = rest.strip_prefix(UPLOAD_INDEX_PREFIX).unwrap();
+        assert_eq!(parse_upload_session(rest), Some((name.clone(), id.clone())));
+        assert_eq!(parse_upload_session(&format!("{rest}.part-0a1b")), None);
+        assert_eq!(parse_upload_session(id.as_str()), None);
         assert_eq!(
             catalog_name("library/alpine/_repository"),
             Some("library/alpine")

@@ -177,8 +177,12 @@ impl Registry {
             batch.push((key, entry, PutCondition::Always));
         }
         batch.extend(self.catalog_item(name));
+        // The tag's old manifest matters only to untagged-manifest collection (nothing else
+        // needs it: the events name the new digest): no read otherwise.
         let previous = match reference {
-            Reference::Tag(tag) if rule == TagRule::Mutable => self.resolve_tag(name, tag).await?,
+            Reference::Tag(tag) if rule == TagRule::Mutable && self.settings.gc_remove_untagged => {
+                self.resolve_tag(name, tag).await?
+            }
             _ => None,
         };
         if let Reference::Tag(tag) = reference {
@@ -296,13 +300,14 @@ impl Registry {
         check_references: bool,
     ) -> Result<()> {
         let named = m.references().chain(m.subject().map(|s| &s.digest));
-        for d in named.chain(std::iter::once(digest)) {
-            if self.tombstoned(d).await? {
-                return Err(Error::new(
-                    Code::ManifestBlobUnknown,
-                    format!("blob {d} is being garbage-collected; push it again"),
-                ));
-            }
+        if let Some(d) = self
+            .first_tombstoned(named.chain(std::iter::once(digest)))
+            .await?
+        {
+            return Err(Error::new(
+                Code::ManifestBlobUnknown,
+                format!("blob {d} is being garbage-collected; push it again"),
+            ));
         }
         if !check_references {
             return Ok(());
@@ -311,10 +316,16 @@ impl Registry {
     }
 
     /// Every blob and child a manifest names must be in the repository (a subject need not).
+    ///
+    /// The repository's link is enough, with no HEAD of the blob: a link is written only for
+    /// a stored blob, and GC removes a blob's links before its data, under its tombstone.
+    /// `check_held` found no tombstone after this PUT's edges were written, so either the
+    /// pass that deleted the blob had finished, and its links are gone, or a pass that starts
+    /// now sees the edge and keeps the blob (gc.rs module docs).
     async fn check_references(&self, name: &RepoName, m: &Manifest) -> Result<()> {
         let blobs = m.config().into_iter().chain(m.layers().iter());
         for d in blobs {
-            if self.repo_blob_size(name, &d.digest).await?.is_none() {
+            if !self.is_linked(name, &d.digest).await? {
                 return Err(Error::new(
                     Code::ManifestBlobUnknown,
                     format!("blob {} is not in this repository", d.digest),

@@ -9,7 +9,9 @@ pub mod manifests;
 pub mod mirror;
 pub mod retention;
 pub mod scrub;
+pub mod session_cap;
 pub mod sizes;
+pub mod upload_expiry;
 pub mod uploads;
 
 use crate::error::{Code, Error, Result};
@@ -63,7 +65,10 @@ pub struct Registry {
     pub settings: Settings,
     /// Shared by every worker of the process.
     pub manifests: std::sync::Arc<cache::ManifestCache>,
-    /// This worker's.
+    /// Estimates of open upload sessions per repository; shared by the workers of a process
+    /// when built with [`Registry::with_session_cap`].
+    pub session_cap: std::sync::Arc<session_cap::SessionCap>,
+    /// Sizes of linked blobs; this worker's.
     sizes: sizes::BlobSizes,
 }
 
@@ -77,17 +82,29 @@ impl Registry {
             store,
             settings,
             manifests,
+            session_cap: Default::default(),
             sizes: sizes::BlobSizes::default(),
         }
+    }
+
+    /// Shares the session-cap estimates with the other workers of the process.
+    pub fn with_session_cap(mut self, cap: std::sync::Arc<session_cap::SessionCap>) -> Self {
+        self.session_cap = cap;
+        self
     }
 
     /// Records that a repository exists (for the catalog). Called *after* the content it
     /// records is written: GC drops the entry of an emptied repository and then looks for
     /// content again, so either GC sees the new content or this sees the entry gone (no
     /// in-memory shortcut: the entry may have been dropped by another worker or process).
+    ///
+    /// A repository enters the catalog with its first manifest (its content: blobs alone,
+    /// or open uploads, do not list it), so only a manifest PUT calls this. On object
+    /// storage it is one conditional create (`If-None-Match: *`; a 412 means it is there),
+    /// not a HEAD and then a create; on the fs backend a stat is cheaper than a write.
     pub async fn ensure_repository(&self, name: &RepoName) -> Result<()> {
         let key = layout::catalog_entry(name);
-        if self.store.head(&key).await?.is_some() {
+        if self.store.as_fs().is_some() && self.store.head(&key).await?.is_some() {
             return Ok(());
         }
         self.store
@@ -163,10 +180,22 @@ impl Registry {
         Ok(size)
     }
 
-    async fn is_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
+    /// Where the repository's layer link to a blob is. On the fs backend the link lives
+    /// under the repository and GC finds it through an index entry under the blob
+    /// (`linked/`); on object storage the index entry *is* the link, one object instead of
+    /// two per blob linked (GC lists the same prefix either way).
+    pub(crate) fn layer_link_key(&self, name: &RepoName, digest: &Digest) -> String {
+        if self.store.as_fs().is_some() {
+            layout::layer_link(name, digest)
+        } else {
+            layout::link_index(digest, name)
+        }
+    }
+
+    pub(crate) async fn is_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
         if self
             .store
-            .head(&layout::layer_link(name, digest))
+            .head(&self.layer_link_key(name, digest))
             .await?
             .is_some()
         {
@@ -207,12 +236,24 @@ impl Registry {
     }
 
     /// Lets the repository see a stored blob. The caller holds the blob against GC first
-    /// ([`Registry::hold_blob`]). The index entry goes first, so every link can be found
-    /// from its blob (GC removes links with their blob); the catalog entry last.
+    /// ([`Registry::hold_blob`]) and has stored it: a link is only ever written for a blob
+    /// that is there (GC removes the links before the blob, see gc.rs). The index entry goes
+    /// first, so every link can be found from its blob. No catalog entry: a repository is
+    /// listed from its first manifest (see `ensure_repository`).
     pub async fn link_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
-        // One durable step: the index entry (so GC can find the link) before the link, and
-        // the catalog entry if it is missing; all visible once durable.
-        let mut batch = vec![
+        if self.store.as_fs().is_none() {
+            // Object storage: the index entry is the link (`layer_link_key`), one PUT.
+            self.store
+                .put(
+                    &self.layer_link_key(name, digest),
+                    digest.as_str().as_bytes().to_vec(),
+                    PutCondition::Always,
+                )
+                .await?;
+            return Ok(());
+        }
+        // One durable step: the index entry (so GC can find the link) before the link.
+        let batch = vec![
             (
                 layout::link_index(digest, name),
                 Vec::new(),
@@ -224,10 +265,8 @@ impl Registry {
                 PutCondition::Always,
             ),
         ];
-        batch.extend(self.catalog_item(name));
         self.store.put_batch(batch).await?;
-        // Looked at again after the link is visible (see `ensure_repository`).
-        self.ensure_repository(name).await
+        Ok(())
     }
 
     /// Stores content-addressed bytes under `key` unless they are there already, and says
@@ -289,7 +328,10 @@ impl Registry {
     /// Removes the repository's link to a blob; the data stays for other repositories (and
     /// for garbage collection to decide).
     pub async fn unlink_blob(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
-        let had = self.store.delete(&layout::layer_link(name, digest)).await?;
+        let had = self
+            .store
+            .delete(&self.layer_link_key(name, digest))
+            .await?;
         if had {
             self.gc_touch(digest).await?;
         }

@@ -83,6 +83,35 @@ impl Registry {
         }
     }
 
+    /// Counts stored blob bytes and open upload sessions once, at startup, for the metrics
+    /// (kept current afterwards by commits, GC and session changes).
+    pub async fn count_for_metrics(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut bytes: u64 = 0;
+        for key in self.list_all("blobs/").await? {
+            if let Some(meta) = self.store.head(&key).await? {
+                bytes += meta.size;
+            }
+        }
+        let m = &crate::metrics::METRICS;
+        m.stored_bytes.fetch_add(bytes as i64, Relaxed);
+        m.stored_bytes_known.store(true, Relaxed);
+        // Index entries (fs, `uploads/<id>`) or sessions (S3, `uploads/<repo>/<id>`), not
+        // the sessions' staged parts.
+        let uploads = self
+            .list_all(layout::UPLOAD_INDEX_PREFIX)
+            .await?
+            .iter()
+            .filter_map(|k| k.strip_prefix(layout::UPLOAD_INDEX_PREFIX))
+            .filter(|rest| {
+                crate::oci::UploadId::parse(rest).is_ok()
+                    || layout::parse_upload_session(rest).is_some()
+            })
+            .count();
+        m.uploads_open.fetch_add(uploads as i64, Relaxed);
+        Ok(())
+    }
+
     pub async fn scrub(&self, repair: bool) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
         let mut expected_edges = BTreeSet::new();
@@ -235,6 +264,9 @@ impl Registry {
     async fn repair(&self, f: &Finding) -> Result<()> {
         match f {
             Finding::CorruptBlob(d) => {
+                // Its links first, as GC does: a link is trusted to name a stored blob
+                // (manifests.rs, `check_references`), so a client pushes the blob again.
+                while self.remove_links(d).await? {}
                 super::sizes::note_deleted();
                 self.store.delete(&layout::blob_data(d)).await?;
             }

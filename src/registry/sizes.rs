@@ -3,8 +3,8 @@
 //!
 //! Why this is sound: a digest names its content, so a blob's size never changes while it
 //! exists, and the cache is consulted only after the repository's link was found, which is
-//! what a HEAD checks (GC keeps a linked blob; see gc.rs). What could go stale is existence,
-//! when a GC pass deletes a blob and has not yet removed every link to it:
+//! what a HEAD checks (GC and scrub remove a blob's links before its data; see gc.rs). What
+//! could still go stale is existence, for a reader that found a link just before it went:
 //! - a deletion in this process bumps [`DELETIONS`], and every worker's cache drops all its
 //!   entries at its next lookup (passes that delete are rare: a bump per deleted blob);
 //! - a deletion by another process (`origin gc` or `origin scrub --repair` next to a live

@@ -87,6 +87,18 @@ impl Backend {
         }
     }
 
+    /// `open_upload` that reads the session as stored: S3 bypasses its cache of session
+    /// states (the fs backend has none).
+    pub async fn open_upload_fresh(&self, key: &str) -> Result<Option<BackendUpload>> {
+        Ok(match self {
+            Backend::Fs(s) => s.open_upload(key).await?.map(BackendUpload::Fs),
+            Backend::S3(s) => s
+                .open_upload_fresh(key)
+                .await?
+                .map(|u| BackendUpload::S3(Box::new(u))),
+        })
+    }
+
     /// Removes an object that is not an upload session, without saying whether it existed
     /// (S3: one DELETE, no HEAD).
     pub async fn remove(&self, key: &str) -> Result<()> {
@@ -218,6 +230,33 @@ impl BlobReader for BackendReader {
         match self {
             BackendReader::Fs(r) => r.local_fd(),
             BackendReader::S3(r) => r.local_fd(),
+        }
+    }
+}
+
+impl BackendUpload {
+    /// Opened from S3's cache of session states and not confirmed by a save yet (another
+    /// node may have changed the session since). Never on the fs backend.
+    pub fn is_unverified(&self) -> bool {
+        match self {
+            BackendUpload::Fs(_) => false,
+            BackendUpload::S3(u) => u.is_unverified(),
+        }
+    }
+
+    /// Whether two writers of one session start from the same stored state (S3: the same
+    /// ETag). Always true on the fs backend, which has no cache to be stale.
+    pub fn same_version(&self, other: &BackendUpload) -> bool {
+        match (self, other) {
+            (BackendUpload::S3(a), BackendUpload::S3(b)) => a.version() == b.version(),
+            _ => true,
+        }
+    }
+
+    /// Drops a writer that will not be saved, removing what it staged (S3; best effort).
+    pub async fn discard(self) {
+        if let BackendUpload::S3(u) = self {
+            u.discard().await;
         }
     }
 }

@@ -87,6 +87,25 @@ impl Moto {
         );
     }
 
+    /// Writes an object (moto accepts it unsigned): debris a crash could leave.
+    pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "PUT /{bucket}/{key} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n\r\n",
+            self.port,
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200"),
+            "{out}"
+        );
+    }
+
     /// Keys in `bucket` under `prefix` (moto answers unsigned requests), at most 1,000.
     pub fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();

@@ -13,17 +13,23 @@ use crate::storage::Result;
 const COPY_RESPONSE_BYTES_MAX: usize = 64 * 1024;
 
 impl S3Storage {
-    /// CopyObject (`part` None) or UploadPartCopy into `dest`; the copy's ETag.
+    /// CopyObject (`part` None) or UploadPartCopy into `dest`; the copy's ETag. With
+    /// `if_absent` (CopyObject only) the copy is conditional on `dest` being absent
+    /// (`If-None-Match: *`): `None` when it exists already.
     pub(super) async fn copy(
         &self,
         dest: &str,
         source: &str,
         part: Option<(u16, &str)>,
-    ) -> Result<String> {
-        let headers = vec![(
+        if_absent: bool,
+    ) -> Result<Option<String>> {
+        let mut headers = vec![(
             "x-amz-copy-source",
             format!("/{}/{}", self.client().bucket.name(), encode_key(source)),
         )];
+        if if_absent && part.is_none() {
+            headers.push(("if-none-match", "*".to_string()));
+        }
         let sign = |b: &Bucket, c: Option<&Credentials>, h: &[(&'static str, String)]| {
             let mut url_action = match part {
                 Some((n, id)) => Either::Part(b.upload_part(c, dest, n, id)),
@@ -51,6 +57,10 @@ impl S3Storage {
             })
             .await?;
         let status = sent.resp.status;
+        if status == 412 && if_absent {
+            sent.resp.drain().await;
+            return Ok(None);
+        }
         let body = sent
             .resp
             .bytes(COPY_RESPONSE_BYTES_MAX)
@@ -61,7 +71,9 @@ impl S3Storage {
             let code = xml::field(&doc, "Code").unwrap_or_default();
             return Err(s3_error(op, dest, format!("status {status} {code}")));
         }
-        xml::field(&doc, "ETag").ok_or_else(|| s3_error(op, dest, "no ETag in the copy result"))
+        xml::field(&doc, "ETag")
+            .map(Some)
+            .ok_or_else(|| s3_error(op, dest, "no ETag in the copy result"))
     }
 
     /// A multipart upload at `dest` made of server-side copies of `sources`, completed; aborted
@@ -73,8 +85,12 @@ impl S3Storage {
         for (i, source) in sources.iter().enumerate() {
             // sources.len() <= PARTS_MAX (10,000), so i + 1 fits in u16.
             let n = u16::try_from(i + 1).unwrap_or(u16::MAX);
-            match self.copy(dest, source, Some((n, &id))).await {
-                Ok(etag) => etags.push(etag),
+            match self.copy(dest, source, Some((n, &id)), false).await {
+                Ok(Some(etag)) => etags.push(etag),
+                Ok(None) => {
+                    result = Err(s3_error("UploadPartCopy", dest, "unexpected 412"));
+                    break;
+                }
                 Err(e) => {
                     result = Err(e);
                     break;

@@ -12,11 +12,13 @@
 //!
 //! Requests go through `client.rs` (signing by rusty-s3, retries in one place).
 
+mod batch;
 pub mod client;
 mod commit;
 pub mod config;
 pub mod probe;
 mod read;
+mod session_cache;
 mod upload;
 pub mod xml;
 
@@ -72,6 +74,8 @@ struct Inner {
     metadata_object_bytes_max: u64,
     redirect: bool,
     redirect_expiry: Duration,
+    /// Upload session states this process wrote or read last (`session_cache.rs`).
+    sessions: session_cache::SessionCache,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -126,6 +130,7 @@ impl S3Storage {
                 metadata_object_bytes_max: METADATA_OBJECT_BYTES_MAX,
                 redirect: c.redirect,
                 redirect_expiry: c.redirect_expiry,
+                sessions: Default::default(),
             }),
         })
     }
@@ -154,20 +159,6 @@ impl S3Storage {
         self.inner.part_bytes
     }
 
-    /// `upload_create` with the caller's state already in the session object (one PUT for
-    /// both; see `UploadWriter::set_meta`).
-    pub async fn upload_create_with_meta(&self, key: &str, meta: String) -> Result<S3Upload> {
-        validate_key(key)?;
-        S3Upload::create(self.clone(), key, Some(meta)).await
-    }
-
-    /// `upload_commit` through the open writer: its state is not read back, and a blob that
-    /// is all in the writer's memory is one PUT at `dest_key` (see `S3Upload::commit`).
-    pub async fn commit_writer(&self, up: S3Upload, dest_key: &str) -> Result<CommitOutcome> {
-        validate_key(dest_key)?;
-        up.commit(&self.full(dest_key)).await
-    }
-
     /// Removes an object that is not an upload session, with one DELETE: no HEAD first,
     /// because S3 answers the same whether or not it existed.
     pub async fn remove(&self, key: &str) -> Result<()> {
@@ -175,8 +166,12 @@ impl S3Storage {
         self.delete_full(&self.full(key)).await
     }
 
-    fn client(&self) -> &S3Client {
+    pub(super) fn client(&self) -> &S3Client {
         &self.inner.client
+    }
+
+    fn sessions(&self) -> &session_cache::SessionCache {
+        &self.inner.sessions
     }
 
     /// The object key in the bucket.

@@ -62,9 +62,11 @@ fn s3_session_carries_state() {
 }
 
 /// A blob that is all in the writer's memory commits with one PUT at its destination and no
-/// staged part or copy (3 requests in all, with the session's removal: a listing of stray
-/// parts and one DELETE); the same content committed again finds it there. A blob that was
-/// saved first (a PATCH) is staged and copied instead.
+/// staged part or copy (2 requests in all, with the session's removal: one DELETE, no
+/// listing); the same content committed again finds it there. A blob that was saved first
+/// (a PATCH) is staged and copied instead: one conditional CopyObject (no HEAD of the
+/// destination) and one DeleteObjects for the part and the session (no listing), also onto
+/// a stored blob (moto ignores the copy's If-None-Match and copies the same bytes again).
 #[test]
 #[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
 fn s3_commit_from_memory_is_one_put() {
@@ -86,25 +88,22 @@ fn s3_commit_from_memory_is_one_put() {
             append(&mut up, &[7u8; 100_000]).await;
             let seen = proxy.seen();
             assert_eq!(s.commit_writer(up, "blobs/d").await.unwrap(), want);
-            assert_eq!(proxy.seen() - seen, 3, "PUT, LIST of stray parts, DELETE");
+            assert_eq!(proxy.seen() - seen, 2, "PUT, DELETE");
         }
         assert_eq!(
             s.get("blobs/d").await.unwrap().unwrap().bytes,
             vec![7u8; 100_000]
         );
-        let mut up = s
-            .upload_create_with_meta("u/2/data", "m".into())
-            .await
-            .unwrap();
-        append(&mut up, &[8u8; 1000]).await;
-        up.sync().await.unwrap();
-        let seen = proxy.seen();
-        assert_eq!(
-            s.commit_writer(up, "blobs/e").await.unwrap(),
-            CommitOutcome::Committed
-        );
-        // HEAD of the destination, CopyObject, LIST, DELETE of the part and of the session.
-        assert_eq!(proxy.seen() - seen, 5);
+        for i in 0..2 {
+            let key = format!("u/2{i}/data");
+            let mut up = s.upload_create_with_meta(&key, "m".into()).await.unwrap();
+            append(&mut up, &[8u8; 1000]).await;
+            up.sync().await.unwrap();
+            let seen = proxy.seen();
+            s.commit_writer(up, "blobs/e").await.unwrap();
+            // CopyObject (If-None-Match), DeleteObjects of the part and the session.
+            assert_eq!(proxy.seen() - seen, 2);
+        }
         assert_eq!(
             s.get("blobs/e").await.unwrap().unwrap().bytes,
             vec![8u8; 1000]
@@ -114,4 +113,59 @@ fn s3_commit_from_memory_is_one_put() {
         moto.raw_listing("direct"),
         vec!["blobs/d".to_string(), "blobs/e".to_string()]
     );
+}
+
+/// A session this process wrote last opens from its cache with no request, and its save is
+/// conditional on the cached ETag: when another node continued the session meanwhile, the
+/// save fails (`Conflict`) without touching the other node's state, the entry is dropped,
+/// and the next open reads the session as stored.
+#[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
+fn s3_cached_session_is_checked_by_its_save() {
+    let Some(moto) = Moto::start("s3_cached_session_is_checked_by_its_save") else {
+        return;
+    };
+    moto.create_bucket("cached");
+    let proxy = FaultProxy::new(moto.port);
+    let mut c = moto.config("cached");
+    c.endpoint = Some(format!("http://127.0.0.1:{}", proxy.port));
+    let (a, b) = (S3Storage::new(&c).unwrap(), S3Storage::new(&c).unwrap());
+    Runtime::new().unwrap().block_on(async {
+        drop(a.upload_create_with_meta("u/1", "s0".into()).await.unwrap());
+        let seen = proxy.seen();
+        let mut up = a.open_upload("u/1").await.unwrap().unwrap();
+        assert_eq!(proxy.seen(), seen, "opened from the cache");
+        assert!(up.is_unverified());
+        append(&mut up, b"one").await;
+        up.set_meta("s1".into());
+        up.sync().await.unwrap();
+        assert!(!up.is_unverified(), "confirmed by its conditional save");
+        assert_eq!(proxy.seen() - seen, 2, "part PUT, session PUT; no GET");
+        drop(up);
+        // Another node continues the session.
+        let mut other = b.open_upload("u/1").await.unwrap().unwrap();
+        assert!(!other.is_unverified(), "b never saw it: read");
+        append(&mut other, b"two").await;
+        other.set_meta("s2".into());
+        other.sync().await.unwrap();
+        // a's cache is stale now: its save loses, and b's state is intact.
+        let mut stale = a.open_upload("u/1").await.unwrap().unwrap();
+        assert!(stale.is_unverified());
+        assert_eq!(stale.meta(), Some("s1"));
+        stale.set_meta("lost".into());
+        assert!(matches!(
+            stale.sync().await,
+            Err(StorageError::Conflict { .. })
+        ));
+        let fresh = a.open_upload("u/1").await.unwrap().unwrap();
+        assert!(!fresh.is_unverified(), "the stale entry was dropped");
+        assert_eq!(fresh.meta(), Some("s2"));
+        assert_eq!(fresh.size().await.unwrap(), 6);
+        // A commit from the cache removes the session and forgets it.
+        let out = a.commit_writer(fresh, "blobs/x").await.unwrap();
+        assert_eq!(out, CommitOutcome::Committed);
+        assert!(a.open_upload("u/1").await.unwrap().is_none());
+        assert_eq!(a.get("blobs/x").await.unwrap().unwrap().bytes, b"onetwo");
+    });
+    assert_eq!(moto.raw_listing("cached"), vec!["blobs/x".to_string()]);
 }

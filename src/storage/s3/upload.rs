@@ -33,7 +33,7 @@ use super::read::{S3Reader, Segment};
 use super::S3Storage;
 use crate::http::client::Response;
 use crate::storage::{
-    CommitOutcome, Etag, PutCondition, PutOutcome, Result, StorageError, UploadWriter,
+    validate_key, CommitOutcome, Etag, PutCondition, PutOutcome, Result, StorageError, UploadWriter,
 };
 
 /// S3's limit on parts in one multipart upload.
@@ -94,6 +94,9 @@ pub struct S3Upload {
     created: Vec<String>,
     /// No longer part of this writer's state: removed once its sync wins.
     replaced: Vec<String>,
+    /// Opened from this process's session cache, not read back: another node may have
+    /// changed the session since (the next conditional save finds out; `session_cache.rs`).
+    unverified: bool,
 }
 
 impl S3Upload {
@@ -112,19 +115,55 @@ impl S3Upload {
             .put_full(&full, &body, &PutCondition::IfAbsent, &mark())
             .await?
         {
-            PutOutcome::Written(etag) => Ok(S3Upload::from_state(store, full, state, etag)),
+            PutOutcome::Written(etag) => {
+                store.sessions().put(&full, &state, &etag, body.len());
+                Ok(S3Upload::from_state(store, full, state, etag))
+            }
             PutOutcome::PreconditionFailed => Err(StorageError::AlreadyExists {
                 key: key.to_string(),
             }),
         }
     }
 
+    /// Opens a session from this process's cache when it has it (no request; the writer is
+    /// then unverified), else reads it.
     pub(super) async fn open(store: S3Storage, key: &str) -> Result<Option<S3Upload>> {
         let full = store.full(key);
-        Ok(store
-            .load_upload(&full)
-            .await?
-            .map(|(state, etag)| S3Upload::from_state(store, full, state, etag)))
+        if let Some((state, etag)) = store.sessions().get(&full) {
+            let mut up = S3Upload::from_state(store, full, state, etag);
+            up.unverified = true;
+            return Ok(Some(up));
+        }
+        Self::open_fresh(store, key).await
+    }
+
+    /// Opens a session as stored (one GET), and remembers it.
+    pub(super) async fn open_fresh(store: S3Storage, key: &str) -> Result<Option<S3Upload>> {
+        let full = store.full(key);
+        let Some((state, etag)) = store.load_upload(&full).await? else {
+            store.sessions().forget(&full);
+            return Ok(None);
+        };
+        let bytes = serde_json::to_vec(&state).map_or(usize::MAX, |b| b.len());
+        store.sessions().put(&full, &state, &etag, bytes);
+        Ok(Some(S3Upload::from_state(store, full, state, etag)))
+    }
+
+    /// Whether this writer was opened from the cache and no save has confirmed it yet.
+    pub fn is_unverified(&self) -> bool {
+        self.unverified
+    }
+
+    /// The ETag of the session object this writer's durable state is (equal ETags: the same
+    /// stored state, so a cached writer whose ETag matches a fresh read was not stale).
+    pub fn version(&self) -> &Etag {
+        &self.etag
+    }
+
+    /// Drops a writer that will not be saved, removing what it staged (best effort; the
+    /// expiry removes what this could not).
+    pub async fn discard(self) {
+        self.remove_staged(&self.created).await;
     }
 
     fn from_state(store: S3Storage, full: String, state: UploadState, etag: Etag) -> Self {
@@ -138,6 +177,7 @@ impl S3Upload {
             pending: Vec::new(),
             created: Vec::new(),
             replaced: Vec::new(),
+            unverified: false,
         }
     }
 
@@ -224,12 +264,15 @@ impl S3Upload {
                 PutOutcome::Written(_) => CommitOutcome::Committed,
                 PutOutcome::PreconditionFailed => CommitOutcome::AlreadyExisted,
             };
-            self.store.delete_upload(&self.full).await?;
+            // Nothing staged: the session object is all there is (a losing writer's strays,
+            // if any, are the expiry's).
+            self.store.delete_full(&self.full).await?;
+            self.store.sessions().forget(&self.full);
             return Ok(outcome);
         }
         self.sync().await?;
         self.store
-            .commit_state(&self.full, dest, &self.durable)
+            .commit_state(&self.full, dest, &self.durable, false)
             .await
     }
 
@@ -299,6 +342,10 @@ impl UploadWriter for S3Upload {
             .await?
         {
             PutOutcome::Written(etag) => {
+                self.store
+                    .sessions()
+                    .put(&self.full, &state, &etag, body.len());
+                self.unverified = false;
                 self.etag = etag;
                 self.durable = state;
                 self.created.clear();
@@ -307,6 +354,7 @@ impl UploadWriter for S3Upload {
                 Ok(())
             }
             PutOutcome::PreconditionFailed => {
+                self.store.sessions().forget(&self.full);
                 let created = std::mem::take(&mut self.created);
                 self.remove_staged(&created).await;
                 self.parts = self.durable.parts.clone();
@@ -341,6 +389,26 @@ impl UploadWriter for S3Upload {
 }
 
 impl S3Storage {
+    /// `upload_create` with the caller's state already in the session object (one PUT for
+    /// both; see `UploadWriter::set_meta`).
+    pub async fn upload_create_with_meta(&self, key: &str, meta: String) -> Result<S3Upload> {
+        validate_key(key)?;
+        S3Upload::create(self.clone(), key, Some(meta)).await
+    }
+
+    /// `upload_commit` through the open writer: its state is not read back, and a blob that
+    /// is all in the writer's memory is one PUT at `dest_key` (see `S3Upload::commit`).
+    pub async fn commit_writer(&self, up: S3Upload, dest_key: &str) -> Result<CommitOutcome> {
+        validate_key(dest_key)?;
+        up.commit(&self.full(dest_key)).await
+    }
+
+    /// `open_upload` that reads the session as stored, never from this process's cache.
+    pub async fn open_upload_fresh(&self, key: &str) -> Result<Option<S3Upload>> {
+        validate_key(key)?;
+        S3Upload::open_fresh(self.clone(), key).await
+    }
+
     /// A session's durable state and the session object's etag, or `None`.
     pub(super) async fn load_upload(&self, full: &str) -> Result<Option<(UploadState, Etag)>> {
         let Some(obj) = self.get_full(full, STATE_BYTES_MAX).await? else {
@@ -381,6 +449,7 @@ impl S3Storage {
         let staged = self
             .list_full(&part_key(full, ""), None, PARTS_MAX * 2)
             .await?;
+        self.sessions().forget(full);
         for key in staged {
             self.delete_full(&key).await?;
         }
@@ -395,35 +464,60 @@ impl S3Storage {
         let Some((state, _)) = self.load_upload(full).await? else {
             return Ok(None);
         };
-        self.commit_state(full, dest, &state).await.map(Some)
+        self.commit_state(full, dest, &state, true).await.map(Some)
     }
 
     /// Commits a session whose durable state is `state` to `dest`, then removes it.
+    ///
+    /// With `head_dest` (the trait's `upload_commit`, whose contract keeps whatever `dest`
+    /// holds) an existing `dest` is found by a HEAD first. Without it (a commit from the
+    /// open writer: the registry's, to a content-addressed key it verified the digest of)
+    /// there is no HEAD: the copy (or put) is conditional on `dest` being absent
+    /// (`If-None-Match: *`), so a blob stored already is not copied again; a service that
+    /// ignores the condition on a copy (moto does) rewrites the same bytes, which is
+    /// harmless (the caller's GC hold keeps a pass from deleting `dest` meanwhile) and only
+    /// reports `Committed` for it. The session is removed with the parts its state names in
+    /// one DeleteObjects, not by listing `.part-` keys: a part a crashed or losing writer
+    /// staged and never recorded is left to the expiry, which lists the sessions' prefix.
     async fn commit_state(
         &self,
         full: &str,
         dest: &str,
         state: &UploadState,
+        head_dest: bool,
     ) -> Result<CommitOutcome> {
-        if self.head_full(dest).await?.is_some() {
+        if head_dest && self.head_full(dest).await?.is_some() {
             self.delete_upload(full).await?;
             return Ok(CommitOutcome::AlreadyExisted);
         }
-        let sources: Vec<String> = state
+        let mut sources: Vec<String> = state
             .parts
             .iter()
             .map(|p| part_key(full, &p.token))
             .collect();
-        match sources.as_slice() {
+        let outcome = match sources.as_slice() {
             [] => {
                 // A concurrent committer of the same (content-addressed) key wrote the same.
-                self.put_full(dest, &[], &PutCondition::IfAbsent, &[])
-                    .await?;
+                match self
+                    .put_full(dest, &[], &PutCondition::IfAbsent, &[])
+                    .await?
+                {
+                    PutOutcome::Written(_) => CommitOutcome::Committed,
+                    PutOutcome::PreconditionFailed => CommitOutcome::AlreadyExisted,
+                }
             }
-            [one] => self.copy(dest, one, None).await.map(drop)?,
-            many => self.assemble(dest, many).await?,
-        }
-        self.delete_upload(full).await?;
-        Ok(CommitOutcome::Committed)
+            [one] => match self.copy(dest, one, None, true).await? {
+                Some(_) => CommitOutcome::Committed,
+                None => CommitOutcome::AlreadyExisted,
+            },
+            many => {
+                self.assemble(dest, many).await?;
+                CommitOutcome::Committed
+            }
+        };
+        sources.push(full.to_string());
+        self.sessions().forget(full);
+        self.delete_many(&sources).await?;
+        Ok(outcome)
     }
 }
