@@ -181,6 +181,8 @@ fn referrers_go_with_subject_and_passes_are_logged() {
 /// and after one more pass no unreferenced blob older than the grace period remains.
 #[test]
 fn gc_stress_concurrent_push_delete_collect() {
+    /// Tagged images alive at once at most (see the pushers).
+    const LIVE_TAGS_MAX: usize = 300;
     let secs: u64 = std::env::var("ORIGIN_GC_STRESS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -211,6 +213,13 @@ fn gc_stress_concurrent_push_delete_collect() {
             let srv = Remote(addr);
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                // Pushes outrun deletes by far: past LIVE_TAGS_MAX, wait for the deleters, so
+                // the run stays a race between pushes, deletes and passes and the checks
+                // after it look at a bounded number of images.
+                if tags.lock().unwrap().len() >= LIVE_TAGS_MAX {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
                 i += 1;
                 let repo = format!("stress/r{}", (p + i) % 4);
                 let layers = [
@@ -243,7 +252,7 @@ fn gc_stress_concurrent_push_delete_collect() {
             let srv = Remote(addr);
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(150));
+                std::thread::sleep(Duration::from_millis(10));
                 n += 1;
                 let victim = {
                     let mut t = tags.lock().unwrap();
