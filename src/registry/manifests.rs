@@ -138,7 +138,7 @@ impl Registry {
         // its content is stored before its edges: a PUT cut short by a crash leaves edges
         // that GC finds through the candidate and can undo from the content (see gc.rs).
         //
-        // Durability (see storage/fs/journal.rs): the hold, the content and the edges are
+        // Durability (see storage/fs/journal/mod.rs): the hold, the content and the edges are
         // pending writes, visible at once for the GC checks; the publishing batch below is
         // the one durable step, and it makes them durable with it (the log is a prefix).
         self.hold_blob(&digest).await?;

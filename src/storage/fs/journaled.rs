@@ -1,4 +1,4 @@
-//! The fs backend's writes through the journal (see `journal.rs` for the argument), and the
+//! The fs backend's writes through the journal (see `journal/mod.rs` for the argument), and the
 //! pending and batched writes the `Storage` trait offers for group commit.
 
 use std::path::PathBuf;

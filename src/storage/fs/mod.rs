@@ -85,7 +85,7 @@ struct Inner {
     /// Canonical, so that key locks taken through any `FsStorage` on the same directory meet.
     root: PathBuf,
     metadata_object_bytes_max: u64,
-    /// With a journal, small-object writes are group-committed (`journal.rs`); without one
+    /// With a journal, small-object writes are group-committed (`journal/mod.rs`); without one
     /// (tests, maintenance commands) each write makes itself durable.
     journal: Option<Arc<journal::Journal>>,
 }
