@@ -288,45 +288,25 @@ async fn run_request<H: Handler>(
     }
 }
 
-/// One `recv(MSG_DONTWAIT)` into `buf`'s spare room (at least 1 KiB is made); `None` if
-/// nothing is waiting (or on an error the ring's read will report).
+/// One `recv(MSG_DONTWAIT)` between requests, appended to `buf`; `None` if nothing is
+/// waiting (or on an error the ring's read will report). It receives on the stack and keeps
+/// only what came, in the buffer the connection holds if that is large enough (a parked
+/// connection holds none): a small allocation for a typical head at most, not a 4 KiB one
+/// per wake-up.
 fn try_recv(tcp: &compio::net::TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
     use std::os::fd::AsRawFd;
-    if Vec::is_empty(buf) {
-        // Between requests: receive on the stack and keep only what came, in the buffer the
-        // connection holds if it is large enough (a parked connection holds none): a small
-        // allocation for a typical head at most, not a 4 KiB one per wake-up.
-        let mut stack = [0u8; HEAD_BUF_INITIAL_BYTES];
-        // SAFETY: recv writes at most `stack.len()` bytes into the array.
-        let n = unsafe {
-            libc::recv(
-                tcp.as_raw_fd(),
-                stack.as_mut_ptr().cast(),
-                stack.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        let n = usize::try_from(n).ok()?;
-        buf.extend_from_slice(&stack[..n]);
-        return Some(n);
-    }
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(HEAD_BUF_INITIAL_BYTES);
-    }
-    let spare = buf.spare_capacity_mut();
-    // SAFETY: recv writes at most `spare.len()` bytes into memory we own, and we extend the
-    // length by exactly what it reports.
+    let mut stack = [0u8; HEAD_BUF_INITIAL_BYTES];
+    // SAFETY: recv writes at most `stack.len()` bytes into the array.
     let n = unsafe {
         libc::recv(
             tcp.as_raw_fd(),
-            spare.as_mut_ptr().cast(),
-            spare.len(),
+            stack.as_mut_ptr().cast(),
+            stack.len(),
             libc::MSG_DONTWAIT,
         )
     };
     let n = usize::try_from(n).ok()?;
-    // SAFETY: the first `n` spare bytes were just initialised by recv.
-    unsafe { buf.set_len(buf.len() + n) };
+    buf.extend_from_slice(&stack[..n]);
     Some(n)
 }
 

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use rusty_s3::actions::{DeleteObjectsResponse, ListObjectsV2, ObjectIdentifier};
 use rusty_s3::{Bucket, Credentials, S3Action};
 
-use super::client::{s3_error, Request, SIGNATURE_EXPIRY};
+use super::client::{s3_error, sign_with, Request, SIGNATURE_EXPIRY};
 use super::S3Storage;
 use crate::storage::Result;
 
@@ -47,11 +47,7 @@ impl S3Storage {
         let (body, md5) = action.body_with_md5();
         let headers = vec![("content-md5", md5)];
         let sign = |b: &Bucket, c: Option<&Credentials>, h: &[(&'static str, String)]| {
-            let mut a = b.delete_objects(c, objects.iter());
-            for (n, v) in h {
-                a.headers_mut().insert(*n, v.clone());
-            }
-            a.sign(SIGNATURE_EXPIRY)
+            sign_with(b.delete_objects(c, objects.iter()), h)
         };
         let sent = self
             .client()

@@ -38,6 +38,18 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// for clock skew between this node and the service.
 pub const SIGNATURE_EXPIRY: Duration = Duration::from_secs(15 * 60);
 
+/// Signs `action` with the request's headers among its signed ones (every conditional and
+/// checksum header the request sends must be signed).
+pub fn sign_with<'a, A: rusty_s3::S3Action<'a>>(
+    mut action: A,
+    headers: &'a [(&'static str, String)],
+) -> url::Url {
+    for (name, value) in headers {
+        action.headers_mut().insert(*name, value.as_str());
+    }
+    action.sign(SIGNATURE_EXPIRY)
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub attempts_max: u32,

@@ -5,7 +5,7 @@
 use rusty_s3::actions::CreateMultipartUpload;
 use rusty_s3::{Bucket, Credentials, S3Action};
 
-use super::client::{s3_error, Request, SIGNATURE_EXPIRY};
+use super::client::{s3_error, sign_with, Request, SIGNATURE_EXPIRY};
 use super::{xml, S3Storage};
 use crate::storage::Result;
 
@@ -30,15 +30,9 @@ impl S3Storage {
         if if_absent && part.is_none() {
             headers.push(("if-none-match", "*".to_string()));
         }
-        let sign = |b: &Bucket, c: Option<&Credentials>, h: &[(&'static str, String)]| {
-            let mut url_action = match part {
-                Some((n, id)) => Either::Part(b.upload_part(c, dest, n, id)),
-                None => Either::Object(b.put_object(c, dest)),
-            };
-            for (n, v) in h {
-                url_action.headers_mut().insert(*n, v.clone());
-            }
-            url_action.sign()
+        let sign = |b: &Bucket, c: Option<&Credentials>, h: &[(&'static str, String)]| match part {
+            Some((n, id)) => sign_with(b.upload_part(c, dest, n, id), h),
+            None => sign_with(b.put_object(c, dest), h),
         };
         let op = if part.is_some() {
             "UploadPartCopy"
@@ -196,29 +190,6 @@ impl S3Storage {
             .await;
         if let Err(e) = r {
             tracing::warn!(key = dest, error = %e, "could not abort a multipart upload");
-        }
-    }
-}
-
-/// The two actions a copy is signed as (rusty-s3 has no copy actions; a copy is a PUT with
-/// `x-amz-copy-source`, which must be signed).
-enum Either<'a> {
-    Object(rusty_s3::actions::PutObject<'a>),
-    Part(rusty_s3::actions::UploadPart<'a>),
-}
-
-impl<'a> Either<'a> {
-    fn headers_mut(&mut self) -> &mut rusty_s3::Map<'a> {
-        match self {
-            Either::Object(a) => a.headers_mut(),
-            Either::Part(a) => a.headers_mut(),
-        }
-    }
-
-    fn sign(&self) -> url::Url {
-        match self {
-            Either::Object(a) => a.sign(SIGNATURE_EXPIRY),
-            Either::Part(a) => a.sign(SIGNATURE_EXPIRY),
         }
     }
 }

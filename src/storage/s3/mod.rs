@@ -43,7 +43,7 @@ use super::{
     Result, Storage, StorageError, LIST_KEYS_MAX,
 };
 use crate::http::client::Client;
-use client::{s3_error, token, Request, RetryPolicy, S3Client, SIGNATURE_EXPIRY};
+use client::{s3_error, sign_with, token, Request, RetryPolicy, S3Client, SIGNATURE_EXPIRY};
 pub use config::S3Config;
 pub use read::S3Reader;
 pub use upload::S3Upload;
@@ -246,11 +246,7 @@ impl S3Storage {
             headers.push((WRITE_TOKEN_HEADER, write_token.clone()));
         }
         let sign = |b: &Bucket, c: Option<&Credentials>, h: &[(&'static str, String)]| {
-            let mut a = b.put_object(c, full);
-            for (n, v) in h {
-                a.headers_mut().insert(*n, v.clone());
-            }
-            a.sign(SIGNATURE_EXPIRY)
+            sign_with(b.put_object(c, full), h)
         };
         let sent = self
             .client()

@@ -9,9 +9,9 @@ use std::os::fd::BorrowedFd;
 
 use compio::buf::IoBufMut;
 use compio::BufResult;
-use rusty_s3::{Bucket, Credentials, S3Action};
+use rusty_s3::{Bucket, Credentials};
 
-use super::client::{Request, SIGNATURE_EXPIRY};
+use super::client::{sign_with, Request};
 use super::S3Storage;
 use crate::http::client::Response;
 use crate::storage::{BlobReader, Etag};
@@ -72,11 +72,7 @@ impl S3Reader {
         }
         let full = seg.full.as_str();
         let sign = |b: &Bucket, c: Option<&Credentials>, h: &[(&'static str, String)]| {
-            let mut a = b.get_object(c, full);
-            for (n, v) in h {
-                a.headers_mut().insert(*n, v.clone());
-            }
-            a.sign(SIGNATURE_EXPIRY)
+            sign_with(b.get_object(c, full), h)
         };
         let sent = self
             .store
