@@ -100,25 +100,6 @@ fn find_registry() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A free port below the kernel's ephemeral range: distribution binds it after this returns,
-/// and a port from the ephemeral range could meanwhile go to another test's server started
-/// on port 0, whose answer the readiness check would then take for distribution's.
-fn free_port() -> u16 {
-    let mut seed = [0u8; 2];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| {
-        use std::io::Read;
-        f.read_exact(&mut seed)
-    });
-    let start = u16::from_le_bytes(seed) % 10_000;
-    for i in 0..10_000u16 {
-        let port = 20_000 + (start + i) % 10_000;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in 20000..30000");
-}
-
 impl Upstream {
     /// Starts the registry; `None` (the test should return) if `docker-registry` is not
     /// installed, unless ORIGIN_REQUIRE_UPSTREAM is set, in which case this panics.
@@ -131,7 +112,7 @@ impl Upstream {
             return None;
         };
         let dir = TempDir::new("upstream");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", super::free_port()).parse().unwrap();
         let mut issuer = None;
         let auth_section = match &auth {
             UpstreamAuth::None => String::new(),
