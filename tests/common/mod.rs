@@ -44,22 +44,7 @@ impl Drop for TempDir {
     }
 }
 
-/// A free port below the kernel's ephemeral range: a child process (distribution, moto)
-/// binds it after this returns, and a port from the ephemeral range could meanwhile go to
-/// another test's server started on port 0, whose answer a readiness check would then take
-/// for the child's.
-pub fn free_port() -> u16 {
-    let mut seed = [0u8; 2];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed));
-    let start = u16::from_le_bytes(seed) % 10_000;
-    for i in 0..10_000u16 {
-        let port = 20_000 + (start + i) % 10_000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in 20000..30000");
-}
+pub use s3::launch::free_port;
 
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()

@@ -1,93 +1,25 @@
-//! A real `moto_server` (PyPI `moto[server]`) on 127.0.0.1 and a free port for tests of Origin
-//! on S3, stopped by PID on drop. Missing moto: a SKIP line, unless `ORIGIN_REQUIRE_S3=1`
-//! (CI), where the test fails. `scripts/moto.sh` installs it.
+//! A real `moto_server` (PyPI `moto[server]`, started by `launch`) for tests of Origin on S3,
+//! stopped by PID on drop. Missing moto: a SKIP line, unless `ORIGIN_REQUIRE_S3=1` (CI), where
+//! the test fails. `scripts/moto.sh` installs it.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
 
-/// How long moto may take to start listening (it imports a lot of Python).
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How many ports to try when moto exits at start because its port was taken.
-const START_ATTEMPTS: usize = 5;
-const VENV_SERVER: &str = "/opt/origin-moto/bin/moto_server";
+/// Starting moto (through its serialising shim), shared with the backend's own tests.
+#[path = "../../src/storage/s3/moto_launch.rs"]
+pub mod launch;
 
 pub struct Moto {
     child: Child,
     pub port: u16,
 }
 
-fn server_path() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("ORIGIN_MOTO_SERVER") {
-        return Some(PathBuf::from(p));
-    }
-    if Path::new(VENV_SERVER).exists() {
-        return Some(PathBuf::from(VENV_SERVER));
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("moto_server"))
-            .find(|p| p.exists())
-    })
-}
-
 impl Moto {
     /// Starts moto, or `None` with a SKIP line naming `test` when it is not installed.
     pub fn start(test: &str) -> Option<Moto> {
-        let Some(path) = server_path() else {
-            if std::env::var("ORIGIN_REQUIRE_S3").as_deref() == Ok("1") {
-                panic!(
-                    "{test}: moto_server not found and ORIGIN_REQUIRE_S3=1 (run scripts/moto.sh)"
-                );
-            }
-            eprintln!("SKIP {test}: moto_server not found (run scripts/moto.sh to install it)");
-            return None;
-        };
-        // The port is free when picked but not reserved: something can take it before moto
-        // (slow to import) binds, and then moto exits and a bare connect would reach that
-        // listener. So a start counts only when moto itself answers, and a moto that exited
-        // is started again on another port.
-        for _ in 0..START_ATTEMPTS {
-            let port = super::free_port();
-            let child = Command::new(&path)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("{test}: cannot start {}: {e}", path.display()));
-            let mut moto = Moto { child, port };
-            let start = Instant::now();
-            loop {
-                if moto.child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                if moto.answers() {
-                    return Some(moto);
-                }
-                assert!(
-                    start.elapsed() < START_TIMEOUT,
-                    "{test}: moto did not start"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        panic!("{test}: moto exited {START_ATTEMPTS} times at start (ports taken?)");
-    }
-
-    /// Whether moto (not some other listener on its port) answers a ListBuckets.
-    fn answers(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let req = format!("GET / HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.port);
-        let mut out = String::new();
-        s.write_all(req.as_bytes()).is_ok()
-            && s.read_to_string(&mut out).is_ok()
-            && out.contains("ListAllMyBucketsResult")
+        let (child, port) = launch::spawn(test)?;
+        Some(Moto { child, port })
     }
 
     pub fn endpoint(&self) -> String {

@@ -28,6 +28,8 @@ mod fault;
 #[cfg(test)]
 pub(crate) mod moto;
 #[cfg(test)]
+pub(crate) mod moto_launch;
+#[cfg(test)]
 mod session_tests;
 #[cfg(test)]
 mod tests;

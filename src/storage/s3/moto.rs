@@ -1,23 +1,15 @@
-//! Test support: a real `moto_server` (PyPI `moto[server]`) on 127.0.0.1 and a free port,
-//! stopped by PID on drop; buckets made and listed through signed plain HTTP.
-//!
-//! Where moto is missing, `start` prints a SKIP line and returns `None`, unless
-//! `ORIGIN_REQUIRE_S3=1` (CI), where it panics. `scripts/moto.sh` installs it.
+//! Test support: a real `moto_server` (started by `moto_launch`), stopped by PID on drop;
+//! buckets made and listed through signed plain HTTP.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::process::Child;
+use std::time::Duration;
 
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use super::config::S3Config;
 
-/// How long moto may take to start listening (it imports a lot of Python).
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// Where `scripts/moto.sh` installs moto.
-const VENV_SERVER: &str = "/opt/origin-moto/bin/moto_server";
 pub const ACCESS_KEY: &str = "origin-test";
 pub const SECRET_KEY: &str = "origin-test-secret";
 
@@ -26,54 +18,11 @@ pub struct Moto {
     pub port: u16,
 }
 
-fn server_path() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("ORIGIN_MOTO_SERVER") {
-        return Some(PathBuf::from(p));
-    }
-    if std::path::Path::new(VENV_SERVER).exists() {
-        return Some(PathBuf::from(VENV_SERVER));
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("moto_server"))
-            .find(|p| p.exists())
-    })
-}
-
 impl Moto {
     /// Starts moto, or `None` (with a SKIP line naming `test`) when it is not installed.
     pub fn start(test: &str) -> Option<Moto> {
-        let Some(path) = server_path() else {
-            if std::env::var("ORIGIN_REQUIRE_S3").as_deref() == Ok("1") {
-                panic!(
-                    "{test}: moto_server not found and ORIGIN_REQUIRE_S3=1 (run scripts/moto.sh)"
-                );
-            }
-            eprintln!("SKIP {test}: moto_server not found (run scripts/moto.sh to install it)");
-            return None;
-        };
-        // A free port: bound, read and released (moto binds it next; a clash fails loudly).
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let child = Command::new(&path)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{test}: cannot start {}: {e}", path.display()));
-        let moto = Moto { child, port };
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < START_TIMEOUT,
-                "{test}: moto did not listen on {port} within {START_TIMEOUT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(moto)
+        let (child, port) = super::moto_launch::spawn(test)?;
+        Some(Moto { child, port })
     }
 
     pub fn endpoint(&self) -> String {
