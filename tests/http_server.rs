@@ -119,6 +119,32 @@ fn oversized_and_malformed_heads_are_refused_and_closed() {
     assert_eq!(srv.get("/v2/").status, 200);
 }
 
+/// keep_alive_timeout counts from the end of the last response: a connection used every
+/// 400 ms outlives several timeouts of 1 s, and closes about 1 s after its last request.
+#[test]
+fn keep_alive_timeout_closes_only_idle_connections() {
+    let srv = Server::start_with("keep_alive_timeout = \"1s\"", ALLOW_ALL);
+    let mut s = srv.connect();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        send(&mut s, "GET", "/v2/", &[], b"");
+        assert_eq!(read_response(&mut s, false).unwrap().status, 200);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    send(&mut s, "GET", "/v2/", &[], b"");
+    assert_eq!(read_response(&mut s, false).unwrap().status, 200);
+    let last = Instant::now();
+    assert!(
+        is_closed(&mut s),
+        "idle connection kept past keep_alive_timeout"
+    );
+    let idle = last.elapsed();
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(5),
+        "closed after {idle:?} idle"
+    );
+}
+
 /// A client trickling one byte a second is cut off at the head deadline.
 #[test]
 fn slow_head_is_cut_off_at_deadline() {

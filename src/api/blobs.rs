@@ -175,8 +175,7 @@ pub fn ranged(
     };
     let mut resp = Response::new(status)
         .header("Content-Type", "application/octet-stream")
-        .header("Docker-Content-Digest", digest.to_string())
-        .header("ETag", format!("\"{digest}\""))
+        .content_digest(digest.as_str())
         .header("Accept-Ranges", "bytes");
     if status == 206 {
         resp = resp.header(

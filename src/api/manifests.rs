@@ -63,16 +63,14 @@ pub async fn handle(
             }
             Ok(Response::new(200)
                 .header("Content-Type", m.media_type)
-                .header("Docker-Content-Digest", m.digest.to_string())
-                .header("ETag", format!("\"{}\"", m.digest))
+                .content_digest(m.digest.as_str())
                 .body(Body::Bytes(m.bytes)))
         }
         Method::Head => {
             let (digest, media_type, size) = reg.manifest_meta(name, reference).await?;
             Ok(Response::new(200)
                 .header("Content-Type", media_type)
-                .header("Docker-Content-Digest", digest.to_string())
-                .header("ETag", format!("\"{digest}\""))
+                .content_digest(digest.as_str())
                 .body(Body::Length(size)))
         }
         Method::Put => put(app, req, name, reference, who).await,

@@ -65,6 +65,8 @@ pub struct RequestHead {
     pub method: Method,
     /// The request target as sent (path and query).
     pub target: String,
+    /// Where the query starts in `target` (the `?`), found once at parse time.
+    query_at: Option<usize>,
     /// HTTP/1.x minor version.
     pub minor_version: u8,
     /// Header fields: names lowercased, values trimmed (lossy UTF-8), back to back in one
@@ -79,11 +81,15 @@ pub struct RequestHead {
 
 impl RequestHead {
     pub fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
+        self.target
+            .get(..self.query_at.unwrap_or(self.target.len()))
+            .unwrap_or("")
     }
 
     pub fn query(&self) -> &str {
-        self.target.split_once('?').map_or("", |(_, q)| q)
+        self.query_at
+            .and_then(|i| self.target.get(i + 1..))
+            .unwrap_or("")
     }
 
     /// Every header field in order: (lowercase name, value).
@@ -181,10 +187,13 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
         }
         Some(_) => {}
     }
-    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS_MAX];
+    // Left uninitialised: httparse writes the slots it fills, and initialising all of them
+    // (8 KiB) cost more than the parse itself.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_SLOTS_MAX];
     let count_max = limits.header_count_max.min(HEADER_SLOTS_MAX);
-    let mut req = httparse::Request::new(&mut slots[..count_max]);
-    let n = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let n = match req.parse_with_uninit_headers(buf, &mut slots[..count_max]) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
@@ -314,6 +323,7 @@ fn build(req: httparse::Request<'_, '_>) -> Result<RequestHead, HeadError> {
     };
     Ok(RequestHead {
         method,
+        query_at: memchr::memchr(b'?', target.as_bytes()),
         target,
         minor_version,
         fields,

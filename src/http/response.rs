@@ -79,6 +79,17 @@ impl Response {
         self
     }
 
+    /// Docker-Content-Digest and the ETag (the digest, quoted) of content named by `digest`,
+    /// each allocated once at its size.
+    pub fn content_digest(self, digest: &str) -> Self {
+        let mut etag = String::with_capacity(digest.len() + 2);
+        etag.push('"');
+        etag.push_str(digest);
+        etag.push('"');
+        self.header("Docker-Content-Digest", digest.to_owned())
+            .header("ETag", etag)
+    }
+
     pub fn body(mut self, body: Body) -> Self {
         self.body = body;
         self

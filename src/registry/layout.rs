@@ -25,32 +25,44 @@
 
 use crate::oci::{Digest, RepoName, Tag, UploadId};
 
+/// `parts` back to back in one allocation of the exact size (`format!` guesses, then grows):
+/// for the keys built on every read.
+fn concat(parts: &[&str]) -> String {
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        key.push_str(p);
+    }
+    key
+}
+
 pub fn blob_data(d: &Digest) -> String {
     let hex = d.hex();
-    format!(
-        "blobs/{}/{}/{}/data",
-        d.algorithm().as_str(),
-        &hex[..2],
-        hex
-    )
+    let alg = d.algorithm().as_str();
+    concat(&["blobs/", alg, "/", &hex[..2], "/", hex, "/data"])
 }
 
 pub fn layer_link(name: &RepoName, d: &Digest) -> String {
-    format!(
-        "repositories/{}/_layers/{}/{}",
-        name,
-        d.algorithm().as_str(),
-        d.hex()
-    )
+    let alg = d.algorithm().as_str();
+    concat(&[
+        "repositories/",
+        name.as_str(),
+        "/_layers/",
+        alg,
+        "/",
+        d.hex(),
+    ])
 }
 
 pub fn manifest_link(name: &RepoName, d: &Digest) -> String {
-    format!(
-        "repositories/{}/_manifests/revisions/{}/{}",
-        name,
-        d.algorithm().as_str(),
-        d.hex()
-    )
+    let alg = d.algorithm().as_str();
+    concat(&[
+        "repositories/",
+        name.as_str(),
+        "/_manifests/revisions/",
+        alg,
+        "/",
+        d.hex(),
+    ])
 }
 
 pub fn tags_dir(name: &RepoName) -> String {

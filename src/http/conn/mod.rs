@@ -22,10 +22,12 @@ use super::head::{self, HeadError, Method, RequestHead};
 use super::response::Response;
 
 mod body;
+mod deadline;
 mod pooled;
 mod send;
 
 pub use body::{BodyError, BodyRead, BodyReader};
+use deadline::Deadline;
 use send::write_response;
 
 /// First allocation for a connection's head buffer; it grows to the head limit only if needed.
@@ -144,16 +146,18 @@ pub async fn serve_connection<H: Handler>(
     // Set when we close with request bytes still unread: closing at once would make the
     // kernel send a reset that can destroy the response before the client reads it.
     let mut linger = false;
+    let mut deadline = Deadline::new();
     loop {
-        let head = match read_head(&mut stream, &mut buf, limits, handler, idle).await {
-            HeadRead::Head(h) => h,
-            HeadRead::Idle => break,
-            HeadRead::Refused(status, why) => {
-                let resp = handler.protocol_error(status, &why);
-                write_refusal(&mut stream, resp, handler, limits, &mut out).await;
-                break;
-            }
-        };
+        let head =
+            match read_head(&mut stream, &mut buf, limits, handler, idle, &mut deadline).await {
+                HeadRead::Head(h) => h,
+                HeadRead::Idle => break,
+                HeadRead::Refused(status, why) => {
+                    let resp = handler.protocol_error(status, &why);
+                    write_refusal(&mut stream, resp, handler, limits, &mut out).await;
+                    break;
+                }
+            };
         let started = Instant::now();
         let method = head.method;
         let wants_keep_alive = head.keep_alive;
@@ -171,18 +175,19 @@ pub async fn serve_connection<H: Handler>(
             body,
         };
         let written = Cell::new(false);
-        let outcome = timeout(
-            limits.query_timeout,
-            run_request(
-                handler,
-                &mut req,
-                &written,
-                wants_keep_alive,
-                limits,
-                &mut out,
-            ),
-        )
-        .await;
+        let outcome = deadline
+            .within(
+                started + limits.query_timeout,
+                run_request(
+                    handler,
+                    &mut req,
+                    &written,
+                    wants_keep_alive,
+                    limits,
+                    &mut out,
+                ),
+            )
+            .await;
         let bytes_in = req.body.bytes_read();
         linger = !req.body.is_done();
         // Moved out for the access record, not copied: the handler is done with it.
@@ -316,8 +321,12 @@ async fn read_head<H: Handler>(
     limits: &ConnLimits,
     handler: &H,
     idle: &Cell<bool>,
+    timer: &mut Deadline,
 ) -> HeadRead {
+    // Set once a head has started: it must be complete by then.
     let mut deadline: Option<Instant> = None;
+    // Between requests: the keep-alive deadline, from the end of the last response.
+    let idle_until = Instant::now() + limits.keep_alive_timeout;
     loop {
         if !Vec::is_empty(buf) {
             match head::parse(buf, &limits.head) {
@@ -334,10 +343,7 @@ async fn read_head<H: Handler>(
         }
         // Between requests the keep-alive deadline applies; once a head has started, the
         // head deadline (measured from its first byte) does.
-        let wait = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()),
-            None => limits.keep_alive_timeout,
-        };
+        let until = deadline.unwrap_or(idle_until);
         if deadline.is_none() {
             if let Stream::Tcp(tcp) = &*stream {
                 // A client that sends its next request right after our answer (the busy
@@ -354,7 +360,7 @@ async fn read_head<H: Handler>(
                 *buf = Vec::new();
                 idle.set(true);
                 let ready = match tcp.to_poll_fd() {
-                    Ok(poll) => timeout(wait, poll.read_ready()).await,
+                    Ok(poll) => timer.within(until, poll.read_ready()).await,
                     Err(_) => return HeadRead::Idle,
                 };
                 idle.set(false);
@@ -378,7 +384,7 @@ async fn read_head<H: Handler>(
         let taken = std::mem::take(buf);
         // Idle means: between requests, nothing received. Shutdown may cut such a read.
         idle.set(deadline.is_none());
-        let read = timeout(wait, stream.read(taken.uninit())).await;
+        let read = timer.within(until, stream.read(taken.uninit())).await;
         idle.set(false);
         match read {
             Err(_) if deadline.is_some() => {

@@ -1,0 +1,149 @@
+//! One timer per connection instead of one per wait.
+//!
+//! A connection waits under a deadline twice per request: for the next head (keep-alive) and
+//! for the request to finish (query_timeout). A runtime timer for each costs an insertion and
+//! a removal in the runtime's timer tree per request. Here the connection keeps one armed
+//! timer and only moves the deadline it checks: when the timer fires before the current
+//! deadline it is armed again for that deadline, and it is replaced at once only when a new
+//! deadline is earlier than the armed one (a head started: head_read_timeout). With the
+//! defaults (keep-alive 75 s, query 15 min) a busy connection re-arms about once per 75 s.
+//!
+//! The timer may fire while nothing waits on it (the connection is writing, or parked on
+//! another wait): that wakes the connection's task once, which then finds nothing to do.
+
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// The deadline passed before the work finished.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Expired;
+
+type Timer = Pin<Box<dyn Future<Output = ()>>>;
+
+pub struct Deadline {
+    at: Instant,
+    /// The runtime timer and the instant it is armed for (never after `at` while a wait
+    /// runs: `set` disarms a later one).
+    armed: Option<(Instant, Timer)>,
+}
+
+impl Deadline {
+    pub fn new() -> Deadline {
+        Deadline {
+            at: Instant::now(),
+            armed: None,
+        }
+    }
+
+    /// Runs `work` until it finishes or `at` passes.
+    pub async fn within<F: Future>(&mut self, at: Instant, work: F) -> Result<F::Output, Expired> {
+        self.set(at);
+        let mut work = pin!(work);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = work.as_mut().poll(cx) {
+                return Poll::Ready(Ok(v));
+            }
+            self.poll_expired(cx).map(|()| Err(Expired))
+        })
+        .await
+    }
+
+    fn set(&mut self, at: Instant) {
+        self.at = at;
+        if self
+            .armed
+            .as_ref()
+            .is_some_and(|(armed_at, _)| *armed_at > at)
+        {
+            self.armed = None;
+        }
+    }
+
+    /// Ready once the deadline has passed; re-arms a timer that fired early.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let at = self.at;
+            let (_, timer) = self
+                .armed
+                .get_or_insert_with(|| (at, Box::pin(compio::time::sleep_until(at))));
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.armed = None;
+            if Instant::now() >= self.at {
+                return Poll::Ready(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn run<F: Future>(f: F) -> F::Output {
+        compio::runtime::Runtime::new().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn work_that_finishes_in_time_returns_its_output() {
+        run(async {
+            let mut d = Deadline::new();
+            let at = Instant::now() + Duration::from_secs(5);
+            assert_eq!(d.within(at, async { 7 }).await, Ok(7));
+            let slow = compio::time::sleep(Duration::from_millis(20));
+            assert_eq!(d.within(at, slow).await, Ok(()));
+        });
+    }
+
+    #[test]
+    fn work_past_its_deadline_expires_on_time() {
+        run(async {
+            let mut d = Deadline::new();
+            let start = Instant::now();
+            let never = std::future::pending::<()>();
+            let at = start + Duration::from_millis(50);
+            assert_eq!(d.within(at, never).await, Err(Expired));
+            let took = start.elapsed();
+            assert!(took >= Duration::from_millis(50), "{took:?}");
+        });
+    }
+
+    /// A timer armed for a late deadline does not delay an earlier one set after it, and a
+    /// timer armed early (for a deadline since moved later) does not expire the later one.
+    #[test]
+    fn deadlines_moved_earlier_and_later_are_both_kept() {
+        run(async {
+            let mut d = Deadline::new();
+            let start = Instant::now();
+            // Arms a timer for 10 s (the work waits once): the work finishes first, the
+            // timer stays armed.
+            let late = start + Duration::from_secs(10);
+            let brief = compio::time::sleep(Duration::from_millis(1));
+            assert_eq!(d.within(late, brief).await, Ok(()));
+            assert!(d.armed.is_some());
+            // An earlier deadline replaces it.
+            let early = start + Duration::from_millis(40);
+            let never = std::future::pending::<()>();
+            assert_eq!(d.within(early, never).await, Err(Expired));
+            assert!(start.elapsed() < Duration::from_secs(5));
+            // Armed for 30 ms from now, then the deadline moves to 150 ms: the early fire
+            // re-arms, and the work (100 ms) finishes in time.
+            let now = Instant::now();
+            let brief = compio::time::sleep(Duration::from_millis(1));
+            assert_eq!(
+                d.within(now + Duration::from_millis(30), brief).await,
+                Ok(())
+            );
+            assert!(d.armed.is_some());
+            let work = compio::time::sleep(Duration::from_millis(100));
+            assert_eq!(
+                d.within(now + Duration::from_millis(150), work).await,
+                Ok(())
+            );
+        });
+    }
+}
