@@ -7,26 +7,52 @@
 //! deadline it is armed again for that deadline, and it is replaced at once only when a new
 //! deadline is earlier than the armed one (a head started: head_read_timeout). With the
 //! defaults (keep-alive 75 s, query 15 min) a busy connection re-arms about once per 75 s.
+//! Between arming and firing, a wait looks at a flag the timer's waker sets, not at the
+//! runtime's timer tree.
 //!
 //! The timer may fire while nothing waits on it (the connection is writing, or parked on
 //! another wait): that wakes the connection's task once, which then finds nothing to do.
 
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 /// The deadline passed before the work finished.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Expired;
 
-type Timer = Pin<Box<dyn Future<Output = ()>>>;
-
 pub struct Deadline {
     at: Instant,
-    /// The runtime timer and the instant it is armed for (never after `at` while a wait
-    /// runs: `set` disarms a later one).
-    armed: Option<(Instant, Timer)>,
+    /// The runtime timer, armed for an instant never after `at` while a wait runs (`set`
+    /// disarms a later one).
+    armed: Option<Armed>,
+}
+
+struct Armed {
+    at: Instant,
+    timer: Pin<Box<dyn Future<Output = ()>>>,
+    /// The timer is polled with this waker, which records that it fired: between arming and
+    /// firing, a wait checks a flag instead of polling the runtime's timer tree.
+    fired: Arc<Fired>,
+    waker: Waker,
+}
+
+struct Fired {
+    flag: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for Fired {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.flag.store(true, Ordering::Relaxed);
+        self.task.wake_by_ref();
+    }
 }
 
 impl Deadline {
@@ -52,11 +78,7 @@ impl Deadline {
 
     fn set(&mut self, at: Instant) {
         self.at = at;
-        if self
-            .armed
-            .as_ref()
-            .is_some_and(|(armed_at, _)| *armed_at > at)
-        {
+        if self.armed.as_ref().is_some_and(|a| a.at > at) {
             self.armed = None;
         }
     }
@@ -64,11 +86,31 @@ impl Deadline {
     /// Ready once the deadline has passed; re-arms a timer that fired early.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            let at = self.at;
-            let (_, timer) = self
-                .armed
-                .get_or_insert_with(|| (at, Box::pin(compio::time::sleep_until(at))));
-            if timer.as_mut().poll(cx).is_pending() {
+            let armed = match &mut self.armed {
+                // Armed for this task and not fired: nothing to look at. (The task is
+                // compared by its data pointer: `will_wake` also compares vtable addresses,
+                // and the executor's vtable constant may have several.)
+                Some(a) if a.fired.task.data() == cx.waker().data() => {
+                    if !a.fired.flag.swap(false, Ordering::Relaxed) {
+                        return Poll::Pending;
+                    }
+                    a
+                }
+                _ => {
+                    let fired = Arc::new(Fired {
+                        flag: AtomicBool::new(false),
+                        task: cx.waker().clone(),
+                    });
+                    self.armed.insert(Armed {
+                        at: self.at,
+                        timer: Box::pin(compio::time::sleep_until(self.at)),
+                        waker: Waker::from(fired.clone()),
+                        fired,
+                    })
+                }
+            };
+            let mut timer_cx = Context::from_waker(&armed.waker);
+            if armed.timer.as_mut().poll(&mut timer_cx).is_pending() {
                 return Poll::Pending;
             }
             self.armed = None;
