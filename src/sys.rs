@@ -92,10 +92,65 @@ pub fn sendfile(to: RawFd, from: RawFd, offset: &mut u64, count: usize) -> io::R
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
     use std::os::fd::AsRawFd;
+
+    /// Drops a file's pages from the page cache (they must be clean: written back).
+    pub(crate) fn evict(file: &std::fs::File) {
+        file.sync_all().unwrap();
+        // SAFETY: fadvise on an open descriptor; it only drops clean cached pages.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+    }
+
+    /// With io_uring: a path in the dentry cache opens on this thread, what the page cache
+    /// holds reads on this thread, and pages dropped from the cache are declined (the caller
+    /// reads them through the ring). A missing file is an error or a ring open, never a file.
+    #[test]
+    fn here_calls_take_only_what_cannot_wait() {
+        let rt = compio::runtime::Runtime::new().unwrap();
+        assert!(rt.driver_type().is_iouring(), "this test needs io_uring");
+        rt.block_on(async {
+            let dir = std::env::temp_dir().join(format!("origin-here-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("data");
+            let data: Vec<u8> = (0..64 * 1024u32).map(|i| i as u8).collect();
+            std::fs::write(&path, &data).unwrap();
+            let file = match open_here(&path).unwrap() {
+                Opened::Here(f) => f,
+                Opened::Ring => {
+                    assert!(
+                        NO_CACHED_OPEN.load(std::sync::atomic::Ordering::Relaxed),
+                        "a cached path went to the ring"
+                    );
+                    std::fs::File::open(&path).unwrap()
+                }
+            };
+            let fd = file.as_raw_fd();
+            let mut buf = b"head".to_vec();
+            assert_eq!(
+                read_here_at(fd, &mut buf, 0, data.len()).unwrap(),
+                Some(data.len())
+            );
+            assert_eq!(&buf[..4], b"head");
+            assert!(buf[4..] == data[..]);
+            assert_eq!(
+                read_here_at(fd, &mut buf, data.len() as u64, 10).unwrap(),
+                Some(0)
+            );
+            evict(&file);
+            let mut cold = Vec::new();
+            assert_eq!(read_here_at(fd, &mut cold, 0, data.len()).unwrap(), None);
+            assert!(cold.is_empty());
+            assert!(!matches!(
+                open_here(&dir.join("missing")),
+                Ok(Opened::Here(_))
+            ));
+            std::fs::remove_dir_all(&dir).unwrap();
+        });
+    }
 
     #[test]
     fn cachestat_sees_a_freshly_written_file() {
@@ -125,13 +180,125 @@ pub fn direct_file_calls() -> bool {
     POLLING.with(|p| *p)
 }
 
-/// Reads exactly `buf.len()` bytes at `offset` (pread, retried on short reads).
-pub fn read_exact_at(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    // SAFETY: the descriptor stays open for the call (the caller holds its file); the
-    // ManuallyDrop keeps this borrowed File from closing it.
-    let file = std::mem::ManuallyDrop::new(unsafe {
-        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
-    });
-    file.read_exact_at(buf, offset)
+/// How `open_here` opened a file.
+pub enum Opened {
+    /// Opened on this thread.
+    Here(std::fs::File),
+    /// Opening could wait for the disk: open it through the ring instead.
+    Ring,
+}
+
+/// Set once `openat2` with RESOLVE_CACHED turned out to be missing (kernel before 5.12, or
+/// refused by a seccomp profile): later opens go straight to the ring.
+static NO_CACHED_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Opens `path` read-only on this thread when that cannot wait for the disk: always with the
+/// polling driver (page-cache-hot calls are made directly there, as nginx does), and with
+/// io_uring when every component of the path is in the kernel's dentry cache (`openat2`
+/// with RESOLVE_CACHED, Linux 5.12+). A ring open costs a trip through the event loop; this
+/// costs one syscall. Errors (an absent file included) are the open's.
+pub fn open_here(path: &std::path::Path) -> io::Result<Opened> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::atomic::Ordering;
+    if direct_file_calls() {
+        return std::fs::File::open(path).map(Opened::Here);
+    }
+    if NO_CACHED_OPEN.load(Ordering::Relaxed) {
+        return Ok(Opened::Ring);
+    }
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.contains(&0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"));
+    }
+    let mut stack = [0u8; 512];
+    let heap;
+    let c_path: &[u8] = if bytes.len() < stack.len() {
+        stack[..bytes.len()].copy_from_slice(bytes);
+        &stack[..=bytes.len()]
+    } else {
+        heap = [bytes, b"\0"].concat();
+        &heap
+    };
+    /// `struct open_how` of openat2(2) (libc's is non-exhaustive).
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_CACHED,
+    };
+    // SAFETY: `c_path` is NUL-terminated and lives across the call; `how` is a live
+    // open_how (three u64, as the kernel's) of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: a descriptor the kernel just returned; the File owns it from here.
+        return Ok(Opened::Here(unsafe {
+            std::fs::File::from_raw_fd(fd as RawFd)
+        }));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) => Ok(Opened::Ring),
+        // No openat2, or no RESOLVE_CACHED (EINVAL on 5.6-5.11), or a seccomp refusal.
+        Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::EPERM) => {
+            NO_CACHED_OPEN.store(true, Ordering::Relaxed);
+            Ok(Opened::Ring)
+        }
+        _ => Err(err),
+    }
+}
+
+/// Reads up to `want` bytes at `offset` into the spare capacity of `buf`, on this thread,
+/// when that cannot wait for the disk: always with the polling driver (pread), and with
+/// io_uring only what the page cache holds (`preadv2` with RWF_NOWAIT). `Ok(None)`: the
+/// read would wait (or the filesystem cannot say): read through the ring. `Ok(Some(0))` is
+/// the end of the file.
+pub fn read_here_at(
+    fd: RawFd,
+    buf: &mut Vec<u8>,
+    offset: u64,
+    want: usize,
+) -> io::Result<Option<usize>> {
+    let flags = if direct_file_calls() {
+        0
+    } else {
+        libc::RWF_NOWAIT
+    };
+    buf.reserve(want);
+    let spare = buf.spare_capacity_mut();
+    let iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: want.min(spare.len()),
+    };
+    loop {
+        // SAFETY: `iov` points into `buf`'s spare capacity, which outlives the call; the
+        // kernel writes at most `iov_len` bytes there.
+        let n = unsafe { libc::preadv2(fd, &iov, 1, offset as libc::off_t, flags) };
+        if n >= 0 {
+            // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            return Ok(Some(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) if flags != 0 => {
+                return Ok(None)
+            }
+            _ => return Err(err),
+        }
+    }
 }

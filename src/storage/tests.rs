@@ -631,6 +631,35 @@ fn fs_get_limit() {
     });
 }
 
+/// Objects and blobs whose pages left the page cache read back whole (through the ring, as
+/// the read on the worker's thread declines them), on both drivers.
+#[test]
+fn fs_reads_evicted_objects_back_whole() {
+    for rt in [Runtime::new().unwrap(), poll_runtime()] {
+        rt.block_on(async {
+            let f = fs_fixture();
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+            f.storage
+                .put("obj", data.clone(), PutCondition::Always)
+                .await
+                .unwrap();
+            let on_disk = std::fs::File::open(f.storage.root().join("obj")).unwrap();
+            crate::sys::tests::evict(&on_disk);
+            let got = f.storage.get("obj").await.unwrap().unwrap();
+            assert!(got.bytes == data, "object read back differs");
+            crate::sys::tests::evict(&on_disk);
+            let reader = f.storage.open_read("obj").await.unwrap().unwrap();
+            assert_eq!(reader.size(), data.len() as u64);
+            let BufResult(n, buf) = reader.read_at(Vec::with_capacity(1000), 5000).await;
+            assert_eq!(n.unwrap(), 1000);
+            assert!(buf[..] == data[5000..6000]);
+            drop(reader);
+            f.finish("fs_reads_evicted_objects_back_whole", &["obj"])
+                .await;
+        });
+    }
+}
+
 /// The reader exposes a real fd for sendfile.
 #[test]
 fn fs_reader_exposes_fd() {

@@ -5,7 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use compio::buf::{BufResult, IntoInner, IoBuf};
-use compio::io::{AsyncReadAt, AsyncReadAtExt, AsyncWriteExt};
+use compio::io::{AsyncReadAt, AsyncWriteExt};
 use compio::net::TcpStream;
 use compio::time::timeout;
 
@@ -27,8 +27,15 @@ pub(super) async fn write_response<H: Handler>(
 ) -> io::Result<u64> {
     out.clear();
     // One allocation for a typical head instead of a doubling from 8 bytes (the buffer is
-    // dropped between requests); under 1 KiB, so malloc serves it from its small bins.
-    out.reserve(RESPONSE_HEAD_RESERVE_BYTES);
+    // dropped between requests); under 1 KiB, so malloc serves it from its small bins. A
+    // body sent with the head is reserved with it: growing the buffer later costs a realloc
+    // and, past the small bins, a consolidation of malloc's free lists.
+    let inline_body = match &resp.body {
+        Body::Bytes(b) if !head_only => b.len(),
+        Body::File(f) if !head_only && f.len <= INLINE_FILE_BYTES_MAX => f.len as usize,
+        _ => 0,
+    };
+    out.reserve(RESPONSE_HEAD_RESERVE_BYTES + inline_body);
     resp.write_head(out, close, handler.extra_headers());
     let idle = limits.body_idle_timeout;
     match resp.body {
@@ -41,19 +48,9 @@ pub(super) async fn write_response<H: Handler>(
             // Small blobs go out with the head in one write: one send instead of two.
             let start = out.len();
             let len = f.len as usize;
-            out.reserve(len);
-            if crate::sys::direct_file_calls() {
-                use std::os::fd::AsRawFd;
-                out.resize(start + len, 0);
-                crate::sys::read_exact_at(f.file.as_raw_fd(), &mut out[start..], f.offset)?;
-            } else {
-                let taken = std::mem::take(out);
-                let BufResult(r, b) = f
-                    .file
-                    .read_exact_at(taken.slice(start..start + len), f.offset)
-                    .await;
-                *out = b.into_inner();
-                r?;
+            read_into(&f.file, out, f.offset, len).await?;
+            if out.len() - start < len {
+                return Err(io::ErrorKind::UnexpectedEof.into());
             }
             write_first(stream, out, idle).await?;
             Ok(f.len)
@@ -83,6 +80,38 @@ pub(super) async fn write_response<H: Handler>(
             Ok(0)
         }
     }
+}
+
+/// Appends `len` bytes of `file` at `offset` to `out` (fewer at the end of the file): on
+/// this thread what can be read without waiting for the disk (`sys::read_here_at`), the
+/// rest through the ring.
+async fn read_into(
+    file: &compio::fs::File,
+    out: &mut Vec<u8>,
+    offset: u64,
+    len: usize,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let end = out.len() + len;
+    let mut at = offset;
+    while out.len() < end {
+        let want = end - out.len();
+        let n = match crate::sys::read_here_at(file.as_raw_fd(), out, at, want)? {
+            Some(n) => n,
+            None => {
+                let start = out.len();
+                let taken = std::mem::take(out);
+                let BufResult(r, b) = file.read_at(taken.slice(start..start + want), at).await;
+                *out = b.into_inner();
+                r?
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// Sends a region of a file still being written, as far as the writer has got each time.

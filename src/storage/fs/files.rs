@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 
-use compio::buf::{IoBuf, IoBufMut};
+use compio::buf::{IntoInner, IoBuf, IoBufMut};
 use compio::fs::{File, OpenOptions};
 use compio::io::{AsyncReadAt, AsyncWriteAtExt};
 use compio::BufResult;
@@ -122,11 +122,16 @@ pub(super) async fn open_file(path: &Path, options: &OpenOptions) -> Result<Opti
     Ok(Some((file, meta.len())))
 }
 
-/// `open_read` with direct calls (polling driver): open and fstat on this thread.
-pub(super) fn open_read_direct(path: &Path) -> Result<Option<FsReader>> {
+/// `open_file` for reading, on this thread when that cannot wait for the disk (see
+/// `sys::open_here`: always with the polling driver, from the dentry cache with io_uring),
+/// with an fstat on the open file; otherwise through the ring.
+pub(super) async fn open_for_read(path: &Path) -> Result<Option<(File, u64)>> {
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
+    let file = match crate::sys::open_here(path) {
+        Ok(crate::sys::Opened::Here(f)) => f,
+        Ok(crate::sys::Opened::Ring) => {
+            return open_file(path, OpenOptions::new().read(true)).await
+        }
         Err(e) if is_absent(&e) || e.kind() == io::ErrorKind::IsADirectory => return Ok(None),
         Err(e) => return Err(e.into()),
     };
@@ -136,10 +141,31 @@ pub(super) fn open_read_direct(path: &Path) -> Result<Option<FsReader>> {
     }
     // SAFETY: the descriptor was just opened and its ownership moves to the compio File.
     let file = unsafe { File::from_raw_fd(file.into_raw_fd()) };
-    Ok(Some(FsReader {
-        file,
-        size: meta.len(),
-    }))
+    Ok(Some((file, meta.len())))
+}
+
+/// Reads `size` bytes from the start of `file`: on this thread what can be read without
+/// waiting for the disk (`sys::read_here_at`), the rest through the ring. Stops short at
+/// the end of the file.
+pub(super) async fn read_whole(file: &File, size: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(size);
+    while buf.len() < size {
+        let pos = buf.len();
+        match crate::sys::read_here_at(file.as_raw_fd(), &mut buf, pos as u64, size - pos)? {
+            Some(0) => break,
+            Some(_) => continue,
+            None => {}
+        }
+        let BufResult(res, slice) = file.read_at(buf.slice(pos..), pos as u64).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(buf)
 }
 
 pub(super) async fn is_file(path: &Path) -> io::Result<bool> {

@@ -25,9 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use compio::buf::{IntoInner, IoBuf};
 use compio::fs::{File, OpenOptions};
-use compio::io::{AsyncReadAt, AsyncWriteAtExt};
+use compio::io::AsyncWriteAtExt;
 use compio::BufResult;
 
 use super::{
@@ -42,8 +41,8 @@ mod listing;
 mod locks;
 
 use files::{
-    blocking, etag_of, is_absent, is_file, open_file, open_read_direct, parent_of, remove_quietly,
-    sync_dir, temp_name,
+    blocking, etag_of, is_absent, is_file, open_file, open_for_read, parent_of, read_whole,
+    remove_quietly, sync_dir, temp_name,
 };
 pub use files::{FsReader, FsUpload};
 use listing::{list_sorted, read_dir_entries, remove_temp_files};
@@ -178,7 +177,7 @@ impl FsStorage {
 
     /// Reads a whole object of at most `metadata_object_bytes_max` bytes.
     async fn read_object(&self, path: &Path, key: &str) -> Result<Option<Object>> {
-        let Some((file, size)) = open_file(path, OpenOptions::new().read(true)).await? else {
+        let Some((file, size)) = open_for_read(path).await? else {
             return Ok(None);
         };
         let max = self.inner.metadata_object_bytes_max;
@@ -193,19 +192,9 @@ impl FsStorage {
         // platform with a tiny usize; treat that like an oversized object.
         let size = usize::try_from(size).map_err(|_| too_large())?;
         // Objects are never written in place (a put renames a new file over the old one), so
-        // the `size` bytes of this inode, as of the open, are the whole object: one read.
-        let mut buf = Vec::with_capacity(size);
-        while buf.len() < size {
-            let pos = buf.len();
-            let BufResult(res, slice) = file.read_at(buf.slice(pos..), pos as u64).await;
-            buf = slice.into_inner();
-            match res {
-                Ok(0) => break, // Truncated under us (not by this backend): take what is there.
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // the `size` bytes of this inode, as of the open, are the whole object (a file cut
+        // short under us, not by this backend, gives what is there).
+        let buf = read_whole(&file, size).await?;
         let (bytes, etag) = etag_of(buf).await?;
         Ok(Some(Object { bytes, etag }))
     }
@@ -514,10 +503,7 @@ impl Storage for FsStorage {
 
     async fn open_read(&self, key: &str) -> Result<Option<FsReader>> {
         validate_key(key)?;
-        if crate::sys::direct_file_calls() {
-            return open_read_direct(&self.path(key));
-        }
-        let opened = open_file(&self.path(key), OpenOptions::new().read(true)).await?;
+        let opened = open_for_read(&self.path(key)).await?;
         Ok(opened.map(|(file, size)| FsReader { file, size }))
     }
 
