@@ -145,6 +145,29 @@ fn keep_alive_timeout_closes_only_idle_connections() {
     );
 }
 
+/// A small blob whose pages left the page cache is still served whole: the read on the
+/// worker's thread declines it (RWF_NOWAIT) and the ring reads it.
+#[test]
+fn cold_small_blob_is_served_whole() {
+    use std::os::fd::AsRawFd;
+    let srv = Server::start();
+    let data = bytes(7, 40_000);
+    let d = srv.push_blob("cold/app", &data);
+    let hex = d.strip_prefix("sha256:").unwrap();
+    let path = srv
+        .dir
+        .0
+        .join(format!("data/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    let file = std::fs::File::open(&path).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: fadvise on a descriptor this test holds open; it only drops clean pages.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+    let r = srv.get(&format!("/v2/cold/app/blobs/{d}"));
+    assert_eq!(r.status, 200);
+    assert!(r.body == data, "cold blob served differently");
+}
+
 /// A client trickling one byte a second is cut off at the head deadline.
 #[test]
 fn slow_head_is_cut_off_at_deadline() {
