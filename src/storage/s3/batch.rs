@@ -4,11 +4,11 @@
 
 use std::time::SystemTime;
 
-use rusty_s3::actions::{DeleteObjectsResponse, ListObjectsV2, ObjectIdentifier};
-use rusty_s3::{Bucket, Credentials, S3Action};
+use rusty_s3::actions::{DeleteObjectsResponse, ObjectIdentifier};
+use rusty_s3::{Bucket, Credentials};
 
-use super::client::{s3_error, sign_with, Request, SIGNATURE_EXPIRY};
-use super::S3Storage;
+use super::client::{ok_document, s3_error, sign_with, Request};
+use super::{S3Storage, LIST_PAGE_KEYS_MAX};
 use crate::storage::Result;
 
 /// Keys per DeleteObjects request: S3's maximum.
@@ -16,10 +16,6 @@ const DELETE_KEYS_MAX: usize = 1000;
 /// Largest DeleteObjects response read: quiet mode lists only failures, a few hundred bytes
 /// each for at most `DELETE_KEYS_MAX` keys.
 const DELETE_RESPONSE_BYTES_MAX: usize = 1024 * 1024;
-/// Largest ListObjectsV2 response read (as `mod.rs`): 1,000 keys with their XML.
-const LIST_RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Keys per ListObjectsV2 page (S3's maximum).
-const LIST_PAGE_KEYS_MAX: usize = 1000;
 
 impl S3Storage {
     /// Removes the objects at bucket keys `fulls`: one DeleteObject for a single key, else
@@ -60,21 +56,7 @@ impl S3Storage {
                 body: body.as_bytes(),
             })
             .await?;
-        let status = sent.resp.status;
-        let doc = sent
-            .resp
-            .bytes(DELETE_RESPONSE_BYTES_MAX)
-            .await
-            .map_err(|e| s3_error("DeleteObjects", what, e))?;
-        let doc = String::from_utf8_lossy(&doc);
-        if status != 200 || super::xml::is_error(&doc) {
-            let code = super::xml::field(&doc, "Code").unwrap_or_default();
-            return Err(s3_error(
-                "DeleteObjects",
-                what,
-                format!("status {status} {code}"),
-            ));
-        }
+        let doc = ok_document(sent.resp, "DeleteObjects", what, DELETE_RESPONSE_BYTES_MAX).await?;
         let parsed = DeleteObjectsResponse::parse(&doc)
             .map_err(|e| s3_error("DeleteObjects", what, format!("bad XML: {e}")))?;
         match parsed.errors.iter().find(|e| e.code != "NoSuchKey") {
@@ -100,43 +82,9 @@ impl S3Storage {
         let mut token: Option<String> = None;
         while out.len() < limit {
             let want = (limit - out.len()).min(LIST_PAGE_KEYS_MAX);
-            let sign = |b: &Bucket, c: Option<&Credentials>, _: &[(&'static str, String)]| {
-                let mut a: ListObjectsV2 = b.list_objects_v2(c);
-                if !full_prefix.is_empty() {
-                    a.with_prefix(full_prefix.as_str());
-                }
-                if let Some(t) = &token {
-                    a.with_continuation_token(t.as_str());
-                }
-                a.with_max_keys(want);
-                a.sign(SIGNATURE_EXPIRY)
-            };
-            let sent = self
-                .client()
-                .call(&Request {
-                    op: "ListObjectsV2",
-                    method: "GET",
-                    key: &full_prefix,
-                    sign: &sign,
-                    headers: Vec::new(),
-                    body: &[],
-                })
+            let parsed = self
+                .list_page_parsed(&full_prefix, None, false, want, token.as_deref())
                 .await?;
-            if sent.resp.status != 200 {
-                let status = sent.resp.status;
-                return Err(s3_error(
-                    "ListObjectsV2",
-                    &full_prefix,
-                    format!("status {status}"),
-                ));
-            }
-            let body = sent
-                .resp
-                .bytes(LIST_RESPONSE_BYTES_MAX)
-                .await
-                .map_err(|e| s3_error("ListObjectsV2", &full_prefix, e))?;
-            let parsed = ListObjectsV2::parse_response(&String::from_utf8_lossy(&body))
-                .map_err(|e| s3_error("ListObjectsV2", &full_prefix, format!("bad XML: {e}")))?;
             for c in parsed.contents.into_iter().take(want) {
                 if let Some(key) = self.strip(&c.key) {
                     out.push((key.to_string(), rfc3339(c.last_modified.as_deref())));

@@ -111,6 +111,25 @@ pub fn s3_error(op: &str, key: &str, what: impl std::fmt::Display) -> StorageErr
     StorageError::Io(io::Error::other(format!("S3 {op} {key:?}: {what}")))
 }
 
+/// The XML document answering an action that can fail inside a 200 (CopyObject,
+/// CompleteMultipartUpload, DeleteObjects), read up to `limit` bytes: an error for any other
+/// status or for an `<Error>` document, naming its code.
+pub async fn ok_document(
+    resp: Response,
+    op: &str,
+    key: &str,
+    limit: usize,
+) -> Result<String, StorageError> {
+    let status = resp.status;
+    let body = resp.bytes(limit).await.map_err(|e| s3_error(op, key, e))?;
+    let doc = String::from_utf8_lossy(&body).into_owned();
+    if status != 200 || xml::is_error(&doc) {
+        let code = xml::field(&doc, "Code").unwrap_or_default();
+        return Err(s3_error(op, key, format!("status {status} {code}")));
+    }
+    Ok(doc)
+}
+
 impl S3Client {
     /// Sends `req` until it gets an answer, within the retry budget and deadline.
     pub async fn call(&self, req: &Request<'_>) -> Result<Sent, StorageError> {

@@ -5,7 +5,7 @@
 use rusty_s3::actions::CreateMultipartUpload;
 use rusty_s3::{Bucket, Credentials, S3Action};
 
-use super::client::{s3_error, sign_with, Request, SIGNATURE_EXPIRY};
+use super::client::{ok_document, s3_error, sign_with, Request, SIGNATURE_EXPIRY};
 use super::{xml, S3Storage};
 use crate::storage::Result;
 
@@ -55,16 +55,7 @@ impl S3Storage {
             sent.resp.drain().await;
             return Ok(None);
         }
-        let body = sent
-            .resp
-            .bytes(COPY_RESPONSE_BYTES_MAX)
-            .await
-            .map_err(|e| s3_error(op, dest, e))?;
-        let doc = String::from_utf8_lossy(&body);
-        if status != 200 || xml::is_error(&doc) {
-            let code = xml::field(&doc, "Code").unwrap_or_default();
-            return Err(s3_error(op, dest, format!("status {status} {code}")));
-        }
+        let doc = ok_document(sent.resp, op, dest, COPY_RESPONSE_BYTES_MAX).await?;
         xml::field(&doc, "ETag")
             .map(Some)
             .ok_or_else(|| s3_error(op, dest, "no ETag in the copy result"))
@@ -154,21 +145,13 @@ impl S3Storage {
                 body: body.as_bytes(),
             })
             .await?;
-        let status = sent.resp.status;
-        let doc = sent
-            .resp
-            .bytes(COPY_RESPONSE_BYTES_MAX)
-            .await
-            .map_err(|e| s3_error("CompleteMultipartUpload", dest, e))?;
-        let doc = String::from_utf8_lossy(&doc);
-        if status != 200 || xml::is_error(&doc) {
-            let code = xml::field(&doc, "Code").unwrap_or_default();
-            return Err(s3_error(
-                "CompleteMultipartUpload",
-                dest,
-                format!("status {status} {code}"),
-            ));
-        }
+        ok_document(
+            sent.resp,
+            "CompleteMultipartUpload",
+            dest,
+            COPY_RESPONSE_BYTES_MAX,
+        )
+        .await?;
         Ok(())
     }
 

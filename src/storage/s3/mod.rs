@@ -37,7 +37,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rusty_s3::actions::ListObjectsV2;
+use rusty_s3::actions::{ListObjectsV2, ListObjectsV2Response};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use super::{
@@ -350,6 +350,27 @@ impl S3Storage {
         max_keys: usize,
         continuation: Option<&str>,
     ) -> Result<(Vec<String>, Vec<String>, Option<String>)> {
+        let parsed = self
+            .list_page_parsed(full_prefix, start_after, delimiter, max_keys, continuation)
+            .await?;
+        let keys = parsed.contents.into_iter().map(|c| c.key).collect();
+        let dirs = parsed
+            .common_prefixes
+            .into_iter()
+            .map(|p| p.prefix)
+            .collect();
+        Ok((keys, dirs, parsed.next_continuation_token))
+    }
+
+    /// One ListObjectsV2 page under a bucket prefix, as parsed (with each key's metadata).
+    async fn list_page_parsed(
+        &self,
+        full_prefix: &str,
+        start_after: Option<&str>,
+        delimiter: bool,
+        max_keys: usize,
+        continuation: Option<&str>,
+    ) -> Result<ListObjectsV2Response> {
         let sign = |b: &Bucket, c: Option<&Credentials>, _: &[(&'static str, String)]| {
             let mut a: ListObjectsV2 = b.list_objects_v2(c);
             if !full_prefix.is_empty() {
@@ -391,15 +412,8 @@ impl S3Storage {
             .await
             .map_err(|e| s3_error("ListObjectsV2", full_prefix, e))?;
         let text = String::from_utf8_lossy(&body);
-        let parsed = ListObjectsV2::parse_response(&text)
-            .map_err(|e| s3_error("ListObjectsV2", full_prefix, format!("bad XML: {e}")))?;
-        let keys = parsed.contents.into_iter().map(|c| c.key).collect();
-        let dirs = parsed
-            .common_prefixes
-            .into_iter()
-            .map(|p| p.prefix)
-            .collect();
-        Ok((keys, dirs, parsed.next_continuation_token))
+        ListObjectsV2::parse_response(&text)
+            .map_err(|e| s3_error("ListObjectsV2", full_prefix, format!("bad XML: {e}")))
     }
 
     /// Every bucket key under `full_prefix`, at most `limit`.
