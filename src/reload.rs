@@ -54,58 +54,62 @@ impl Live {
 }
 
 /// The published set, shared by all workers.
-pub struct LiveCell {
+///
+/// The set and its generation change together, under the lock: a worker that sees a new
+/// generation loads the pair, so it can never cache an old set under a new generation (and
+/// keep a removed identity working until the next reload). The generation is also kept in an
+/// atomic, read without the lock on every request; it is stored after the set is replaced, so
+/// a worker that reads it finds the set it names (or a newer one) under the lock.
+pub struct LiveCell<T = Live> {
     generation: AtomicU64,
-    current: Mutex<Arc<Live>>,
+    current: Mutex<(u64, Arc<T>)>,
 }
 
-impl LiveCell {
-    pub fn new(live: Live) -> Self {
+impl<T> LiveCell<T> {
+    pub fn new(live: T) -> Self {
         LiveCell {
             generation: AtomicU64::new(0),
-            current: Mutex::new(Arc::new(live)),
+            current: Mutex::new((0, Arc::new(live))),
         }
     }
 
-    fn load(&self) -> (u64, Arc<Live>) {
-        let current = match self.current.lock() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        (self.generation.load(Ordering::Acquire), current)
+    /// The current set with its generation, read together.
+    fn load(&self) -> (u64, Arc<T>) {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        (current.0, current.1.clone())
     }
 
-    pub fn publish(&self, live: Live) {
-        let mut current = match self.current.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *current = Arc::new(live);
-        self.generation.fetch_add(1, Ordering::Release);
+    pub fn publish(&self, live: T) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = current.0 + 1;
+        *current = (generation, Arc::new(live));
+        self.generation.store(generation, Ordering::Release);
     }
 }
 
 /// A worker's view: the shared cell plus a cached copy, refreshed when the generation moves,
 /// so the request path takes no lock.
-pub struct LocalLive {
-    cell: Arc<LiveCell>,
-    cached: RefCell<(u64, Arc<Live>)>,
+pub struct LocalLive<T = Live> {
+    cell: Arc<LiveCell<T>>,
+    cached: RefCell<(u64, Arc<T>)>,
 }
 
 impl LocalLive {
-    pub fn new(cell: Arc<LiveCell>) -> Self {
-        let cached = RefCell::new(cell.load());
-        LocalLive { cell, cached }
-    }
-
     /// True when webhooks are configured, without cloning the set (the request path asks
     /// this for every event it could emit).
     pub fn has_webhooks(&self) -> bool {
         self.peek(|live| !live.webhooks.is_empty())
     }
+}
+
+impl<T> LocalLive<T> {
+    pub fn new(cell: Arc<LiveCell<T>>) -> Self {
+        let cached = RefCell::new(cell.load());
+        LocalLive { cell, cached }
+    }
 
     /// Reads the current set without cloning it (no reference count touched).
-    pub fn peek<R>(&self, f: impl FnOnce(&Live) -> R) -> R {
+    pub fn peek<R>(&self, f: impl FnOnce(&T) -> R) -> R {
         let generation = self.cell.generation.load(Ordering::Acquire);
         if self.cached.borrow().0 != generation {
             *self.cached.borrow_mut() = self.cell.load();
@@ -113,7 +117,7 @@ impl LocalLive {
         f(&self.cached.borrow().1)
     }
 
-    pub fn get(&self) -> Arc<Live> {
+    pub fn get(&self) -> Arc<T> {
         let generation = self.cell.generation.load(Ordering::Acquire);
         let mut cached = self.cached.borrow_mut();
         if cached.0 != generation {
@@ -269,6 +273,39 @@ pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveC
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker never caches a set under a generation that is not its own: with publishes
+    /// racing reads on other threads, every set a reader sees is the one published with the
+    /// generation it cached (here the set is its own generation number). Before the pair was
+    /// read under one lock, a publish between the two reads paired an old set with the new
+    /// generation, and that worker kept the old set until the next reload.
+    #[test]
+    fn a_reader_never_pairs_an_old_set_with_a_new_generation() {
+        const PUBLISHES: u64 = 200_000;
+        let cell = Arc::new(LiveCell::new(0u64));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let cell = cell.clone();
+                std::thread::spawn(move || {
+                    let local = LocalLive::new(cell.clone());
+                    loop {
+                        let seen = local.get();
+                        let cached = local.cached.borrow().0;
+                        assert_eq!(*seen, cached, "set {seen} cached as generation {cached}");
+                        if *seen == PUBLISHES {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for generation in 1..=PUBLISHES {
+            cell.publish(generation);
+        }
+        for r in readers {
+            r.join().unwrap();
+        }
+    }
 
     /// A reload names every mirror key that changed (they need a restart), and only those.
     #[test]

@@ -460,3 +460,81 @@ fn check_config_prints_paths_and_warns_when_everything_is_denied() {
         "{stderr}"
     );
 }
+
+/// Reloads that remove an identity, racing requests with it on every worker: once each
+/// reload has been published, no worker accepts the removed identity (fresh connections,
+/// which the kernel spreads over the workers, are all refused).
+#[test]
+fn reload_removing_an_identity_takes_effect_on_every_worker() {
+    let alice_pw = hash_password("alice-pw");
+    let bob_pw = hash_password("bob-pw");
+    let conf = |with_bob: bool| {
+        let bob = if with_bob {
+            format!("[identity.bob]\nusername = \"bob\"\npassword = \"{bob_pw}\"\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "[identity.alice]\nusername = \"alice\"\npassword = \"{alice_pw}\"\n{bob}\
+             [[repository]]\nnamespace = \"\"\npolicy_default_allow = false\n\
+             policies = ['identity.username != \"\"']\n"
+        )
+    };
+    let mut srv = Server::start_with("", &conf(true));
+    let bob = basic("bob", "bob-pw");
+    let head = {
+        let text = std::fs::read_to_string(&srv.config_path).unwrap();
+        text.split_once("[identity.alice]").unwrap().0.to_string()
+    };
+    assert_eq!(
+        srv.request("GET", "/v2/", &[("Authorization", &bob)], b"")
+            .status,
+        200
+    );
+    // Requests with bob's credentials on both workers all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammers: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, stop, bob) = (srv.addr, stop.clone(), bob.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+                        continue;
+                    };
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    for _ in 0..20 {
+                        send(&mut s, "GET", "/v2/", &[("Authorization", &bob)], b"");
+                        if read_response(&mut s, false).is_none() {
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut reloads = 0;
+    for round in 0..8 {
+        for with_bob in [true, false] {
+            std::fs::write(&srv.config_path, format!("{head}{}", conf(with_bob))).unwrap();
+            srv.signal(libc::SIGHUP);
+            reloads += 1;
+            assert!(
+                srv.logs_count_until("configuration reloaded", reloads, Duration::from_secs(20)),
+                "reload {reloads} not logged"
+            );
+        }
+        for _ in 0..12 {
+            let r = srv.request("GET", "/v2/", &[("Authorization", &bob)], b"");
+            // Refused: 401, or 429 once the failures of the hammering threads add up.
+            assert!(
+                matches!(r.status, 401 | 429),
+                "round {round}: a worker still accepts bob ({})",
+                r.status
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hammers {
+        h.join().unwrap();
+    }
+}

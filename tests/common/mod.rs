@@ -217,6 +217,24 @@ impl Server {
         }
     }
 
+    /// Waits until `n` log lines in all contain `needle` (each reload logs its own line).
+    #[allow(dead_code)]
+    pub fn logs_count_until(&mut self, needle: &str, n: usize, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        let mut count = self.seen.iter().filter(|l| l.contains(needle)).count();
+        while count < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) => {
+                    count += usize::from(line.contains(needle));
+                    self.seen.push(line);
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
