@@ -13,7 +13,7 @@ pub fn settings(config: &Config) -> Settings {
         upload_sessions_per_repository_max: config.uploads.sessions_per_repository_max,
         upload_idle_expiry: config.uploads.idle_expiry,
         gc_remove_untagged: config.gc.remove_untagged,
-        request_deadline: config.server.query_timeout,
+        debris_after: config.gc.debris_after,
     }
 }
 

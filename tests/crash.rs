@@ -204,7 +204,7 @@ fn every_crash_point_leaves_debris_that_gc_collects() {
             &dir.0,
             "query_timeout = \"2s\"",
             &format!(
-                "{ALLOW_ALL}\n[gc]\ninterval = \"1s\"\ngrace_period = \"1s\"\n[uploads]\nidle_expiry = \"3s\"\n"
+                "{ALLOW_ALL}\n[gc]\ninterval = \"1s\"\ngrace_period = \"1s\"\ndebris_after = \"4s\"\n[uploads]\nidle_expiry = \"3s\"\n"
             ),
         );
         let spec = format!("{point}@{nth}");

@@ -387,7 +387,7 @@ fn gc_sigkill_then_scrub_finds_nothing_broken() {
     let mut srv = Server::start_with(
         "query_timeout = \"2s\"",
         &format!(
-            "{}[uploads]\nidle_expiry = \"3s\"\n",
+            "{}debris_after = \"4s\"\n[uploads]\nidle_expiry = \"3s\"\n",
             gc_section(true, "1s", "1s")
         ),
     );

@@ -47,6 +47,7 @@ pub async fn handle(
 ) -> Result<Response> {
     let reg = &app.registry;
     if method == Method::Delete {
+        let _write = req.clock.hold();
         if !reg.unlink_blob(name, digest).await? {
             return Err(blob_unknown());
         }
@@ -76,8 +77,11 @@ pub async fn handle(
                         .body(Body::Length(size)));
                 }
                 let range = req.head.header("range").map(str::to_owned);
+                let clock = req.clock;
+                let moving = || clock.moved();
                 let served =
-                    crate::mirror::serve_blob(app, i, name, digest, range.as_deref()).await?;
+                    crate::mirror::serve_blob(app, i, name, digest, range.as_deref(), &moving)
+                        .await?;
                 if let Some(resp) = served {
                     return Ok(resp);
                 }

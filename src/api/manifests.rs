@@ -74,7 +74,12 @@ pub async fn handle(
                 .body(Body::Length(size)))
         }
         Method::Put => put(app, req, name, reference, who).await,
-        Method::Delete => delete(app, name, reference, who).await,
+        Method::Delete => {
+            // Storage writes and `required` webhooks (each with a deadline of its own): a
+            // delete is not cut half-way by the request's deadline.
+            let _write = req.clock.hold();
+            delete(app, name, reference, who).await
+        }
         _ => Err(Error::new(Code::Unsupported, "method not allowed").with_status(405)),
     }
 }
@@ -143,9 +148,11 @@ async fn put(
     for spec in &specs {
         events::before(app, who, spec).await?;
     }
-    let put = reg
-        .put_manifest(name, reference, content_type.as_deref(), body, rule)
-        .await?;
+    let put = {
+        let _write = req.clock.hold();
+        reg.put_manifest(name, reference, content_type.as_deref(), body, rule)
+            .await?
+    };
     for spec in &specs {
         events::after(app, who, spec).await;
     }

@@ -79,7 +79,11 @@ pub async fn start(
             Some(f) if !f.is_empty() => Some(repo(&f)?),
             _ => None,
         };
-        if reg.mount_blob(name, &digest, from.as_ref()).await? {
+        let mounted = {
+            let _write = req.clock.hold();
+            reg.mount_blob(name, &digest, from.as_ref()).await?
+        };
+        if mounted {
             return pushed(app, who, name, &digest).await;
         }
         // Nothing to mount: the spec says to answer with a new session instead.
@@ -90,7 +94,9 @@ pub async fn start(
     };
     if let Some(digest) = &digest {
         if let Some(body) = small_body(app, req).await? {
+            let _write = req.clock.hold();
             reg.put_small_blob(name, digest, body).await?;
+            drop(_write);
             return pushed(app, who, name, digest).await;
         }
     }
@@ -105,10 +111,14 @@ pub async fn start(
     req.body.set_limit(app.config.server.blob_bytes_max)?;
     if let Err(e) = receive(app, req, &mut session).await {
         drop(session);
+        let _write = req.clock.hold();
         reg.upload_cancel(name, &id).await?;
         return Err(e);
     }
-    reg.upload_finish(session, &digest).await?;
+    {
+        let _write = req.clock.hold();
+        reg.upload_finish(session, &digest).await?;
+    }
     pushed(app, who, name, &digest).await
 }
 
@@ -123,6 +133,7 @@ pub async fn handle(
     let reg = &app.registry;
     match method {
         Method::Delete => {
+            let _write = req.clock.hold();
             if !reg.upload_cancel(name, id).await? {
                 return Err(Error::new(Code::BlobUploadUnknown, "no such upload"));
             }
@@ -140,6 +151,7 @@ pub async fn handle(
             let mut s = open_chunk(reg, req, name, id).await?;
             req.body.set_limit(app.config.server.blob_bytes_max)?;
             receive(app, req, &mut s).await?;
+            let _write = req.clock.hold();
             reg.upload_save(&mut s).await?;
             Ok(accepted(&s))
         }
@@ -153,14 +165,19 @@ pub async fn handle(
                 // POST then PUT with the whole blob (containerd's monolithic push).
                 if let Some(body) = small_body(app, req).await? {
                     drop(s);
+                    let write = req.clock.hold();
                     reg.put_small_blob(name, &digest, body).await?;
                     reg.upload_cancel(name, id).await?;
+                    drop(write);
                     return pushed(app, who, name, &digest).await;
                 }
             }
             req.body.set_limit(app.config.server.blob_bytes_max)?;
             receive(app, req, &mut s).await?;
-            reg.upload_finish(s, &digest).await?;
+            {
+                let _write = req.clock.hold();
+                reg.upload_finish(s, &digest).await?;
+            }
             pushed(app, who, name, &digest).await
         }
         _ => Err(Error::new(Code::Unsupported, "method not allowed").with_status(405)),
@@ -232,6 +249,7 @@ fn check_content_range(req: &Request<'_>, s: &Session) -> Result<()> {
 /// overlap instead of taking turns.
 async fn receive(app: &App, req: &mut Request<'_>, s: &mut Session) -> Result<()> {
     let reg = &app.registry;
+    req.body.allow_long_transfer();
     let mut filled = app.buffers.take();
     let mut spare = app.buffers.take();
     let BodyRead(first, b) = req.body.read(filled).await;

@@ -25,6 +25,10 @@ pub use values::{duration, parse_duration};
 
 /// The configuration used when no `-c FILE` is given and `./config.toml` does not exist:
 /// a registry on 127.0.0.1:5000 with storage under ./data and anonymous access everywhere.
+/// `gc.debris_after` is at least `server.query_timeout` plus this: a manifest PUT's storage
+/// write, which its deadline does not cut, finishes within it.
+pub const DEBRIS_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub const EMBEDDED_DEFAULT: &str = r#"
 [server]
 bind_address = "127.0.0.1"

@@ -41,7 +41,8 @@ pub struct ServerConfig {
     pub workers: usize,
     #[serde(default = "d::io_driver")]
     pub io_driver: IoDriver,
-    /// Deadline for one request, from its complete head to the end of its response.
+    /// Deadline for the work of one request, from its complete head; a blob body that keeps
+    /// moving (each pause within `body_idle_timeout`) is not cut by it.
     #[serde(default = "d::query_timeout", deserialize_with = "duration")]
     pub query_timeout: Duration,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit.
@@ -233,6 +234,11 @@ pub struct GcConfig {
     /// Apply the `retention` rules of `[[repository]]` entries before each pass.
     #[serde(default)]
     pub retention: bool,
+    /// A manifest PUT's references older than this, with no manifest to show for them, are
+    /// a crashed or cut request's debris and are undone. Longer than any manifest PUT can
+    /// run (`server.query_timeout` bounds it; checked at load).
+    #[serde(default = "d::gc_debris_after", deserialize_with = "duration")]
+    pub debris_after: Duration,
 }
 
 impl Default for GcConfig {
@@ -243,6 +249,7 @@ impl Default for GcConfig {
             grace_period: d::gc_grace(),
             remove_untagged: false,
             retention: false,
+            debris_after: d::gc_debris_after(),
         }
     }
 }

@@ -33,6 +33,18 @@ impl Config {
                 return bad(key, "must be greater than zero");
             }
         }
+        // A manifest PUT runs at most query_timeout, plus the storage write it was in (which
+        // a deadline never cuts); GC must not take its references for debris before then.
+        if self.gc.debris_after < s.query_timeout + super::DEBRIS_MARGIN {
+            return bad(
+                "gc.debris_after",
+                &format!(
+                    "must be at least server.query_timeout ({}s) plus {}s",
+                    s.query_timeout.as_secs(),
+                    super::DEBRIS_MARGIN.as_secs()
+                ),
+            );
+        }
         if s.manifest_bytes_max == 0 || s.manifest_bytes_max > 64 * 1024 * 1024 {
             return bad("server.manifest_bytes_max", "must be 1..=67108864");
         }

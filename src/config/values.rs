@@ -92,6 +92,9 @@ pub(super) mod d {
     pub fn gc_grace() -> Duration {
         Duration::from_secs(3600)
     }
+    pub fn gc_debris_after() -> Duration {
+        Duration::from_secs(30 * 60)
+    }
     pub fn tag_freshness() -> Duration {
         Duration::from_secs(300)
     }

@@ -42,6 +42,14 @@ pub enum Body {
 }
 
 impl Body {
+    /// A body whose transfer is bounded by its pauses rather than by the request deadline:
+    /// files, growing files and streams, whatever their size. (Their first write is the
+    /// head, or a small file with it, into an empty socket buffer; every later write has
+    /// the idle deadline.)
+    pub fn is_long(&self) -> bool {
+        matches!(self, Body::File(_) | Body::Growing(_) | Body::Stream(_))
+    }
+
     pub fn len(&self) -> u64 {
         match self {
             Body::Empty => 0,

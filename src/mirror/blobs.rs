@@ -27,14 +27,17 @@ impl Mirrors {
 /// streams the file as it grows. `range` is the parsed Range header against the size.
 ///
 /// On object storage there is no file to follow: the fetch streams into a multipart upload
-/// and this waits (within the request deadline) until the blob is committed and linked,
-/// then answers `None`: serve it as any stored blob (streamed, or redirected to the bucket).
+/// and this waits until the blob is committed and linked, then answers `None`: serve it as
+/// any stored blob (streamed, or redirected to the bucket). The wait is bounded by pauses in
+/// the fetch (`body_idle_timeout`), not by its length: `moving` is called as bytes arrive, so
+/// the request's deadline lets a large layer that keeps coming finish.
 pub async fn serve_blob(
     app: &App,
     ns_index: usize,
     name: &RepoName,
     digest: &Digest,
     range_header: Option<&str>,
+    moving: &dyn Fn(),
 ) -> Result<Option<Response>> {
     let mirrors = &app.mirrors;
     let (fetch, confirm) = {
@@ -82,15 +85,25 @@ pub async fn serve_blob(
         blob_size_upstream(&mirrors.namespaces[ns_index], name, digest).await?;
     }
     let progress = fetch.progress.clone();
-    if app.registry.store.as_fs().is_none() {
-        let deadline = app.config.server.query_timeout;
-        return match compio::time::timeout(deadline, progress.wait_beyond(u64::MAX)).await {
-            Ok(Ok(_)) => Ok(None),
-            Ok(Err(f)) => Err(failure_error(f)),
-            Err(_) => Err(busy("the blob is still being fetched from upstream")),
-        };
-    }
     let idle = app.config.server.body_idle_timeout;
+    if app.registry.store.as_fs().is_none() {
+        let total = match compio::time::timeout(idle, progress.wait_start()).await {
+            Ok(Ok(total)) => total,
+            Ok(Err(f)) => return Err(failure_error(f)),
+            Err(_) => return Err(upstream_error("no answer in time")),
+        };
+        // Readable bytes stay below `total` until the fetch is committed (see `Progress`).
+        let mut pos = 0;
+        loop {
+            pos = match compio::time::timeout(idle, progress.wait_beyond(pos)).await {
+                Ok(Ok(n)) if n >= total => return Ok(None),
+                Ok(Ok(n)) => n,
+                Ok(Err(f)) => return Err(failure_error(f)),
+                Err(_) => return Err(busy("the blob is still being fetched from upstream")),
+            };
+            moving();
+        }
+    }
     let total = match compio::time::timeout(idle, progress.wait_start()).await {
         Ok(Ok(total)) => total,
         Ok(Err(f)) => return Err(failure_error(f)),

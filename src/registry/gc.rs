@@ -71,9 +71,6 @@ const LINKS_PER_PASS_MAX: usize = 1000;
 /// tombstone at a time, so more than this means many passes (or crashed ones): then one HEAD
 /// per blob instead.
 const TOMBSTONES_LISTED_MAX: usize = 1000;
-/// Added to the request deadline before a candidate's edges may be judged crash debris, for
-/// the last storage calls of a request cut at its deadline.
-const REQUEST_END_MARGIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Default)]
 pub struct GcReport {
@@ -347,9 +344,7 @@ impl Registry {
         }
         let ages = Ages {
             grace_secs: grace.as_secs(),
-            debris_secs: grace
-                .max(self.settings.request_deadline + REQUEST_END_MARGIN)
-                .as_secs(),
+            debris_secs: grace.max(self.settings.debris_after).as_secs(),
         };
         let keys = self
             .store

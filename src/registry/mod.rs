@@ -55,9 +55,9 @@ pub struct Settings {
     pub upload_idle_expiry: std::time::Duration,
     /// Delete manifests that lost their last tag (after the GC grace period).
     pub gc_remove_untagged: bool,
-    /// The longest a request may run (`server.query_timeout`): GC judges a manifest PUT's
-    /// edges crash debris only once no PUT that started before can still be running.
-    pub request_deadline: std::time::Duration,
+    /// `gc.debris_after`: GC judges a manifest PUT's edges crash debris only once no PUT
+    /// that started before can still be running (validated against `server.query_timeout`).
+    pub debris_after: std::time::Duration,
 }
 
 pub struct Registry {

@@ -9,6 +9,7 @@ use compio::time::timeout;
 
 use super::super::chunked::{ChunkError, Decoder};
 use super::super::head::BodyKind;
+use super::deadline::RequestClock;
 use super::{Stream, FILE_CHUNK_BYTES};
 
 #[derive(Debug)]
@@ -49,6 +50,10 @@ pub struct BodyReader<'a> {
     idle: Duration,
     send_continue: bool,
     broken: bool,
+    clock: &'a RequestClock,
+    /// Set by routes whose bodies may be large (blob uploads): bytes that arrive push the
+    /// request's deadline out (see [`RequestClock`]).
+    long: bool,
 }
 
 /// A read's result with the buffer handed back, in compio's owned-buffer style.
@@ -61,6 +66,7 @@ impl<'a> BodyReader<'a> {
         kind: BodyKind,
         expect_continue: bool,
         idle: Duration,
+        clock: &'a RequestClock,
     ) -> Self {
         let (remaining, done) = match kind {
             BodyKind::None => (0, true),
@@ -79,6 +85,8 @@ impl<'a> BodyReader<'a> {
             idle,
             send_continue: expect_continue && !done,
             broken: false,
+            clock,
+            long: false,
         }
     }
 
@@ -98,6 +106,12 @@ impl<'a> BodyReader<'a> {
             BodyKind::Length(n) if n > limit => Err(BodyError::TooLarge),
             _ => Ok(()),
         }
+    }
+
+    /// A body that may take longer than `server.query_timeout` to arrive: while its bytes
+    /// keep coming (each pause within `body_idle_timeout`) the request is not cut.
+    pub fn allow_long_transfer(&mut self) {
+        self.long = true;
     }
 
     pub fn is_done(&self) -> bool {
@@ -181,7 +195,12 @@ impl<'a> BodyReader<'a> {
         match timeout(self.idle, self.stream.read(out)).await {
             Err(_) => BodyRead(Err(BodyError::Timeout), Vec::with_capacity(cap)),
             Ok(BufResult(Ok(0), o)) => BodyRead(Err(BodyError::Closed), o),
-            Ok(BufResult(Ok(n), o)) => BodyRead(Ok(n), o),
+            Ok(BufResult(Ok(n), o)) => {
+                if self.long {
+                    self.clock.moved();
+                }
+                BodyRead(Ok(n), o)
+            }
             Ok(BufResult(Err(e), o)) => BodyRead(Err(BodyError::Io(e)), o),
         }
     }

@@ -13,12 +13,86 @@
 //! The timer may fire while nothing waits on it (the connection is writing, or parked on
 //! another wait): that wakes the connection's task once, which then finds nothing to do.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often an expired request deadline looks again while a storage write holds it off
+/// (see [`RequestClock::hold`]): such writes take milliseconds, and each storage call has a
+/// deadline of its own.
+const HOLD_RECHECK: Duration = Duration::from_millis(50);
+
+/// The deadline of one request, shared by the connection (which enforces it) and the handler
+/// (which moves it or holds it off). `server.query_timeout` bounds the work of a request, not
+/// the transfer of its body: a blob body that keeps moving pushes the deadline out by one
+/// `query_timeout` from its latest bytes (each pause is bounded by `body_idle_timeout`), and a
+/// response body is bounded by its pauses only. Small operations (a manifest PUT, a listing,
+/// a commit once its body is in) keep the hard deadline.
+///
+/// A storage write in progress is never cut by the deadline: it runs under
+/// [`RequestClock::hold`], and the request ends after it, when the write is complete
+/// (each storage call is bounded by a deadline of its own).
+pub struct RequestClock {
+    until: Cell<Instant>,
+    holds: Cell<u32>,
+    window: Duration,
+}
+
+/// Holds a request's deadline off while alive (a storage write that must not be cut).
+pub struct Hold<'a>(&'a RequestClock);
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.0.holds.set(self.0.holds.get().saturating_sub(1));
+    }
+}
+
+impl RequestClock {
+    pub fn new(window: Duration) -> RequestClock {
+        RequestClock {
+            until: Cell::new(Instant::now() + window),
+            holds: Cell::new(0),
+            window,
+        }
+    }
+
+    /// Starts a request's clock: its deadline is one window from now.
+    pub(super) fn restart(&self, now: Instant) {
+        self.until.set(now + self.window);
+        self.holds.set(0);
+    }
+
+    /// Body bytes moved: the deadline is at least one window from now.
+    pub fn moved(&self) {
+        let at = Instant::now() + self.window;
+        if at > self.until.get() {
+            self.until.set(at);
+        }
+    }
+
+    /// The rest of the request is bounded by its pauses only (a response body being sent:
+    /// every write has the idle deadline).
+    pub(super) fn lift(&self) {
+        self.until.set(self.until.get().max(Instant::now() + FAR));
+    }
+
+    /// While the returned guard lives, an expired deadline waits for it to drop.
+    pub fn hold(&self) -> Hold<'_> {
+        self.holds.set(self.holds.get() + 1);
+        Hold(self)
+    }
+
+    pub fn until(&self) -> Instant {
+        self.until.get()
+    }
+}
+
+/// "No deadline" for [`RequestClock::lift`]: far enough, short enough not to overflow.
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The deadline passed before the work finished.
 #[derive(Debug, PartialEq, Eq)]
@@ -72,6 +146,38 @@ impl Deadline {
                 return Poll::Ready(Ok(v));
             }
             self.poll_expired(cx).map(|()| Err(Expired))
+        })
+        .await
+    }
+
+    /// Runs `work` until it finishes or the request's deadline passes with no hold on it. The
+    /// deadline is read again whenever the timer fires, so it may move while `work` runs.
+    pub async fn within_request<F: Future>(
+        &mut self,
+        clock: &RequestClock,
+        work: F,
+    ) -> Result<F::Output, Expired> {
+        self.set(clock.until());
+        let mut work = pin!(work);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = work.as_mut().poll(cx) {
+                return Poll::Ready(Ok(v));
+            }
+            loop {
+                // Only later: a moved deadline re-arms when the early timer fires.
+                self.at = self.at.max(clock.until());
+                if self.poll_expired(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if Instant::now() < clock.until() {
+                    continue;
+                }
+                if clock.holds.get() == 0 {
+                    return Poll::Ready(Err(Expired));
+                }
+                // A write in progress: look again shortly (its own deadlines bound it).
+                self.at = Instant::now() + HOLD_RECHECK;
+            }
         })
         .await
     }

@@ -28,6 +28,7 @@ mod send;
 
 pub use body::{BodyError, BodyRead, BodyReader};
 use deadline::Deadline;
+pub use deadline::{Hold, RequestClock};
 use send::write_response;
 
 /// First allocation for a connection's head buffer; it grows to the head limit only if needed.
@@ -122,6 +123,8 @@ pub struct Request<'a> {
     pub peer: SocketAddr,
     pub certificate: Option<Rc<PeerIdentity>>,
     pub body: BodyReader<'a>,
+    /// The request's deadline: storage writes hold it off (see [`RequestClock::hold`]).
+    pub clock: &'a RequestClock,
 }
 
 /// What ended reading a head.
@@ -147,6 +150,7 @@ pub async fn serve_connection<H: Handler>(
     // kernel send a reset that can destroy the response before the client reads it.
     let mut linger = false;
     let mut deadline = Deadline::new();
+    let clock = RequestClock::new(limits.query_timeout);
     loop {
         let head =
             match read_head(&mut stream, &mut buf, limits, handler, idle, &mut deadline).await {
@@ -159,6 +163,7 @@ pub async fn serve_connection<H: Handler>(
                 }
             };
         let started = Instant::now();
+        clock.restart(started);
         let method = head.method;
         let wants_keep_alive = head.keep_alive;
         let body = BodyReader::new(
@@ -167,17 +172,19 @@ pub async fn serve_connection<H: Handler>(
             head.body,
             head.expect_continue,
             limits.body_idle_timeout,
+            &clock,
         );
         let mut req = Request {
             head,
             peer,
             certificate: conn_peer.certificate.clone(),
             body,
+            clock: &clock,
         };
         let written = Cell::new(false);
         let outcome = deadline
-            .within(
-                started + limits.query_timeout,
+            .within_request(
+                &clock,
                 run_request(
                     handler,
                     &mut req,
@@ -276,6 +283,11 @@ async fn run_request<H: Handler>(
         keep = req.body.drain(DRAIN_BYTES_MAX).await;
     }
     let head_only = req.head.method == Method::Head;
+    if !head_only && resp.body.is_long() {
+        // A body of any size: each write has its pause deadline, and the whole transfer
+        // has none (a 20 GiB layer on a slow link takes as long as it takes).
+        req.clock.lift();
+    }
     written.set(true);
     let sent = write_response(
         req.body.stream,

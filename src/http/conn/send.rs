@@ -57,12 +57,7 @@ pub(super) async fn write_response<H: Handler>(
         }
         Body::File(f) if !head_only => {
             write_first(stream, out, idle).await?;
-            match stream {
-                Stream::Tcp(tcp) if zero_copy_ok(&f.file, f.offset, f.len) => {
-                    send_file_zero_copy(tcp, &f.file, f.offset, f.len, idle).await?
-                }
-                _ => send_file(stream, &f.file, f.offset, f.len, idle).await?,
-            }
+            send_region(stream, &f.file, f.offset, f.len, idle).await?;
             Ok(f.len)
         }
         Body::Growing(g) if !head_only => {
@@ -133,12 +128,7 @@ pub(super) async fn send_growing(
         if upto <= pos {
             return Err(io::Error::other("source ended before the announced length"));
         }
-        match stream {
-            Stream::Tcp(tcp) if zero_copy_ok(&g.file, pos, upto - pos) => {
-                send_file_zero_copy(tcp, &g.file, pos, upto - pos, idle).await?
-            }
-            _ => send_file(stream, &g.file, pos, upto - pos, idle).await?,
-        }
+        send_region(stream, &g.file, pos, upto - pos, idle).await?;
         pos = upto;
     }
     Ok(())
@@ -227,23 +217,58 @@ pub(super) fn zero_copy_ok(file: &compio::fs::File, offset: u64, len: u64) -> bo
         && crate::sys::cached_fraction(file.as_raw_fd(), offset, len).is_some_and(|f| f >= 1.0)
 }
 
+/// Sends a file region: with sendfile(2) as long as the pages it is about to send are in the
+/// page cache (plain TCP), the rest through reads that never block the worker.
+async fn send_region(
+    stream: &mut Stream,
+    file: &compio::fs::File,
+    offset: u64,
+    len: u64,
+    idle: Duration,
+) -> io::Result<()> {
+    let end = offset + len;
+    let sent = match stream {
+        Stream::Tcp(tcp) if zero_copy_ok(file, offset, len) => {
+            send_file_zero_copy(tcp, file, offset, len, idle).await?
+        }
+        _ => offset,
+    };
+    if sent < end {
+        send_file(stream, file, sent, end - sent, idle).await?;
+    }
+    Ok(())
+}
+
 /// Sends a file region with sendfile(2) on the non-blocking socket, waiting for
-/// writability (with the idle deadline) whenever the socket buffer is full.
+/// writability (with the idle deadline) whenever the socket buffer is full. Each chunk is
+/// checked against the page cache first (pages can be evicted during a long transfer), and
+/// sending stops at the first one that is not all cached: returns how far it got, for the
+/// caller to send the rest through reads that do not block the worker.
 pub(super) async fn send_file_zero_copy(
     tcp: &TcpStream,
     file: &compio::fs::File,
     offset: u64,
     len: u64,
     idle: Duration,
-) -> io::Result<()> {
+) -> io::Result<u64> {
     use std::os::fd::AsRawFd;
     let sock = tcp.as_raw_fd();
     let poll = tcp.to_poll_fd()?;
     let _nonblocking = crate::sys::NonBlocking::set(sock)?;
     let mut pos = offset;
     let end = offset + len;
+    // The first chunk was checked by `zero_copy_ok`.
+    let mut checked_to = (offset + SENDFILE_CHUNK_BYTES as u64).min(end);
     while pos < end {
-        let want = ((end - pos) as usize).min(SENDFILE_CHUNK_BYTES);
+        if pos >= checked_to {
+            let next = (pos + SENDFILE_CHUNK_BYTES as u64).min(end);
+            let cached = crate::sys::cached_fraction(file.as_raw_fd(), pos, next - pos);
+            if !cached.is_some_and(|f| f >= 1.0) {
+                return Ok(pos);
+            }
+            checked_to = next;
+        }
+        let want = ((checked_to - pos) as usize).min(SENDFILE_CHUNK_BYTES);
         match crate::sys::sendfile(sock, file.as_raw_fd(), &mut pos, want) {
             Ok(0) => {
                 return Err(io::Error::new(
@@ -264,7 +289,7 @@ pub(super) async fn send_file_zero_copy(
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(pos)
 }
 
 /// Copies a file region to the stream through one buffer.
