@@ -1,6 +1,9 @@
 //! Operational endpoints: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz`
 //! (storage usable). Served on the main listener and/or a separate one (`[metrics]`).
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use crate::app::App;
 use crate::http::{Body, Response};
 use crate::metrics::METRICS;
@@ -30,17 +33,59 @@ fn text(status: u16, body: &str) -> Response {
         .body(Body::Bytes(body.as_bytes().to_vec()))
 }
 
-/// Storage is ready when a small object can be written and read back.
+/// Storage is probed (one write and one read) at most this often per process; the probes of
+/// `/readyz` in between, from anyone, get the last answer. On S3 a probe is a billed write:
+/// a stranger polling `/readyz` must not turn into one per request.
+const READY_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The last storage probe's answer, shared by the workers of the process.
+struct ReadyProbe {
+    /// When the last probe ended and what it found; `None` before the first.
+    last: Option<(Instant, bool)>,
+    /// A worker is probing: the others answer from `last` instead of probing too.
+    probing: bool,
+}
+
+static READY: Mutex<ReadyProbe> = Mutex::new(ReadyProbe {
+    last: None,
+    probing: false,
+});
+
+/// Storage is ready when a small object can be written and read back, as found by the last
+/// probe, made again when that one is older than [`READY_PROBE_INTERVAL`].
 async fn storage_ready(app: &App) -> bool {
-    let key = format!("health/probe-{:?}", std::thread::current().id())
-        .replace(['(', ')'], "")
-        .replace("ThreadId", "t");
+    let now = Instant::now();
+    {
+        let mut state = READY.lock().unwrap_or_else(|p| p.into_inner());
+        match state.last {
+            Some((at, ready)) if now.duration_since(at) < READY_PROBE_INTERVAL => return ready,
+            Some((_, ready)) if state.probing => return ready,
+            None if state.probing => return false,
+            _ => state.probing = true,
+        }
+    }
+    // Cleared however the probe ends, a request cut at its deadline included.
+    struct Probing;
+    impl Drop for Probing {
+        fn drop(&mut self) {
+            READY.lock().unwrap_or_else(|p| p.into_inner()).probing = false;
+        }
+    }
+    let probing = Probing;
+    let ready = probe_storage(app).await;
+    READY.lock().unwrap_or_else(|p| p.into_inner()).last = Some((Instant::now(), ready));
+    drop(probing);
+    ready
+}
+
+async fn probe_storage(app: &App) -> bool {
+    let key = "health/probe";
     let store = &app.registry.store;
     let written = store
-        .put(&key, b"ok".to_vec(), PutCondition::Always)
+        .put(key, b"ok".to_vec(), PutCondition::Always)
         .await
         .is_ok();
-    written && matches!(store.get(&key).await, Ok(Some(o)) if o.bytes == b"ok")
+    written && matches!(store.get(key).await, Ok(Some(o)) if o.bytes == b"ok")
 }
 
 /// The handler of the separate ops listener: only the ops endpoints.

@@ -296,9 +296,14 @@ const HOUSEKEEPING_INTERVAL_MAX: Duration = Duration::from_secs(60);
 async fn housekeeping(app: Rc<App>) {
     let interval = (app.config.uploads.idle_expiry / 4)
         .clamp(HOUSEKEEPING_INTERVAL_MIN, HOUSEKEEPING_INTERVAL_MAX);
-    if let Err(e) = app.registry.count_for_metrics().await {
-        tracing::warn!(error = %e, "counting stored bytes failed");
-    }
+    // In the background: upload expiry does not wait for it.
+    let counting = app.clone();
+    compio::runtime::spawn(async move {
+        if let Err(e) = counting.registry.count_for_metrics().await {
+            tracing::warn!(error = %e, "counting stored bytes failed");
+        }
+    })
+    .detach();
     loop {
         match app.registry.expire_uploads().await {
             Ok(0) => {}

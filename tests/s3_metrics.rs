@@ -175,3 +175,92 @@ fn s3_metrics_count_requests_and_retries() {
         "no connection error counted:\n{last}"
     );
 }
+
+/// Scrapes until the start-up count of stored bytes is done; returns that scrape.
+fn scrape_counted(srv: &Server) -> String {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = scrape(srv);
+        if value(&text, "origin_storage_blob_bytes_counted") == 1 {
+            return text;
+        }
+        assert!(std::time::Instant::now() < until, "never counted:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Start-up costs the same S3 requests with 3 blobs or 600 (their sizes come from the
+/// listing, not from a HEAD each), and the stored-bytes gauge still adds them all up.
+#[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
+fn startup_s3_requests_do_not_grow_with_blobs() {
+    let Some(moto) = Moto::start("startup_s3_requests_do_not_grow_with_blobs") else {
+        return;
+    };
+    moto.create_bucket("startup");
+    let dir = TempDir::new("s3startup");
+    let fs = format!(
+        "[storage.fs]\nroot_dir = \"{}\"\n",
+        dir.0.join("data").display()
+    );
+    let text = config_text(&dir.0, "", ALLOW_ALL);
+    let text = text.replace(&fs, &moto.storage_section("startup"));
+    let mut expected: u64 = 0;
+    let seed = |from: usize, to: usize, expected: &mut u64| {
+        for i in from..to {
+            let blob = bytes(i as u64, 100 + i);
+            let hex = sha256_hex(&blob);
+            let key = format!("blobs/sha256/{}/{hex}/data", &hex[..2]);
+            moto.put_object("startup", &key, &blob);
+            *expected += blob.len() as u64;
+        }
+    };
+    seed(0, 3, &mut expected);
+    let requests = |t: &str| sum(t, "origin_s3_requests_total", "operation=");
+    let srv = Server::start_config(dir, &text, &[]);
+    let few = scrape_counted(&srv);
+    assert_eq!(value(&few, "origin_storage_blob_bytes"), expected);
+    seed(3, 600, &mut expected);
+    let srv = srv.restart();
+    let many = scrape_counted(&srv);
+    assert_eq!(value(&many, "origin_storage_blob_bytes"), expected);
+    assert!(
+        requests(&many) <= requests(&few) + 1,
+        "start-up S3 requests grew with the blobs: {} with 3 blobs, {} with 600",
+        requests(&few),
+        requests(&many)
+    );
+}
+
+/// `/readyz` polled by anyone writes to the bucket at most once per probe interval (5 s):
+/// 40 probes in a row cost at most one PutObject, and all answer 200.
+#[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
+fn readyz_probes_storage_at_most_every_few_seconds() {
+    let Some(moto) = Moto::start("readyz_probes_storage_at_most_every_few_seconds") else {
+        return;
+    };
+    moto.create_bucket("ready");
+    let dir = TempDir::new("s3ready");
+    let fs = format!(
+        "[storage.fs]\nroot_dir = \"{}\"\n",
+        dir.0.join("data").display()
+    );
+    let text = config_text(&dir.0, "", ALLOW_ALL).replace(&fs, &moto.storage_section("ready"));
+    let srv = Server::start_config(dir, &text, &[]);
+    let puts = "origin_s3_requests_total{operation=\"PutObject\",outcome=\"ok\"}";
+    assert_eq!(srv.get("/readyz").status, 200);
+    let before = value(&scrape(&srv), puts);
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        assert_eq!(srv.get("/readyz").status, 200);
+    }
+    let after = value(&scrape(&srv), puts);
+    // Probes made across an interval boundary may each find the last answer stale once.
+    let allowed = 1 + started.elapsed().as_secs() / 5;
+    assert!(
+        after - before <= allowed,
+        "{} storage writes for 40 probes",
+        after - before
+    );
+}

@@ -99,6 +99,21 @@ impl Backend {
         })
     }
 
+    /// One page of keys under `prefix` after `start_after`, in order, with their sizes, at
+    /// most `limit`: S3 takes the sizes from the listing (no HEAD per key), the fs backend
+    /// from a stat per entry.
+    pub async fn list_sized(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>> {
+        match self {
+            Backend::Fs(s) => s.list_sized(prefix, start_after, limit).await,
+            Backend::S3(s) => s.list_sized(prefix, start_after, limit).await,
+        }
+    }
+
     /// Removes an object that is not an upload session, without saying whether it existed
     /// (S3: one DELETE, no HEAD).
     pub async fn remove(&self, key: &str) -> Result<()> {

@@ -135,3 +135,33 @@ pub(super) fn remove_temp_files(root: &Path, age_min: Duration) -> Result<u64> {
     }
     Ok(removed)
 }
+
+impl super::FsStorage {
+    /// One page of keys under `prefix` after `start_after`, with their sizes (a stat per
+    /// key, on the blocking pool with the walk).
+    pub async fn list_sized(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>> {
+        super::super::validate_prefix(prefix)?;
+        let root = self.inner.root.clone();
+        let prefix = prefix.to_owned();
+        let start_after = start_after.map(str::to_owned);
+        let limit = limit.min(super::super::LIST_KEYS_MAX);
+        super::files::blocking(move || {
+            let keys = list_sorted(&root, &prefix, start_after.as_deref(), limit)?;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                match std::fs::metadata(root.join(&key)) {
+                    Ok(m) => out.push((key, m.len())),
+                    Err(e) if is_absent(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(out)
+        })
+        .await?
+    }
+}
