@@ -16,7 +16,7 @@ pub mod fs;
 pub mod s3;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::fmt;
 use std::io;

@@ -147,3 +147,71 @@ fn concurrent_durable_puts_share_groups() {
         "{groups} groups"
     );
 }
+
+fn log_file(root: &Path, name: &str, epoch: u64, groups: &[Vec<u8>]) {
+    let dir = root.join(JOURNAL_DIR);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut bytes = FILE_MAGIC.to_vec();
+    bytes.extend_from_slice(&epoch.to_le_bytes());
+    for g in groups {
+        bytes.extend_from_slice(g);
+    }
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+/// A crash during a checkpoint leaves records in both logs: replay applies the older epoch's
+/// first (whichever file holds it), then empties both.
+#[test]
+fn replay_reads_both_logs_older_epoch_first() {
+    let tmp = crate::storage::tests::TempDir::new();
+    let root = tmp.path().to_path_buf();
+    let older = group(&[Record::Put("a/x", b"old"), Record::Put("a/y", b"y")]);
+    let newer = group(&[Record::Put("a/x", b"new"), Record::Delete("a/y")]);
+    log_file(&root, JOURNAL_FILE, 8, &[newer]);
+    log_file(&root, JOURNAL_FILE_2, 7, &[older]);
+    drop(Journal::open(&root).unwrap());
+    assert_eq!(read(&root, "a/x").as_deref(), Some(&b"new"[..]));
+    assert_eq!(read(&root, "a/y"), None);
+    let dir = root.join(JOURNAL_DIR);
+    let first = std::fs::read(dir.join(JOURNAL_FILE)).unwrap();
+    assert_eq!(first.len() as u64, HEADER_BYTES);
+    assert_eq!(u64::from_le_bytes(first[8..16].try_into().unwrap()), 9);
+    assert!(std::fs::read(dir.join(JOURNAL_FILE_2)).unwrap().is_empty());
+}
+
+/// Checkpoints that fail (as a transient `syncfs` error would) are retried while group
+/// commits go on: every write succeeds, and a later checkpoint empties the old log.
+#[test]
+fn failed_checkpoint_is_retried_and_writes_go_on() {
+    let tmp = crate::storage::tests::TempDir::new();
+    let root = tmp.path().to_path_buf();
+    let journal = Journal::open(&root).unwrap();
+    journal.shared.lock().inject_checkpoint_failures = 2;
+    let rt = compio::runtime::Runtime::new().unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    while journal.checkpoint_counts().0 == 0 {
+        assert!(Instant::now() < until, "no checkpoint succeeded");
+        let key = format!("a/{i}");
+        let mut rec = Vec::new();
+        Record::Put(&key, b"v").encode(&mut rec);
+        let apply = vec![Apply::Put {
+            path: root.join(&key),
+            bytes: b"v".to_vec(),
+        }];
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        let seq = journal.append(&rec, apply, Vec::new()).unwrap();
+        rt.block_on(journal.wait(seq)).unwrap();
+        assert_eq!(read(&root, &key).as_deref(), Some(&b"v"[..]));
+        i += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(journal.checkpoint_counts().1, 2, "failures not retried");
+    assert!(journal.shared.lock().failed.is_none());
+    drop(journal);
+    // Everything written is in place after a replay too.
+    drop(Journal::open(&root).unwrap());
+    for k in 0..i {
+        assert_eq!(read(&root, &format!("a/{k}")).as_deref(), Some(&b"v"[..]));
+    }
+}
