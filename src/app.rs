@@ -3,8 +3,6 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use crate::config::Config;
 use crate::http::conn::{AccessRecord, Handler, Request};
 use crate::http::Response;
@@ -60,13 +58,12 @@ pub struct App {
 
 impl Handler for App {
     async fn handle(&self, req: &mut Request<'_>) -> Response {
-        METRICS.in_flight.fetch_add(1, Relaxed);
-        let resp = match crate::api::dispatch(self, req).await {
+        // Counted until dropped: a request cut at its deadline is dropped mid-await.
+        let _in_flight = crate::metrics::InFlight::start();
+        match crate::api::dispatch(self, req).await {
             Ok(resp) => resp,
             Err(e) => e.to_response(),
-        };
-        METRICS.in_flight.fetch_sub(1, Relaxed);
-        resp
+        }
     }
 
     fn protocol_error(&self, status: u16, message: &str) -> Response {

@@ -1,8 +1,14 @@
 //! Process-wide metrics: fixed arrays of atomics (no locks, no allocation on the request
 //! path), rendered in the Prometheus text format on scrape. Others only increment.
+//!
+//! The per-request counters (requests by group and status, latency, bytes, requests in
+//! flight) are sharded per thread: each worker writes its own shard with plain loads and
+//! stores (no locked instruction, no cache line shared between cores), and a scrape sums
+//! the shards. The rarer counters are shared atomics.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Route groups requests are counted by.
@@ -32,9 +38,9 @@ const GROUPS: [(&str, Group); 9] = [
 ];
 
 /// Statuses counted one by one; any other falls in the last slot ("other").
-const STATUSES: [u16; 23] = [
-    100, 200, 201, 202, 204, 206, 400, 401, 403, 404, 405, 408, 413, 414, 415, 416, 429, 431, 500,
-    501, 503, 505, 507,
+const STATUSES: [u16; 29] = [
+    100, 200, 201, 202, 204, 206, 302, 307, 400, 401, 403, 404, 405, 408, 409, 412, 413, 414, 415,
+    416, 429, 431, 500, 501, 502, 503, 504, 505, 507,
 ];
 const STATUS_SLOTS: usize = STATUSES.len() + 1;
 
@@ -58,22 +64,99 @@ impl Histogram {
         }
     }
 
-    fn observe(&self, d: Duration) {
+    /// Only the shard's own thread calls this (see [`add_own`]).
+    fn observe_own(&self, d: Duration) {
         let secs = d.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Relaxed);
+            add_own(&self.buckets[i], 1);
         }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+        add_own(&self.count, 1);
+        add_own(&self.sum_micros, d.as_micros() as u64);
+    }
+}
+
+/// Adds to a counter that only the calling thread writes (others only read it): a load and a
+/// store, not a locked read-modify-write.
+fn add_own(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// One thread's per-request counters.
+pub struct Shard {
+    requests: [[AtomicU64; STATUS_SLOTS]; GROUPS.len()],
+    latency: [Histogram; GROUPS.len()],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    in_flight: AtomicI64,
+}
+
+impl Shard {
+    const fn new() -> Self {
+        Shard {
+            requests: [const { [const { AtomicU64::new(0) }; STATUS_SLOTS] }; GROUPS.len()],
+            latency: [const { Histogram::new() }; GROUPS.len()],
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            in_flight: AtomicI64::new(0),
+        }
+    }
+
+    fn request(
+        &self,
+        group: Group,
+        status: u16,
+        duration: Duration,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        let g = group as usize;
+        let s = STATUSES
+            .iter()
+            .position(|x| *x == status)
+            .unwrap_or(STATUSES.len());
+        add_own(&self.requests[g][s], 1);
+        self.latency[g].observe_own(duration);
+        add_own(&self.bytes_in, bytes_in);
+        add_own(&self.bytes_out, bytes_out);
+    }
+
+    fn in_flight_add(&self, n: i64) {
+        self.in_flight
+            .store(self.in_flight.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+}
+
+/// Every thread's shard, for scrapes. A shard lives as long as the process (its counts must
+/// never go back); there is one per thread that served a request: the workers.
+static SHARDS: Mutex<Vec<&'static Shard>> = Mutex::new(Vec::new());
+
+thread_local! {
+    static SHARD: &'static Shard = {
+        let shard: &'static Shard = Box::leak(Box::new(Shard::new()));
+        SHARDS.lock().unwrap_or_else(|p| p.into_inner()).push(shard);
+        shard
+    };
+}
+
+/// A request being handled: counted in flight until dropped, however the request ends (a
+/// handler cut at its deadline included).
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn start() -> InFlight {
+        SHARD.with(|s| s.in_flight_add(1));
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Dropped on the thread that made it (a request's future never moves between threads).
+        SHARD.with(|s| s.in_flight_add(-1));
     }
 }
 
 pub struct Metrics {
-    requests: [[AtomicU64; STATUS_SLOTS]; GROUPS.len()],
-    latency: [Histogram; GROUPS.len()],
-    pub bytes_in: AtomicU64,
-    pub bytes_out: AtomicU64,
-    pub in_flight: AtomicI64,
     pub auth_failures: AtomicU64,
     pub auth_rate_limited: AtomicU64,
     pub oidc_signature_checks: AtomicU64,
@@ -107,11 +190,6 @@ pub static METRICS: Metrics = Metrics::new();
 impl Metrics {
     const fn new() -> Self {
         Metrics {
-            requests: [const { [const { AtomicU64::new(0) }; STATUS_SLOTS] }; GROUPS.len()],
-            latency: [const { Histogram::new() }; GROUPS.len()],
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            in_flight: AtomicI64::new(0),
             auth_failures: AtomicU64::new(0),
             auth_rate_limited: AtomicU64::new(0),
             oidc_signature_checks: AtomicU64::new(0),
@@ -140,6 +218,7 @@ impl Metrics {
         }
     }
 
+    /// Counts a finished request in the calling thread's shard.
     pub fn request(
         &self,
         group: Group,
@@ -148,15 +227,7 @@ impl Metrics {
         bytes_in: u64,
         bytes_out: u64,
     ) {
-        let g = group as usize;
-        let s = STATUSES
-            .iter()
-            .position(|x| *x == status)
-            .unwrap_or(STATUSES.len());
-        self.requests[g][s].fetch_add(1, Relaxed);
-        self.latency[g].observe(duration);
-        self.bytes_in.fetch_add(bytes_in, Relaxed);
-        self.bytes_out.fetch_add(bytes_out, Relaxed);
+        SHARD.with(|s| s.request(group, status, duration, bytes_in, bytes_out));
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -166,59 +237,15 @@ impl Metrics {
     /// The Prometheus text exposition of everything.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
-        out.push_str(
-            "# HELP origin_http_requests_total Requests answered, by route group and status.\n",
-        );
-        out.push_str("# TYPE origin_http_requests_total counter\n");
-        for (g, (gname, _)) in GROUPS.iter().enumerate() {
-            for (s, counter) in self.requests[g].iter().enumerate() {
-                let n = counter.load(Relaxed);
-                if n == 0 {
-                    continue;
-                }
-                let status = STATUSES
-                    .get(s)
-                    .map_or("other".to_string(), |c| c.to_string());
-                let _ = writeln!(
-                    out,
-                    "origin_http_requests_total{{group=\"{gname}\",status=\"{status}\"}} {n}"
-                );
-            }
-        }
-        out.push_str("# HELP origin_http_request_duration_seconds Request latency, head to end of response.\n");
-        out.push_str("# TYPE origin_http_request_duration_seconds histogram\n");
-        for (g, (gname, _)) in GROUPS.iter().enumerate() {
-            let h = &self.latency[g];
-            let count = h.count.load(Relaxed);
-            if count == 0 {
-                continue;
-            }
-            let mut cumulative = 0;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                cumulative += h.buckets[i].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "origin_http_request_duration_seconds_bucket{{group=\"{gname}\",le=\"{b}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "origin_http_request_duration_seconds_bucket{{group=\"{gname}\",le=\"+Inf\"}} {count}"
-            );
-            let sum = h.sum_micros.load(Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "origin_http_request_duration_seconds_sum{{group=\"{gname}\"}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "origin_http_request_duration_seconds_count{{group=\"{gname}\"}} {count}"
-            );
-        }
-        let gauges_and_counters: [(&str, &str, &str, i128); 28] = [
-            ("origin_http_received_bytes_total", "counter", "Request body bytes received.", self.bytes_in.load(Relaxed) as i128),
-            ("origin_http_sent_bytes_total", "counter", "Response body bytes sent.", self.bytes_out.load(Relaxed) as i128),
-            ("origin_http_requests_in_flight", "gauge", "Requests being handled now.", self.in_flight.load(Relaxed) as i128),
+        let shards: Vec<&Shard> = SHARDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        render_requests(&mut out, &shards);
+        self.render_shared(&mut out);
+        crate::metrics_s3::S3_METRICS.render_into(&mut out);
+        out
+    }
+
+    fn render_shared(&self, out: &mut String) {
+        let gauges_and_counters: [(&str, &str, &str, i128); 25] = [
             ("origin_upload_sessions_open", "gauge", "Upload sessions started and not yet finished, cancelled or expired (this process).", self.uploads_open.load(Relaxed) as i128),
             ("origin_auth_failures_total", "counter", "Requests with wrong credentials.", self.auth_failures.load(Relaxed) as i128),
             ("origin_auth_rate_limited_total", "counter", "Requests refused by the authentication rate limit.", self.auth_rate_limited.load(Relaxed) as i128),
@@ -254,8 +281,90 @@ impl Metrics {
                 let _ = writeln!(out, "{name} {value}");
             }
         }
-        crate::metrics_s3::S3_METRICS.render_into(&mut out);
-        out
+    }
+}
+
+/// The per-request series, summed over the shards.
+fn render_requests(out: &mut String, shards: &[&Shard]) {
+    let sum = |f: &dyn Fn(&Shard) -> u64| shards.iter().map(|s| f(s)).sum::<u64>();
+    out.push_str(
+        "# HELP origin_http_requests_total Requests answered, by route group and status.\n",
+    );
+    out.push_str("# TYPE origin_http_requests_total counter\n");
+    for (g, (gname, _)) in GROUPS.iter().enumerate() {
+        for s in 0..STATUS_SLOTS {
+            let n = sum(&|x| x.requests[g][s].load(Relaxed));
+            if n == 0 {
+                continue;
+            }
+            let status = STATUSES
+                .get(s)
+                .map_or("other".to_string(), |c| c.to_string());
+            let _ = writeln!(
+                out,
+                "origin_http_requests_total{{group=\"{gname}\",status=\"{status}\"}} {n}"
+            );
+        }
+    }
+    out.push_str(
+        "# HELP origin_http_request_duration_seconds Request latency, head to end of response.\n",
+    );
+    out.push_str("# TYPE origin_http_request_duration_seconds histogram\n");
+    for (g, (gname, _)) in GROUPS.iter().enumerate() {
+        let count = sum(&|x| x.latency[g].count.load(Relaxed));
+        if count == 0 {
+            continue;
+        }
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += sum(&|x| x.latency[g].buckets[i].load(Relaxed));
+            let _ = writeln!(
+                out,
+                "origin_http_request_duration_seconds_bucket{{group=\"{gname}\",le=\"{b}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "origin_http_request_duration_seconds_bucket{{group=\"{gname}\",le=\"+Inf\"}} {count}"
+        );
+        let total = sum(&|x| x.latency[g].sum_micros.load(Relaxed)) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "origin_http_request_duration_seconds_sum{{group=\"{gname}\"}} {total}"
+        );
+        let _ = writeln!(
+            out,
+            "origin_http_request_duration_seconds_count{{group=\"{gname}\"}} {count}"
+        );
+    }
+    let bytes_in = sum(&|x| x.bytes_in.load(Relaxed));
+    let bytes_out = sum(&|x| x.bytes_out.load(Relaxed));
+    let in_flight: i64 = shards.iter().map(|s| s.in_flight.load(Relaxed)).sum();
+    let series: [(&str, &str, &str, i128); 3] = [
+        (
+            "origin_http_received_bytes_total",
+            "counter",
+            "Request body bytes received.",
+            bytes_in as i128,
+        ),
+        (
+            "origin_http_sent_bytes_total",
+            "counter",
+            "Response body bytes sent.",
+            bytes_out as i128,
+        ),
+        (
+            "origin_http_requests_in_flight",
+            "gauge",
+            "Requests being handled now.",
+            in_flight as i128,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     }
 }
 
@@ -263,15 +372,28 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// Shards are summed at scrape: counts, cumulative buckets, bytes, the statuses counted
+    /// one by one (307, 409, 502 included) and the rest as "other".
     #[test]
-    fn renders_counters_and_cumulative_buckets() {
-        let m = Metrics::new();
-        m.request(Group::Blobs, 200, Duration::from_millis(3), 0, 100);
-        m.request(Group::Blobs, 200, Duration::from_millis(30), 0, 100);
-        m.request(Group::Blobs, 299, Duration::from_secs(60), 5, 0);
-        let text = m.render();
+    fn renders_counters_and_cumulative_buckets_summed_over_shards() {
+        let (a, b) = (Shard::new(), Shard::new());
+        a.request(Group::Blobs, 200, Duration::from_millis(3), 0, 100);
+        b.request(Group::Blobs, 200, Duration::from_millis(30), 0, 100);
+        b.request(Group::Blobs, 299, Duration::from_secs(60), 5, 0);
+        for status in [307, 409, 502] {
+            a.request(Group::Manifests, status, Duration::from_millis(1), 0, 0);
+        }
+        a.in_flight_add(2);
+        b.in_flight_add(-1);
+        let mut text = String::new();
+        render_requests(&mut text, &[&a, &b]);
         assert!(text.contains("origin_http_requests_total{group=\"blobs\",status=\"200\"} 2"));
         assert!(text.contains("origin_http_requests_total{group=\"blobs\",status=\"other\"} 1"));
+        for status in [307, 409, 502] {
+            let line =
+                format!("origin_http_requests_total{{group=\"manifests\",status=\"{status}\"}} 1");
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
         assert!(text.contains(
             "origin_http_request_duration_seconds_bucket{group=\"blobs\",le=\"0.005\"} 1"
         ));
@@ -283,5 +405,6 @@ mod tests {
         ));
         assert!(text.contains("origin_http_sent_bytes_total 200"));
         assert!(text.contains("origin_http_received_bytes_total 5"));
+        assert!(text.contains("origin_http_requests_in_flight 1"));
     }
 }
