@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
-use sha2::{Digest, Sha256};
 
 use crate::config::IdentityConfig;
 
@@ -93,34 +92,17 @@ fn trim_ascii(mut b: &[u8]) -> &[u8] {
     b
 }
 
-/// Standard base64 with optional padding; None on any other byte or a dangling bit group.
+/// Standard base64 with optional padding; None on any other byte, a dangling bit group or
+/// non-zero padding bits.
 fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
-    let body = match input {
-        [rest @ .., b'=', b'='] => rest,
-        [rest @ .., b'='] => rest,
-        _ => input,
-    };
-    let mut out = Vec::with_capacity(body.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in body {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // 6 leftover bits cannot come from whole bytes; 2 or 4 are padding and must be zero.
-    (bits < 6 && acc == 0).then_some(out)
+    use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode};
+    use base64::Engine;
+    const LENIENT_PADDING: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    LENIENT_PADDING.decode(input).ok()
 }
 
 /// Bounds of the authenticator; every number has its reason.
@@ -392,24 +374,16 @@ fn dummy_hash_like(like: &str) -> Result<Arc<str>, String> {
     Ok(Arc::from(hash.to_string()))
 }
 
-/// HMAC-SHA256 (RFC 2104) over the concatenation of `parts`; `key` is at most one block.
+/// HMAC-SHA256 over the concatenation of `parts` (ring's).
 fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    debug_assert!(key.len() <= 64);
-    let mut ipad = [0x36u8; 64];
-    let mut opad = [0x5cu8; 64];
-    for (i, k) in key.iter().enumerate() {
-        ipad[i] ^= k;
-        opad[i] ^= k;
-    }
-    let mut inner = Sha256::new();
-    inner.update(ipad);
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut ctx = ring::hmac::Context::with_key(&key);
     for p in parts {
-        inner.update(p);
+        ctx.update(p);
     }
-    let mut outer = Sha256::new();
-    outer.update(opad);
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
 }
 
 /// A map whose entries expire, bounded by dropping the oldest insertion when full.
