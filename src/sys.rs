@@ -105,15 +105,26 @@ pub(crate) mod tests {
         assert_eq!(rc, 0);
     }
 
-    /// With io_uring: a path in the dentry cache opens on this thread, what the page cache
+    /// On both drivers: a path in the dentry cache opens on this thread, what the page cache
     /// holds reads on this thread, and pages dropped from the cache are declined (the caller
-    /// reads them through the ring). A missing file is an error or a ring open, never a file.
+    /// reads them through the runtime). A missing file is an error or a ring open, never a
+    /// file.
     #[test]
     fn here_calls_take_only_what_cannot_wait() {
         let rt = compio::runtime::Runtime::new().unwrap();
         assert!(rt.driver_type().is_iouring(), "this test needs io_uring");
+        // The polling driver too: a cold read there goes to the runtime's thread pool, never
+        // blocks the worker.
+        for rt in [rt, crate::storage::tests::poll_runtime()] {
+            here_calls_on(rt);
+        }
+    }
+
+    fn here_calls_on(rt: compio::runtime::Runtime) {
         rt.block_on(async {
-            let dir = std::env::temp_dir().join(format!("origin-here-{}", std::process::id()));
+            let polling = polling_driver();
+            let dir =
+                std::env::temp_dir().join(format!("origin-here-{}-{polling}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join("data");
             let data: Vec<u8> = (0..64 * 1024u32).map(|i| i as u8).collect();
@@ -169,14 +180,15 @@ pub(crate) mod tests {
 thread_local! {
     /// True on a thread whose compio runtime uses the polling driver. There, compio runs file
     /// operations on a thread pool: a round trip of two context switches per call, which
-    /// dominates small requests (see bench/results). Callers then do page-cache-hot file
-    /// calls (stat, open, small reads) directly, as nginx does.
+    /// dominates small requests (see bench/results). Opens and reads are then made on the
+    /// worker when they cannot wait for the disk, as with io_uring.
     static POLLING: bool = compio::runtime::Runtime::try_with_current(|rt| !rt.driver_type().is_iouring())
         .unwrap_or(false);
 }
 
-/// Whether file calls should be made directly on this thread (polling driver).
-pub fn direct_file_calls() -> bool {
+/// Whether this thread's runtime uses the polling driver.
+#[cfg(test)]
+pub fn polling_driver() -> bool {
     POLLING.with(|p| *p)
 }
 
@@ -192,18 +204,16 @@ pub enum Opened {
 /// refused by a seccomp profile): later opens go straight to the ring.
 static NO_CACHED_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Opens `path` read-only on this thread when that cannot wait for the disk: always with the
-/// polling driver (page-cache-hot calls are made directly there, as nginx does), and with
-/// io_uring when every component of the path is in the kernel's dentry cache (`openat2`
-/// with RESOLVE_CACHED, Linux 5.12+). A ring open costs a trip through the event loop; this
-/// costs one syscall. Errors (an absent file included) are the open's.
+/// Opens `path` read-only on this thread when that cannot wait for the disk: when every
+/// component of the path is in the kernel's dentry cache (`openat2` with RESOLVE_CACHED,
+/// Linux 5.12+), on either driver. A ring open costs a trip through the event loop, and the
+/// polling driver's a round trip to its thread pool; this costs one syscall. `Ring`: open it
+/// through the runtime (which never blocks the worker). Errors (an absent file included)
+/// are the open's.
 pub fn open_here(path: &std::path::Path) -> io::Result<Opened> {
     use std::os::fd::FromRawFd;
     use std::os::unix::ffi::OsStrExt;
     use std::sync::atomic::Ordering;
-    if direct_file_calls() {
-        return std::fs::File::open(path).map(Opened::Here);
-    }
     if NO_CACHED_OPEN.load(Ordering::Relaxed) {
         return Ok(Opened::Ring);
     }
@@ -262,21 +272,17 @@ pub fn open_here(path: &std::path::Path) -> io::Result<Opened> {
 }
 
 /// Reads up to `want` bytes at `offset` into the spare capacity of `buf`, on this thread,
-/// when that cannot wait for the disk: always with the polling driver (pread), and with
-/// io_uring only what the page cache holds (`preadv2` with RWF_NOWAIT). `Ok(None)`: the
-/// read would wait (or the filesystem cannot say): read through the ring. `Ok(Some(0))` is
-/// the end of the file.
+/// when that cannot wait for the disk: only what the page cache holds (`preadv2` with
+/// RWF_NOWAIT), on either driver. `Ok(None)`: the read would wait (or the filesystem cannot
+/// say): read through the runtime (the ring, or the polling driver's thread pool).
+/// `Ok(Some(0))` is the end of the file.
 pub fn read_here_at(
     fd: RawFd,
     buf: &mut Vec<u8>,
     offset: u64,
     want: usize,
 ) -> io::Result<Option<usize>> {
-    let flags = if direct_file_calls() {
-        0
-    } else {
-        libc::RWF_NOWAIT
-    };
+    let flags = libc::RWF_NOWAIT;
     buf.reserve(want);
     let spare = buf.spare_capacity_mut();
     let iov = libc::iovec {
@@ -295,9 +301,7 @@ pub fn read_here_at(
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) if flags != 0 => {
-                return Ok(None)
-            }
+            Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => return Ok(None),
             _ => return Err(err),
         }
     }

@@ -179,8 +179,11 @@ pub async fn run_worker<H: Handler + 'static>(
     // read return 0 so they close now; busy ones see `draining()` after their response.
     for (fd, idle) in tracker.conns.borrow().values() {
         if idle.get() {
-            // SAFETY: the fd belongs to a live connection task (removed from the map before
-            // the stream is dropped, on this same thread); shutdown(2) does not invalidate it.
+            // SAFETY: the fd is still open and still this connection's. A connection task
+            // drops its stream (closing the fd) when `serve_connection` or the TLS accept
+            // returns, and removes its entry right after with no await in between: on this
+            // thread nothing runs between the two, so the map never holds a closed fd (nor
+            // one reused by another open). shutdown(2) does not invalidate the fd.
             unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
         }
     }
