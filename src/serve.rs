@@ -76,7 +76,10 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
         let urls: Vec<String> = m.upstreams.iter().map(|u| u.url.authority()).collect();
         tracing::info!(namespace = %m.namespace, registry = %m.registry, upstreams = ?urls, "mirroring");
     }
-    let manifests = Arc::new(ManifestCache::new(config.server.manifest_cache_bytes));
+    let manifests = Arc::new(ManifestCache::new(
+        config.server.manifest_cache_bytes,
+        config.server.manifest_cache_ttl,
+    ));
     let session_cap = Arc::new(crate::registry::session_cap::SessionCap::default());
     let events = crate::events::Queue::start(config.server.io_driver)?;
     let pulls = Arc::new(crate::registry::retention::PullTimes::default());

@@ -28,6 +28,7 @@ impl Config {
             ("server.tls_handshake_timeout", s.tls_handshake_timeout),
             ("server.keep_alive_timeout", s.keep_alive_timeout),
             ("server.body_idle_timeout", s.body_idle_timeout),
+            ("server.manifest_cache_ttl", s.manifest_cache_ttl),
         ] {
             if v.is_zero() {
                 return bad(key, "must be greater than zero");
