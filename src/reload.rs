@@ -53,6 +53,14 @@ impl Live {
     }
 }
 
+impl Live {
+    /// What a reload keeps from the running set: the OIDC signing keys of providers whose
+    /// configuration did not change.
+    pub fn carry_over(&self, previous: &Live) {
+        self.oidc.keep_keys_from(&previous.oidc);
+    }
+}
+
 /// The published set, shared by all workers.
 pub struct LiveCell {
     generation: AtomicU64,
@@ -255,6 +263,7 @@ pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveC
     for w in new.warnings() {
         tracing::warn!("reload: {w}");
     }
+    live.carry_over(&cell.load().1);
     for key in restart_needed(running, &new) {
         tracing::warn!("reload: {key} changed; it takes effect only after a restart");
     }

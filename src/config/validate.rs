@@ -49,6 +49,13 @@ impl Config {
             (None, None) => return bad("storage", "needs [storage.fs] or [storage.s3]"),
         }
         for (id, ident) in &self.identity {
+            // Token identities are `oidc:<provider>:<sub>`: no configured id may look like one.
+            if id.starts_with("oidc:") {
+                return bad(
+                    &format!("identity.{id}"),
+                    "ids starting with \"oidc:\" name token identities",
+                );
+            }
             if ident.username.is_empty() || ident.username.contains(':') {
                 return bad(
                     &format!("identity.{id}.username"),
