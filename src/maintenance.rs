@@ -58,7 +58,7 @@ fn with_registry<T>(config: &Config, f: impl AsyncFnOnce(&Registry) -> T) -> Res
 /// Runs one GC pass; prints each blob removed (or that would be) and the totals.
 pub fn gc(config: &Config, dry_run: bool) -> i32 {
     let grace = config.gc.grace_period;
-    let mirrors = match crate::mirror::Mirrors::from_config(config) {
+    let mirrors = match crate::mirror::MirrorTable::from_config(config) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("origin gc: {e}");

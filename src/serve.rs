@@ -70,12 +70,13 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
-    let live = Arc::new(LiveCell::new(Live::build(&config)?));
-    let mirrors = Arc::new(crate::mirror::Mirrors::from_config(&config)?);
-    for m in &mirrors.namespaces {
+    let first = Live::build(&config)?;
+    for m in &first.mirrors.namespaces {
         let urls: Vec<String> = m.upstreams.iter().map(|u| u.url.authority()).collect();
         tracing::info!(namespace = %m.namespace, registry = %m.registry, upstreams = ?urls, "mirroring");
     }
+    let live = Arc::new(LiveCell::new(first));
+    let mirrors = Arc::new(crate::mirror::Mirrors::default());
     let manifests = Arc::new(ManifestCache::new(
         config.server.manifest_cache_bytes,
         config.server.manifest_cache_ttl,
@@ -308,7 +309,8 @@ async fn housekeeping(app: Rc<App>) {
             Ok(n) => tracing::info!(sessions = n, "expired idle upload sessions"),
             Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
         }
-        match crate::mirror::evict(&app.registry, &app.mirrors, false).await {
+        let live = app.live.get();
+        match crate::mirror::evict(&app.registry, &live.mirrors, false).await {
             Ok(evicted) if evicted.is_empty() => {}
             Ok(evicted) => {
                 tracing::info!(
