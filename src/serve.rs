@@ -309,8 +309,11 @@ async fn housekeeping(app: Rc<App>) {
             Ok(n) => tracing::info!(sessions = n, "expired idle upload sessions"),
             Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
         }
-        let live = app.live.get();
-        match crate::mirror::evict(&app.registry, &live.mirrors, false).await {
+        let evicted = {
+            let live = app.live.get();
+            crate::mirror::evict(&app.registry, &live.mirrors, false).await
+        };
+        match evicted {
             Ok(evicted) if evicted.is_empty() => {}
             Ok(evicted) => {
                 tracing::info!(
