@@ -29,7 +29,8 @@ pub mod oidc;
 /// The caller as the policies see it. All fields empty: anonymous.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
-    /// The `[identity.<id>]` key of verified Basic credentials.
+    /// The `[identity.<id>]` key of verified Basic credentials, or `oidc:<provider>:<sub>`
+    /// for a verified OIDC token.
     pub id: Option<String>,
     /// The identity's username, or the configured claim of a verified OIDC token.
     pub username: Option<String>,
@@ -141,8 +142,13 @@ impl Default for AuthLimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthOutcome {
     Ok(Identity),
-    /// Unknown username or wrong password: 401 with a challenge.
+    /// Unknown username or wrong password, or a token that does not verify: 401 with a
+    /// challenge.
     BadCredentials,
+    /// A token that could not be checked because its provider's keys were never fetched
+    /// (the provider is unreachable): 401 like BadCredentials, but not the client's failure,
+    /// so not counted against its rate limit.
+    Unverifiable,
     /// Too many recent failures from this IP or for this username: 429 TOOMANYREQUESTS.
     RateLimited,
     /// The verification queue is full: 503 with Retry-After. Not counted as a failure.
@@ -316,6 +322,26 @@ impl Authenticator {
             username: Some(self.accounts[i].username.clone()),
             ..Identity::default()
         }
+    }
+
+    /// Whether failures from `client_ip` have reached the limit. Tokens share the per-IP
+    /// count with passwords: a client over it is refused (429) before any token is checked,
+    /// as it is before any password is.
+    pub fn ip_rate_limited(&self, client_ip: IpAddr) -> bool {
+        let now = (self.clock)();
+        let key = FailureKey::Ip(ip_bucket(client_ip));
+        let max = self.limits.failures_per_window_max;
+        self.lock()
+            .failures
+            .get(&key, now)
+            .is_some_and(|n| *n >= max)
+    }
+
+    /// Counts a refused token from `client_ip`, in the same window as failed passwords (a
+    /// token names no user name to count it under).
+    pub fn record_ip_failure(&self, client_ip: IpAddr) {
+        let key = FailureKey::Ip(ip_bucket(client_ip));
+        self.record_failure(&[key], (self.clock)());
     }
 
     fn record_failure(&self, keys: &[FailureKey], now: Instant) {

@@ -196,7 +196,7 @@ fn check_deep(config: &Config) -> Result<(), String> {
     if let Some(tls) = &config.server.tls {
         crate::tls::server_config(tls).map_err(|e| e.to_string())?;
     }
-    crate::mirror::Mirrors::from_config(config)?;
+    crate::mirror::MirrorTable::from_config(config)?;
     crate::auth::oidc::OidcVerifier::new(&config.oidc)?;
     crate::events::Webhooks::compile(config)?;
     Ok(())

@@ -47,7 +47,10 @@ fn with_registry<T>(config: &Config, f: impl AsyncFnOnce(&Registry) -> T) -> Res
         .map_err(|e| format!("cannot start the I/O driver: {e}"))?;
     let store = open_storage(config, &rt)?;
     // No cache: one pass, and the running server's cache is not this process's anyway.
-    let cache = std::sync::Arc::new(crate::registry::cache::ManifestCache::new(0));
+    let cache = std::sync::Arc::new(crate::registry::cache::ManifestCache::new(
+        0,
+        config.server.manifest_cache_ttl,
+    ));
     let registry = Registry::new(store, settings(config), cache);
     Ok(rt.block_on(f(&registry)))
 }
@@ -55,7 +58,7 @@ fn with_registry<T>(config: &Config, f: impl AsyncFnOnce(&Registry) -> T) -> Res
 /// Runs one GC pass; prints each blob removed (or that would be) and the totals.
 pub fn gc(config: &Config, dry_run: bool) -> i32 {
     let grace = config.gc.grace_period;
-    let mirrors = match crate::mirror::Mirrors::from_config(config) {
+    let mirrors = match crate::mirror::MirrorTable::from_config(config) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("origin gc: {e}");

@@ -1,5 +1,5 @@
 //! Live reload: what SIGHUP can change without a restart (identities, OIDC providers, policies, TLS
-//! certificate, key and client CA), built and validated off the request path, then published
+//! certificate, key and client CA, mirrors), built and validated off the request path, then published
 //! to every worker. Workers notice through a generation counter and pick the new set up at
 //! their next request; open connections and in-flight uploads are not touched.
 
@@ -28,6 +28,8 @@ pub struct Live {
     pub webhooks: crate::events::Webhooks,
     /// `retention` rules per `[[repository]]` entry.
     pub retention: crate::policy::retention::RetentionRules,
+    /// `[repository.mirror]` tables: the pull-through cache's namespaces and upstreams.
+    pub mirrors: crate::mirror::MirrorTable,
 }
 
 impl Live {
@@ -49,7 +51,16 @@ impl Live {
             immutable: crate::registry::immutable::ImmutableTags::compile(&config.repository)?,
             webhooks: crate::events::Webhooks::compile(config)?,
             retention: crate::policy::retention::RetentionRules::compile(&config.repository)?,
+            mirrors: crate::mirror::MirrorTable::from_config(config)?,
         })
+    }
+}
+
+impl Live {
+    /// What a reload keeps from the running set: the OIDC signing keys of providers whose
+    /// configuration did not change.
+    pub fn carry_over(&self, previous: &Live) {
+        self.oidc.keep_keys_from(&previous.oidc);
     }
 }
 
@@ -158,77 +169,14 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
             keys.push(key.to_string());
         }
     }
-    keys.extend(mirror_changes(old, new));
-    keys
-}
-
-/// The `[repository.mirror]` keys that differ, by namespace: the pull-through cache keeps
-/// upstream connections, tokens and fetches in flight, so it is built once at start.
-fn mirror_changes(old: &Config, new: &Config) -> Vec<String> {
-    use crate::config::MirrorConfig;
-    let find = |c: &Config, ns: &str| -> Option<(usize, MirrorConfig)> {
-        c.repository
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.namespace.trim_end_matches('/') == ns)
-            .and_then(|(i, r)| r.mirror.clone().map(|m| (i, m)))
-    };
-    let mut namespaces: Vec<&str> = old
-        .repository
-        .iter()
-        .chain(&new.repository)
-        .filter(|r| r.mirror.is_some())
-        .map(|r| r.namespace.trim_end_matches('/'))
-        .collect();
-    namespaces.sort_unstable();
-    namespaces.dedup();
-    let mut keys = Vec::new();
-    for ns in namespaces {
-        match (find(old, ns), find(new, ns)) {
-            (Some((_, o)), Some((i, n))) => {
-                let key = |k: &str| format!("repository[{i}].mirror.{k} (namespace {ns:?})");
-                let fields = [
-                    ("registry", o.registry != n.registry),
-                    ("default", o.default != n.default),
-                    ("tag_freshness", o.tag_freshness != n.tag_freshness),
-                    ("writable", o.writable != n.writable),
-                    ("evict_after", o.evict_after != n.evict_after),
-                    ("upstream (count)", o.upstream.len() != n.upstream.len()),
-                ];
-                keys.extend(fields.iter().filter(|f| f.1).map(|f| key(f.0)));
-                for (j, (ou, nu)) in o.upstream.iter().zip(&n.upstream).enumerate() {
-                    let fields = [
-                        ("url", ou.url != nu.url),
-                        ("username", ou.username != nu.username),
-                        ("password", ou.password != nu.password),
-                        ("ca_bundle", ou.ca_bundle != nu.ca_bundle),
-                        ("timeout", ou.timeout != nu.timeout),
-                    ];
-                    keys.extend(
-                        fields
-                            .iter()
-                            .filter(|f| f.1)
-                            .map(|f| key(&format!("upstream[{j}].{}", f.0))),
-                    );
-                }
-            }
-            (None, Some((i, _))) => {
-                keys.push(format!("repository[{i}].mirror (namespace {ns:?}, added)"))
-            }
-            (Some((i, _)), None) => keys.push(format!(
-                "repository[{i}].mirror (namespace {ns:?}, removed)"
-            )),
-            (None, None) => {}
-        }
-    }
     keys
 }
 
 /// What a reload cannot change, for `check-config` to say.
 pub const RESTART_ONLY: &str = "server.bind_address, server.port, server.workers, \
 server.io_driver, server.tls on/off, the server limits and timeouts, storage, metrics.listen, \
-uploads, gc, log, and every [repository.mirror] key (reload applies identities, policies, \
-TLS files, immutable tags, retention rules and event webhooks)";
+uploads, gc, log (reload applies identities, OIDC providers, policies, TLS files, immutable \
+tags, retention rules, event webhooks and [repository.mirror] settings)";
 
 /// Re-reads `path` and publishes what can change live. Returns false when rejected.
 pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveCell) -> bool {
@@ -259,13 +207,14 @@ pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveC
     for w in new.warnings() {
         tracing::warn!("reload: {w}");
     }
+    live.carry_over(&cell.load().1);
     for key in restart_needed(running, &new) {
         tracing::warn!("reload: {key} changed; it takes effect only after a restart");
     }
     tracing::info!(file = %path.display(), "reload: read");
     cell.publish(live);
     tracing::info!(
-        "configuration reloaded: identities, policies, TLS certificates, immutable tags and event webhooks are now in effect"
+        "configuration reloaded: identities, policies, TLS certificates, immutable tags, event webhooks and mirrors are now in effect"
     );
     true
 }
@@ -307,36 +256,27 @@ mod tests {
         }
     }
 
-    /// A reload names every mirror key that changed (they need a restart), and only those.
+    /// Mirror settings reload: a change to any `[repository.mirror]` key, or a mirror added
+    /// or removed, needs no restart; the other restart-only keys are still named.
     #[test]
-    fn mirror_keys_that_need_a_restart_are_named() {
+    fn mirror_keys_need_no_restart() {
         let base = "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\n\
             [[repository]]\nnamespace = \"hub\"\npolicy_default_allow = true\n\
             [repository.mirror]\ntag_freshness = \"5m\"\n\
             [[repository.mirror.upstream]]\nurl = \"https://a.example\"\n";
         let old = Config::parse(base).unwrap();
         assert!(restart_needed(&old, &old).is_empty());
-        let policy_only = base.replace(
-            "namespace = \"hub\"\npolicy_default_allow = true",
-            "namespace = \"hub\"\npolicy_default_allow = false",
-        );
-        assert!(restart_needed(&old, &Config::parse(&policy_only).unwrap()).is_empty());
         let changed = base
             .replace("\"5m\"", "\"1m\"")
             .replace("https://a.example", "https://b.example");
-        let keys = restart_needed(&old, &Config::parse(&changed).unwrap());
-        assert_eq!(
-            keys,
-            [
-                "repository[1].mirror.tag_freshness (namespace \"hub\")",
-                "repository[1].mirror.upstream[0].url (namespace \"hub\")",
-            ]
-        );
+        assert!(restart_needed(&old, &Config::parse(&changed).unwrap()).is_empty());
         let added = format!(
             "{base}[[repository]]\nnamespace = \"ghcr\"\n[repository.mirror]\n\
              [[repository.mirror.upstream]]\nurl = \"https://ghcr.example\"\n"
         );
-        let keys = restart_needed(&old, &Config::parse(&added).unwrap());
-        assert_eq!(keys, ["repository[2].mirror (namespace \"ghcr\", added)"]);
+        assert!(restart_needed(&old, &Config::parse(&added).unwrap()).is_empty());
+        let port = format!("[server]\nport = 5001\n{base}");
+        let keys = restart_needed(&old, &Config::parse(&port).unwrap());
+        assert!(keys.iter().any(|k| k == "server.port"), "{keys:?}");
     }
 }

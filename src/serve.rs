@@ -70,13 +70,17 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
-    let live = Arc::new(LiveCell::new(Live::build(&config)?));
-    let mirrors = Arc::new(crate::mirror::Mirrors::from_config(&config)?);
-    for m in &mirrors.namespaces {
+    let first = Live::build(&config)?;
+    for m in &first.mirrors.namespaces {
         let urls: Vec<String> = m.upstreams.iter().map(|u| u.url.authority()).collect();
         tracing::info!(namespace = %m.namespace, registry = %m.registry, upstreams = ?urls, "mirroring");
     }
-    let manifests = Arc::new(ManifestCache::new(config.server.manifest_cache_bytes));
+    let live = Arc::new(LiveCell::new(first));
+    let mirrors = Arc::new(crate::mirror::Mirrors::default());
+    let manifests = Arc::new(ManifestCache::new(
+        config.server.manifest_cache_bytes,
+        config.server.manifest_cache_ttl,
+    ));
     let session_cap = Arc::new(crate::registry::session_cap::SessionCap::default());
     let events = crate::events::Queue::start(config.server.io_driver)?;
     let pulls = Arc::new(crate::registry::retention::PullTimes::default());
@@ -310,7 +314,11 @@ async fn housekeeping(app: Rc<App>) {
             Ok(n) => tracing::info!(sessions = n, "expired idle upload sessions"),
             Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
         }
-        match crate::mirror::evict(&app.registry, &app.mirrors, false).await {
+        let evicted = {
+            let live = app.live.get();
+            crate::mirror::evict(&app.registry, &live.mirrors, false).await
+        };
+        match evicted {
             Ok(evicted) if evicted.is_empty() => {}
             Ok(evicted) => {
                 tracing::info!(

@@ -82,6 +82,19 @@ fn status(srv: &Server, method: &str, path: &str, auth: &str) -> u16 {
         .status
 }
 
+/// One request from the loopback address `from` (127.0.0.x): failures are counted per client
+/// address, so a test that makes many on purpose spreads them over addresses.
+fn request_from(srv: &Server, from: &str, method: &str, path: &str, auth: &str) -> Resp {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&local.into()).unwrap();
+    sock.connect(&srv.addr.into()).unwrap();
+    let mut s: std::net::TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    send(&mut s, method, path, &[("Authorization", auth)], b"");
+    read_response(&mut s, method == "HEAD").expect("response")
+}
+
 /// Good tokens are accepted as Bearer and as a Basic password (ES256 and RS256, found by
 /// discovery); expired, not yet valid, wrong audience, wrong issuer, tampered, `alg: none`
 /// and HMAC tokens are refused with 401, never served as anonymous; tokens never reach the
@@ -160,15 +173,18 @@ fn valid_tokens_are_accepted_and_bad_ones_refused() {
     .unwrap();
     refused.push(("HS256", hmac));
     refused.push(("not a token", "hunter2".to_string()));
-    for (what, token) in &refused {
-        let r = srv.request("GET", "/v2/", &[("Authorization", &bearer(token))], b"");
+    // Two failures per token, each token from its own address (failures are rate-limited
+    // per address).
+    for (i, (what, token)) in refused.iter().enumerate() {
+        let from = format!("127.0.0.{}", 10 + i);
+        let r = request_from(&srv, &from, "GET", "/v2/", &bearer(token));
         assert_eq!(r.status, 401, "{what} as Bearer");
         assert!(
             r.header("www-authenticate").unwrap().starts_with("Basic "),
             "{what}: the challenge stays Basic"
         );
         assert_eq!(
-            status(&srv, "GET", "/v2/", &basic("x", token)),
+            request_from(&srv, &from, "GET", "/v2/", &basic("x", token)).status,
             401,
             "{what} as Basic password"
         );
@@ -385,6 +401,103 @@ fn providers_reload_and_are_checked() {
         provider(&issuer, "ca_bundle = \"/nonexistent.pem\"")
     ));
     assert!(!bad.status.success(), "a missing ca_bundle fails the check");
+}
+
+/// Failed tokens count against the client address's limit like failed passwords, in the
+/// same window: past ten failures (tokens as Bearer, tokens as Basic passwords and wrong
+/// passwords together) the address gets 429 with Retry-After, even with a good token, and
+/// the rate-limit metric counts it; another address is not affected.
+#[test]
+fn failed_tokens_are_rate_limited_like_passwords() {
+    let key = SigningKey::es256("k");
+    let issuer = Issuer::start(&[&key]);
+    let hash = hash_password("admin-pw");
+    let admin = format!("[identity.admin]\nusername = \"admin\"\npassword = \"{hash}\"\n");
+    let srv = start(&issuer, "", &admin);
+    let good = key.sign(&issuer.claims(AUDIENCE, json!({})));
+    let forged = SigningKey::es256("k").sign(&issuer.claims(AUDIENCE, json!({})));
+    let from = "127.0.0.2";
+    for _ in 0..4 {
+        let r = request_from(&srv, from, "GET", "/v2/", &bearer(&forged));
+        assert_eq!(r.status, 401);
+    }
+    for _ in 0..3 {
+        let r = request_from(&srv, from, "GET", "/v2/", &basic("x", &forged));
+        assert_eq!(r.status, 401);
+    }
+    for _ in 0..3 {
+        let r = request_from(&srv, from, "GET", "/v2/", &basic("admin", "wrong"));
+        assert_eq!(r.status, 401);
+    }
+    assert_eq!(counter(&srv, "origin_auth_failures_total"), 10);
+    assert_eq!(counter(&srv, "origin_auth_rate_limited_total"), 0);
+    for auth in [
+        bearer(&good),
+        bearer(&forged),
+        basic("x", &good),
+        basic("admin", "admin-pw"),
+    ] {
+        let r = request_from(&srv, from, "GET", "/v2/", &auth);
+        assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("retry-after"), Some("60"));
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["errors"][0]["code"],
+            "TOOMANYREQUESTS"
+        );
+    }
+    assert_eq!(counter(&srv, "origin_auth_rate_limited_total"), 4);
+    assert_eq!(counter(&srv, "origin_auth_failures_total"), 10);
+    let r = request_from(&srv, "127.0.0.3", "GET", "/v2/", &bearer(&good));
+    assert_eq!(r.status, 200, "another address is not limited");
+}
+
+/// A reload keeps the signing keys of a provider whose section did not change: with the
+/// provider down, a token never seen before still verifies after SIGHUP, with no fetch. A
+/// provider whose section changed starts over (and fails closed while its provider is down).
+#[test]
+fn a_reload_keeps_the_keys_of_unchanged_providers() {
+    let key = SigningKey::es256("k");
+    let issuer = Issuer::start(&[&key]);
+    let dir = TempDir::new("oidc-keep");
+    let base = config_text(&dir.0, "", &policies());
+    let with = |extra: &str| format!("{base}\n{}", provider(&issuer, extra));
+    let mut srv = Server::start_config(dir, &with(""), &[]);
+    let sign = |n: u32| key.sign(&issuer.claims(AUDIENCE, json!({"n": n})));
+    assert_eq!(status(&srv, "GET", "/v2/", &bearer(&sign(0))), 200);
+    assert_eq!(issuer.jwks_fetches(), 1);
+    issuer.set_down(true);
+    // An unrelated change: a repository entry more.
+    let more = "[[repository]]\nnamespace = \"other\"\npolicy_default_allow = true\n";
+    std::fs::write(&srv.config_path, format!("{}\n{more}", with(""))).unwrap();
+    srv.signal(libc::SIGHUP);
+    srv.logs_until("configuration reloaded", Duration::from_secs(10))
+        .expect("reload logged");
+    assert_eq!(status(&srv, "GET", "/v2/", &bearer(&sign(1))), 200);
+    assert_eq!(issuer.jwks_fetches(), 1, "no fetch after the reload");
+    // The provider's own section changes: its keys are fetched again, and cannot be.
+    srv.seen.clear();
+    std::fs::write(&srv.config_path, with("leeway = \"30s\"")).unwrap();
+    srv.signal(libc::SIGHUP);
+    srv.logs_until("configuration reloaded", Duration::from_secs(10))
+        .expect("second reload logged");
+    assert_eq!(status(&srv, "GET", "/v2/", &bearer(&sign(2))), 401);
+}
+
+/// A token identity has `identity.id` = `oidc:<provider>:<sub>`, for policies and events.
+#[test]
+fn token_identities_have_an_id() {
+    let key = SigningKey::es256("k");
+    let issuer = Issuer::start(&[&key]);
+    let only = "[[repository]]\nnamespace = \"ids\"\n         policies = ['identity.id == \"oidc:ci:repo:acme/app:ref:refs/heads/main\"']\n";
+    let srv = start(&issuer, "", only);
+    let upload = "/v2/ids/app/blobs/uploads/";
+    let token = key.sign(&issuer.claims(AUDIENCE, json!({"actor": "octocat"})));
+    assert_eq!(status(&srv, "POST", upload, &bearer(&token)), 202);
+    let other = key.sign(&issuer.claims(
+        AUDIENCE,
+        json!({"actor": "octocat", "sub": "repo:acme/app:ref:refs/heads/dev"}),
+    ));
+    assert_eq!(status(&srv, "POST", upload, &bearer(&other)), 403);
 }
 
 /// Not a check: prints what one signature verification costs, which decided that tokens are

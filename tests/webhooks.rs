@@ -364,3 +364,80 @@ fn gc_deletions_are_reported_with_the_gc_actor() {
     assert_eq!(v["digest"], first.as_str());
     assert_eq!(v["actor"], serde_json::json!({"kind": "gc"}));
 }
+
+/// Whether a blob's content is stored anywhere under the server's fs root.
+fn blob_stored(srv: &Server, d: &str) -> bool {
+    let hex = d.strip_prefix("sha256:").unwrap();
+    files_under(&srv.dir.0.join("data/blobs"))
+        .iter()
+        .any(|f| f.parent().and_then(|p| p.file_name()) == Some(std::ffi::OsStr::new(hex)))
+}
+
+/// A `required` `blob.push` webhook is asked after the digest is verified and before the
+/// blob is committed: refused, a monolithic push, a chunked upload and a mount all answer 502
+/// and leave nothing visible (no link, no stored content, no session); a push with a wrong
+/// digest fails before the hook is asked; accepted, the same pushes succeed.
+#[test]
+fn a_refused_blob_push_never_becomes_visible() {
+    let recv = Receiver::start();
+    let hook = format!(
+        "[event_webhook.gate]\nurl = \"{}\"\nevents = [\"blob.push\"]\ndelivery = \"required\"\n\
+         max_retries = 0\nrepository_filter = [\"gated/.*\"]\n",
+        recv.url("/gate")
+    );
+    let srv = Server::start_with("", &allow_all_with("\"gate\"", &hook));
+    recv.answer(500);
+    let head = |repo: &str, d: &str| {
+        srv.request("HEAD", &format!("/v2/{repo}/blobs/{d}"), &[], b"")
+            .status
+    };
+    // Monolithic, small enough to be stored without a session.
+    let small = b"small blob".to_vec();
+    let ds = digest(&small);
+    let path = format!("/v2/gated/app/blobs/uploads/?digest={ds}");
+    let r = srv.request("POST", &path, &[], &small);
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(head("gated/app", &ds), 404);
+    assert!(!blob_stored(&srv, &ds));
+    let got = recv.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["kind"], "blob.push");
+    assert_eq!(got[0].json()["digest"], ds.as_str());
+    assert_eq!(got[0].json()["size"], small.len());
+    // A wrong digest is refused before the hook is asked.
+    let wrong = format!("/v2/gated/app/blobs/uploads/?digest={}", digest(b"other"));
+    let r = srv.request("POST", &wrong, &[], &small);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error_code(), "DIGEST_INVALID");
+    assert_eq!(recv.received().len(), 1);
+    // A chunked upload: POST, PATCH, then PUT with the digest.
+    let big = bytes(9, 200_000);
+    let db = digest(&big);
+    let loc = srv.start_upload("gated/app");
+    let r = srv.request("PATCH", &loc, &[], &big);
+    assert_eq!(r.status, 202);
+    let loc = r.header("location").unwrap().to_string();
+    let r = srv.request("PUT", &format!("{loc}?digest={db}"), &[], b"");
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(head("gated/app", &db), 404);
+    assert!(!blob_stored(&srv, &db));
+    assert_eq!(srv.get(&loc).status, 404, "the session is removed");
+    assert_eq!(recv.received().len(), 2);
+    assert_eq!(recv.received()[1].json()["size"], big.len());
+    // A mount of a blob another repository has.
+    let mounted = srv.push_blob("open/app", &big);
+    let mount = format!("/v2/gated/app/blobs/uploads/?mount={mounted}&from=open/app");
+    let r = srv.request("POST", &mount, &[], b"");
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(head("gated/app", &mounted), 404);
+    assert_eq!(recv.received().len(), 3);
+
+    recv.answer(204);
+    let r = srv.request("POST", &path, &[], &small);
+    assert_eq!(r.status, 201);
+    assert_eq!(head("gated/app", &ds), 200);
+    let r = srv.request("POST", &mount, &[], b"");
+    assert_eq!(r.status, 201);
+    assert_eq!(head("gated/app", &db), 200);
+    assert_eq!(recv.received().len(), 5);
+}

@@ -33,8 +33,9 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
     if !live.has_identities && !live.oidc.is_enabled() {
         return Ok(identity);
     }
+    let ip = req.peer.ip();
     let outcome = if let Some(token) = crate::auth::oidc::parse_bearer(header) {
-        live.oidc.verify(token).await
+        verify_token(&live, token, ip).await
     } else {
         let Some((user, pass)) = parse_basic(header.as_bytes()) else {
             return Err(challenge("unsupported or malformed Authorization header"));
@@ -46,16 +47,16 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
         }
         // `docker login -u <anything> -p "$TOKEN"`: a JWT from a configured issuer.
         if live.oidc.claims_password(&pass) {
-            live.oidc.verify(&pass).await
+            verify_token(&live, &pass, ip).await
         } else {
-            live.auth.verify(&user, &pass, req.peer.ip()).await
+            live.auth.verify(&user, &pass, ip).await
         }
     };
     match outcome {
         AuthOutcome::Ok(verified) => {
             Ok(verified.with_certificate(identity.common_names, identity.organizations))
         }
-        AuthOutcome::BadCredentials => {
+        AuthOutcome::BadCredentials | AuthOutcome::Unverifiable => {
             Metrics::add(&METRICS.auth_failures, 1);
             Err(challenge("invalid username or password"))
         }
@@ -71,6 +72,24 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
             .with_status(503)
             .with_header("Retry-After", "1")),
     }
+}
+
+/// A token, Bearer or as a Basic password, under the same per-address limit as passwords:
+/// refused (429) without a check once the address has failed too often, and counted when
+/// it does not verify.
+async fn verify_token(
+    live: &crate::reload::Live,
+    token: &str,
+    ip: std::net::IpAddr,
+) -> AuthOutcome {
+    if live.auth.ip_rate_limited(ip) {
+        return AuthOutcome::RateLimited;
+    }
+    let outcome = live.oidc.verify(token).await;
+    if outcome == AuthOutcome::BadCredentials {
+        live.auth.record_ip_failure(ip);
+    }
+    outcome
 }
 
 /// Decides one request; a denied anonymous caller is challenged (so `docker login` works),

@@ -42,7 +42,7 @@ pub async fn handle(
     method: Method,
     name: &RepoName,
     digest: &Digest,
-    mirror: Option<usize>,
+    mirror: Option<&std::sync::Arc<crate::mirror::MirrorNs>>,
     who: &Who<'_>,
 ) -> Result<Response> {
     let reg = &app.registry;
@@ -54,11 +54,10 @@ pub async fn handle(
         return Ok(Response::new(202).header("Docker-Content-Digest", digest.to_string()));
     }
     let head_only = method == Method::Head;
-    if let Some(i) = mirror {
+    if let Some(ns) = mirror {
         // Not in this repository: stored for another one, it is linked here only once the
         // upstream confirms this repository has it; else it is fetched.
         if reg.repo_blob_size(name, digest).await?.is_none() {
-            let ns = &app.mirrors.namespaces[i];
             // A fetch for this repository that is committing (stored, not linked yet) is
             // joined rather than confirmed again upstream.
             let linked = !app.mirrors.fetching_for(name, digest)
@@ -80,9 +79,11 @@ pub async fn handle(
                 let clock = req.clock;
                 let moving = || clock.moved();
                 let served =
-                    crate::mirror::serve_blob(app, i, name, digest, range.as_deref(), &moving)
+                    crate::mirror::serve_blob(app, ns, name, digest, range.as_deref(), &moving)
                         .await?;
-                if let Some(resp) = served {
+                if let Some((resp, size)) = served {
+                    // Streamed while it arrives: pulled all the same.
+                    pulled(app, who, name, digest, size).await?;
                     return Ok(resp);
                 }
             }
@@ -109,18 +110,8 @@ pub async fn handle(
             .ok_or_else(blob_unknown)?,
     };
     let (resp, offset, len) = ranged(digest, size, req.head.header("range"))?;
-    if !head_only && events::wanted(app) {
-        let spec = Spec {
-            kind: EventKind::BlobPull,
-            name,
-            digest,
-            tag: None,
-            reference: Some(digest.as_str()),
-            media_type: None,
-            size: Some(size),
-        };
-        events::before(app, who, &spec).await?;
-        events::after(app, who, &spec).await;
+    if !head_only {
+        pulled(app, who, name, digest, size).await?;
     }
     if redirect {
         let url = reg
@@ -157,6 +148,31 @@ pub async fn handle(
         None => Body::Length(len),
     };
     Ok(resp.body(body))
+}
+
+/// The `blob.pull` event of a GET (its `required` webhooks may refuse it).
+async fn pulled(
+    app: &App,
+    who: &Who<'_>,
+    name: &RepoName,
+    digest: &Digest,
+    size: u64,
+) -> Result<()> {
+    if !events::wanted(app) {
+        return Ok(());
+    }
+    let spec = Spec {
+        kind: EventKind::BlobPull,
+        name,
+        digest,
+        tag: None,
+        reference: Some(digest.as_str()),
+        media_type: None,
+        size: Some(size),
+    };
+    events::before(app, who, &spec).await?;
+    events::after(app, who, &spec).await;
+    Ok(())
 }
 
 /// A blob response without its body, for `size` bytes and an optional Range header (206

@@ -35,8 +35,11 @@ fn actor(who: &Who<'_>) -> Actor {
 }
 
 async fn send(app: &App, who: &Who<'_>, spec: &Spec<'_>, phase: Phase) -> Result<()> {
+    send_as(app, &actor(who), spec, phase).await
+}
+
+async fn send_as(app: &App, actor: &Actor, spec: &Spec<'_>, phase: Phase) -> Result<()> {
     let live = app.live.get();
-    let actor = actor(who);
     let digest = spec.digest.as_str();
     let event = Event {
         kind: spec.kind,
@@ -46,7 +49,7 @@ async fn send(app: &App, who: &Who<'_>, spec: &Spec<'_>, phase: Phase) -> Result
         reference: spec.reference,
         media_type: spec.media_type,
         size: spec.size,
-        actor: &actor,
+        actor,
     };
     crate::events::send(&live.webhooks, &app.events, &event, phase)
         .await
@@ -76,11 +79,19 @@ pub async fn after(app: &App, who: &Who<'_>, spec: &Spec<'_>) {
     let _ = send(app, who, spec, Phase::After).await;
 }
 
-/// Every webhook at once, after the operation (a blob push is only known once committed);
-/// a failed `required` delivery fails the request.
-pub async fn all(app: &App, who: &Who<'_>, spec: &Spec<'_>) -> Result<()> {
+/// `required` webhooks for an operation of the registry's own (a mirror fill), before it
+/// takes effect: an error fails it.
+pub async fn before_as(app: &App, actor: &Actor, spec: &Spec<'_>) -> Result<()> {
     if !app.live.has_webhooks() {
         return Ok(());
     }
-    send(app, who, spec, Phase::All).await
+    send_as(app, actor, spec, Phase::Before).await
+}
+
+/// `optional` and `async` webhooks for an operation of the registry's own, after it.
+pub async fn after_as(app: &App, actor: &Actor, spec: &Spec<'_>) {
+    if !app.live.has_webhooks() {
+        return;
+    }
+    let _ = send_as(app, actor, spec, Phase::After).await;
 }

@@ -61,7 +61,7 @@ pub async fn tags(
     app: &App,
     req: &mut Request<'_>,
     name: &RepoName,
-    mirror: Option<usize>,
+    mirror: Option<&crate::mirror::MirrorNs>,
 ) -> Result<Response> {
     let unknown = || Error::new(Code::NameUnknown, "repository name not known to registry");
     let local = match app.registry.repository_exists(name).await? {
@@ -70,7 +70,7 @@ pub async fn tags(
     };
     let all = match mirror {
         None => local.ok_or_else(unknown)?,
-        Some(i) => match crate::mirror::upstream_tags(&app.mirrors.namespaces[i], name).await {
+        Some(ns) => match crate::mirror::upstream_tags(ns, name).await {
             Ok(Some(mut all)) => {
                 all.extend(local.unwrap_or_default());
                 all.sort();
@@ -127,15 +127,15 @@ pub async fn referrers(
     req: &mut Request<'_>,
     name: &RepoName,
     subject: &Digest,
-    mirror: Option<usize>,
+    mirror: Option<&crate::mirror::MirrorNs>,
 ) -> Result<Response> {
     let filter = query_param(req.head.query(), "artifactType").filter(|t| !t.is_empty());
     let mut list = app
         .registry
         .referrers(name, subject, filter.as_deref())
         .await?;
-    if let Some(i) = mirror {
-        match crate::mirror::upstream_referrers(&app.mirrors.namespaces[i], name, subject).await {
+    if let Some(ns) = mirror {
+        match crate::mirror::upstream_referrers(ns, name, subject).await {
             Ok(Some(upstream)) => {
                 let wanted = |d: &Descriptor| {
                     filter

@@ -21,11 +21,10 @@ pub async fn handle(
     method: Method,
     name: &RepoName,
     reference: &Reference,
-    mirror: Option<usize>,
+    mirror: Option<&crate::mirror::MirrorNs>,
     who: &Who<'_>,
 ) -> Result<Response> {
     let reg = &app.registry;
-    let mirror = mirror.map(|i| &app.mirrors.namespaces[i]);
     if let Some(ns) = mirror {
         if matches!(method, Method::Get | Method::Head) {
             crate::mirror::refresh_manifest(app, ns, name, reference).await?;

@@ -38,18 +38,21 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
         }
     };
     // A mirrored repository is known by its local name from here on (policies included).
-    let mirrored = endpoint
-        .name()
-        .and_then(|n| app.mirrors.resolve(n, req.head.query()));
+    // The mirror table of this moment: the request keeps it to its end (a reload publishes a
+    // new one for the requests after it).
+    let mirrored = endpoint.name().and_then(|n| {
+        app.live
+            .peek(|live| live.mirrors.resolve(n, req.head.query()))
+    });
     let endpoint = match &mirrored {
         Some((_, local)) => endpoint.with_name(local),
         None => endpoint,
     };
-    let mirror = mirrored.as_ref().map(|(i, _)| *i);
+    let mirror = mirrored.as_ref().map(|(ns, _)| ns);
     let identity = access::identify(app, req).await?;
     access::authorize(app, &identity, &endpoint, action, req.head.query())?;
-    if let Some(i) = mirror {
-        if action.writes() && !app.mirrors.namespaces[i].writable {
+    if let Some(ns) = mirror {
+        if action.writes() && !ns.writable {
             return Err(Error::new(
                 Code::Unsupported,
                 "this repository is a read-only mirror of an upstream registry",
@@ -74,9 +77,12 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     match endpoint {
         Endpoint::Base => Ok(Response::json(200, b"{}".to_vec())),
         Endpoint::Catalog => listing::catalog(app, req, &identity).await,
-        Endpoint::Tags { name } => listing::tags(app, req, &repo(name)?, mirror).await,
+        Endpoint::Tags { name } => {
+            listing::tags(app, req, &repo(name)?, mirror.map(|ns| &**ns)).await
+        }
         Endpoint::Referrers { name, digest } => {
-            listing::referrers(app, req, &repo(name)?, &digest_of(digest)?, mirror).await
+            let ns = mirror.map(|ns| &**ns);
+            listing::referrers(app, req, &repo(name)?, &digest_of(digest)?, ns).await
         }
         Endpoint::Blob { name, digest } => {
             let (name, digest) = (repo(name)?, digest_of(digest)?);
@@ -89,7 +95,7 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
                 method,
                 &repo(name)?,
                 &reference_of(reference, method)?,
-                mirror,
+                mirror.map(|ns| &**ns),
                 &who,
             )
             .await

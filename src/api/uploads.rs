@@ -46,23 +46,29 @@ fn created(name: &RepoName, digest: &Digest) -> Response {
         .header("Docker-Content-Digest", digest.to_string())
 }
 
-/// A blob is in the repository: its `blob.push` event (every webhook; a failed `required`
-/// one fails the request, though the blob stays: GC takes it if no manifest names it).
-async fn pushed(app: &App, who: &Who<'_>, name: &RepoName, digest: &Digest) -> Result<Response> {
-    if events::wanted(app) {
-        let size = app.registry.blob_size(digest).await?;
-        let spec = Spec {
-            kind: EventKind::BlobPush,
-            name,
-            digest,
-            tag: None,
-            reference: Some(digest.as_str()),
-            media_type: None,
-            size,
-        };
-        events::all(app, who, &spec).await?;
+/// The `blob.push` event of a blob becoming visible in `name`.
+fn blob_push<'a>(name: &'a RepoName, digest: &'a Digest, size: u64) -> Spec<'a> {
+    Spec {
+        kind: EventKind::BlobPush,
+        name,
+        digest,
+        tag: None,
+        reference: Some(digest.as_str()),
+        media_type: None,
+        size: Some(size),
     }
-    Ok(created(name, digest))
+}
+
+/// `required` webhooks of a blob push, asked by the registry once the content is verified
+/// and before it is committed or linked: a refused blob never becomes visible.
+async fn gate(app: &App, who: &Who<'_>, name: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+    events::before(app, who, &blob_push(name, digest, size)).await
+}
+
+/// A blob is in the repository: the rest of its `blob.push` deliveries, and the answer.
+async fn pushed(app: &App, who: &Who<'_>, name: &RepoName, digest: &Digest, size: u64) -> Response {
+    events::after(app, who, &blob_push(name, digest, size)).await;
+    created(name, digest)
 }
 
 pub async fn start(
@@ -79,12 +85,14 @@ pub async fn start(
             Some(f) if !f.is_empty() => Some(repo(&f)?),
             _ => None,
         };
+        let gated = async |size| gate(app, who, name, &digest, size).await;
         let mounted = {
             let _write = req.clock.hold();
-            reg.mount_blob(name, &digest, from.as_ref()).await?
+            reg.mount_blob_gated(name, &digest, from.as_ref(), gated)
+                .await?
         };
-        if mounted {
-            return pushed(app, who, name, &digest).await;
+        if let Some(size) = mounted {
+            return Ok(pushed(app, who, name, &digest, size).await);
         }
         // Nothing to mount: the spec says to answer with a new session instead.
     }
@@ -94,10 +102,12 @@ pub async fn start(
     };
     if let Some(digest) = &digest {
         if let Some(body) = small_body(app, req).await? {
+            let size = body.len() as u64;
+            let gated = async |size| gate(app, who, name, digest, size).await;
             let _write = req.clock.hold();
-            reg.put_small_blob(name, digest, body).await?;
+            reg.put_small_blob(name, digest, body, gated).await?;
             drop(_write);
-            return pushed(app, who, name, digest).await;
+            return Ok(pushed(app, who, name, digest, size).await);
         }
     }
     let mut session = reg.upload_start_open(name).await?;
@@ -115,11 +125,12 @@ pub async fn start(
         reg.upload_cancel(name, &id).await?;
         return Err(e);
     }
-    {
+    let gated = async |size| gate(app, who, name, &digest, size).await;
+    let size = {
         let _write = req.clock.hold();
-        reg.upload_finish(session, &digest).await?;
-    }
-    pushed(app, who, name, &digest).await
+        reg.upload_finish_gated(session, &digest, gated).await?
+    };
+    Ok(pushed(app, who, name, &digest, size).await)
 }
 
 pub async fn handle(
@@ -165,20 +176,24 @@ pub async fn handle(
                 // POST then PUT with the whole blob (containerd's monolithic push).
                 if let Some(body) = small_body(app, req).await? {
                     drop(s);
+                    let size = body.len() as u64;
+                    let gated = async |size| gate(app, who, name, &digest, size).await;
                     let write = req.clock.hold();
-                    reg.put_small_blob(name, &digest, body).await?;
+                    let put = reg.put_small_blob(name, &digest, body, gated).await;
                     reg.upload_cancel(name, id).await?;
                     drop(write);
-                    return pushed(app, who, name, &digest).await;
+                    put?;
+                    return Ok(pushed(app, who, name, &digest, size).await);
                 }
             }
             req.body.set_limit(app.config.server.blob_bytes_max)?;
             receive(app, req, &mut s).await?;
-            {
+            let gated = async |size| gate(app, who, name, &digest, size).await;
+            let size = {
                 let _write = req.clock.hold();
-                reg.upload_finish(s, &digest).await?;
-            }
-            pushed(app, who, name, &digest).await
+                reg.upload_finish_gated(s, &digest, gated).await?
+            };
+            Ok(pushed(app, who, name, &digest, size).await)
         }
         _ => Err(Error::new(Code::Unsupported, "method not allowed").with_status(405)),
     }

@@ -97,6 +97,26 @@ impl KeyStore {
         })
     }
 
+    /// Takes the keys `previous` fetched (and when, and from where), for a provider whose
+    /// configuration is the same: a reload neither fetches them again nor loses them while
+    /// the provider is unreachable.
+    pub(super) fn adopt(&self, previous: &KeyStore) {
+        let (keys, fetched, last_attempt, jwks_uri) = {
+            let old = previous.lock();
+            (
+                old.keys.clone(),
+                old.fetched,
+                old.last_attempt,
+                old.jwks_uri.clone(),
+            )
+        };
+        let mut st = self.lock();
+        st.keys = keys;
+        st.fetched = fetched;
+        st.last_attempt = last_attempt;
+        st.jwks_uri = jwks_uri;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // Nothing panics while holding it; the state stays consistent if something did.
         self.state.lock().unwrap_or_else(|p| p.into_inner())

@@ -96,6 +96,8 @@ pub fn validate(providers: &BTreeMap<String, OidcConfig>) -> Result<(), String> 
 
 struct Provider {
     name: String,
+    /// As configured: a reload keeps the fetched keys of a provider whose section is the same.
+    config: OidcConfig,
     issuer: String,
     audience: String,
     username_claim: String,
@@ -119,6 +121,7 @@ impl OidcVerifier {
         for (name, p) in config {
             providers.push(Provider {
                 name: name.clone(),
+                config: p.clone(),
                 issuer: p.issuer.clone(),
                 audience: p.audience.clone(),
                 username_claim: p.username_claim.clone(),
@@ -130,6 +133,21 @@ impl OidcVerifier {
             providers,
             verified: Mutex::new(Expiring::new(VERIFIED_CACHE_MAX)),
         })
+    }
+
+    /// Takes over the signing keys `previous` fetched for every provider whose section did
+    /// not change (a reload): they are not fetched again, and an unreachable provider's
+    /// tokens keep verifying across the reload.
+    pub fn keep_keys_from(&self, previous: &OidcVerifier) {
+        for p in &self.providers {
+            let same = previous
+                .providers
+                .iter()
+                .find(|o| o.name == p.name && o.config == p.config);
+            if let Some(old) = same {
+                p.keys.adopt(&old.keys);
+            }
+        }
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -165,21 +183,25 @@ impl OidcVerifier {
                 self.lock().insert(hash, identity.clone(), expiry);
                 AuthOutcome::Ok(identity)
             }
-            Err(reason) => {
+            Err(Rejected::Bad(reason)) => {
                 tracing::debug!("OIDC token rejected: {reason}");
                 AuthOutcome::BadCredentials
+            }
+            Err(Rejected::NoKeys(reason)) => {
+                tracing::debug!("OIDC token not checked: {reason}");
+                AuthOutcome::Unverifiable
             }
         }
     }
 
     /// The identity and how long it stays valid (until `exp`).
-    async fn verify_uncached(&self, token: &str) -> Result<(Identity, Duration), String> {
+    async fn verify_uncached(&self, token: &str) -> Result<(Identity, Duration), Rejected> {
         if !is_jwt_shaped(token) {
             return Err("not a JWT".into());
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e}"))?;
         if !ACCEPTED.contains(&header.alg) {
-            return Err(format!("algorithm {:?} is not accepted", header.alg));
+            return Err(format!("algorithm {:?} is not accepted", header.alg).into());
         }
         let provider = self
             .provider_of(token)
@@ -188,7 +210,13 @@ impl OidcVerifier {
             .keys
             .key_for(header.kid.as_deref(), header.alg)
             .await
-            .map_err(|e| format!("provider {}: key: {e:?}", provider.name))?;
+            .map_err(|e| {
+                let reason = format!("provider {}: key: {e:?}", provider.name);
+                match e {
+                    jwks::KeyError::Unavailable => Rejected::NoKeys(reason),
+                    jwks::KeyError::Unknown => Rejected::Bad(reason),
+                }
+            })?;
         let key = jwks::find(&keys, header.kid.as_deref(), header.alg).ok_or("key vanished")?;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&provider.issuer]);
@@ -207,7 +235,8 @@ impl OidcVerifier {
                 return Err(format!(
                     "provider {}: no string claim {:?} for the username",
                     provider.name, provider.username_claim
-                ))
+                )
+                .into())
             }
         };
         let now = SystemTime::now()
@@ -217,7 +246,14 @@ impl OidcVerifier {
         // Checked by `decode` (a number, not long past); what is left is until it expires.
         let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
         let ttl = Duration::from_secs(exp.saturating_sub(now));
+        // `sub` names the subject for the provider (OIDC requires it); the username claim
+        // stands in for a token without one.
+        let subject = match claims.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => username.clone(),
+        };
         let identity = Identity {
+            id: Some(format!("oidc:{}:{subject}", provider.name)),
             username: Some(username),
             oidc: Some(Arc::new(OidcIdentity {
                 provider: provider.name.clone(),
@@ -226,6 +262,25 @@ impl OidcVerifier {
             ..Identity::default()
         };
         Ok((identity, ttl))
+    }
+}
+
+/// Why a token was refused: a bad token is the client's failure (counted against its rate
+/// limit); a provider whose keys were never fetched is not.
+enum Rejected {
+    Bad(String),
+    NoKeys(String),
+}
+
+impl From<String> for Rejected {
+    fn from(reason: String) -> Self {
+        Rejected::Bad(reason)
+    }
+}
+
+impl From<&str> for Rejected {
+    fn from(reason: &str) -> Self {
+        Rejected::Bad(reason.to_string())
     }
 }
 

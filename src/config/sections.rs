@@ -78,6 +78,10 @@ pub struct ServerConfig {
     /// Memory for the manifest cache shared by all workers (0 disables it).
     #[serde(default = "d::manifest_cache_bytes")]
     pub manifest_cache_bytes: usize,
+    /// How long a cached manifest is served before it is read from storage again: the bound
+    /// on serving a manifest that another process or node deleted.
+    #[serde(default = "d::manifest_cache_ttl", deserialize_with = "duration")]
+    pub manifest_cache_ttl: Duration,
     /// Largest body accepted by any other route.
     #[serde(default = "d::other_body_bytes_max")]
     pub other_body_bytes_max: u64,

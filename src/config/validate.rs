@@ -28,6 +28,7 @@ impl Config {
             ("server.tls_handshake_timeout", s.tls_handshake_timeout),
             ("server.keep_alive_timeout", s.keep_alive_timeout),
             ("server.body_idle_timeout", s.body_idle_timeout),
+            ("server.manifest_cache_ttl", s.manifest_cache_ttl),
         ] {
             if v.is_zero() {
                 return bad(key, "must be greater than zero");
@@ -60,6 +61,13 @@ impl Config {
             (None, None) => return bad("storage", "needs [storage.fs] or [storage.s3]"),
         }
         for (id, ident) in &self.identity {
+            // Token identities are `oidc:<provider>:<sub>`: no configured id may look like one.
+            if id.starts_with("oidc:") {
+                return bad(
+                    &format!("identity.{id}"),
+                    "ids starting with \"oidc:\" name token identities",
+                );
+            }
             if ident.username.is_empty() || ident.username.contains(':') {
                 return bad(
                     &format!("identity.{id}.username"),

@@ -62,6 +62,9 @@ pub(super) mod d {
     pub fn manifest_cache_bytes() -> usize {
         8 * 1024 * 1024
     }
+    pub fn manifest_cache_ttl() -> Duration {
+        Duration::from_secs(2)
+    }
     pub fn other_body_bytes_max() -> u64 {
         64 * 1024
     }

@@ -24,7 +24,8 @@ impl Mirrors {
 }
 
 /// Serves a blob that is not stored yet: joins the fetch in flight or starts one, then
-/// streams the file as it grows. `range` is the parsed Range header against the size.
+/// streams the file as it grows: the response and the blob's whole size. `range` is the
+/// parsed Range header against the size.
 ///
 /// On object storage there is no file to follow: the fetch streams into a multipart upload
 /// and this waits until the blob is committed and linked, then answers `None`: serve it as
@@ -33,12 +34,12 @@ impl Mirrors {
 /// the request's deadline lets a large layer that keeps coming finish.
 pub async fn serve_blob(
     app: &App,
-    ns_index: usize,
+    ns: &Arc<MirrorNs>,
     name: &RepoName,
     digest: &Digest,
     range_header: Option<&str>,
     moving: &dyn Fn(),
-) -> Result<Option<Response>> {
+) -> Result<Option<(Response, u64)>> {
     let mirrors = &app.mirrors;
     let (fetch, confirm) = {
         let mut fetches = lock(&mirrors.fetches);
@@ -68,9 +69,11 @@ pub async fn serve_blob(
                     .this
                     .upgrade()
                     .ok_or_else(|| Error::internal("application gone"))?;
+                // The fetch keeps this request's settings to its end, whatever a reload
+                // publishes meanwhile.
                 compio::runtime::spawn(run_fetch(
                     app_rc,
-                    ns_index,
+                    ns.clone(),
                     name.clone(),
                     digest.clone(),
                     f.clone(),
@@ -82,7 +85,7 @@ pub async fn serve_blob(
     };
     if confirm {
         // In flight for another repository: this one must have it upstream too.
-        blob_size_upstream(&mirrors.namespaces[ns_index], name, digest).await?;
+        blob_size_upstream(ns, name, digest).await?;
     }
     let progress = fetch.progress.clone();
     let idle = app.config.server.body_idle_timeout;
@@ -121,12 +124,13 @@ pub async fn serve_blob(
         unsafe { compio::fs::File::from_raw_fd(file.into_raw_fd()) }
     };
     let (resp, offset, len) = crate::api::blobs::ranged(digest, total, range_header)?;
-    Ok(Some(resp.body(Body::Growing(GrowingBody {
+    let resp = resp.body(Body::Growing(GrowingBody {
         file,
         progress,
         offset,
         len,
-    }))))
+    }));
+    Ok(Some((resp, total)))
 }
 
 fn busy(message: &str) -> Error {
@@ -147,13 +151,13 @@ fn failure_error(f: Failure) -> Error {
 /// other clients even when the first one goes away.
 async fn run_fetch(
     app: Rc<App>,
-    ns_index: usize,
+    ns: Arc<MirrorNs>,
     name: RepoName,
     digest: Digest,
     fetch: Arc<Fetch>,
 ) {
     let started = Instant::now();
-    let result = fetch_blob(&app, ns_index, &name, &digest, &fetch).await;
+    let result = fetch_blob(&app, &ns, &name, &digest, &fetch).await;
     match &result {
         Ok(size) => {
             METRICS.mirror_blob_fetches.fetch_add(1, Relaxed);
@@ -189,12 +193,11 @@ fn failed(status: u16, message: impl Into<String>) -> Failure {
 /// Streams the upstream body into an upload session and commits it once verified.
 async fn fetch_blob(
     app: &App,
-    ns_index: usize,
+    ns: &MirrorNs,
     name: &RepoName,
     digest: &Digest,
     fetch: &Fetch,
 ) -> std::result::Result<u64, Failure> {
-    let ns = &app.mirrors.namespaces[ns_index];
     let upstream_name = ns.upstream_name(name.as_str());
     let reg = &app.registry;
     let internal = |e: Error| failed(500, e.message);

@@ -25,8 +25,7 @@ pub async fn refresh_manifest(
                     "manifest {d} arrived with digest {actual}"
                 )));
             }
-            reg.put_manifest_mirrored(name, reference, media_type.as_deref(), body)
-                .await?;
+            fill(app, name, reference, media_type.as_deref(), body).await?;
             if ns.evict_after.is_some() {
                 reg.note_pulled(name, d).await?;
             }
@@ -117,19 +116,68 @@ async fn revalidate_tag(
             )));
         }
     }
-    let put = reg
-        .put_manifest_mirrored(
-            name,
-            &Reference::Tag(tag.clone()),
-            media_type.as_deref(),
-            body,
-        )
-        .await?;
+    let reference = Reference::Tag(tag.clone());
+    let put = fill(app, name, &reference, media_type.as_deref(), body).await?;
     if ns.evict_after.is_some() {
         reg.note_pulled(name, &put.digest).await?;
     }
     tracing::info!(repository = %name, tag = %tag, digest = %put.digest, "mirrored tag updated from upstream");
     Ok(())
+}
+
+/// Stores a manifest fetched from an upstream, with the events of a push by the registry
+/// itself (actor `mirror`): `manifest.push`, and `tag.create` for a tag. `required` webhooks
+/// are asked first and may refuse the fill (the client gets 502, nothing is stored).
+async fn fill(
+    app: &App,
+    name: &RepoName,
+    reference: &Reference,
+    media_type: Option<&str>,
+    body: Vec<u8>,
+) -> Result<crate::registry::manifests::PutManifest> {
+    use crate::api::events::{after_as, before_as, Spec};
+    use crate::events::{Actor, EventKind};
+    if !crate::api::events::wanted(app) {
+        return app
+            .registry
+            .put_manifest_mirrored(name, reference, media_type, body)
+            .await;
+    }
+    let (digest, tag) = match reference {
+        Reference::Digest(d) => (d.clone(), None),
+        Reference::Tag(t) => (
+            Digest::of(crate::oci::Algorithm::Sha256, &body),
+            Some(t.as_str()),
+        ),
+    };
+    let size = body.len() as u64;
+    let kinds: &[EventKind] = match tag {
+        Some(_) => &[EventKind::ManifestPush, EventKind::TagCreate],
+        None => &[EventKind::ManifestPush],
+    };
+    let specs: Vec<Spec> = kinds
+        .iter()
+        .map(|&kind| Spec {
+            kind,
+            name,
+            digest: &digest,
+            tag,
+            reference: Some(reference.as_str()),
+            media_type,
+            size: Some(size),
+        })
+        .collect();
+    for spec in &specs {
+        before_as(app, &Actor::Mirror, spec).await?;
+    }
+    let put = app
+        .registry
+        .put_manifest_mirrored(name, reference, media_type, body)
+        .await?;
+    for spec in &specs {
+        after_as(app, &Actor::Mirror, spec).await;
+    }
+    Ok(put)
 }
 
 /// GETs a manifest from the first upstream that has it: (media type, bytes, digest header).

@@ -162,13 +162,23 @@ struct Fetch {
     file: std::sync::OnceLock<std::fs::File>,
 }
 
-/// All mirrored namespaces, shared by every worker.
+/// The mirrored namespaces as configured: built with the rest of the reloadable set (see
+/// `reload::Live`), so SIGHUP replaces it. A request takes the namespace it maps to (an
+/// `Arc`) and keeps it to its end, and a blob fetch for as long as it runs: what is in flight
+/// finishes with the settings it started with, new requests get the new ones.
 #[derive(Default)]
-pub struct Mirrors {
-    pub namespaces: Vec<MirrorNs>,
+pub struct MirrorTable {
+    pub namespaces: Vec<Arc<MirrorNs>>,
     default: Option<usize>,
     /// Namespaces of ordinary (non-mirror) repositories: never mapped to the default mirror.
     local_namespaces: Vec<String>,
+}
+
+/// What the pull-through cache keeps while it runs, whatever the configuration: the blob
+/// fetches in flight and what was recently checked upstream or recorded. Shared by every
+/// worker; kept across reloads.
+#[derive(Default)]
+pub struct Mirrors {
     fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
     fresh: Mutex<HashMap<(String, String), Instant>>,
     pulled: Mutex<HashMap<(String, Digest), Instant>>,
@@ -188,9 +198,9 @@ fn upstream_error(message: impl Into<String>) -> Error {
     .with_status(502)
 }
 
-impl Mirrors {
-    pub fn from_config(config: &Config) -> std::result::Result<Mirrors, String> {
-        let mut mirrors = Mirrors::default();
+impl MirrorTable {
+    pub fn from_config(config: &Config) -> std::result::Result<MirrorTable, String> {
+        let mut mirrors = MirrorTable::default();
         for repo in &config.repository {
             let ns = repo.namespace.trim_end_matches('/');
             match &repo.mirror {
@@ -198,7 +208,7 @@ impl Mirrors {
                     if m.default {
                         mirrors.default = Some(mirrors.namespaces.len());
                     }
-                    mirrors.namespaces.push(MirrorNs::new(ns, m)?);
+                    mirrors.namespaces.push(Arc::new(MirrorNs::new(ns, m)?));
                 }
                 None if !ns.is_empty() => mirrors.local_namespaces.push(ns.to_string()),
                 None => {}
@@ -207,8 +217,13 @@ impl Mirrors {
         Ok(mirrors)
     }
 
-    /// Maps a request's repository name to a mirror: the mirror's index and the local name.
-    pub fn resolve(&self, name: &str, query: &str) -> Option<(usize, String)> {
+    /// Maps a request's repository name to a mirror: the mirror and the local name.
+    pub fn resolve(&self, name: &str, query: &str) -> Option<(Arc<MirrorNs>, String)> {
+        let (i, local) = self.resolve_index(name, query)?;
+        Some((self.namespaces[i].clone(), local))
+    }
+
+    fn resolve_index(&self, name: &str, query: &str) -> Option<(usize, String)> {
         if self.namespaces.is_empty() {
             return None;
         }
@@ -249,7 +264,9 @@ impl Mirrors {
         }
         Some((i, format!("{}/{name}", self.namespaces[i].namespace)))
     }
+}
 
+impl Mirrors {
     fn is_fresh(&self, ns: &MirrorNs, name: &RepoName, tag: &Tag) -> bool {
         let key = (name.as_str().to_string(), tag.as_str().to_string());
         lock(&self.fresh)
@@ -317,7 +334,7 @@ async fn first_found(
 /// Evicts what has not been pulled for each mirror's `evict_after`.
 pub async fn evict(
     app_registry: &crate::registry::Registry,
-    mirrors: &Mirrors,
+    mirrors: &MirrorTable,
     dry_run: bool,
 ) -> Result<Vec<(RepoName, Digest)>> {
     let mut total = Vec::new();
@@ -346,7 +363,7 @@ pub async fn note_pulled(app: &App, ns: &MirrorNs, name: &RepoName, d: &Digest) 
 mod tests {
     use super::*;
 
-    fn mirrors(toml_extra: &str) -> Mirrors {
+    fn mirrors(toml_extra: &str) -> MirrorTable {
         let text = format!(
             r#"
 [server]
@@ -375,37 +392,38 @@ url = "http://127.0.0.1:2"
 {toml_extra}"#
         );
         let config = Config::parse(&text).unwrap();
-        Mirrors::from_config(&config).unwrap()
+        MirrorTable::from_config(&config).unwrap()
     }
 
     #[test]
     fn names_map_to_mirrors() {
-        let m = mirrors("");
+        let table = mirrors("");
+        let m = &table;
         assert_eq!(
-            m.resolve("library/alpine", ""),
+            m.resolve_index("library/alpine", ""),
             Some((0, "docker.io/library/alpine".into()))
         );
         assert_eq!(
-            m.resolve("docker.io/library/alpine", ""),
+            m.resolve_index("docker.io/library/alpine", ""),
             Some((0, "docker.io/library/alpine".into()))
         );
         assert_eq!(
-            m.resolve("library/alpine", "ns=docker.io"),
+            m.resolve_index("library/alpine", "ns=docker.io"),
             Some((0, "docker.io/library/alpine".into()))
         );
         assert_eq!(
-            m.resolve("owner/app", "ns=ghcr.io"),
+            m.resolve_index("owner/app", "ns=ghcr.io"),
             Some((1, "ghcr/owner/app".into()))
         );
         assert_eq!(
-            m.resolve("ghcr/owner/app", ""),
+            m.resolve_index("ghcr/owner/app", ""),
             Some((1, "ghcr/owner/app".into()))
         );
         // Explicit local namespaces stay local; unknown ns values fall back to the rules.
-        assert_eq!(m.resolve("team/app", ""), None);
-        assert_eq!(m.resolve("team", ""), None);
-        assert_eq!(m.resolve("team/app", "ns=quay.io"), None);
-        assert_eq!(m.resolve("x/y", "ns=quay.io"), None);
+        assert_eq!(m.resolve_index("team/app", ""), None);
+        assert_eq!(m.resolve_index("team", ""), None);
+        assert_eq!(m.resolve_index("team/app", "ns=quay.io"), None);
+        assert_eq!(m.resolve_index("x/y", "ns=quay.io"), None);
         assert_eq!(
             m.namespaces[0].upstream_name("docker.io/library/alpine"),
             "library/alpine"

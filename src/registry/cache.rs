@@ -5,7 +5,10 @@
 //! counter and then invalidates its keys; a reader notes the generation before reading
 //! storage and inserts only if it has not moved. An insert either lands before the
 //! invalidation (which then removes it) or sees the bumped generation (and is skipped).
-//! Writes by another process (`origin gc` on a live registry) are bounded by a TTL.
+//! Writes by another process (`origin gc` or `origin scrub --retention` beside a live
+//! registry) or by another node on the same bucket are not seen here: an entry is served for
+//! at most `server.manifest_cache_ttl` after it was read from storage, then read again. That
+//! is the bound on how long a manifest deleted elsewhere can still be served by this node.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,8 +17,6 @@ use std::time::{Duration, Instant};
 
 use crate::oci::Digest;
 
-/// Entries older than this are re-read from storage (writes by other processes).
-const ENTRY_TTL: Duration = Duration::from_secs(10);
 /// Manifests larger than this are not cached (indexes of thousands of children).
 const ENTRY_BYTES_MAX: usize = 256 * 1024;
 
@@ -37,6 +38,9 @@ struct Inner {
 pub struct ManifestCache {
     generation: AtomicU64,
     bytes_max: usize,
+    /// Entries older than this are read from storage again (writes by other processes and
+    /// other nodes).
+    ttl: Duration,
     inner: Mutex<Inner>,
 }
 
@@ -45,10 +49,11 @@ fn key(repo: &str, reference: &str) -> String {
 }
 
 impl ManifestCache {
-    pub fn new(bytes_max: usize) -> Self {
+    pub fn new(bytes_max: usize, ttl: Duration) -> Self {
         ManifestCache {
             generation: AtomicU64::new(0),
             bytes_max,
+            ttl,
             inner: Mutex::new(Inner {
                 map: HashMap::new(),
                 order: VecDeque::new(),
@@ -75,7 +80,7 @@ impl ManifestCache {
         }
         let inner = self.lock();
         let hit = inner.map.get(&key(repo, reference))?;
-        (hit.at.elapsed() < ENTRY_TTL).then(|| hit.clone())
+        (hit.at.elapsed() < self.ttl).then(|| hit.clone())
     }
 
     pub fn insert(
@@ -139,7 +144,7 @@ mod tests {
 
     #[test]
     fn insert_after_a_concurrent_write_is_skipped() {
-        let c = ManifestCache::new(1 << 20);
+        let c = ManifestCache::new(1 << 20, Duration::from_secs(60));
         let d = Digest::of(Algorithm::Sha256, b"m");
         let g = c.generation();
         c.invalidate("r", &["v1"]); // a write lands while the reader reads storage
@@ -152,9 +157,21 @@ mod tests {
         assert!(c.get("r", "v1").is_none());
     }
 
+    /// An entry is served for the TTL after it was read, then no more (what another process
+    /// or node deleted meanwhile is read again from storage).
+    #[test]
+    fn entries_expire_after_the_ttl() {
+        let c = ManifestCache::new(1 << 20, Duration::from_millis(50));
+        let d = Digest::of(Algorithm::Sha256, b"m");
+        c.insert(c.generation(), "r", "v1", &d, "t", b"m");
+        assert!(c.get("r", "v1").is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(c.get("r", "v1").is_none());
+    }
+
     #[test]
     fn bounded_by_bytes() {
-        let c = ManifestCache::new(10_000);
+        let c = ManifestCache::new(10_000, Duration::from_secs(60));
         let d = Digest::of(Algorithm::Sha256, b"m");
         for i in 0..100 {
             let g = c.generation();

@@ -371,9 +371,11 @@ impl Registry {
     }
 
     /// Whether `reference` may be served from this process's cache. Digests always (their
-    /// content is immutable); tags only on the fs backend, where this process sees every
-    /// write: on shared object storage another node may move a tag at any moment, and its
-    /// next read must see that (the cache's TTL would serve it stale).
+    /// content is immutable; a deletion elsewhere is seen within the cache's TTL); tags only
+    /// on the fs backend, where this process makes every write but the out-of-process
+    /// `origin gc` and `origin scrub --retention` (seen within the TTL too): on shared
+    /// object storage another node may move a tag at any moment, and its next read must see
+    /// that.
     fn cacheable(&self, reference: &Reference) -> bool {
         matches!(reference, Reference::Digest(_)) || self.store.as_fs().is_some()
     }

@@ -297,12 +297,15 @@ impl Registry {
     }
 
     /// A whole small blob in one request (a monolithic push): held, stored and linked with
-    /// a single durable step, no upload session. `body` must hash to `digest` (checked).
+    /// a single durable step, no upload session. `body` must hash to `digest` (checked);
+    /// then `gate` is asked with its size (a `required` webhook), and nothing is stored
+    /// when it refuses.
     pub async fn put_small_blob(
         &self,
         name: &RepoName,
         digest: &Digest,
         body: Vec<u8>,
+        gate: impl AsyncFnOnce(u64) -> Result<()>,
     ) -> Result<()> {
         let actual = Digest::of(digest.algorithm(), &body);
         if &actual != digest {
@@ -311,8 +314,9 @@ impl Registry {
                 format!("content digest is {actual}, not {digest}"),
             ));
         }
-        self.hold_blob(digest).await?;
         let size = body.len() as u64;
+        gate(size).await?;
+        self.hold_blob(digest).await?;
         if self
             .store_content(&layout::blob_data(digest), digest, body)
             .await?
@@ -346,13 +350,30 @@ impl Registry {
         digest: &Digest,
         from: Option<&RepoName>,
     ) -> Result<bool> {
+        let mounted = self
+            .mount_blob_gated(name, digest, from, async |_| Ok(()))
+            .await?;
+        Ok(mounted.is_some())
+    }
+
+    /// [`Registry::mount_blob`] with `gate` asked, with the blob's size, before the link is
+    /// written (a `required` webhook); nothing is linked when it refuses. Returns the size
+    /// of the blob mounted, or None when there is nothing to mount.
+    pub async fn mount_blob_gated(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+        gate: impl AsyncFnOnce(u64) -> Result<()>,
+    ) -> Result<Option<u64>> {
         // Held first: once held, a blob found stored stays until the grace period ends.
         self.hold_blob(digest).await?;
         let available = match from {
-            Some(src) => self.repo_blob_size(src, digest).await?.is_some(),
-            None => self.blob_size(digest).await?.is_some(),
+            Some(src) => self.repo_blob_size(src, digest).await?,
+            None => self.blob_size(digest).await?,
         };
-        if available {
+        if let Some(size) = available {
+            gate(size).await?;
             self.link_blob(name, digest).await?;
         }
         Ok(available)

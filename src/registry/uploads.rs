@@ -456,7 +456,21 @@ impl Registry {
 
     /// Verifies the session's content against `digest` and commits it as a blob linked to
     /// the repository. On a mismatch the session is removed and nothing becomes visible.
-    pub async fn upload_finish(&self, mut s: Session, digest: &Digest) -> Result<()> {
+    pub async fn upload_finish(&self, s: Session, digest: &Digest) -> Result<()> {
+        self.upload_finish_gated(s, digest, async |_| Ok(()))
+            .await?;
+        Ok(())
+    }
+
+    /// [`Registry::upload_finish`] with `gate` asked, with the blob's size, once the content
+    /// is verified and before anything is committed (a `required` webhook): when it refuses,
+    /// the session is removed and nothing becomes visible. Returns the blob's size.
+    pub async fn upload_finish_gated(
+        &self,
+        mut s: Session,
+        digest: &Digest,
+        gate: impl AsyncFnOnce(u64) -> Result<()>,
+    ) -> Result<u64> {
         let (name, id) = (s.name.clone(), s.id.clone());
         let same_algorithm = digest.algorithm() == s.hasher.algorithm();
         // A session opened from the cache is confirmed first only where the commit cannot
@@ -492,6 +506,11 @@ impl Registry {
         }
         let data_key = self.session_key(&name, &id);
         let size = s_offset;
+        if let Err(e) = gate(size).await {
+            drop(s);
+            self.upload_cancel(&name, &id).await?;
+            return Err(e);
+        }
         // Held before the commit: a pass that is deleting this digest finishes first, and
         // none starts until the grace period is over (see gc.rs). A commit that finds the
         // blob stored already therefore keeps a blob that stays.
@@ -524,7 +543,7 @@ impl Registry {
         } else {
             self.upload_cancel(&name, &id).await?;
         }
-        Ok(())
+        Ok(size)
     }
 
     async fn rehash(&self, name: &RepoName, id: &UploadId, alg: Algorithm) -> Result<Digest> {
