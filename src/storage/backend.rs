@@ -7,7 +7,7 @@ use compio::buf::{IoBuf, IoBufMut};
 use compio::BufResult;
 
 use super::{
-    BlobReader, CommitOutcome, FsReader, FsStorage, FsUpload, Meta, Object, PutCondition,
+    BlobReader, CommitOutcome, Etag, FsReader, FsStorage, FsUpload, Meta, Object, PutCondition,
     PutOutcome, Result, S3Reader, S3Storage, S3Upload, Storage, UploadWriter,
 };
 
@@ -136,6 +136,10 @@ impl Storage for Backend {
 
     async fn delete(&self, key: &str) -> Result<bool> {
         each!(self, s => s.delete(key).await)
+    }
+
+    async fn delete_if_match(&self, key: &str, etag: &Etag) -> Result<bool> {
+        each!(self, s => s.delete_if_match(key, etag).await)
     }
 
     async fn put_pending(

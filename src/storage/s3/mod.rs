@@ -501,6 +501,35 @@ impl Storage for S3Storage {
         Ok(true)
     }
 
+    async fn delete_if_match(&self, key: &str, etag: &Etag) -> Result<bool> {
+        validate_key(key)?;
+        let full = self.full(key);
+        let sign = |b: &Bucket, c: Option<&Credentials>, h: &[(&'static str, String)]| {
+            sign_with(b.delete_object(c, &full), h)
+        };
+        let sent = self
+            .client()
+            .call(&Request {
+                op: "DeleteObject",
+                method: "DELETE",
+                key: &full,
+                sign: &sign,
+                headers: vec![("if-match", etag.as_str().to_string())],
+                body: &[],
+            })
+            .await?;
+        let (status, unsure) = (sent.resp.status, sent.unsure);
+        sent.resp.drain().await;
+        match status {
+            200 | 204 => Ok(true),
+            // Absent: if an earlier attempt of this call may have deleted it, it did (the
+            // object had this etag then, or that attempt would have been refused).
+            404 => Ok(unsure),
+            412 => Ok(false),
+            s => Err(s3_error("DeleteObject", &full, format!("status {s}"))),
+        }
+    }
+
     async fn list(
         &self,
         prefix: &str,
