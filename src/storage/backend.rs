@@ -99,6 +99,18 @@ impl Backend {
         })
     }
 
+    /// `open_read` for a blob about to be served from its start: S3 sends the GET at once
+    /// instead of a HEAD first (`S3Storage::open_read_started`).
+    pub async fn open_read_started(&self, key: &str) -> Result<Option<BackendReader>> {
+        Ok(match self {
+            Backend::Fs(s) => s.open_read(key).await?.map(BackendReader::Fs),
+            Backend::S3(s) => s
+                .open_read_started(key)
+                .await?
+                .map(|r| BackendReader::S3(Box::new(r))),
+        })
+    }
+
     /// Removes an object that is not an upload session, without saying whether it existed
     /// (S3: one DELETE, no HEAD).
     pub async fn remove(&self, key: &str) -> Result<()> {
