@@ -87,6 +87,8 @@ fi
 # Shared set-up, then one file per client or phase (scripts/interop/README.md).
 # shellcheck source=interop/lib.sh
 . "$ROOT/scripts/interop/lib.sh"
+# shellcheck source=interop/setup.sh
+. "$ROOT/scripts/interop/setup.sh"
 for f in curl skopeo podman docker ctr oras security oidc mirror; do
   # shellcheck source=/dev/null
   . "$ROOT/scripts/interop/$f.sh"
