@@ -230,7 +230,7 @@ fn paused_server(point: &str, moto: Option<&common::s3::Moto>) -> Server {
 fn delete_racing_an_immutable_push(srv: &Server, what: &str) {
     let layer = bytes(11, 4000);
     // `latest` is excluded from the rules: the manifest is deletable when the DELETE starts.
-    let (manifest, d) = srv.push_image("rel/app", "latest", &[layer.clone()]);
+    let (manifest, d) = srv.push_image("rel/app", "latest", std::slice::from_ref(&layer));
     let mut s = srv.connect();
     send(
         &mut s,
