@@ -7,7 +7,9 @@
 # cost of a blob commit on Origin: time and S3 requests of the final PUT ?digest= for a
 # 2 MiB and a 64 MiB blob, after a PATCH (staged data: server-side copy at commit) or with
 # the blob in its body (below the part size: one PUT at the content key, no copy), with the
-# default 8 MiB part size and with 128 MiB.
+# default 8 MiB part size and with 128 MiB. With skopeo installed, the same image shape is
+# also pushed and pulled by skopeo (copy between an OCI layout and the registry: it HEADs
+# each blob before uploading it, and pulls through its own client), counted the same way.
 #
 #   bench/s3.sh
 #
@@ -15,6 +17,7 @@
 #   BENCH_LAYERS / BENCH_LAYER_MIB   image shape (default 3 layers of 2 MiB)
 #   BENCH_COMMIT_MIB                 blob sizes of the commit measurement (default "2 64")
 #   BENCH_SKIP_BUILD=1               use the existing release binary
+#   BENCH_SKIP_COMMIT=1              stop after the push/pull table (no commit measurement)
 #   MOTO_SERVER                      moto_server (default /opt/origin-moto/bin/moto_server;
 #                                    scripts/moto.sh installs it)
 #   DISTRIBUTION_BIN                 default docker-registry (Debian package)
@@ -138,7 +141,32 @@ settle() {
 count() { python3 "$BENCH_DIR/s3count.py" --summary "$LOGS/$1.s3" --from $(($2 + 1)) --to "$3"; }
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
-declare -A PUSH_N PULL_N PUSH_RATE PULL_RATE
+# skopeo: the image as an OCI layout, and a policy that accepts anything (no signatures).
+SKOPEO=
+if command -v skopeo >/dev/null; then
+  SKOPEO=skopeo
+  python3 "$BENCH_DIR/s3image.py" oci --layers "$LAYERS" --mib "$LAYER_MIB" --state "$WORK/layout"
+  echo '{"default":[{"type":"insecureAcceptAnything"}]}' >"$WORK/policy.json"
+fi
+# skopeo_counts SERVER: skopeo push, then pull, of the layout; sets SK_PUSH and SK_PULL to
+# "total<TAB>op=n ...".
+skopeo_counts() {
+  local l0 l1 l2
+  settle "$1"
+  l0=$(lines "$1")
+  "$SKOPEO" --policy "$WORK/policy.json" copy -q --dest-tls-verify=false \
+    "oci:$WORK/layout:v1" "docker://127.0.0.1:$PORT/bench/skopeo:v1"
+  sleep 0.3
+  l1=$(lines "$1")
+  "$SKOPEO" --policy "$WORK/policy.json" copy -q --src-tls-verify=false \
+    "docker://127.0.0.1:$PORT/bench/skopeo:v1" "oci:$WORK/pulled-$1:v1"
+  sleep 0.3
+  l2=$(lines "$1")
+  SK_PUSH=$(count "$1" "$l0" "$l1")
+  SK_PULL=$(count "$1" "$l1" "$l2")
+}
+
+declare -A PUSH_N PULL_N PUSH_RATE PULL_RATE SK_PUSH_N SK_PULL_N
 for server in origin distribution; do
   if [ "$server" = origin ]; then
     start_origin_s3 origin origin $((8 << 20))
@@ -163,6 +191,13 @@ for server in origin distribution; do
   PULL_RATE[$server]=$(field "$pull" mib_per_sec)
   echo "$server push: ${c_push%%$'\t'*} S3 requests (${c_push#*$'\t'}), $(field "$push" mib_per_sec) MiB/s"
   echo "$server pull: ${c_pull%%$'\t'*} S3 requests (${c_pull#*$'\t'}), $(field "$pull" mib_per_sec) MiB/s"
+  if [ -n "$SKOPEO" ]; then
+    skopeo_counts "$server"
+    SK_PUSH_N[$server]=${SK_PUSH%%$'\t'*}
+    SK_PULL_N[$server]=${SK_PULL%%$'\t'*}
+    echo "$server skopeo push: ${SK_PUSH%%$'\t'*} S3 requests (${SK_PUSH#*$'\t'})"
+    echo "$server skopeo pull: ${SK_PULL%%$'\t'*} S3 requests (${SK_PULL#*$'\t'})"
+  fi
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b == 0) print "-"; else printf "%.2f", a / b }'; }
@@ -171,12 +206,17 @@ echo "| image ($LAYERS x $LAYER_MIB MiB + config) | origin | distribution | orig
 echo "|---|---|---|---|"
 echo "| S3 requests, push | ${PUSH_N[origin]} | ${PUSH_N[distribution]} | $(ratio "${PUSH_N[origin]}" "${PUSH_N[distribution]}") |"
 echo "| S3 requests, pull | ${PULL_N[origin]} | ${PULL_N[distribution]} | $(ratio "${PULL_N[origin]}" "${PULL_N[distribution]}") |"
+if [ -n "$SKOPEO" ]; then
+  echo "| S3 requests, skopeo push | ${SK_PUSH_N[origin]} | ${SK_PUSH_N[distribution]} | $(ratio "${SK_PUSH_N[origin]}" "${SK_PUSH_N[distribution]}") |"
+  echo "| S3 requests, skopeo pull | ${SK_PULL_N[origin]} | ${SK_PULL_N[distribution]} | $(ratio "${SK_PULL_N[origin]}" "${SK_PULL_N[distribution]}") |"
+fi
 echo "| push MiB/s | ${PUSH_RATE[origin]} | ${PUSH_RATE[distribution]} | $(ratio "${PUSH_RATE[origin]}" "${PUSH_RATE[distribution]}") |"
 echo "| pull MiB/s | ${PULL_RATE[origin]} | ${PULL_RATE[distribution]} | $(ratio "${PULL_RATE[origin]}" "${PULL_RATE[distribution]}") |"
 
 # The commit: the last request of a blob upload, timed and counted alone. "patch": PATCH with
 # the whole blob, then PUT ?digest= (staged data, copied inside the bucket at commit);
 # "mono": PUT ?digest= with the whole blob (below the part size: one PUT, no copy).
+[ "${BENCH_SKIP_COMMIT:-0}" = 1 ] && exit 0
 echo
 echo "| origin blob commit | part size | upload | PATCH s | final PUT s | S3 requests of the final PUT |"
 echo "|---|---|---|---|---|---|"

@@ -9,6 +9,8 @@ Prints one JSON line: bytes moved, seconds, MiB/s. Python 3 stdlib only.
   bench/s3image.py pull --url http://127.0.0.1:5000 --state /tmp/img.json
   bench/s3image.py commit --url http://127.0.0.1:5000 --mib 64 --state /tmp/c.json \
       --count-log /tmp/s3.log
+  bench/s3image.py oci --layers 3 --mib 2 --state /tmp/layout   # an OCI layout (tag v1)
+                                                                # for skopeo copy oci:...
 """
 
 import argparse
@@ -143,6 +145,39 @@ def commit(a):
                       "ops": " ".join(f"{k}={v}" for k, v in sorted(ops.items()))}))
 
 
+def oci(a):
+    """Writes the same image shape as an OCI image layout at --state (tag --tag), for a
+    real client (skopeo copy oci:DIR:TAG docker://...)."""
+    blobs = os.path.join(a.state, "blobs", "sha256")
+    os.makedirs(blobs, exist_ok=True)
+
+    def put(data):
+        d = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(blobs, d), "wb") as f:
+            f.write(data)
+        return "sha256:" + d
+
+    descs = []
+    for _ in range(a.layers):
+        layer = os.urandom(a.mib << 20)
+        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                      "digest": put(layer), "size": len(layer)})
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []},
+                         "nonce": os.urandom(8).hex()}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_TYPE,
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": put(config), "size": len(config)},
+                           "layers": descs}).encode()
+    md = put(manifest)
+    with open(os.path.join(a.state, "oci-layout"), "w") as f:
+        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    with open(os.path.join(a.state, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "manifests": [{
+            "mediaType": MANIFEST_TYPE, "digest": md, "size": len(manifest),
+            "annotations": {"org.opencontainers.image.ref.name": a.tag}}]}, f)
+
+
 def report(moved, secs):
     print(json.dumps({"bytes": moved, "secs": round(secs, 4),
                       "mib_per_sec": round(moved / (1 << 20) / secs, 2)}))
@@ -150,8 +185,8 @@ def report(moved, secs):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("action", choices=["push", "pull", "commit"])
-    p.add_argument("--url", required=True)
+    p.add_argument("action", choices=["push", "pull", "commit", "oci"])
+    p.add_argument("--url", help="the registry (all but oci)")
     p.add_argument("--repo", default="bench/img")
     p.add_argument("--tag", default="v1")
     p.add_argument("--layers", type=int, default=3)
@@ -160,7 +195,7 @@ def main():
     p.add_argument("--count-log", help="commit: the counting proxy's log")
     p.add_argument("--mode", choices=["patch", "mono"], default="patch", help="commit: how")
     a = p.parse_args()
-    {"push": push, "pull": pull, "commit": commit}[a.action](a)
+    {"push": push, "pull": pull, "commit": commit, "oci": oci}[a.action](a)
 
 
 if __name__ == "__main__":

@@ -1,56 +1,84 @@
 //! Crash points for the crash tests. `ORIGIN_FAILPOINT=<name>` (or `<name>@<n>` for the n-th
 //! time) kills the process with SIGKILL when it reaches that step, as a power cut or the OOM
 //! killer would, so every ordering the crash-safety argument relies on can be tested at the
-//! exact step instead of by a lucky kill. `<name>~<millis>` instead stalls the thread there
-//! every time, as a slow disk would (the deadline tests). Unset (always, in production), a
-//! check is one load of an initialised `OnceLock` and a branch.
+//! exact step instead of by a lucky kill. `<name>~<ms>` (or `<name>@<n>~<ms>`) makes a
+//! [`pause`] point wait that long instead, so a race test can put another request exactly
+//! between two steps, and a [`hit`] point stall its thread that long (a slow disk). Unset (always, in production), a check is one load of an initialised
+//! `OnceLock` and a branch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::Duration;
 
-/// What an armed point does.
-enum Effect {
-    /// SIGKILL at the n-th hit.
-    Kill(u64),
-    /// Block the thread this long at every hit.
-    Stall(std::time::Duration),
+/// The armed point: its name, which hit acts, and for a pause how long.
+struct Armed {
+    name: String,
+    nth: u64,
+    pause_ms: Option<u64>,
 }
 
-/// The armed point, read once, and what it does.
-static ARMED: OnceLock<Option<(String, Effect)>> = OnceLock::new();
+static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
 static HITS: AtomicU64 = AtomicU64::new(0);
 
-fn armed() -> &'static Option<(String, Effect)> {
+/// A pause longer than this is cut to it (a test's typo must not hang a request for good).
+const PAUSE_MS_MAX: u64 = 30_000;
+
+fn armed() -> &'static Option<Armed> {
     ARMED.get_or_init(|| {
         let spec = std::env::var("ORIGIN_FAILPOINT").ok()?;
-        if let Some((name, ms)) = spec.split_once('~') {
-            let ms = ms.parse().unwrap_or(1000);
-            let stall = std::time::Duration::from_millis(ms);
-            return Some((name.to_string(), Effect::Stall(stall)));
-        }
+        let (spec, pause_ms) = match spec.split_once('~') {
+            Some((s, ms)) => (
+                s.to_string(),
+                Some(ms.parse().unwrap_or(0).min(PAUSE_MS_MAX)),
+            ),
+            None => (spec, None),
+        };
         let (name, nth) = match spec.split_once('@') {
             Some((name, n)) => (name.to_string(), n.parse().unwrap_or(1)),
             None => (spec, 1),
         };
-        Some((name, Effect::Kill(nth.max(1))))
+        Some(Armed {
+            name,
+            nth: nth.max(1),
+            pause_ms,
+        })
     })
+}
+
+/// Whether this hit of `name` is the armed one (counted only for the armed name).
+fn due(a: &Armed, name: &str) -> bool {
+    a.name == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == a.nth
 }
 
 /// Marks a step; the process dies here if this point is armed and its count is reached.
 pub fn hit(name: &str) {
-    let Some((armed, effect)) = armed() else {
+    let Some(a) = armed() else {
         return;
     };
-    if armed != name {
+    if !due(a, name) {
         return;
     }
-    let nth = match effect {
-        Effect::Kill(nth) => nth,
-        Effect::Stall(d) => return std::thread::sleep(*d),
+    if let Some(ms) = a.pause_ms {
+        // A plain step armed as a pause stalls the thread, as a slow disk would.
+        eprintln!("failpoint {name}: stalling {ms} ms");
+        std::thread::sleep(Duration::from_millis(ms));
+        return;
+    }
+    eprintln!("failpoint {name}: killing the process");
+    // SAFETY: raising a signal on our own process.
+    unsafe { libc::raise(libc::SIGKILL) };
+}
+
+/// Marks a step a race test may stretch: waits here if this point is armed as a pause and
+/// its count is reached.
+pub async fn pause(name: &str) {
+    let Some(a) = armed() else {
+        return;
     };
-    if HITS.fetch_add(1, Ordering::SeqCst) + 1 == *nth {
-        eprintln!("failpoint {name}: killing the process");
-        // SAFETY: raising a signal on our own process.
-        unsafe { libc::raise(libc::SIGKILL) };
+    if let Some(ms) = a.pause_ms {
+        if due(a, name) {
+            eprintln!("failpoint {name}: pausing {ms} ms");
+            compio::time::sleep(Duration::from_millis(ms)).await;
+        }
     }
 }

@@ -207,3 +207,108 @@ fn check_config_rejects_a_bad_exclusion() {
         "{text}"
     );
 }
+
+/// A server with `RULES`, on fs or on a moto bucket, whose DELETE waits at failpoint `point`.
+fn paused_server(point: &str, moto: Option<&common::s3::Moto>) -> Server {
+    let dir = TempDir::new("immutable-race");
+    let mut text = config_text(&dir.0, "", RULES);
+    if let Some(m) = moto {
+        let fs = format!(
+            "[storage.fs]\nroot_dir = \"{}\"\n",
+            dir.0.join("data").display()
+        );
+        let bucket = point.split('~').next().unwrap_or("race");
+        m.create_bucket(bucket);
+        text = text.replace(&fs, &m.storage_section(bucket));
+    }
+    Server::start_config_env(dir, &text, &[("ORIGIN_FAILPOINT", point)])
+}
+
+/// A DELETE by digest paused at `point` while a push of the same manifest creates an
+/// immutable tag: the push succeeds, and the tag and the manifest it names are there after
+/// the DELETE ends, whatever the DELETE answered (409, or 202 when it was done first).
+fn delete_racing_an_immutable_push(srv: &Server, what: &str) {
+    let layer = bytes(11, 4000);
+    // `latest` is excluded from the rules: the manifest is deletable when the DELETE starts.
+    let (manifest, d) = srv.push_image("rel/app", "latest", std::slice::from_ref(&layer));
+    let mut s = srv.connect();
+    send(
+        &mut s,
+        "DELETE",
+        &format!("/v2/rel/app/manifests/{d}"),
+        &[],
+        b"",
+    );
+    // The DELETE reaches its pause (seconds long) well before this.
+    std::thread::sleep(Duration::from_millis(700));
+    let put = srv.put_manifest("rel/app", "v1", OCI_MANIFEST, &manifest);
+    assert_eq!(
+        put.status,
+        201,
+        "{what}: {}",
+        String::from_utf8_lossy(&put.body)
+    );
+    let del = read_response(&mut s, false).unwrap();
+    assert!(
+        del.status == 409 || del.status == 202,
+        "{what}: DELETE answered {} {}",
+        del.status,
+        String::from_utf8_lossy(&del.body)
+    );
+    let got = srv.get("/v2/rel/app/manifests/v1");
+    assert_eq!(
+        got.status, 200,
+        "{what}: the immutable tag pushed during the DELETE was lost (DELETE: {})",
+        del.status
+    );
+    assert_eq!(
+        got.header("docker-content-digest"),
+        Some(d.as_str()),
+        "{what}"
+    );
+    assert_eq!(
+        srv.get(&format!("/v2/rel/app/manifests/{d}")).status,
+        200,
+        "{what}"
+    );
+    assert!(
+        srv.get(&format!("/v2/rel/app/blobs/{}", digest(&layer)))
+            .body
+            == layer
+    );
+}
+
+/// The race of a DELETE by digest with a push that creates an immutable tag naming the same
+/// manifest, with the DELETE held at each of its steps in turn: after the request's first
+/// check, between the check under its mark and the conditional removal, and after the
+/// removal. The tag is never lost (before the check and the delete were one conditional
+/// step, the first case deleted the new tag with the manifest).
+#[test]
+fn a_delete_racing_an_immutable_push_never_loses_the_tag() {
+    for point in [
+        "immutable-delete-after-precheck~3000",
+        "immutable-delete-after-check~3000",
+        "immutable-delete-after-remove~3000",
+    ] {
+        let srv = paused_server(point, None);
+        delete_racing_an_immutable_push(&srv, point);
+    }
+}
+
+/// The same race on S3 (moto): the mark is a conditional replace and the removal a
+/// DeleteObject with `If-Match`.
+#[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
+fn a_delete_racing_an_immutable_push_never_loses_the_tag_on_s3() {
+    let Some(moto) = common::s3::Moto::start("immutable_delete_race") else {
+        return;
+    };
+    for point in [
+        "immutable-delete-after-precheck~3000",
+        "immutable-delete-after-check~3000",
+        "immutable-delete-after-remove~3000",
+    ] {
+        let srv = paused_server(point, Some(&moto));
+        delete_racing_an_immutable_push(&srv, point);
+    }
+}

@@ -198,10 +198,19 @@ async fn delete(
                 media_type: Some(media_type),
                 size: Some(*size),
             });
+            crate::failpoint::pause("immutable-delete-after-precheck").await;
             if let Some(spec) = &spec {
                 events::before(app, who, spec).await?;
             }
-            reg.delete_manifest(name, d).await?;
+            if rules.is_empty() {
+                reg.delete_manifest(name, d).await?;
+            } else {
+                // Checked again, in one conditional step with the removal: a push may have
+                // created an immutable tag since the check above.
+                let immutable = |t: &str| rules.is_immutable(name.as_str(), t);
+                reg.delete_manifest_unless_immutable(name, d, &immutable)
+                    .await?;
+            }
             if let Some(spec) = &spec {
                 events::after(app, who, spec).await;
             }

@@ -9,10 +9,16 @@ use crate::storage::{PutCondition, Storage};
 
 /// What a revision link records, so a GET needs no parse of the manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct RevisionLink {
+pub(super) struct RevisionLink {
     #[serde(rename = "mediaType")]
-    media_type: String,
-    size: u64,
+    pub(super) media_type: String,
+    pub(super) size: u64,
+    /// Set (to a token unique to that DELETE) by a DELETE that checks for immutable tags
+    /// before removing the revision (`manifest_delete.rs`); a push that creates such a tag
+    /// writes the link again without it. Readers ignore it: the manifest is there until the
+    /// link is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) deleting: Option<String>,
 }
 
 /// A stored manifest as served.
@@ -32,9 +38,6 @@ pub struct PutManifest {
 /// pass removes a crashed PUT's edges at most once, so a second attempt normally holds).
 const EDGE_ATTEMPTS_MAX: usize = 3;
 
-/// Referrers of referrers are deleted with their subject down to this depth.
-const REFERRER_CASCADE_DEPTH_MAX: usize = 8;
-
 /// The edge keys a manifest holds: one per blob it names, and its own revision.
 pub(super) fn edge_keys(name: &RepoName, digest: &Digest, m: &Manifest) -> Vec<String> {
     let holder = layout::Holder::Manifest(digest);
@@ -49,7 +52,7 @@ pub(super) fn edge_keys(name: &RepoName, digest: &Digest, m: &Manifest) -> Vec<S
     keys
 }
 
-fn manifest_unknown() -> Error {
+pub(super) fn manifest_unknown() -> Error {
     Error::new(Code::ManifestUnknown, "manifest unknown")
 }
 
@@ -160,8 +163,10 @@ impl Registry {
         let link = RevisionLink {
             media_type: manifest.media_type().to_string(),
             size,
+            deleting: None,
         };
         let link = serde_json::to_vec(&link).map_err(Error::internal)?;
+        let link_again = (rule == TagRule::Immutable).then(|| link.clone());
         // Publish in one durable step, visible only once durable: the revision link, the
         // referrers entry, the catalog entry if missing, and the tag.
         let mut batch = vec![(
@@ -210,6 +215,10 @@ impl Registry {
                 if rule == TagRule::Immutable && !tag_written {
                     self.immutable_tag_taken(name, tag, &digest).await?;
                 }
+                if let Some(link) = link_again {
+                    self.keep_revision(name, &digest, &manifest, &edges, link)
+                        .await?;
+                }
                 if let Some(old) = previous.filter(|old| old != &digest) {
                     self.note_untagged(name, &old).await?;
                 }
@@ -234,6 +243,51 @@ impl Registry {
                 Err(immutable_conflict(name, tag.as_str(), &what))
             }
         }
+    }
+
+    /// After an immutable tag was created (or found naming `digest`): the revision must not
+    /// be on its way out. A DELETE that looks for immutable tags marks the link first and
+    /// removes it only if the mark is still there (`manifest_delete.rs`), so a link marked
+    /// or gone here may be removed without the DELETE having seen this tag: the link is
+    /// written again (the DELETE's conditional removal then fails, and when it starts over
+    /// it finds the tag), with the edges held again first if it was removed meanwhile.
+    async fn keep_revision(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        manifest: &Manifest,
+        edges: &[String],
+        link: Vec<u8>,
+    ) -> Result<()> {
+        let revision_edge = layout::ref_edge(digest, name, &layout::Holder::Revision);
+        for _ in 0..EDGE_ATTEMPTS_MAX {
+            match self.manifest_link(name, digest).await? {
+                Some(l) if l.deleting.is_none() => {
+                    // A DELETE that finished meanwhile may have removed this push's edges
+                    // (see `manifest_delete.rs`, after `remove_edges`).
+                    if self.store.head(&revision_edge).await?.is_none() {
+                        self.hold_edges(name, digest, manifest, edges, true).await?;
+                    }
+                    return Ok(());
+                }
+                Some(_) => {}
+                None => self.hold_edges(name, digest, manifest, edges, true).await?,
+            }
+            self.store
+                .put(
+                    &layout::manifest_link(name, digest),
+                    link.clone(),
+                    PutCondition::Always,
+                )
+                .await?;
+            self.manifests.invalidate(name.as_str(), &[digest.as_str()]);
+        }
+        Err(Error::new(
+            Code::Unknown,
+            "the manifest was being deleted during the push; try again",
+        )
+        .with_status(503)
+        .with_header("Retry-After", "1"))
     }
 
     /// The first tag pointing to `digest` for which `immutable` is true (a DELETE of the
@@ -345,7 +399,11 @@ impl Registry {
         Ok(())
     }
 
-    async fn manifest_link(&self, name: &RepoName, d: &Digest) -> Result<Option<RevisionLink>> {
+    pub(super) async fn manifest_link(
+        &self,
+        name: &RepoName,
+        d: &Digest,
+    ) -> Result<Option<RevisionLink>> {
         let Some(obj) = self.store.get(&layout::manifest_link(name, d)).await? else {
             return Ok(None);
         };
@@ -454,78 +512,6 @@ impl Registry {
             media_type,
             bytes: obj.bytes,
         })
-    }
-
-    /// Deletes a manifest revision, the tags that point to it, its referrer entry, and the
-    /// manifests that refer to it (their subject is gone); releases what it held.
-    pub async fn delete_manifest(&self, name: &RepoName, digest: &Digest) -> Result<()> {
-        self.delete_manifest_at_depth(name, digest, 0).await?;
-        self.drop_if_empty(name).await
-    }
-
-    async fn delete_manifest_at_depth(
-        &self,
-        name: &RepoName,
-        digest: &Digest,
-        depth: usize,
-    ) -> Result<()> {
-        let stored = self
-            .get_manifest(name, &Reference::Digest(digest.clone()))
-            .await?;
-        let parsed = Manifest::parse(Some(&stored.media_type), &stored.bytes).ok();
-        if let Some(subject) = parsed.as_ref().and_then(|m| m.subject()) {
-            let key = layout::referrer_entry(name, &subject.digest, digest);
-            self.store.delete(&key).await?;
-        }
-        for tag in self.tags(name).await? {
-            let Ok(tag) = Tag::parse(&tag) else { continue };
-            if self.resolve_tag(name, &tag).await?.as_ref() == Some(digest) {
-                self.store.delete(&layout::tag_link(name, &tag)).await?;
-                self.manifests.invalidate(name.as_str(), &[tag.as_str()]);
-            }
-        }
-        // What it holds becomes a GC candidate first, then the revision goes, then its
-        // edges (the revision edge last): a delete cut short by a crash leaves a revision
-        // edge without its link under a candidate, which GC undoes (see gc.rs).
-        let mut released = vec![digest.clone()];
-        let edges = match &parsed {
-            Some(m) => {
-                released.extend(m.references().cloned());
-                released.extend(m.subject().map(|s| s.digest.clone()));
-                edge_keys(name, digest, m)
-            }
-            None => vec![layout::ref_edge(digest, name, &layout::Holder::Revision)],
-        };
-        for d in &released {
-            self.gc_touch(d).await?;
-        }
-        self.store
-            .delete(&layout::manifest_link(name, digest))
-            .await?;
-        self.manifests.invalidate(name.as_str(), &[digest.as_str()]);
-        crate::failpoint::hit("delete-after-link");
-        self.remove_edges(&edges).await?;
-        // And again now that they are released: a pass that saw the edges just before they
-        // went may have dropped the candidates written above as "referenced".
-        for d in &released {
-            self.gc_touch(d).await?;
-        }
-        // Referrers of a deleted subject go with it.
-        if depth < REFERRER_CASCADE_DEPTH_MAX {
-            let dir = layout::referrers_dir(name, digest);
-            for entry in self.store.list_dir(&dir).await? {
-                let Some(r) = layout::unflat_digest(&entry) else {
-                    continue;
-                };
-                self.store.delete(&format!("{dir}/{entry}")).await?;
-                match Box::pin(self.delete_manifest_at_depth(name, &r, depth + 1)).await {
-                    Ok(()) => {}
-                    Err(e) if e.code == Code::ManifestUnknown => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(())
     }
 
     pub async fn delete_tag(&self, name: &RepoName, tag: &Tag) -> Result<()> {

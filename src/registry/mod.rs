@@ -5,6 +5,7 @@ pub mod cache;
 pub mod gc;
 pub mod immutable;
 pub mod layout;
+pub mod manifest_delete;
 pub mod manifests;
 pub mod mirror;
 pub mod retention;
@@ -164,7 +165,26 @@ impl Registry {
     }
 
     /// Size of a blob the repository may see: linked as a layer or as a manifest.
+    ///
+    /// On object storage, when this node does not know the blob's size, the blob itself is
+    /// asked first: a client HEADs every blob before pushing it, and a blob stored nowhere
+    /// is then one request (its HEAD) instead of two (the link and the manifest revision).
+    /// A blob that is there costs what it did (its HEAD, then the link). Every answer still
+    /// comes from storage: the cached size only chooses the order.
     pub async fn repo_blob_size(&self, name: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        if self.store.as_fs().is_none() && self.sizes.get(digest).is_none() {
+            let seen = self.sizes.seen();
+            let Some(size) = self.blob_size(digest).await? else {
+                return Ok(None);
+            };
+            // Stored when its HEAD answered, and GC removes a blob's links before its data:
+            // a link found now is of a blob that was there.
+            if !self.is_linked(name, digest).await? {
+                return Ok(None);
+            }
+            self.sizes.insert(seen, digest, size);
+            return Ok(Some(size));
+        }
         if !self.is_linked(name, digest).await? {
             return Ok(None);
         }
@@ -213,6 +233,16 @@ impl Registry {
         name: &RepoName,
         digest: &Digest,
     ) -> Result<Option<BackendReader>> {
+        if self.store.as_fs().is_none() {
+            // The blob first, as `repo_blob_size` does, with its GET rather than a HEAD (the
+            // body is what a GET serves next): a blob stored nowhere is one request, one
+            // that is there its GET and the link's HEAD.
+            let key = layout::blob_data(digest);
+            let Some(reader) = self.store.open_read_started(&key).await? else {
+                return Ok(None);
+            };
+            return Ok(self.is_linked(name, digest).await?.then_some(reader));
+        }
         if !self.is_linked(name, digest).await? {
             return Ok(None);
         }

@@ -7,7 +7,7 @@ use compio::buf::{IoBuf, IoBufMut};
 use compio::BufResult;
 
 use super::{
-    BlobReader, CommitOutcome, FsReader, FsStorage, FsUpload, Meta, Object, PutCondition,
+    BlobReader, CommitOutcome, Etag, FsReader, FsStorage, FsUpload, Meta, Object, PutCondition,
     PutOutcome, Result, S3Reader, S3Storage, S3Upload, Storage, UploadWriter,
 };
 
@@ -114,6 +114,18 @@ impl Backend {
         }
     }
 
+    /// `open_read` for a blob about to be served from its start: S3 sends the GET at once
+    /// instead of a HEAD first (`S3Storage::open_read_started`).
+    pub async fn open_read_started(&self, key: &str) -> Result<Option<BackendReader>> {
+        Ok(match self {
+            Backend::Fs(s) => s.open_read(key).await?.map(BackendReader::Fs),
+            Backend::S3(s) => s
+                .open_read_started(key)
+                .await?
+                .map(|r| BackendReader::S3(Box::new(r))),
+        })
+    }
+
     /// Removes an object that is not an upload session, without saying whether it existed
     /// (S3: one DELETE, no HEAD).
     pub async fn remove(&self, key: &str) -> Result<()> {
@@ -151,6 +163,10 @@ impl Storage for Backend {
 
     async fn delete(&self, key: &str) -> Result<bool> {
         each!(self, s => s.delete(key).await)
+    }
+
+    async fn delete_if_match(&self, key: &str, etag: &Etag) -> Result<bool> {
+        each!(self, s => s.delete_if_match(key, etag).await)
     }
 
     async fn put_pending(

@@ -262,6 +262,12 @@ pub trait Storage {
         self.put(key, bytes, cond).await
     }
 
+    /// Removes an object only if it is there with this etag, as one step (S3 `If-Match` on
+    /// DeleteObject; the fs backend under the key's lock): `false`, and nothing removed, if
+    /// it is absent or was changed. A check of what an object says and its removal that
+    /// another writer must not slip between.
+    async fn delete_if_match(&self, key: &str, etag: &Etag) -> Result<bool>;
+
     /// `delete`, durable as `put_pending` is.
     async fn delete_pending(&self, key: &str) -> Result<bool> {
         self.delete(key).await

@@ -168,6 +168,27 @@ impl FsStorage {
         Ok(journal.wait(seq).await?.first().copied().unwrap_or(false))
     }
 
+    /// A durable delete through the journal, only if the object has `etag`: decided and
+    /// logged under the key's lock, which the journal holds until the delete is applied.
+    pub(super) async fn delete_if_match_journaled(
+        &self,
+        journal: &Journal,
+        key: &str,
+        etag: &Etag,
+    ) -> Result<bool> {
+        validate_key(key)?;
+        let path = self.path(key);
+        let guard = lock_key(path.clone()).await;
+        match self.read_object(&path, key).await? {
+            Some(current) if current.etag == *etag => {}
+            _ => return Ok(false),
+        }
+        let mut encoded = Vec::new();
+        Record::Delete(key).encode(&mut encoded);
+        let seq = journal.append(&encoded, vec![Apply::Delete { path }], vec![guard])?;
+        Ok(journal.wait(seq).await?.first().copied().unwrap_or(false))
+    }
+
     /// A pending put: applied now, logged for the next flush (see the trait).
     pub(super) async fn put_pending_journaled(
         &self,

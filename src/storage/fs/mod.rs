@@ -30,8 +30,8 @@ use compio::io::AsyncWriteAtExt;
 use compio::BufResult;
 
 use super::{
-    validate_key, validate_prefix, CommitOutcome, Meta, Object, PutCondition, PutOutcome, Result,
-    Storage, StorageError, LIST_KEYS_MAX,
+    validate_key, validate_prefix, CommitOutcome, Etag, Meta, Object, PutCondition, PutOutcome,
+    Result, Storage, StorageError, LIST_KEYS_MAX,
 };
 
 mod files;
@@ -429,6 +429,28 @@ impl Storage for FsStorage {
         match compio::fs::remove_file(&path).await {
             Ok(()) => {}
             Err(e) if is_absent(&e) || e.kind() == io::ErrorKind::IsADirectory => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        let dir = parent_of(&path)?;
+        sync_dir(dir).await?;
+        self.prune_dirs(dir).await;
+        Ok(true)
+    }
+
+    async fn delete_if_match(&self, key: &str, etag: &Etag) -> Result<bool> {
+        if let Some(journal) = self.journal() {
+            return self.delete_if_match_journaled(journal, key, etag).await;
+        }
+        validate_key(key)?;
+        let path = self.path(key);
+        let _lock = lock_key(path.clone()).await;
+        match self.read_object(&path, key).await? {
+            Some(current) if current.etag == *etag => {}
+            _ => return Ok(false),
+        }
+        match compio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if is_absent(&e) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
         let dir = parent_of(&path)?;

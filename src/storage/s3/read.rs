@@ -51,6 +51,24 @@ impl S3Reader {
         S3Reader::of_segments(store, vec![segment])
     }
 
+    /// A reader whose first GET (from byte 0, the whole object) is already answered, so a
+    /// blob served from its start costs that one GET and no HEAD (`open_read_started`).
+    pub(super) fn started(
+        store: S3Storage,
+        full: String,
+        size: u64,
+        etag: Option<Etag>,
+        resp: Response,
+    ) -> Self {
+        let reader = S3Reader::new(store, full, size, etag);
+        *reader.stream.borrow_mut() = Some(Stream {
+            segment: 0,
+            pos: 0,
+            resp,
+        });
+        reader
+    }
+
     /// Segments in order, contiguous from 0.
     pub(super) fn of_segments(store: S3Storage, segments: Vec<Segment>) -> Self {
         let size = segments.last().map_or(0, |s| s.start + s.size);
@@ -110,6 +128,15 @@ impl S3Reader {
         let Some(i) = self.segments.iter().position(|s| offset < s.start + s.size) else {
             return Ok(());
         };
+        if self
+            .stream
+            .borrow()
+            .as_ref()
+            .is_some_and(|s| s.segment == i && s.pos == offset)
+        {
+            // Already answered (`started`).
+            return Ok(());
+        }
         let resp = self.open_at(i, offset).await?;
         *self.stream.borrow_mut() = Some(Stream {
             segment: i,

@@ -264,10 +264,23 @@ impl S3Upload {
                 PutOutcome::Written(_) => CommitOutcome::Committed,
                 PutOutcome::PreconditionFailed => CommitOutcome::AlreadyExisted,
             };
-            // Nothing staged: the session object is all there is (a losing writer's strays,
-            // if any, are the expiry's).
-            self.store.delete_full(&self.full).await?;
+            // Nothing staged now, but the stored session may name parts that this writer
+            // read back into memory (a short tail another node staged, combined with this
+            // request's bytes): they go with the session object, in one request. (A losing
+            // writer's strays, named by no state, are the expiry's.)
+            let mut doomed: Vec<String> = self
+                .durable
+                .parts
+                .iter()
+                .map(|p| p.token.as_str())
+                .chain(self.replaced.iter().map(String::as_str))
+                .map(|t| part_key(&self.full, t))
+                .collect();
+            doomed.sort();
+            doomed.dedup();
+            doomed.push(self.full.clone());
             self.store.sessions().forget(&self.full);
+            self.store.delete_many(&doomed).await?;
             return Ok(outcome);
         }
         self.sync().await?;
