@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{layout, Registry, LISTING_MAX};
+use super::{layout, Registry};
 use crate::error::{Code, Error, Result};
-use crate::oci::{Algorithm, Descriptor, Digest, Manifest, ManifestKind, Reference, RepoName, Tag};
+use crate::oci::{Algorithm, Digest, Manifest, ManifestKind, Reference, RepoName, Tag};
 use crate::storage::{PutCondition, Storage};
 
 /// What a revision link records, so a GET needs no parse of the manifest.
@@ -244,13 +244,16 @@ impl Registry {
         digest: &Digest,
         immutable: impl Fn(&str) -> bool,
     ) -> Result<Option<String>> {
-        for tag in self.tags(name).await? {
-            if !immutable(&tag) {
-                continue;
-            }
-            let Ok(t) = Tag::parse(&tag) else { continue };
-            if self.resolve_tag(name, &t).await?.as_ref() == Some(digest) {
-                return Ok(Some(tag));
+        let mut pages = self.tag_pages(name, None);
+        while let Some(page) = pages.next(&self.store).await? {
+            for tag in page {
+                if !immutable(&tag) {
+                    continue;
+                }
+                let Ok(t) = Tag::parse(&tag) else { continue };
+                if self.resolve_tag(name, &t).await?.as_ref() == Some(digest) {
+                    return Ok(Some(tag));
+                }
             }
         }
         Ok(None)
@@ -475,11 +478,14 @@ impl Registry {
             let key = layout::referrer_entry(name, &subject.digest, digest);
             self.store.delete(&key).await?;
         }
-        for tag in self.tags(name).await? {
-            let Ok(tag) = Tag::parse(&tag) else { continue };
-            if self.resolve_tag(name, &tag).await?.as_ref() == Some(digest) {
-                self.store.delete(&layout::tag_link(name, &tag)).await?;
-                self.manifests.invalidate(name.as_str(), &[tag.as_str()]);
+        let mut pages = self.tag_pages(name, None);
+        while let Some(page) = pages.next(&self.store).await? {
+            for tag in page {
+                let Ok(tag) = Tag::parse(&tag) else { continue };
+                if self.resolve_tag(name, &tag).await?.as_ref() == Some(digest) {
+                    self.store.delete(&layout::tag_link(name, &tag)).await?;
+                    self.manifests.invalidate(name.as_str(), &[tag.as_str()]);
+                }
             }
         }
         // What it holds becomes a GC candidate first, then the revision goes, then its
@@ -510,16 +516,19 @@ impl Registry {
         }
         // Referrers of a deleted subject go with it.
         if depth < REFERRER_CASCADE_DEPTH_MAX {
-            let dir = layout::referrers_dir(name, digest);
-            for entry in self.store.list_dir(&dir).await? {
-                let Some(r) = layout::unflat_digest(&entry) else {
-                    continue;
-                };
-                self.store.delete(&format!("{dir}/{entry}")).await?;
-                match Box::pin(self.delete_manifest_at_depth(name, &r, depth + 1)).await {
-                    Ok(()) => {}
-                    Err(e) if e.code == Code::ManifestUnknown => {}
-                    Err(e) => return Err(e),
+            let dir = format!("{}/", layout::referrers_dir(name, digest));
+            let mut pages = self.referrer_key_pages(name, digest);
+            while let Some(page) = pages.next(&self.store).await? {
+                for key in page {
+                    let Some(r) = key.strip_prefix(&dir).and_then(layout::unflat_digest) else {
+                        continue;
+                    };
+                    self.store.delete(&key).await?;
+                    match Box::pin(self.delete_manifest_at_depth(name, &r, depth + 1)).await {
+                        Ok(()) => {}
+                        Err(e) if e.code == Code::ManifestUnknown => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
@@ -541,46 +550,15 @@ impl Registry {
 
     /// True when no tag of the repository points to the manifest.
     pub async fn is_untagged(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
-        for tag in self.tags(name).await? {
-            let Ok(t) = Tag::parse(&tag) else { continue };
-            if self.resolve_tag(name, &t).await?.as_ref() == Some(digest) {
-                return Ok(false);
+        let mut pages = self.tag_pages(name, None);
+        while let Some(page) = pages.next(&self.store).await? {
+            for tag in page {
+                let Ok(t) = Tag::parse(&tag) else { continue };
+                if self.resolve_tag(name, &t).await?.as_ref() == Some(digest) {
+                    return Ok(false);
+                }
             }
         }
         Ok(true)
-    }
-
-    /// Tags of a repository, sorted lexically.
-    pub async fn tags(&self, name: &RepoName) -> Result<Vec<String>> {
-        let mut tags = self.store.list_dir(&layout::tags_dir(name)).await?;
-        tags.truncate(LISTING_MAX);
-        tags.sort();
-        Ok(tags)
-    }
-
-    /// Descriptors of the manifests whose subject is `subject`, optionally of one type.
-    pub async fn referrers(
-        &self,
-        name: &RepoName,
-        subject: &Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<Descriptor>> {
-        let dir = layout::referrers_dir(name, subject);
-        let entries = self.store.list_dir(&dir).await?;
-        let mut out = Vec::with_capacity(entries.len());
-        for entry in entries.iter().take(LISTING_MAX) {
-            let Some(obj) = self.store.get(&format!("{dir}/{entry}")).await? else {
-                continue;
-            };
-            let Ok(d) = serde_json::from_slice::<Descriptor>(&obj.bytes) else {
-                tracing::warn!(entry, "unreadable referrer entry skipped");
-                continue;
-            };
-            if artifact_type.is_none_or(|t| d.artifact_type.as_deref() == Some(t)) {
-                out.push(d);
-            }
-        }
-        out.sort_by(|a, b| a.digest.cmp(&b.digest));
-        Ok(out)
     }
 }
