@@ -59,6 +59,8 @@ def seed_dist_fs(root, repo, ntags, nrepos, digest):
         write(f"{d}/current/link", digest.encode())
         write(f"{d}/index/{alg}/{hexd}/link", digest.encode())
     for r in repos(nrepos):
+        # distribution 2.8 lists a repository by its `_layers` directory.
+        write(f"{base}/{r}/_layers/{alg}/{hexd}/link", digest.encode())
         write(f"{base}/{r}/_manifests/tags/latest/current/link", digest.encode())
     return time.time() - t0
 

@@ -8,10 +8,10 @@ mod common;
 use common::*;
 
 /// Tags generated past the old in-memory cap of 100,000 names (fs); on moto, whose PUTs
-/// are slow, past two ListObjectsV2 pages.
+/// are slow, past one ListObjectsV2 page.
 fn generated_tags() -> usize {
     if storage_on_s3() {
-        2_100
+        1_100
     } else {
         100_050
     }
