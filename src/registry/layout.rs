@@ -251,6 +251,12 @@ pub fn catalog_entry(name: &RepoName) -> String {
     format!("catalog/{name}{CATALOG_MARKER}")
 }
 
+/// The catalog position of a repository name (a `last` from a client, not necessarily a
+/// valid name): listing after it gives the repositories after that name.
+pub fn catalog_position(last: &str) -> String {
+    format!("{CATALOG_PREFIX}{last}{CATALOG_MARKER}")
+}
+
 /// The repository name in a key listed under [`CATALOG_PREFIX`] (relative to it).
 pub fn catalog_name(listed: &str) -> Option<&str> {
     listed.strip_suffix(CATALOG_MARKER)

@@ -138,16 +138,20 @@ impl Registry {
         }
         // Referrers of a deleted subject go with it (their own tags with them).
         if depth < REFERRER_CASCADE_DEPTH_MAX {
-            let dir = layout::referrers_dir(name, digest);
-            for entry in self.store.list_dir(&dir).await? {
-                let Some(r) = layout::unflat_digest(&entry) else {
-                    continue;
-                };
-                self.store.delete(&format!("{dir}/{entry}")).await?;
-                match Box::pin(self.delete_manifest_at_depth(name, &r, depth + 1, None)).await {
-                    Ok(()) => {}
-                    Err(e) if e.code == Code::ManifestUnknown => {}
-                    Err(e) => return Err(e),
+            let dir = format!("{}/", layout::referrers_dir(name, digest));
+            let mut pages = self.referrer_key_pages(name, digest);
+            while let Some(page) = pages.next(&self.store).await? {
+                for key in page {
+                    let Some(r) = key.strip_prefix(&dir).and_then(layout::unflat_digest) else {
+                        continue;
+                    };
+                    self.store.delete(&key).await?;
+                    let cascade = self.delete_manifest_at_depth(name, &r, depth + 1, None);
+                    match Box::pin(cascade).await {
+                        Ok(()) => {}
+                        Err(e) if e.code == Code::ManifestUnknown => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
@@ -174,14 +178,17 @@ impl Registry {
         digest: &Digest,
         keep: Option<Immutable<'_>>,
     ) -> Result<()> {
-        for tag in self.tags(name).await? {
-            if keep.is_some_and(|immutable| immutable(&tag)) {
-                continue;
-            }
-            let Ok(tag) = Tag::parse(&tag) else { continue };
-            if self.resolve_tag(name, &tag).await?.as_ref() == Some(digest) {
-                self.store.delete(&layout::tag_link(name, &tag)).await?;
-                self.manifests.invalidate(name.as_str(), &[tag.as_str()]);
+        let mut pages = self.tag_pages(name, None);
+        while let Some(page) = pages.next(&self.store).await? {
+            for tag in page {
+                if keep.is_some_and(|immutable| immutable(&tag)) {
+                    continue;
+                }
+                let Ok(tag) = Tag::parse(&tag) else { continue };
+                if self.resolve_tag(name, &tag).await?.as_ref() == Some(digest) {
+                    self.store.delete(&layout::tag_link(name, &tag)).await?;
+                    self.manifests.invalidate(name.as_str(), &[tag.as_str()]);
+                }
             }
         }
         Ok(())

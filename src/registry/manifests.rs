@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{layout, Registry, LISTING_MAX};
+use super::{layout, Registry};
 use crate::error::{Code, Error, Result};
-use crate::oci::{Algorithm, Descriptor, Digest, Manifest, ManifestKind, Reference, RepoName, Tag};
+use crate::oci::{Algorithm, Digest, Manifest, ManifestKind, Reference, RepoName, Tag};
 use crate::storage::{PutCondition, Storage};
 
 /// What a revision link records, so a GET needs no parse of the manifest.
@@ -298,13 +298,16 @@ impl Registry {
         digest: &Digest,
         immutable: impl Fn(&str) -> bool,
     ) -> Result<Option<String>> {
-        for tag in self.tags(name).await? {
-            if !immutable(&tag) {
-                continue;
-            }
-            let Ok(t) = Tag::parse(&tag) else { continue };
-            if self.resolve_tag(name, &t).await?.as_ref() == Some(digest) {
-                return Ok(Some(tag));
+        let mut pages = self.tag_pages(name, None);
+        while let Some(page) = pages.next(&self.store).await? {
+            for tag in page {
+                if !immutable(&tag) {
+                    continue;
+                }
+                let Ok(t) = Tag::parse(&tag) else { continue };
+                if self.resolve_tag(name, &t).await?.as_ref() == Some(digest) {
+                    return Ok(Some(tag));
+                }
             }
         }
         Ok(None)
@@ -529,46 +532,15 @@ impl Registry {
 
     /// True when no tag of the repository points to the manifest.
     pub async fn is_untagged(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
-        for tag in self.tags(name).await? {
-            let Ok(t) = Tag::parse(&tag) else { continue };
-            if self.resolve_tag(name, &t).await?.as_ref() == Some(digest) {
-                return Ok(false);
+        let mut pages = self.tag_pages(name, None);
+        while let Some(page) = pages.next(&self.store).await? {
+            for tag in page {
+                let Ok(t) = Tag::parse(&tag) else { continue };
+                if self.resolve_tag(name, &t).await?.as_ref() == Some(digest) {
+                    return Ok(false);
+                }
             }
         }
         Ok(true)
-    }
-
-    /// Tags of a repository, sorted lexically.
-    pub async fn tags(&self, name: &RepoName) -> Result<Vec<String>> {
-        let mut tags = self.store.list_dir(&layout::tags_dir(name)).await?;
-        tags.truncate(LISTING_MAX);
-        tags.sort();
-        Ok(tags)
-    }
-
-    /// Descriptors of the manifests whose subject is `subject`, optionally of one type.
-    pub async fn referrers(
-        &self,
-        name: &RepoName,
-        subject: &Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<Descriptor>> {
-        let dir = layout::referrers_dir(name, subject);
-        let entries = self.store.list_dir(&dir).await?;
-        let mut out = Vec::with_capacity(entries.len());
-        for entry in entries.iter().take(LISTING_MAX) {
-            let Some(obj) = self.store.get(&format!("{dir}/{entry}")).await? else {
-                continue;
-            };
-            let Ok(d) = serde_json::from_slice::<Descriptor>(&obj.bytes) else {
-                tracing::warn!(entry, "unreadable referrer entry skipped");
-                continue;
-            };
-            if artifact_type.is_none_or(|t| d.artifact_type.as_deref() == Some(t)) {
-                out.push(d);
-            }
-        }
-        out.sort_by(|a, b| a.digest.cmp(&b.digest));
-        Ok(out)
     }
 }

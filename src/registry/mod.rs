@@ -5,6 +5,7 @@ pub mod cache;
 pub mod gc;
 pub mod immutable;
 pub mod layout;
+pub mod listing;
 pub mod manifest_delete;
 pub mod manifests;
 pub mod mirror;
@@ -22,8 +23,6 @@ use crate::storage::{Backend, BackendReader, PutCondition, Storage, StorageError
 /// Retry-After of a 503 when storage stayed unavailable through its own retries: long enough
 /// for a throttled or restarting object store, short for a client's patience.
 const STORAGE_RETRY_AFTER_SECS: u64 = 2;
-/// Catalog and tag listings hold at most this many names in memory.
-pub const LISTING_MAX: usize = 100_000;
 
 impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
@@ -137,22 +136,6 @@ impl Registry {
             .head(&layout::catalog_entry(name))
             .await?
             .is_some())
-    }
-
-    /// Every repository name, sorted.
-    pub async fn catalog(&self) -> Result<Vec<String>> {
-        let keys = self
-            .store
-            .list(layout::CATALOG_PREFIX, None, LISTING_MAX)
-            .await?;
-        let mut names: Vec<String> = keys
-            .iter()
-            .filter_map(|k| k.strip_prefix(layout::CATALOG_PREFIX))
-            .filter_map(layout::catalog_name)
-            .map(str::to_owned)
-            .collect();
-        names.sort();
-        Ok(names)
     }
 
     /// Size of a stored blob, wherever it is linked.

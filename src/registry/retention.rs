@@ -20,7 +20,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{layout, Registry, LISTING_MAX};
+use super::listing::KeyPages;
+use super::{layout, Registry};
 use crate::error::{Code, Result};
 use crate::oci::{Digest, Manifest, Reference, RepoName, Tag};
 use crate::policy::retention::{Image, RetentionRules};
@@ -119,62 +120,81 @@ impl Registry {
         if rules.is_empty() {
             return Ok(out);
         }
-        for repo in self.catalog().await? {
-            if !rules.applies(&repo) {
-                continue;
-            }
-            let Ok(name) = RepoName::parse(&repo) else {
-                continue;
-            };
-            for del in self.retention_plan(&name, rules, immutable, now).await? {
-                if dry_run {
-                    out.push(del);
-                    continue;
-                }
-                // A tag added since the plan was made: judged again by the next pass.
-                if self.tags_of(&name, &del.digest).await? != del.tags {
-                    continue;
-                }
-                match self.delete_manifest(&name, &del.digest).await {
-                    Ok(()) => {}
-                    Err(e) if e.code == Code::ManifestUnknown => continue,
-                    Err(e) => return Err(e),
-                }
-                self.store
-                    .delete(&layout::pulled(&name, &del.digest))
+        // One page of repositories at a time; each repository's plan holds that repository.
+        let mut repos = self.catalog_pages(None, None);
+        while let Some(page) = repos.next(&self.store).await? {
+            for repo in page {
+                self.retain_repository(&repo, rules, immutable, now, dry_run, &mut out)
                     .await?;
-                crate::metrics::Metrics::add(&crate::metrics::METRICS.retention_deleted, 1);
-                tracing::info!(repository = %name, digest = %del.digest, tags = ?del.tags, "retention: deleted manifest");
-                out.push(del);
             }
         }
         Ok(out)
+    }
+
+    async fn retain_repository(
+        &self,
+        repo: &str,
+        rules: &RetentionRules,
+        immutable: &ImmutableTags,
+        now: i64,
+        dry_run: bool,
+        out: &mut Vec<Deletion>,
+    ) -> Result<()> {
+        if !rules.applies(repo) {
+            return Ok(());
+        }
+        let Ok(name) = RepoName::parse(repo) else {
+            return Ok(());
+        };
+        for del in self.retention_plan(&name, rules, immutable, now).await? {
+            if dry_run {
+                out.push(del);
+                continue;
+            }
+            // A tag added since the plan was made: judged again by the next pass.
+            if self.tags_of(&name, &del.digest).await? != del.tags {
+                continue;
+            }
+            match self.delete_manifest(&name, &del.digest).await {
+                Ok(()) => {}
+                Err(e) if e.code == Code::ManifestUnknown => continue,
+                Err(e) => return Err(e),
+            }
+            self.store
+                .delete(&layout::pulled(&name, &del.digest))
+                .await?;
+            crate::metrics::Metrics::add(&crate::metrics::METRICS.retention_deleted, 1);
+            tracing::info!(repository = %name, digest = %del.digest, tags = ?del.tags, "retention: deleted manifest");
+            out.push(del);
+        }
+        Ok(())
     }
 
     /// Tags of a repository that point to `d`, sorted.
     async fn tags_of(&self, name: &RepoName, d: &Digest) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        for tag in self.tags(name).await? {
-            let Ok(t) = Tag::parse(&tag) else { continue };
-            if self.resolve_tag(name, &t).await?.as_ref() == Some(d) {
-                out.push(tag);
+        let mut pages = self.tag_pages(name, None);
+        while let Some(page) = pages.next(&self.store).await? {
+            for tag in page {
+                let Ok(t) = Tag::parse(&tag) else { continue };
+                if self.resolve_tag(name, &t).await?.as_ref() == Some(d) {
+                    out.push(tag);
+                }
             }
         }
         Ok(out)
     }
 
+    /// Every manifest revision of the repository (its plan ranks them all).
     async fn revisions(&self, name: &RepoName) -> Result<Vec<Digest>> {
-        let dir = layout::revisions_dir(name);
+        let dir = format!("{}/", layout::revisions_dir(name));
         let mut out = Vec::new();
-        for alg in self.store.list_dir(&dir).await? {
-            for hex in self.store.list_dir(&format!("{dir}/{alg}")).await? {
-                if let Ok(d) = Digest::parse(&format!("{alg}:{hex}")) {
-                    out.push(d);
-                }
-                if out.len() >= LISTING_MAX {
-                    return Ok(out);
-                }
-            }
+        let mut pages = KeyPages::new(dir.clone(), None);
+        while let Some(page) = pages.next(&self.store).await? {
+            out.extend(page.iter().filter_map(|k| {
+                let (alg, hex) = k.strip_prefix(dir.as_str())?.split_once('/')?;
+                Digest::parse(&format!("{alg}:{hex}")).ok()
+            }));
         }
         Ok(out)
     }
@@ -225,10 +245,13 @@ impl Registry {
         now: i64,
     ) -> Result<Vec<Deletion>> {
         let mut tags: HashMap<Digest, Vec<String>> = HashMap::new();
-        for tag in self.tags(name).await? {
-            let Ok(t) = Tag::parse(&tag) else { continue };
-            if let Some(d) = self.resolve_tag(name, &t).await? {
-                tags.entry(d).or_default().push(tag);
+        let mut pages = self.tag_pages(name, None);
+        while let Some(page) = pages.next(&self.store).await? {
+            for tag in page {
+                let Ok(t) = Tag::parse(&tag) else { continue };
+                if let Some(d) = self.resolve_tag(name, &t).await? {
+                    tags.entry(d).or_default().push(tag);
+                }
             }
         }
         let mut infos = Vec::new();

@@ -1,8 +1,9 @@
 //! `origin scrub`: check what a crash or a bug could have left wrong, and repair what is safe.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::fmt;
 
+use super::listing::KeyPages;
 use super::{layout, Registry};
 use crate::error::Result;
 use crate::oci::{Digest, Manifest, Reference, RepoName, Tag, UploadId};
@@ -10,6 +11,20 @@ use crate::storage::{PutCondition, Storage};
 
 /// Keys listed per storage call while walking.
 const LIST_PAGE: usize = 10_000;
+
+/// Manifests whose expected edges the stray-edge walk remembers (edges are listed by blob,
+/// so one manifest's edges are spread over the walk); past this the memo starts again.
+const EDGE_MEMO_MAX: usize = 4096;
+
+/// What a stored manifest revision holds, for the edge checks.
+enum Revision {
+    /// The revision link is there but the manifest's content is not.
+    ContentMissing,
+    /// No revision link, or content that does not parse: it should hold no edges.
+    NoEdges,
+    /// The edges it should hold.
+    Edges(Vec<String>),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
@@ -128,17 +143,20 @@ impl Registry {
         Ok(())
     }
 
+    /// Checks (and with `repair`, fixes) the whole store, a page of keys at a time: no step
+    /// holds every key (or every edge) in memory, only the findings.
     pub async fn scrub(&self, repair: bool) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
-        let mut expected_edges = BTreeSet::new();
-        for name in self.catalog().await? {
-            let Ok(name) = RepoName::parse(&name) else {
-                continue;
-            };
-            self.scrub_repository(&name, &mut report, &mut expected_edges)
-                .await?;
+        let mut repos = self.catalog_pages(None, None);
+        while let Some(page) = repos.next(&self.store).await? {
+            for name in page {
+                let Ok(name) = RepoName::parse(&name) else {
+                    continue;
+                };
+                self.scrub_repository(&name, &mut report).await?;
+            }
         }
-        self.scrub_edges(&expected_edges, &mut report).await?;
+        self.scrub_edges(&mut report).await?;
         self.scrub_blobs(&mut report).await?;
         if repair {
             for f in report.findings.clone() {
@@ -149,45 +167,77 @@ impl Registry {
         Ok(report)
     }
 
-    async fn scrub_repository(
-        &self,
-        name: &RepoName,
-        report: &mut ScrubReport,
-        expected_edges: &mut BTreeSet<String>,
-    ) -> Result<()> {
+    /// The edges a revision of the repository should hold, judged from its stored content.
+    async fn revision(&self, name: &RepoName, d: &Digest) -> Result<Revision> {
+        if self
+            .store
+            .head(&layout::manifest_link(name, d))
+            .await?
+            .is_none()
+        {
+            return Ok(Revision::NoEdges);
+        }
+        let Some(obj) = self.store.get(&layout::blob_data(d)).await? else {
+            return Ok(Revision::ContentMissing);
+        };
+        let media_type = match self
+            .manifest_meta(name, &Reference::Digest(d.clone()))
+            .await
+        {
+            Ok((_, media_type, _)) => media_type,
+            // Deleted since the check above.
+            Err(e) if e.code == crate::error::Code::ManifestUnknown => {
+                return Ok(Revision::NoEdges)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(match Manifest::parse(Some(&media_type), &obj.bytes) {
+            Ok(m) => Revision::Edges(super::manifests::edge_keys(name, d, &m)),
+            Err(_) => Revision::NoEdges,
+        })
+    }
+
+    async fn scrub_repository(&self, name: &RepoName, report: &mut ScrubReport) -> Result<()> {
         let prefix = format!("repositories/{name}/_manifests/revisions/");
-        for key in self.list_all(&prefix).await? {
-            let Some(d) = key
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.split_once('/'))
-                .and_then(|(alg, hex)| Digest::parse(&format!("{alg}:{hex}")).ok())
-            else {
-                continue;
-            };
-            report.manifests_checked += 1;
-            let Some(obj) = self.store.get(&layout::blob_data(&d)).await? else {
-                report
-                    .findings
-                    .push(Finding::DanglingRevision(name.to_string(), d));
-                continue;
-            };
-            let (_, media_type, _) = self
-                .manifest_meta(name, &Reference::Digest(d.clone()))
-                .await?;
-            if let Ok(m) = Manifest::parse(Some(&media_type), &obj.bytes) {
-                expected_edges.extend(super::manifests::edge_keys(name, &d, &m));
+        let mut revisions = KeyPages::new(prefix.clone(), None);
+        while let Some(page) = revisions.next(&self.store).await? {
+            for key in page {
+                let Some(d) = key
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| rest.split_once('/'))
+                    .and_then(|(alg, hex)| Digest::parse(&format!("{alg}:{hex}")).ok())
+                else {
+                    continue;
+                };
+                report.manifests_checked += 1;
+                match self.revision(name, &d).await? {
+                    Revision::ContentMissing => report
+                        .findings
+                        .push(Finding::DanglingRevision(name.to_string(), d)),
+                    Revision::NoEdges => {}
+                    Revision::Edges(edges) => {
+                        for k in edges {
+                            if self.store.head(&k).await?.is_none() {
+                                report.findings.push(Finding::MissingEdge(k));
+                            }
+                        }
+                    }
+                }
             }
         }
-        for tag in self.tags(name).await? {
-            let Ok(t) = Tag::parse(&tag) else { continue };
-            let Some(d) = self.resolve_tag(name, &t).await? else {
-                continue;
-            };
-            let rev = self.store.head(&layout::manifest_link(name, &d)).await?;
-            if rev.is_none() {
-                report
-                    .findings
-                    .push(Finding::DanglingTag(name.to_string(), tag));
+        let mut tags = self.tag_pages(name, None);
+        while let Some(page) = tags.next(&self.store).await? {
+            for tag in page {
+                let Ok(t) = Tag::parse(&tag) else { continue };
+                let Some(d) = self.resolve_tag(name, &t).await? else {
+                    continue;
+                };
+                let rev = self.store.head(&layout::manifest_link(name, &d)).await?;
+                if rev.is_none() {
+                    report
+                        .findings
+                        .push(Finding::DanglingTag(name.to_string(), tag));
+                }
             }
         }
         for id in self.store.list_dir(&layout::uploads_dir(name)).await? {
@@ -230,23 +280,70 @@ impl Registry {
         Ok(age < self.settings.upload_idle_expiry)
     }
 
-    async fn scrub_edges(
-        &self,
-        expected: &BTreeSet<String>,
-        report: &mut ScrubReport,
-    ) -> Result<()> {
-        let actual: BTreeSet<String> = self.list_all("refs/").await?.into_iter().collect();
-        for k in expected.difference(&actual) {
-            report.findings.push(Finding::MissingEdge(k.clone()));
-        }
-        for k in actual.difference(expected) {
-            report.findings.push(Finding::StrayEdge(k.clone()));
+    /// Edges no stored manifest accounts for, found by walking the edges a page at a time
+    /// and judging each by its holder (missing edges are found per manifest, above).
+    async fn scrub_edges(&self, report: &mut ScrubReport) -> Result<()> {
+        let mut memo: HashMap<(String, Digest), Option<Vec<String>>> = HashMap::new();
+        let mut edges = KeyPages::new("refs/".to_owned(), None);
+        while let Some(page) = edges.next(&self.store).await? {
+            for key in page {
+                if !self.edge_expected(&key, &mut memo).await? {
+                    report.findings.push(Finding::StrayEdge(key));
+                }
+            }
         }
         Ok(())
     }
 
+    /// Whether a stored manifest of the edge's repository should hold the edge `key`.
+    async fn edge_expected(
+        &self,
+        key: &str,
+        memo: &mut HashMap<(String, Digest), Option<Vec<String>>>,
+    ) -> Result<bool> {
+        let Some(blob) = edge_blob(key) else {
+            return Ok(false);
+        };
+        let Some((repo, holder)) = layout::edge_holder(&blob, key) else {
+            return Ok(false);
+        };
+        let Ok(name) = RepoName::parse(&repo.replace('+', "/")) else {
+            return Ok(false);
+        };
+        let manifest = match holder {
+            "_revision" => blob.clone(),
+            flat => match layout::unflat_digest(flat) {
+                Some(m) => m,
+                None => return Ok(false),
+            },
+        };
+        let memo_key = (name.as_str().to_owned(), manifest.clone());
+        if !memo.contains_key(&memo_key) {
+            let edges = match self.revision(&name, &manifest).await? {
+                Revision::Edges(edges) => Some(edges),
+                Revision::ContentMissing | Revision::NoEdges => None,
+            };
+            if memo.len() >= EDGE_MEMO_MAX {
+                memo.clear();
+            }
+            memo.insert(memo_key.clone(), edges);
+        }
+        Ok(memo
+            .get(&memo_key)
+            .and_then(Option::as_ref)
+            .is_some_and(|edges| edges.iter().any(|e| e == key)))
+    }
+
     async fn scrub_blobs(&self, report: &mut ScrubReport) -> Result<()> {
-        for key in self.list_all("blobs/").await? {
+        let mut blobs = KeyPages::new("blobs/".to_owned(), None);
+        while let Some(page) = blobs.next(&self.store).await? {
+            self.scrub_blob_page(page, report).await?;
+        }
+        Ok(())
+    }
+
+    async fn scrub_blob_page(&self, page: Vec<String>, report: &mut ScrubReport) -> Result<()> {
+        for key in page {
             let Some(d) = key
                 .strip_prefix("blobs/")
                 .and_then(|k| k.strip_suffix("/data"))

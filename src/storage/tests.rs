@@ -251,6 +251,72 @@ async fn list_order_and_paging<S: Storage>(f: Fixture<S>) {
     f.finish("list_order_and_paging", &keys).await;
 }
 
+/// A directory larger than a listing page, an S3 list page and the fs index threshold:
+/// pages from any position list every key once, in order; a key put or deleted shows in the
+/// very next listing, also once the listing is served from the fs backend's index.
+pub(crate) async fn list_large_directory<S: Storage>(f: Fixture<S>, n: usize) {
+    let s = &f.storage;
+    let mut keys: Vec<String> = (0..n)
+        .map(|i| format!("big/k{:05}", (i * 7919) % n))
+        .collect();
+    for chunk in keys.chunks(250) {
+        let items = chunk
+            .iter()
+            .map(|k| (k.clone(), vec![1], PutCondition::Always))
+            .collect();
+        s.put_batch(items).await.unwrap();
+    }
+    s.put("big0", vec![2], PutCondition::Always).await.unwrap();
+    s.put("bia", vec![2], PutCondition::Always).await.unwrap();
+    keys.sort();
+    let pages = |after: Option<String>, size: usize| async move {
+        let mut out = Vec::new();
+        let mut after = after;
+        loop {
+            let page = s.list("big/", after.as_deref(), size).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.clone());
+            out.extend(page);
+        }
+        out
+    };
+    for round in 0..2 {
+        assert!(
+            pages(None, 97).await == keys,
+            "round {round}: paged listing"
+        );
+        let mid = keys[n / 2].clone();
+        assert_eq!(
+            s.list("big/", Some(&mid), 5).await.unwrap(),
+            keys[n / 2 + 1..n / 2 + 6],
+            "round {round}: from the middle"
+        );
+        assert_eq!(s.list("big/k0001", None, 3).await.unwrap(), keys[10..13]);
+        // Settled, so the fs backend keeps an index for the next round.
+        compio::runtime::time::sleep(Duration::from_millis(250)).await;
+    }
+    for i in 0..3 {
+        let new = format!("big/k00100-{i}");
+        s.put(&new, vec![3], PutCondition::Always).await.unwrap();
+        let after = s.list("big/", Some("big/k00100"), 2).await.unwrap();
+        assert_eq!(after[0], new, "a new key in the next listing");
+        assert!(s.delete(&new).await.unwrap());
+        let after = s.list("big/", Some("big/k00100"), 1).await.unwrap();
+        assert_eq!(
+            after,
+            ["big/k00101"],
+            "a deleted key gone from the next listing"
+        );
+        compio::runtime::time::sleep(Duration::from_millis(150)).await;
+        s.list("big/", None, 1).await.unwrap(); // Indexed again (fs).
+    }
+    assert!(s.delete("big/k00007").await.unwrap());
+    let listed = pages(Some("big/k00005".into()), 1000).await;
+    assert_eq!(listed[..2], ["big/k00006", "big/k00008"]);
+    assert_eq!(listed.len(), n - 7);
+    assert_eq!(s.list("", Some("big/~"), 10).await.unwrap(), ["big0"]);
+}
+
 /// list_dir returns the sorted immediate children (objects and sub-prefixes) of a prefix.
 async fn list_dir_children<S: Storage>(f: Fixture<S>) {
     let keys = [
@@ -550,6 +616,15 @@ fn fs_journal_fixture() -> Fixture<FsStorage> {
         }),
         _guard: Box::new(dir),
     }
+}
+
+/// A large directory lists in pages on the (journaled) fs backend, on both drivers.
+#[test]
+fn fs_large_directory() {
+    Runtime::new()
+        .unwrap()
+        .block_on(async { list_large_directory(fs_journal_fixture(), 3_000).await });
+    poll_runtime().block_on(async { list_large_directory(fs_journal_fixture(), 1_100).await });
 }
 
 /// The suite passes for the journaled fs backend on both drivers.

@@ -1,4 +1,5 @@
-//! Directory walks: listings and the removal of leftover temp files.
+//! Directory walks: whole-directory listings and the removal of leftover temp files (the
+//! paged listing is `dir_index.rs`).
 
 use std::io;
 use std::path::Path;
@@ -46,54 +47,6 @@ pub(super) fn read_dir_entries(dir: &Path, prefix: &str) -> Result<Vec<(String, 
         }
     }
     Ok(out)
-}
-
-/// Keys under `prefix` in lexical order, after `start_after`, at most `limit`.
-///
-/// A depth-first walk yields lexical order when each directory's entries are sorted with
-/// directories named `name/`: every key below a directory starts with that string. Subtrees
-/// wholly at or before `start_after` are skipped, and the walk stops at `limit`.
-pub(super) fn list_sorted(
-    root: &Path,
-    prefix: &str,
-    start_after: Option<&str>,
-    limit: usize,
-) -> Result<Vec<String>> {
-    let top = match prefix.rfind('/') {
-        Some(i) => &prefix[..=i],
-        None => "",
-    };
-    let name_prefix = &prefix[top.len()..];
-    let after = |key: &str| start_after.is_none_or(|s| key > s);
-    // Stack of keys still to visit, directories ending in `/`; popped in ascending order.
-    let mut stack = vec![top.to_owned()];
-    let mut keys = Vec::new();
-    while let Some(key) = stack.pop() {
-        if keys.len() >= limit {
-            break;
-        }
-        if !key.ends_with('/') && key != top {
-            keys.push(key);
-            continue;
-        }
-        let dir = root.join(key.trim_end_matches('/'));
-        let mut children: Vec<String> = read_dir_entries(&dir, prefix)?
-            .into_iter()
-            .filter(|(name, _)| key != top || name.starts_with(name_prefix))
-            .map(|(name, is_dir)| match is_dir {
-                true => format!("{key}{name}/"),
-                false => format!("{key}{name}"),
-            })
-            .filter(|child| match child.ends_with('/') {
-                // Keep a directory unless every key in it sorts at or before `start_after`.
-                true => start_after.is_none_or(|s| child.as_str() > s || s.starts_with(child)),
-                false => after(child),
-            })
-            .collect();
-        children.sort_unstable_by(|a, b| b.cmp(a));
-        stack.extend(children);
-    }
-    Ok(keys)
 }
 
 pub(super) fn remove_temp_files(root: &Path, age_min: Duration) -> Result<u64> {
@@ -151,7 +104,14 @@ impl super::FsStorage {
         let start_after = start_after.map(str::to_owned);
         let limit = limit.min(super::super::LIST_KEYS_MAX);
         super::files::blocking(move || {
-            let keys = list_sorted(&root, &prefix, start_after.as_deref(), limit)?;
+            let limits = super::dir_index::Limits::DEFAULT;
+            let keys = super::dir_index::list_sorted(
+                &root,
+                &prefix,
+                start_after.as_deref(),
+                limit,
+                limits,
+            )?;
             let mut out = Vec::with_capacity(keys.len());
             for key in keys {
                 match std::fs::metadata(root.join(&key)) {

@@ -34,6 +34,7 @@ use super::{
     Result, Storage, StorageError, LIST_KEYS_MAX,
 };
 
+mod dir_index;
 mod files;
 mod journal;
 mod journaled;
@@ -45,7 +46,7 @@ use files::{
     remove_quietly, sync_dir, temp_name,
 };
 pub use files::{FsReader, FsUpload};
-use listing::{list_sorted, read_dir_entries, remove_temp_files};
+use listing::{read_dir_entries, remove_temp_files};
 use locks::lock_key;
 
 /// Default cap on `get`: the 4 MiB manifest limit (the OCI spec's guidance) plus room for
@@ -505,7 +506,11 @@ impl Storage for FsStorage {
         let prefix = prefix.to_owned();
         let start_after = start_after.map(str::to_owned);
         let limit = limit.min(LIST_KEYS_MAX);
-        blocking(move || list_sorted(&root, &prefix, start_after.as_deref(), limit)).await?
+        blocking(move || {
+            let limits = dir_index::Limits::DEFAULT;
+            dir_index::list_sorted(&root, &prefix, start_after.as_deref(), limit, limits)
+        })
+        .await?
     }
 
     async fn list_dir(&self, prefix: &str) -> Result<Vec<String>> {

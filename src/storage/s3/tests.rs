@@ -11,7 +11,9 @@ use compio::BufResult;
 use super::fault::{Fault, FaultProxy};
 use super::moto::Moto;
 use super::*;
-use crate::storage::tests::{pattern, poll_runtime, run_suite, written, Fixture};
+use crate::storage::tests::{
+    list_large_directory, pattern, poll_runtime, run_suite, written, Fixture,
+};
 use crate::storage::{BlobReader, UploadWriter};
 
 /// A fixture factory: a fresh bucket per case on one moto server.
@@ -56,6 +58,20 @@ fn s3_suite_poll_driver() {
     };
     let make = fixtures(Rc::new(moto));
     poll_runtime().block_on(run_suite(&make));
+}
+
+/// A directory of more keys than one ListObjectsV2 page lists in pages from any position;
+/// changes show in the next listing.
+#[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
+fn s3_large_directory() {
+    let Some(moto) = Moto::start("s3_large_directory") else {
+        return;
+    };
+    let make = fixtures(Rc::new(moto));
+    Runtime::new()
+        .unwrap()
+        .block_on(async { list_large_directory(make(), 1_100).await });
 }
 
 /// moto (like S3) applies If-None-Match: * and If-Match atomically: of many writers racing on
