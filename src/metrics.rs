@@ -263,7 +263,11 @@ impl Metrics {
 /// `origin_build_info{version,revision,build_date} 1`: which build answers, for dashboards
 /// and alerts across nodes (the same stamp as `origin --version`).
 fn render_build_info(out: &mut String) {
-    let label = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let label = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
     let _ = writeln!(
         out,
         "# HELP origin_build_info The running build: version, git revision, build date.\n\
