@@ -83,6 +83,11 @@ def test_overlay_hardening_and_shutdown_budget(overlay):
         assert "[storage.s3]" in config
 
 
+def mebibytes(quantity):
+    assert quantity.endswith("Mi"), quantity
+    return int(quantity[:-2])
+
+
 def configmap_files(docs):
     cm = next(d for d in docs if d["kind"] == "ConfigMap")
     return {k: v.encode() for k, v in cm["data"].items()}
@@ -198,6 +203,14 @@ def check_pod(netns, image, docs, pod, tmp_path, push="skopeo"):
         push_and_pull(netns, image, base, tmp_path)
     else:
         push_blob_monolithic(netns, base, tmp_path)
+    # The memory the manifests request and limit, against what this pod used at its peak.
+    _, status = pod.pid1()
+    peak_kib = int(status["VmHWM"].split()[0])
+    resources = c["resources"]
+    limit_kib = mebibytes(resources["limits"]["memory"]) * 1024
+    print(f"peak RSS {peak_kib / 1024:.1f} MiB; requested {resources['requests']['memory']}, "
+          f"limit {resources['limits']['memory']}")
+    assert peak_kib < limit_kib
     grace = workload(docs)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert pod.terminate(within=grace) == 0, pod.logs()
 
