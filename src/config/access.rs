@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::values::{d, duration, opt_duration};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     pub username: String,
