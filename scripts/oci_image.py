@@ -150,6 +150,10 @@ def rootfs_layer(args, binary, arch, static, workdir):
     layer = Layer(args.epoch)
     layer.file(BIN_PATH, stripped(binary, workdir), 0o755)
     if not static:
+        host = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine)
+        if arch != host:
+            sys.exit(f"{binary}: a dynamic {arch} binary: link it statically (crt-static) to "
+                     f"put it in an image built on {host}")
         for lib in shared_libraries(binary):
             with open(lib, "rb") as f:
                 # Stored under the name the loader asks for, with the bytes of its target.

@@ -155,3 +155,36 @@ def test_containerfile_declares_the_same_image(image):
             assert key in final, key
     assert "deploy/image/rootfs/etc/." in text
     assert "crt-static" in text
+
+
+def fake_elf(path, machine):
+    """A 64-byte ELF header of a static executable for `machine` (no program headers)."""
+    import struct
+    head = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
+    head += struct.pack("<HHIQQQIHHHHHH", 2, machine, 1, 0, 0, 0, 0, 64, 56, 0, 64, 0, 0)
+    path.write_bytes(head)
+    return str(path)
+
+
+def test_several_binaries_make_one_multi_arch_index(tmp_path):
+    """Multi-arch ready: one --binary per architecture gives an image index whose tag
+    resolves to the manifest of the platform asked for."""
+    binaries = [fake_elf(tmp_path / "amd64", 62), fake_elf(tmp_path / "arm64", 183)]
+    args = ["python3", os.path.join(sandbox.REPO, "scripts", "oci_image.py"),
+            "--version", "0.0.0-test", "--revision", "test",
+            "--out", str(tmp_path / "oci"), "--archive", str(tmp_path / "multi.tar")]
+    for b in binaries:
+        args += ["--binary", b]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    index = json.loads(subprocess.run(
+        ["skopeo", "inspect", "--raw", f"oci-archive:{tmp_path}/multi.tar"],
+        capture_output=True, text=True, check=True).stdout)
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert sorted(m["platform"]["architecture"] for m in index["manifests"]) == ["amd64", "arm64"]
+    for arch in ("amd64", "arm64"):
+        cfg = json.loads(subprocess.run(
+            ["skopeo", "inspect", "--config", "--override-arch", arch, "--override-os", "linux",
+             f"oci-archive:{tmp_path}/multi.tar"], capture_output=True, text=True,
+            check=True).stdout)
+        assert cfg["architecture"] == arch
