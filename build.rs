@@ -58,24 +58,10 @@ fn build_stamp() {
     println!("cargo::rerun-if-env-changed=ORIGIN_GIT_REVISION");
     println!("cargo::rerun-if-env-changed=ORIGIN_BUILD_DATE");
     println!("cargo::rerun-if-env-changed=SOURCE_DATE_EPOCH");
-    // A commit or checkout moves HEAD or the branch it names: stamp again then.
-    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        let head = PathBuf::from(&dir).join("HEAD");
-        println!("cargo::rerun-if-changed={}", head.display());
-        if let Some(common) = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]) {
-            let text = std::fs::read_to_string(&head).unwrap_or_default();
-            if let Some(r) = text.trim().strip_prefix("ref: ") {
-                let file = Path::new(&common).join(r);
-                if file.is_file() {
-                    println!("cargo::rerun-if-changed={}", file.display());
-                }
-            }
-            let packed = Path::new(&common).join("packed-refs");
-            if packed.is_file() {
-                println!("cargo::rerun-if-changed={}", packed.display());
-            }
-        }
-    }
+    // Not rerun on every commit: that would rebuild the whole crate after each one. A
+    // developer's build keeps the revision of the build script's last run; scripts/image.sh
+    // and scripts/release.sh set ORIGIN_GIT_REVISION, so what they build is stamped exactly
+    // (and a fresh clone, as in CI, stamps its own commit).
     let revision = std::env::var("ORIGIN_GIT_REVISION")
         .ok()
         .filter(|r| !r.is_empty())
