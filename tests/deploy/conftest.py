@@ -35,6 +35,7 @@ def workdir():
     d = tempfile.mkdtemp(prefix="origin-deploy-")
     yield d
     shutil.rmtree(d, ignore_errors=True)
+    sandbox.remove_temps()
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,32 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 START_TIMEOUT = 90.0
 
 
+# Temporary files and folders made for volumes and logs, removed at the end of the session.
+TEMPS = []
+
+
+def temp_dir(prefix):
+    d = tempfile.mkdtemp(prefix=prefix)
+    TEMPS.append(d)
+    return d
+
+
+def temp_file(prefix):
+    fd, f = tempfile.mkstemp(prefix=prefix)
+    os.close(fd)
+    TEMPS.append(f)
+    return f
+
+
+def remove_temps():
+    for p in TEMPS:
+        if os.path.isdir(p):
+            shutil.rmtree(p, ignore_errors=True)
+        elif os.path.exists(p):
+            os.unlink(p)
+    TEMPS.clear()
+
+
 def need_root():
     if os.geteuid() != 0:
         raise RuntimeError("the deploy checks need root (unshare, chroot, mount)")
@@ -122,7 +148,7 @@ class Pod:
     def __init__(self, netns, rootfs, argv, env, user, mounts=None, read_only_root=True,
                  launcher=()):
         self.netns = netns
-        self.log_path = tempfile.mktemp(prefix="origin-pod-", suffix=".log")
+        self.log_path = temp_file("origin-pod-log-")
         mounts = mounts or {}
         lines = ["set -eu", "root=$(mktemp -d)", f"mount --bind {shlex.quote(rootfs)} \"$root\""]
         if read_only_root:
@@ -226,7 +252,7 @@ def descendants(pid):
 def volume_dir(uid=65532, gid=65532, mode=0o750):
     """An empty directory owned by the image's user, like a fresh PersistentVolume with
     fsGroup or a named Docker volume initialised from the image."""
-    d = tempfile.mkdtemp(prefix="origin-vol-")
+    d = temp_dir("origin-vol-")
     os.chown(d, uid, gid)
     os.chmod(d, mode)
     return d
@@ -234,7 +260,7 @@ def volume_dir(uid=65532, gid=65532, mode=0o750):
 
 def files_dir(files, uid=0, gid=0, mode=0o644, dir_mode=0o755):
     """A directory holding `files` (name -> bytes), like a ConfigMap or Secret volume."""
-    d = tempfile.mkdtemp(prefix="origin-files-")
+    d = temp_dir("origin-files-")
     for name, data in files.items():
         p = os.path.join(d, name)
         with open(p, "wb") as f:

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
@@ -116,7 +115,7 @@ def volumes_of(docs, rootfs):
             host = sandbox.files_dir(secret_files(docs), gid=fs_group,
                                      mode=v["secret"].get("defaultMode", 0o644))
         elif "emptyDir" in v:
-            host = tempfile.mkdtemp(prefix="origin-empty-")
+            host = sandbox.temp_dir("origin-empty-")
             os.chmod(host, 0o1777)
         else:
             raise AssertionError(f"volume kind not emulated: {v}")
@@ -134,8 +133,9 @@ def start_pod(netns, image, docs, rootfs, hosts=None):
     env.update({e["name"]: e["value"] for e in c.get("env", [])})
     mounts = volumes_of(docs, rootfs)
     if hosts:  # the kubelet-managed /etc/hosts; here it also stands in for cluster DNS
-        f = tempfile.mktemp(prefix="origin-hosts-")
+        f = sandbox.temp_file("origin-hosts-")
         open(f, "w").write(hosts)
+        os.chmod(f, 0o644)
         open(os.path.join(rootfs, "etc", "hosts"), "w").close()
         mounts["/etc/hosts"] = (f, True)
     sc = spec["securityContext"]
