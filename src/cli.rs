@@ -143,7 +143,12 @@ pub fn run(args: &[String]) -> i32 {
             0
         }
         Command::Version => {
-            println!("origin {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "origin {} (revision {}, built {})",
+                env!("CARGO_PKG_VERSION"),
+                env!("ORIGIN_GIT_REVISION"),
+                env!("ORIGIN_BUILD_DATE")
+            );
             0
         }
         Command::CheckConfig(path) => match Config::load(path.as_deref()) {

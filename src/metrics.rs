@@ -241,6 +241,7 @@ impl Metrics {
         render_requests(&mut out, &shards);
         self.render_shared(&mut out);
         crate::metrics_s3::S3_METRICS.render_into(&mut out);
+        render_build_info(&mut out);
         out
     }
 
@@ -282,6 +283,25 @@ impl Metrics {
             }
         }
     }
+}
+
+/// `origin_build_info{version,revision,build_date} 1`: which build answers, for dashboards
+/// and alerts across nodes (the same stamp as `origin --version`).
+fn render_build_info(out: &mut String) {
+    let label = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let _ = writeln!(
+        out,
+        "# HELP origin_build_info The running build: version, git revision, build date.\n\
+         # TYPE origin_build_info gauge\n\
+         origin_build_info{{version=\"{}\",revision=\"{}\",build_date=\"{}\"}} 1",
+        label(env!("CARGO_PKG_VERSION")),
+        label(env!("ORIGIN_GIT_REVISION")),
+        label(env!("ORIGIN_BUILD_DATE")),
+    );
 }
 
 /// The per-request series, summed over the shards.
@@ -406,5 +426,19 @@ mod tests {
         assert!(text.contains("origin_http_sent_bytes_total 200"));
         assert!(text.contains("origin_http_received_bytes_total 5"));
         assert!(text.contains("origin_http_requests_in_flight 1"));
+    }
+
+    /// The build stamp is one gauge of value 1 whose labels say the version and revision.
+    #[test]
+    fn renders_build_info() {
+        let text = Metrics::new().render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("origin_build_info{"))
+            .expect("origin_build_info in the exposition");
+        let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+        assert!(line.contains(&version), "{line}");
+        assert!(line.contains(",revision=\""), "{line}");
+        assert!(line.ends_with("\"} 1"), "{line}");
     }
 }

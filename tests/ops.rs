@@ -538,3 +538,34 @@ fn reload_removing_an_identity_takes_effect_on_every_worker() {
         h.join().unwrap();
     }
 }
+
+/// `origin --version` says the version, the git revision and the build date, and /metrics
+/// carries the same stamp as `origin_build_info` (what a release is identified by).
+#[test]
+fn version_and_build_info_name_the_same_build() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_origin"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    // "origin 0.1.0 (revision 0123456789ab, built 2026-01-31T12:00:00Z)"
+    let rest = stdout
+        .trim()
+        .strip_prefix(&format!("origin {version} (revision "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let (revision, rest) = rest.split_once(", built ").unwrap();
+    let date = rest.strip_suffix(')').unwrap();
+    assert!(!revision.is_empty() && !revision.contains(' '), "{stdout}");
+    assert!(
+        date == "unknown" || (date.len() == 20 && date.ends_with('Z') && &date[10..11] == "T"),
+        "{stdout}"
+    );
+    let srv = Server::start();
+    let text = scrape(&srv);
+    let want = format!(
+        "origin_build_info{{version=\"{version}\",revision=\"{revision}\",build_date=\"{date}\"}} 1"
+    );
+    assert!(text.lines().any(|l| l == want), "{want} not in\n{text}");
+}

@@ -23,6 +23,7 @@ fn identities(users: &[(&str, &str, &str)]) -> BTreeMap<String, IdentityConfig> 
             let config = IdentityConfig {
                 username: username.to_string(),
                 password: cheap_hash(password),
+                ..Default::default()
             };
             (id.to_string(), config)
         })
@@ -305,6 +306,7 @@ fn full_queue_answers_busy() {
             username: "alice".into(),
             // The default cost (~20 ms) keeps the thread busy while the burst is queued.
             password: crate::auth_hash::hash("s3cret").unwrap(),
+            ..Default::default()
         },
     )]
     .into();

@@ -8,12 +8,19 @@ use serde::Deserialize;
 
 use super::values::{d, duration, opt_duration};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     pub username: String,
     /// An argon2 PHC string, as printed by `origin hash-password`.
+    #[serde(default)]
     pub password: String,
+    /// The PHC string read from a file instead (a Kubernetes secret, systemd credentials).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The PHC string read from this environment variable instead.
+    #[serde(default)]
+    pub password_env: Option<String>,
 }
 
 /// `[oidc.<name>]`: an identity provider whose JWTs (CI job tokens) are accepted.

@@ -155,6 +155,16 @@ impl Config {
             };
             s3.secret_access_key = source.resolve("storage.s3.secret_access_key")?;
         }
+        for (name, id) in self.identity.iter_mut() {
+            let source = Secret {
+                plain: Some(std::mem::take(&mut id.password)).filter(|p| !p.is_empty()),
+                file: id.password_file.as_deref(),
+                env: id.password_env.as_deref(),
+            };
+            id.password = source
+                .resolve(&format!("identity.{name}.password"))?
+                .unwrap_or_default();
+        }
         for (name, w) in self.event_webhook.iter_mut() {
             let source = Secret {
                 plain: w.token.take(),

@@ -192,3 +192,33 @@ fn s3_secret_from_file_or_environment() {
     assert!(both.0.starts_with("storage.s3.secret_access_key"), "{both}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An identity's PHC hash may come from a file (a mounted Kubernetes secret) or the
+/// environment; giving it twice, or a file that is not a hash, names the key.
+#[test]
+fn identity_password_from_file_or_environment() {
+    const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$mXnt6z8DMzxV6YVRcZVIHw$tgysCGUkvgAHAJmh64GkBaexV1Pst4aau+oRv5qcOMs";
+    let dir = std::env::temp_dir().join(format!("origin-id-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("alice");
+    std::fs::write(&file, format!("{PHC}\n")).unwrap();
+    std::env::set_var("ORIGIN_TEST_IDENTITY_HASH", PHC);
+    let parse = |line: &str| {
+        let text = format!("{EMBEDDED_DEFAULT}\n[identity.alice]\nusername = \"alice\"\n{line}\n");
+        Config::parse(&text).map(|c| c.identity["alice"].password.clone())
+    };
+    let file_line = format!("password_file = {:?}", file.display().to_string());
+    assert_eq!(parse(&file_line).unwrap(), PHC);
+    assert_eq!(
+        parse("password_env = \"ORIGIN_TEST_IDENTITY_HASH\"").unwrap(),
+        PHC
+    );
+    let both = parse(&format!("password = {PHC:?}\n{file_line}")).unwrap_err();
+    assert!(both.0.starts_with("identity.alice.password"), "{both}");
+    std::fs::write(&file, "plain\n").unwrap();
+    let plain = parse(&file_line).unwrap_err();
+    assert!(plain.0.starts_with("identity.alice.password"), "{plain}");
+    let none = parse("").unwrap_err();
+    assert!(none.0.starts_with("identity.alice.password"), "{none}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
