@@ -6,21 +6,9 @@
 //! with one `pwrite` and one `fdatasync` (so concurrent requests share the flush: group
 //! commit), then applies them to the tree without any fsync, in log order. The tree is made
 //! durable in bulk by a checkpoint (`syncfs`) every `CHECKPOINT_INTERVAL` or
-//! `CHECKPOINT_BYTES`. At start-up, records left in the logs are replayed into the tree
-//! (every put and delete is a whole-object overwrite, so replaying one that was applied
-//! already changes nothing).
-//!
-//! # Checkpoints off the commit path
-//! There are two log files. When a checkpoint is due the flusher switches to the other one
-//! (a new epoch) and hands the old one to a checkpoint thread, which runs `syncfs` and then
-//! empties it; group commits go on in the new log meanwhile, so a `syncfs` held up by
-//! unrelated writeback (another process writing gigabytes to the same filesystem) never
-//! delays a push. Every record of the old log was applied before the switch, so that
-//! `syncfs` makes all of them durable in the tree before the old log is emptied; replay reads
-//! both logs, the older epoch first. A failed checkpoint is retried with backoff (the old log
-//! keeps its records meanwhile, so nothing is lost); the flusher switches again only once the
-//! old log is empty, and if the current log reaches `LOG_BYTES_MAX` first, writes fail as
-//! transient (503) until a checkpoint succeeds.
+//! `CHECKPOINT_BYTES`, after which the log starts again. At start-up, records left in the log
+//! are replayed into the tree (every put and delete is a whole-object overwrite, so replaying
+//! one that was applied already changes nothing).
 //!
 //! # Why an acknowledged write survives a crash
 //! Two kinds of write go through here:
@@ -59,7 +47,6 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
@@ -76,8 +63,6 @@ use super::DIR_RACE_RETRIES_MAX;
 /// and never listed.
 pub(super) const JOURNAL_DIR: &str = ".tmp-journal";
 const JOURNAL_FILE: &str = "log";
-/// The second log (see "Checkpoints off the commit path").
-const JOURNAL_FILE_2: &str = "log-2";
 const FILE_MAGIC: &[u8; 8] = b"ORIGJRN1";
 const GROUP_MAGIC: &[u8; 4] = b"GRP1";
 /// File header: magic and epoch.
@@ -93,14 +78,8 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
 /// Most bytes of records queued for the next group; beyond it a write fails as transient
 /// (each request's records are bounded by its body limit, so this only bounds a burst).
 const QUEUED_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// A log that reaches this while the other one's checkpoint is still failing takes no more
-/// writes (they fail as transient) until it succeeds.
-const LOG_BYTES_MAX: u64 = 2 * CHECKPOINT_BYTES;
-/// Most bytes a replay reads into memory per log: a log never grows much past `LOG_BYTES_MAX`.
-const REPLAY_BYTES_MAX: u64 = LOG_BYTES_MAX + QUEUED_BYTES_MAX as u64 + (16 << 20);
-/// A failed checkpoint is tried again after this, doubling up to `CHECKPOINT_RETRY_MAX`.
-const CHECKPOINT_RETRY_MIN: Duration = Duration::from_millis(250);
-const CHECKPOINT_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Most bytes a replay reads into memory: a log never grows much past a checkpoint's size.
+const REPLAY_BYTES_MAX: u64 = CHECKPOINT_BYTES + QUEUED_BYTES_MAX as u64 + (16 << 20);
 /// Outcomes kept for waiters that have not collected them yet.
 const OUTCOMES_MAX: usize = 1 << 16;
 /// How long the flusher sleeps when idle before checking whether a checkpoint is due.
@@ -138,24 +117,12 @@ struct State {
     /// restart replays the log, so every later write fails too.
     failed: Option<String>,
     shutdown: bool,
-    /// The checkpoint thread has the other log: the flusher may not switch to it yet.
-    retiring: bool,
-    /// The current log reached `LOG_BYTES_MAX` with a checkpoint outstanding.
-    log_full: bool,
-    /// Checkpoints done and failed attempts since start.
-    checkpoints: u64,
-    checkpoint_failures: u64,
-    /// Checkpoint attempts still to fail on purpose (tests).
-    #[cfg(test)]
-    inject_checkpoint_failures: u32,
 }
 
 struct Shared {
     root: PathBuf,
     state: Mutex<State>,
     wake_flusher: Condvar,
-    /// Wakes the checkpoint thread (a log to retire, or shutdown).
-    wake_checkpointer: Condvar,
 }
 
 impl Shared {
@@ -165,12 +132,10 @@ impl Shared {
     }
 }
 
-/// A root's journal: the log files, the flusher and checkpoint threads and the queue in
-/// front of them.
+/// A root's journal: the log file, the flusher thread and the queue in front of it.
 pub(super) struct Journal {
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
-    checkpointer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -187,15 +152,12 @@ impl Journal {
     pub(super) fn open(root: &Path) -> io::Result<Journal> {
         let dir = root.join(JOURNAL_DIR);
         std::fs::create_dir_all(&dir)?;
-        let open = |name: &str| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(dir.join(name))
-        };
-        let file = open(JOURNAL_FILE)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(JOURNAL_FILE))?;
         // SAFETY: plain syscall on an open descriptor.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = io::Error::last_os_error();
@@ -207,8 +169,7 @@ impl Journal {
                 ),
             ));
         }
-        let files = [file, open(JOURNAL_FILE_2)?];
-        let epoch = replay(root, &files)?;
+        let epoch = replay(root, &file)?;
         let shared = Arc::new(Shared {
             root: root.to_path_buf(),
             state: Mutex::new(State {
@@ -221,37 +182,17 @@ impl Journal {
                 waiters: Vec::new(),
                 failed: None,
                 shutdown: false,
-                retiring: false,
-                log_full: false,
-                checkpoints: 0,
-                checkpoint_failures: 0,
-                #[cfg(test)]
-                inject_checkpoint_failures: 0,
             }),
             wake_flusher: Condvar::new(),
-            wake_checkpointer: Condvar::new(),
         });
-        let (to_retire, retire) = std::sync::mpsc::sync_channel::<File>(1);
-        let checkpointer_shared = shared.clone();
-        let checkpointer = std::thread::Builder::new()
-            .name("origin-checkpoint".into())
-            .spawn(move || checkpointer(checkpointer_shared, retire))?;
         let flusher_shared = shared.clone();
         let flusher = std::thread::Builder::new()
             .name("origin-journal".into())
-            .spawn(move || flusher(flusher_shared, files, epoch, to_retire))?;
+            .spawn(move || flusher(flusher_shared, file, epoch))?;
         Ok(Journal {
             shared,
             flusher: Some(flusher),
-            checkpointer: Some(checkpointer),
         })
-    }
-
-    /// Checkpoints done and failed attempts since the journal was opened.
-    #[cfg(test)]
-    fn checkpoint_counts(&self) -> (u64, u64) {
-        let st = self.shared.lock();
-        (st.checkpoints, st.checkpoint_failures)
     }
 
     /// Queues records (encoded with [`Record::encode`]). `apply` mutations are applied by the flusher once durable (then
@@ -274,12 +215,6 @@ impl Journal {
         }
         if let Some(e) = &st.failed {
             return Err(io::Error::other(e.clone()));
-        }
-        if st.log_full {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the write journal is full until its checkpoint succeeds (LOG_BYTES_MAX)",
-            ));
         }
         let seq = st.next_seq;
         st.next_seq += 1;
@@ -331,10 +266,6 @@ impl Drop for Journal {
         if let Some(t) = self.flusher.take() {
             let _ = t.join();
         }
-        self.shared.wake_checkpointer.notify_one();
-        if let Some(t) = self.checkpointer.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -366,21 +297,15 @@ impl Record<'_> {
     }
 }
 
-fn flusher(shared: Arc<Shared>, files: [File; 2], mut epoch: u64, retire: SyncSender<File>) {
-    let mut current = 0;
+fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
     let mut end = HEADER_BYTES;
-    let mut last_switch = Instant::now();
-    let switch_due = |end: u64, last_switch: Instant, st: &State| {
-        end > HEADER_BYTES
-            && !st.retiring
-            && st.failed.is_none()
-            && (end >= CHECKPOINT_BYTES || last_switch.elapsed() >= CHECKPOINT_INTERVAL)
-    };
+    let mut last_checkpoint = Instant::now();
     loop {
         let (queued, applies, guards, upto) = {
             let mut st = shared.lock();
             while st.queued.is_empty() && !st.shutdown {
-                if switch_due(end, last_switch, &st) {
+                let due = end > HEADER_BYTES && last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
+                if due {
                     break;
                 }
                 st = shared
@@ -400,10 +325,9 @@ fn flusher(shared: Arc<Shared>, files: [File; 2], mut epoch: u64, retire: SyncSe
                 upto,
             )
         };
-        let file = &files[current];
         let result = (|| -> io::Result<HashMap<u64, Vec<Applied>>> {
             if !queued.is_empty() {
-                write_group(file, end, &queued)?;
+                write_group(&file, end, &queued)?;
                 end += (FRAME_BYTES + queued.len()) as u64;
             }
             if !applies.is_empty() {
@@ -438,109 +362,27 @@ fn flusher(shared: Arc<Shared>, files: [File; 2], mut epoch: u64, retire: SyncSe
             }
         }
         let waiters = std::mem::take(&mut st.waiters);
-        let switch = switch_due(end, last_switch, &st);
-        st.log_full = !switch && st.retiring && end >= LOG_BYTES_MAX;
+        let checkpoint_due = st.failed.is_none()
+            && end > HEADER_BYTES
+            && (end >= CHECKPOINT_BYTES || last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL);
         drop(st);
         for w in waiters {
             w.wake();
         }
-        if !switch {
-            continue;
-        }
-        // Every record of this log is applied: the next go to the other log, and this one
-        // is emptied once a checkpoint has made the tree durable.
-        let next = 1 - current;
-        let switched = start_log(&files[next], epoch + 1)
-            .and_then(|()| files[current].try_clone())
-            .and_then(|old| {
-                shared.lock().retiring = true;
-                retire
-                    .try_send(old)
-                    .map_err(|_| io::Error::other("the checkpoint thread is gone"))
-            });
-        match switched {
-            Ok(()) => {
-                shared.wake_checkpointer.notify_one();
-                current = next;
-                epoch += 1;
-                end = HEADER_BYTES;
-                last_switch = Instant::now();
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the write journal could not start a new log");
-                shared.lock().failed = Some(format!("write journal: {e}"));
-            }
-        }
-    }
-}
-
-/// Empties a log and writes its header for `epoch` (made durable by its first group's flush,
-/// or by the checkpoint of the log before it).
-fn start_log(file: &File, epoch: u64) -> io::Result<()> {
-    file.set_len(0)?;
-    let mut header = [0u8; HEADER_BYTES as usize];
-    header[..8].copy_from_slice(FILE_MAGIC);
-    header[8..].copy_from_slice(&epoch.to_le_bytes());
-    file.write_all_at(&header, 0)
-}
-
-/// The checkpoint thread: makes the tree durable (`syncfs`) for each log the flusher left,
-/// then empties that log; a failure is retried with backoff, never given up on.
-fn checkpointer(shared: Arc<Shared>, retire: Receiver<File>) {
-    while let Ok(old) = retire.recv() {
-        let mut backoff = CHECKPOINT_RETRY_MIN;
-        loop {
-            match checkpoint(&shared, &old) {
+        if checkpoint_due {
+            match checkpoint(&shared.root, &file, epoch + 1) {
                 Ok(()) => {
-                    let mut st = shared.lock();
-                    st.checkpoints += 1;
-                    st.retiring = false;
-                    st.log_full = false;
-                    drop(st);
-                    shared.wake_flusher.notify_one();
-                    break;
+                    epoch += 1;
+                    end = HEADER_BYTES;
+                    last_checkpoint = Instant::now();
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, retry_in = ?backoff, "journal checkpoint failed; the log keeps its records until one succeeds");
-                    let mut st = shared.lock();
-                    st.checkpoint_failures += 1;
-                    let (st, _) = shared
-                        .wake_checkpointer
-                        .wait_timeout_while(st, backoff, |st| !st.shutdown)
-                        .unwrap_or_else(PoisonError::into_inner);
-                    if st.shutdown {
-                        return;
-                    }
-                    backoff = (backoff * 2).min(CHECKPOINT_RETRY_MAX);
+                    tracing::error!(error = %e, "journal checkpoint failed");
+                    shared.lock().failed = Some(format!("journal checkpoint: {e}"));
                 }
             }
         }
     }
-}
-
-/// Makes the whole tree durable (`syncfs`), then empties `old`, a log whose records are all
-/// applied.
-fn checkpoint(shared: &Shared, old: &File) -> io::Result<()> {
-    #[cfg(test)]
-    {
-        let mut st = shared.lock();
-        if st.inject_checkpoint_failures > 0 {
-            st.inject_checkpoint_failures -= 1;
-            return Err(io::Error::other("injected checkpoint failure"));
-        }
-    }
-    syncfs(&shared.root)?;
-    old.set_len(0)?;
-    old.sync_all()
-}
-
-fn syncfs(root: &Path) -> io::Result<()> {
-    let dir = File::open(root)?;
-    // SAFETY: plain syscall on an open descriptor.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Groups written since start (all journals of the process), for tests and metrics.
@@ -558,6 +400,21 @@ fn write_group(file: &File, at: u64, payload: &[u8]) -> io::Result<()> {
     file.write_all_at(&frame, at)?;
     file.write_all_at(payload, at + FRAME_BYTES as u64)?;
     file.sync_data()
+}
+
+/// Makes the whole tree durable (`syncfs`), then empties the log under a new epoch.
+fn checkpoint(root: &Path, file: &File, epoch: u64) -> io::Result<()> {
+    let dir = File::open(root)?;
+    // SAFETY: plain syscall on an open descriptor.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    file.set_len(0)?;
+    let mut header = [0u8; HEADER_BYTES as usize];
+    header[..8].copy_from_slice(FILE_MAGIC);
+    header[8..].copy_from_slice(&epoch.to_le_bytes());
+    file.write_all_at(&header, 0)?;
+    file.sync_all()
 }
 
 /// Applies one mutation to the tree, without fsync. Directories are created as needed and

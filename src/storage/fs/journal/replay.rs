@@ -2,43 +2,39 @@
 
 use super::*;
 
-/// Reads both logs, replays their complete groups into the tree (the older epoch first),
-/// makes the tree durable and empties the logs, the first one starting the next epoch.
-/// Returns that epoch.
-pub(super) fn replay(root: &Path, files: &[File; 2]) -> io::Result<u64> {
-    let mut logs = Vec::new();
-    for mut file in files {
-        let len = file.metadata()?.len();
-        if len > REPLAY_BYTES_MAX {
-            return Err(io::Error::other(format!(
-                "journal is {len} bytes, more than REPLAY_BYTES_MAX; it is not Origin's"
-            )));
-        }
-        let mut bytes = Vec::with_capacity(len as usize);
-        file.read_to_end(&mut bytes)?;
-        if bytes.len() >= HEADER_BYTES as usize && bytes[..8] == FILE_MAGIC[..] {
-            let epoch = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default());
-            logs.push((epoch, bytes));
-        } else if !bytes.is_empty() {
-            return Err(io::Error::other(
-                "the journal file does not start with Origin's header",
-            ));
-        }
+/// Reads the log, replays its complete groups into the tree, makes the tree durable and
+/// empties the log. Returns the epoch to continue with.
+pub(super) fn replay(root: &Path, mut file: &File) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    if len > REPLAY_BYTES_MAX {
+        return Err(io::Error::other(format!(
+            "journal is {len} bytes, more than REPLAY_BYTES_MAX; it is not Origin's"
+        )));
     }
-    logs.sort_by_key(|(epoch, _)| *epoch);
-    let epoch = logs.last().map_or(0, |(e, _)| *e);
-    let mut records = Vec::new();
-    for (_, bytes) in &logs {
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes)?;
+    let mut epoch = 0;
+    let mut groups = Vec::new();
+    if bytes.len() >= HEADER_BYTES as usize && bytes[..8] == FILE_MAGIC[..] {
+        epoch = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default());
         let mut at = HEADER_BYTES as usize;
-        while let Some((payload, next)) = read_group(bytes, at) {
-            let Some(parsed) = parse_records(payload) else {
-                return Err(io::Error::other(
-                    "a checksummed journal group does not parse",
-                ));
-            };
-            records.extend(parsed);
+        while let Some((payload, next)) = read_group(&bytes, at) {
+            groups.push(payload);
             at = next;
         }
+    } else if !bytes.is_empty() {
+        return Err(io::Error::other(
+            "the journal file does not start with Origin's header",
+        ));
+    }
+    let mut records = Vec::new();
+    for payload in groups {
+        let Some(parsed) = parse_records(payload) else {
+            return Err(io::Error::other(
+                "a checksummed journal group does not parse",
+            ));
+        };
+        records.extend(parsed);
     }
     if !records.is_empty() {
         // A key written directly after a logged write keeps what the direct write left.
@@ -74,11 +70,7 @@ pub(super) fn replay(root: &Path, files: &[File; 2]) -> io::Result<u64> {
             "replayed the write journal"
         );
     }
-    syncfs(root)?;
-    files[1].set_len(0)?;
-    files[1].sync_all()?;
-    start_log(&files[0], epoch + 1)?;
-    files[0].sync_all()?;
+    checkpoint(root, file, epoch + 1)?;
     Ok(epoch + 1)
 }
 
