@@ -183,29 +183,9 @@ impl S3Storage {
     pub async fn open_read_started(&self, key: &str) -> Result<Option<S3Reader>> {
         validate_key(key)?;
         let full = self.full(key);
-        let sign = |b: &Bucket, c: Option<&Credentials>, _: &[(&'static str, String)]| {
-            b.get_object(c, &full).sign(SIGNATURE_EXPIRY)
+        let Some(resp) = self.get_response(&full).await? else {
+            return Ok(None);
         };
-        let sent = self
-            .client()
-            .call(&Request {
-                op: "GetObject",
-                method: "GET",
-                key: &full,
-                sign: &sign,
-                headers: Vec::new(),
-                body: &[],
-            })
-            .await?;
-        let resp = sent.resp;
-        match resp.status {
-            404 => {
-                resp.drain().await;
-                return Ok(None);
-            }
-            200 => {}
-            s => return Err(s3_error("GetObject", &full, format!("status {s}"))),
-        }
         if upload::is_upload(&resp) {
             // A session object is small (its state): read it through, then its parts.
             resp.drain().await;
@@ -234,8 +214,8 @@ impl S3Storage {
         full.strip_prefix(self.inner.key_prefix.as_str())
     }
 
-    /// GET of a whole object (at most `limit` bytes) by its bucket key.
-    async fn get_full(&self, full: &str, limit: u64) -> Result<Option<Object>> {
+    /// A GetObject by bucket key whose answer is 200 (its body unread), or `None` on 404.
+    async fn get_response(&self, full: &str) -> Result<Option<crate::http::client::Response>> {
         let sign = |b: &Bucket, c: Option<&Credentials>, _: &[(&'static str, String)]| {
             b.get_object(c, full).sign(SIGNATURE_EXPIRY)
         };
@@ -255,11 +235,18 @@ impl S3Storage {
             404 => {
                 // Read the small error document so the connection goes back to the pool.
                 resp.drain().await;
-                return Ok(None);
+                Ok(None)
             }
-            200 => {}
-            s => return Err(s3_error("GetObject", full, format!("status {s}"))),
+            200 => Ok(Some(resp)),
+            s => Err(s3_error("GetObject", full, format!("status {s}"))),
         }
+    }
+
+    /// GET of a whole object (at most `limit` bytes) by its bucket key.
+    async fn get_full(&self, full: &str, limit: u64) -> Result<Option<Object>> {
+        let Some(resp) = self.get_response(full).await? else {
+            return Ok(None);
+        };
         let etag = resp
             .header("etag")
             .map(|e| Etag::new(e.to_string()))
