@@ -19,7 +19,7 @@ bins=()
 [ -n "${BEFORE_BIN:-}" ] && bins+=("before=$BEFORE_BIN")
 bins+=("after=$ORIGIN_BIN")
 
-printf '| binary | filesystem | ops/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|\n'
+printf '| binary | filesystem | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n|---|---|---|---|---|---|---|---|\n'
 for entry in "${bins[@]}"; do
   label=${entry%%=*}
   ORIGIN_BIN=${entry#*=}
@@ -43,7 +43,7 @@ for entry in "${bins[@]}"; do
 import json, sys
 label, load, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 fs = "quiet" if load == "quiet" else "dd writing beside"
-print(f"| {label} | {fs} | {out['ops_s']:.0f} | {out['p50_ms']:.1f} | {out['p99_ms']:.1f} | {out['errors']} |")
+print(f"| {label} | {fs} | {out['ops_s']:.0f} | {out['p50_ms']:.1f} | {out['p99_ms']:.1f} | {out['p999_ms']:.1f} | {out['max_ms']:.1f} | {out['errors']} |")
 PY
   done
 done

@@ -52,3 +52,16 @@ pub(super) async fn lock_key(path: PathBuf) -> KeyLock {
     .await;
     KeyLock { path }
 }
+
+/// Takes a key's lock if nobody holds it, without waiting (for the journal's flusher thread,
+/// which cannot await).
+pub(super) fn try_lock_key(path: &std::path::Path) -> Option<KeyLock> {
+    let mut locks = key_locks();
+    if locks.contains_key(path) {
+        return None;
+    }
+    locks.insert(path.to_path_buf(), Vec::new());
+    Some(KeyLock {
+        path: path.to_path_buf(),
+    })
+}

@@ -10,6 +10,24 @@
 //! are replayed into the tree (every put and delete is a whole-object overwrite, so replaying
 //! one that was applied already changes nothing).
 //!
+//! # A flush that waits for nobody else
+//! The log file is written full of zeros ahead of the groups (`LOG_PREALLOC_STEP` at a time,
+//! so it stops growing a little past `CHECKPOINT_BYTES`) and otherwise only overwritten in
+//! place: a checkpoint rewrites the header with a new epoch instead of truncating. Overwriting blocks that are already allocated and written changes no metadata
+//! `fdatasync` has to commit, so a group's flush is the data write and a cache flush, not a
+//! commit of the filesystem's journal, which would also have to write out whatever another
+//! process allocated meanwhile (`bench/checkpoint.sh`). Each group's checksum covers the
+//! epoch, so groups left over from an earlier epoch end the log at replay.
+//!
+//! # A failed checkpoint
+//! `syncfs` reports a writeback error once, and the pages that failed are clean afterwards: a
+//! retry alone would succeed and empty a log whose records may not be on disk. So the log
+//! keeps its records (writes go on, appended after them) and after a backoff the flusher
+//! re-applies the log's last state of each key to the tree (`recover.rs`, which explains why
+//! that is safe beside concurrent writers) and runs `syncfs` again. The root's descriptor is
+//! opened once, so an error of background writeback since start is reported to the next
+//! checkpoint. While the log is past `LOG_BYTES_MAX` writes fail as transient (503).
+//!
 //! # Why an acknowledged write survives a crash
 //! Two kinds of write go through here:
 //! - **durable** (`put`, `delete`, `put_batch`): the record is flushed *before* the tree is
@@ -63,7 +81,11 @@ use super::DIR_RACE_RETRIES_MAX;
 /// and never listed.
 pub(super) const JOURNAL_DIR: &str = ".tmp-journal";
 const JOURNAL_FILE: &str = "log";
-const FILE_MAGIC: &[u8; 8] = b"ORIGJRN1";
+/// The log format written: groups checksummed with their epoch, in a preallocated file.
+const FILE_MAGIC: &[u8; 8] = b"ORIGJRN2";
+/// The format before it (groups checksummed alone, the file truncated at each checkpoint):
+/// still replayed, so an upgrade loses nothing.
+const FILE_MAGIC_V1: &[u8; 8] = b"ORIGJRN1";
 const GROUP_MAGIC: &[u8; 4] = b"GRP1";
 /// File header: magic and epoch.
 const HEADER_BYTES: u64 = 16;
@@ -74,12 +96,25 @@ const FRAME_BYTES: usize = 16;
 const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
 /// ...or after this long with records in it. Bounds replay work and how far a maintenance
 /// command's write can be overtaken by replay (module docs).
+#[cfg(not(test))]
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
+#[cfg(test)]
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+/// The log file is written full of zeros ahead of the groups by this much at a time, so that
+/// a group overwrites blocks that are already there; it stops growing once checkpoints keep
+/// it under `CHECKPOINT_BYTES` plus a group.
+const LOG_PREALLOC_STEP: u64 = 1024 * 1024;
+/// While checkpoints fail the log keeps every record since the last good one; past this,
+/// writes fail as transient until a checkpoint succeeds.
+const LOG_BYTES_MAX: u64 = 4 * CHECKPOINT_BYTES;
+/// A failed checkpoint is tried again after this, doubling up to `CHECKPOINT_RETRY_MAX`.
+const CHECKPOINT_RETRY_MIN: Duration = Duration::from_millis(250);
+const CHECKPOINT_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Most bytes of records queued for the next group; beyond it a write fails as transient
 /// (each request's records are bounded by its body limit, so this only bounds a burst).
 const QUEUED_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Most bytes a replay reads into memory: a log never grows much past a checkpoint's size.
-const REPLAY_BYTES_MAX: u64 = CHECKPOINT_BYTES + QUEUED_BYTES_MAX as u64 + (16 << 20);
+/// Most bytes a replay reads into memory: a log never grows much past `LOG_BYTES_MAX`.
+const REPLAY_BYTES_MAX: u64 = LOG_BYTES_MAX + QUEUED_BYTES_MAX as u64 + (16 << 20);
 /// Outcomes kept for waiters that have not collected them yet.
 const OUTCOMES_MAX: usize = 1 << 16;
 /// How long the flusher sleeps when idle before checking whether a checkpoint is due.
@@ -116,7 +151,36 @@ struct State {
     /// Set when a write, flush or apply failed: the log and the tree may disagree until a
     /// restart replays the log, so every later write fails too.
     failed: Option<String>,
+    /// A checkpoint failed and the log has grown to `LOG_BYTES_MAX` meanwhile.
+    log_full: bool,
     shutdown: bool,
+    /// Checkpoints done and failed since the journal was opened.
+    checkpoints: u64,
+    checkpoint_failures: u64,
+    /// Checkpoint attempts still to fail on purpose (tests).
+    #[cfg(test)]
+    inject_checkpoint_failures: u32,
+}
+
+impl State {
+    fn new() -> State {
+        State {
+            queued: Vec::new(),
+            applies: Vec::new(),
+            guards: Vec::new(),
+            next_seq: 1,
+            done_seq: 0,
+            outcomes: HashMap::new(),
+            waiters: Vec::new(),
+            failed: None,
+            log_full: false,
+            shutdown: false,
+            checkpoints: 0,
+            checkpoint_failures: 0,
+            #[cfg(test)]
+            inject_checkpoint_failures: 0,
+        }
+    }
 }
 
 struct Shared {
@@ -169,26 +233,17 @@ impl Journal {
                 ),
             ));
         }
-        let epoch = replay(root, &file)?;
+        let root_dir = File::open(root)?;
+        let epoch = replay(root, &root_dir, &file)?;
         let shared = Arc::new(Shared {
             root: root.to_path_buf(),
-            state: Mutex::new(State {
-                queued: Vec::new(),
-                applies: Vec::new(),
-                guards: Vec::new(),
-                next_seq: 1,
-                done_seq: 0,
-                outcomes: HashMap::new(),
-                waiters: Vec::new(),
-                failed: None,
-                shutdown: false,
-            }),
+            state: Mutex::new(State::new()),
             wake_flusher: Condvar::new(),
         });
         let flusher_shared = shared.clone();
         let flusher = std::thread::Builder::new()
             .name("origin-journal".into())
-            .spawn(move || flusher(flusher_shared, file, epoch))?;
+            .spawn(move || flusher(flusher_shared, file, root_dir, epoch))?;
         Ok(Journal {
             shared,
             flusher: Some(flusher),
@@ -215,6 +270,12 @@ impl Journal {
         }
         if let Some(e) = &st.failed {
             return Err(io::Error::other(e.clone()));
+        }
+        if st.log_full {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the write journal is full until a checkpoint succeeds (LOG_BYTES_MAX)",
+            ));
         }
         let seq = st.next_seq;
         st.next_seq += 1;
@@ -259,6 +320,13 @@ impl Journal {
     }
 }
 
+#[cfg(test)]
+impl Journal {
+    fn clone_shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+}
+
 impl Drop for Journal {
     fn drop(&mut self) {
         self.shared.lock().shutdown = true;
@@ -297,15 +365,24 @@ impl Record<'_> {
     }
 }
 
-fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
+fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64) {
     let mut end = HEADER_BYTES;
+    let mut zeroed = file.metadata().map_or(0, |m| m.len());
     let mut last_checkpoint = Instant::now();
+    // Set while checkpoints fail: when to try again, and the wait after the next failure.
+    let mut retry: Option<(Instant, Duration)> = None;
+    let checkpoint_due = |end: u64, last: Instant, retry: Option<(Instant, Duration)>| {
+        end > HEADER_BYTES
+            && match retry {
+                Some((at, _)) => Instant::now() >= at,
+                None => end >= CHECKPOINT_BYTES || last.elapsed() >= CHECKPOINT_INTERVAL,
+            }
+    };
     loop {
         let (queued, applies, guards, upto) = {
             let mut st = shared.lock();
             while st.queued.is_empty() && !st.shutdown {
-                let due = end > HEADER_BYTES && last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
-                if due {
+                if st.failed.is_none() && checkpoint_due(end, last_checkpoint, retry) {
                     break;
                 }
                 st = shared
@@ -327,7 +404,11 @@ fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
         };
         let result = (|| -> io::Result<HashMap<u64, Vec<Applied>>> {
             if !queued.is_empty() {
-                write_group(&file, end, &queued)?;
+                let group_end = end + (FRAME_BYTES + queued.len()) as u64;
+                if group_end > zeroed {
+                    zeroed = preallocate(&file, zeroed, group_end + LOG_PREALLOC_STEP);
+                }
+                write_group(&file, end, epoch, &queued)?;
                 end += (FRAME_BYTES + queued.len()) as u64;
             }
             if !applies.is_empty() {
@@ -362,59 +443,130 @@ fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
             }
         }
         let waiters = std::mem::take(&mut st.waiters);
-        let checkpoint_due = st.failed.is_none()
-            && end > HEADER_BYTES
-            && (end >= CHECKPOINT_BYTES || last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL);
+        st.log_full = end >= LOG_BYTES_MAX;
+        let due = st.failed.is_none() && checkpoint_due(end, last_checkpoint, retry);
         drop(st);
         for w in waiters {
             w.wake();
         }
-        if checkpoint_due {
-            match checkpoint(&shared.root, &file, epoch + 1) {
-                Ok(()) => {
-                    epoch += 1;
-                    end = HEADER_BYTES;
-                    last_checkpoint = Instant::now();
+        if !due {
+            continue;
+        }
+        let attempt = match retry {
+            // The last attempt failed: pages it reported may be lost, so the log's state is
+            // written to the tree again before the next syncfs.
+            Some(_) => recover::reapply(&shared, &file, epoch, end)
+                .and_then(|()| injected_failure(&shared))
+                .and_then(|()| checkpoint(&root_dir, &file, epoch + 1)),
+            None => {
+                injected_failure(&shared).and_then(|()| checkpoint(&root_dir, &file, epoch + 1))
+            }
+        };
+        let mut st = shared.lock();
+        match attempt {
+            Ok(()) => {
+                st.checkpoints += 1;
+                st.log_full = false;
+                epoch += 1;
+                end = HEADER_BYTES;
+                last_checkpoint = Instant::now();
+                if retry.take().is_some() {
+                    tracing::info!("journal checkpoint succeeded again");
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "journal checkpoint failed");
-                    shared.lock().failed = Some(format!("journal checkpoint: {e}"));
-                }
+            }
+            Err(e) => {
+                st.checkpoint_failures += 1;
+                let wait = retry.map_or(CHECKPOINT_RETRY_MIN, |(_, w)| {
+                    (w * 2).min(CHECKPOINT_RETRY_MAX)
+                });
+                tracing::error!(error = %e, retry_in = ?wait, "journal checkpoint failed; the log keeps its records until one succeeds");
+                retry = Some((Instant::now() + wait, wait));
             }
         }
     }
+}
+
+/// A checkpoint failure a test asked for; never in production.
+fn injected_failure(_shared: &Shared) -> io::Result<()> {
+    #[cfg(test)]
+    {
+        let mut st = _shared.lock();
+        if st.inject_checkpoint_failures > 0 {
+            st.inject_checkpoint_failures -= 1;
+            return Err(io::Error::other("injected checkpoint failure"));
+        }
+    }
+    Ok(())
 }
 
 /// Groups written since start (all journals of the process), for tests and metrics.
 pub(super) static GROUPS_WRITTEN: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(0);
 
-fn write_group(file: &File, at: u64, payload: &[u8]) -> io::Result<()> {
+/// A group's checksum: the first 8 bytes of SHA-256 over the epoch and the payload.
+fn group_sum(epoch: u64, payload: &[u8]) -> [u8; 8] {
+    let mut h = Sha256::new();
+    h.update(epoch.to_le_bytes());
+    h.update(payload);
+    let mut sum = [0u8; 8];
+    sum.copy_from_slice(&h.finalize()[..8]);
+    sum
+}
+
+fn write_group(file: &File, at: u64, epoch: u64, payload: &[u8]) -> io::Result<()> {
     GROUPS_WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut frame = [0u8; FRAME_BYTES];
     frame[..4].copy_from_slice(GROUP_MAGIC);
     let len =
         u32::try_from(payload.len()).map_err(|_| io::Error::other("journal group too large"))?;
     frame[4..8].copy_from_slice(&len.to_le_bytes());
-    frame[8..16].copy_from_slice(&Sha256::digest(payload)[..8]);
+    frame[8..16].copy_from_slice(&group_sum(epoch, payload));
     file.write_all_at(&frame, at)?;
     file.write_all_at(payload, at + FRAME_BYTES as u64)?;
     file.sync_data()
 }
 
-/// Makes the whole tree durable (`syncfs`), then empties the log under a new epoch.
-fn checkpoint(root: &Path, file: &File, epoch: u64) -> io::Result<()> {
-    let dir = File::open(root)?;
+/// Writes zeros from `from` to `to` and makes the new length durable, so that later groups
+/// overwrite allocated blocks (module docs). Returns the new zeroed length. Best effort: on a
+/// full disk the file is cut back and the group is appended as it would be without this.
+fn preallocate(file: &File, from: u64, to: u64) -> u64 {
+    let zeros = vec![0u8; LOG_PREALLOC_STEP as usize];
+    let written = (|| {
+        let mut at = from;
+        while at < to {
+            let n = zeros.len().min((to - at) as usize);
+            file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        file.sync_data()
+    })();
+    match written {
+        Ok(()) => to,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not write the journal's log ahead");
+            let _ = file.set_len(from);
+            from
+        }
+    }
+}
+
+/// Makes the whole tree durable (`syncfs` on the root's descriptor, held since start), then
+/// starts the log again under `epoch`: the header is rewritten in place, and what follows it
+/// no longer checksums.
+fn checkpoint(root_dir: &File, file: &File, epoch: u64) -> io::Result<()> {
     // SAFETY: plain syscall on an open descriptor.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+    if unsafe { libc::syncfs(root_dir.as_raw_fd()) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    file.set_len(0)?;
+    write_header(file, epoch)
+}
+
+fn write_header(file: &File, epoch: u64) -> io::Result<()> {
     let mut header = [0u8; HEADER_BYTES as usize];
     header[..8].copy_from_slice(FILE_MAGIC);
     header[8..].copy_from_slice(&epoch.to_le_bytes());
     file.write_all_at(&header, 0)?;
-    file.sync_all()
+    file.sync_data()
 }
 
 /// Applies one mutation to the tree, without fsync. Directories are created as needed and
@@ -484,6 +636,7 @@ fn prune(root: &Path, mut dir: Option<&Path>) {
     }
 }
 
+mod recover;
 mod replay;
 use replay::replay;
 

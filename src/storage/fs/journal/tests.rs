@@ -1,23 +1,40 @@
 use super::*;
 
-fn group(records: &[Record<'_>]) -> Vec<u8> {
+/// The epoch of the logs these tests write.
+const EPOCH: u64 = 7;
+
+fn encode(records: &[Record<'_>]) -> Vec<u8> {
     let mut payload = Vec::new();
     for r in records {
         r.encode(&mut payload);
     }
+    payload
+}
+
+fn frame(sum: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(GROUP_MAGIC);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&Sha256::digest(&payload)[..8]);
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(&sum[..8]);
+    out.extend_from_slice(payload);
     out
 }
 
+/// A group as the current format writes it in epoch `EPOCH`.
+fn group(records: &[Record<'_>]) -> Vec<u8> {
+    let payload = encode(records);
+    frame(&group_sum(EPOCH, &payload), &payload)
+}
+
 fn log_with(root: &Path, groups: &[Vec<u8>]) {
+    log_with_magic(root, FILE_MAGIC, groups)
+}
+
+fn log_with_magic(root: &Path, magic: &[u8; 8], groups: &[Vec<u8>]) {
     let dir = root.join(JOURNAL_DIR);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut bytes = FILE_MAGIC.to_vec();
-    bytes.extend_from_slice(&7u64.to_le_bytes());
+    let mut bytes = magic.to_vec();
+    bytes.extend_from_slice(&EPOCH.to_le_bytes());
     for g in groups {
         bytes.extend_from_slice(g);
     }
@@ -65,7 +82,9 @@ fn replay_applies_complete_groups_in_order() {
     assert_eq!(read(&root, "a/never"), None);
     drop(journal);
     let log = std::fs::read(root.join(JOURNAL_DIR).join(JOURNAL_FILE)).unwrap();
-    assert_eq!(log.len() as u64, HEADER_BYTES, "the log was not emptied");
+    let (epoch, groups) = replay::read_log(&log).unwrap();
+    assert!(epoch > EPOCH, "no new epoch: {epoch}");
+    assert!(groups.is_empty(), "the log was not started again");
     // Another open replays nothing more and changes nothing.
     drop(Journal::open(&root).unwrap());
     assert_eq!(read(&root, "a/one").as_deref(), Some(&b"1 again"[..]));
@@ -146,4 +165,171 @@ fn concurrent_durable_puts_share_groups() {
         groups > 0 && groups < (THREADS * PUTS) as u64,
         "{groups} groups"
     );
+}
+
+/// A log of the first format (groups checksummed without the epoch, as written before the
+/// log was preallocated) is still replayed, so an upgrade loses no acknowledged write.
+#[test]
+fn a_log_of_the_first_format_is_replayed() {
+    let tmp = crate::storage::tests::TempDir::new();
+    let root = tmp.path().to_path_buf();
+    let payload = encode(&[Record::Put("a/old", b"kept")]);
+    log_with_magic(
+        &root,
+        FILE_MAGIC_V1,
+        &[frame(&Sha256::digest(&payload), &payload)],
+    );
+    drop(Journal::open(&root).unwrap());
+    assert_eq!(read(&root, "a/old").as_deref(), Some(&b"kept"[..]));
+}
+
+/// Groups left behind from an earlier epoch (the log is overwritten in place, not
+/// truncated) end the log: after a checkpoint, a restart does not replay them again.
+#[test]
+fn groups_of_an_earlier_epoch_are_not_replayed() {
+    let tmp = crate::storage::tests::TempDir::new();
+    let root = tmp.path().to_path_buf();
+    log_with(&root, &[group(&[Record::Put("a/k", b"logged")])]);
+    drop(Journal::open(&root).unwrap());
+    assert_eq!(read(&root, "a/k").as_deref(), Some(&b"logged"[..]));
+    // Changed outside the journal (as a maintenance command would) after the checkpoint.
+    std::fs::write(root.join("a/k"), b"later").unwrap();
+    drop(Journal::open(&root).unwrap());
+    assert_eq!(read(&root, "a/k").as_deref(), Some(&b"later"[..]));
+}
+
+fn storage_with_journal(root: &Path) -> crate::storage::FsStorage {
+    crate::storage::FsStorage::new(root.to_path_buf())
+        .unwrap()
+        .with_journal()
+        .unwrap()
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    compio::runtime::Runtime::new().unwrap().block_on(f)
+}
+
+/// Failed checkpoints do not stop writes: they go on into the log, the checkpoint is tried
+/// again until it succeeds, and everything written meanwhile survives a restart.
+#[test]
+fn writes_go_on_while_checkpoints_fail_and_the_checkpoint_recovers() {
+    use crate::storage::{PutCondition, Storage};
+    let tmp = crate::storage::tests::TempDir::new();
+    let root = tmp.path().join("s");
+    let storage = storage_with_journal(&root);
+    let journal = storage.journal().unwrap().clone_shared();
+    journal.lock().inject_checkpoint_failures = 2;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 0;
+    block_on(async {
+        loop {
+            let key = format!("k/{i}");
+            storage
+                .put(&key, key.clone().into_bytes(), PutCondition::Always)
+                .await
+                .expect("a write while checkpoints fail");
+            i += 1;
+            let (done, failed) = {
+                let st = journal.lock();
+                (st.checkpoints, st.checkpoint_failures)
+            };
+            if failed == 2 && done >= 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint after {failed} failures"
+            );
+            compio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    drop(storage);
+    let storage = storage_with_journal(&root);
+    block_on(async {
+        for n in 0..i {
+            let key = format!("k/{n}");
+            let got = storage
+                .get(&key)
+                .await
+                .unwrap()
+                .expect("written while failing");
+            assert_eq!(got.bytes, key.as_bytes());
+        }
+    });
+}
+
+/// The re-application after a failed checkpoint writes each key's logged state back (a
+/// page lost by writeback comes back), but never over a newer state: a key whose record is
+/// in the queue (a pending write already in the tree, or a durable one about to be applied,
+/// which holds the key's lock) is left as it is, without waiting for its lock.
+#[test]
+fn reapply_restores_logged_state_and_leaves_newer_writes() {
+    let tmp = crate::storage::tests::TempDir::new();
+    let root = tmp.path().to_path_buf();
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    let log = root.join("log");
+    let mut bytes = FILE_MAGIC.to_vec();
+    bytes.extend_from_slice(&EPOCH.to_le_bytes());
+    bytes.extend(group(&[
+        Record::Put("a/lost", b"logged"),
+        Record::Put("a/pending", b"old"),
+        Record::Put("a/durable", b"old"),
+        Record::Delete("a/deleted"),
+    ]));
+    std::fs::write(&log, &bytes).unwrap();
+    let file = OpenOptions::new().read(true).open(&log).unwrap();
+    // The tree: a page lost to writeback, a pending write newer than the log, a durable
+    // write waiting in the queue (its lock held), and a deleted key that came back on disk.
+    std::fs::write(root.join("a/lost"), b"\0\0").unwrap();
+    std::fs::write(root.join("a/pending"), b"new").unwrap();
+    std::fs::write(root.join("a/durable"), b"old").unwrap();
+    std::fs::write(root.join("a/deleted"), b"stale").unwrap();
+    let shared = Shared {
+        root: root.clone(),
+        state: Mutex::new(State::new()),
+        wake_flusher: Condvar::new(),
+    };
+    let held = super::super::locks::try_lock_key(&root.join("a/durable")).unwrap();
+    {
+        let mut st = shared.lock();
+        st.queued = encode(&[
+            Record::Put("a/pending", b"new"),
+            Record::Put("a/durable", b"newer"),
+        ]);
+    }
+    let started = Instant::now();
+    recover::reapply(&shared, &file, EPOCH, bytes.len() as u64).unwrap();
+    assert!(
+        started.elapsed() < recover::KEY_WAIT_MAX,
+        "waited for a queued key's lock"
+    );
+    drop(held);
+    assert_eq!(read(&root, "a/lost").as_deref(), Some(&b"logged"[..]));
+    assert_eq!(read(&root, "a/pending").as_deref(), Some(&b"new"[..]));
+    assert_eq!(read(&root, "a/durable").as_deref(), Some(&b"old"[..]));
+    assert_eq!(read(&root, "a/deleted"), None);
+}
+
+/// The log is written ahead with zeros, so a group overwrites allocated blocks: after some
+/// groups the file is longer than what they take, and groups beyond a checkpoint reuse it.
+#[test]
+fn the_log_is_zeroed_ahead_of_its_groups() {
+    use crate::storage::{PutCondition, Storage};
+    let tmp = crate::storage::tests::TempDir::new();
+    let root = tmp.path().join("s");
+    let storage = storage_with_journal(&root);
+    block_on(async {
+        for i in 0..20 {
+            let key = format!("k/{i}");
+            storage
+                .put(&key, vec![b'x'; 10_000], PutCondition::Always)
+                .await
+                .unwrap();
+        }
+    });
+    let len = std::fs::metadata(root.join(JOURNAL_DIR).join(JOURNAL_FILE))
+        .unwrap()
+        .len();
+    assert!(len >= LOG_PREALLOC_STEP, "log of {len} bytes");
+    assert!(len < 2 * LOG_PREALLOC_STEP, "log of {len} bytes");
 }
