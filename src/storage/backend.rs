@@ -265,6 +265,49 @@ impl BlobReader for BackendReader {
     }
 }
 
+/// How an opened blob is sent: what the HTTP layer needs to know of it, not which backend
+/// holds it.
+pub enum BlobBody {
+    /// A local file: the caller sends its region itself (`sendfile(2)` where it can).
+    File(compio::fs::File),
+    /// Bytes read in order from the store, from the offset the body was made for.
+    Stream(BlobStream),
+}
+
+/// A remote blob's bytes, its read already started at the first byte to send.
+pub struct BlobStream(Box<S3Reader>);
+
+impl BlobReader for BlobStream {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+
+    async fn read_at<B: IoBufMut>(&self, buf: B, offset: u64) -> BufResult<usize, B> {
+        self.0.read_at(buf, offset).await
+    }
+
+    fn local_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+}
+
+impl BackendReader {
+    /// The body that sends `len` bytes from `offset`: the file itself (nothing is read
+    /// here), or a stream whose GET is (re)started at `offset` when there is anything to
+    /// send.
+    pub async fn into_body(self, offset: u64, len: u64) -> std::io::Result<BlobBody> {
+        match self {
+            BackendReader::Fs(r) => Ok(BlobBody::File(r.into_file())),
+            BackendReader::S3(r) => {
+                if len > 0 {
+                    r.start_at(offset).await?;
+                }
+                Ok(BlobBody::Stream(BlobStream(r)))
+            }
+        }
+    }
+}
+
 impl BackendUpload {
     /// Opened from S3's cache of session states and not confirmed by a save yet (another
     /// node may have changed the session since). Never on the fs backend.
