@@ -42,16 +42,6 @@ impl From<S3Storage> for Backend {
 }
 
 impl Backend {
-    /// The fs backend, when that is what this is (temp cleanup, tests).
-    pub fn as_fs(&self) -> Option<&FsStorage> {
-        match self {
-            Backend::Fs(s) => Some(s),
-            Backend::S3(_) => None,
-        }
-    }
-}
-
-impl Backend {
     /// Whether upload sessions carry the registry's state in their own object
     /// (`UploadWriter::carries_meta`): true on S3.
     pub fn upload_meta_inline(&self) -> bool {
