@@ -28,7 +28,7 @@ pub fn open_storage(config: &Config, rt: &compio::runtime::Runtime) -> Result<Ba
             store
                 .replay_journal_if_unowned()
                 .map_err(|e| format!("storage.fs write journal: {e}"))?;
-            Ok(Backend::Fs(store))
+            Ok(store.into())
         }
         (None, Some(s3)) => {
             let store = S3Storage::new(s3)?;
@@ -36,7 +36,7 @@ pub fn open_storage(config: &Config, rt: &compio::runtime::Runtime) -> Result<Ba
             // The probe's pooled connections belong to this runtime: close them with it.
             crate::http::client::close_idle();
             probed?;
-            Ok(Backend::S3(store))
+            Ok(store.into())
         }
         (None, None) => Err("no [storage.fs] or [storage.s3] configured".into()),
     }

@@ -87,15 +87,11 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
     let store = {
         let rt = server::build_runtime(config.server.io_driver)
             .map_err(|e| format!("cannot start the I/O driver: {e}"))?;
-        match crate::maintenance::open_storage(&config, &rt)? {
-            // The server group-commits its writes through the root's journal (and is the
-            // only process that may: a second server on the same root stops here).
-            Backend::Fs(fs) => Backend::Fs(
-                fs.with_journal()
-                    .map_err(|e| format!("storage.fs write journal: {e}"))?,
-            ),
-            other => other,
-        }
+        // The server group-commits its writes through the root's journal (and is the
+        // only process that may: a second server on the same root stops here).
+        crate::maintenance::open_storage(&config, &rt)?
+            .with_write_journal()
+            .map_err(|e| format!("storage.fs write journal: {e}"))?
     };
     let config = Arc::new(config);
     let workers = config.workers();
@@ -329,10 +325,13 @@ async fn housekeeping(app: Rc<App>) {
             }
             Err(e) => tracing::warn!(error = %e, "mirror eviction failed"),
         }
-        if let Some(fs) = app.registry.store.as_fs() {
-            if let Err(e) = fs.cleanup_temp(Duration::from_secs(3600)).await {
-                tracing::warn!(error = %e, "temp file cleanup failed");
-            }
+        if let Err(e) = app
+            .registry
+            .store
+            .cleanup_temp(Duration::from_secs(3600))
+            .await
+        {
+            tracing::warn!(error = %e, "temp file cleanup failed");
         }
         if app.shutdown.is_set() {
             return;

@@ -7,11 +7,11 @@ use crate::events::EventKind;
 use crate::http::response::{BodySource, SourceRead, StreamBody};
 use crate::http::{Body, FileBody, Method, Request, Response};
 use crate::oci::{Digest, RepoName};
-use crate::storage::{BackendReader, BlobReader, S3Reader};
+use crate::storage::{BlobBody, BlobReader, BlobStream};
 
-/// A blob on object storage served as a pulled body, from `pos` on.
+/// A blob the store streams (not a local file) served as a pulled body, from `pos` on.
 struct StoredBlob {
-    reader: Box<S3Reader>,
+    reader: BlobStream,
     pos: u64,
 }
 
@@ -126,25 +126,20 @@ pub async fn handle(
             .header("Cache-Control", "no-store"));
     }
     let body = match reader {
-        Some(BackendReader::Fs(r)) => Body::File(FileBody {
-            file: r.into_file(),
-            offset,
-            len,
-        }),
-        Some(BackendReader::S3(r)) => {
-            if len > 0 {
-                r.start_at(offset)
-                    .await
-                    .map_err(crate::storage::StorageError::Io)?;
-            }
-            Body::Stream(StreamBody {
+        Some(r) => match r
+            .into_body(offset, len)
+            .await
+            .map_err(crate::storage::StorageError::Io)?
+        {
+            BlobBody::File(file) => Body::File(FileBody { file, offset, len }),
+            BlobBody::Stream(stream) => Body::Stream(StreamBody {
                 source: Box::new(StoredBlob {
-                    reader: r,
+                    reader: stream,
                     pos: offset,
                 }),
                 len,
-            })
-        }
+            }),
+        },
         None => Body::Length(len),
     };
     Ok(resp.body(body))

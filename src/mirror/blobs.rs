@@ -51,10 +51,10 @@ pub async fn serve_blob(
                 (f.clone(), f.repo != *name)
             }
             None => {
-                let cap = if app.registry.store.as_fs().is_some() {
-                    FETCHES_MAX
-                } else {
+                let cap = if app.registry.store.upload_writers_hold_a_part_in_memory() {
                     FETCHES_MAX_S3
+                } else {
+                    FETCHES_MAX
                 };
                 if fetches.len() >= cap {
                     return Err(busy("too many upstream fetches in flight"));
@@ -89,7 +89,7 @@ pub async fn serve_blob(
     }
     let progress = fetch.progress.clone();
     let idle = app.config.server.body_idle_timeout;
-    if app.registry.store.as_fs().is_none() {
+    if !app.registry.store.blob_reads_can_follow_a_growing_file() {
         let total = match compio::time::timeout(idle, progress.wait_start()).await {
             Ok(Ok(total)) => total,
             Ok(Err(f)) => return Err(failure_error(f)),
@@ -207,20 +207,20 @@ async fn fetch_blob(
     reg.hold_blob(digest).await.map_err(internal)?;
     // Clients follow the upload's file on the fs backend; on object storage they wait for
     // the commit (see `serve_blob`).
-    let growing = reg.store.as_fs().is_some();
+    let growing = reg.store.blob_reads_can_follow_a_growing_file();
     if let Some(size) = reg.blob_size(digest).await.map_err(internal)? {
         blob_size_upstream(ns, name, digest)
             .await
             .map_err(|e| failed(e.status, e.message))?;
         let mut total = size;
         if growing {
-            let stored = reg
+            let (stored, size) = reg
                 .open_stored_blob(digest)
                 .await
                 .map_err(internal)?
                 .ok_or_else(|| failed(500, "stored blob vanished"))?;
-            total = crate::storage::BlobReader::size(&stored);
-            let file = dup_std(&stored.into_file()).map_err(|e| failed(500, e.to_string()))?;
+            total = size;
+            let file = dup_std(&stored).map_err(|e| failed(500, e.to_string()))?;
             let _ = fetch.file.set(file);
         }
         reg.link_blob(name, digest).await.map_err(internal)?;
@@ -252,12 +252,12 @@ async fn fetch_blob(
             .await
             .map_err(internal)?;
         if growing {
-            let reader = reg
-                .upload_data_reader(name, &id)
+            let data = reg
+                .upload_data_file(name, &id)
                 .await
                 .map_err(internal)?
                 .ok_or_else(|| failed(500, "upload data vanished"))?;
-            let file = dup_std(&reader.into_file()).map_err(|e| failed(500, e.to_string()))?;
+            let file = dup_std(&data).map_err(|e| failed(500, e.to_string()))?;
             let _ = fetch.file.set(file);
         }
         let declared = resp.content_length();

@@ -438,7 +438,7 @@ impl Registry {
     /// object storage another node may move a tag at any moment, and its next read must see
     /// that.
     fn cacheable(&self, reference: &Reference) -> bool {
-        matches!(reference, Reference::Digest(_)) || self.store.as_fs().is_some()
+        matches!(reference, Reference::Digest(_)) || !self.store.shared_with_other_nodes()
     }
 
     fn cached(&self, name: &RepoName, reference: &Reference) -> Option<super::cache::Cached> {

@@ -6,10 +6,11 @@ use std::time::{Duration, SystemTime};
 use super::{layout, Registry};
 use crate::error::{Code, Error, Result};
 use crate::oci::{Digest, RepoName, UploadId};
-use crate::storage::{Backend, FsReader, PutCondition, Storage};
+use crate::storage::{PutCondition, Storage};
 
 /// The pull-through cache streams a blob to waiting clients from the file being written,
-/// on the fs backend only; on object storage clients wait for the commit instead.
+/// where the backend has one (`blob_reads_can_follow_a_growing_file`); on object storage
+/// clients wait for the commit instead.
 fn no_file_on_s3() -> Error {
     Error::internal("object storage has no file to follow")
 }
@@ -18,26 +19,30 @@ fn no_file_on_s3() -> Error {
 const EVICTION_BATCH_MAX: usize = 100_000;
 
 impl Registry {
-    /// Opens an upload session's data for reading (readers follow the writer). The fs
-    /// backend only: object storage cannot read a session before it is committed.
-    pub async fn upload_data_reader(
+    /// Opens an upload session's data as a file for reading (readers follow the writer).
+    /// Only where blob reads can follow a growing file: object storage cannot read a session
+    /// before it is committed.
+    pub async fn upload_data_file(
         &self,
         name: &RepoName,
         id: &UploadId,
-    ) -> Result<Option<FsReader>> {
-        match &self.store {
-            Backend::Fs(s) => Ok(s.open_read(&layout::upload_data(name, id)).await?),
-            Backend::S3(_) => Err(no_file_on_s3()),
-        }
+    ) -> Result<Option<compio::fs::File>> {
+        self.followable_file(&layout::upload_data(name, id))
+            .await
+            .map(|f| f.map(|(file, _)| file))
     }
 
-    /// A stored blob wherever it is linked (the mirror links it where it was asked for).
-    /// The fs backend only, as above.
-    pub async fn open_stored_blob(&self, d: &Digest) -> Result<Option<FsReader>> {
-        match &self.store {
-            Backend::Fs(s) => Ok(s.open_read(&layout::blob_data(d)).await?),
-            Backend::S3(_) => Err(no_file_on_s3()),
+    /// A stored blob wherever it is linked (the mirror links it where it was asked for), as
+    /// a file with its size. Only where blob reads can follow a growing file, as above.
+    pub async fn open_stored_blob(&self, d: &Digest) -> Result<Option<(compio::fs::File, u64)>> {
+        self.followable_file(&layout::blob_data(d)).await
+    }
+
+    async fn followable_file(&self, key: &str) -> Result<Option<(compio::fs::File, u64)>> {
+        if !self.store.blob_reads_can_follow_a_growing_file() {
+            return Err(no_file_on_s3());
         }
+        Ok(self.store.open_file(key).await?)
     }
 
     /// Records that a mirrored manifest was pulled now.

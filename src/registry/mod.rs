@@ -104,7 +104,7 @@ impl Registry {
     /// not a HEAD and then a create; on the fs backend a stat is cheaper than a write.
     pub async fn ensure_repository(&self, name: &RepoName) -> Result<()> {
         let key = layout::catalog_entry(name);
-        if self.store.as_fs().is_some() && self.store.head(&key).await?.is_some() {
+        if self.store.lookups_are_local() && self.store.head(&key).await?.is_some() {
             return Ok(());
         }
         self.store
@@ -121,7 +121,7 @@ impl Registry {
     /// batch decides it with a stat and no extra flush. On object storage it would be one
     /// more request per push: `ensure_repository` after the batch does the job there.
     fn catalog_item(&self, name: &RepoName) -> Option<(String, Vec<u8>, PutCondition)> {
-        self.store.as_fs().map(|_| {
+        self.store.batch_items_are_free().then(|| {
             (
                 layout::catalog_entry(name),
                 name.as_str().as_bytes().to_vec(),
@@ -155,7 +155,7 @@ impl Registry {
     /// A blob that is there costs what it did (its HEAD, then the link). Every answer still
     /// comes from storage: the cached size only chooses the order.
     pub async fn repo_blob_size(&self, name: &RepoName, digest: &Digest) -> Result<Option<u64>> {
-        if self.store.as_fs().is_none() && self.sizes.get(digest).is_none() {
+        if !self.store.lookups_are_local() && self.sizes.get(digest).is_none() {
             let seen = self.sizes.seen();
             let Some(size) = self.blob_size(digest).await? else {
                 return Ok(None);
@@ -188,10 +188,10 @@ impl Registry {
     /// (`linked/`); on object storage the index entry *is* the link, one object instead of
     /// two per blob linked (GC lists the same prefix either way).
     pub(crate) fn layer_link_key(&self, name: &RepoName, digest: &Digest) -> String {
-        if self.store.as_fs().is_some() {
-            layout::layer_link(name, digest)
-        } else {
+        if self.store.one_object_per_link() {
             layout::link_index(digest, name)
+        } else {
+            layout::layer_link(name, digest)
         }
     }
 
@@ -216,7 +216,7 @@ impl Registry {
         name: &RepoName,
         digest: &Digest,
     ) -> Result<Option<BackendReader>> {
-        if self.store.as_fs().is_none() {
+        if !self.store.lookups_are_local() {
             // The blob first, as `repo_blob_size` does, with its GET rather than a HEAD (the
             // body is what a GET serves next): a blob stored nowhere is one request, one
             // that is there its GET and the link's HEAD.
@@ -234,18 +234,13 @@ impl Registry {
 
     /// Whether blob GETs answer with a redirect to the bucket (`storage.s3.redirect`).
     pub fn redirects_blobs(&self) -> bool {
-        matches!(&self.store, Backend::S3(s) if s.redirect())
+        self.store.reads_redirect_to_the_store()
     }
 
     /// A presigned URL of a stored blob, when blobs are served by redirect. The caller has
     /// done the checks of a streamed GET (policy, [`Registry::repo_blob_size`]).
     pub fn blob_redirect_url(&self, digest: &Digest) -> Result<Option<String>> {
-        match &self.store {
-            Backend::S3(s) if s.redirect() => {
-                Ok(Some(s.presigned_get(&layout::blob_data(digest))?))
-            }
-            _ => Ok(None),
-        }
+        Ok(self.store.redirect_url(&layout::blob_data(digest))?)
     }
 
     /// Lets the repository see a stored blob. The caller holds the blob against GC first
@@ -254,7 +249,7 @@ impl Registry {
     /// first, so every link can be found from its blob. No catalog entry: a repository is
     /// listed from its first manifest (see `ensure_repository`).
     pub async fn link_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
-        if self.store.as_fs().is_none() {
+        if self.store.one_object_per_link() {
             // Object storage: the index entry is the link (`layer_link_key`), one PUT.
             self.store
                 .put(

@@ -22,8 +22,8 @@ fn now_secs() -> u64 {
 impl Registry {
     /// Removes sessions idle for longer than the configured expiry. Returns how many.
     pub async fn expire_uploads(&self) -> Result<usize> {
-        if let crate::storage::Backend::S3(s3) = &self.store {
-            return self.expire_listed_sessions(s3).await;
+        if self.store.upload_meta_inline() {
+            return self.expire_listed_sessions().await;
         }
         let keys = self
             .store
@@ -76,8 +76,9 @@ impl Registry {
     /// last used). A staged part whose session is not listed (a commit removes the parts its
     /// state names; a crashed or losing writer's unrecorded part stays) goes once it is as
     /// old as the expiry: a part sorts right after its session, so the listing shows both.
-    async fn expire_listed_sessions(&self, s3: &crate::storage::S3Storage) -> Result<usize> {
-        let listed = s3
+    async fn expire_listed_sessions(&self) -> Result<usize> {
+        let listed = self
+            .store
             .list_modified(layout::UPLOAD_INDEX_PREFIX, EXPIRY_BATCH_MAX)
             .await?;
         let expiry = self.settings.upload_idle_expiry;

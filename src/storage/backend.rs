@@ -42,16 +42,6 @@ impl From<S3Storage> for Backend {
 }
 
 impl Backend {
-    /// The fs backend, when that is what this is (temp cleanup, tests).
-    pub fn as_fs(&self) -> Option<&FsStorage> {
-        match self {
-            Backend::Fs(s) => Some(s),
-            Backend::S3(_) => None,
-        }
-    }
-}
-
-impl Backend {
     /// Whether upload sessions carry the registry's state in their own object
     /// (`UploadWriter::carries_meta`): true on S3.
     pub fn upload_meta_inline(&self) -> bool {
@@ -261,6 +251,49 @@ impl BlobReader for BackendReader {
         match self {
             BackendReader::Fs(r) => r.local_fd(),
             BackendReader::S3(r) => r.local_fd(),
+        }
+    }
+}
+
+/// How an opened blob is sent: what the HTTP layer needs to know of it, not which backend
+/// holds it.
+pub enum BlobBody {
+    /// A local file: the caller sends its region itself (`sendfile(2)` where it can).
+    File(compio::fs::File),
+    /// Bytes read in order from the store, from the offset the body was made for.
+    Stream(BlobStream),
+}
+
+/// A remote blob's bytes, its read already started at the first byte to send.
+pub struct BlobStream(Box<S3Reader>);
+
+impl BlobReader for BlobStream {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+
+    async fn read_at<B: IoBufMut>(&self, buf: B, offset: u64) -> BufResult<usize, B> {
+        self.0.read_at(buf, offset).await
+    }
+
+    fn local_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+}
+
+impl BackendReader {
+    /// The body that sends `len` bytes from `offset`: the file itself (nothing is read
+    /// here), or a stream whose GET is (re)started at `offset` when there is anything to
+    /// send.
+    pub async fn into_body(self, offset: u64, len: u64) -> std::io::Result<BlobBody> {
+        match self {
+            BackendReader::Fs(r) => Ok(BlobBody::File(r.into_file())),
+            BackendReader::S3(r) => {
+                if len > 0 {
+                    r.start_at(offset).await?;
+                }
+                Ok(BlobBody::Stream(BlobStream(r)))
+            }
         }
     }
 }

@@ -12,6 +12,7 @@
 //! All futures here are `!Send` by design: the server runs one compio runtime per core.
 
 pub mod backend;
+mod capabilities;
 pub mod fs;
 pub mod s3;
 
@@ -26,7 +27,7 @@ use std::time::SystemTime;
 use compio::buf::{IoBuf, IoBufMut};
 use compio::BufResult;
 
-pub use backend::{Backend, BackendReader, BackendUpload};
+pub use backend::{Backend, BackendReader, BackendUpload, BlobBody, BlobStream};
 pub use fs::{FsReader, FsStorage, FsUpload};
 pub use s3::{S3Reader, S3Storage, S3Upload};
 
