@@ -11,8 +11,8 @@ use crate::registry::uploads::Session;
 
 /// A monolithic push of at most this many bytes is read whole and stored without an upload
 /// session, in one durable step (`Registry::put_small_blob`). Hashed on the core: 64 KiB
-/// is ~40 µs of SHA-256, inside DESIGN.md's budget for work on a core; configs,
-/// attestations and small layers fit.
+/// is ~40 µs of SHA-256, inside the budget for work on a core (docs/ARCHITECTURE.md,
+/// section 4); configs, attestations and small layers fit.
 const SMALL_BLOB_BYTES_MAX: u64 = 64 * 1024;
 
 /// The body of a push small enough for `put_small_blob`, or `None` (not declared, larger).

@@ -10,8 +10,8 @@ use super::locks::{lock_key, KeyLock};
 use super::FsStorage;
 
 /// Pending writes up to this size are made with direct syscalls on the core (a temp file,
-/// its write, a rename or link: page-cache work of some 10-30 µs, inside DESIGN.md's budget
-/// for the core); larger ones go through the ring.
+/// its write, a rename or link: page-cache work of some 10-30 µs, inside the budget for work
+/// on a core: docs/ARCHITECTURE.md, section 4); larger ones go through the ring.
 const PENDING_DIRECT_BYTES_MAX: usize = 16 * 1024;
 
 /// A put whose condition held, ready to be logged.

@@ -55,7 +55,8 @@ pub const METADATA_OBJECT_BYTES_MAX_DEFAULT: u64 = 4 * 1024 * 1024 + 64 * 1024;
 
 /// Objects up to this size are hashed on the core; larger ones on the blocking pool.
 /// SHA-256 runs at roughly 0.4-2 GB/s here, so 16 KiB stays well under the ~100 µs budget
-/// for work on a core (DESIGN.md), and typical manifests and links are smaller.
+/// for work on a core (docs/ARCHITECTURE.md, section 4), and typical manifests and links are
+/// smaller.
 const HASH_INLINE_BYTES_MAX: usize = 16 * 1024;
 
 /// Most entries one directory may have for a listing, which holds them all in memory to sort
