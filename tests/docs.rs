@@ -124,3 +124,72 @@ fn every_documented_configuration_passes_check_config() {
         assert!(all_on.lines().any(|l| l == section), "{section}");
     }
 }
+
+/// The inline code spans of a Markdown text, outside fenced blocks. A span broken over two
+/// lines contains whitespace, so it is never taken for a path.
+fn code_spans(markdown: &str) -> Vec<String> {
+    let mut text = String::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// `docs/ARCHITECTURE.md` names only what exists: every repository path in backticks (`src/…`,
+/// `tests/…`, `scripts/…`, …) is a file or folder of the repository, and every test named as
+/// `path/file.rs::name` is a function of that file.
+#[test]
+fn architecture_names_only_paths_and_tests_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = include_str!("../docs/ARCHITECTURE.md");
+    let prefixes = [
+        "src/", "tests/", "docs/", "scripts/", "bench/", "deploy/", "fuzz/", ".ci/",
+    ];
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    for span in code_spans(doc) {
+        let is_path = prefixes.iter().any(|p| span.starts_with(*p))
+            && !span.contains(|c: char| c.is_whitespace() || c == '<' || c == '*');
+        if !is_path {
+            continue;
+        }
+        checked += 1;
+        let (path, function) = match span.split_once("::") {
+            Some((path, function)) => (path, Some(function)),
+            None => (span.as_str(), None),
+        };
+        let Ok(source) = std::fs::read_to_string(root.join(path)) else {
+            if function.is_some() || !root.join(path).exists() {
+                missing.push(format!("{span}: no such path"));
+            }
+            continue;
+        };
+        if let Some(function) = function {
+            let defined = [format!("fn {function}("), format!("fn {function}<")]
+                .iter()
+                .any(|d| source.contains(d.as_str()));
+            if !defined {
+                missing.push(format!("{span}: no fn {function} in {path}"));
+            }
+        }
+    }
+    assert!(
+        checked >= 20,
+        "only {checked} paths found in docs/ARCHITECTURE.md"
+    );
+    assert!(
+        missing.is_empty(),
+        "docs/ARCHITECTURE.md names what does not exist:\n{}",
+        missing.join("\n")
+    );
+}
