@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod auth_hash;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;

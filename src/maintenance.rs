@@ -51,7 +51,8 @@ fn with_registry<T>(config: &Config, f: impl AsyncFnOnce(&Registry) -> T) -> Res
         0,
         config.server.manifest_cache_ttl,
     ));
-    let registry = Registry::new(store, settings(config), cache);
+    let registry =
+        Registry::new(store, settings(config), cache).with_clock(crate::clock::Clock::from_env());
     Ok(rt.block_on(f(&registry)))
 }
 
@@ -142,9 +143,7 @@ pub async fn retention(
     dry_run: bool,
 ) -> Result<Vec<crate::registry::retention::Deletion>, String> {
     use crate::events::{Actor, Event, EventKind, Phase};
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = reg.clock.unix_secs() as i64;
     let deleted = reg
         .retention_pass(&live.retention, &live.immutable, now, dry_run)
         .await

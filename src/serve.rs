@@ -76,11 +76,15 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
         tracing::info!(namespace = %m.namespace, registry = %m.registry, upstreams = ?urls, "mirroring");
     }
     let live = Arc::new(LiveCell::new(first));
-    let mirrors = Arc::new(crate::mirror::Mirrors::default());
-    let manifests = Arc::new(ManifestCache::new(
-        config.server.manifest_cache_bytes,
-        config.server.manifest_cache_ttl,
-    ));
+    let clock = crate::clock::Clock::from_env();
+    let mirrors = Arc::new(crate::mirror::Mirrors::with_clock(clock.clone()));
+    let manifests = Arc::new(
+        ManifestCache::new(
+            config.server.manifest_cache_bytes,
+            config.server.manifest_cache_ttl,
+        )
+        .with_clock(clock.clone()),
+    );
     let session_cap = Arc::new(crate::registry::session_cap::SessionCap::default());
     let events = crate::events::Queue::start(config.server.io_driver)?;
     let pulls = Arc::new(crate::registry::retention::PullTimes::default());
@@ -135,6 +139,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             mirrors: mirrors.clone(),
             events: events.clone(),
             pulls: pulls.clone(),
+            clock: clock.clone(),
             ops_listener: if index == 0 {
                 ops_listener.take()
             } else {
@@ -212,6 +217,7 @@ struct Shared {
     mirrors: Arc<crate::mirror::Mirrors>,
     events: Arc<crate::events::Queue>,
     pulls: Arc<crate::registry::retention::PullTimes>,
+    clock: crate::clock::Clock,
     /// The separate ops listener, given to worker 0 only.
     ops_listener: Option<std::net::TcpListener>,
     ops_slot: usize,
@@ -248,7 +254,8 @@ fn worker_main(
         let app = Rc::new_cyclic(|this| App {
             this: this.clone(),
             registry: Registry::new(shared.store, settings, shared.manifests)
-                .with_session_cap(shared.session_cap),
+                .with_session_cap(shared.session_cap)
+                .with_clock(shared.clock),
             live: LocalLive::new(shared.live),
             mirrors: shared.mirrors,
             config,

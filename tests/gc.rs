@@ -10,13 +10,17 @@ use std::time::{Duration, Instant};
 use common::remote::Remote;
 use common::*;
 
+/// Past a grace period of an hour, which tests move the registry's clock over.
+const HOUR_AND_A_BIT: Duration = Duration::from_secs(3600 + 5);
+
 fn gc_section(enabled: bool, interval: &str, grace: &str) -> String {
     format!("{ALLOW_ALL}\n[gc]\nenabled = {enabled}\ninterval = \"{interval}\"\ngrace_period = \"{grace}\"\n")
 }
 
-/// Runs `origin <args> -c <config of srv>`; returns (exit code, stdout).
+/// Runs `origin <args> -c <config of srv>` on the server's clock; returns (exit code, stdout).
 fn origin_cli(srv: &Server, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_origin"))
+        .env(CLOCK_FILE_ENV, clock_file(&srv.dir.0))
         .args(args)
         .arg("-c")
         .arg(&srv.config_path)
@@ -35,11 +39,12 @@ fn blob_file(srv: &Server, d: &str) -> std::path::PathBuf {
         .join(format!("data/blobs/sha256/{}/{hex}/data", &hex[..2]))
 }
 
-/// Deleting a manifest releases its blobs; `origin gc` reclaims them after the grace period
-/// (a dry run first reports without removing), and keeps what other manifests share.
+/// Deleting a manifest releases its blobs; `origin gc` keeps them during the grace period and
+/// reclaims them after it (a dry run first reports without removing), and keeps what other
+/// manifests share.
 #[test]
 fn gc_reclaims_released_blobs_after_grace() {
-    let srv = Server::start_with("", &gc_section(false, "1h", "1s"));
+    let srv = Server::start_with("", &gc_section(false, "1h", "1h"));
     let shared = bytes(1, 5000);
     let own = bytes(2, 7000);
     let (_, keep) = srv.push_image("gc/keep", "v1", std::slice::from_ref(&shared));
@@ -49,7 +54,14 @@ fn gc_reclaims_released_blobs_after_grace() {
             .status,
         202
     );
-    std::thread::sleep(Duration::from_millis(2100));
+    let (code, out) = origin_cli(&srv, &["gc"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(", 0 blobs,"),
+        "collected within the grace period: {out}"
+    );
+    assert!(blob_file(&srv, &digest(&own)).exists());
+    srv.advance_clock(HOUR_AND_A_BIT);
     let (code, out) = origin_cli(&srv, &["gc", "--dry-run"]);
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -101,11 +113,11 @@ fn gc_keeps_young_blobs() {
 /// it. The PUT fails with MANIFEST_BLOB_UNKNOWN and succeeds once the blob is pushed again.
 #[test]
 fn gc_race_head_then_put_fails_cleanly() {
-    let srv = Server::start_with("", &gc_section(false, "1h", "1s"));
+    let srv = Server::start_with("", &gc_section(false, "1h", "1h"));
     let layer = bytes(3, 3000);
     let cfg = srv.push_blob("gc/race", b"{}");
     let d = srv.push_blob("gc/race", &layer);
-    std::thread::sleep(Duration::from_millis(2100));
+    srv.advance_clock(HOUR_AND_A_BIT);
     assert_eq!(
         srv.request("HEAD", &format!("/v2/gc/race/blobs/{d}"), &[], b"")
             .status,
@@ -130,10 +142,11 @@ fn gc_race_head_then_put_fails_cleanly() {
     );
 }
 
-/// Referrers go with their subject; the background GC logs each pass.
+/// Referrers go with their subject; the background GC logs each pass, and reclaims them
+/// once its clock is past the grace period.
 #[test]
 fn referrers_go_with_subject_and_passes_are_logged() {
-    let mut srv = Server::start_with("", &gc_section(true, "1s", "1s"));
+    let mut srv = Server::start_with("", &gc_section(true, "1s", "1h"));
     let (_, subject) = srv.push_image("gc/ref", "v1", &[bytes(4, 100)]);
     let cfg = srv.push_blob("gc/ref", b"{}");
     let sig = format!(
@@ -165,6 +178,11 @@ fn referrers_go_with_subject_and_passes_are_logged() {
     for field in ["blobs=", "bytes=", "duration_ms="] {
         assert!(line.contains(field), "{line}");
     }
+    assert!(
+        blob_file(&srv, &subject).exists(),
+        "collected within the grace period"
+    );
+    srv.advance_clock(HOUR_AND_A_BIT);
     // Eventually everything of the deleted subject and its referrer is reclaimed.
     let deadline = Instant::now() + Duration::from_secs(20);
     while blob_file(&srv, &sig_d).exists() || blob_file(&srv, &subject).exists() {
@@ -306,7 +324,7 @@ fn gc_stress_concurrent_push_delete_collect() {
     }
     assert!(live_tags > 0);
     // After the grace period and one more pass, nothing unreferenced remains.
-    std::thread::sleep(Duration::from_secs(3));
+    srv.advance_clock(Duration::from_secs(3));
     let (code, out) = origin_cli(&srv, &["gc"]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = origin_cli(&srv, &["scrub"]);
@@ -360,6 +378,8 @@ fn gc_stress_concurrent_push_delete_collect() {
         serde_json::json!([]),
         "repositories without manifests stay in the catalog"
     );
+    // The grace period of what the deletes released, for the background passes.
+    srv.advance_clock(Duration::from_secs(3));
     let deadline = Instant::now() + Duration::from_secs(30);
     let left = |sub: &str| files_under(&data.join(sub));
     loop {
@@ -421,6 +441,8 @@ fn gc_sigkill_then_scrub_finds_nothing_broken() {
     assert!(!out.contains("broken:"), "{out}");
     // The debris (stray edges of cut PUTs, unreferenced blobs, half sessions) goes online:
     // after the grace period and the request deadline, scrub finds nothing, without --repair.
+    // (The killed servers' requests are over: only the clock has to pass the horizons.)
+    srv.advance_clock(Duration::from_secs(5));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (code, out) = origin_cli(&srv, &["scrub"]);
@@ -499,7 +521,7 @@ fn disk_full_upload_fails_cleanly() {
 /// (and its blobs after that); index children and the tagged manifest stay.
 #[test]
 fn untagged_manifests_removed_when_configured() {
-    let extra = format!("{}remove_untagged = true\n", gc_section(false, "1h", "1s"));
+    let extra = format!("{}remove_untagged = true\n", gc_section(false, "1h", "1h"));
     let srv = Server::start_with("", &extra);
     let (_, old) = srv.push_image("ut/app", "v1", &[bytes(1, 100)]);
     let (_, new) = srv.push_image("ut/app", "v1", &[bytes(2, 100)]);
@@ -519,7 +541,11 @@ fn untagged_manifests_removed_when_configured() {
             .status,
         202
     );
-    std::thread::sleep(Duration::from_millis(2100));
+    let (code, out) = origin_cli(&srv, &["gc"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("removed 0 untagged manifests"), "{out}");
+    assert_eq!(srv.get(&format!("/v2/ut/app/manifests/{old}")).status, 200);
+    srv.advance_clock(HOUR_AND_A_BIT);
     let (code, out) = origin_cli(&srv, &["gc"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("removed 1 untagged manifests"), "{out}");
@@ -530,7 +556,10 @@ fn untagged_manifests_removed_when_configured() {
         200
     );
     // The released blobs go on the next pass after their own grace period.
-    std::thread::sleep(Duration::from_millis(2100));
+    let released = digest(&bytes(1, 100));
+    let (_, out) = origin_cli(&srv, &["gc"]);
+    assert!(!out.contains(&format!("removed {released}")), "{out}");
+    srv.advance_clock(HOUR_AND_A_BIT);
     let (_, out) = origin_cli(&srv, &["gc"]);
     assert!(
         out.contains(&format!("removed {}", digest(&bytes(1, 100)))),

@@ -154,7 +154,7 @@ fn mirrored_immutable_tags_are_served_from_the_cache() {
     let config = format!(
         "{ALLOW_ALL}\n[[repository]]\nnamespace = \"up\"\npolicy_default_allow = true\n\
          immutable_tags = true\nimmutable_tags_exclusions = [\"latest\"]\n\
-         [repository.mirror]\ntag_freshness = \"1s\"\n\
+         [repository.mirror]\ntag_freshness = \"1h\"\n\
          [[repository.mirror.upstream]]\nurl = \"{}\"\ntimeout = \"5s\"\n",
         up.url()
     );
@@ -168,7 +168,7 @@ fn mirrored_immutable_tags_are_served_from_the_cache() {
             .header("docker-content-digest"),
         Some(m1.as_str())
     );
-    std::thread::sleep(Duration::from_millis(1300));
+    srv.advance_clock(Duration::from_secs(3600 + 1));
     for tag in ["v1", "latest"] {
         assert_eq!(
             srv.get(&format!("/v2/up/library/app/manifests/{tag}"))

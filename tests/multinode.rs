@@ -53,12 +53,14 @@ fn gc_section(interval: &str, grace: &str) -> String {
     format!("{ALLOW_ALL}\n[gc]\nenabled = true\ninterval = \"{interval}\"\ngrace_period = \"{grace}\"\n")
 }
 
-/// Runs `origin <args>` against each node's config at the same time; (exit code, output).
+/// Runs `origin <args>` against each node's config (and on its clock) at the same time;
+/// (exit code, output).
 fn cli_on_all(nodes: &[Server], args: &[&str]) -> Vec<(i32, String)> {
     let runs: Vec<_> = nodes
         .iter()
         .map(|n| {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_origin"));
+            cmd.env(CLOCK_FILE_ENV, clock_file(&n.dir.0));
             cmd.args(args).arg("-c").arg(&n.config_path);
             std::thread::spawn(move || {
                 let out = cmd.output().unwrap();
@@ -334,8 +336,11 @@ fn three_nodes_gc_stress_loses_nothing_and_collects_everything() {
     for (i, (repo, tag)) in live.iter().enumerate() {
         Remote(addrs[i % 3]).pull_verified(repo, tag);
     }
-    // After the grace period: a pass and a scrub, on every node at once.
-    std::thread::sleep(Duration::from_secs(3));
+    // After the grace period (on every node's clock): a pass and a scrub, on every node at
+    // once.
+    for n in &nodes {
+        n.advance_clock(Duration::from_secs(3));
+    }
     for (code, out) in cli_on_all(&nodes, &["gc"]) {
         assert_eq!(code, 0, "{out}");
     }

@@ -184,6 +184,8 @@ pub struct Mirrors {
     pulled: Mutex<HashMap<(String, Digest), Instant>>,
     /// Threads that hash fetched blobs, started with the first fetch.
     hash_pool: std::sync::OnceLock<Option<crate::pool::Pool>>,
+    /// What freshness and pull records are measured on.
+    clock: crate::clock::Clock,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -267,11 +269,20 @@ impl MirrorTable {
 }
 
 impl Mirrors {
+    /// Measures tag freshness and pull records on `clock` (the system clock unless a test
+    /// moves it).
+    pub fn with_clock(clock: crate::clock::Clock) -> Self {
+        Mirrors {
+            clock,
+            ..Default::default()
+        }
+    }
+
     fn is_fresh(&self, ns: &MirrorNs, name: &RepoName, tag: &Tag) -> bool {
         let key = (name.as_str().to_string(), tag.as_str().to_string());
         lock(&self.fresh)
             .get(&key)
-            .is_some_and(|t| t.elapsed() < ns.tag_freshness)
+            .is_some_and(|t| self.clock.instant().saturating_duration_since(*t) < ns.tag_freshness)
     }
 
     fn mark_fresh(&self, name: &RepoName, tag: &Tag) {
@@ -281,7 +292,7 @@ impl Mirrors {
         }
         fresh.insert(
             (name.as_str().to_string(), tag.as_str().to_string()),
-            Instant::now(),
+            self.clock.instant(),
         );
     }
 
@@ -293,13 +304,17 @@ impl Mirrors {
         let every = (evict / 4).min(PULL_RECORD_INTERVAL_MAX);
         let key = (name.as_str().to_string(), d.clone());
         let mut pulled = lock(&self.pulled);
-        if pulled.get(&key).is_some_and(|t| t.elapsed() < every) {
+        let now = self.clock.instant();
+        if pulled
+            .get(&key)
+            .is_some_and(|t| now.saturating_duration_since(*t) < every)
+        {
             return false;
         }
         if pulled.len() >= PULL_RECORDS_MAX {
             pulled.clear();
         }
-        pulled.insert(key, Instant::now());
+        pulled.insert(key, now);
         true
     }
 }

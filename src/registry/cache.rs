@@ -42,6 +42,8 @@ pub struct ManifestCache {
     /// other nodes).
     ttl: Duration,
     inner: Mutex<Inner>,
+    /// What the TTL is measured on.
+    clock: crate::clock::Clock,
 }
 
 fn key(repo: &str, reference: &str) -> String {
@@ -59,7 +61,14 @@ impl ManifestCache {
                 order: VecDeque::new(),
                 bytes: 0,
             }),
+            clock: crate::clock::Clock::system(),
         }
+    }
+
+    /// Measures the TTL on `clock` (the system clock unless a test moves it).
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -80,7 +89,8 @@ impl ManifestCache {
         }
         let inner = self.lock();
         let hit = inner.map.get(&key(repo, reference))?;
-        (hit.at.elapsed() < self.ttl).then(|| hit.clone())
+        let age = self.clock.instant().saturating_duration_since(hit.at);
+        (age < self.ttl).then(|| hit.clone())
     }
 
     pub fn insert(
@@ -104,7 +114,7 @@ impl ManifestCache {
             digest: digest.clone(),
             media_type: media_type.into(),
             bytes: Arc::new(bytes.to_vec()),
-            at: Instant::now(),
+            at: self.clock.instant(),
         };
         let size = k.len() + bytes.len();
         if let Some(old) = inner.map.insert(k.clone(), entry) {
@@ -161,11 +171,13 @@ mod tests {
     /// or node deleted meanwhile is read again from storage).
     #[test]
     fn entries_expire_after_the_ttl() {
-        let c = ManifestCache::new(1 << 20, Duration::from_millis(50));
+        let clock = crate::clock::Clock::manual();
+        let c = ManifestCache::new(1 << 20, Duration::from_secs(60)).with_clock(clock.clone());
         let d = Digest::of(Algorithm::Sha256, b"m");
         c.insert(c.generation(), "r", "v1", &d, "t", b"m");
+        clock.advance(Duration::from_secs(59));
         assert!(c.get("r", "v1").is_some());
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance(Duration::from_secs(2));
         assert!(c.get("r", "v1").is_none());
     }
 

@@ -1,7 +1,7 @@
 //! What the pull-through cache needs of the registry: pull records for eviction, and
 //! reading an upload's data while it is written.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::{layout, Registry};
 use crate::error::{Code, Error, Result};
@@ -87,9 +87,7 @@ impl Registry {
             let Some(meta) = self.store.head(&key).await? else {
                 continue;
             };
-            let age = SystemTime::now()
-                .duration_since(meta.modified)
-                .unwrap_or_default();
+            let age = self.clock.age(meta.modified);
             if age < max_age {
                 continue;
             }

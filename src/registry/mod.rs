@@ -70,6 +70,8 @@ pub struct Registry {
     pub session_cap: std::sync::Arc<session_cap::SessionCap>,
     /// Sizes of linked blobs; this worker's.
     sizes: sizes::BlobSizes,
+    /// What GC, upload expiry, scrub and mirror eviction read the time from.
+    pub clock: crate::clock::Clock,
 }
 
 impl Registry {
@@ -84,7 +86,14 @@ impl Registry {
             manifests,
             session_cap: Default::default(),
             sizes: sizes::BlobSizes::default(),
+            clock: crate::clock::Clock::system(),
         }
+    }
+
+    /// Reads the time from `clock` (the system clock unless a test moves it).
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Shares the session-cap estimates with the other workers of the process.

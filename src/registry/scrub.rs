@@ -274,10 +274,7 @@ impl Registry {
         let Some(meta) = self.store.head(&layout::upload_index(id)).await? else {
             return Ok(false);
         };
-        let age = std::time::SystemTime::now()
-            .duration_since(meta.modified)
-            .unwrap_or_default();
-        Ok(age < self.settings.upload_idle_expiry)
+        Ok(self.clock.age(meta.modified) < self.settings.upload_idle_expiry)
     }
 
     /// Edges no stored manifest accounts for, found by walking the edges a page at a time

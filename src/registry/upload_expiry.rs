@@ -2,7 +2,7 @@
 //! data, found through the index on the fs backend and by listing the sessions themselves
 //! on object storage (see `uploads.rs`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use super::uploads::StateFile;
 use super::{layout, Registry};
@@ -12,12 +12,6 @@ use crate::storage::Storage;
 
 /// Expiry passes look at this many sessions at most per call, so one pass stays short.
 const EXPIRY_BATCH_MAX: usize = 10_000;
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 impl Registry {
     /// Removes sessions idle for longer than the configured expiry. Returns how many.
@@ -29,7 +23,7 @@ impl Registry {
             .store
             .list(layout::UPLOAD_INDEX_PREFIX, None, EXPIRY_BATCH_MAX)
             .await?;
-        let now = now_secs();
+        let now = self.clock.unix_secs();
         let expiry = self.settings.upload_idle_expiry.as_secs();
         let mut removed = 0;
         for key in keys {
@@ -82,7 +76,7 @@ impl Registry {
             .list_modified(layout::UPLOAD_INDEX_PREFIX, EXPIRY_BATCH_MAX)
             .await?;
         let expiry = self.settings.upload_idle_expiry;
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let old = |t: SystemTime| now.duration_since(t).unwrap_or_default() >= expiry;
         let mut sessions = std::collections::HashSet::new();
         let mut removed = 0;

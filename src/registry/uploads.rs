@@ -33,8 +33,6 @@
 //!   DeleteObjects for the session and its parts (`storage/s3/upload.rs`), one PUT for the
 //!   layer link (on S3 the GC index entry is the link: `Registry::layer_link_key`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use compio::buf::BufResult;
 use serde::{Deserialize, Serialize};
 
@@ -93,12 +91,6 @@ impl Session {
     }
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -141,7 +133,7 @@ impl Registry {
                 .await?;
         }
         crate::failpoint::hit("upload-after-index");
-        let now = now_secs();
+        let now = self.clock.unix_secs();
         let state = StateFile {
             offset: 0,
             hash: hex(&Hasher::new(Algorithm::Sha256).to_state_bytes()),
@@ -406,7 +398,7 @@ impl Registry {
                 other => other,
             };
         }
-        let state = Self::state_of(s);
+        let state = self.state_of(s);
         s.data.sync().await?;
         let bytes = serde_json::to_vec(&state).map_err(Error::internal)?;
         let key = layout::upload_state(&s.name, &s.id);
@@ -426,18 +418,18 @@ impl Registry {
         }
     }
 
-    fn state_of(s: &Session) -> StateFile {
+    fn state_of(&self, s: &Session) -> StateFile {
         StateFile {
             offset: s.offset,
             hash: hex(&s.hasher.to_state_bytes()),
             started: s.started,
-            updated: now_secs(),
+            updated: self.clock.unix_secs(),
         }
     }
 
     /// Sets the state in the session object and saves both with one conditional replace.
     async fn save_inline(&self, s: &mut Session) -> Result<()> {
-        let state = serde_json::to_string(&Self::state_of(s)).map_err(Error::internal)?;
+        let state = serde_json::to_string(&self.state_of(s)).map_err(Error::internal)?;
         s.data.set_meta(state);
         match s.data.sync().await {
             Err(crate::storage::StorageError::Conflict { .. }) => Err(Error::new(

@@ -80,6 +80,28 @@ pub fn config_text(dir: &Path, server_extra: &str, extra: &str) -> String {
     )
 }
 
+/// The registry's test clock hook (`origin::clock::TEST_CLOCK_FILE_ENV`): every server the
+/// harness starts reads its clock's offset from a file in its directory.
+pub const CLOCK_FILE_ENV: &str = "ORIGIN_TEST_CLOCK_FILE";
+
+/// The clock file of the server (and its `origin` commands) whose directory is `dir`.
+pub fn clock_file(dir: &Path) -> PathBuf {
+    dir.join("clock-offset-secs")
+}
+
+/// Moves the clock of the server in `dir` forward by `by` (whole seconds). The file is
+/// replaced by a rename, so a reader never sees it half written.
+pub fn advance_clock(dir: &Path, by: Duration) {
+    let path = clock_file(dir);
+    let now: u64 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let tmp = dir.join("clock-offset-secs.tmp");
+    std::fs::write(&tmp, format!("{}\n", now + by.as_secs())).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+}
+
 pub const ALLOW_ALL: &str =
     "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\npolicies = []\n";
 
@@ -136,9 +158,11 @@ impl Server {
         Server::spawn(cmd, dir, config_path)
     }
 
-    /// Runs `origin <args> -c <this server's config>`; returns (exit code, stdout + stderr).
+    /// Runs `origin <args> -c <this server's config>` on the server's clock; returns (exit
+    /// code, stdout + stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_origin"))
+            .env(CLOCK_FILE_ENV, clock_file(&self.dir.0))
             .args(args)
             .arg("-c")
             .arg(&self.config_path)
@@ -155,6 +179,7 @@ impl Server {
     }
 
     pub fn spawn(mut cmd: Command, dir: TempDir, config_path: PathBuf) -> Server {
+        cmd.env(CLOCK_FILE_ENV, clock_file(&dir.0));
         cmd.env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -233,6 +258,13 @@ impl Server {
             }
         }
         true
+    }
+
+    /// Moves this server's clock (and that of the `origin` commands run with [`Server::cli`])
+    /// forward by `by`, in whole seconds: what GC, upload expiry, retention and mirror
+    /// eviction see as the time. HTTP deadlines are not affected.
+    pub fn advance_clock(&self, by: Duration) {
+        advance_clock(&self.dir.0, by);
     }
 
     pub fn url(&self, path: &str) -> String {
