@@ -148,7 +148,7 @@ pub async fn retention(
     let deleted = reg
         .retention_pass(&live.retention, &live.immutable, now, dry_run)
         .await
-        .map_err(|e| e.message)?;
+        .map_err(|e| e.chain().to_string())?;
     if dry_run || live.webhooks.is_empty() {
         return Ok(deleted);
     }

@@ -8,7 +8,7 @@ pub async fn blob_size_upstream(ns: &MirrorNs, name: &RepoName, digest: &Digest)
     let upstream_name = ns.upstream_name(name.as_str());
     let r = first_found(ns, "HEAD", upstream_name, &format!("blobs/{digest}"), &[])
         .await?
-        .ok_or_else(|| Error::new(Code::BlobUnknown, "blob unknown to registry"))?;
+        .ok_or_else(|| Error::BlobUnknown("blob unknown to registry".into()))?;
     r.header("content-length")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| upstream_error("blob HEAD without Content-Length"))
@@ -134,14 +134,12 @@ pub async fn serve_blob(
 }
 
 fn busy(message: &str) -> Error {
-    Error::new(Code::TooManyRequests, message)
-        .with_status(503)
-        .with_header("Retry-After", "1")
+    Error::Busy(message.into())
 }
 
 fn failure_error(f: Failure) -> Error {
     if f.status == 404 {
-        Error::new(Code::BlobUnknown, "blob unknown to registry")
+        Error::BlobUnknown("blob unknown to registry".into())
     } else {
         upstream_error(f.message)
     }
@@ -200,7 +198,10 @@ async fn fetch_blob(
 ) -> std::result::Result<u64, Failure> {
     let upstream_name = ns.upstream_name(name.as_str());
     let reg = &app.registry;
-    let internal = |e: Error| failed(500, e.message);
+    let internal = |e: Error| {
+        e.log_cause();
+        failed(500, e.client_message())
+    };
     // Committed meanwhile (a request that looked just before another fetch finished)?
     // Linked here only if the upstream has it in this repository. Held first, so a blob
     // found stored stays stored (see registry/gc.rs).
@@ -209,9 +210,11 @@ async fn fetch_blob(
     // the commit (see `serve_blob`).
     let growing = reg.store.as_fs().is_some();
     if let Some(size) = reg.blob_size(digest).await.map_err(internal)? {
-        blob_size_upstream(ns, name, digest)
-            .await
-            .map_err(|e| failed(e.status, e.message))?;
+        blob_size_upstream(ns, name, digest).await.map_err(|e| {
+            e.log_cause();
+            let status = if e.is_not_found() { 404 } else { 502 };
+            failed(status, e.client_message())
+        })?;
         let mut total = size;
         if growing {
             let stored = reg
@@ -358,9 +361,13 @@ async fn fetch_blob(
         if growing {
             fetch.progress.finish(Ok(()));
         }
-        reg.upload_finish(session, digest)
-            .await
-            .map_err(|e| failed(502, format!("upstream content rejected: {}", e.message)))?;
+        reg.upload_finish(session, digest).await.map_err(|e| {
+            e.log_cause();
+            failed(
+                502,
+                format!("upstream content rejected: {}", e.client_message()),
+            )
+        })?;
         Ok(written)
     }
     .await;

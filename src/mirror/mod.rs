@@ -32,7 +32,7 @@ pub use client::UpstreamUrl;
 
 use crate::app::App;
 use crate::config::{Config, MirrorConfig};
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::http::growing::{Failure, GrowingBody, Progress, WAITERS_MAX};
 use crate::http::{Body, Response};
 use crate::metrics::METRICS;
@@ -191,11 +191,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn upstream_error(message: impl Into<String>) -> Error {
-    Error::new(
-        Code::Unknown,
-        format!("upstream unavailable: {}", message.into()),
-    )
-    .with_status(502)
+    Error::Upstream(message.into())
 }
 
 impl MirrorTable {
@@ -354,7 +350,8 @@ pub async fn evict(
 pub async fn note_pulled(app: &App, ns: &MirrorNs, name: &RepoName, d: &Digest) {
     if app.mirrors.pull_record_due(ns, name, d) {
         if let Err(e) = app.registry.note_pulled(name, d).await {
-            tracing::warn!(error = %e.message, "could not record a mirrored pull");
+            e.log_cause();
+            tracing::warn!(error = %e.client_message(), "could not record a mirrored pull");
         }
     }
 }

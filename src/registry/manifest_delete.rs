@@ -23,7 +23,7 @@
 use super::layout;
 use super::manifests::{edge_keys, immutable_conflict, manifest_unknown, RevisionLink};
 use super::Registry;
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::oci::{Digest, Manifest, Reference, RepoName, Tag};
 use crate::storage::{PutCondition, PutOutcome, Storage};
 
@@ -149,7 +149,7 @@ impl Registry {
                     let cascade = self.delete_manifest_at_depth(name, &r, depth + 1, None);
                     match Box::pin(cascade).await {
                         Ok(()) => {}
-                        Err(e) if e.code == Code::ManifestUnknown => {}
+                        Err(Error::ManifestUnknown(_)) => {}
                         Err(e) => return Err(e),
                     }
                 }
@@ -238,11 +238,9 @@ impl Registry {
                 return Ok(());
             }
         }
-        Err(Error::new(
-            Code::Unknown,
-            "the manifest was pushed again during the delete; try again",
-        )
-        .with_status(503)
-        .with_header("Retry-After", "1"))
+        Err(Error::Unavailable {
+            message: "the manifest was pushed again during the delete; try again".into(),
+            retry_after: super::RACE_RETRY_AFTER,
+        })
     }
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::{layout, Registry};
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::oci::{Digest, RepoName, UploadId};
 use crate::storage::{Backend, FsReader, PutCondition, Storage};
 
@@ -94,7 +94,7 @@ impl Registry {
             }
             match self.delete_manifest(&name, &d).await {
                 Ok(()) => {}
-                Err(e) if e.code == Code::ManifestUnknown => {}
+                Err(Error::ManifestUnknown(_)) => {}
                 Err(e) => return Err(e),
             }
             self.store.delete(&key).await?;

@@ -349,7 +349,7 @@ fn s3_retries_transient_errors_within_budget() {
         let e = s.get("k").await.unwrap_err();
         assert!(e.to_string().contains("gave up"), "{e}");
         // The registry answers it as transient: 503 with Retry-After.
-        let answer = crate::error::Error::from(e);
+        let answer = crate::api::error::wire_of(&crate::error::Error::from(e));
         assert_eq!(answer.status, 503);
         assert!(answer.headers.iter().any(|(n, _)| *n == "Retry-After"));
     });
