@@ -235,6 +235,65 @@ impl From<StorageError> for Error {
     }
 }
 
+/// Why Origin, or one of its commands, cannot start or finish. Printed once, with its chain,
+/// by `serve` or `cli`; the configuration's own errors are `config::ConfigError`.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration cannot work (including what the S3 probe found).
+    Config(crate::config::ConfigError),
+    /// `what` (the I/O driver, a listener, a thread, the write journal) could not start.
+    Io { what: String, source: Cause },
+    /// A command-line argument or environment variable that does not parse.
+    Usage(String),
+    /// A worker stopped before it was ready.
+    WorkerExited,
+    /// A worker's server failed.
+    Worker(std::io::Error),
+    /// A maintenance pass (gc, scrub, retention) failed.
+    Registry(Error),
+}
+
+impl StartError {
+    pub fn io(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        StartError::Io {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Io { what, source } => write!(f, "{what}: {source}"),
+            StartError::Usage(m) => f.write_str(m),
+            StartError::WorkerExited => f.write_str("a worker exited during startup"),
+            StartError::Worker(e) => write!(f, "{e}"),
+            // The operator running the command gets the whole chain.
+            StartError::Registry(e) => write!(f, "{}", e.chain()),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // Each variant prints its cause already; the chain goes on below it.
+        match self {
+            StartError::Config(e) => std::error::Error::source(e),
+            StartError::Io { source, .. } => source.source(),
+            StartError::Worker(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::config::ConfigError> for StartError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
+
 /// A cause with what was being done when it happened.
 #[derive(Debug)]
 struct Context {

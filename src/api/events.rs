@@ -53,7 +53,7 @@ async fn send_as(app: &App, actor: &Actor, spec: &Spec<'_>, phase: Phase) -> Res
     };
     crate::events::send(&live.webhooks, &app.events, &event, phase)
         .await
-        .map_err(Error::Refused)
+        .map_err(|e| Error::Refused(e.to_string()))
 }
 
 /// True when an event could be sent at all (handlers skip their extra lookups otherwise).

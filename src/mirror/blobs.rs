@@ -244,7 +244,7 @@ async fn fetch_blob(
             }
             Ok(r) if r.status == 404 => {}
             Ok(r) => last = failed(502, format!("{} answered {}", up.url.authority(), r.status)),
-            Err(e) => last = failed(502, e),
+            Err(e) => last = failed(502, e.to_string()),
         }
     }
     let mut resp = resp.ok_or(last)?;

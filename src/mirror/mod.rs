@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 pub use client::UpstreamUrl;
 
 use crate::app::App;
-use crate::config::{Config, MirrorConfig};
+use crate::config::{Config, ConfigError, MirrorConfig};
 use crate::error::{Error, Result};
 use crate::http::growing::{Failure, GrowingBody, Progress, WAITERS_MAX};
 use crate::http::{Body, Response};
@@ -74,7 +74,7 @@ impl Upstream {
         repo: &str,
         path: &str,
         extra: &[(&str, String)],
-    ) -> std::result::Result<client::Response, String> {
+    ) -> std::result::Result<client::Response, auth::UpstreamError> {
         METRICS.mirror_upstream_requests.fetch_add(1, Relaxed);
         let scope = format!("repository:{repo}:pull");
         let target = client::Target {
@@ -94,7 +94,10 @@ impl Upstream {
                 .client
                 .send(method, &target, &headers)
                 .await
-                .map_err(|e| format!("{}: {e}", self.url.authority()))?;
+                .map_err(|source| auth::UpstreamError::Send {
+                    at: self.url.authority(),
+                    source,
+                })?;
             if resp.status != 401 || answered {
                 return Ok(resp);
             }
@@ -118,11 +121,12 @@ pub struct MirrorNs {
 }
 
 impl MirrorNs {
-    fn new(namespace: &str, m: &MirrorConfig) -> std::result::Result<MirrorNs, String> {
+    fn new(namespace: &str, m: &MirrorConfig) -> std::result::Result<MirrorNs, ConfigError> {
         let mut upstreams = Vec::new();
         for (i, u) in m.upstream.iter().enumerate() {
             let what = format!("repository {namespace:?} mirror.upstream[{i}]");
-            let url = UpstreamUrl::parse(&u.url).map_err(|e| format!("{what}.url: {e}"))?;
+            let url = UpstreamUrl::parse(&u.url)
+                .map_err(|e| ConfigError::caused(format!("{what}.url"), e))?;
             let tls =
                 crate::tls::client_config(&format!("{what}.ca_bundle"), u.ca_bundle.as_deref())
                     .map_err(|e| e.0)?;
@@ -190,12 +194,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn upstream_error(message: impl Into<String>) -> Error {
-    Error::Upstream(message.into())
+fn upstream_error(message: impl std::fmt::Display) -> Error {
+    Error::Upstream(message.to_string())
 }
 
 impl MirrorTable {
-    pub fn from_config(config: &Config) -> std::result::Result<MirrorTable, String> {
+    pub fn from_config(config: &Config) -> std::result::Result<MirrorTable, ConfigError> {
         let mut mirrors = MirrorTable::default();
         for repo in &config.repository {
             let ns = repo.namespace.trim_end_matches('/');
@@ -433,7 +437,7 @@ url = "http://127.0.0.1:2"
             let text = format!(
                 "[server]\n[storage.fs]\nroot_dir = \"/tmp/x\"\n[[repository]]\nnamespace = \"m\"\n[repository.mirror]\n{extra}"
             );
-            Config::parse(&text).err().map(|e| e.0)
+            Config::parse(&text).err().map(|e| e.to_string())
         };
         assert!(bad("upstream = []")
             .unwrap()
