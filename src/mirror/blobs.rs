@@ -138,7 +138,7 @@ fn busy(message: &str) -> Error {
 }
 
 fn failure_error(f: Failure) -> Error {
-    if f.status == 404 {
+    if f.kind == FailureKind::NotFound {
         Error::BlobUnknown("blob unknown to registry".into())
     } else {
         upstream_error(f.message)
@@ -165,7 +165,7 @@ async fn run_fetch(
         }
         Err(f) => {
             METRICS.mirror_fetch_failures.fetch_add(1, Relaxed);
-            tracing::warn!(repository = %name, digest = %digest, status = f.status, error = %f.message,
+            tracing::warn!(repository = %name, digest = %digest, kind = ?f.kind, error = %f.message,
                 "blob fetch from upstream failed");
         }
     }
@@ -181,9 +181,9 @@ fn dup_std(f: &compio::fs::File) -> std::io::Result<std::fs::File> {
     Ok(std::fs::File::from(f.as_fd().try_clone_to_owned()?))
 }
 
-fn failed(status: u16, message: impl Into<String>) -> Failure {
+fn failed(kind: FailureKind, message: impl Into<String>) -> Failure {
     Failure {
-        status,
+        kind,
         message: message.into(),
     }
 }
@@ -200,7 +200,7 @@ async fn fetch_blob(
     let reg = &app.registry;
     let internal = |e: Error| {
         e.log_cause();
-        failed(500, e.client_message())
+        failed(FailureKind::Internal, e.client_message())
     };
     // Committed meanwhile (a request that looked just before another fetch finished)?
     // Linked here only if the upstream has it in this repository. Held first, so a blob
@@ -212,8 +212,12 @@ async fn fetch_blob(
     if let Some(size) = reg.blob_size(digest).await.map_err(internal)? {
         blob_size_upstream(ns, name, digest).await.map_err(|e| {
             e.log_cause();
-            let status = if e.is_not_found() { 404 } else { 502 };
-            failed(status, e.client_message())
+            let kind = if e.is_not_found() {
+                FailureKind::NotFound
+            } else {
+                FailureKind::Source
+            };
+            failed(kind, e.client_message())
         })?;
         let mut total = size;
         if growing {
@@ -221,9 +225,10 @@ async fn fetch_blob(
                 .open_stored_blob(digest)
                 .await
                 .map_err(internal)?
-                .ok_or_else(|| failed(500, "stored blob vanished"))?;
+                .ok_or_else(|| failed(FailureKind::Internal, "stored blob vanished"))?;
             total = crate::storage::BlobReader::size(&stored);
-            let file = dup_std(&stored.into_file()).map_err(|e| failed(500, e.to_string()))?;
+            let file = dup_std(&stored.into_file())
+                .map_err(|e| failed(FailureKind::Internal, e.to_string()))?;
             let _ = fetch.file.set(file);
         }
         reg.link_blob(name, digest).await.map_err(internal)?;
@@ -232,7 +237,7 @@ async fn fetch_blob(
         return Ok(0);
     }
     let mut resp = None;
-    let mut last = failed(404, "blob unknown upstream");
+    let mut last = failed(FailureKind::NotFound, "blob unknown upstream");
     for up in &ns.upstreams {
         match up
             .request("GET", upstream_name, &format!("blobs/{digest}"), &[])
@@ -243,8 +248,13 @@ async fn fetch_blob(
                 break;
             }
             Ok(r) if r.status == 404 => {}
-            Ok(r) => last = failed(502, format!("{} answered {}", up.url.authority(), r.status)),
-            Err(e) => last = failed(502, e.to_string()),
+            Ok(r) => {
+                last = failed(
+                    FailureKind::Source,
+                    format!("{} answered {}", up.url.authority(), r.status),
+                )
+            }
+            Err(e) => last = failed(FailureKind::Source, e.to_string()),
         }
     }
     let mut resp = resp.ok_or(last)?;
@@ -259,8 +269,9 @@ async fn fetch_blob(
                 .upload_data_reader(name, &id)
                 .await
                 .map_err(internal)?
-                .ok_or_else(|| failed(500, "upload data vanished"))?;
-            let file = dup_std(&reader.into_file()).map_err(|e| failed(500, e.to_string()))?;
+                .ok_or_else(|| failed(FailureKind::Internal, "upload data vanished"))?;
+            let file = dup_std(&reader.into_file())
+                .map_err(|e| failed(FailureKind::Internal, e.to_string()))?;
             let _ = fetch.file.set(file);
         }
         let declared = resp.content_length();
@@ -319,16 +330,20 @@ async fn fetch_blob(
                 free.push(b);
             }
             if let Some(done) = hashed {
-                let (h, b) = done.ok_or_else(|| failed(500, "hashing failed"))?;
+                let (h, b) = done.ok_or_else(|| failed(FailureKind::Internal, "hashing failed"))?;
                 hasher = Some(h);
                 to_write = Some(b);
             }
             if let Some((r, end)) = filled {
-                let b = r.map_err(|e| failed(502, format!("upstream body: {e}")))?;
+                let b =
+                    r.map_err(|e| failed(FailureKind::Source, format!("upstream body: {e}")))?;
                 ended = end;
                 received += b.len() as u64;
                 if declared.is_some_and(|t| received > t) {
-                    return Err(failed(502, "upstream sent more than it declared"));
+                    return Err(failed(
+                        FailureKind::Source,
+                        "upstream sent more than it declared",
+                    ));
                 }
                 if b.is_empty() {
                     free.push(b);
@@ -342,15 +357,18 @@ async fn fetch_blob(
         }
         // Read to its end: the connection can serve the next request during the commit.
         resp.release();
-        session.hasher = hasher.ok_or_else(|| failed(500, "hashing failed"))?;
+        session.hasher = hasher.ok_or_else(|| failed(FailureKind::Internal, "hashing failed"))?;
         if declared.is_some_and(|t| written != t) {
-            return Err(failed(502, "upstream body shorter than declared"));
+            return Err(failed(
+                FailureKind::Source,
+                "upstream body shorter than declared",
+            ));
         }
         // Verified: clients may have the last byte now, while the commit makes it durable.
         let actual = session.hasher.clone().finalize();
         if &actual != digest {
             return Err(failed(
-                502,
+                FailureKind::Source,
                 format!("upstream content has digest {actual}, not {digest}"),
             ));
         }
@@ -364,7 +382,7 @@ async fn fetch_blob(
         reg.upload_finish(session, digest).await.map_err(|e| {
             e.log_cause();
             failed(
-                502,
+                FailureKind::Source,
                 format!("upstream content rejected: {}", e.client_message()),
             )
         })?;

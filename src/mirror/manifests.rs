@@ -125,7 +125,7 @@ async fn revalidate_tag(
 
 /// Stores a manifest fetched from an upstream, with the events of a push by the registry
 /// itself (actor `mirror`): `manifest.push`, and `tag.create` for a tag. `required` webhooks
-/// are asked first and may refuse the fill (the client gets 502, nothing is stored).
+/// are asked first and may refuse the fill (`Error::Refused`, nothing is stored).
 async fn fill(
     app: &App,
     name: &RepoName,

@@ -33,12 +33,12 @@ pub use client::UpstreamUrl;
 use crate::app::App;
 use crate::config::{Config, ConfigError, MirrorConfig};
 use crate::error::{Error, Result};
-use crate::http::growing::{Failure, GrowingBody, Progress, WAITERS_MAX};
+use crate::http::growing::{Failure, FailureKind, GrowingBody, Progress, WAITERS_MAX};
 use crate::http::{Body, Response};
 use crate::metrics::METRICS;
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
-/// Blob fetches in flight at once across the process; more are refused with 503.
+/// Blob fetches in flight at once across the process; more are refused as busy.
 pub const FETCHES_MAX: usize = 256;
 /// The same on object storage, where each fetch holds up to one upload part in memory
 /// (`storage.s3.multipart_part_size`, 8 MiB by default): 32 keep that near 256 MiB.
@@ -305,7 +305,7 @@ impl Mirrors {
 }
 
 /// Sends `method path` to each upstream in turn until one answers 200. None when every one
-/// answers 404; otherwise the last error (a 502 naming the upstream or the failure).
+/// answers 404; otherwise the last error (`Error::Upstream` naming the upstream or the failure).
 async fn first_found(
     ns: &MirrorNs,
     method: &str,

@@ -59,7 +59,8 @@ const CANDIDATES_PER_PASS_MAX: usize = 100_000;
 /// A tombstone older than this was left by a crashed pass and is removed.
 const TOMBSTONE_STALE: Duration = Duration::from_secs(600);
 /// Longest a blob write waits for a pass that is deleting the same blob (a pass deletes one
-/// blob in milliseconds; past this the tombstone is probably a crashed pass's: 503).
+/// blob in milliseconds; past this the tombstone is probably a crashed pass's: unavailable,
+/// try again).
 const HOLD_WAIT_MAX: Duration = Duration::from_secs(10);
 const HOLD_POLL: Duration = Duration::from_millis(20);
 /// How long a client told a blob is being collected waits before trying again: the pass

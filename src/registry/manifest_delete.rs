@@ -7,7 +7,7 @@
 //! 1. the revision link is replaced, `If-Match` what was read, by the same link marked
 //!    `deleting` with a token unique to this DELETE (its new etag is this DELETE's alone);
 //! 2. the tags are read: one that is immutable and names the manifest refuses the DELETE
-//!    (409), and the mark is taken off again;
+//!    (`Error::Conflict`), and the mark is taken off again;
 //! 3. the link is removed only if it still has the etag of step 1 (`delete_if_match`), else
 //!    the DELETE starts over from step 1.
 //!
@@ -52,7 +52,7 @@ impl Registry {
         self.drop_if_empty(name).await
     }
 
-    /// `delete_manifest`, refused (409, naming the tag) if a tag for which `immutable` is
+    /// `delete_manifest`, refused (a conflict naming the tag) if a tag for which `immutable` is
     /// true names the manifest, decided in one conditional step with the removal (module
     /// docs).
     pub async fn delete_manifest_unless_immutable(

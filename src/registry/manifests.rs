@@ -224,7 +224,7 @@ impl Registry {
     }
 
     /// An immutable tag's conditional create found the tag there: fine if it names
-    /// `digest` already, else 409 (the revision stays, untagged).
+    /// `digest` already, else a conflict (the revision stays, untagged).
     async fn immutable_tag_taken(&self, name: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
         match self.resolve_tag(name, tag).await? {
             Some(current) if &current == digest => Ok(()),
