@@ -62,23 +62,12 @@ impl Handler for App {
         let _in_flight = crate::metrics::InFlight::start();
         match crate::api::dispatch(self, req).await {
             Ok(resp) => resp,
-            Err(e) => e.to_response(),
+            Err(e) => crate::api::error::response(&e),
         }
     }
 
     fn protocol_error(&self, status: u16, message: &str) -> Response {
-        let code = match status {
-            413 => crate::error::Code::SizeInvalid,
-            _ => crate::error::Code::Unknown,
-        };
-        let e = crate::error::Error::new(code, message).with_status(status);
-        // 503 here is the request deadline passing (e.g. storage too slow): try again later.
-        let e = if status == 503 {
-            e.with_header("Retry-After", "1")
-        } else {
-            e
-        };
-        e.to_response()
+        crate::api::error::protocol_response(status, message)
     }
 
     fn extra_headers(&self) -> &[u8] {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 
-use crate::config::IdentityConfig;
+use crate::config::{ConfigError, IdentityConfig};
 
 mod jwks;
 pub mod oidc;
@@ -196,7 +196,7 @@ impl Authenticator {
     pub fn new(
         identities: &BTreeMap<String, IdentityConfig>,
         limits: AuthLimits,
-    ) -> Result<Authenticator, String> {
+    ) -> Result<Authenticator, ConfigError> {
         Self::with_clock(identities, limits, Arc::new(Instant::now))
     }
 
@@ -204,7 +204,7 @@ impl Authenticator {
         identities: &BTreeMap<String, IdentityConfig>,
         limits: AuthLimits,
         clock: Clock,
-    ) -> Result<Authenticator, String> {
+    ) -> Result<Authenticator, ConfigError> {
         let accounts: Vec<Account> = identities
             .iter()
             .map(|(id, c)| Account {
@@ -216,26 +216,27 @@ impl Authenticator {
         let mut by_username = HashMap::new();
         for (i, a) in accounts.iter().enumerate() {
             if by_username.insert(a.username.clone(), i).is_some() {
-                return Err(format!(
+                return Err(ConfigError::new(format!(
                     "identity.{}: username {:?} is used twice",
                     a.id, a.username
-                ));
+                )));
             }
         }
         let dummy_phc = match accounts.first() {
-            Some(a) => {
-                Some(dummy_hash_like(&a.phc).map_err(|e| format!("identity.{}: {e}", a.id))?)
-            }
+            Some(a) => Some(
+                dummy_hash_like(&a.phc)
+                    .map_err(|e| ConfigError::caused(format!("identity.{}", a.id), e))?,
+            ),
             None => None,
         };
         let mut key = [0u8; 32];
-        getrandom::getrandom(&mut key).map_err(|e| format!("no randomness: {e}"))?;
+        getrandom::getrandom(&mut key).map_err(|e| ConfigError::caused("no randomness", e))?;
         let pool = crate::pool::Pool::new(
             "origin-argon2",
             limits.verify_threads,
             limits.verify_queue_max,
         )
-        .map_err(|e| format!("cannot start the argon2 threads: {e}"))?;
+        .map_err(|e| ConfigError::caused("cannot start the argon2 threads", e))?;
         Ok(Authenticator {
             accounts,
             by_username,
@@ -380,13 +381,14 @@ fn ip_bucket(ip: IpAddr) -> IpAddr {
 }
 
 /// A PHC string for a random password with the algorithm, version and cost of `like`.
-fn dummy_hash_like(like: &str) -> Result<Arc<str>, String> {
-    let parsed = PasswordHash::new(like).map_err(|e| format!("not an argon2 PHC string: {e}"))?;
+fn dummy_hash_like(like: &str) -> Result<Arc<str>, ConfigError> {
+    let parsed = PasswordHash::new(like)
+        .map_err(|e| ConfigError::new(format!("not an argon2 PHC string: {e}")))?;
     let params = argon2::Params::try_from(&parsed).map_err(|e| e.to_string())?;
     let mut secret = [0u8; 32];
     let mut salt = [0u8; 16];
-    getrandom::getrandom(&mut secret).map_err(|e| format!("no randomness: {e}"))?;
-    getrandom::getrandom(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
+    getrandom::getrandom(&mut secret).map_err(|e| ConfigError::caused("no randomness", e))?;
+    getrandom::getrandom(&mut salt).map_err(|e| ConfigError::caused("no randomness", e))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
     let hash = argon2::Argon2::default()
         .hash_password_customized(

@@ -3,15 +3,35 @@
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
+/// Why a password could not be hashed.
+#[derive(Debug)]
+pub enum HashError {
+    /// The OS random source failed (no salt).
+    NoRandomness(getrandom::Error),
+    /// argon2 refused the salt or the password.
+    Argon2(argon2::password_hash::Error),
+}
+
+impl std::fmt::Display for HashError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashError::NoRandomness(e) => write!(f, "no randomness: {e}"),
+            HashError::Argon2(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for HashError {}
+
 /// Hashes a password with argon2id and a random salt (the crate's default cost, ~20 ms).
-pub fn hash(password: &str) -> Result<String, String> {
+pub fn hash(password: &str) -> Result<String, HashError> {
     let mut salt = [0u8; 16];
-    getrandom::getrandom(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    getrandom::getrandom(&mut salt).map_err(HashError::NoRandomness)?;
+    let salt = SaltString::encode_b64(&salt).map_err(HashError::Argon2)?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(HashError::Argon2)
 }
 
 /// Verifies a password against a PHC string. Slow by design: run it off the cores.

@@ -37,7 +37,32 @@ enum Command {
     Version,
 }
 
-fn parse(args: &[String]) -> Result<Command, String> {
+/// A command line (or `ORIGIN_*` variable) that does not say what to run; shown above the
+/// usage text.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+impl From<&str> for UsageError {
+    fn from(message: &str) -> Self {
+        UsageError(message.into())
+    }
+}
+
+impl From<String> for UsageError {
+    fn from(message: String) -> Self {
+        UsageError(message)
+    }
+}
+
+fn parse(args: &[String]) -> Result<Command, UsageError> {
     let mut it = args.iter().peekable();
     let cmd = match it.peek().map(|s| s.as_str()) {
         Some("serve") => {
@@ -91,7 +116,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 config = Some(PathBuf::from(file));
             }
             "-h" | "--help" => return Ok(Command::Help),
-            other => return Err(format!("unexpected argument {other:?}")),
+            other => return Err(format!("unexpected argument {other:?}").into()),
         }
     }
     Ok(match cmd {
@@ -108,7 +133,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
 }
 
 /// Fills what the command line left unset from `ORIGIN_PORT` and `ORIGIN_BIND_ADDRESS`.
-fn env_overrides(mut o: Overrides) -> Result<Overrides, String> {
+fn env_overrides(mut o: Overrides) -> Result<Overrides, UsageError> {
     if o.port.is_none() {
         if let Ok(v) = std::env::var("ORIGIN_PORT") {
             o.port = Some(
@@ -196,7 +221,7 @@ pub fn run(args: &[String]) -> i32 {
 }
 
 /// What the loader cannot check alone: policies compile and evaluate, TLS files load.
-fn check_deep(config: &Config) -> Result<(), String> {
+fn check_deep(config: &Config) -> Result<(), crate::config::ConfigError> {
     crate::policy::PolicySet::compile(&config.repository).map_err(|e| e.to_string())?;
     if let Some(tls) = &config.server.tls {
         crate::tls::server_config(tls).map_err(|e| e.to_string())?;

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::error::StartError;
 use crate::registry::{Registry, Settings};
 use crate::storage::{Backend, FsStorage, S3Storage};
 
@@ -19,15 +20,16 @@ pub fn settings(config: &Config) -> Settings {
 
 /// Opens the configured backend. On S3 it first runs the start-up probe on `rt` (bucket,
 /// credentials, conditional writes), so a misconfigured node refuses to start.
-pub fn open_storage(config: &Config, rt: &compio::runtime::Runtime) -> Result<Backend, String> {
+pub fn open_storage(config: &Config, rt: &compio::runtime::Runtime) -> Result<Backend, StartError> {
     match (&config.storage.fs, &config.storage.s3) {
         (Some(fs), _) => {
             let root = &fs.root_dir;
-            let store = FsStorage::new(root.clone())
-                .map_err(|e| format!("storage.fs.root_dir {}: {e}", root.display()))?;
+            let store = FsStorage::new(root.clone()).map_err(|e| {
+                StartError::io(format!("storage.fs.root_dir {}", root.display()), e)
+            })?;
             store
                 .replay_journal_if_unowned()
-                .map_err(|e| format!("storage.fs write journal: {e}"))?;
+                .map_err(|e| StartError::io("storage.fs write journal", e))?;
             Ok(store.into())
         }
         (None, Some(s3)) => {
@@ -38,13 +40,13 @@ pub fn open_storage(config: &Config, rt: &compio::runtime::Runtime) -> Result<Ba
             probed?;
             Ok(store.into())
         }
-        (None, None) => Err("no [storage.fs] or [storage.s3] configured".into()),
+        (None, None) => Err(ConfigError::new("no [storage.fs] or [storage.s3] configured").into()),
     }
 }
 
-fn with_registry<T>(config: &Config, f: impl AsyncFnOnce(&Registry) -> T) -> Result<T, String> {
+fn with_registry<T>(config: &Config, f: impl AsyncFnOnce(&Registry) -> T) -> Result<T, StartError> {
     let rt = crate::server::build_runtime(config.server.io_driver)
-        .map_err(|e| format!("cannot start the I/O driver: {e}"))?;
+        .map_err(|e| StartError::io("cannot start the I/O driver", e))?;
     let store = open_storage(config, &rt)?;
     // No cache: one pass, and the running server's cache is not this process's anyway.
     let cache = std::sync::Arc::new(crate::registry::cache::ManifestCache::new(
@@ -74,7 +76,7 @@ pub fn gc(config: &Config, dry_run: bool) -> i32 {
         }
         reg.gc_pass(grace, dry_run).await
     })
-    .and_then(|r| r.map_err(|e| e.to_string()));
+    .and_then(|r| r.map_err(StartError::Registry));
     match result {
         Ok(report) => {
             let verb = if dry_run { "would remove" } else { "removed" };
@@ -102,7 +104,7 @@ pub fn gc(config: &Config, dry_run: bool) -> i32 {
 /// remain unrepaired.
 pub fn scrub(config: &Config, repair: bool) -> i32 {
     let result = with_registry(config, async |reg: &Registry| reg.scrub(repair).await)
-        .and_then(|r| r.map_err(|e| e.to_string()));
+        .and_then(|r| r.map_err(StartError::Registry));
     match result {
         Ok(report) => {
             for f in &report.findings {
@@ -141,13 +143,12 @@ pub async fn retention(
     live: &crate::reload::Live,
     queue: &crate::events::Queue,
     dry_run: bool,
-) -> Result<Vec<crate::registry::retention::Deletion>, String> {
+) -> Result<Vec<crate::registry::retention::Deletion>, crate::error::Error> {
     use crate::events::{Actor, Event, EventKind, Phase};
     let now = reg.clock.unix_secs() as i64;
     let deleted = reg
         .retention_pass(&live.retention, &live.immutable, now, dry_run)
-        .await
-        .map_err(|e| e.message)?;
+        .await?;
     if dry_run || live.webhooks.is_empty() {
         return Ok(deleted);
     }
@@ -197,7 +198,7 @@ pub fn retention_cli(config: &Config, dry_run: bool) -> i32 {
     let result = with_registry(config, async |reg: &Registry| {
         retention(reg, &live, &queue, dry_run).await
     })
-    .and_then(|r| r);
+    .and_then(|r| r.map_err(StartError::Registry));
     // Queued (async) deliveries go out before the command ends.
     queue.drain(config.server.query_timeout_grace_period);
     match result {

@@ -41,7 +41,7 @@ use cel::{Context, Env, IdedExpr, Program, Value};
 
 use crate::api::route::Action;
 use crate::auth::Identity;
-use crate::config::RepositoryConfig;
+use crate::config::{ConfigError, RepositoryConfig};
 use vars::Vars;
 
 /// Policies per entry; a longer list is surely a configuration mistake, and each one costs
@@ -180,7 +180,8 @@ impl PolicySet {
                     source: source.clone(),
                     reason,
                 };
-                let program = compile_one(&env, &root, source).map_err(invalid)?;
+                let program =
+                    compile_one(&env, &root, source).map_err(|e| invalid(e.to_string()))?;
                 policies.push(Policy {
                     source: source.clone(),
                     program,
@@ -285,13 +286,15 @@ fn compile_one(
     env: &Env,
     root: &Context<'static, 'static>,
     source: &str,
-) -> Result<Program, String> {
+) -> Result<Program, ConfigError> {
     if source.len() > POLICY_SOURCE_BYTES_MAX {
-        return Err(format!("longer than {POLICY_SOURCE_BYTES_MAX} bytes"));
+        return Err(ConfigError::new(format!(
+            "longer than {POLICY_SOURCE_BYTES_MAX} bytes"
+        )));
     }
     let program = env
         .compile(source)
-        .map_err(|e| format!("syntax error: {e}"))?;
+        .map_err(|e| ConfigError::caused("syntax error", e))?;
     check_names(program.expression(), &mut Vec::new())?;
     for (label, identity, req) in samples() {
         let vars = Vars::new(&identity, &req);
@@ -299,8 +302,12 @@ fn compile_one(
         scope.set_variable_resolver(&vars);
         match program.execute(&scope) {
             Ok(Value::Bool(_)) => {}
-            Ok(other) => return Err(format!("yields {other:?} for {label}, not a bool")),
-            Err(e) => return Err(format!("fails for {label}: {e}")),
+            Ok(other) => {
+                return Err(ConfigError::new(format!(
+                    "yields {other:?} for {label}, not a bool"
+                )))
+            }
+            Err(e) => return Err(ConfigError::new(format!("fails for {label}: {e}"))),
         }
     }
     Ok(program)
@@ -375,7 +382,7 @@ const TYPE_NAMES: &[&str] = &[
 
 /// Walks the whole tree, so a misspelled name fails even on a branch the samples skip.
 /// `bound` holds the variables of the enclosing comprehensions (`exists(x, ...)`).
-fn check_names(e: &IdedExpr, bound: &mut Vec<String>) -> Result<(), String> {
+fn check_names(e: &IdedExpr, bound: &mut Vec<String>) -> Result<(), ConfigError> {
     match &e.expr {
         Expr::Ident(name) => {
             if bound.iter().any(|b| b == name)
@@ -385,7 +392,7 @@ fn check_names(e: &IdedExpr, bound: &mut Vec<String>) -> Result<(), String> {
             {
                 return Ok(());
             }
-            Err(format!("unknown variable `{name}`"))
+            Err(ConfigError::new(format!("unknown variable `{name}`")))
         }
         Expr::Select(sel) => {
             if let Some(path) = select_path(e) {
@@ -424,7 +431,10 @@ fn check_names(e: &IdedExpr, bound: &mut Vec<String>) -> Result<(), String> {
             }
             cel::common::ast::EntryExpr::StructField(sf) => check_names(&sf.value, bound),
         }),
-        Expr::Struct(s) => Err(format!("unknown message type `{}`", s.type_name)),
+        Expr::Struct(s) => Err(ConfigError::new(format!(
+            "unknown message type `{}`",
+            s.type_name
+        ))),
         Expr::Literal(_) | Expr::Unspecified => Ok(()),
     }
 }
@@ -449,7 +459,7 @@ fn select_path(e: &IdedExpr) -> Option<Vec<&str>> {
     }
 }
 
-fn check_path(path: &[&str]) -> Result<(), String> {
+fn check_path(path: &[&str]) -> Result<(), ConfigError> {
     // Claims are the provider's to name: any name below `identity.oidc.claims` is fine.
     if ATTRIBUTES.iter().any(|(known, _)| *known == path)
         || path.starts_with(&["identity", "oidc", "claims"])
@@ -458,12 +468,15 @@ fn check_path(path: &[&str]) -> Result<(), String> {
     }
     let parent = &path[..path.len() - 1];
     match ATTRIBUTES.iter().find(|(known, _)| *known == parent) {
-        Some((_, true)) => Err(format!(
+        Some((_, true)) => Err(ConfigError::new(format!(
             "`{}` is a string or a list and has no attribute `{}`",
             parent.join("."),
             path[path.len() - 1]
-        )),
-        _ => Err(format!("unknown attribute `{}`", path.join("."))),
+        ))),
+        _ => Err(ConfigError::new(format!(
+            "unknown attribute `{}`",
+            path.join(".")
+        ))),
     }
 }
 

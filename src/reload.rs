@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::auth::{AuthLimits, Authenticator};
-use crate::config::{Config, Overrides};
+use crate::config::{Config, ConfigError, Overrides};
 use crate::policy::PolicySet;
 
 /// The reloadable part of the running configuration.
@@ -34,7 +34,7 @@ pub struct Live {
 
 impl Live {
     /// Builds and validates everything; any error leaves the caller's current set in place.
-    pub fn build(config: &Config) -> Result<Live, String> {
+    pub fn build(config: &Config) -> Result<Live, ConfigError> {
         let tls = match &config.server.tls {
             Some(t) => Some((
                 crate::tls::server_config(t).map_err(|e| e.to_string())?,

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use crate::app::{App, Buffers};
 use crate::config::{Config, Overrides, Source};
+use crate::error::StartError;
 use crate::http::conn::ConnLimits;
 use crate::http::head::Limits;
 use crate::metrics::{Metrics, METRICS};
@@ -24,7 +25,7 @@ pub fn run(config: Config, source: Source, overrides: Overrides) -> i32 {
     match start(config, source, overrides) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!("{}", crate::error::Chain(&e));
             1
         }
     }
@@ -59,7 +60,7 @@ fn raise_file_limit() {
     }
 }
 
-fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, String> {
+fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, StartError> {
     // First, before any thread exists (the argon2 pool starts below), so every thread
     // inherits the mask and only the signal thread sees these signals.
     let signals = block_signals();
@@ -90,28 +91,28 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
     let pulls = Arc::new(crate::registry::retention::PullTimes::default());
     let store = {
         let rt = server::build_runtime(config.server.io_driver)
-            .map_err(|e| format!("cannot start the I/O driver: {e}"))?;
+            .map_err(|e| StartError::io("cannot start the I/O driver", e))?;
         // The server group-commits its writes through the root's journal (and is the
         // only process that may: a second server on the same root stops here).
         crate::maintenance::open_storage(&config, &rt)?
             .with_write_journal()
-            .map_err(|e| format!("storage.fs write journal: {e}"))?
+            .map_err(|e| StartError::io("storage.fs write journal", e))?
     };
     let config = Arc::new(config);
     let workers = config.workers();
     let addr = SocketAddr::new(config.server.bind_address, config.server.port);
     let listeners = server::bind_listeners(addr, workers)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        .map_err(|e| StartError::io(format!("cannot listen on {addr}"), e))?;
     let local = listeners[0]
         .local_addr()
-        .map_err(|e| format!("listener address: {e}"))?;
+        .map_err(|e| StartError::io("listener address", e))?;
     // One more shutdown slot than workers: the ops listener's accept loop.
     let shutdown = Arc::new(Shutdown::new(workers + 1));
     let mut ops_listener = match config.metrics.listen {
         Some(addr) => Some(
             std::net::TcpListener::bind(addr)
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(|e| format!("metrics.listen {addr}: {e}"))?,
+                .map_err(|e| StartError::io(format!("metrics.listen {addr}"), e))?,
         ),
         None => None,
     };
@@ -120,7 +121,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             tracing::info!("ops endpoints listening on {a}");
         }
     }
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, String>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, StartError>>();
     let mut handles = Vec::with_capacity(workers);
     for (index, listener) in listeners.into_iter().enumerate() {
         let spec = WorkerSpec {
@@ -150,7 +151,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
         let handle = std::thread::Builder::new()
             .name(format!("origin-worker-{index}"))
             .spawn(move || worker_main(spec, config, shared, shutdown, ready))
-            .map_err(|e| format!("cannot start worker thread: {e}"))?;
+            .map_err(|e| StartError::io("cannot start worker thread", e))?;
         handles.push(handle);
     }
     drop(ready_tx);
@@ -162,7 +163,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
                 shutdown.trigger();
                 return Err(e);
             }
-            Err(_) => return Err("a worker exited during startup".into()),
+            Err(_) => return Err(StartError::WorkerExited),
         }
     }
     tracing::info!(
@@ -184,7 +185,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
     std::thread::Builder::new()
         .name("origin-signals".into())
         .spawn(move || signal_loop(signals, sig_shutdown, grace, reloader))
-        .map_err(|e| format!("cannot start signal thread: {e}"))?;
+        .map_err(|e| StartError::io("cannot start signal thread", e))?;
     let mut failed = false;
     for h in handles {
         match h.join() {
@@ -228,17 +229,14 @@ fn worker_main(
     config: Arc<Config>,
     shared: Shared,
     shutdown: Arc<Shutdown>,
-    ready: mpsc::Sender<Result<&'static str, String>>,
-) -> Result<(), String> {
+    ready: mpsc::Sender<Result<&'static str, StartError>>,
+) -> Result<(), StartError> {
     let rt = match server::build_runtime(config.server.io_driver) {
         Ok(rt) => rt,
         Err(e) => {
-            let msg = format!(
-                "cannot start the {} I/O driver: {e}",
-                config.server.io_driver
-            );
-            let _ = ready.send(Err(msg.clone()));
-            return Err(msg);
+            let what = format!("cannot start the {} I/O driver", config.server.io_driver);
+            let _ = ready.send(Err(StartError::io(what, e)));
+            return Err(StartError::WorkerExited);
         }
     };
     let _ = ready.send(Ok(server::driver_name(rt.driver_type())));
@@ -291,7 +289,7 @@ fn worker_main(
         crate::http::client::close_idle();
         result
     })
-    .map_err(|e| e.to_string())
+    .map_err(StartError::Worker)
 }
 
 /// Worker 0 looks for expired upload sessions and stale temp files every quarter of the
@@ -307,7 +305,8 @@ async fn housekeeping(app: Rc<App>) {
     let counting = app.clone();
     compio::runtime::spawn(async move {
         if let Err(e) = counting.registry.count_for_metrics().await {
-            tracing::warn!(error = %e, "counting stored bytes failed");
+            e.log_cause();
+            tracing::warn!(error = %e.client_message(), "counting stored bytes failed");
         }
     })
     .detach();
@@ -315,7 +314,10 @@ async fn housekeeping(app: Rc<App>) {
         match app.registry.expire_uploads().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "expired idle upload sessions"),
-            Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
+            Err(e) => {
+                e.log_cause();
+                tracing::warn!(error = %e.client_message(), "upload expiry failed")
+            }
         }
         let evicted = {
             let live = app.live.get();
@@ -330,7 +332,10 @@ async fn housekeeping(app: Rc<App>) {
                 );
                 deletion_events(&app, &evicted, &crate::events::Actor::Mirror).await;
             }
-            Err(e) => tracing::warn!(error = %e, "mirror eviction failed"),
+            Err(e) => {
+                e.log_cause();
+                tracing::warn!(error = %e.client_message(), "mirror eviction failed")
+            }
         }
         if let Err(e) = app
             .registry
@@ -360,7 +365,8 @@ async fn collect_garbage(app: Rc<App>) {
             if let Err(e) =
                 crate::maintenance::retention(&app.registry, &live, &app.events, false).await
             {
-                tracing::warn!(error = %e, "retention pass failed");
+                e.log_cause();
+                tracing::warn!(error = %e.client_message(), "retention pass failed");
             }
         }
         let grace = app.config.gc.grace_period;
@@ -382,7 +388,10 @@ async fn collect_garbage(app: Rc<App>) {
                     "gc pass"
                 );
             }
-            Err(e) => tracing::warn!(error = %e, "gc pass failed"),
+            Err(e) => {
+                e.log_cause();
+                tracing::warn!(error = %e.client_message(), "gc pass failed")
+            }
         }
     }
 }

@@ -4,19 +4,17 @@
 use super::route::{query_param, Action, Endpoint};
 use crate::app::App;
 use crate::auth::{parse_basic, AuthOutcome, Identity};
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::http::Request;
 use crate::metrics::{Metrics, METRICS};
 use crate::policy::AccessRequest;
 
-/// The realm in the Basic challenge.
-const REALM: &str = "origin";
+/// How long an address refused for too many failed logins is told to wait.
+const AUTH_RATE_LIMITED_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Not (or wrongly) authenticated: the response carries the Basic challenge.
 pub fn challenge(message: &str) -> Error {
-    Error::new(Code::Unauthorized, message).with_header(
-        "WWW-Authenticate",
-        format!("Basic realm=\"{REALM}\", charset=\"UTF-8\""),
-    )
+    Error::Unauthorized(message.into())
 }
 
 /// Establishes the caller's identity. A wrong password or token never falls back to
@@ -62,15 +60,12 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
         }
         AuthOutcome::RateLimited => Err({
             Metrics::add(&METRICS.auth_rate_limited, 1);
-            Error::new(
-                Code::TooManyRequests,
-                "too many failed authentication attempts; try again later",
-            )
-            .with_header("Retry-After", "60")
+            Error::RateLimited {
+                message: "too many failed authentication attempts; try again later".into(),
+                retry_after: AUTH_RATE_LIMITED_RETRY_AFTER,
+            }
         }),
-        AuthOutcome::Busy => Err(Error::new(Code::TooManyRequests, "authentication is busy")
-            .with_status(503)
-            .with_header("Retry-After", "1")),
+        AuthOutcome::Busy => Err(Error::Busy("authentication is busy".into())),
     }
 }
 
@@ -131,9 +126,8 @@ pub fn authorize(
     }
     Metrics::add(&METRICS.policy_denials, 1);
     if identity.is_authenticated() {
-        Err(Error::new(
-            Code::Denied,
-            "requested access to the resource is denied",
+        Err(Error::Denied(
+            "requested access to the resource is denied".into(),
         ))
     } else {
         Err(challenge("authentication required"))

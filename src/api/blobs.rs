@@ -2,7 +2,7 @@
 
 use super::events::{self, Spec, Who};
 use crate::app::App;
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::events::EventKind;
 use crate::http::response::{BodySource, SourceRead, StreamBody};
 use crate::http::{Body, FileBody, Method, Request, Response};
@@ -33,7 +33,7 @@ impl BodySource for StoredBlob {
 }
 
 fn blob_unknown() -> Error {
-    Error::new(Code::BlobUnknown, "blob unknown to registry")
+    Error::BlobUnknown("blob unknown to registry".into())
 }
 
 pub async fn handle(
@@ -178,10 +178,7 @@ pub fn ranged(
     range_header: Option<&str>,
 ) -> Result<(Response, u64, u64)> {
     let range = match range_header {
-        Some(h) => parse_range(h, size).map_err(|_| {
-            Error::new(Code::RangeInvalid, "requested range not satisfiable")
-                .with_header("Content-Range", format!("bytes */{size}"))
-        })?,
+        Some(h) => parse_range(h, size).map_err(|_| Error::RangeNotSatisfiable { size })?,
         None => None,
     };
     let (status, offset, len) = match range {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use crate::app::App;
 use crate::auth::Identity;
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::events::{Actor, Event, EventKind, Phase};
 use crate::oci::{Digest, RepoName};
 
@@ -53,9 +53,7 @@ async fn send_as(app: &App, actor: &Actor, spec: &Spec<'_>, phase: Phase) -> Res
     };
     crate::events::send(&live.webhooks, &app.events, &event, phase)
         .await
-        .map_err(|e| {
-            Error::new(Code::Unknown, format!("the operation was refused: {e}")).with_status(502)
-        })
+        .map_err(|e| Error::Refused(e.to_string()))
 }
 
 /// True when an event could be sent at all (handlers skip their extra lookups otherwise).

@@ -3,7 +3,7 @@
 use super::route::query_param;
 use crate::app::App;
 use crate::auth::Identity;
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::http::{Request, Response};
 use crate::oci::{media_type, referrers_index, Descriptor, Digest, RepoName};
 
@@ -29,13 +29,13 @@ fn page_query(query: &str) -> Result<PageQuery> {
     let n = match query_param(query, "n") {
         Some(n) => n
             .parse::<usize>()
-            .map_err(|_| Error::new(Code::Unsupported, "n must be a number").with_status(400))?
+            .map_err(|_| Error::QueryInvalid("n must be a number".into()))?
             .min(PAGE_MAX),
         None => PAGE_DEFAULT,
     };
     let last = query_param(query, "last").filter(|l| !l.is_empty());
     if last.as_ref().is_some_and(|l| l.len() > LAST_BYTES_MAX) {
-        return Err(Error::new(Code::Unsupported, "last is too long").with_status(400));
+        return Err(Error::QueryInvalid("last is too long".into()));
     }
     Ok(PageQuery { n, last })
 }
@@ -77,7 +77,7 @@ pub async fn tags(
     name: &RepoName,
     mirror: Option<&crate::mirror::MirrorNs>,
 ) -> Result<Response> {
-    let unknown = || Error::new(Code::NameUnknown, "repository name not known to registry");
+    let unknown = || Error::NameUnknown("repository name not known to registry".into());
     let q = page_query(req.head.query())?;
     let want = q.n.saturating_add(1);
     let last = q.last.as_deref();
@@ -162,7 +162,7 @@ fn namespace(query: &str) -> Result<Option<RepoName>> {
     };
     RepoName::parse(ns.strip_suffix('/').unwrap_or(&ns))
         .map(Some)
-        .map_err(|_| Error::new(Code::NameInvalid, "ns is not a repository namespace"))
+        .map_err(|_| Error::NameInvalid("ns is not a repository namespace".into()))
 }
 
 /// The referrers of a manifest. In a mirror: the upstream's with the local ones merged in, or
@@ -180,9 +180,7 @@ pub async fn referrers(
     let last = match q.last.as_deref().map(Digest::parse) {
         None => None,
         Some(Ok(d)) => Some(d),
-        Some(Err(_)) => {
-            return Err(Error::new(Code::DigestInvalid, "last is not a digest").with_status(400))
-        }
+        Some(Err(_)) => return Err(Error::DigestInvalid("last is not a digest".into())),
     };
     let want = q.n.saturating_add(1);
     let mut list = app
@@ -205,7 +203,8 @@ pub async fn referrers(
             }
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(repository = %name, subject = %subject, error = %e.message,
+                e.log_cause();
+                tracing::warn!(repository = %name, subject = %subject, error = %e.client_message(),
                     "no upstream answered; listing the cached referrers");
             }
         }

@@ -2,7 +2,7 @@
 
 use super::events::{self, Spec, Who};
 use crate::app::App;
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::events::EventKind;
 use crate::http::{Body, Method, Request, Response};
 use crate::oci::{Algorithm, Digest, Reference, RepoName};
@@ -44,7 +44,8 @@ pub async fn handle(
                 && app.pulls.due(name, &m.digest)
             {
                 if let Err(e) = reg.record_pull(name, &m.digest).await {
-                    tracing::warn!(error = %e.message, "could not record a pull");
+                    e.log_cause();
+                    tracing::warn!(error = %e.client_message(), "could not record a pull");
                 }
             }
             if events::wanted(app) {
@@ -79,7 +80,10 @@ pub async fn handle(
             let _write = req.clock.hold();
             delete(app, name, reference, who).await
         }
-        _ => Err(Error::new(Code::Unsupported, "method not allowed").with_status(405)),
+        _ => Err(Error::MethodNotAllowed {
+            message: "method not allowed".into(),
+            allow: None,
+        }),
     }
 }
 
@@ -92,18 +96,16 @@ async fn put(
 ) -> Result<Response> {
     let reg = &app.registry;
     let limit = app.config.server.manifest_bytes_max;
-    let body = req.body.read_to_vec(limit).await.map_err(|e| {
-        let e = Error::from(e);
-        if e.status == 413 {
-            Error::new(
-                Code::ManifestInvalid,
-                format!("manifest larger than {limit} bytes"),
-            )
-            .with_status(413)
-        } else {
-            e
-        }
-    })?;
+    let body = req
+        .body
+        .read_to_vec(limit)
+        .await
+        .map_err(|e| match Error::from(e) {
+            Error::BodyTooLarge(_) => {
+                Error::ManifestTooLarge(format!("manifest larger than {limit} bytes"))
+            }
+            e => e,
+        })?;
     let content_type = req.head.header("content-type").map(str::to_owned);
     let immutable = |t: &str| {
         app.live
@@ -219,14 +221,14 @@ async fn delete(
             if rules.is_immutable(name.as_str(), t.as_str()) {
                 reg.resolve_tag(name, t)
                     .await?
-                    .ok_or_else(|| Error::new(Code::ManifestUnknown, "manifest unknown"))?;
+                    .ok_or_else(|| Error::ManifestUnknown("manifest unknown".into()))?;
                 return Err(immutable_conflict(name, t.as_str(), "it cannot be deleted"));
             }
             let digest = match events::wanted(app) {
                 true => Some(
                     reg.resolve_tag(name, t)
                         .await?
-                        .ok_or_else(|| Error::new(Code::ManifestUnknown, "manifest unknown"))?,
+                        .ok_or_else(|| Error::ManifestUnknown("manifest unknown".into()))?,
                 ),
                 false => None,
             };

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod blobs;
+pub mod error;
 pub mod events;
 pub mod listing;
 pub mod manifests;
@@ -10,7 +11,7 @@ pub mod route;
 pub mod uploads;
 
 use crate::app::App;
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::http::{BodyError, Request, Response};
 use crate::oci::{Digest, DigestError, Reference, RepoName, UploadId};
 pub use route::{Action, Endpoint};
@@ -27,14 +28,13 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     let (endpoint, action) = match route::route(req.head.method, &path) {
         Ok(r) => r,
         Err(route::RouteError::NotFound) => {
-            return Err(Error::new(Code::NotFound, "no such endpoint"))
+            return Err(Error::EndpointUnknown("no such endpoint".into()))
         }
         Err(route::RouteError::MethodNotAllowed(allow)) => {
-            return Err(
-                Error::new(Code::Unsupported, "method not allowed on this endpoint")
-                    .with_status(405)
-                    .with_header("Allow", allow),
-            )
+            return Err(Error::MethodNotAllowed {
+                message: "method not allowed on this endpoint".into(),
+                allow: Some(allow.into()),
+            })
         }
     };
     // A mirrored repository is known by its local name from here on (policies included).
@@ -53,11 +53,10 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     access::authorize(app, &identity, &endpoint, action, req.head.query())?;
     if let Some(ns) = mirror {
         if action.writes() && !ns.writable {
-            return Err(Error::new(
-                Code::Unsupported,
-                "this repository is a read-only mirror of an upstream registry",
-            )
-            .with_status(405));
+            return Err(Error::MethodNotAllowed {
+                message: "this repository is a read-only mirror of an upstream registry".into(),
+                allow: None,
+            });
         }
     }
     let method = req.head.method;
@@ -103,23 +102,20 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
         Endpoint::UploadStart { name } => uploads::start(app, req, &repo(name)?, &who).await,
         Endpoint::Upload { name, id } => {
             let id = UploadId::parse(id)
-                .map_err(|_| Error::new(Code::BlobUploadUnknown, "no such upload"))?;
+                .map_err(|_| Error::BlobUploadUnknown("no such upload".into()))?;
             uploads::handle(app, req, method, &repo(name)?, &id, &who).await
         }
     }
 }
 
 pub fn repo(name: &str) -> Result<RepoName> {
-    RepoName::parse(name)
-        .map_err(|e| Error::new(Code::NameInvalid, format!("invalid repository name: {e}")))
+    RepoName::parse(name).map_err(|e| Error::NameInvalid(format!("invalid repository name: {e}")))
 }
 
 pub fn digest_of(s: &str) -> Result<Digest> {
     Digest::parse(s).map_err(|e| match e {
-        DigestError::Unsupported(_) => {
-            Error::new(Code::DigestInvalid, format!("unsupported digest: {e}"))
-        }
-        DigestError::Invalid(_) => Error::new(Code::DigestInvalid, format!("invalid digest: {e}")),
+        DigestError::Unsupported(_) => Error::DigestInvalid(format!("unsupported digest: {e}")),
+        DigestError::Invalid(_) => Error::DigestInvalid(format!("invalid digest: {e}")),
     })
 }
 
@@ -129,26 +125,24 @@ pub fn digest_of(s: &str) -> Result<Digest> {
 fn reference_of(s: &str, method: crate::http::Method) -> Result<Reference> {
     Reference::parse(s).map_err(|e| {
         if method != crate::http::Method::Put {
-            return Error::new(Code::ManifestUnknown, format!("manifest unknown: {e}"));
+            return Error::ManifestUnknown(format!("manifest unknown: {e}"));
         }
-        let code = if s.contains(':') {
-            Code::DigestInvalid
+        let message = format!("invalid reference: {e}");
+        if s.contains(':') {
+            Error::DigestInvalid(message)
         } else {
-            Code::ManifestInvalid
-        };
-        Error::new(code, format!("invalid reference: {e}")).with_status(400)
+            Error::ManifestInvalid(message)
+        }
     })
 }
 
 impl From<BodyError> for Error {
     fn from(e: BodyError) -> Self {
         match e {
-            BodyError::TooLarge => Error::new(Code::SizeInvalid, e.to_string()).with_status(413),
-            BodyError::Timeout => {
-                Error::new(Code::BlobUploadInvalid, e.to_string()).with_status(408)
-            }
+            BodyError::TooLarge => Error::BodyTooLarge(e.to_string()),
+            BodyError::Timeout => Error::BodyTimeout(e.to_string()),
             BodyError::Malformed(_) | BodyError::Closed | BodyError::Io(_) => {
-                Error::new(Code::BlobUploadInvalid, e.to_string())
+                Error::BlobUploadInvalid(e.to_string())
             }
         }
     }

@@ -3,7 +3,7 @@
 use super::events::{self, Spec, Who};
 use super::{digest_of, repo, route::query_param};
 use crate::app::App;
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::events::EventKind;
 use crate::http::{BodyRead, Method, Request, Response};
 use crate::oci::{Digest, RepoName, UploadId};
@@ -24,12 +24,12 @@ async fn small_body(app: &App, req: &mut Request<'_>) -> Result<Option<Vec<u8>>>
     }
 }
 
-fn location(name: &RepoName, id: &UploadId) -> String {
+pub(super) fn location(name: &RepoName, id: &UploadId) -> String {
     format!("/v2/{name}/blobs/uploads/{id}")
 }
 
 /// `Range: 0-<last byte>` as Docker expects it; `0-0` before anything arrived.
-fn range_header(offset: u64) -> String {
+pub(super) fn range_header(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
 }
 
@@ -146,7 +146,7 @@ pub async fn handle(
         Method::Delete => {
             let _write = req.clock.hold();
             if !reg.upload_cancel(name, id).await? {
-                return Err(Error::new(Code::BlobUploadUnknown, "no such upload"));
+                return Err(Error::BlobUploadUnknown("no such upload".into()));
             }
             Ok(Response::new(204))
         }
@@ -169,7 +169,7 @@ pub async fn handle(
         Method::Put => {
             let query = req.head.query().to_string();
             let digest = query_param(&query, "digest")
-                .ok_or_else(|| Error::new(Code::DigestInvalid, "digest parameter missing"))?;
+                .ok_or_else(|| Error::DigestInvalid("digest parameter missing".into()))?;
             let digest = digest_of(&digest)?;
             let mut s = open_chunk(reg, req, name, id).await?;
             if s.offset == 0 {
@@ -195,7 +195,10 @@ pub async fn handle(
             };
             Ok(pushed(app, who, name, &digest, size).await)
         }
-        _ => Err(Error::new(Code::Unsupported, "method not allowed").with_status(405)),
+        _ => Err(Error::MethodNotAllowed {
+            message: "method not allowed".into(),
+            allow: None,
+        }),
     }
 }
 
@@ -230,15 +233,10 @@ fn check_content_range(req: &Request<'_>, s: &Session) -> Result<()> {
     let parsed = spec
         .split_once('-')
         .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)));
-    let out_of_order = || {
-        Error::new(
-            Code::BlobUploadInvalid,
-            "chunk does not start at the upload's offset",
-        )
-        .with_status(416)
-        .with_header("Location", location(&s.name, &s.id))
-        .with_header("Range", range_header(s.offset))
-        .with_header("Docker-Upload-UUID", s.id.as_str().to_string())
+    let out_of_order = || Error::UploadRangeInvalid {
+        message: "chunk does not start at the upload's offset".into(),
+        offset: s.offset,
+        session: Some((s.name.clone(), s.id.clone())),
     };
     let Some((start, end)) = parsed else {
         return Err(out_of_order());
@@ -248,12 +246,11 @@ fn check_content_range(req: &Request<'_>, s: &Session) -> Result<()> {
     }
     if let Some(len) = req.body.declared_len() {
         if len != end - start + 1 {
-            return Err(Error::new(
-                Code::BlobUploadInvalid,
-                "Content-Range does not match Content-Length",
-            )
-            .with_status(416)
-            .with_header("Range", range_header(s.offset)));
+            return Err(Error::UploadRangeInvalid {
+                message: "Content-Range does not match Content-Length".into(),
+                offset: s.offset,
+                session: None,
+            });
         }
     }
     Ok(())

@@ -16,8 +16,70 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
-use crate::config::OidcConfig;
-use crate::http::client::{Client, Target};
+use crate::config::{ConfigError, OidcConfig};
+use crate::http::client::{Client, Target, UrlError};
+
+/// Why a provider's signing keys could not be fetched (logged; the keys held stay in use).
+#[derive(Debug)]
+pub enum KeysError {
+    /// A discovery document's `jwks_uri`, or a URL to fetch, that is not one.
+    Url(UrlError),
+    /// The request to `url` failed, or its body could not be read.
+    Send { url: String, source: std::io::Error },
+    /// `url` answered `status`.
+    Status { url: String, status: u16 },
+    /// The discovery document at `url` does not parse.
+    NotDiscovery {
+        url: String,
+        source: serde_json::Error,
+    },
+    /// The discovery document at `url` names another issuer.
+    Issuer {
+        url: String,
+        named: String,
+        expected: String,
+    },
+    /// The document at `url` is not a JWKS.
+    NotJwks {
+        url: String,
+        source: serde_json::Error,
+    },
+    /// Discovery and fetch together took longer than twice the provider's timeout.
+    TimedOut,
+}
+
+impl std::fmt::Display for KeysError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeysError::Url(e) => write!(f, "{e}"),
+            KeysError::Send { url, source } => write!(f, "{url}: {source}"),
+            KeysError::Status { url, status } => write!(f, "{url}: status {status}"),
+            KeysError::NotDiscovery { url, source } => {
+                write!(f, "{url}: not a discovery document: {source}")
+            }
+            KeysError::Issuer {
+                url,
+                named,
+                expected,
+            } => write!(f, "{url}: names issuer {named:?}, not {expected:?}"),
+            KeysError::NotJwks { url, source } => write!(f, "{url}: not a JWKS: {source}"),
+            KeysError::TimedOut => f.write_str("timed out"),
+        }
+    }
+}
+
+impl std::error::Error for KeysError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KeysError::Url(e) => Some(e),
+            KeysError::Send { source, .. } => Some(source),
+            KeysError::NotDiscovery { source, .. } | KeysError::NotJwks { source, .. } => {
+                Some(source)
+            }
+            _ => None,
+        }
+    }
+}
 
 /// Largest discovery document or JWKS read; real ones are a few KiB.
 pub const JWKS_BYTES_MAX: usize = 256 * 1024;
@@ -75,7 +137,7 @@ impl Drop for FetchGuard<'_> {
 }
 
 impl KeyStore {
-    pub(super) fn new(name: &str, cfg: &OidcConfig) -> Result<KeyStore, String> {
+    pub(super) fn new(name: &str, cfg: &OidcConfig) -> Result<KeyStore, ConfigError> {
         let what = format!("oidc.{name}.ca_bundle");
         let tls = crate::tls::client_config(&what, cfg.ca_bundle.as_deref()).map_err(|e| e.0)?;
         Ok(KeyStore {
@@ -175,7 +237,7 @@ impl KeyStore {
         let deadline = self.client.timeout * 2;
         let fetched = match compio::time::timeout(deadline, self.fetch()).await {
             Ok(r) => r,
-            Err(_) => Err("timed out".to_string()),
+            Err(_) => Err(KeysError::TimedOut),
         };
         match fetched {
             Ok((uri, keys)) => {
@@ -195,19 +257,22 @@ impl KeyStore {
         }
     }
 
-    async fn fetch(&self) -> Result<(String, Vec<Key>), String> {
+    async fn fetch(&self) -> Result<(String, Vec<Key>), KeysError> {
         let configured = self.lock().jwks_uri.clone();
         let uri = match configured {
             Some(u) => u,
             None => self.discover().await?,
         };
         let body = self.get(&uri).await?;
-        let keys = parse_jwks(&body).map_err(|e| format!("{uri}: {e}"))?;
+        let keys = parse_jwks(&body).map_err(|source| KeysError::NotJwks {
+            url: uri.clone(),
+            source,
+        })?;
         Ok((uri, keys))
     }
 
     /// `jwks_uri` from `<issuer>/.well-known/openid-configuration`, whose `issuer` must be ours.
-    async fn discover(&self) -> Result<String, String> {
+    async fn discover(&self) -> Result<String, KeysError> {
         #[derive(serde::Deserialize)]
         struct Discovery {
             issuer: String,
@@ -218,34 +283,43 @@ impl KeyStore {
             self.issuer.trim_end_matches('/')
         );
         let body = self.get(&url).await?;
-        let doc: Discovery = serde_json::from_slice(&body)
-            .map_err(|e| format!("{url}: not a discovery document: {e}"))?;
+        let doc: Discovery =
+            serde_json::from_slice(&body).map_err(|source| KeysError::NotDiscovery {
+                url: url.clone(),
+                source,
+            })?;
         if doc.issuer != self.issuer {
-            return Err(format!(
-                "{url}: names issuer {:?}, not {:?}",
-                doc.issuer, self.issuer
-            ));
+            return Err(KeysError::Issuer {
+                url,
+                named: doc.issuer,
+                expected: self.issuer.clone(),
+            });
         }
-        crate::http::client::UpstreamUrl::parse(&doc.jwks_uri)?;
+        crate::http::client::UpstreamUrl::parse(&doc.jwks_uri).map_err(KeysError::Url)?;
         Ok(doc.jwks_uri)
     }
 
-    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
-        let target = Target::absolute(url)?;
+    async fn get(&self, url: &str) -> Result<Vec<u8>, KeysError> {
+        let target = Target::absolute(url).map_err(KeysError::Url)?;
+        let send = |source| KeysError::Send {
+            url: url.to_string(),
+            source,
+        };
         let headers = [("accept", "application/json".to_string())];
         let resp = self
             .client
             .send("GET", &target, &headers)
             .await
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(send)?;
         if resp.status != 200 {
             let status = resp.status;
             resp.drain().await;
-            return Err(format!("{url}: status {status}"));
+            return Err(KeysError::Status {
+                url: url.to_string(),
+                status,
+            });
         }
-        resp.bytes(JWKS_BYTES_MAX)
-            .await
-            .map_err(|e| format!("{url}: {e}"))
+        resp.bytes(JWKS_BYTES_MAX).await.map_err(send)
     }
 }
 
@@ -264,12 +338,12 @@ pub(super) fn find<'k>(keys: &'k [Key], kid: Option<&str>, alg: Algorithm) -> Op
 /// The signature keys of a JWKS document. Keys that are not for signatures, not of a kind
 /// accepted here (symmetric `oct` keys never are) or malformed are skipped, not fatal: a
 /// provider may publish keys for other uses beside them.
-pub(super) fn parse_jwks(body: &[u8]) -> Result<Vec<Key>, String> {
+pub(super) fn parse_jwks(body: &[u8]) -> Result<Vec<Key>, serde_json::Error> {
     #[derive(serde::Deserialize)]
     struct Set {
         keys: Vec<serde_json::Value>,
     }
-    let set: Set = serde_json::from_slice(body).map_err(|e| format!("not a JWKS: {e}"))?;
+    let set: Set = serde_json::from_slice(body)?;
     let mut keys = Vec::new();
     for value in set.keys.into_iter().take(KEYS_MAX) {
         let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use super::jwks::{self, KeyStore};
 use super::{AuthOutcome, Expiring, Identity};
-use crate::config::OidcConfig;
+use crate::config::{ConfigError, OidcConfig};
 
 /// Longest token accepted: provider tokens are 1-2 KiB; this bounds the claims kept per
 /// cached token too.
@@ -51,22 +51,25 @@ pub struct OidcIdentity {
 }
 
 /// Checks the `[oidc.*]` sections (no I/O).
-pub fn validate(providers: &BTreeMap<String, OidcConfig>) -> Result<(), String> {
+pub fn validate(providers: &BTreeMap<String, OidcConfig>) -> Result<(), ConfigError> {
     if providers.len() > PROVIDERS_MAX {
-        return Err(format!("oidc: at most {PROVIDERS_MAX} providers"));
+        return Err(ConfigError::new(format!(
+            "oidc: at most {PROVIDERS_MAX} providers"
+        )));
     }
     let mut issuers = std::collections::BTreeSet::new();
     for (name, p) in providers {
-        let bad = |key: &str, why: String| Err(format!("oidc.{name}.{key}: {why}"));
+        let bad =
+            |key: &str, why: String| Err(ConfigError::new(format!("oidc.{name}.{key}: {why}")));
         if let Err(e) = crate::http::client::UpstreamUrl::parse(&p.issuer) {
-            return bad("issuer", e);
+            return bad("issuer", e.to_string());
         }
         if !issuers.insert(p.issuer.as_str()) {
             return bad("issuer", format!("{:?} is used by two providers", p.issuer));
         }
         if let Some(uri) = &p.jwks_uri {
             if let Err(e) = crate::http::client::UpstreamUrl::parse(uri) {
-                return bad("jwks_uri", e);
+                return bad("jwks_uri", e.to_string());
             }
         }
         if p.audience.is_empty() {
@@ -115,7 +118,7 @@ pub struct OidcVerifier {
 
 impl OidcVerifier {
     /// Builds the providers (and reads their `ca_bundle`s); fetches nothing yet.
-    pub fn new(config: &BTreeMap<String, OidcConfig>) -> Result<OidcVerifier, String> {
+    pub fn new(config: &BTreeMap<String, OidcConfig>) -> Result<OidcVerifier, ConfigError> {
         validate(config)?;
         let mut providers = Vec::with_capacity(config.len());
         for (name, p) in config {
@@ -376,6 +379,7 @@ mod tests {
         providers.insert("b".to_string(), good.clone());
         assert!(validate(&providers)
             .unwrap_err()
+            .to_string()
             .starts_with("oidc.b.issuer"));
         providers.remove("b");
         let mut bad = good.clone();
@@ -383,12 +387,14 @@ mod tests {
         providers.insert("a".to_string(), bad);
         assert!(validate(&providers)
             .unwrap_err()
+            .to_string()
             .starts_with("oidc.a.audience"));
         let mut bad = good;
         bad.jwks_uri = Some("ftp://x".into());
         providers.insert("a".to_string(), bad);
         assert!(validate(&providers)
             .unwrap_err()
+            .to_string()
             .starts_with("oidc.a.jwks_uri"));
     }
 }

@@ -70,16 +70,65 @@ pub struct Config {
     pub event_webhook: BTreeMap<String, WebhookConfig>,
 }
 
+/// A configuration that cannot work (at load, reload or `check`): what is wrong, naming the
+/// key, and the cause a parser or the system gave, kept as the error's source. Each area
+/// (auth, policy, webhooks, mirrors, storage) says what is wrong with its own section.
 #[derive(Debug)]
-pub struct ConfigError(pub String);
+pub struct ConfigError {
+    message: String,
+    cause: Option<crate::error::Cause>,
+}
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ConfigError {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// `what` cannot work because of `cause` (a parse error, an I/O error).
+    pub fn caused(what: impl Into<String>, cause: impl Into<crate::error::Cause>) -> Self {
+        ConfigError {
+            message: what.into(),
+            cause: Some(cause.into()),
+        }
+    }
+
+    /// The same error, found under `context` (a file, a section).
+    pub fn within(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The cause is printed too: a start-up or reload message is read as one line.
+        match &self.cause {
+            Some(cause) => write!(f, "{}: {cause}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|c| c as _)
+    }
+}
+
+impl From<String> for ConfigError {
+    fn from(message: String) -> Self {
+        ConfigError::new(message)
+    }
+}
+
+impl From<&str> for ConfigError {
+    fn from(message: &str) -> Self {
+        ConfigError::new(message)
+    }
+}
 
 /// `[server]` keys given on the command line (`--port`, `--bind-address`) or in the
 /// environment (`ORIGIN_PORT`, `ORIGIN_BIND_ADDRESS`), applied over the file at every load
@@ -129,14 +178,15 @@ impl Config {
             None => (EMBEDDED_DEFAULT.to_string(), Source::Embedded),
         };
         let config = Config::parse(&text).map_err(|e| match &source {
-            Source::File(p) => ConfigError(format!("{}: {}", p.display(), e.0)),
+            Source::File(p) => e.within(p.display()),
             Source::Embedded => e,
         })?;
         Ok((config, source))
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::new(e.to_string()))?;
         if config.storage.fs.is_none() && config.storage.s3.is_none() {
             config.storage.fs = Some(FsStorageConfig::default());
         }
@@ -221,7 +271,7 @@ impl Config {
 
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))
+        .map_err(|e| ConfigError::caused(format!("cannot read {}", path.display()), e))
 }
 
 #[cfg(test)]

@@ -22,13 +22,13 @@ impl Secret<'_> {
             self.env.is_some(),
         ];
         if given.iter().filter(|g| **g).count() > 1 {
-            return Err(ConfigError(format!(
+            return Err(ConfigError::new(format!(
                 "{key}: give one of {key}, {key}_file and {key}_env"
             )));
         }
         if let Some(path) = self.file {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError(format!("{key}_file: cannot read {}: {e}", path.display()))
+                ConfigError::caused(format!("{key}_file: cannot read {}", path.display()), e)
             })?;
             let text = text.strip_suffix('\n').unwrap_or(&text);
             let text = text.strip_suffix('\r').unwrap_or(text);
@@ -37,7 +37,7 @@ impl Secret<'_> {
         if let Some(var) = self.env {
             return match std::env::var(var) {
                 Ok(v) => Ok(Some(v)),
-                Err(_) => Err(ConfigError(format!(
+                Err(_) => Err(ConfigError::new(format!(
                     "{key}_env: environment variable {var:?} is not set (or not UTF-8)"
                 ))),
             };

@@ -5,7 +5,7 @@ use super::{Config, ConfigError};
 impl Config {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
-        let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        let bad = |key: &str, why: &str| Err(ConfigError::new(format!("{key}: {why}")));
         if s.workers > 1024 {
             return bad("server.workers", "at most 1024 (0 means one per core)");
         }
@@ -54,7 +54,7 @@ impl Config {
                 return bad("storage.fs.root_dir", "must not be empty");
             }
             (Some(_), None) => {}
-            (None, Some(s3)) => s3.validate().map_err(ConfigError)?,
+            (None, Some(s3)) => s3.validate()?,
             (Some(_), Some(_)) => {
                 return bad("storage", "set [storage.fs] or [storage.s3], not both")
             }
@@ -81,11 +81,10 @@ impl Config {
                 );
             }
         }
-        crate::auth::oidc::validate(&self.oidc).map_err(ConfigError)?;
-        crate::registry::immutable::ImmutableTags::compile(&self.repository)
-            .map_err(ConfigError)?;
-        crate::events::webhooks::validate(self).map_err(ConfigError)?;
-        crate::policy::retention::RetentionRules::compile(&self.repository).map_err(ConfigError)?;
+        crate::auth::oidc::validate(&self.oidc)?;
+        crate::registry::immutable::ImmutableTags::compile(&self.repository)?;
+        crate::events::webhooks::validate(self)?;
+        crate::policy::retention::RetentionRules::compile(&self.repository)?;
         let mut seen = std::collections::BTreeSet::new();
         let mut registries = std::collections::BTreeSet::new();
         let mut defaults = 0;
@@ -121,7 +120,7 @@ impl Config {
             }
             for (j, u) in m.upstream.iter().enumerate() {
                 if let Err(e) = crate::mirror::UpstreamUrl::parse(&u.url) {
-                    return bad(&format!("{}[{j}].url", key("upstream")), &e);
+                    return bad(&format!("{}[{j}].url", key("upstream")), &e.to_string());
                 }
                 if u.username.is_some() != u.password.is_some() {
                     return bad(

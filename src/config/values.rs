@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::ConfigError;
+
 use serde::{Deserialize, Deserializer};
 
 /// Default values, one function each so serde can name them.
@@ -136,7 +138,7 @@ pub fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> 
     }
 }
 
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -148,7 +150,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => Duration::from_millis(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        other => return Err(format!("invalid duration unit {other:?} in {text:?}")),
+        other => {
+            return Err(ConfigError::new(format!(
+                "invalid duration unit {other:?} in {text:?}"
+            )))
+        }
     };
     Ok(d)
 }

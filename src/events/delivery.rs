@@ -13,6 +13,59 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 /// Longest delay between two attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// Why an attempt to deliver an event failed.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// The request could not be sent, or its answer not read.
+    Send(std::io::Error),
+    /// No answer within the webhook's timeout.
+    NoAnswer(Duration),
+    /// The webhook answered with a status outside 2xx.
+    Refused { status: u16 },
+    /// The attempts together took longer than the webhook's timeout.
+    NotDelivered(Duration),
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Send(e) => write!(f, "{e}"),
+            AttemptError::NoAnswer(t) => write!(f, "no answer within {t:?}"),
+            AttemptError::Refused { status } => write!(f, "answered {status}"),
+            AttemptError::NotDelivered(t) => write!(f, "not delivered within {t:?}"),
+        }
+    }
+}
+
+impl std::error::Error for AttemptError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Printed in Display already: the chain skips it (see `error::Chain`).
+            AttemptError::Send(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A delivery that failed: which webhook, and what its last attempt saw.
+#[derive(Debug)]
+pub struct DeliveryError {
+    pub webhook: String,
+    pub last: AttemptError,
+}
+
+impl std::fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "event webhook {}: {}", self.webhook, self.last)
+    }
+}
+
+impl std::error::Error for DeliveryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.last)
+    }
+}
+
 /// `sha256=<hex>` of HMAC-SHA256(key, body).
 pub fn signature(key: &ring::hmac::Key, body: &[u8]) -> String {
     let tag = ring::hmac::sign(key, body);
@@ -32,7 +85,7 @@ fn backoff(attempt: u32) -> Duration {
     base + jitter
 }
 
-async fn attempt(t: &Target, kind: &str, body: &[u8]) -> Result<(), String> {
+async fn attempt(t: &Target, kind: &str, body: &[u8]) -> Result<(), AttemptError> {
     let mut headers = vec![
         ("Content-Type", "application/json".to_string()),
         ("X-Registry-Event", kind.to_string()),
@@ -46,8 +99,8 @@ async fn attempt(t: &Target, kind: &str, body: &[u8]) -> Result<(), String> {
     let send = t.client.send_body("POST", &t.target, &headers, body);
     let resp = match compio::time::timeout(t.timeout, send).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err(format!("no answer within {:?}", t.timeout)),
+        Ok(Err(e)) => return Err(AttemptError::Send(e)),
+        Err(_) => return Err(AttemptError::NoAnswer(t.timeout)),
     };
     let status = resp.status;
     // Read to the end (bounded) so the connection goes back to the pool.
@@ -55,16 +108,16 @@ async fn attempt(t: &Target, kind: &str, body: &[u8]) -> Result<(), String> {
     if (200..300).contains(&status) {
         Ok(())
     } else {
-        Err(format!("answered {status}"))
+        Err(AttemptError::Refused { status })
     }
 }
 
 /// Delivers `body` with up to `max_retries` retries. `required` and `optional` deliveries
 /// (someone is waiting) are cut at the webhook's `timeout` in all; `async` ones are not.
 /// Counts the outcome; the error says what the last attempt saw.
-pub async fn deliver(t: &Target, kind: &str, body: &[u8]) -> Result<(), String> {
+pub async fn deliver(t: &Target, kind: &str, body: &[u8]) -> Result<(), DeliveryError> {
     let all = async {
-        let mut last = String::new();
+        let mut last = AttemptError::NotDelivered(Duration::ZERO);
         for n in 0..=t.max_retries {
             if n > 0 {
                 compio::time::sleep(backoff(n - 1)).await;
@@ -81,7 +134,7 @@ pub async fn deliver(t: &Target, kind: &str, body: &[u8]) -> Result<(), String> 
         Delivery::Required | Delivery::Optional => {
             match compio::time::timeout(t.timeout, all).await {
                 Ok(r) => r,
-                Err(_) => Err(format!("not delivered within {:?}", t.timeout)),
+                Err(_) => Err(AttemptError::NotDelivered(t.timeout)),
             }
         }
     };
@@ -92,7 +145,10 @@ pub async fn deliver(t: &Target, kind: &str, body: &[u8]) -> Result<(), String> 
             tracing::warn!(webhook = %t.name, event = kind, error = %e, "event delivery failed");
         }
     }
-    result.map_err(|e| format!("event webhook {}: {e}", t.name))
+    result.map_err(|last| DeliveryError {
+        webhook: t.name.clone(),
+        last,
+    })
 }
 
 #[cfg(test)]

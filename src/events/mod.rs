@@ -173,7 +173,7 @@ pub async fn send(
     queue: &Queue,
     event: &Event<'_>,
     phase: Phase,
-) -> Result<(), String> {
+) -> Result<(), delivery::DeliveryError> {
     use crate::config::Delivery;
     let targets = webhooks.select(event.kind, event.repository);
     let mut body: Option<std::sync::Arc<[u8]>> = None;

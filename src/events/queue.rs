@@ -38,7 +38,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Queue {
     /// A queue and its sender threads, each on a runtime with the configured I/O driver.
-    pub fn start(io_driver: IoDriver) -> Result<Arc<Queue>, String> {
+    pub fn start(io_driver: IoDriver) -> Result<Arc<Queue>, crate::error::StartError> {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE_EVENTS_MAX);
         let rx = Arc::new(Mutex::new(rx));
         let mut threads = Vec::new();
@@ -47,7 +47,7 @@ impl Queue {
             let handle = std::thread::Builder::new()
                 .name(format!("origin-events-{i}"))
                 .spawn(move || send_loop(io_driver, &rx))
-                .map_err(|e| format!("cannot start event sender thread: {e}"))?;
+                .map_err(|e| crate::error::StartError::io("cannot start event sender thread", e))?;
             threads.push(handle);
         }
         Ok(Arc::new(Queue {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::EventKind;
-use crate::config::{Config, Delivery, WebhookConfig};
+use crate::config::{Config, ConfigError, Delivery, WebhookConfig};
 use crate::http::client::{Client, Target as HttpTarget};
 
 /// Webhooks one process may define: each is checked for every event of its namespaces.
@@ -53,18 +53,20 @@ pub struct Webhooks {
     entries: Vec<Entry>,
 }
 
-fn filter(pattern: &str) -> Result<Regex, String> {
+fn filter(pattern: &str) -> Result<Regex, ConfigError> {
     regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
         .size_limit(FILTER_COMPILED_BYTES_MAX)
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| ConfigError::new(e.to_string()))
 }
 
 /// Checks what needs no I/O, naming the key: URLs, event names, filters, limits, and that
 /// every webhook is used by an entry and every entry names existing webhooks.
-pub fn validate(config: &Config) -> Result<(), String> {
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
     if config.event_webhook.len() > WEBHOOKS_MAX {
-        return Err(format!("event_webhook: at most {WEBHOOKS_MAX} webhooks"));
+        return Err(ConfigError::new(format!(
+            "event_webhook: at most {WEBHOOKS_MAX} webhooks"
+        )));
     }
     for (name, w) in &config.event_webhook {
         check_one(name, w)?;
@@ -73,67 +75,77 @@ pub fn validate(config: &Config) -> Result<(), String> {
             .iter()
             .any(|r| r.event_webhooks.contains(name))
         {
-            return Err(format!(
+            return Err(ConfigError::new(format!(
                 "event_webhook.{name}: no [[repository]] entry names it in event_webhooks"
-            ));
+            )));
         }
     }
     for (i, r) in config.repository.iter().enumerate() {
         for (j, name) in r.event_webhooks.iter().enumerate() {
             if !config.event_webhook.contains_key(name) {
-                return Err(format!(
+                return Err(ConfigError::new(format!(
                     "repository[{i}].event_webhooks[{j}]: no [event_webhook.{name}] is defined"
-                ));
+                )));
             }
         }
     }
     Ok(())
 }
 
-fn check_one(name: &str, w: &WebhookConfig) -> Result<(), String> {
+fn check_one(name: &str, w: &WebhookConfig) -> Result<(), ConfigError> {
     let key = |k: &str| format!("event_webhook.{name}.{k}");
-    HttpTarget::absolute(&w.url).map_err(|e| format!("{}: {e}", key("url")))?;
+    HttpTarget::absolute(&w.url).map_err(|e| ConfigError::caused(key("url"), e))?;
     if w.events.is_empty() {
-        return Err(format!("{}: list at least one event", key("events")));
+        return Err(ConfigError::new(format!(
+            "{}: list at least one event",
+            key("events")
+        )));
     }
     for (i, e) in w.events.iter().enumerate() {
         if EventKind::parse(e).is_none() {
             let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-            return Err(format!(
+            return Err(ConfigError::new(format!(
                 "{}[{i}]: unknown event {e:?} (known: {})",
                 key("events"),
                 known.join(", ")
-            ));
+            )));
         }
     }
     if w.repository_filter.len() > FILTERS_MAX {
-        return Err(format!(
+        return Err(ConfigError::new(format!(
             "{}: at most {FILTERS_MAX}",
             key("repository_filter")
-        ));
+        )));
     }
     for (i, f) in w.repository_filter.iter().enumerate() {
         filter(f).map_err(|e| format!("{}[{i}]: {e}", key("repository_filter")))?;
     }
     if w.timeout.is_zero() {
-        return Err(format!("{}: must be greater than zero", key("timeout")));
+        return Err(ConfigError::new(format!(
+            "{}: must be greater than zero",
+            key("timeout")
+        )));
     }
     if w.max_retries > RETRIES_MAX {
-        return Err(format!("{}: at most {RETRIES_MAX}", key("max_retries")));
+        return Err(ConfigError::new(format!(
+            "{}: at most {RETRIES_MAX}",
+            key("max_retries")
+        )));
     }
     Ok(())
 }
 
 impl Webhooks {
     /// Builds every target (TLS roots included); the error names the key.
-    pub fn compile(config: &Config) -> Result<Webhooks, String> {
+    pub fn compile(config: &Config) -> Result<Webhooks, ConfigError> {
         validate(config)?;
         let mut targets = Vec::new();
         let mut names = Vec::new();
         for (name, w) in &config.event_webhook {
             let what = format!("event_webhook.{name}.ca_bundle");
             let tls = crate::tls::client_config(&what, w.ca_bundle.as_deref()).map_err(|e| e.0)?;
-            let target = HttpTarget::absolute(&w.url).map_err(|e| format!("{name}: {e}"))?;
+            let target =
+                HttpTarget::absolute(&w.url).map_err(|e| ConfigError::caused(name.as_str(), e))?;
             let mut filters = Vec::new();
             for f in &w.repository_filter {
                 filters.push(filter(f)?);
@@ -217,7 +229,7 @@ mod tests {
     fn err(text: &str) -> String {
         crate::config::Config::parse(text)
             .err()
-            .map(|e| e.0)
+            .map(|e| e.to_string())
             .unwrap_or_default()
     }
 

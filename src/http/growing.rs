@@ -12,11 +12,22 @@ use std::task::{Poll, Waker};
 /// Tasks that may wait on one `Progress` at once (callers refuse more before waiting).
 pub const WAITERS_MAX: usize = 4096;
 
-/// Why the writer stopped: an HTTP status to answer with if nothing was sent yet, and why.
+/// Why the writer stopped (what readers that sent nothing yet answer with), and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    pub status: u16,
+    pub kind: FailureKind,
     pub message: String,
+}
+
+/// What kind of failure stopped the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The source does not have the content.
+    NotFound,
+    /// The source failed or sent something wrong.
+    Source,
+    /// This process failed.
+    Internal,
 }
 
 #[derive(Default)]

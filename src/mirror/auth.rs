@@ -7,7 +7,53 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::http::client::{Client, Response, Target, UpstreamUrl};
+use crate::http::client::{Client, Response, Target, UpstreamUrl, UrlError};
+
+/// Why a request to an upstream registry, or to its token server, failed.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// The exchange with `at` (an upstream's authority, or a token realm) failed.
+    Send { at: String, source: std::io::Error },
+    /// A Bearer challenge without a realm.
+    NoRealm,
+    /// A Bearer challenge whose realm is not a URL.
+    Realm(UrlError),
+    /// The token server at `realm` answered `status`.
+    TokenRefused { realm: String, status: u16 },
+    /// The token response could not be read.
+    TokenRead(std::io::Error),
+    /// The token response is not JSON of a token.
+    TokenJson(serde_json::Error),
+    /// The token response has no token.
+    NoToken,
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Send { at, source } => write!(f, "{at}: {source}"),
+            UpstreamError::NoRealm => f.write_str("Bearer challenge without a realm"),
+            UpstreamError::Realm(e) => write!(f, "token realm: {e}"),
+            UpstreamError::TokenRefused { realm, status } => {
+                write!(f, "token server {realm} answered {status}")
+            }
+            UpstreamError::TokenRead(e) => write!(f, "token response: {e}"),
+            UpstreamError::TokenJson(e) => write!(f, "token response: {e}"),
+            UpstreamError::NoToken => f.write_str("token response without a token"),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UpstreamError::Send { source, .. } | UpstreamError::TokenRead(source) => Some(source),
+            UpstreamError::Realm(e) => Some(e),
+            UpstreamError::TokenJson(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Tokens kept per upstream (one per repository scope); past this the cache is emptied.
 pub const TOKENS_MAX: usize = 4096;
@@ -176,7 +222,7 @@ impl Auth {
         client: &Client,
         base: &UpstreamUrl,
         scope: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), UpstreamError> {
         let known = self
             .bearer
             .lock()
@@ -192,10 +238,14 @@ impl Auth {
             url: base.clone(),
             path: format!("{}/v2/", base.path),
         };
-        let resp = client
-            .send("GET", &target, &[])
-            .await
-            .map_err(|e| format!("{}: {e}", base.authority()))?;
+        let resp =
+            client
+                .send("GET", &target, &[])
+                .await
+                .map_err(|source| UpstreamError::Send {
+                    at: base.authority(),
+                    source,
+                })?;
         if resp.status == 401 {
             self.answer(client, &resp, scope).await?;
         }
@@ -208,7 +258,7 @@ impl Auth {
         client: &Client,
         challenge: &Challenge,
         scope: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), UpstreamError> {
         let (token, lifetime) = self.fetch_token(client, challenge, scope).await?;
         let expires = Instant::now() + lifetime.saturating_sub(TOKEN_EXPIRY_MARGIN);
         let mut tokens = self.tokens();
@@ -226,7 +276,7 @@ impl Auth {
         client: &Client,
         resp: &Response,
         scope: &str,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, UpstreamError> {
         let Some(challenge) = resp.header("www-authenticate").and_then(parse_challenge) else {
             return Ok(false);
         };
@@ -250,11 +300,9 @@ impl Auth {
         client: &Client,
         challenge: &Challenge,
         scope: &str,
-    ) -> Result<(String, Duration), String> {
-        let realm = challenge
-            .param("realm")
-            .ok_or("Bearer challenge without a realm")?;
-        let mut target = Target::absolute(realm).map_err(|e| format!("token realm: {e}"))?;
+    ) -> Result<(String, Duration), UpstreamError> {
+        let realm = challenge.param("realm").ok_or(UpstreamError::NoRealm)?;
+        let mut target = Target::absolute(realm).map_err(UpstreamError::Realm)?;
         let path = &mut target.path;
         path.push(if path.contains('?') { '&' } else { '?' });
         let mut query = Vec::new();
@@ -272,14 +320,20 @@ impl Auth {
         let resp = client
             .send("GET", &target, &headers)
             .await
-            .map_err(|e| format!("token request to {realm}: {e}"))?;
+            .map_err(|source| UpstreamError::Send {
+                at: format!("token request to {realm}"),
+                source,
+            })?;
         if resp.status != 200 {
-            return Err(format!("token server {realm} answered {}", resp.status));
+            return Err(UpstreamError::TokenRefused {
+                realm: realm.to_string(),
+                status: resp.status,
+            });
         }
         let body = resp
             .bytes(TOKEN_RESPONSE_BYTES_MAX)
             .await
-            .map_err(|e| format!("token response: {e}"))?;
+            .map_err(UpstreamError::TokenRead)?;
         #[derive(serde::Deserialize)]
         struct TokenResponse {
             token: Option<String>,
@@ -287,12 +341,12 @@ impl Auth {
             expires_in: Option<u64>,
         }
         let parsed: TokenResponse =
-            serde_json::from_slice(&body).map_err(|e| format!("token response: {e}"))?;
+            serde_json::from_slice(&body).map_err(UpstreamError::TokenJson)?;
         let token = parsed
             .token
             .or(parsed.access_token)
             .filter(|t| !t.is_empty())
-            .ok_or("token response without a token")?;
+            .ok_or(UpstreamError::NoToken)?;
         let lifetime = parsed
             .expires_in
             .map_or(TOKEN_LIFETIME_DEFAULT, Duration::from_secs);

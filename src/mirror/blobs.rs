@@ -8,7 +8,7 @@ pub async fn blob_size_upstream(ns: &MirrorNs, name: &RepoName, digest: &Digest)
     let upstream_name = ns.upstream_name(name.as_str());
     let r = first_found(ns, "HEAD", upstream_name, &format!("blobs/{digest}"), &[])
         .await?
-        .ok_or_else(|| Error::new(Code::BlobUnknown, "blob unknown to registry"))?;
+        .ok_or_else(|| Error::BlobUnknown("blob unknown to registry".into()))?;
     r.header("content-length")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| upstream_error("blob HEAD without Content-Length"))
@@ -134,14 +134,12 @@ pub async fn serve_blob(
 }
 
 fn busy(message: &str) -> Error {
-    Error::new(Code::TooManyRequests, message)
-        .with_status(503)
-        .with_header("Retry-After", "1")
+    Error::Busy(message.into())
 }
 
 fn failure_error(f: Failure) -> Error {
-    if f.status == 404 {
-        Error::new(Code::BlobUnknown, "blob unknown to registry")
+    if f.kind == FailureKind::NotFound {
+        Error::BlobUnknown("blob unknown to registry".into())
     } else {
         upstream_error(f.message)
     }
@@ -167,7 +165,7 @@ async fn run_fetch(
         }
         Err(f) => {
             METRICS.mirror_fetch_failures.fetch_add(1, Relaxed);
-            tracing::warn!(repository = %name, digest = %digest, status = f.status, error = %f.message,
+            tracing::warn!(repository = %name, digest = %digest, kind = ?f.kind, error = %f.message,
                 "blob fetch from upstream failed");
         }
     }
@@ -183,9 +181,9 @@ fn dup_std(f: &compio::fs::File) -> std::io::Result<std::fs::File> {
     Ok(std::fs::File::from(f.as_fd().try_clone_to_owned()?))
 }
 
-fn failed(status: u16, message: impl Into<String>) -> Failure {
+fn failed(kind: FailureKind, message: impl Into<String>) -> Failure {
     Failure {
-        status,
+        kind,
         message: message.into(),
     }
 }
@@ -200,7 +198,10 @@ async fn fetch_blob(
 ) -> std::result::Result<u64, Failure> {
     let upstream_name = ns.upstream_name(name.as_str());
     let reg = &app.registry;
-    let internal = |e: Error| failed(500, e.message);
+    let internal = |e: Error| {
+        e.log_cause();
+        failed(FailureKind::Internal, e.client_message())
+    };
     // Committed meanwhile (a request that looked just before another fetch finished)?
     // Linked here only if the upstream has it in this repository. Held first, so a blob
     // found stored stays stored (see registry/gc.rs).
@@ -209,18 +210,25 @@ async fn fetch_blob(
     // the commit (see `serve_blob`).
     let growing = reg.store.blob_reads_can_follow_a_growing_file();
     if let Some(size) = reg.blob_size(digest).await.map_err(internal)? {
-        blob_size_upstream(ns, name, digest)
-            .await
-            .map_err(|e| failed(e.status, e.message))?;
+        blob_size_upstream(ns, name, digest).await.map_err(|e| {
+            e.log_cause();
+            let kind = if e.is_not_found() {
+                FailureKind::NotFound
+            } else {
+                FailureKind::Source
+            };
+            failed(kind, e.client_message())
+        })?;
         let mut total = size;
         if growing {
             let (stored, size) = reg
                 .open_stored_blob(digest)
                 .await
                 .map_err(internal)?
-                .ok_or_else(|| failed(500, "stored blob vanished"))?;
+                .ok_or_else(|| failed(FailureKind::Internal, "stored blob vanished"))?;
             total = size;
-            let file = dup_std(&stored).map_err(|e| failed(500, e.to_string()))?;
+            let file =
+                dup_std(&stored).map_err(|e| failed(FailureKind::Internal, e.to_string()))?;
             let _ = fetch.file.set(file);
         }
         reg.link_blob(name, digest).await.map_err(internal)?;
@@ -229,7 +237,7 @@ async fn fetch_blob(
         return Ok(0);
     }
     let mut resp = None;
-    let mut last = failed(404, "blob unknown upstream");
+    let mut last = failed(FailureKind::NotFound, "blob unknown upstream");
     for up in &ns.upstreams {
         match up
             .request("GET", upstream_name, &format!("blobs/{digest}"), &[])
@@ -240,8 +248,13 @@ async fn fetch_blob(
                 break;
             }
             Ok(r) if r.status == 404 => {}
-            Ok(r) => last = failed(502, format!("{} answered {}", up.url.authority(), r.status)),
-            Err(e) => last = failed(502, e),
+            Ok(r) => {
+                last = failed(
+                    FailureKind::Source,
+                    format!("{} answered {}", up.url.authority(), r.status),
+                )
+            }
+            Err(e) => last = failed(FailureKind::Source, e.to_string()),
         }
     }
     let mut resp = resp.ok_or(last)?;
@@ -256,8 +269,8 @@ async fn fetch_blob(
                 .upload_data_file(name, &id)
                 .await
                 .map_err(internal)?
-                .ok_or_else(|| failed(500, "upload data vanished"))?;
-            let file = dup_std(&data).map_err(|e| failed(500, e.to_string()))?;
+                .ok_or_else(|| failed(FailureKind::Internal, "upload data vanished"))?;
+            let file = dup_std(&data).map_err(|e| failed(FailureKind::Internal, e.to_string()))?;
             let _ = fetch.file.set(file);
         }
         let declared = resp.content_length();
@@ -316,16 +329,20 @@ async fn fetch_blob(
                 free.push(b);
             }
             if let Some(done) = hashed {
-                let (h, b) = done.ok_or_else(|| failed(500, "hashing failed"))?;
+                let (h, b) = done.ok_or_else(|| failed(FailureKind::Internal, "hashing failed"))?;
                 hasher = Some(h);
                 to_write = Some(b);
             }
             if let Some((r, end)) = filled {
-                let b = r.map_err(|e| failed(502, format!("upstream body: {e}")))?;
+                let b =
+                    r.map_err(|e| failed(FailureKind::Source, format!("upstream body: {e}")))?;
                 ended = end;
                 received += b.len() as u64;
                 if declared.is_some_and(|t| received > t) {
-                    return Err(failed(502, "upstream sent more than it declared"));
+                    return Err(failed(
+                        FailureKind::Source,
+                        "upstream sent more than it declared",
+                    ));
                 }
                 if b.is_empty() {
                     free.push(b);
@@ -339,15 +356,18 @@ async fn fetch_blob(
         }
         // Read to its end: the connection can serve the next request during the commit.
         resp.release();
-        session.hasher = hasher.ok_or_else(|| failed(500, "hashing failed"))?;
+        session.hasher = hasher.ok_or_else(|| failed(FailureKind::Internal, "hashing failed"))?;
         if declared.is_some_and(|t| written != t) {
-            return Err(failed(502, "upstream body shorter than declared"));
+            return Err(failed(
+                FailureKind::Source,
+                "upstream body shorter than declared",
+            ));
         }
         // Verified: clients may have the last byte now, while the commit makes it durable.
         let actual = session.hasher.clone().finalize();
         if &actual != digest {
             return Err(failed(
-                502,
+                FailureKind::Source,
                 format!("upstream content has digest {actual}, not {digest}"),
             ));
         }
@@ -358,9 +378,13 @@ async fn fetch_blob(
         if growing {
             fetch.progress.finish(Ok(()));
         }
-        reg.upload_finish(session, digest)
-            .await
-            .map_err(|e| failed(502, format!("upstream content rejected: {}", e.message)))?;
+        reg.upload_finish(session, digest).await.map_err(|e| {
+            e.log_cause();
+            failed(
+                FailureKind::Source,
+                format!("upstream content rejected: {}", e.client_message()),
+            )
+        })?;
         Ok(written)
     }
     .await;

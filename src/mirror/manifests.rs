@@ -45,12 +45,13 @@ pub async fn refresh_manifest(
                     app.mirrors.mark_fresh(name, tag);
                     Ok(())
                 }
-                Err(e) if e.status == 404 => Err(e),
+                Err(e) if e.is_not_found() => Err(e),
                 Err(e) => match local {
                     Some(d) => {
                         METRICS.mirror_stale_served.fetch_add(1, Relaxed);
+                        e.log_cause();
                         tracing::warn!(
-                            repository = %name, tag = %tag, digest = %d, error = %e.message,
+                            repository = %name, tag = %tag, digest = %d, error = %e.client_message(),
                             "upstream unreachable: serving the cached tag"
                         );
                         Ok(())
@@ -85,10 +86,7 @@ async fn revalidate_tag(
                     break;
                 }
                 Ok(r) if r.status == 404 => {
-                    last = Some(Error::new(
-                        Code::ManifestUnknown,
-                        "manifest unknown upstream",
-                    ))
+                    last = Some(Error::ManifestUnknown("manifest unknown upstream".into()))
                 }
                 Ok(r) => {
                     last = Some(upstream_error(format!(
@@ -99,7 +97,7 @@ async fn revalidate_tag(
                 }
                 Err(e) => last = Some(upstream_error(e)),
             }
-            if last.as_ref().is_some_and(|e| e.status == 404) {
+            if last.as_ref().is_some_and(Error::is_not_found) {
                 continue;
             }
         }
@@ -127,7 +125,7 @@ async fn revalidate_tag(
 
 /// Stores a manifest fetched from an upstream, with the events of a push by the registry
 /// itself (actor `mirror`): `manifest.push`, and `tag.create` for a tag. `required` webhooks
-/// are asked first and may refuse the fill (the client gets 502, nothing is stored).
+/// are asked first and may refuse the fill (`Error::Refused`, nothing is stored).
 async fn fill(
     app: &App,
     name: &RepoName,
@@ -190,7 +188,7 @@ async fn fetch_manifest(
     let accept = [("Accept", MANIFEST_ACCEPT.to_string())];
     let r = first_found(ns, "GET", upstream_name, &path, &accept)
         .await?
-        .ok_or_else(|| Error::new(Code::ManifestUnknown, "manifest unknown upstream"))?;
+        .ok_or_else(|| Error::ManifestUnknown("manifest unknown upstream".into()))?;
     let media_type = r.header("content-type").map(str::to_owned);
     let digest = r.header("docker-content-digest").map(str::to_owned);
     let body = r

@@ -31,14 +31,14 @@ use std::time::{Duration, Instant};
 pub use client::UpstreamUrl;
 
 use crate::app::App;
-use crate::config::{Config, MirrorConfig};
-use crate::error::{Code, Error, Result};
-use crate::http::growing::{Failure, GrowingBody, Progress, WAITERS_MAX};
+use crate::config::{Config, ConfigError, MirrorConfig};
+use crate::error::{Error, Result};
+use crate::http::growing::{Failure, FailureKind, GrowingBody, Progress, WAITERS_MAX};
 use crate::http::{Body, Response};
 use crate::metrics::METRICS;
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
-/// Blob fetches in flight at once across the process; more are refused with 503.
+/// Blob fetches in flight at once across the process; more are refused as busy.
 pub const FETCHES_MAX: usize = 256;
 /// The same on object storage, where each fetch holds up to one upload part in memory
 /// (`storage.s3.multipart_part_size`, 8 MiB by default): 32 keep that near 256 MiB.
@@ -74,7 +74,7 @@ impl Upstream {
         repo: &str,
         path: &str,
         extra: &[(&str, String)],
-    ) -> std::result::Result<client::Response, String> {
+    ) -> std::result::Result<client::Response, auth::UpstreamError> {
         METRICS.mirror_upstream_requests.fetch_add(1, Relaxed);
         let scope = format!("repository:{repo}:pull");
         let target = client::Target {
@@ -94,7 +94,10 @@ impl Upstream {
                 .client
                 .send(method, &target, &headers)
                 .await
-                .map_err(|e| format!("{}: {e}", self.url.authority()))?;
+                .map_err(|source| auth::UpstreamError::Send {
+                    at: self.url.authority(),
+                    source,
+                })?;
             if resp.status != 401 || answered {
                 return Ok(resp);
             }
@@ -118,11 +121,12 @@ pub struct MirrorNs {
 }
 
 impl MirrorNs {
-    fn new(namespace: &str, m: &MirrorConfig) -> std::result::Result<MirrorNs, String> {
+    fn new(namespace: &str, m: &MirrorConfig) -> std::result::Result<MirrorNs, ConfigError> {
         let mut upstreams = Vec::new();
         for (i, u) in m.upstream.iter().enumerate() {
             let what = format!("repository {namespace:?} mirror.upstream[{i}]");
-            let url = UpstreamUrl::parse(&u.url).map_err(|e| format!("{what}.url: {e}"))?;
+            let url = UpstreamUrl::parse(&u.url)
+                .map_err(|e| ConfigError::caused(format!("{what}.url"), e))?;
             let tls =
                 crate::tls::client_config(&format!("{what}.ca_bundle"), u.ca_bundle.as_deref())
                     .map_err(|e| e.0)?;
@@ -192,16 +196,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn upstream_error(message: impl Into<String>) -> Error {
-    Error::new(
-        Code::Unknown,
-        format!("upstream unavailable: {}", message.into()),
-    )
-    .with_status(502)
+fn upstream_error(message: impl std::fmt::Display) -> Error {
+    Error::Upstream(message.to_string())
 }
 
 impl MirrorTable {
-    pub fn from_config(config: &Config) -> std::result::Result<MirrorTable, String> {
+    pub fn from_config(config: &Config) -> std::result::Result<MirrorTable, ConfigError> {
         let mut mirrors = MirrorTable::default();
         for repo in &config.repository {
             let ns = repo.namespace.trim_end_matches('/');
@@ -320,7 +320,7 @@ impl Mirrors {
 }
 
 /// Sends `method path` to each upstream in turn until one answers 200. None when every one
-/// answers 404; otherwise the last error (a 502 naming the upstream or the failure).
+/// answers 404; otherwise the last error (`Error::Upstream` naming the upstream or the failure).
 async fn first_found(
     ns: &MirrorNs,
     method: &str,
@@ -369,7 +369,8 @@ pub async fn evict(
 pub async fn note_pulled(app: &App, ns: &MirrorNs, name: &RepoName, d: &Digest) {
     if app.mirrors.pull_record_due(ns, name, d) {
         if let Err(e) = app.registry.note_pulled(name, d).await {
-            tracing::warn!(error = %e.message, "could not record a mirrored pull");
+            e.log_cause();
+            tracing::warn!(error = %e.client_message(), "could not record a mirrored pull");
         }
     }
 }
@@ -451,7 +452,7 @@ url = "http://127.0.0.1:2"
             let text = format!(
                 "[server]\n[storage.fs]\nroot_dir = \"/tmp/x\"\n[[repository]]\nnamespace = \"m\"\n[repository.mirror]\n{extra}"
             );
-            Config::parse(&text).err().map(|e| e.0)
+            Config::parse(&text).err().map(|e| e.to_string())
         };
         assert!(bad("upstream = []")
             .unwrap()

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use cel::{Context, Env, Program, Value};
 
-use crate::config::RepositoryConfig;
+use crate::config::{ConfigError, RepositoryConfig};
 
 /// Rules per entry; each is evaluated for every manifest (and tag) of the namespace.
 pub const RULES_PER_NAMESPACE_MAX: usize = 64;
@@ -123,18 +123,20 @@ fn samples() -> [Image<'static>; 2] {
 
 impl RetentionRules {
     /// Compiles every entry's `retention`; the error names the key.
-    pub fn compile(repositories: &[RepositoryConfig]) -> Result<RetentionRules, String> {
+    pub fn compile(repositories: &[RepositoryConfig]) -> Result<RetentionRules, ConfigError> {
         let env = Arc::new(Env::stdlib());
         let mut entries = Vec::new();
         for (i, repo) in repositories.iter().enumerate() {
             let key = format!("repository[{i}].retention");
             if repo.retention.len() > RULES_PER_NAMESPACE_MAX {
-                return Err(format!("{key}: at most {RULES_PER_NAMESPACE_MAX} rules"));
+                return Err(ConfigError::new(format!(
+                    "{key}: at most {RULES_PER_NAMESPACE_MAX} rules"
+                )));
             }
             let mut rules = Vec::new();
             for (j, source) in repo.retention.iter().enumerate() {
-                let program =
-                    compile_one(&env, source).map_err(|e| format!("{key}[{j}] `{source}`: {e}"))?;
+                let program = compile_one(&env, source)
+                    .map_err(|e| ConfigError::caused(format!("{key}[{j}] `{source}`"), e))?;
                 rules.push(Rule {
                     source: source.clone(),
                     program,
@@ -199,13 +201,15 @@ impl RetentionRules {
     }
 }
 
-fn compile_one(env: &Arc<Env>, source: &str) -> Result<Program, String> {
+fn compile_one(env: &Arc<Env>, source: &str) -> Result<Program, ConfigError> {
     if source.len() > RULE_SOURCE_BYTES_MAX {
-        return Err(format!("longer than {RULE_SOURCE_BYTES_MAX} bytes"));
+        return Err(ConfigError::new(format!(
+            "longer than {RULE_SOURCE_BYTES_MAX} bytes"
+        )));
     }
     let program = env
         .compile(source)
-        .map_err(|e| format!("syntax error: {e}"))?;
+        .map_err(|e| ConfigError::caused("syntax error", e))?;
     for img in samples() {
         let ctx = context(env, &img, 1_700_000_200);
         let label = if img.tag.is_some() {
@@ -215,8 +219,12 @@ fn compile_one(env: &Arc<Env>, source: &str) -> Result<Program, String> {
         };
         match program.execute(&ctx) {
             Ok(Value::Bool(_)) => {}
-            Ok(other) => return Err(format!("yields {other:?} for {label}, not a bool")),
-            Err(e) => return Err(format!("fails for {label}: {e}")),
+            Ok(other) => {
+                return Err(ConfigError::new(format!(
+                    "yields {other:?} for {label}, not a bool"
+                )))
+            }
+            Err(e) => return Err(ConfigError::new(format!("fails for {label}: {e}"))),
         }
     }
     Ok(program)
@@ -226,7 +234,7 @@ fn compile_one(env: &Arc<Env>, source: &str) -> Result<Program, String> {
 mod tests {
     use super::*;
 
-    fn rules(retention: &[&str]) -> Result<RetentionRules, String> {
+    fn rules(retention: &[&str]) -> Result<RetentionRules, ConfigError> {
         let repo = RepositoryConfig {
             namespace: "team".into(),
             retention: retention.iter().map(|s| s.to_string()).collect(),
@@ -280,7 +288,10 @@ mod tests {
             "top_pushed('x')",
         ] {
             let e = rules(&["true", bad]).err().unwrap();
-            assert!(e.starts_with("repository[0].retention[1]"), "{bad}: {e}");
+            assert!(
+                e.to_string().starts_with("repository[0].retention[1]"),
+                "{bad}: {e}"
+            );
         }
     }
 }

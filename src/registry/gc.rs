@@ -59,9 +59,13 @@ const CANDIDATES_PER_PASS_MAX: usize = 100_000;
 /// A tombstone older than this was left by a crashed pass and is removed.
 const TOMBSTONE_STALE: Duration = Duration::from_secs(600);
 /// Longest a blob write waits for a pass that is deleting the same blob (a pass deletes one
-/// blob in milliseconds; past this the tombstone is probably a crashed pass's: 503).
+/// blob in milliseconds; past this the tombstone is probably a crashed pass's: unavailable,
+/// try again).
 const HOLD_WAIT_MAX: Duration = Duration::from_secs(10);
 const HOLD_POLL: Duration = Duration::from_millis(20);
+/// How long a client told a blob is being collected waits before trying again: the pass
+/// deleting it is past its lock by then.
+const HOLD_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Edges of one candidate looked at for crash debris per pass (strays are `_revision` edges,
 /// one per repository holding the manifest; more wait for the next pass).
 const EDGES_LISTED_MAX: usize = 1000;
@@ -160,12 +164,10 @@ impl Registry {
                 return Ok(());
             }
             if started.elapsed() >= HOLD_WAIT_MAX {
-                return Err(crate::error::Error::new(
-                    crate::error::Code::Unknown,
-                    format!("blob {d} is being garbage-collected; try again"),
-                )
-                .with_status(503)
-                .with_header("Retry-After", "10"));
+                return Err(crate::error::Error::Unavailable {
+                    message: format!("blob {d} is being garbage-collected; try again"),
+                    retry_after: HOLD_RETRY_AFTER,
+                });
             }
             compio::time::sleep(HOLD_POLL).await;
         }

@@ -8,7 +8,7 @@
 
 use regex::Regex;
 
-use crate::config::RepositoryConfig;
+use crate::config::{ConfigError, RepositoryConfig};
 
 /// Exclusions per entry: each one is tried on every tag write and delete of the namespace.
 pub const EXCLUSIONS_PER_NAMESPACE_MAX: usize = 64;
@@ -30,25 +30,30 @@ pub struct ImmutableTags {
 }
 
 /// Compiles one exclusion, anchored so it must match the whole tag.
-pub fn compile_exclusion(pattern: &str) -> Result<Regex, String> {
+pub fn compile_exclusion(pattern: &str) -> Result<Regex, ConfigError> {
     regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
         .size_limit(EXCLUSION_COMPILED_BYTES_MAX)
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| ConfigError::new(e.to_string()))
 }
 
 impl ImmutableTags {
     /// Compiles every entry's exclusions; the error names the key.
-    pub fn compile(repositories: &[RepositoryConfig]) -> Result<ImmutableTags, String> {
+    pub fn compile(repositories: &[RepositoryConfig]) -> Result<ImmutableTags, ConfigError> {
         let mut entries = Vec::new();
         for (i, repo) in repositories.iter().enumerate() {
             let key = format!("repository[{i}].immutable_tags_exclusions");
             if repo.immutable_tags_exclusions.len() > EXCLUSIONS_PER_NAMESPACE_MAX {
-                return Err(format!("{key}: at most {EXCLUSIONS_PER_NAMESPACE_MAX}"));
+                return Err(ConfigError::new(format!(
+                    "{key}: at most {EXCLUSIONS_PER_NAMESPACE_MAX}"
+                )));
             }
             let mut exclusions = Vec::new();
             for (j, p) in repo.immutable_tags_exclusions.iter().enumerate() {
-                exclusions.push(compile_exclusion(p).map_err(|e| format!("{key}[{j}]: {e}"))?);
+                exclusions.push(
+                    compile_exclusion(p)
+                        .map_err(|e| ConfigError::caused(format!("{key}[{j}]"), e))?,
+                );
             }
             entries.push(Entry {
                 namespace: repo.namespace.trim_end_matches('/').to_string(),
@@ -84,8 +89,8 @@ impl ImmutableTags {
 mod tests {
     use super::*;
 
-    fn rules(toml: &str) -> Result<ImmutableTags, String> {
-        let c = crate::config::Config::parse(toml).map_err(|e| e.0)?;
+    fn rules(toml: &str) -> Result<ImmutableTags, ConfigError> {
+        let c = crate::config::Config::parse(toml)?;
         ImmutableTags::compile(&c.repository)
     }
 
@@ -123,7 +128,8 @@ mod tests {
         .err()
         .unwrap();
         assert!(
-            e.contains("repository[0].immutable_tags_exclusions[1]"),
+            e.to_string()
+                .contains("repository[0].immutable_tags_exclusions[1]"),
             "{e}"
         );
     }

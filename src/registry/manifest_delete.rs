@@ -7,7 +7,7 @@
 //! 1. the revision link is replaced, `If-Match` what was read, by the same link marked
 //!    `deleting` with a token unique to this DELETE (its new etag is this DELETE's alone);
 //! 2. the tags are read: one that is immutable and names the manifest refuses the DELETE
-//!    (409), and the mark is taken off again;
+//!    (`Error::Conflict`), and the mark is taken off again;
 //! 3. the link is removed only if it still has the etag of step 1 (`delete_if_match`), else
 //!    the DELETE starts over from step 1.
 //!
@@ -23,7 +23,7 @@
 use super::layout;
 use super::manifests::{edge_keys, immutable_conflict, manifest_unknown, RevisionLink};
 use super::Registry;
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::oci::{Digest, Manifest, Reference, RepoName, Tag};
 use crate::storage::{PutCondition, PutOutcome, Storage};
 
@@ -52,7 +52,7 @@ impl Registry {
         self.drop_if_empty(name).await
     }
 
-    /// `delete_manifest`, refused (409, naming the tag) if a tag for which `immutable` is
+    /// `delete_manifest`, refused (a conflict naming the tag) if a tag for which `immutable` is
     /// true names the manifest, decided in one conditional step with the removal (module
     /// docs).
     pub async fn delete_manifest_unless_immutable(
@@ -149,7 +149,7 @@ impl Registry {
                     let cascade = self.delete_manifest_at_depth(name, &r, depth + 1, None);
                     match Box::pin(cascade).await {
                         Ok(()) => {}
-                        Err(e) if e.code == Code::ManifestUnknown => {}
+                        Err(Error::ManifestUnknown(_)) => {}
                         Err(e) => return Err(e),
                     }
                 }
@@ -238,11 +238,9 @@ impl Registry {
                 return Ok(());
             }
         }
-        Err(Error::new(
-            Code::Unknown,
-            "the manifest was pushed again during the delete; try again",
-        )
-        .with_status(503)
-        .with_header("Retry-After", "1"))
+        Err(Error::Unavailable {
+            message: "the manifest was pushed again during the delete; try again".into(),
+            retry_after: super::RACE_RETRY_AFTER,
+        })
     }
 }

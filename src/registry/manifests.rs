@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{layout, Registry};
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::oci::{Algorithm, Digest, Manifest, ManifestKind, Reference, RepoName, Tag};
 use crate::storage::{PutCondition, Storage};
 
@@ -53,16 +53,12 @@ pub(super) fn edge_keys(name: &RepoName, digest: &Digest, m: &Manifest) -> Vec<S
 }
 
 pub(super) fn manifest_unknown() -> Error {
-    Error::new(Code::ManifestUnknown, "manifest unknown")
+    Error::ManifestUnknown("manifest unknown".into())
 }
 
-/// The answer to moving or deleting an immutable tag: 409, naming the tag.
+/// The answer to moving or deleting an immutable tag: a conflict naming the tag.
 pub fn immutable_conflict(name: &RepoName, tag: &str, what: &str) -> Error {
-    Error::new(
-        Code::Denied,
-        format!("tag {tag} of {name} is immutable: {what}"),
-    )
-    .with_status(409)
+    Error::Conflict(format!("tag {tag} of {name} is immutable: {what}"))
 }
 
 /// Whether a manifest PUT by tag may move the tag (`Mutable`) or only create it.
@@ -110,15 +106,14 @@ impl Registry {
         rule: TagRule,
     ) -> Result<PutManifest> {
         let manifest = Manifest::parse(content_type, &body)
-            .map_err(|e| Error::new(Code::ManifestInvalid, e.to_string()))?;
+            .map_err(|e| Error::ManifestInvalid(e.to_string()))?;
         let digest = match reference {
             Reference::Digest(d) => {
                 let actual = Digest::of(d.algorithm(), &body);
                 if &actual != d {
-                    return Err(Error::new(
-                        Code::DigestInvalid,
-                        format!("manifest digest is {actual}, not {d}"),
-                    ));
+                    return Err(Error::DigestInvalid(format!(
+                        "manifest digest is {actual}, not {d}"
+                    )));
                 }
                 actual
             }
@@ -229,7 +224,7 @@ impl Registry {
     }
 
     /// An immutable tag's conditional create found the tag there: fine if it names
-    /// `digest` already, else 409 (the revision stays, untagged).
+    /// `digest` already, else a conflict (the revision stays, untagged).
     async fn immutable_tag_taken(&self, name: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
         match self.resolve_tag(name, tag).await? {
             Some(current) if &current == digest => Ok(()),
@@ -282,12 +277,10 @@ impl Registry {
                 .await?;
             self.manifests.invalidate(name.as_str(), &[digest.as_str()]);
         }
-        Err(Error::new(
-            Code::Unknown,
-            "the manifest was being deleted during the push; try again",
-        )
-        .with_status(503)
-        .with_header("Retry-After", "1"))
+        Err(Error::Unavailable {
+            message: "the manifest was being deleted during the push; try again".into(),
+            retry_after: super::RACE_RETRY_AFTER,
+        })
     }
 
     /// The first tag pointing to `digest` for which `immutable` is true (a DELETE of the
@@ -339,12 +332,10 @@ impl Registry {
                 return Ok(());
             }
         }
-        Err(Error::new(
-            Code::Unknown,
-            "the manifest's references were being collected; try again",
-        )
-        .with_status(503)
-        .with_header("Retry-After", "1"))
+        Err(Error::Unavailable {
+            message: "the manifest's references were being collected; try again".into(),
+            retry_after: super::RACE_RETRY_AFTER,
+        })
     }
 
     /// After the edges are written: nothing named may be mid-deletion, and every blob must
@@ -361,10 +352,9 @@ impl Registry {
             .first_tombstoned(named.chain(std::iter::once(digest)))
             .await?
         {
-            return Err(Error::new(
-                Code::ManifestBlobUnknown,
-                format!("blob {d} is being garbage-collected; push it again"),
-            ));
+            return Err(Error::ManifestBlobUnknown(format!(
+                "blob {d} is being garbage-collected; push it again"
+            )));
         }
         if !check_references {
             return Ok(());
@@ -383,19 +373,19 @@ impl Registry {
         let blobs = m.config().into_iter().chain(m.layers().iter());
         for d in blobs {
             if !self.is_linked(name, &d.digest).await? {
-                return Err(Error::new(
-                    Code::ManifestBlobUnknown,
-                    format!("blob {} is not in this repository", d.digest),
-                ));
+                return Err(Error::ManifestBlobUnknown(format!(
+                    "blob {} is not in this repository",
+                    d.digest
+                )));
             }
         }
         if m.kind() == ManifestKind::Index && !self.settings.allow_missing_index_children {
             for child in m.manifests() {
                 if self.manifest_link(name, &child.digest).await?.is_none() {
-                    return Err(Error::new(
-                        Code::ManifestBlobUnknown,
-                        format!("manifest {} is not in this repository", child.digest),
-                    ));
+                    return Err(Error::ManifestBlobUnknown(format!(
+                        "manifest {} is not in this repository",
+                        child.digest
+                    )));
                 }
             }
         }

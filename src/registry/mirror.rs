@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{layout, Registry};
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::oci::{Digest, RepoName, UploadId};
 use crate::storage::{PutCondition, Storage};
 
@@ -97,7 +97,7 @@ impl Registry {
             }
             match self.delete_manifest(&name, &d).await {
                 Ok(()) => {}
-                Err(e) if e.code == Code::ManifestUnknown => {}
+                Err(Error::ManifestUnknown(_)) => {}
                 Err(e) => return Err(e),
             }
             self.store.delete(&key).await?;

@@ -16,36 +16,13 @@ pub mod sizes;
 pub mod upload_expiry;
 pub mod uploads;
 
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::oci::{Digest, RepoName};
-use crate::storage::{Backend, BackendReader, PutCondition, Storage, StorageError};
+use crate::storage::{Backend, BackendReader, PutCondition, Storage};
 
-/// Retry-After of a 503 when storage stayed unavailable through its own retries: long enough
-/// for a throttled or restarting object store, short for a client's patience.
-const STORAGE_RETRY_AFTER_SECS: u64 = 2;
-
-impl From<StorageError> for Error {
-    fn from(e: StorageError) -> Self {
-        match e {
-            StorageError::Io(ref io) if io.raw_os_error() == Some(libc::ENOSPC) => {
-                tracing::error!(error = %e, "storage full");
-                Error::new(Code::Unknown, "storage is full").with_status(507)
-            }
-            // Object storage that stayed unavailable through its retries: transient.
-            StorageError::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
-                tracing::warn!(error = %e, "storage unavailable");
-                Error::new(Code::Unknown, "storage temporarily unavailable")
-                    .with_status(503)
-                    .with_header("Retry-After", STORAGE_RETRY_AFTER_SECS.to_string())
-            }
-            StorageError::Conflict { .. } => Error::new(
-                Code::BlobUploadInvalid,
-                "upload was changed by another request",
-            ),
-            other => Error::internal(other),
-        }
-    }
-}
+/// How long a client that lost a race with another writer or with GC (the manifest pushed
+/// or deleted meanwhile) waits before trying again.
+const RACE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Settings the registry layer needs from the configuration.
 #[derive(Debug, Clone)]
@@ -326,10 +303,9 @@ impl Registry {
     ) -> Result<()> {
         let actual = Digest::of(digest.algorithm(), &body);
         if &actual != digest {
-            return Err(Error::new(
-                Code::DigestInvalid,
-                format!("content digest is {actual}, not {digest}"),
-            ));
+            return Err(Error::DigestInvalid(format!(
+                "content digest is {actual}, not {digest}"
+            )));
         }
         let size = body.len() as u64;
         gate(size).await?;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::listing::KeyPages;
 use super::{layout, Registry};
-use crate::error::{Code, Result};
+use crate::error::{Error, Result};
 use crate::oci::{Digest, Manifest, Reference, RepoName, Tag};
 use crate::policy::retention::{Image, RetentionRules};
 use crate::registry::immutable::ImmutableTags;
@@ -157,7 +157,7 @@ impl Registry {
             }
             match self.delete_manifest(&name, &del.digest).await {
                 Ok(()) => {}
-                Err(e) if e.code == Code::ManifestUnknown => continue,
+                Err(Error::ManifestUnknown(_)) => continue,
                 Err(e) => return Err(e),
             }
             self.store
@@ -210,7 +210,7 @@ impl Registry {
         };
         let m = match self.get_manifest(name, &Reference::Digest(d.clone())).await {
             Ok(m) => m,
-            Err(e) if e.code == Code::ManifestUnknown => return Ok(None),
+            Err(Error::ManifestUnknown(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
         let parsed = Manifest::parse(Some(&m.media_type), &m.bytes).ok();

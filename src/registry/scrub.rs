@@ -186,9 +186,7 @@ impl Registry {
         {
             Ok((_, media_type, _)) => media_type,
             // Deleted since the check above.
-            Err(e) if e.code == crate::error::Code::ManifestUnknown => {
-                return Ok(Revision::NoEdges)
-            }
+            Err(crate::error::Error::ManifestUnknown(_)) => return Ok(Revision::NoEdges),
             Err(e) => return Err(e),
         };
         Ok(match Manifest::parse(Some(&media_type), &obj.bytes) {

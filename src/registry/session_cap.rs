@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{layout, Registry};
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::oci::{RepoName, UploadId};
 use crate::storage::Storage;
 
@@ -73,9 +73,8 @@ impl Registry {
         };
         self.session_cap.listed(name.as_str(), open + 1);
         if open >= max {
-            return Err(Error::new(
-                Code::TooManyRequests,
-                "too many open upload sessions for this repository",
+            return Err(Error::TooManyRequests(
+                "too many open upload sessions for this repository".into(),
             ));
         }
         Ok(())

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{layout, Registry};
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 use crate::metrics::METRICS;
 use crate::oci::{Algorithm, Digest, Hasher, RepoName, UploadId};
 use crate::storage::{
@@ -106,7 +106,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 fn unknown_upload() -> Error {
-    Error::new(Code::BlobUploadUnknown, "upload unknown or expired")
+    Error::BlobUploadUnknown("upload unknown or expired".into())
 }
 
 impl Registry {
@@ -321,9 +321,8 @@ impl Registry {
             return Ok(false);
         }
         if s.ranged && stored.offset != s.opened_offset {
-            return Err(Error::new(
-                Code::BlobUploadInvalid,
-                "upload was changed by another request",
+            return Err(Error::BlobUploadInvalid(
+                "upload was changed by another request".into(),
             ));
         }
         tracing::debug!(upload = %s.id, "cached session state was stale; continuing from storage");
@@ -389,7 +388,7 @@ impl Registry {
             // session opened from the cache that loses may only have been stale: it is
             // confirmed against storage and saved again (module docs).
             return match self.save_inline(s).await {
-                Err(e) if e.code == Code::BlobUploadInvalid && s.cached => {
+                Err(e @ Error::BlobUploadInvalid(_)) if s.cached => {
                     if !self.upload_confirm(s).await? {
                         return Err(e);
                     }
@@ -411,9 +410,8 @@ impl Registry {
                 s.etag = etag;
                 Ok(())
             }
-            PutOutcome::PreconditionFailed => Err(Error::new(
-                Code::BlobUploadInvalid,
-                "upload was changed by another request",
+            PutOutcome::PreconditionFailed => Err(Error::BlobUploadInvalid(
+                "upload was changed by another request".into(),
             )),
         }
     }
@@ -432,9 +430,8 @@ impl Registry {
         let state = serde_json::to_string(&self.state_of(s)).map_err(Error::internal)?;
         s.data.set_meta(state);
         match s.data.sync().await {
-            Err(crate::storage::StorageError::Conflict { .. }) => Err(Error::new(
-                Code::BlobUploadInvalid,
-                "upload was changed by another request",
+            Err(crate::storage::StorageError::Conflict { .. }) => Err(Error::BlobUploadInvalid(
+                "upload was changed by another request".into(),
             )),
             Err(e) => Err(e.into()),
             Ok(()) => {
@@ -491,10 +488,9 @@ impl Registry {
         }
         if &actual != digest {
             self.upload_cancel(&name, &id).await?;
-            return Err(Error::new(
-                Code::DigestInvalid,
-                format!("content digest is {actual}, not {digest}"),
-            ));
+            return Err(Error::DigestInvalid(format!(
+                "content digest is {actual}, not {digest}"
+            )));
         }
         let data_key = self.session_key(&name, &id);
         let size = s_offset;

@@ -20,7 +20,7 @@ pub use pool::close_idle;
 use pool::{take_idle, Conn, PoolKey};
 pub use response::Response;
 use response::{framing, Framing, BODY_WRITE_BYTES_MAX};
-pub use url::{Target, UpstreamUrl};
+pub use url::{Target, UpstreamUrl, UrlError};
 
 /// Largest response head accepted from an upstream.
 pub const RESPONSE_HEAD_BYTES_MAX: usize = 64 * 1024;

@@ -1,5 +1,42 @@
 //! Where a request goes: an upstream's base URL and a request target.
 
+use std::fmt;
+
+/// Why a URL cannot be an upstream's (or a webhook's, a token realm's) base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlError {
+    /// Neither `http://` nor `https://`.
+    Scheme(String),
+    /// `user:password@` in the authority.
+    Credentials(String),
+    /// An IPv6 host without its `]`.
+    UnclosedBracket(String),
+    NoHost(String),
+    Port {
+        url: String,
+        port: String,
+    },
+}
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlError::Scheme(t) => write!(f, "{t:?} must start with http:// or https://"),
+            UrlError::Credentials(t) => {
+                write!(
+                    f,
+                    "{t:?}: put credentials in username/password, not the URL"
+                )
+            }
+            UrlError::UnclosedBracket(t) => write!(f, "{t:?}: unclosed [ in host"),
+            UrlError::NoHost(t) => write!(f, "{t:?} has no host"),
+            UrlError::Port { url, port } => write!(f, "{url:?}: invalid port {port:?}"),
+        }
+    }
+}
+
+impl std::error::Error for UrlError {}
+
 /// An upstream's base URL: scheme, host, port and an optional path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
@@ -11,13 +48,13 @@ pub struct UpstreamUrl {
 }
 
 impl UpstreamUrl {
-    pub fn parse(text: &str) -> Result<UpstreamUrl, String> {
+    pub fn parse(text: &str) -> Result<UpstreamUrl, UrlError> {
         let (https, rest) = if let Some(r) = text.strip_prefix("https://") {
             (true, r)
         } else if let Some(r) = text.strip_prefix("http://") {
             (false, r)
         } else {
-            return Err(format!("{text:?} must start with http:// or https://"));
+            return Err(UrlError::Scheme(text.into()));
         };
         let rest = rest.split(['?', '#']).next().unwrap_or("");
         let (authority, path) = match rest.find('/') {
@@ -25,14 +62,12 @@ impl UpstreamUrl {
             None => (rest, ""),
         };
         if authority.contains('@') {
-            return Err(format!(
-                "{text:?}: put credentials in username/password, not the URL"
-            ));
+            return Err(UrlError::Credentials(text.into()));
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (h, after) = v6
                 .split_once(']')
-                .ok_or_else(|| format!("{text:?}: unclosed [ in host"))?;
+                .ok_or_else(|| UrlError::UnclosedBracket(text.into()))?;
             (h, after.strip_prefix(':'))
         } else {
             match authority.rsplit_once(':') {
@@ -41,12 +76,13 @@ impl UpstreamUrl {
             }
         };
         if host.is_empty() {
-            return Err(format!("{text:?} has no host"));
+            return Err(UrlError::NoHost(text.into()));
         }
         let port = match port {
-            Some(p) => p
-                .parse::<u16>()
-                .map_err(|_| format!("{text:?}: invalid port {p:?}"))?,
+            Some(p) => p.parse::<u16>().map_err(|_| UrlError::Port {
+                url: text.into(),
+                port: p.into(),
+            })?,
             None if https => 443,
             None => 80,
         };
@@ -89,7 +125,7 @@ pub struct Target {
 impl Target {
     /// An absolute URL as a target: its origin, and its path with the query as the request
     /// target.
-    pub fn absolute(text: &str) -> Result<Target, String> {
+    pub fn absolute(text: &str) -> Result<Target, UrlError> {
         let url = UpstreamUrl::parse(text)?;
         let after_scheme = text.split_once("://").map_or("", |(_, r)| r);
         let path = match after_scheme.find('/') {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::duration;
+use crate::config::{duration, ConfigError};
 
 /// S3's smallest part (all but the last part of a multipart upload).
 pub const PART_BYTES_MIN: u64 = 5 * 1024 * 1024;
@@ -135,8 +135,8 @@ pub struct Secrets {
 
 impl S3Config {
     /// Checks what needs no network; the error names the key.
-    pub fn validate(&self) -> Result<(), String> {
-        let bad = |key: &str, why: &str| Err(format!("storage.s3.{key}: {why}"));
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::new(format!("storage.s3.{key}: {why}")));
         if self.bucket.is_empty() || self.bucket.contains('/') {
             return bad("bucket", "must be a bucket name (non-empty, no '/')");
         }
@@ -150,7 +150,7 @@ impl S3Config {
         }
         if let Some(e) = &self.endpoint {
             if let Err(why) = crate::http::client::UpstreamUrl::parse(e) {
-                return bad("endpoint", &why);
+                return bad("endpoint", &why.to_string());
             }
         }
         if !self.key_prefix.is_empty() {
@@ -187,7 +187,7 @@ impl S3Config {
     }
 
     /// The credentials: from the file, else the standard environment variables.
-    pub fn secrets(&self) -> Result<Secrets, String> {
+    pub fn secrets(&self) -> Result<Secrets, ConfigError> {
         if let (Some(key), Some(secret)) = (&self.access_key_id, &self.secret_access_key) {
             return Ok(Secrets {
                 key: key.clone(),
@@ -202,11 +202,10 @@ impl S3Config {
                 secret,
                 token: var("AWS_SESSION_TOKEN"),
             }),
-            _ => Err(
+            _ => Err(ConfigError::new(
                 "storage.s3: no credentials: set access_key_id and secret_access_key, \
-                 or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"
-                    .to_string(),
-            ),
+                 or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
+            )),
         }
     }
 
@@ -246,11 +245,19 @@ mod tests {
         assert!(c.validate().is_ok());
         assert_eq!(c.endpoint_url(), "https://s3.us-east-1.amazonaws.com");
         let c = parse("bucket = \"b\"\nmultipart_part_size = 1024");
-        assert!(c.validate().unwrap_err().contains("multipart_part_size"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("multipart_part_size"));
         let c = parse("bucket = \"b\"\naccess_key_id = \"k\"");
-        assert!(c.validate().unwrap_err().contains("secret_access_key"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("secret_access_key"));
         let c = parse("bucket = \"b\"\nkey_prefix = \"/a/../b\"");
-        assert!(c.validate().unwrap_err().contains("key_prefix"));
+        assert!(c.validate().unwrap_err().to_string().contains("key_prefix"));
         let c = parse("bucket = \"b\"\nkey_prefix = \"/reg/\"\nrequest_timeout = \"250ms\"");
         assert_eq!(c.normalized_prefix(), "reg/");
         assert_eq!(c.request_timeout, Duration::from_millis(250));
@@ -262,6 +269,7 @@ mod tests {
         assert!(c
             .validate()
             .unwrap_err()
+            .to_string()
             .starts_with("storage.s3.redirect_expiry"));
     }
 }

@@ -44,6 +44,7 @@ use super::{
     validate_key, validate_prefix, CommitOutcome, Etag, Meta, Object, PutCondition, PutOutcome,
     Result, Storage, StorageError, LIST_KEYS_MAX,
 };
+use crate::config::ConfigError;
 use crate::http::client::Client;
 use client::{s3_error, sign_with, token, Request, RetryPolicy, S3Client, SIGNATURE_EXPIRY};
 pub use config::S3Config;
@@ -93,20 +94,20 @@ impl std::fmt::Debug for S3Storage {
 
 impl S3Storage {
     /// Builds the backend from its (validated) config; no request is sent (see `probe`).
-    pub fn new(c: &S3Config) -> std::result::Result<S3Storage, String> {
+    pub fn new(c: &S3Config) -> std::result::Result<S3Storage, ConfigError> {
         c.validate()?;
         let secrets = c.secrets()?;
         let endpoint: url::Url = c
             .endpoint_url()
             .parse()
-            .map_err(|e| format!("storage.s3.endpoint: {e}"))?;
+            .map_err(|e| ConfigError::caused("storage.s3.endpoint", e))?;
         let style = if c.path_style {
             UrlStyle::Path
         } else {
             UrlStyle::VirtualHost
         };
         let bucket = Bucket::new(endpoint, style, c.bucket.clone(), c.region.clone())
-            .map_err(|e| format!("storage.s3: {e}"))?;
+            .map_err(|e| ConfigError::caused("storage.s3", e))?;
         let credentials = match secrets.token {
             Some(t) => Credentials::new_with_token(secrets.key, secrets.secret, t),
             None => Credentials::new(secrets.key, secrets.secret),

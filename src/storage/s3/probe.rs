@@ -6,6 +6,7 @@ use rusty_s3::{Bucket, Credentials, S3Action};
 
 use super::client::{token, Request, SIGNATURE_EXPIRY};
 use super::S3Storage;
+use crate::config::ConfigError;
 use crate::storage::{Etag, PutCondition, PutOutcome, Storage, StorageError};
 
 /// Where probe objects go (under the key prefix); removed after the probe.
@@ -13,7 +14,7 @@ pub const PROBE_PREFIX: &str = "_probe/";
 
 impl S3Storage {
     /// Runs the probe; `Err` is a sentence for the operator.
-    pub async fn probe(&self) -> Result<(), String> {
+    pub async fn probe(&self) -> Result<(), ConfigError> {
         let bucket = self.client().bucket.name().to_string();
         let at = self.client().bucket.base_url().to_string();
         self.probe_bucket(&bucket, &at).await?;
@@ -26,10 +27,10 @@ impl S3Storage {
             .await
             .map_err(|e| fail("writing a probe object", e))?;
         let PutOutcome::Written(etag) = first else {
-            return Err(format!(
+            return Err(ConfigError::new(format!(
                 "storage.s3: a fresh probe key {key:?} already existed: the service does not \
                  honour conditional create (If-None-Match: *)"
-            ));
+            )));
         };
         let outcome = async {
             let again = self
@@ -37,10 +38,10 @@ impl S3Storage {
                 .await
                 .map_err(|e| fail("conditional create", e))?;
             if again != PutOutcome::PreconditionFailed {
-                return Err(format!(
+                return Err(ConfigError::new(format!(
                     "storage.s3: the service at {at} ignores If-None-Match: * (conditional \
                      create); Origin needs it to coordinate nodes"
-                ));
+                )));
             }
             let stale =
                 PutCondition::IfMatch(Etag::new("\"00000000000000000000000000000000\"".into()));
@@ -49,19 +50,19 @@ impl S3Storage {
                 .await
                 .map_err(|e| fail("conditional replace", e))?;
             if replaced != PutOutcome::PreconditionFailed {
-                return Err(format!(
+                return Err(ConfigError::new(format!(
                     "storage.s3: the service at {at} ignores If-Match (conditional replace); \
                      Origin needs it to coordinate nodes"
-                ));
+                )));
             }
             let current = self
                 .put(&key, b"4".to_vec(), PutCondition::IfMatch(etag))
                 .await
                 .map_err(|e| fail("conditional replace", e))?;
             if !matches!(current, PutOutcome::Written(_)) {
-                return Err(format!(
+                return Err(ConfigError::new(format!(
                     "storage.s3: the service at {at} refused If-Match with the current ETag"
-                ));
+                )));
             }
             Ok(())
         }
@@ -73,7 +74,7 @@ impl S3Storage {
     }
 
     /// HEAD of the bucket: reachable, exists, credentials accepted.
-    async fn probe_bucket(&self, bucket: &str, at: &str) -> Result<(), String> {
+    async fn probe_bucket(&self, bucket: &str, at: &str) -> Result<(), ConfigError> {
         let sign = |b: &Bucket, c: Option<&Credentials>, _: &[(&'static str, String)]| {
             b.head_bucket(c).sign(SIGNATURE_EXPIRY)
         };
@@ -100,18 +101,18 @@ impl S3Storage {
             })?;
         match sent.resp.status {
             200 => Ok(()),
-            404 => Err(format!(
+            404 => Err(ConfigError::new(format!(
                 "storage.s3: bucket {bucket:?} does not exist at {at} (create it first)"
-            )),
-            301 | 400 => Err(format!(
+            ))),
+            301 | 400 => Err(ConfigError::new(format!(
                 "storage.s3: bucket {bucket:?} answered {} at {at}: check storage.s3.region \
                  and path_style",
                 sent.resp.status
-            )),
-            s => Err(format!(
+            ))),
+            s => Err(ConfigError::new(format!(
                 "storage.s3: bucket {bucket:?} at {at} refused the credentials (HTTP {s}): check \
                  access_key_id/secret_access_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-            )),
+            ))),
         }
     }
 }

@@ -280,7 +280,7 @@ fn s3_probe() {
         good.probe().await.unwrap();
         let missing = S3Storage::new(&moto.config("nosuchbucket")).unwrap();
         let e = missing.probe().await.unwrap_err();
-        assert!(e.contains("does not exist"), "{e}");
+        assert!(e.to_string().contains("does not exist"), "{e}");
         let mut c = moto.config("probed");
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = closed.local_addr().unwrap().port();
@@ -288,7 +288,7 @@ fn s3_probe() {
         c.endpoint = Some(format!("http://127.0.0.1:{port}"));
         c.attempts_max = 2;
         let e = S3Storage::new(&c).unwrap().probe().await.unwrap_err();
-        assert!(e.contains("cannot reach"), "{e}");
+        assert!(e.to_string().contains("cannot reach"), "{e}");
     });
     assert!(moto.raw_listing("probed").is_empty());
 }
@@ -305,7 +305,7 @@ fn s3_probe_wrong_credentials() {
     let (s, proxy) = through_proxy(&moto, "creds", 3);
     proxy.plan(&[Fault::Forbidden]);
     let e = Runtime::new().unwrap().block_on(s.probe()).unwrap_err();
-    assert!(e.contains("refused the credentials"), "{e}");
+    assert!(e.to_string().contains("refused the credentials"), "{e}");
     assert_eq!(proxy.seen(), 1);
 }
 
@@ -349,7 +349,7 @@ fn s3_retries_transient_errors_within_budget() {
         let e = s.get("k").await.unwrap_err();
         assert!(e.to_string().contains("gave up"), "{e}");
         // The registry answers it as transient: 503 with Retry-After.
-        let answer = crate::error::Error::from(e);
+        let answer = crate::api::error::wire_of(&crate::error::Error::from(e));
         assert_eq!(answer.status, 503);
         assert!(answer.headers.iter().any(|(n, _)| *n == "Retry-After"));
     });

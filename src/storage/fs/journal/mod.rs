@@ -262,7 +262,7 @@ impl Journal {
         let mut st = self.shared.lock();
         if st.queued.len() >= QUEUED_BYTES_MAX {
             // Never block a core: the request fails as storage that is briefly unavailable
-            // (503 with Retry-After) and the client tries again.
+            // (`Error::StorageUnavailable`) and the client tries again.
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the write journal's queue is full (QUEUED_BYTES_MAX)",
