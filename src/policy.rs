@@ -29,6 +29,7 @@
 //! `["job_workflow_ref"]`); an absent claim is `null`, so `identity.oidc.claims.ref ==
 //! "refs/heads/main"` is simply false for password and certificate identities.
 
+mod action;
 mod claims;
 pub mod retention;
 mod vars;
@@ -39,9 +40,9 @@ use std::sync::Arc;
 use cel::common::ast::Expr;
 use cel::{Context, Env, IdedExpr, Program, Value};
 
-use crate::api::route::Action;
 use crate::auth::Identity;
 use crate::config::{ConfigError, RepositoryConfig};
+pub use action::Action;
 use vars::Vars;
 
 /// Policies per entry; a longer list is surely a configuration mistake, and each one costs
