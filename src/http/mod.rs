@@ -7,6 +7,7 @@ pub mod client;
 pub mod conn;
 pub mod growing;
 pub mod head;
+pub mod query;
 pub mod response;
 
 pub use conn::{

@@ -234,7 +234,7 @@ impl MirrorTable {
                 .is_some_and(|r| r.starts_with('/') && r.len() > 1)
         };
         // containerd names the registry it mirrors; an unknown one never means the default.
-        let ns_param = crate::api::route::query_param(query, "ns");
+        let ns_param = crate::http::query::query_param(query, "ns");
         if let Some(ns) = &ns_param {
             if let Some(i) = self.namespaces.iter().position(|m| m.registry == **ns) {
                 let m = &self.namespaces[i];
