@@ -93,7 +93,10 @@ const HEADER_BYTES: u64 = 16;
 const FRAME_BYTES: usize = 16;
 
 /// A checkpoint (syncfs, then the log starts again) after the log grows past this...
+#[cfg(not(test))]
 const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
+#[cfg(test)]
+const CHECKPOINT_BYTES: u64 = 1024 * 1024;
 /// ...or after this long with records in it. Bounds replay work and how far a maintenance
 /// command's write can be overtaken by replay (module docs).
 #[cfg(not(test))]
@@ -109,7 +112,10 @@ const LOG_PREALLOC_STEP: u64 = 1024 * 1024;
 const LOG_BYTES_MAX: u64 = 4 * CHECKPOINT_BYTES;
 /// A failed checkpoint is tried again after this, doubling up to `CHECKPOINT_RETRY_MAX`.
 const CHECKPOINT_RETRY_MIN: Duration = Duration::from_millis(250);
+#[cfg(not(test))]
 const CHECKPOINT_RETRY_MAX: Duration = Duration::from_secs(30);
+#[cfg(test)]
+const CHECKPOINT_RETRY_MAX: Duration = Duration::from_millis(500);
 /// Most bytes of records queued for the next group; beyond it a write fails as transient
 /// (each request's records are bounded by its body limit, so this only bounds a burst).
 const QUEUED_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -333,3 +333,49 @@ fn the_log_is_zeroed_ahead_of_its_groups() {
     assert!(len >= LOG_PREALLOC_STEP, "log of {len} bytes");
     assert!(len < 2 * LOG_PREALLOC_STEP, "log of {len} bytes");
 }
+
+/// While checkpoints keep failing the log grows; past `LOG_BYTES_MAX` a write fails as
+/// transient (the API answers 503) instead of growing it further, and once a checkpoint
+/// succeeds writes are taken again.
+#[test]
+fn a_log_past_its_limit_refuses_writes_until_a_checkpoint_succeeds() {
+    use crate::storage::{PutCondition, Storage, StorageError};
+    let tmp = crate::storage::tests::TempDir::new();
+    let root = tmp.path().join("s");
+    let storage = storage_with_journal(&root);
+    let journal = storage.journal().unwrap().clone_shared();
+    journal.lock().inject_checkpoint_failures = u32::MAX;
+    let value = vec![b'v'; 64 * 1024];
+    block_on(async {
+        let mut written = 0u64;
+        let refused = loop {
+            let key = format!("k/{written}");
+            match storage.put(&key, value.clone(), PutCondition::Always).await {
+                Ok(_) => written += 1,
+                Err(e) => break e,
+            }
+            assert!(
+                written * (value.len() as u64) < 2 * LOG_BYTES_MAX,
+                "no refusal after {written} writes"
+            );
+        };
+        assert!(
+            matches!(&refused, StorageError::Io(e) if e.kind() == io::ErrorKind::TimedOut),
+            "{refused:?}"
+        );
+        assert!(written * (value.len() as u64) >= LOG_BYTES_MAX - CHECKPOINT_BYTES);
+        journal.lock().inject_checkpoint_failures = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if storage
+                .put("after", b"ok".to_vec(), PutCondition::Always)
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "writes stayed refused");
+            compio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
