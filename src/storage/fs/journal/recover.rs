@@ -39,11 +39,7 @@ pub(super) fn reapply(shared: &Shared, file: &File, epoch: u64, end: u64) -> io:
     let mut written = 0usize;
     for (key, state) in last_states(&records) {
         let a = state.apply(&shared.root, key)?;
-        let path = match &a {
-            Apply::Put { path, .. } | Apply::PutIfAbsent { path, .. } | Apply::Delete { path } => {
-                path.clone()
-            }
-        };
+        let path = shared.root.join(key);
         let deadline = Instant::now() + KEY_WAIT_MAX;
         let guard = loop {
             if queued.contains(shared, key) {
