@@ -1,59 +1,24 @@
-//! The application behind the HTTP layer: one per worker, built on the worker's thread.
+//! The application behind the HTTP layer: one per worker, built on the worker's thread: the
+//! distribution API over the service layer.
 
-use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::http::conn::{AccessRecord, Handler, Request};
 use crate::http::Response;
 use crate::metrics::METRICS;
-use crate::registry::Registry;
 use crate::server::Shutdown;
+use crate::service::Service;
 
 /// Sent on every response: Docker clients check it on `/v2/`, and it costs nothing to repeat.
 const EXTRA_HEADERS: &[u8] = b"Docker-Distribution-API-Version: registry/2.0\r\n";
 
-/// Size of the buffers request bodies are received into (hashed, then written from).
-pub const BODY_BUFFER_BYTES: usize = 512 * 1024;
-/// Idle body buffers kept per worker; more are freed.
-const BODY_BUFFERS_POOLED_MAX: usize = 32;
-
-/// A per-worker pool of body buffers, so pushes do not allocate per request.
-#[derive(Default)]
-pub struct Buffers(RefCell<Vec<Vec<u8>>>);
-
-impl Buffers {
-    pub fn take(&self) -> Vec<u8> {
-        self.0
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(BODY_BUFFER_BYTES))
-    }
-
-    pub fn give(&self, mut buf: Vec<u8>) {
-        let mut pool = self.0.borrow_mut();
-        if pool.len() < BODY_BUFFERS_POOLED_MAX && buf.capacity() == BODY_BUFFER_BYTES {
-            buf.clear();
-            pool.push(buf);
-        }
-    }
-}
-
 pub struct App {
-    /// This application itself, for tasks that outlive a request (mirror fetches).
-    pub this: std::rc::Weak<App>,
     pub config: Arc<Config>,
-    /// Pull-through cache namespaces, shared by every worker.
-    pub mirrors: Arc<crate::mirror::Mirrors>,
-    /// Identities, policies and TLS: replaced on reload.
-    pub live: crate::reload::LocalLive,
     pub shutdown: Arc<Shutdown>,
-    pub registry: Registry,
-    pub buffers: Buffers,
-    /// The bounded queue of `async` event deliveries, shared by every worker.
-    pub events: Arc<crate::events::Queue>,
-    /// When this node last recorded a pull of each manifest (retention), shared by workers.
-    pub pulls: Arc<crate::registry::retention::PullTimes>,
+    /// The operations, and what they share on this worker.
+    pub svc: Rc<Service>,
 }
 
 impl Handler for App {

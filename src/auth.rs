@@ -254,6 +254,7 @@ impl Authenticator {
     }
 
     /// argon2 verifications started so far (a metric; tests use it to see cache hits).
+    #[cfg(test)]
     pub fn argon2_runs(&self) -> u64 {
         self.argon2_runs.load(std::sync::atomic::Ordering::Relaxed)
     }

@@ -177,7 +177,7 @@ pub fn run(args: &[String]) -> i32 {
             0
         }
         Command::CheckConfig(path) => match Config::load(path.as_deref()) {
-            Ok((config, source)) => match check_deep(&config) {
+            Ok((config, source)) => match crate::reload::check(&config) {
                 Ok(()) => {
                     for w in config.warnings() {
                         eprintln!("origin: warning: {w}");
@@ -218,18 +218,6 @@ pub fn run(args: &[String]) -> i32 {
             }
         },
     }
-}
-
-/// What the loader cannot check alone: policies compile and evaluate, TLS files load.
-fn check_deep(config: &Config) -> Result<(), crate::config::ConfigError> {
-    crate::policy::PolicySet::compile(&config.repository).map_err(|e| e.to_string())?;
-    if let Some(tls) = &config.server.tls {
-        crate::tls::server_config(tls).map_err(|e| e.to_string())?;
-    }
-    crate::mirror::MirrorTable::from_config(config)?;
-    crate::auth::oidc::OidcVerifier::new(&config.oidc)?;
-    crate::events::Webhooks::compile(config)?;
-    Ok(())
 }
 
 fn with_config(path: Option<PathBuf>, f: impl FnOnce(Config) -> i32) -> i32 {

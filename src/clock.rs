@@ -33,6 +33,7 @@ pub struct Clock {
 /// Where a test clock's offset comes from.
 enum Shift {
     /// Moved in process by [`Clock::advance`] (unit tests), in seconds.
+    #[cfg(test)]
     Manual(std::sync::atomic::AtomicU64),
     /// The content of a file, in seconds (integration tests, across processes).
     #[cfg(debug_assertions)]
@@ -60,6 +61,7 @@ impl Clock {
     }
 
     /// A clock starting at the system time that [`Clock::advance`] moves (for unit tests).
+    #[cfg(test)]
     pub fn manual() -> Clock {
         Clock {
             shift: Some(Arc::new(Shift::Manual(Default::default()))),
@@ -67,6 +69,7 @@ impl Clock {
     }
 
     /// Moves a [`Clock::manual`] clock (and its clones) forward; whole seconds count.
+    #[cfg(test)]
     pub fn advance(&self, by: Duration) {
         if let Some(Shift::Manual(secs)) = self.shift.as_deref() {
             secs.fetch_add(by.as_secs(), std::sync::atomic::Ordering::SeqCst);
@@ -77,6 +80,7 @@ impl Clock {
     fn offset(&self) -> Duration {
         match self.shift.as_deref() {
             None => Duration::ZERO,
+            #[cfg(test)]
             Some(Shift::Manual(secs)) => {
                 Duration::from_secs(secs.load(std::sync::atomic::Ordering::SeqCst))
             }

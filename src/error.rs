@@ -9,6 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::http::BodyError;
 use crate::storage::StorageError;
 
 /// Any error with its cause, boxed: the source of an `Internal` error.
@@ -50,8 +51,6 @@ pub enum Error {
     ManifestBlobUnknown(String),
     /// A repository name that does not parse.
     NameInvalid(String),
-    /// A size that does not match, or a request body above its limit.
-    SizeInvalid(String),
     /// A request body above its limit.
     BodyTooLarge(String),
     /// A request body that stopped arriving.
@@ -112,6 +111,7 @@ impl Error {
     }
 
     /// An internal failure of `context`, caused by `cause` (kept as its source).
+    #[cfg(test)]
     pub fn internal_in(
         context: impl Into<String>,
         cause: impl std::error::Error + Send + Sync + 'static,
@@ -120,14 +120,6 @@ impl Error {
             context: context.into(),
             cause: Box::new(cause),
         }))
-    }
-
-    /// True for failures of the server rather than of the request (their causes get logged).
-    pub fn is_server_side(&self) -> bool {
-        matches!(
-            self,
-            Error::StorageFull(_) | Error::StorageUnavailable(_) | Error::Internal(_)
-        )
     }
 
     /// The message a client may be shown: the error's own text, never an internal cause.
@@ -184,7 +176,6 @@ impl fmt::Display for Error {
             | Error::ManifestTooLarge(m)
             | Error::ManifestBlobUnknown(m)
             | Error::NameInvalid(m)
-            | Error::SizeInvalid(m)
             | Error::BodyTooLarge(m)
             | Error::BodyTimeout(m)
             | Error::QueryInvalid(m)
@@ -243,8 +234,6 @@ pub enum StartError {
     Config(crate::config::ConfigError),
     /// `what` (the I/O driver, a listener, a thread, the write journal) could not start.
     Io { what: String, source: Cause },
-    /// A command-line argument or environment variable that does not parse.
-    Usage(String),
     /// A worker stopped before it was ready.
     WorkerExited,
     /// A worker's server failed.
@@ -267,7 +256,6 @@ impl fmt::Display for StartError {
         match self {
             StartError::Config(e) => write!(f, "{e}"),
             StartError::Io { what, source } => write!(f, "{what}: {source}"),
-            StartError::Usage(m) => f.write_str(m),
             StartError::WorkerExited => f.write_str("a worker exited during startup"),
             StartError::Worker(e) => write!(f, "{e}"),
             // The operator running the command gets the whole chain.
@@ -295,18 +283,21 @@ impl From<crate::config::ConfigError> for StartError {
 }
 
 /// A cause with what was being done when it happened.
+#[cfg(test)]
 #[derive(Debug)]
 struct Context {
     context: String,
     cause: Cause,
 }
 
+#[cfg(test)]
 impl fmt::Display for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.context)
     }
 }
 
+#[cfg(test)]
 impl std::error::Error for Context {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.cause)
@@ -330,6 +321,19 @@ impl fmt::Display for Chain<'_> {
             next = e.source();
         }
         f.write_str(&line)
+    }
+}
+
+/// A request body that could not be read, as the operation reading it fails.
+impl From<BodyError> for Error {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge => Error::BodyTooLarge(e.to_string()),
+            BodyError::Timeout => Error::BodyTimeout(e.to_string()),
+            BodyError::Malformed(_) | BodyError::Closed | BodyError::Io(_) => {
+                Error::BlobUploadInvalid(e.to_string())
+            }
+        }
     }
 }
 

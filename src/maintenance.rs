@@ -1,11 +1,13 @@
 //! `origin gc` and `origin scrub`: one pass from the command line, against the storage of a
-//! stopped or running registry (GC's protocol is in storage, not in memory).
+//! stopped or running registry (GC's protocol is in storage, not in memory), through the
+//! same service-layer passes as the running server.
 
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
 use crate::error::StartError;
 use crate::registry::{Registry, Settings};
+use crate::service::maintenance::{self, Pass};
 use crate::storage::{Backend, FsStorage, S3Storage};
 
 pub fn settings(config: &Config) -> Settings {
@@ -58,25 +60,41 @@ fn with_registry<T>(config: &Config, f: impl AsyncFnOnce(&Registry) -> T) -> Res
     Ok(rt.block_on(f(&registry)))
 }
 
+/// The rules, webhooks and event queue of a one-shot command: its deletions send the same
+/// events as the running server's (actors `gc`, `mirror`, `retention`). Queued (`async`)
+/// deliveries go out before the command ends.
+fn with_pass<T>(
+    config: &Config,
+    command: &str,
+    f: impl AsyncFnOnce(&Pass<'_>) -> Result<T, crate::error::Error>,
+) -> Result<T, String> {
+    let live = crate::reload::Live::build(config).map_err(|e| format!("{command}: {e}"))?;
+    let queue = crate::events::Queue::start(config.server.io_driver)
+        .map_err(|e| format!("{command}: {e}"))?;
+    let result = with_registry(config, async |reg: &Registry| {
+        let pass = Pass {
+            registry: reg,
+            live: &live,
+            queue: &queue,
+        };
+        f(&pass).await
+    })
+    .and_then(|r| r.map_err(StartError::Registry));
+    queue.drain(config.server.query_timeout_grace_period);
+    result.map_err(|e| format!("{command}: {e}"))
+}
+
 /// Runs one GC pass; prints each blob removed (or that would be) and the totals.
 pub fn gc(config: &Config, dry_run: bool) -> i32 {
     let grace = config.gc.grace_period;
-    let mirrors = match crate::mirror::MirrorTable::from_config(config) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("origin gc: {e}");
-            return 1;
-        }
-    };
-    let result = with_registry(config, async |reg: &Registry| {
-        let evicted = crate::mirror::evict(reg, &mirrors, dry_run).await?.len();
+    let result = with_pass(config, "origin gc", async |pass: &Pass<'_>| {
+        let evicted = maintenance::evict(pass, dry_run).await?.len();
         if evicted > 0 {
             let verb = if dry_run { "would evict" } else { "evicted" };
             println!("gc: {verb} {evicted} mirrored manifests not pulled recently");
         }
-        reg.gc_pass(grace, dry_run).await
-    })
-    .and_then(|r| r.map_err(StartError::Registry));
+        maintenance::gc(pass, grace, dry_run).await
+    });
     match result {
         Ok(report) => {
             let verb = if dry_run { "would remove" } else { "removed" };
@@ -94,7 +112,7 @@ pub fn gc(config: &Config, dry_run: bool) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("origin gc: {e}");
+            eprintln!("{e}");
             1
         }
     }
@@ -136,71 +154,14 @@ pub fn gc_interval(config: &Config) -> Duration {
     config.gc.interval.max(Duration::from_secs(1))
 }
 
-/// One retention pass with the rules of `live`; sends each deletion's events (actor:
-/// retention) to the webhooks that want them. Returns what was deleted (or would be).
-pub async fn retention(
-    reg: &Registry,
-    live: &crate::reload::Live,
-    queue: &crate::events::Queue,
-    dry_run: bool,
-) -> Result<Vec<crate::registry::retention::Deletion>, crate::error::Error> {
-    use crate::events::{Actor, Event, EventKind, Phase};
-    let now = reg.clock.unix_secs() as i64;
-    let deleted = reg
-        .retention_pass(&live.retention, &live.immutable, now, dry_run)
-        .await?;
-    if dry_run || live.webhooks.is_empty() {
-        return Ok(deleted);
-    }
-    for d in &deleted {
-        let digest = d.digest.as_str();
-        let manifest = Event {
-            kind: EventKind::ManifestDelete,
-            repository: d.repository.as_str(),
-            digest,
-            tag: d.tags.first().map(String::as_str),
-            reference: Some(digest),
-            media_type: Some(&d.media_type),
-            size: Some(d.size),
-            actor: &Actor::Retention,
-        };
-        let _ = crate::events::send(&live.webhooks, queue, &manifest, Phase::All).await;
-        for tag in &d.tags {
-            let event = Event {
-                kind: EventKind::TagDelete,
-                tag: Some(tag),
-                reference: Some(tag),
-                ..manifest.clone()
-            };
-            let _ = crate::events::send(&live.webhooks, queue, &event, Phase::All).await;
-        }
-    }
-    Ok(deleted)
-}
-
 /// `origin scrub --retention`: one retention pass; prints each manifest deleted (or that
 /// would be) with its repository, digest and tags.
 pub fn retention_cli(config: &Config, dry_run: bool) -> i32 {
-    let live = match crate::reload::Live::build(config) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("origin scrub --retention: {e}");
-            return 1;
-        }
-    };
-    let queue = match crate::events::Queue::start(config.server.io_driver) {
-        Ok(q) => q,
-        Err(e) => {
-            eprintln!("origin scrub --retention: {e}");
-            return 1;
-        }
-    };
-    let result = with_registry(config, async |reg: &Registry| {
-        retention(reg, &live, &queue, dry_run).await
-    })
-    .and_then(|r| r.map_err(StartError::Registry));
-    // Queued (async) deliveries go out before the command ends.
-    queue.drain(config.server.query_timeout_grace_period);
+    let result = with_pass(
+        config,
+        "origin scrub --retention",
+        async |pass: &Pass<'_>| maintenance::retention(pass, dry_run).await,
+    );
     match result {
         Ok(deleted) => {
             let verb = if dry_run { "would delete" } else { "deleted" };
@@ -216,7 +177,7 @@ pub fn retention_cli(config: &Config, dry_run: bool) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("origin scrub --retention: {e}");
+            eprintln!("{e}");
             1
         }
     }

@@ -4,16 +4,15 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::app::App;
 use crate::http::{Body, Response};
 use crate::metrics::METRICS;
-use crate::storage::{PutCondition, Storage};
+use crate::storage::{Backend, PutCondition, Storage};
 
 /// The answer for an ops path, or None when `path` is not one.
-pub async fn respond(app: &App, path: &str, metrics_allowed: bool) -> Option<Response> {
+pub async fn respond(store: &Backend, path: &str, metrics_allowed: bool) -> Option<Response> {
     match path {
         "/healthz" => Some(text(200, "ok\n")),
-        "/readyz" => Some(if storage_ready(app).await {
+        "/readyz" => Some(if storage_ready(store).await {
             text(200, "ready\n")
         } else {
             text(503, "storage unavailable\n")
@@ -53,7 +52,7 @@ static READY: Mutex<ReadyProbe> = Mutex::new(ReadyProbe {
 
 /// Storage is ready when a small object can be written and read back, as found by the last
 /// probe, made again when that one is older than [`READY_PROBE_INTERVAL`].
-async fn storage_ready(app: &App) -> bool {
+async fn storage_ready(store: &Backend) -> bool {
     let now = Instant::now();
     {
         let mut state = READY.lock().unwrap_or_else(|p| p.into_inner());
@@ -72,15 +71,14 @@ async fn storage_ready(app: &App) -> bool {
         }
     }
     let probing = Probing;
-    let ready = probe_storage(app).await;
+    let ready = probe_storage(store).await;
     READY.lock().unwrap_or_else(|p| p.into_inner()).last = Some((Instant::now(), ready));
     drop(probing);
     ready
 }
 
-async fn probe_storage(app: &App) -> bool {
+async fn probe_storage(store: &Backend) -> bool {
     let key = "health/probe";
-    let store = &app.registry.store;
     let written = store
         .put(key, b"ok".to_vec(), PutCondition::Always)
         .await
@@ -89,12 +87,15 @@ async fn probe_storage(app: &App) -> bool {
 }
 
 /// The handler of the separate ops listener: only the ops endpoints.
-pub struct OpsApp(pub std::rc::Rc<App>);
+pub struct OpsApp {
+    pub svc: std::rc::Rc<crate::service::Service>,
+    pub shutdown: std::sync::Arc<crate::server::Shutdown>,
+}
 
 impl crate::http::Handler for OpsApp {
     async fn handle(&self, req: &mut crate::http::Request<'_>) -> Response {
         let path = req.head.path().to_string();
-        match respond(&self.0, &path, true).await {
+        match respond(&self.svc.registry.store, &path, true).await {
             Some(r) => r,
             None => text(404, "not found\n"),
         }
@@ -113,6 +114,6 @@ impl crate::http::Handler for OpsApp {
     }
 
     fn draining(&self) -> bool {
-        self.0.shutdown.is_set()
+        self.shutdown.is_set()
     }
 }

@@ -35,6 +35,8 @@ pub struct Live {
 impl Live {
     /// Builds and validates everything; any error leaves the caller's current set in place.
     pub fn build(config: &Config) -> Result<Live, ConfigError> {
+        crate::auth::oidc::validate(&config.oidc)?;
+        crate::events::webhooks::validate(config)?;
         let tls = match &config.server.tls {
             Some(t) => Some((
                 crate::tls::server_config(t).map_err(|e| e.to_string())?,
@@ -54,6 +56,24 @@ impl Live {
             mirrors: crate::mirror::MirrorTable::from_config(config)?,
         })
     }
+}
+
+/// Checks what the configuration's loader leaves to the features that own each section
+/// (policies, TLS files, OIDC providers, immutable tags, webhooks, retention rules, mirrors):
+/// each compiles its own, as `Live::build` does, without starting anything.
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    PolicySet::compile(&config.repository).map_err(|e| e.to_string())?;
+    if let Some(tls) = &config.server.tls {
+        crate::tls::server_config(tls).map_err(|e| e.to_string())?;
+    }
+    crate::auth::oidc::validate(&config.oidc)?;
+    crate::auth::oidc::OidcVerifier::new(&config.oidc)?;
+    crate::registry::immutable::ImmutableTags::compile(&config.repository)?;
+    crate::events::webhooks::validate(config)?;
+    crate::events::Webhooks::compile(config)?;
+    crate::policy::retention::RetentionRules::compile(&config.repository)?;
+    crate::mirror::MirrorTable::from_config(config)?;
+    Ok(())
 }
 
 impl Live {

@@ -5,18 +5,17 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use std::sync::atomic::Ordering;
-
-use crate::app::{App, Buffers};
+use crate::app::App;
 use crate::config::{Config, Overrides, Source};
 use crate::error::StartError;
 use crate::http::conn::ConnLimits;
 use crate::http::head::Limits;
-use crate::metrics::{Metrics, METRICS};
 use crate::registry::cache::ManifestCache;
 use crate::registry::Registry;
 use crate::reload::{Live, LiveCell, LocalLive};
 use crate::server::{self, Shutdown, WorkerSpec};
+use crate::service::maintenance::Pass;
+use crate::service::{Parts, Service};
 use crate::storage::Backend;
 
 /// Runs the registry until SIGTERM/SIGINT; returns the exit code.
@@ -249,18 +248,20 @@ fn worker_main(
             let source: server::TlsSource = Rc::new(move || view.get().tls.clone());
             source
         });
-        let app = Rc::new_cyclic(|this| App {
-            this: this.clone(),
+        let svc = Service::new(Parts {
             registry: Registry::new(shared.store, settings, shared.manifests)
                 .with_session_cap(shared.session_cap)
                 .with_clock(shared.clock),
             live: LocalLive::new(shared.live),
+            events: shared.events,
             mirrors: shared.mirrors,
+            pulls: shared.pulls,
+            limits: crate::service::Limits::of(&config),
+        });
+        let app = Rc::new(App {
             config,
             shutdown,
-            buffers: Buffers::default(),
-            events: shared.events,
-            pulls: shared.pulls,
+            svc,
         });
         if let Some(listener) = shared.ops_listener {
             let ops = WorkerSpec {
@@ -270,7 +271,10 @@ fn worker_main(
                 connections_max: 64,
                 shutdown: app.shutdown.clone(),
             };
-            let handler = Rc::new(crate::ops::OpsApp(app.clone()));
+            let handler = Rc::new(crate::ops::OpsApp {
+                svc: app.svc.clone(),
+                shutdown: app.shutdown.clone(),
+            });
             compio::runtime::spawn(async move {
                 if let Err(e) = server::run_worker(ops, handler, None).await {
                     tracing::error!(error = %e, "ops listener failed");
@@ -302,7 +306,7 @@ async fn housekeeping(app: Rc<App>) {
     let interval = (app.config.uploads.idle_expiry / 4)
         .clamp(HOUSEKEEPING_INTERVAL_MIN, HOUSEKEEPING_INTERVAL_MAX);
     // In the background: upload expiry does not wait for it.
-    let counting = app.clone();
+    let counting = app.svc.clone();
     compio::runtime::spawn(async move {
         if let Err(e) = counting.registry.count_for_metrics().await {
             e.log_cause();
@@ -311,7 +315,8 @@ async fn housekeeping(app: Rc<App>) {
     })
     .detach();
     loop {
-        match app.registry.expire_uploads().await {
+        let svc = &app.svc;
+        match svc.registry.expire_uploads().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "expired idle upload sessions"),
             Err(e) => {
@@ -319,25 +324,27 @@ async fn housekeeping(app: Rc<App>) {
                 tracing::warn!(error = %e.client_message(), "upload expiry failed")
             }
         }
-        let evicted = {
-            let live = app.live.get();
-            crate::mirror::evict(&app.registry, &live.mirrors, false).await
+        let live = svc.live.get();
+        let pass = Pass {
+            registry: &svc.registry,
+            live: &live,
+            queue: &svc.events,
         };
-        match evicted {
+        match crate::service::maintenance::evict(&pass, false).await {
             Ok(evicted) if evicted.is_empty() => {}
             Ok(evicted) => {
                 tracing::info!(
                     manifests = evicted.len(),
                     "evicted mirrored manifests not pulled recently"
                 );
-                deletion_events(&app, &evicted, &crate::events::Actor::Mirror).await;
             }
             Err(e) => {
                 e.log_cause();
                 tracing::warn!(error = %e.client_message(), "mirror eviction failed")
             }
         }
-        if let Err(e) = app
+        drop(live);
+        if let Err(e) = svc
             .registry
             .store
             .cleanup_temp(Duration::from_secs(3600))
@@ -360,25 +367,22 @@ async fn collect_garbage(app: Rc<App>) {
         if app.shutdown.is_set() {
             return;
         }
+        let svc = &app.svc;
+        let live = svc.live.get();
+        let pass = Pass {
+            registry: &svc.registry,
+            live: &live,
+            queue: &svc.events,
+        };
         if app.config.gc.retention {
-            let live = app.live.get();
-            if let Err(e) =
-                crate::maintenance::retention(&app.registry, &live, &app.events, false).await
-            {
+            if let Err(e) = crate::service::maintenance::retention(&pass, false).await {
                 e.log_cause();
                 tracing::warn!(error = %e.client_message(), "retention pass failed");
             }
         }
         let grace = app.config.gc.grace_period;
-        match app.registry.gc_pass(grace, false).await {
+        match crate::service::maintenance::gc(&pass, grace, false).await {
             Ok(r) => {
-                deletion_events(&app, &r.untagged_removed, &crate::events::Actor::Gc).await;
-                Metrics::add(&METRICS.gc_passes, 1);
-                Metrics::add(&METRICS.gc_blobs_reclaimed, r.blobs_removed as u64);
-                Metrics::add(&METRICS.gc_bytes_reclaimed, r.bytes_removed);
-                Metrics::add(&METRICS.gc_manifests_removed, r.manifests_removed as u64);
-                let micros = r.duration.as_micros() as u64;
-                METRICS.gc_last_pass_micros.store(micros, Ordering::Relaxed);
                 tracing::info!(
                     blobs = r.blobs_removed,
                     bytes = r.bytes_removed,
@@ -393,33 +397,6 @@ async fn collect_garbage(app: Rc<App>) {
                 tracing::warn!(error = %e.client_message(), "gc pass failed")
             }
         }
-    }
-}
-
-/// `manifest.delete` events for manifests the registry removed itself (GC: untagged ones;
-/// the mirror: ones not pulled within `evict_after`).
-async fn deletion_events(
-    app: &App,
-    removed: &[(crate::oci::RepoName, crate::oci::Digest)],
-    actor: &crate::events::Actor,
-) {
-    use crate::events::{Event, EventKind, Phase};
-    if removed.is_empty() || !app.live.has_webhooks() {
-        return;
-    }
-    let live = app.live.get();
-    for (name, d) in removed {
-        let event = Event {
-            kind: EventKind::ManifestDelete,
-            repository: name.as_str(),
-            digest: d.as_str(),
-            tag: None,
-            reference: Some(d.as_str()),
-            media_type: None,
-            size: None,
-            actor,
-        };
-        let _ = crate::events::send(&live.webhooks, &app.events, &event, Phase::All).await;
     }
 }
 

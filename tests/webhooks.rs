@@ -365,6 +365,31 @@ fn gc_deletions_are_reported_with_the_gc_actor() {
     assert_eq!(v["actor"], serde_json::json!({"kind": "gc"}));
 }
 
+/// `origin gc` from the command line sends the same events as the server's own pass: the
+/// untagged manifest it removes is reported with the gc actor.
+#[test]
+fn offline_gc_reports_its_deletions_too() {
+    let recv = Receiver::start();
+    let hook = format!(
+        "[event_webhook.audit]\nurl = \"{}\"\nevents = [\"manifest.delete\"]\n\
+         [gc]\nenabled = false\nremove_untagged = true\ngrace_period = \"1s\"\n",
+        recv.url("/audit")
+    );
+    let srv = Server::start_with("", &allow_all_with("\"audit\"", &hook));
+    let (_, first) = srv.push_image("gc/cli", "v1", &[bytes(7, 100)]);
+    srv.push_image("gc/cli", "v1", &[bytes(8, 100)]);
+    srv.advance_clock(Duration::from_secs(3600));
+    let (code, out) = srv.cli(&["gc"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("removed 1 untagged manifests"), "{out}");
+    let got = recv.wait_for(WAIT, |g| !g.is_empty());
+    assert_eq!(got.len(), 1, "no event from origin gc");
+    let v = got[0].json();
+    assert_eq!(v["kind"], "manifest.delete");
+    assert_eq!(v["digest"], first.as_str());
+    assert_eq!(v["actor"], serde_json::json!({"kind": "gc"}));
+}
+
 /// Whether a blob's content is stored anywhere under the server's fs root.
 fn blob_stored(srv: &Server, d: &str) -> bool {
     let hex = d.strip_prefix("sha256:").unwrap();

@@ -27,7 +27,7 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
     let Some(header) = req.head.header("authorization") else {
         return Ok(identity);
     };
-    let live = app.live.get();
+    let live = app.svc.live.get();
     if !live.has_identities && !live.oidc.is_enabled() {
         return Ok(identity);
     }
@@ -121,7 +121,14 @@ pub fn authorize(
         digest,
         reference,
     };
-    if app.live.get().policies.may(identity, &access).is_allowed() {
+    if app
+        .svc
+        .live
+        .get()
+        .policies
+        .may(identity, &access)
+        .is_allowed()
+    {
         return Ok(());
     }
     Metrics::add(&METRICS.policy_denials, 1);

@@ -1,12 +1,12 @@
 //! Blobs: GET and HEAD (with single byte ranges), DELETE.
 
-use super::events::{self, Spec, Who};
-use crate::app::App;
 use crate::error::{Error, Result};
-use crate::events::EventKind;
+use crate::http::growing::GrowingBody;
 use crate::http::response::{BodySource, SourceRead, StreamBody};
 use crate::http::{Body, FileBody, Method, Request, Response};
 use crate::oci::{Digest, RepoName};
+use crate::service::blobs::{self, Content};
+use crate::service::{Caller, Service};
 use crate::storage::{BlobBody, BlobReader, BlobStream};
 
 /// A blob the store streams (not a local file) served as a pulled body, from `pos` on.
@@ -32,101 +32,41 @@ impl BodySource for StoredBlob {
     }
 }
 
-fn blob_unknown() -> Error {
-    Error::BlobUnknown("blob unknown to registry".into())
-}
-
 pub async fn handle(
-    app: &App,
+    svc: &Service,
     req: &mut Request<'_>,
-    method: Method,
+    caller: &Caller<'_>,
     name: &RepoName,
     digest: &Digest,
     mirror: Option<&std::sync::Arc<crate::mirror::MirrorNs>>,
-    who: &Who<'_>,
 ) -> Result<Response> {
-    let reg = &app.registry;
+    let method = req.head.method;
     if method == Method::Delete {
-        let _write = req.clock.hold();
-        if !reg.unlink_blob(name, digest).await? {
-            return Err(blob_unknown());
-        }
+        blobs::delete(svc, caller, name, digest).await?;
         return Ok(Response::new(202).header("Docker-Content-Digest", digest.to_string()));
     }
     let head_only = method == Method::Head;
-    if let Some(ns) = mirror {
-        // Not in this repository: stored for another one, it is linked here only once the
-        // upstream confirms this repository has it; else it is fetched.
-        if reg.repo_blob_size(name, digest).await?.is_none() {
-            // A fetch for this repository that is committing (stored, not linked yet) is
-            // joined rather than confirmed again upstream.
-            let linked = !app.mirrors.fetching_for(name, digest)
-                && reg.blob_size(digest).await?.is_some()
-                && {
-                    crate::mirror::blob_size_upstream(ns, name, digest).await?;
-                    reg.mount_blob(name, digest, None).await?
-                };
-            if !linked {
-                if head_only {
-                    let size = crate::mirror::blob_size_upstream(ns, name, digest).await?;
-                    return Ok(Response::new(200)
-                        .header("Content-Type", "application/octet-stream")
-                        .header("Docker-Content-Digest", digest.to_string())
-                        .header("Accept-Ranges", "bytes")
-                        .body(Body::Length(size)));
-                }
-                let range = req.head.header("range").map(str::to_owned);
-                let clock = req.clock;
-                let moving = || clock.moved();
-                let served =
-                    crate::mirror::serve_blob(app, ns, name, digest, range.as_deref(), &moving)
-                        .await?;
-                if let Some((resp, size)) = served {
-                    // Streamed while it arrives: pulled all the same.
-                    pulled(app, who, name, digest, size).await?;
-                    return Ok(resp);
-                }
-            }
+    let range = req.head.header("range");
+    let clock = req.clock;
+    let moving = || clock.moved();
+    let fit = |size| ranged(digest, size, range);
+    let served = blobs::read(svc, caller, name, digest, head_only, mirror, &moving, fit).await?;
+    let (resp, offset, len) = served.fit;
+    let body = match served.content {
+        Content::Head => Body::Length(len),
+        Content::Redirect(url) => {
+            return Ok(Response::new(307)
+                .header("Location", url)
+                .header("Docker-Content-Digest", digest.to_string())
+                .header("Cache-Control", "no-store"));
         }
-    }
-    // On S3 with `redirect`, a GET is answered with a 307 to the bucket after the same
-    // checks as a streamed one (the link here, the blob's size); HEAD never redirects. A
-    // Range GET redirects too: the client sends its Range to S3, which honours it.
-    let redirect = !head_only && reg.redirects_blobs();
-    let reader = if head_only || redirect {
-        None
-    } else {
-        Some(
-            reg.open_blob(name, digest)
-                .await?
-                .ok_or_else(blob_unknown)?,
-        )
-    };
-    let size = match &reader {
-        Some(r) => r.size(),
-        None => reg
-            .repo_blob_size(name, digest)
-            .await?
-            .ok_or_else(blob_unknown)?,
-    };
-    let (resp, offset, len) = ranged(digest, size, req.head.header("range"))?;
-    if !head_only {
-        pulled(app, who, name, digest, size).await?;
-    }
-    if redirect {
-        let url = reg
-            .blob_redirect_url(digest)?
-            .ok_or_else(|| Error::internal("redirect without a URL"))?;
-        crate::metrics::METRICS
-            .blob_redirects
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Ok(Response::new(307)
-            .header("Location", url)
-            .header("Docker-Content-Digest", digest.to_string())
-            .header("Cache-Control", "no-store"));
-    }
-    let body = match reader {
-        Some(r) => match r
+        Content::Fetching(f) => Body::Growing(GrowingBody {
+            file: f.file,
+            progress: f.progress,
+            offset,
+            len,
+        }),
+        Content::Stored(r) => match r
             .into_body(offset, len)
             .await
             .map_err(crate::storage::StorageError::Io)?
@@ -140,34 +80,8 @@ pub async fn handle(
                 len,
             }),
         },
-        None => Body::Length(len),
     };
     Ok(resp.body(body))
-}
-
-/// The `blob.pull` event of a GET (its `required` webhooks may refuse it).
-async fn pulled(
-    app: &App,
-    who: &Who<'_>,
-    name: &RepoName,
-    digest: &Digest,
-    size: u64,
-) -> Result<()> {
-    if !events::wanted(app) {
-        return Ok(());
-    }
-    let spec = Spec {
-        kind: EventKind::BlobPull,
-        name,
-        digest,
-        tag: None,
-        reference: Some(digest.as_str()),
-        media_type: None,
-        size: Some(size),
-    };
-    events::before(app, who, &spec).await?;
-    events::after(app, who, &spec).await;
-    Ok(())
 }
 
 /// A blob response without its body, for `size` bytes and an optional Range header (206

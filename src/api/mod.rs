@@ -1,10 +1,10 @@
-//! The distribution API: route, then one handler per endpoint. Handlers parse path and query
-//! into typed values, call the registry, and build responses; they never build storage keys.
+//! The distribution API, an HTTP adapter over the service layer: route, identify and
+//! authorize, then one handler per endpoint. Handlers parse path, query and headers into
+//! typed values, call one operation of `crate::service`, and encode what it returns.
 
 pub mod access;
 pub mod blobs;
 pub mod error;
-pub mod events;
 pub mod listing;
 pub mod manifests;
 pub mod route;
@@ -12,16 +12,17 @@ pub mod uploads;
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::{BodyError, Request, Response};
+use crate::http::{Request, Response};
 use crate::oci::{Digest, DigestError, Reference, RepoName, UploadId};
-pub use route::{Action, Endpoint};
+use crate::service::Caller;
+pub use route::Endpoint;
 
 /// Answers one request. Errors become OCI error bodies in the caller.
 pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     let path = req.head.path().to_string();
     if !path.starts_with("/v2") {
         let metrics = app.config.metrics.expose_on_main;
-        if let Some(resp) = crate::ops::respond(app, &path, metrics).await {
+        if let Some(resp) = crate::ops::respond(&app.svc.registry.store, &path, metrics).await {
             return Ok(resp);
         }
     }
@@ -41,7 +42,8 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     // The mirror table of this moment: the request keeps it to its end (a reload publishes a
     // new one for the requests after it).
     let mirrored = endpoint.name().and_then(|n| {
-        app.live
+        app.svc
+            .live
             .peek(|live| live.mirrors.resolve(n, req.head.query()))
     });
     let endpoint = match &mirrored {
@@ -60,10 +62,12 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
         }
     }
     let method = req.head.method;
-    let who = events::Who {
+    let caller = Caller {
         identity: &identity,
         ip: req.peer.ip(),
+        clock: req.clock,
     };
+    let svc = &*app.svc;
     // Routes that take a body set their own limit; the rest get the small one.
     let takes_body = matches!(
         endpoint,
@@ -75,35 +79,28 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     }
     match endpoint {
         Endpoint::Base => Ok(Response::json(200, b"{}".to_vec())),
-        Endpoint::Catalog => listing::catalog(app, req, &identity).await,
+        Endpoint::Catalog => listing::catalog(svc, req, &identity).await,
         Endpoint::Tags { name } => {
-            listing::tags(app, req, &repo(name)?, mirror.map(|ns| &**ns)).await
+            listing::tags(svc, req, &repo(name)?, mirror.map(|ns| &**ns)).await
         }
         Endpoint::Referrers { name, digest } => {
             let ns = mirror.map(|ns| &**ns);
-            listing::referrers(app, req, &repo(name)?, &digest_of(digest)?, ns).await
+            listing::referrers(svc, req, &repo(name)?, &digest_of(digest)?, ns).await
         }
         Endpoint::Blob { name, digest } => {
             let (name, digest) = (repo(name)?, digest_of(digest)?);
-            blobs::handle(app, req, method, &name, &digest, mirror, &who).await
+            blobs::handle(svc, req, &caller, &name, &digest, mirror).await
         }
         Endpoint::Manifest { name, reference } => {
-            manifests::handle(
-                app,
-                req,
-                method,
-                &repo(name)?,
-                &reference_of(reference, method)?,
-                mirror.map(|ns| &**ns),
-                &who,
-            )
-            .await
+            let reference = reference_of(reference, method)?;
+            let ns = mirror.map(|ns| &**ns);
+            manifests::handle(svc, req, &caller, &repo(name)?, &reference, ns).await
         }
-        Endpoint::UploadStart { name } => uploads::start(app, req, &repo(name)?, &who).await,
+        Endpoint::UploadStart { name } => uploads::start(svc, req, &caller, &repo(name)?).await,
         Endpoint::Upload { name, id } => {
             let id = UploadId::parse(id)
                 .map_err(|_| Error::BlobUploadUnknown("no such upload".into()))?;
-            uploads::handle(app, req, method, &repo(name)?, &id, &who).await
+            uploads::handle(svc, req, &caller, &repo(name)?, &id).await
         }
     }
 }
@@ -134,16 +131,4 @@ fn reference_of(s: &str, method: crate::http::Method) -> Result<Reference> {
             Error::ManifestInvalid(message)
         }
     })
-}
-
-impl From<BodyError> for Error {
-    fn from(e: BodyError) -> Self {
-        match e {
-            BodyError::TooLarge => Error::BodyTooLarge(e.to_string()),
-            BodyError::Timeout => Error::BodyTimeout(e.to_string()),
-            BodyError::Malformed(_) | BodyError::Closed | BodyError::Io(_) => {
-                Error::BlobUploadInvalid(e.to_string())
-            }
-        }
-    }
 }

@@ -154,11 +154,12 @@ fn action(endpoint: &Endpoint<'_>, method: Method) -> Result<Action, RouteError>
     })
 }
 
-pub use crate::http::query::{percent_decode, query_param};
+pub use crate::http::query::query_param;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::query::percent_decode;
 
     #[test]
     fn every_endpoint_routes_with_its_action() {

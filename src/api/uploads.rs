@@ -1,23 +1,17 @@
 //! Blob uploads: POST (session, monolithic, mount), PATCH, PUT, GET status, DELETE.
 
-use super::events::{self, Spec, Who};
 use super::{digest_of, repo, route::query_param};
-use crate::app::App;
 use crate::error::{Error, Result};
-use crate::events::EventKind;
-use crate::http::{BodyRead, Method, Request, Response};
+use crate::http::{Method, Request, Response};
 use crate::oci::{Digest, RepoName, UploadId};
 use crate::registry::uploads::Session;
+use crate::service::uploads::{self, SMALL_BLOB_BYTES_MAX};
+use crate::service::{Caller, Service};
 
-/// A monolithic push of at most this many bytes is read whole and stored without an upload
-/// session, in one durable step (`Registry::put_small_blob`). Hashed on the core: 64 KiB
-/// is ~40 µs of SHA-256, inside the budget for work on a core (docs/ARCHITECTURE.md,
-/// section 4); configs, attestations and small layers fit.
-const SMALL_BLOB_BYTES_MAX: u64 = 64 * 1024;
-
-/// The body of a push small enough for `put_small_blob`, or `None` (not declared, larger).
-async fn small_body(app: &App, req: &mut Request<'_>) -> Result<Option<Vec<u8>>> {
-    let limit = SMALL_BLOB_BYTES_MAX.min(app.config.server.blob_bytes_max);
+/// The body of a push small enough for `uploads::put_small`, or `None` (not declared,
+/// larger).
+async fn small_body(svc: &Service, req: &mut Request<'_>) -> Result<Option<Vec<u8>>> {
+    let limit = SMALL_BLOB_BYTES_MAX.min(svc.limits.blob_bytes_max);
     match req.body.declared_len() {
         Some(n) if n <= limit => Ok(Some(req.body.read_to_vec(limit).await?)),
         _ => Ok(None),
@@ -46,38 +40,12 @@ fn created(name: &RepoName, digest: &Digest) -> Response {
         .header("Docker-Content-Digest", digest.to_string())
 }
 
-/// The `blob.push` event of a blob becoming visible in `name`.
-fn blob_push<'a>(name: &'a RepoName, digest: &'a Digest, size: u64) -> Spec<'a> {
-    Spec {
-        kind: EventKind::BlobPush,
-        name,
-        digest,
-        tag: None,
-        reference: Some(digest.as_str()),
-        media_type: None,
-        size: Some(size),
-    }
-}
-
-/// `required` webhooks of a blob push, asked by the registry once the content is verified
-/// and before it is committed or linked: a refused blob never becomes visible.
-async fn gate(app: &App, who: &Who<'_>, name: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-    events::before(app, who, &blob_push(name, digest, size)).await
-}
-
-/// A blob is in the repository: the rest of its `blob.push` deliveries, and the answer.
-async fn pushed(app: &App, who: &Who<'_>, name: &RepoName, digest: &Digest, size: u64) -> Response {
-    events::after(app, who, &blob_push(name, digest, size)).await;
-    created(name, digest)
-}
-
 pub async fn start(
-    app: &App,
+    svc: &Service,
     req: &mut Request<'_>,
+    caller: &Caller<'_>,
     name: &RepoName,
-    who: &Who<'_>,
 ) -> Result<Response> {
-    let reg = &app.registry;
     let query = req.head.query().to_string();
     if let Some(mount) = query_param(&query, "mount") {
         let digest = digest_of(&mount)?;
@@ -85,14 +53,11 @@ pub async fn start(
             Some(f) if !f.is_empty() => Some(repo(&f)?),
             _ => None,
         };
-        let gated = async |size| gate(app, who, name, &digest, size).await;
-        let mounted = {
-            let _write = req.clock.hold();
-            reg.mount_blob_gated(name, &digest, from.as_ref(), gated)
-                .await?
-        };
-        if let Some(size) = mounted {
-            return Ok(pushed(app, who, name, &digest, size).await);
+        if uploads::mount(svc, caller, name, &digest, from.as_ref())
+            .await?
+            .is_some()
+        {
+            return Ok(created(name, &digest));
         }
         // Nothing to mount: the spec says to answer with a new session instead.
     }
@@ -100,70 +65,42 @@ pub async fn start(
         Some(d) => Some(digest_of(&d)?),
         None => None,
     };
-    if let Some(digest) = &digest {
-        if let Some(body) = small_body(app, req).await? {
-            let size = body.len() as u64;
-            let gated = async |size| gate(app, who, name, digest, size).await;
-            let _write = req.clock.hold();
-            reg.put_small_blob(name, digest, body, gated).await?;
-            drop(_write);
-            return Ok(pushed(app, who, name, digest, size).await);
-        }
-    }
-    let mut session = reg.upload_start_open(name).await?;
-    let id = session.id.clone();
     let Some(digest) = digest else {
         // A POST body without a digest is not part of the protocol; leave it to the
         // connection to drain or close.
+        let session = uploads::start(svc, name).await?;
         return Ok(accepted(&session));
     };
     // Monolithic upload: the body is the whole blob.
-    req.body.set_limit(app.config.server.blob_bytes_max)?;
-    if let Err(e) = receive(app, req, &mut session).await {
-        drop(session);
-        let _write = req.clock.hold();
-        reg.upload_cancel(name, &id).await?;
-        return Err(e);
+    if let Some(body) = small_body(svc, req).await? {
+        uploads::put_small(svc, caller, name, &digest, body, None).await?;
+    } else {
+        uploads::monolithic(svc, caller, name, &digest, &mut req.body).await?;
     }
-    let gated = async |size| gate(app, who, name, &digest, size).await;
-    let size = {
-        let _write = req.clock.hold();
-        reg.upload_finish_gated(session, &digest, gated).await?
-    };
-    Ok(pushed(app, who, name, &digest, size).await)
+    Ok(created(name, &digest))
 }
 
 pub async fn handle(
-    app: &App,
+    svc: &Service,
     req: &mut Request<'_>,
-    method: Method,
+    caller: &Caller<'_>,
     name: &RepoName,
     id: &UploadId,
-    who: &Who<'_>,
 ) -> Result<Response> {
-    let reg = &app.registry;
-    match method {
+    match req.head.method {
         Method::Delete => {
-            let _write = req.clock.hold();
-            if !reg.upload_cancel(name, id).await? {
-                return Err(Error::BlobUploadUnknown("no such upload".into()));
-            }
+            uploads::cancel(svc, caller, name, id).await?;
             Ok(Response::new(204))
         }
         Method::Get => {
-            // The status as stored, not as this process's cache last saw it.
-            let s = reg.upload_open_or_unknown(name, id).await?;
-            let s = reg.upload_refresh(s).await?;
+            let s = uploads::status(svc, name, id).await?;
             let mut r = accepted(&s);
             r.status = 204;
             Ok(r)
         }
         Method::Patch => {
-            let mut s = open_chunk(reg, req, name, id).await?;
-            req.body.set_limit(app.config.server.blob_bytes_max)?;
-            receive(app, req, &mut s).await?;
-            let _write = req.clock.hold();
-            reg.upload_save(&mut s).await?;
+            let mut s = open_chunk(svc, req, name, id).await?;
+            uploads::append(svc, caller, &mut s, &mut req.body).await?;
             Ok(accepted(&s))
         }
         Method::Put => {
@@ -171,29 +108,17 @@ pub async fn handle(
             let digest = query_param(&query, "digest")
                 .ok_or_else(|| Error::DigestInvalid("digest parameter missing".into()))?;
             let digest = digest_of(&digest)?;
-            let mut s = open_chunk(reg, req, name, id).await?;
+            let s = open_chunk(svc, req, name, id).await?;
             if s.offset == 0 {
                 // POST then PUT with the whole blob (containerd's monolithic push).
-                if let Some(body) = small_body(app, req).await? {
+                if let Some(body) = small_body(svc, req).await? {
                     drop(s);
-                    let size = body.len() as u64;
-                    let gated = async |size| gate(app, who, name, &digest, size).await;
-                    let write = req.clock.hold();
-                    let put = reg.put_small_blob(name, &digest, body, gated).await;
-                    reg.upload_cancel(name, id).await?;
-                    drop(write);
-                    put?;
-                    return Ok(pushed(app, who, name, &digest, size).await);
+                    uploads::put_small(svc, caller, name, &digest, body, Some(id)).await?;
+                    return Ok(created(name, &digest));
                 }
             }
-            req.body.set_limit(app.config.server.blob_bytes_max)?;
-            receive(app, req, &mut s).await?;
-            let gated = async |size| gate(app, who, name, &digest, size).await;
-            let size = {
-                let _write = req.clock.hold();
-                reg.upload_finish_gated(s, &digest, gated).await?
-            };
-            Ok(pushed(app, who, name, &digest, size).await)
+            uploads::finish(svc, caller, s, &digest, &mut req.body).await?;
+            Ok(created(name, &digest))
         }
         _ => Err(Error::MethodNotAllowed {
             message: "method not allowed".into(),
@@ -206,14 +131,14 @@ pub async fn handle(
 /// state from the process's cache that disagrees with the client's range is read from
 /// storage before answering 416 (another node may have appended).
 async fn open_chunk(
-    reg: &crate::registry::Registry,
+    svc: &Service,
     req: &Request<'_>,
     name: &RepoName,
     id: &UploadId,
 ) -> Result<Session> {
-    let mut s = reg.upload_open_or_unknown(name, id).await?;
+    let mut s = uploads::open(svc, name, id).await?;
     if s.is_cached() && check_content_range(req, &s).is_err() {
-        s = reg.upload_refresh(s).await?;
+        s = uploads::refresh(svc, s).await?;
     }
     check_content_range(req, &s)?;
     s.ranged = req.head.header("content-range").is_some();
@@ -254,44 +179,4 @@ fn check_content_range(req: &Request<'_>, s: &Session) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Streams the request body through the hasher into the session's data. Two buffers: the
-/// next chunk is received while the previous one is written, so the socket and the disk
-/// overlap instead of taking turns.
-async fn receive(app: &App, req: &mut Request<'_>, s: &mut Session) -> Result<()> {
-    let reg = &app.registry;
-    req.body.allow_long_transfer();
-    let mut filled = app.buffers.take();
-    let mut spare = app.buffers.take();
-    let BodyRead(first, b) = req.body.read(filled).await;
-    filled = b;
-    let mut n = match first {
-        Ok(n) => n,
-        Err(e) => {
-            app.buffers.give(filled);
-            app.buffers.give(spare);
-            return Err(Error::from(e));
-        }
-    };
-    let result = loop {
-        if n == 0 {
-            break Ok(());
-        }
-        s.hasher.update(&filled[..n]);
-        let ((w, written), BodyRead(r, next)) =
-            crate::future::join(reg.upload_write(s, filled), req.body.read(spare)).await;
-        spare = written;
-        filled = next;
-        if let Err(e) = w {
-            break Err(e);
-        }
-        n = match r {
-            Ok(n) => n,
-            Err(e) => break Err(Error::from(e)),
-        };
-    };
-    app.buffers.give(filled);
-    app.buffers.give(spare);
-    result
 }

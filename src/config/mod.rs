@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 mod access;
 mod events;
+pub mod s3;
 mod secret;
 mod sections;
 mod validate;
@@ -21,7 +22,9 @@ pub use access::*;
 pub use events::*;
 pub use secret::Secret;
 pub use sections::*;
-pub use values::{duration, parse_duration};
+pub use values::duration;
+#[cfg(test)]
+pub use values::parse_duration;
 
 /// The configuration used when no `-c FILE` is given and `./config.toml` does not exist:
 /// a registry on 127.0.0.1:5000 with storage under ./data and anonymous access everywhere.

@@ -154,9 +154,9 @@ pub struct StorageConfig {
     /// A local directory; exclusive with `s3`.
     #[serde(default)]
     pub fs: Option<FsStorageConfig>,
-    /// An S3-compatible bucket; exclusive with `fs` (its type: `storage::s3::config`).
+    /// An S3-compatible bucket; exclusive with `fs` (its type: `config::s3`).
     #[serde(default)]
-    pub s3: Option<crate::storage::s3::S3Config>,
+    pub s3: Option<super::s3::S3Config>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

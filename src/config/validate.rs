@@ -81,10 +81,6 @@ impl Config {
                 );
             }
         }
-        crate::auth::oidc::validate(&self.oidc)?;
-        crate::registry::immutable::ImmutableTags::compile(&self.repository)?;
-        crate::events::webhooks::validate(self)?;
-        crate::policy::retention::RetentionRules::compile(&self.repository)?;
         let mut seen = std::collections::BTreeSet::new();
         let mut registries = std::collections::BTreeSet::new();
         let mut defaults = 0;
@@ -119,9 +115,6 @@ impl Config {
                 return bad(&key("upstream"), "at least one upstream is needed");
             }
             for (j, u) in m.upstream.iter().enumerate() {
-                if let Err(e) = crate::mirror::UpstreamUrl::parse(&u.url) {
-                    return bad(&format!("{}[{j}].url", key("upstream")), &e.to_string());
-                }
                 if u.username.is_some() != u.password.is_some() {
                     return bad(
                         &format!("{}[{j}]", key("upstream")),

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 pub use queue::Queue;
-pub use webhooks::{Target, Webhooks};
+pub use webhooks::Webhooks;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

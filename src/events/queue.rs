@@ -56,14 +56,6 @@ impl Queue {
         }))
     }
 
-    /// A queue that drops everything (for tools that send nothing in the background).
-    pub fn closed() -> Arc<Queue> {
-        Arc::new(Queue {
-            tx: Mutex::new(None),
-            threads: Mutex::new(Vec::new()),
-        })
-    }
-
     /// True when a delivery queued now would be dropped (approximately: the depth gauge).
     pub fn is_full(&self) -> bool {
         METRICS.webhook_queued.load(Relaxed) >= QUEUE_EVENTS_MAX as i64

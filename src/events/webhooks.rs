@@ -228,6 +228,7 @@ mod tests {
 
     fn err(text: &str) -> String {
         crate::config::Config::parse(text)
+            .and_then(|c| validate(&c).and_then(|()| Webhooks::compile(&c).map(drop)))
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default()

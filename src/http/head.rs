@@ -67,8 +67,6 @@ pub struct RequestHead {
     pub target: String,
     /// Where the query starts in `target` (the `?`), found once at parse time.
     query_at: Option<usize>,
-    /// HTTP/1.x minor version.
-    pub minor_version: u8,
     /// Header fields: names lowercased, values trimmed (lossy UTF-8), back to back in one
     /// string, so a head costs two allocations however many fields it has.
     fields: String,
@@ -105,6 +103,7 @@ impl RequestHead {
         self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
+    #[cfg(test)]
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers()
             .filter(move |(n, _)| *n == name)
@@ -325,7 +324,6 @@ fn build(req: httparse::Request<'_, '_>) -> Result<RequestHead, HeadError> {
         method,
         query_at: memchr::memchr(b'?', target.as_bytes()),
         target,
-        minor_version,
         fields,
         spans,
         body,

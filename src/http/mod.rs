@@ -2,6 +2,7 @@
 //!
 //! Nothing here knows about OCI, storage or routes: a [`Handler`] gets each request.
 
+pub mod buffers;
 pub mod chunked;
 pub mod client;
 pub mod conn;
@@ -10,8 +11,6 @@ pub mod head;
 pub mod query;
 pub mod response;
 
-pub use conn::{
-    serve_connection, BodyError, BodyRead, BodyReader, ConnLimits, Handler, Peer, Request,
-};
-pub use head::{BodyKind, Method, RequestHead};
+pub use conn::{BodyError, BodyRead, BodyReader, Handler, Request};
+pub use head::Method;
 pub use response::{Body, FileBody, Response};

@@ -60,10 +60,6 @@ impl Body {
             Body::Stream(s) => s.len,
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 pub struct Response {

@@ -23,24 +23,30 @@ impl Mirrors {
     }
 }
 
+/// A blob arriving from upstream, served as it grows: the file the fetch writes, its
+/// progress, and the blob's whole size.
+pub struct Fetching {
+    pub file: compio::fs::File,
+    pub progress: Arc<Progress>,
+    pub total: u64,
+}
+
 /// Serves a blob that is not stored yet: joins the fetch in flight or starts one, then
-/// streams the file as it grows: the response and the blob's whole size. `range` is the
-/// parsed Range header against the size.
+/// follows the file as it grows.
 ///
 /// On object storage there is no file to follow: the fetch streams into a multipart upload
 /// and this waits until the blob is committed and linked, then answers `None`: serve it as
 /// any stored blob (streamed, or redirected to the bucket). The wait is bounded by pauses in
 /// the fetch (`body_idle_timeout`), not by its length: `moving` is called as bytes arrive, so
 /// the request's deadline lets a large layer that keeps coming finish.
-pub async fn serve_blob(
-    app: &App,
+pub async fn serve_blob<H: Host>(
+    host: &H,
     ns: &Arc<MirrorNs>,
     name: &RepoName,
     digest: &Digest,
-    range_header: Option<&str>,
     moving: &dyn Fn(),
-) -> Result<Option<(Response, u64)>> {
-    let mirrors = &app.mirrors;
+) -> Result<Option<Fetching>> {
+    let mirrors = host.mirrors();
     let (fetch, confirm) = {
         let mut fetches = lock(&mirrors.fetches);
         match fetches.get(digest) {
@@ -51,7 +57,7 @@ pub async fn serve_blob(
                 (f.clone(), f.repo != *name)
             }
             None => {
-                let cap = if app.registry.store.upload_writers_hold_a_part_in_memory() {
+                let cap = if host.registry().store.upload_writers_hold_a_part_in_memory() {
                     FETCHES_MAX_S3
                 } else {
                     FETCHES_MAX
@@ -65,14 +71,13 @@ pub async fn serve_blob(
                     file: std::sync::OnceLock::new(),
                 });
                 fetches.insert(digest.clone(), f.clone());
-                let app_rc = app
-                    .this
-                    .upgrade()
-                    .ok_or_else(|| Error::internal("application gone"))?;
+                let owner = host
+                    .handle()
+                    .ok_or_else(|| Error::internal("worker gone"))?;
                 // The fetch keeps this request's settings to its end, whatever a reload
                 // publishes meanwhile.
                 compio::runtime::spawn(run_fetch(
-                    app_rc,
+                    owner,
                     ns.clone(),
                     name.clone(),
                     digest.clone(),
@@ -88,8 +93,8 @@ pub async fn serve_blob(
         blob_size_upstream(ns, name, digest).await?;
     }
     let progress = fetch.progress.clone();
-    let idle = app.config.server.body_idle_timeout;
-    if !app.registry.store.blob_reads_can_follow_a_growing_file() {
+    let idle = host.body_idle_timeout();
+    if !host.registry().store.blob_reads_can_follow_a_growing_file() {
         let total = match compio::time::timeout(idle, progress.wait_start()).await {
             Ok(Ok(total)) => total,
             Ok(Err(f)) => return Err(failure_error(f)),
@@ -123,14 +128,11 @@ pub async fn serve_blob(
         // SAFETY: the descriptor was just duplicated and is owned by nobody else.
         unsafe { compio::fs::File::from_raw_fd(file.into_raw_fd()) }
     };
-    let (resp, offset, len) = crate::api::blobs::ranged(digest, total, range_header)?;
-    let resp = resp.body(Body::Growing(GrowingBody {
+    Ok(Some(Fetching {
         file,
         progress,
-        offset,
-        len,
-    }));
-    Ok(Some((resp, total)))
+        total,
+    }))
 }
 
 fn busy(message: &str) -> Error {
@@ -147,15 +149,15 @@ fn failure_error(f: Failure) -> Error {
 
 /// The fetch task: runs detached on the worker that started it, so it finishes for the
 /// other clients even when the first one goes away.
-async fn run_fetch(
-    app: Rc<App>,
+async fn run_fetch<H: Host>(
+    host: Rc<H>,
     ns: Arc<MirrorNs>,
     name: RepoName,
     digest: Digest,
     fetch: Arc<Fetch>,
 ) {
     let started = Instant::now();
-    let result = fetch_blob(&app, &ns, &name, &digest, &fetch).await;
+    let result = fetch_blob(&*host, &ns, &name, &digest, &fetch).await;
     match &result {
         Ok(size) => {
             METRICS.mirror_blob_fetches.fetch_add(1, Relaxed);
@@ -170,7 +172,7 @@ async fn run_fetch(
         }
     }
     fetch.progress.finish(result.map(|_| ()));
-    let mut fetches = lock(&app.mirrors.fetches);
+    let mut fetches = lock(&host.mirrors().fetches);
     if fetches.get(&digest).is_some_and(|f| Arc::ptr_eq(f, &fetch)) {
         fetches.remove(&digest);
     }
@@ -189,15 +191,15 @@ fn failed(kind: FailureKind, message: impl Into<String>) -> Failure {
 }
 
 /// Streams the upstream body into an upload session and commits it once verified.
-async fn fetch_blob(
-    app: &App,
+async fn fetch_blob<H: Host>(
+    host: &H,
     ns: &MirrorNs,
     name: &RepoName,
     digest: &Digest,
     fetch: &Fetch,
 ) -> std::result::Result<u64, Failure> {
     let upstream_name = ns.upstream_name(name.as_str());
-    let reg = &app.registry;
+    let reg = host.registry();
     let internal = |e: Error| {
         e.log_cause();
         failed(FailureKind::Internal, e.client_message())
@@ -286,8 +288,8 @@ async fn fetch_blob(
             &mut session.hasher,
             crate::oci::Hasher::new(digest.algorithm()),
         ));
-        let pool = app.mirrors.hash_pool();
-        let mut free: Vec<Vec<u8>> = (0..3).map(|_| app.buffers.take()).collect();
+        let pool = host.mirrors().hash_pool();
+        let mut free: Vec<Vec<u8>> = (0..3).map(|_| host.buffers().take()).collect();
         let mut to_hash: Option<Vec<u8>> = None;
         let mut to_write: Option<Vec<u8>> = None;
         let mut ended = false;
@@ -352,7 +354,7 @@ async fn fetch_blob(
             }
         }
         for b in free {
-            app.buffers.give(b);
+            host.buffers().give(b);
         }
         // Read to its end: the connection can serve the next request during the commit.
         resp.release();

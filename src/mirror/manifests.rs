@@ -5,13 +5,13 @@ use super::*;
 /// Makes the local copy of a mirrored manifest current before it is served: fetches what
 /// is missing, revalidates a stale tag, and falls back to the cached tag when no upstream
 /// answers. Afterwards the normal manifest path serves it.
-pub async fn refresh_manifest(
-    app: &App,
+pub async fn refresh_manifest<H: Host>(
+    host: &H,
     ns: &MirrorNs,
     name: &RepoName,
     reference: &Reference,
 ) -> Result<()> {
-    let reg = &app.registry;
+    let reg = host.registry();
     let upstream_name = ns.upstream_name(name.as_str());
     match reference {
         Reference::Digest(d) => {
@@ -25,7 +25,8 @@ pub async fn refresh_manifest(
                     "manifest {d} arrived with digest {actual}"
                 )));
             }
-            fill(app, name, reference, media_type.as_deref(), body).await?;
+            host.fill_manifest(name, reference, media_type.as_deref(), body)
+                .await?;
             if ns.evict_after.is_some() {
                 reg.note_pulled(name, d).await?;
             }
@@ -34,15 +35,13 @@ pub async fn refresh_manifest(
         Reference::Tag(tag) => {
             let local = reg.resolve_tag(name, tag).await?;
             // An immutable tag never changes: once cached it is served without asking upstream.
-            let immutable = app
-                .live
-                .peek(|l| l.immutable.is_immutable(name.as_str(), tag.as_str()));
-            if local.is_some() && (immutable || app.mirrors.is_fresh(ns, name, tag)) {
+            let immutable = host.is_immutable(name, tag.as_str());
+            if local.is_some() && (immutable || host.mirrors().is_fresh(ns, name, tag)) {
                 return Ok(());
             }
-            match revalidate_tag(app, ns, name, tag, local.as_ref()).await {
+            match revalidate_tag(host, ns, name, tag, local.as_ref()).await {
                 Ok(()) => {
-                    app.mirrors.mark_fresh(name, tag);
+                    host.mirrors().mark_fresh(name, tag);
                     Ok(())
                 }
                 Err(e) if e.is_not_found() => Err(e),
@@ -64,14 +63,14 @@ pub async fn refresh_manifest(
 }
 
 /// Checks a tag upstream: HEAD first, GET only when the digest differs from `local`.
-async fn revalidate_tag(
-    app: &App,
+async fn revalidate_tag<H: Host>(
+    host: &H,
     ns: &MirrorNs,
     name: &RepoName,
     tag: &Tag,
     local: Option<&Digest>,
 ) -> Result<()> {
-    let reg = &app.registry;
+    let reg = host.registry();
     let upstream_name = ns.upstream_name(name.as_str());
     if let Some(local) = local {
         let mut last = None;
@@ -115,67 +114,14 @@ async fn revalidate_tag(
         }
     }
     let reference = Reference::Tag(tag.clone());
-    let put = fill(app, name, &reference, media_type.as_deref(), body).await?;
+    let put = host
+        .fill_manifest(name, &reference, media_type.as_deref(), body)
+        .await?;
     if ns.evict_after.is_some() {
         reg.note_pulled(name, &put.digest).await?;
     }
     tracing::info!(repository = %name, tag = %tag, digest = %put.digest, "mirrored tag updated from upstream");
     Ok(())
-}
-
-/// Stores a manifest fetched from an upstream, with the events of a push by the registry
-/// itself (actor `mirror`): `manifest.push`, and `tag.create` for a tag. `required` webhooks
-/// are asked first and may refuse the fill (`Error::Refused`, nothing is stored).
-async fn fill(
-    app: &App,
-    name: &RepoName,
-    reference: &Reference,
-    media_type: Option<&str>,
-    body: Vec<u8>,
-) -> Result<crate::registry::manifests::PutManifest> {
-    use crate::api::events::{after_as, before_as, Spec};
-    use crate::events::{Actor, EventKind};
-    if !crate::api::events::wanted(app) {
-        return app
-            .registry
-            .put_manifest_mirrored(name, reference, media_type, body)
-            .await;
-    }
-    let (digest, tag) = match reference {
-        Reference::Digest(d) => (d.clone(), None),
-        Reference::Tag(t) => (
-            Digest::of(crate::oci::Algorithm::Sha256, &body),
-            Some(t.as_str()),
-        ),
-    };
-    let size = body.len() as u64;
-    let kinds: &[EventKind] = match tag {
-        Some(_) => &[EventKind::ManifestPush, EventKind::TagCreate],
-        None => &[EventKind::ManifestPush],
-    };
-    let specs: Vec<Spec> = kinds
-        .iter()
-        .map(|&kind| Spec {
-            kind,
-            name,
-            digest: &digest,
-            tag,
-            reference: Some(reference.as_str()),
-            media_type,
-            size: Some(size),
-        })
-        .collect();
-    for spec in &specs {
-        before_as(app, &Actor::Mirror, spec).await?;
-    }
-    let put = app
-        .registry
-        .put_manifest_mirrored(name, reference, media_type, body)
-        .await?;
-    for spec in &specs {
-        after_as(app, &Actor::Mirror, spec).await;
-    }
-    Ok(put)
 }
 
 /// GETs a manifest from the first upstream that has it: (media type, bytes, digest header).

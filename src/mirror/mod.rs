@@ -18,7 +18,7 @@ mod listings;
 mod manifests;
 use crate::http::client;
 
-pub use blobs::{blob_size_upstream, serve_blob};
+pub use blobs::{blob_size_upstream, serve_blob, Fetching};
 pub use listings::{upstream_referrers, upstream_tags};
 pub use manifests::refresh_manifest;
 
@@ -30,11 +30,9 @@ use std::time::{Duration, Instant};
 
 pub use client::UpstreamUrl;
 
-use crate::app::App;
 use crate::config::{Config, ConfigError, MirrorConfig};
 use crate::error::{Error, Result};
-use crate::http::growing::{Failure, FailureKind, GrowingBody, Progress, WAITERS_MAX};
-use crate::http::{Body, Response};
+use crate::http::growing::{Failure, FailureKind, Progress, WAITERS_MAX};
 use crate::metrics::METRICS;
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
@@ -57,6 +55,28 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
+
+/// What the cache needs of the worker it runs on. The service layer implements it: a fetch
+/// that outlives its request keeps an owning handle, and a manifest fill goes through the
+/// service's operation (with its events).
+pub trait Host: 'static {
+    fn registry(&self) -> &crate::registry::Registry;
+    fn mirrors(&self) -> &Mirrors;
+    fn buffers(&self) -> &crate::http::buffers::Buffers;
+    /// Longest pause a client waits through while a fetch it follows makes no progress.
+    fn body_idle_timeout(&self) -> Duration;
+    fn is_immutable(&self, name: &RepoName, tag: &str) -> bool;
+    /// An owning handle, for a fetch that goes on when its first client leaves.
+    fn handle(&self) -> Option<Rc<Self>>;
+    /// Stores a manifest fetched from an upstream (a push by the registry itself).
+    async fn fill_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        media_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<crate::registry::manifests::PutManifest>;
+}
 
 /// One upstream registry.
 pub struct Upstream {
@@ -366,9 +386,15 @@ pub async fn evict(
 }
 
 /// Records a pull of a mirrored manifest (for eviction), throttled per manifest.
-pub async fn note_pulled(app: &App, ns: &MirrorNs, name: &RepoName, d: &Digest) {
-    if app.mirrors.pull_record_due(ns, name, d) {
-        if let Err(e) = app.registry.note_pulled(name, d).await {
+pub async fn note_pulled(
+    mirrors: &Mirrors,
+    registry: &crate::registry::Registry,
+    ns: &MirrorNs,
+    name: &RepoName,
+    d: &Digest,
+) {
+    if mirrors.pull_record_due(ns, name, d) {
+        if let Err(e) = registry.note_pulled(name, d).await {
             e.log_cause();
             tracing::warn!(error = %e.client_message(), "could not record a mirrored pull");
         }
@@ -452,7 +478,10 @@ url = "http://127.0.0.1:2"
             let text = format!(
                 "[server]\n[storage.fs]\nroot_dir = \"/tmp/x\"\n[[repository]]\nnamespace = \"m\"\n[repository.mirror]\n{extra}"
             );
-            Config::parse(&text).err().map(|e| e.to_string())
+            Config::parse(&text)
+                .and_then(|c| MirrorTable::from_config(&c).map(drop))
+                .err()
+                .map(|e| e.to_string())
         };
         assert!(bad("upstream = []")
             .unwrap()

@@ -20,6 +20,7 @@ pub mod media_type {
     pub const DOCKER_MANIFEST_LIST: &str =
         "application/vnd.docker.distribution.manifest.list.v2+json";
     /// The `{}` blob used as config of artifacts that have none.
+    #[cfg(test)]
     pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 }
 
@@ -207,10 +208,6 @@ impl Manifest {
     /// The manifest this one refers to (signatures, SBOMs, ...).
     pub fn subject(&self) -> Option<&Descriptor> {
         self.subject.as_ref()
-    }
-
-    pub fn annotations(&self) -> Option<&BTreeMap<String, String>> {
-        self.annotations.as_ref()
     }
 
     /// Content that must exist before this manifest may be stored: config,

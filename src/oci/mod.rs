@@ -9,11 +9,6 @@ pub mod manifest;
 pub mod name;
 
 pub use digest::{Algorithm, Digest, DigestError};
-pub use hasher::{HashStateError, Hasher};
-pub use manifest::{
-    media_type, referrers_index, Descriptor, Manifest, ManifestError, ManifestKind,
-};
-pub use name::{
-    Reference, ReferenceError, RepoName, RepoNameError, Tag, TagError, UploadId, UploadIdError,
-    REPO_NAME_LEN_MAX,
-};
+pub use hasher::Hasher;
+pub use manifest::{media_type, referrers_index, Descriptor, Manifest, ManifestKind};
+pub use name::{Reference, RepoName, Tag, UploadId};

@@ -105,6 +105,7 @@ impl RepoName {
 
     /// The `/`-separated components; each is non-empty and matches the
     /// component grammar.
+    #[cfg(test)]
     pub fn components(&self) -> impl Iterator<Item = &str> {
         self.0.split('/')
     }

@@ -40,6 +40,7 @@ impl Action {
         )
     }
 
+    #[cfg(test)]
     pub const ALL: [Action; 10] = [
         Action::GetApiVersion,
         Action::PutBlob,

@@ -165,16 +165,6 @@ impl Registry {
         }
     }
 
-    /// Up to `limit` repositories after `last` (under `ns`), in catalog order.
-    pub async fn catalog_page(
-        &self,
-        ns: Option<&RepoName>,
-        last: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>> {
-        self.catalog_pages(ns, last).take(&self.store, limit).await
-    }
-
     /// Descriptors of the manifests whose subject is `subject` (of one artifact type when
     /// given), by digest, after `last`, at most `limit`. Entries are read `limit` at a time,
     /// so a filter that keeps few of them costs more reads but no more memory.

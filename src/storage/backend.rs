@@ -1,6 +1,7 @@
 //! Static dispatch over the backends: the registry holds a `Backend`, configured as fs or S3.
 //! (Futures are `!Send` and generic, so no `dyn`; one `match` per call costs nothing.)
 
+#[cfg(test)]
 use std::os::fd::BorrowedFd;
 
 use compio::buf::{IoBuf, IoBufMut};
@@ -247,6 +248,7 @@ impl BlobReader for BackendReader {
         }
     }
 
+    #[cfg(test)]
     fn local_fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
             BackendReader::Fs(r) => r.local_fd(),
@@ -276,6 +278,7 @@ impl BlobReader for BlobStream {
         self.0.read_at(buf, offset).await
     }
 
+    #[cfg(test)]
     fn local_fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }

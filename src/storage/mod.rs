@@ -21,6 +21,7 @@ pub(crate) mod tests;
 
 use std::fmt;
 use std::io;
+#[cfg(test)]
 use std::os::fd::BorrowedFd;
 use std::time::SystemTime;
 
@@ -171,8 +172,9 @@ pub trait BlobReader {
     /// capacity (use `buf.slice(..)` for a window) and returns the byte count; 0 at the end.
     async fn read_at<B: IoBufMut>(&self, buf: B, offset: u64) -> BufResult<usize, B>;
 
-    /// The local file descriptor holding the data, when there is one, so the server can
-    /// `sendfile(2)` from it. `None` for remote backends.
+    /// The local file descriptor holding the data, when there is one (tests check which
+    /// file a reader holds). `None` for remote backends.
+    #[cfg(test)]
     fn local_fd(&self) -> Option<BorrowedFd<'_>>;
 }
 

@@ -55,10 +55,6 @@ where
         &self.tcp
     }
 
-    pub fn connection(&self) -> &C {
-        &self.conn
-    }
-
     /// The subject of the verified client certificate; empty without one.
     pub fn peer_identity(&self) -> PeerIdentity {
         match self.conn.peer_certificates().and_then(|c| c.first()) {

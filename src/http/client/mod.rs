@@ -246,7 +246,6 @@ impl Client {
                         pending,
                         framing,
                         timeout: self.timeout,
-                        target: target.clone(),
                         reuse,
                     });
                 }

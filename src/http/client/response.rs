@@ -9,7 +9,6 @@ use compio::time::timeout;
 use crate::http::chunked::Decoder;
 
 use super::pool::{put_idle, Conn, PoolKey};
-use super::url::Target;
 
 pub(super) enum Framing {
     Length(u64),
@@ -28,8 +27,6 @@ pub struct Response {
     pub(super) pending: Vec<u8>,
     pub(super) framing: Framing,
     pub(super) timeout: Duration,
-    /// Where the response came from (after redirects).
-    pub target: Target,
     /// Set when the connection may serve another request once this body is read: HTTP/1.1
     /// without `Connection: close`, a declared length, nothing stray read.
     pub(super) reuse: Option<PoolKey>,

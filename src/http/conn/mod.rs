@@ -28,7 +28,7 @@ mod send;
 
 pub use body::{BodyError, BodyRead, BodyReader};
 use deadline::Deadline;
-pub use deadline::{Hold, RequestClock};
+pub use deadline::RequestClock;
 use send::write_response;
 
 /// First allocation for a connection's head buffer; it grows to the head limit only if needed.

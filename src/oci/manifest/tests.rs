@@ -135,7 +135,7 @@ fn oci_image_manifest() {
         Some("application/vnd.oci.image.config.v1+json")
     );
     assert!(m.subject().is_none());
-    assert_eq!(m.annotations().map(BTreeMap::len), Some(1));
+    assert_eq!(m.annotations.as_ref().map(BTreeMap::len), Some(1));
 }
 
 #[test]

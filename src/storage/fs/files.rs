@@ -36,6 +36,7 @@ impl BlobReader for FsReader {
         self.file.read_at(buf, offset).await
     }
 
+    #[cfg(test)]
     fn local_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.file.as_fd())
     }

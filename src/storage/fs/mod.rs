@@ -136,6 +136,7 @@ impl FsStorage {
     }
 
     /// Sets the cap on `get` (whole-object reads).
+    #[cfg(test)]
     pub fn with_metadata_object_bytes_max(self, bytes_max: u64) -> Self {
         FsStorage {
             inner: Arc::new(Inner {

@@ -15,7 +15,6 @@
 mod batch;
 pub mod client;
 mod commit;
-pub mod config;
 pub mod probe;
 mod read;
 mod session_cache;
@@ -44,10 +43,10 @@ use super::{
     validate_key, validate_prefix, CommitOutcome, Etag, Meta, Object, PutCondition, PutOutcome,
     Result, Storage, StorageError, LIST_KEYS_MAX,
 };
+pub use crate::config::s3::S3Config;
 use crate::config::ConfigError;
 use crate::http::client::Client;
 use client::{s3_error, sign_with, token, Request, RetryPolicy, S3Client, SIGNATURE_EXPIRY};
-pub use config::S3Config;
 pub use read::S3Reader;
 pub use upload::S3Upload;
 

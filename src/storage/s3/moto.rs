@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
-use super::config::S3Config;
+use crate::config::s3::S3Config;
 
 pub const ACCESS_KEY: &str = "origin-test";
 pub const SECRET_KEY: &str = "origin-test-secret";
@@ -36,7 +36,7 @@ impl Moto {
              access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n\
              multipart_part_size = {}\nrequest_timeout = \"10s\"\n",
             self.endpoint(),
-            super::config::PART_BYTES_MIN,
+            crate::config::s3::PART_BYTES_MIN,
         );
         toml::from_str(&text).expect("test config")
     }

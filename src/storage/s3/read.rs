@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::io;
+#[cfg(test)]
 use std::os::fd::BorrowedFd;
 
 use compio::buf::IoBufMut;
@@ -208,6 +209,7 @@ impl BlobReader for S3Reader {
         }
     }
 
+    #[cfg(test)]
     fn local_fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{duration, ConfigError};
+use super::{duration, ConfigError};
 
 /// S3's smallest part (all but the last part of a multipart upload).
 pub const PART_BYTES_MIN: u64 = 5 * 1024 * 1024;
@@ -155,7 +155,7 @@ impl S3Config {
         }
         if !self.key_prefix.is_empty() {
             let p = self.key_prefix.trim_end_matches('/');
-            if crate::storage::validate_key(p).is_err() {
+            if !is_relative_path(p) {
                 return bad("key_prefix", "must be a relative path like `origin/`");
             }
         }
@@ -226,6 +226,14 @@ impl S3Config {
             format!("{p}/")
         }
     }
+}
+
+/// A relative path of non-empty components, none `.` or `..`, with no NUL or backslash
+/// (what the storage layer accepts as a key).
+fn is_relative_path(p: &str) -> bool {
+    !p.is_empty()
+        && !p.contains(['\0', '\\'])
+        && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 #[cfg(test)]

@@ -1,0 +1,110 @@
+//! The registry's own operations: a GC pass, a retention pass and the mirror's eviction,
+//! each with the events of what it deleted. The same functions serve the background passes
+//! of a running server and `origin gc` / `origin scrub --retention`.
+
+use std::time::Duration;
+
+use super::events::{self, Spec};
+use crate::error::Result;
+use crate::events::{Actor, EventKind, Queue};
+use crate::metrics::{Metrics, METRICS};
+use crate::oci::{Digest, RepoName};
+use crate::registry::gc::GcReport;
+use crate::registry::retention::Deletion;
+use crate::registry::Registry;
+use crate::reload::Live;
+
+/// What a pass works with: the storage, the rules and webhooks of this moment, and the
+/// queue of `async` event deliveries.
+pub struct Pass<'a> {
+    pub registry: &'a Registry,
+    pub live: &'a Live,
+    pub queue: &'a Queue,
+}
+
+/// One GC pass (blobs nothing links, and with `gc.remove_untagged` manifests that lost
+/// their last tag): a `manifest.delete` event (actor `gc`) for each manifest removed.
+pub async fn gc(p: &Pass<'_>, grace: Duration, dry_run: bool) -> Result<GcReport> {
+    let report = p.registry.gc_pass(grace, dry_run).await?;
+    if dry_run {
+        return Ok(report);
+    }
+    removed_events(p, &report.untagged_removed, &Actor::Gc).await;
+    Metrics::add(&METRICS.gc_passes, 1);
+    Metrics::add(&METRICS.gc_blobs_reclaimed, report.blobs_removed as u64);
+    Metrics::add(&METRICS.gc_bytes_reclaimed, report.bytes_removed);
+    Metrics::add(
+        &METRICS.gc_manifests_removed,
+        report.manifests_removed as u64,
+    );
+    let micros = report.duration.as_micros() as u64;
+    METRICS
+        .gc_last_pass_micros
+        .store(micros, std::sync::atomic::Ordering::Relaxed);
+    Ok(report)
+}
+
+/// Evicts what each mirror has not served for its `evict_after`: a `manifest.delete`
+/// event (actor `mirror`) for each manifest evicted.
+pub async fn evict(p: &Pass<'_>, dry_run: bool) -> Result<Vec<(RepoName, Digest)>> {
+    let evicted = crate::mirror::evict(p.registry, &p.live.mirrors, dry_run).await?;
+    if !dry_run {
+        removed_events(p, &evicted, &Actor::Mirror).await;
+    }
+    Ok(evicted)
+}
+
+/// One retention pass with the rules of `p.live`: a `manifest.delete` and a `tag.delete`
+/// for each of its tags (actor `retention`) for each manifest deleted. Returns what was
+/// deleted (or would be).
+pub async fn retention(p: &Pass<'_>, dry_run: bool) -> Result<Vec<Deletion>> {
+    let reg = p.registry;
+    let now = reg.clock.unix_secs() as i64;
+    let deleted = reg
+        .retention_pass(&p.live.retention, &p.live.immutable, now, dry_run)
+        .await?;
+    if dry_run || p.live.webhooks.is_empty() {
+        return Ok(deleted);
+    }
+    for d in &deleted {
+        let manifest = Spec {
+            kind: EventKind::ManifestDelete,
+            name: &d.repository,
+            digest: &d.digest,
+            tag: d.tags.first().map(String::as_str),
+            reference: Some(d.digest.as_str()),
+            media_type: Some(&d.media_type),
+            size: Some(d.size),
+        };
+        events::done(&p.live.webhooks, p.queue, &Actor::Retention, &manifest).await;
+        for tag in &d.tags {
+            let tag_delete = Spec {
+                kind: EventKind::TagDelete,
+                tag: Some(tag),
+                reference: Some(tag),
+                ..manifest
+            };
+            events::done(&p.live.webhooks, p.queue, &Actor::Retention, &tag_delete).await;
+        }
+    }
+    Ok(deleted)
+}
+
+/// `manifest.delete` events for manifests the registry removed itself.
+async fn removed_events(p: &Pass<'_>, removed: &[(RepoName, Digest)], actor: &Actor) {
+    if p.live.webhooks.is_empty() {
+        return;
+    }
+    for (name, d) in removed {
+        let spec = Spec {
+            kind: EventKind::ManifestDelete,
+            name,
+            digest: d,
+            tag: None,
+            reference: Some(d.as_str()),
+            media_type: None,
+            size: None,
+        };
+        events::done(&p.live.webhooks, p.queue, actor, &spec).await;
+    }
+}

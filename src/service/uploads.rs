@@ -1,0 +1,234 @@
+//! Blob uploads: a session's start, appends, status, cancel and commit; the monolithic and
+//! small pushes; cross-repository mounts. A blob becomes visible only once verified and let
+//! through by the `required` webhooks of its `blob.push` event.
+
+use super::events::{self, Spec};
+use super::{Caller, Service};
+use crate::error::{Error, Result};
+use crate::events::EventKind;
+use crate::http::{BodyRead, BodyReader};
+use crate::oci::{Digest, RepoName, UploadId};
+use crate::registry::uploads::Session;
+
+/// A monolithic push of at most this many bytes is read whole and stored without an upload
+/// session, in one durable step (`Registry::put_small_blob`). Hashed on the core: 64 KiB
+/// is ~40 µs of SHA-256, inside the budget for work on a core (docs/ARCHITECTURE.md,
+/// section 4); configs, attestations and small layers fit.
+pub const SMALL_BLOB_BYTES_MAX: u64 = 64 * 1024;
+
+/// The `blob.push` event of a blob becoming visible in `name`.
+fn blob_push<'a>(name: &'a RepoName, digest: &'a Digest, size: u64) -> Spec<'a> {
+    Spec {
+        kind: EventKind::BlobPush,
+        name,
+        digest,
+        tag: None,
+        reference: Some(digest.as_str()),
+        media_type: None,
+        size: Some(size),
+    }
+}
+
+/// `required` webhooks of a blob push, asked once the content is verified and before it is
+/// committed or linked: a refused blob never becomes visible.
+async fn gate(
+    svc: &Service,
+    caller: &Caller<'_>,
+    name: &RepoName,
+    digest: &Digest,
+    size: u64,
+) -> Result<()> {
+    if !events::wanted(svc) {
+        return Ok(());
+    }
+    events::before(svc, &events::client(caller), &blob_push(name, digest, size)).await
+}
+
+/// A blob is in the repository: the rest of its `blob.push` deliveries.
+async fn pushed(svc: &Service, caller: &Caller<'_>, name: &RepoName, digest: &Digest, size: u64) {
+    if !events::wanted(svc) {
+        return;
+    }
+    events::after(svc, &events::client(caller), &blob_push(name, digest, size)).await;
+}
+
+/// Links a blob stored for repository `from` (or, with no `from`, any blob the caller may
+/// see) into `name`. The size when mounted; None when there is nothing to mount.
+pub async fn mount(
+    svc: &Service,
+    caller: &Caller<'_>,
+    name: &RepoName,
+    digest: &Digest,
+    from: Option<&RepoName>,
+) -> Result<Option<u64>> {
+    let gated = async |size| gate(svc, caller, name, digest, size).await;
+    let mounted = {
+        let _write = caller.clock.hold();
+        svc.registry
+            .mount_blob_gated(name, digest, from, gated)
+            .await?
+    };
+    if let Some(size) = mounted {
+        pushed(svc, caller, name, digest, size).await;
+    }
+    Ok(mounted)
+}
+
+/// Stores a whole blob received at once (at most [`SMALL_BLOB_BYTES_MAX`]) in one durable
+/// step, verified against `digest`. With `session`, the upload it came in is closed too.
+pub async fn put_small(
+    svc: &Service,
+    caller: &Caller<'_>,
+    name: &RepoName,
+    digest: &Digest,
+    body: Vec<u8>,
+    session: Option<&UploadId>,
+) -> Result<u64> {
+    let size = body.len() as u64;
+    let gated = async |size| gate(svc, caller, name, digest, size).await;
+    {
+        let _write = caller.clock.hold();
+        let put = svc.registry.put_small_blob(name, digest, body, gated).await;
+        if let Some(id) = session {
+            svc.registry.upload_cancel(name, id).await?;
+        }
+        put?;
+    }
+    pushed(svc, caller, name, digest, size).await;
+    Ok(size)
+}
+
+/// Opens a new upload session in `name`.
+pub async fn start(svc: &Service, name: &RepoName) -> Result<Session> {
+    svc.registry.upload_start_open(name).await
+}
+
+/// A session as stored (or as this process's cache has it: see `Session::is_cached`).
+pub async fn open(svc: &Service, name: &RepoName, id: &UploadId) -> Result<Session> {
+    svc.registry.upload_open_or_unknown(name, id).await
+}
+
+/// A session read again from storage (another node may have appended).
+pub async fn refresh(svc: &Service, s: Session) -> Result<Session> {
+    svc.registry.upload_refresh(s).await
+}
+
+/// The status of a session as stored, not as this process's cache last saw it.
+pub async fn status(svc: &Service, name: &RepoName, id: &UploadId) -> Result<Session> {
+    let s = open(svc, name, id).await?;
+    refresh(svc, s).await
+}
+
+/// Cancels a session and removes what it received.
+pub async fn cancel(
+    svc: &Service,
+    caller: &Caller<'_>,
+    name: &RepoName,
+    id: &UploadId,
+) -> Result<()> {
+    let _write = caller.clock.hold();
+    match svc.registry.upload_cancel(name, id).await? {
+        true => Ok(()),
+        false => Err(Error::BlobUploadUnknown("no such upload".into())),
+    }
+}
+
+/// Appends a request body to a session and saves its state.
+pub async fn append(
+    svc: &Service,
+    caller: &Caller<'_>,
+    s: &mut Session,
+    body: &mut BodyReader<'_>,
+) -> Result<()> {
+    receive(svc, body, s).await?;
+    let _write = caller.clock.hold();
+    svc.registry.upload_save(s).await
+}
+
+/// Appends a request body to a session and commits it as `digest`: the blob's size.
+pub async fn finish(
+    svc: &Service,
+    caller: &Caller<'_>,
+    mut s: Session,
+    digest: &Digest,
+    body: &mut BodyReader<'_>,
+) -> Result<u64> {
+    let name = s.name.clone();
+    receive(svc, body, &mut s).await?;
+    let gated = async |size| gate(svc, caller, &name, digest, size).await;
+    let size = {
+        let _write = caller.clock.hold();
+        svc.registry.upload_finish_gated(s, digest, gated).await?
+    };
+    pushed(svc, caller, &name, digest, size).await;
+    Ok(size)
+}
+
+/// A whole blob in one request body, through a session of its own that a failed body
+/// leaves nothing of.
+pub async fn monolithic(
+    svc: &Service,
+    caller: &Caller<'_>,
+    name: &RepoName,
+    digest: &Digest,
+    body: &mut BodyReader<'_>,
+) -> Result<u64> {
+    let mut session = start(svc, name).await?;
+    let id = session.id.clone();
+    if let Err(e) = receive(svc, body, &mut session).await {
+        drop(session);
+        let _write = caller.clock.hold();
+        svc.registry.upload_cancel(name, &id).await?;
+        return Err(e);
+    }
+    let gated = async |size| gate(svc, caller, name, digest, size).await;
+    let size = {
+        let _write = caller.clock.hold();
+        svc.registry
+            .upload_finish_gated(session, digest, gated)
+            .await?
+    };
+    pushed(svc, caller, name, digest, size).await;
+    Ok(size)
+}
+
+/// Streams a request body through the hasher into the session's data, up to
+/// `blob_bytes_max`. Two buffers: the next chunk is received while the previous one is
+/// written, so the socket and the disk overlap instead of taking turns.
+async fn receive(svc: &Service, body: &mut BodyReader<'_>, s: &mut Session) -> Result<()> {
+    let reg = &svc.registry;
+    body.set_limit(svc.limits.blob_bytes_max)?;
+    body.allow_long_transfer();
+    let mut filled = svc.buffers.take();
+    let mut spare = svc.buffers.take();
+    let BodyRead(first, b) = body.read(filled).await;
+    filled = b;
+    let mut n = match first {
+        Ok(n) => n,
+        Err(e) => {
+            svc.buffers.give(filled);
+            svc.buffers.give(spare);
+            return Err(Error::from(e));
+        }
+    };
+    let result = loop {
+        if n == 0 {
+            break Ok(());
+        }
+        s.hasher.update(&filled[..n]);
+        let ((w, written), BodyRead(r, next)) =
+            crate::future::join(reg.upload_write(s, filled), body.read(spare)).await;
+        spare = written;
+        filled = next;
+        if let Err(e) = w {
+            break Err(e);
+        }
+        n = match r {
+            Ok(n) => n,
+            Err(e) => break Err(Error::from(e)),
+        };
+    };
+    svc.buffers.give(filled);
+    svc.buffers.give(spare);
+    result
+}
