@@ -65,12 +65,10 @@ fn with_registry<T>(config: &Config, f: impl AsyncFnOnce(&Registry) -> T) -> Res
 /// deliveries go out before the command ends.
 fn with_pass<T>(
     config: &Config,
-    command: &str,
     f: impl AsyncFnOnce(&Pass<'_>) -> Result<T, crate::error::Error>,
-) -> Result<T, String> {
-    let live = crate::reload::Live::build(config).map_err(|e| format!("{command}: {e}"))?;
-    let queue = crate::events::Queue::start(config.server.io_driver)
-        .map_err(|e| format!("{command}: {e}"))?;
+) -> Result<T, StartError> {
+    let live = crate::reload::Live::build(config)?;
+    let queue = crate::events::Queue::start(config.server.io_driver)?;
     let result = with_registry(config, async |reg: &Registry| {
         let pass = Pass {
             registry: reg,
@@ -81,13 +79,13 @@ fn with_pass<T>(
     })
     .and_then(|r| r.map_err(StartError::Registry));
     queue.drain(config.server.query_timeout_grace_period);
-    result.map_err(|e| format!("{command}: {e}"))
+    result
 }
 
 /// Runs one GC pass; prints each blob removed (or that would be) and the totals.
 pub fn gc(config: &Config, dry_run: bool) -> i32 {
     let grace = config.gc.grace_period;
-    let result = with_pass(config, "origin gc", async |pass: &Pass<'_>| {
+    let result = with_pass(config, async |pass: &Pass<'_>| {
         let evicted = maintenance::evict(pass, dry_run).await?.len();
         if evicted > 0 {
             let verb = if dry_run { "would evict" } else { "evicted" };
@@ -112,7 +110,7 @@ pub fn gc(config: &Config, dry_run: bool) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("origin gc: {e}");
             1
         }
     }
@@ -157,11 +155,9 @@ pub fn gc_interval(config: &Config) -> Duration {
 /// `origin scrub --retention`: one retention pass; prints each manifest deleted (or that
 /// would be) with its repository, digest and tags.
 pub fn retention_cli(config: &Config, dry_run: bool) -> i32 {
-    let result = with_pass(
-        config,
-        "origin scrub --retention",
-        async |pass: &Pass<'_>| maintenance::retention(pass, dry_run).await,
-    );
+    let result = with_pass(config, async |pass: &Pass<'_>| {
+        maintenance::retention(pass, dry_run).await
+    });
     match result {
         Ok(deleted) => {
             let verb = if dry_run { "would delete" } else { "deleted" };
@@ -177,7 +173,7 @@ pub fn retention_cli(config: &Config, dry_run: bool) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("origin scrub --retention: {e}");
             1
         }
     }
