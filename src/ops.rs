@@ -74,6 +74,9 @@ async fn storage_ready(app: &App) -> bool {
     let probing = Probing;
     let ready = probe_storage(app).await;
     READY.lock().unwrap_or_else(|p| p.into_inner()).last = Some((Instant::now(), ready));
+    METRICS
+        .storage_ready
+        .store(i64::from(ready), std::sync::atomic::Ordering::Relaxed);
     drop(probing);
     ready
 }
