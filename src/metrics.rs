@@ -163,6 +163,8 @@ pub struct Metrics {
     pub oidc_key_fetch_failures: AtomicU64,
     pub policy_denials: AtomicU64,
     pub gc_passes: AtomicU64,
+    /// GC passes that ended in an error (nothing counted in the reclaimed totals).
+    pub gc_failures: AtomicU64,
     pub gc_blobs_reclaimed: AtomicU64,
     pub gc_bytes_reclaimed: AtomicU64,
     pub gc_manifests_removed: AtomicU64,
@@ -183,6 +185,8 @@ pub struct Metrics {
     pub webhook_dropped: AtomicU64,
     pub webhook_queued: AtomicI64,
     pub retention_deleted: AtomicU64,
+    /// The last `/readyz` storage probe: 1 passed, 0 failed, -1 none yet (not rendered).
+    pub storage_ready: AtomicI64,
 }
 
 pub static METRICS: Metrics = Metrics::new();
@@ -196,6 +200,7 @@ impl Metrics {
             oidc_key_fetch_failures: AtomicU64::new(0),
             policy_denials: AtomicU64::new(0),
             gc_passes: AtomicU64::new(0),
+            gc_failures: AtomicU64::new(0),
             gc_blobs_reclaimed: AtomicU64::new(0),
             gc_bytes_reclaimed: AtomicU64::new(0),
             gc_manifests_removed: AtomicU64::new(0),
@@ -215,6 +220,7 @@ impl Metrics {
             webhook_dropped: AtomicU64::new(0),
             webhook_queued: AtomicI64::new(0),
             retention_deleted: AtomicU64::new(0),
+            storage_ready: AtomicI64::new(-1),
         }
     }
 
@@ -246,7 +252,7 @@ impl Metrics {
     }
 
     fn render_shared(&self, out: &mut String) {
-        let gauges_and_counters: [(&str, &str, &str, i128); 25] = [
+        let gauges_and_counters: [(&str, &str, &str, i128); 26] = [
             ("origin_upload_sessions_open", "gauge", "Upload sessions started and not yet finished, cancelled or expired (this process).", self.uploads_open.load(Relaxed) as i128),
             ("origin_auth_failures_total", "counter", "Requests with wrong credentials.", self.auth_failures.load(Relaxed) as i128),
             ("origin_auth_rate_limited_total", "counter", "Requests refused by the authentication rate limit.", self.auth_rate_limited.load(Relaxed) as i128),
@@ -254,6 +260,7 @@ impl Metrics {
             ("origin_oidc_key_fetch_failures_total", "counter", "Failed discovery or JWKS fetches from OIDC providers.", self.oidc_key_fetch_failures.load(Relaxed) as i128),
             ("origin_policy_denials_total", "counter", "Requests denied by access policies.", self.policy_denials.load(Relaxed) as i128),
             ("origin_gc_passes_total", "counter", "Garbage collection passes run.", self.gc_passes.load(Relaxed) as i128),
+            ("origin_gc_failures_total", "counter", "Garbage collection passes that failed.", self.gc_failures.load(Relaxed) as i128),
             ("origin_gc_blobs_reclaimed_total", "counter", "Blobs removed by garbage collection.", self.gc_blobs_reclaimed.load(Relaxed) as i128),
             ("origin_gc_bytes_reclaimed_total", "counter", "Bytes removed by garbage collection.", self.gc_bytes_reclaimed.load(Relaxed) as i128),
             ("origin_gc_manifests_removed_total", "counter", "Untagged manifests removed by garbage collection.", self.gc_manifests_removed.load(Relaxed) as i128),
@@ -281,6 +288,16 @@ impl Metrics {
             } else {
                 let _ = writeln!(out, "{name} {value}");
             }
+        }
+        // Absent until something probes `/readyz` (a readiness probe, a monitor): a scrape
+        // does not write to storage itself.
+        let ready = self.storage_ready.load(Relaxed);
+        if ready >= 0 {
+            let _ = writeln!(
+                out,
+                "# HELP origin_storage_ready The last /readyz storage probe: 1 passed, 0 failed.\n\
+                 # TYPE origin_storage_ready gauge\norigin_storage_ready {ready}"
+            );
         }
     }
 }

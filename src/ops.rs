@@ -73,6 +73,9 @@ async fn storage_ready(store: &Backend) -> bool {
     let probing = Probing;
     let ready = probe_storage(store).await;
     READY.lock().unwrap_or_else(|p| p.into_inner()).last = Some((Instant::now(), ready));
+    METRICS
+        .storage_ready
+        .store(i64::from(ready), std::sync::atomic::Ordering::Relaxed);
     drop(probing);
     ready
 }
