@@ -68,7 +68,11 @@ mkdir -p "$LOGS"
 : > "$RESULTS"
 
 # shellcheck disable=SC2086  # TOOLS is a word list
-need $TOOLS nginx curl python3 jq "${DISTRIBUTION_BIN:-docker-registry}"
+# Only the peers this run starts need to be installed.
+peers=()
+case " $SERVERS " in *" nginx "*) peers+=(nginx) ;; esac
+case " $SERVERS " in *" distribution "*) peers+=("${DISTRIBUTION_BIN:-docker-registry}") ;; esac
+need $TOOLS curl python3 jq "${peers[@]}"
 T_START=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "work dir: $WORK" >&2
@@ -262,7 +266,7 @@ cat > "$WORK/meta.json" <<JSON
   "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "origin": "$(origin_description), io_driver=$DRIVER",
   "distribution": "$("${DISTRIBUTION_BIN:-docker-registry}" --version 2>/dev/null | awk '{print $NF}')",
-  "nginx": "$(nginx -v 2>&1 | sed 's/.*\///'), 2 workers, sendfile",
+  "nginx": "$(nginx -v 2>&1 | sed 's/.*\///' || true), 2 workers, sendfile",
   "machine": "$(machine_description); load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)",
   "phases": "${SECS}s small requests at $CONNS connections (wrk -t2, oha), ${LARGE_SECS}s large GETs at $LARGE_CONNS connections (getblob.py), ${PUSH_SECS}s pushes of $PUSH_MIB MiB blobs at $PUSH_STREAMS streams (push.py)",
   "wall time": "$((T_END - T_START)) s",

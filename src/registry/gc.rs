@@ -329,16 +329,7 @@ impl Registry {
     }
 
     /// One collection pass. With `dry_run`, reports what it would remove and changes nothing.
-    /// A pass that fails is counted (`origin_gc_failures_total`), for alerts.
     pub async fn gc_pass(&self, grace: Duration, dry_run: bool) -> Result<GcReport> {
-        let result = self.collect(grace, dry_run).await;
-        if result.is_err() && !dry_run {
-            crate::metrics::Metrics::add(&crate::metrics::METRICS.gc_failures, 1);
-        }
-        result
-    }
-
-    async fn collect(&self, grace: Duration, dry_run: bool) -> Result<GcReport> {
         let started = Instant::now();
         let mut report = GcReport::default();
         if !dry_run {

@@ -23,9 +23,18 @@ pub struct Pass<'a> {
 }
 
 /// One GC pass (blobs nothing links, and with `gc.remove_untagged` manifests that lost
-/// their last tag): a `manifest.delete` event (actor `gc`) for each manifest removed.
+/// their last tag): a `manifest.delete` event (actor `gc`) for each manifest removed. A
+/// pass that fails is counted (`origin_gc_failures_total`), for alerts.
 pub async fn gc(p: &Pass<'_>, grace: Duration, dry_run: bool) -> Result<GcReport> {
-    let report = p.registry.gc_pass(grace, dry_run).await?;
+    let report = match p.registry.gc_pass(grace, dry_run).await {
+        Ok(report) => report,
+        Err(e) => {
+            if !dry_run {
+                Metrics::add(&METRICS.gc_failures, 1);
+            }
+            return Err(e);
+        }
+    };
     if dry_run {
         return Ok(report);
     }
