@@ -24,6 +24,11 @@
 #   BENCH_OUT       also write the table there
 #   BENCH_REUSE=1   reuse a layout seeded before under BENCH_DATA (with its `seeded` file)
 #   BENCH_KEEP=1    keep the layouts at the end
+#   BENCH_SCRUB_TIMEOUT  stop scrub after this many seconds (the cell says so, with the
+#                   peak RSS until then)
+#   BENCH_SKIP      offline steps not run (cells `-`): any of "gc scrub retention"
+#   BENCH_COUNT_WAIT  seconds to wait at most for the start-up byte count before the load
+#                   (default 3600; the cell then says it was still running)
 #   BENCH_SKIP_BUILD=1, ORIGIN_BIN as in bench/lib.sh
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -71,12 +76,19 @@ TOML
 # timed NAME CMD...: runs CMD under /usr/bin/time; sets T_SECS and T_KIB, keeps its output.
 timed() {
   local name=$1; shift
+  local stopped=0
   /usr/bin/time -f "%e %M" -o "$WORK/$name.time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || {
     local rc=$?
-    # scrub exits 3 when it has findings; anything else is a failure.
-    [ "$rc" = 3 ] || { echo "$name failed ($rc):" >&2; tail "$WORK/$name.err" >&2; exit 1; }
+    # scrub exits 3 when it has findings, `timeout` 124 when it stopped it; anything else
+    # is a failure.
+    case $rc in
+      3) ;;
+      124) stopped=1 ;;
+      *) echo "$name failed ($rc):" >&2; tail "$WORK/$name.err" >&2; exit 1 ;;
+    esac
   }
-  read -r T_SECS T_KIB <"$WORK/$name.time"
+  read -r T_SECS T_KIB < <(grep -v '^Command' "$WORK/$name.time")
+  [ "$stopped" = 0 ] || T_SECS="stopped at $T_SECS"
   echo "  $name: ${T_SECS}s ${T_KIB} KiB; $(tail -1 "$WORK/$name.out")" >&2
 }
 
@@ -98,6 +110,8 @@ serve() {
 
 stop() { kill "$SRV_PID"; wait "$SRV_PID" 2>/dev/null || true; }
 
+skip() { case " ${BENCH_SKIP:-} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
 metric() { curl -s "$URL/metrics" | awk -v n="$1" '$1 == n {print $2}'; }
 
 row "manifests / blobs (repositories) | seed s | gc --dry-run s / peak KiB | gc (collects N) s / peak KiB | scrub s / peak KiB | retention --dry-run s / peak KiB (would delete) | start-up to /readyz ms / KiB | bytes count s / peak KiB | listing p50/p99/max ms, no GC | listing during GC | PUT p50/p99/max ms, no GC | PUT during GC | GC pass in server s / peak KiB"
@@ -115,24 +129,36 @@ for size in $SIZES; do
     seed_s=$($SEED registry "$root" "$MANIFESTS" "$BLOBS" "$REPOS")
     echo "$seed_s" >"$dir/seeded"
   fi
-  $SEED garbage "$root" "$GARBAGE" a >/dev/null
+  skip gc || $SEED garbage "$root" "$GARBAGE" a >/dev/null
   cfg=$WORK/origin-$MANIFESTS.toml
   config "$cfg" "$root" "$(free_port)" false
 
-  timed gc-dry "$ORIGIN_BIN" gc --dry-run -c "$cfg"; gcd="$T_SECS / $T_KIB"
-  timed gc "$ORIGIN_BIN" gc -c "$cfg"; gcr="$T_SECS / $T_KIB ($GARBAGE)"
-  timed scrub "$ORIGIN_BIN" scrub -c "$cfg"; scrub="$T_SECS / $T_KIB"
-  timed retention "$ORIGIN_BIN" scrub --retention --dry-run -c "$cfg"
-  would=$(tail -1 "$WORK/retention.out" | awk '{print $4}')
-  ret="$T_SECS / $T_KIB ($would)"
+  gcd=- gcr=- scrub=- ret=-
+  if ! skip gc; then
+    timed gc-dry "$ORIGIN_BIN" gc --dry-run -c "$cfg"; gcd="$T_SECS / $T_KIB"
+    timed gc "$ORIGIN_BIN" gc -c "$cfg"; gcr="$T_SECS / $T_KIB ($GARBAGE)"
+  fi
+  if ! skip scrub; then
+    timed scrub ${BENCH_SCRUB_TIMEOUT:+timeout "$BENCH_SCRUB_TIMEOUT"} "$ORIGIN_BIN" scrub -c "$cfg"
+    scrub="$T_SECS / $T_KIB"
+  fi
+  if ! skip retention; then
+    timed retention "$ORIGIN_BIN" scrub --retention --dry-run -c "$cfg"
+    would=$(tail -1 "$WORK/retention.out" | awk '{print $4}')
+    ret="$T_SECS / $T_KIB ($would)"
+  fi
 
   # Start-up, then the load with GC off.
   repo=scale/r0001
   serve "$cfg"
   ready="$READY_MS / $(rss_kib "$SRV_PID")"
-  t0=$(date +%s%N)
-  until [ "$(metric origin_storage_blob_bytes_counted)" = 1 ]; do sleep 0.2; done
-  count="$(( ($(date +%s%N) - t0) / 1000000000 )) / $(hwm_kib "$SRV_PID")"
+  t0=$(date +%s)
+  until [ "$(metric origin_storage_blob_bytes_counted)" = 1 ]; do
+    [ $(( $(date +%s) - t0 )) -lt "${BENCH_COUNT_WAIT:-3600}" ] || break
+    sleep 0.2
+  done
+  count="$(( $(date +%s) - t0 )) / $(hwm_kib "$SRV_PID")"
+  [ "$(metric origin_storage_blob_bytes_counted)" = 1 ] || count="still counting at $count"
   read -r l50 l99 lmax _ p50 p99 pmax _ _ < <($LOAD fixed "$URL" "$root" "$repo" "$LOAD_SECS" "$RATE")
   stop
 
