@@ -49,13 +49,17 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use super::listing::KeyPages;
 use super::{layout, Registry};
 use crate::error::Result;
-use crate::oci::{Digest, Manifest, Reference, RepoName};
+use crate::oci::{Digest, Manifest, RepoName};
 use crate::storage::{PutCondition, PutOutcome, Storage};
 
 /// Candidates examined per pass at most; the rest wait for the next pass.
 const CANDIDATES_PER_PASS_MAX: usize = 100_000;
+/// Candidate keys one listing reads: a pass holds one page (~100 bytes a key), whatever
+/// the number of candidates or of blobs.
+const CANDIDATES_PAGE_KEYS: usize = if cfg!(test) { 3 } else { 1000 };
 /// A tombstone older than this was left by a crashed pass and is removed.
 const TOMBSTONE_STALE: Duration = Duration::from_secs(600);
 /// Longest a blob write waits for a pass that is deleting the same blob (a pass deletes one
@@ -124,6 +128,11 @@ struct Ages {
     /// A candidate this old has no manifest PUT still writing its edges.
     debris_secs: u64,
 }
+
+mod untagged;
+
+#[cfg(test)]
+mod tests;
 
 fn is_revision_edge(key: &str) -> bool {
     key.ends_with("/_revision")
@@ -248,86 +257,6 @@ impl Registry {
         Ok(())
     }
 
-    /// Records that a manifest may have lost its last tag, when untagged manifests are
-    /// collected; a pass decides after the grace period.
-    pub async fn note_untagged(&self, name: &RepoName, d: &Digest) -> Result<()> {
-        if !self.settings.gc_remove_untagged {
-            return Ok(());
-        }
-        let stamp = self.now_secs().to_string().into_bytes();
-        // A hint for a later pass: durable with the next flush, nothing waits for it.
-        self.store
-            .put_pending(&layout::gc_untagged(name, d), stamp, PutCondition::Always)
-            .await?;
-        Ok(())
-    }
-
-    /// Deletes manifests noted as untagged that still are, after the grace period, unless
-    /// another manifest of the repository holds them (an index) or they refer to a subject.
-    async fn remove_untagged(
-        &self,
-        grace_secs: u64,
-        dry_run: bool,
-        removed_list: &mut Vec<(RepoName, Digest)>,
-    ) -> Result<usize> {
-        let keys = self
-            .store
-            .list(layout::GC_UNTAGGED_PREFIX, None, CANDIDATES_PER_PASS_MAX)
-            .await?;
-        let mut removed = 0;
-        for key in keys {
-            let Some((name, d)) = key
-                .strip_prefix(layout::GC_UNTAGGED_PREFIX)
-                .and_then(layout::parse_untagged)
-            else {
-                continue;
-            };
-            let Some(meta) = self.store.head(&key).await? else {
-                continue;
-            };
-            if self.age_secs(meta.modified) < grace_secs {
-                continue;
-            }
-            if self.is_untagged(&name, &d).await? && !self.held_in_repo(&name, &d).await? {
-                let stored = self
-                    .get_manifest(&name, &Reference::Digest(d.clone()))
-                    .await;
-                let referrer = match &stored {
-                    Ok(m) => Manifest::parse(Some(&m.media_type), &m.bytes)
-                        .map(|m| m.subject().is_some())
-                        .unwrap_or(false),
-                    Err(_) => true, // gone already: nothing to do
-                };
-                if !referrer {
-                    if dry_run {
-                        removed += 1;
-                        continue;
-                    }
-                    self.delete_manifest(&name, &d).await?;
-                    removed += 1;
-                    removed_list.push((name.clone(), d.clone()));
-                }
-            }
-            if !dry_run {
-                self.store.remove(&key).await?;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// True when another manifest of the same repository names `d` (an index child).
-    async fn held_in_repo(&self, name: &RepoName, d: &Digest) -> Result<bool> {
-        let repo = layout::flat_name(name);
-        let edges = self
-            .store
-            .list(&format!("{}{repo}/", layout::refs_prefix(d)), None, 2)
-            .await?;
-        Ok(edges
-            .iter()
-            .filter_map(|k| layout::edge_holder(d, k))
-            .any(|(_, holder)| holder != "_revision"))
-    }
-
     /// One collection pass. With `dry_run`, reports what it would remove and changes nothing.
     pub async fn gc_pass(&self, grace: Duration, dry_run: bool) -> Result<GcReport> {
         let started = Instant::now();
@@ -344,16 +273,41 @@ impl Registry {
             grace_secs: grace.as_secs(),
             debris_secs: grace.max(self.settings.debris_after).as_secs(),
         };
-        let keys = self
-            .store
-            .list(layout::GC_CANDIDATES_PREFIX, None, CANDIDATES_PER_PASS_MAX)
-            .await?;
-        let mut digests: Vec<Digest> = keys
-            .iter()
-            .filter_map(|k| k.strip_prefix(layout::GC_CANDIDATES_PREFIX))
-            .filter_map(layout::unflat_digest)
-            .collect();
-        // Blobs released by undoing crash debris are looked at in the same pass (once).
+        // A page of candidates at a time from where the last page ended (what a page
+        // removes is behind the position, what a page adds after it is seen next).
+        let mut after: Option<String> = None;
+        while report.examined < CANDIDATES_PER_PASS_MAX {
+            let want = CANDIDATES_PAGE_KEYS.min(CANDIDATES_PER_PASS_MAX - report.examined);
+            let keys = self
+                .store
+                .list(layout::GC_CANDIDATES_PREFIX, after.as_deref(), want)
+                .await?;
+            let last_page = keys.len() < want;
+            after = keys.last().cloned();
+            let digests = keys
+                .iter()
+                .filter_map(|k| k.strip_prefix(layout::GC_CANDIDATES_PREFIX))
+                .filter_map(layout::unflat_digest)
+                .collect();
+            self.collect_page(digests, ages, dry_run, &mut report)
+                .await?;
+            if last_page {
+                break;
+            }
+        }
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    /// Examines one page of candidates, then the blobs that undoing crash debris released
+    /// (once, in the same pass: they were released at the crash, long enough ago).
+    async fn collect_page(
+        &self,
+        mut digests: Vec<Digest>,
+        ages: Ages,
+        dry_run: bool,
+        report: &mut GcReport,
+    ) -> Result<()> {
         for round in 0..2 {
             let mut released = Vec::new();
             for d in digests {
@@ -372,8 +326,7 @@ impl Registry {
             released.dedup();
             digests = released;
         }
-        report.duration = started.elapsed();
-        Ok(report)
+        Ok(())
     }
 
     /// Decides one candidate: undoes crashed PUTs' edges, then removes the blob and its
@@ -586,10 +539,14 @@ impl Registry {
     }
 
     async fn clear_stale_tombstones(&self) -> Result<()> {
-        let keys = self
-            .store
-            .list(layout::GC_TOMBSTONES_PREFIX, None, CANDIDATES_PER_PASS_MAX)
-            .await?;
+        let mut pages = KeyPages::new(layout::GC_TOMBSTONES_PREFIX.to_owned(), None);
+        while let Some(keys) = pages.next(&self.store).await? {
+            self.clear_stale(keys).await?;
+        }
+        Ok(())
+    }
+
+    async fn clear_stale(&self, keys: Vec<String>) -> Result<()> {
         for key in keys {
             if let Some(meta) = self.store.head(&key).await? {
                 // Real time, not the registry's clock: staleness is about how long a pass

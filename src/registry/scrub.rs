@@ -9,9 +9,6 @@ use crate::error::Result;
 use crate::oci::{Digest, Manifest, Reference, RepoName, Tag, UploadId};
 use crate::storage::{PutCondition, Storage};
 
-/// Keys listed per storage call while walking.
-const LIST_PAGE: usize = 10_000;
-
 /// Manifests whose expected edges the stray-edge walk remembers (edges are listed by blob,
 /// so one manifest's edges are spread over the walk); past this the memo starts again.
 const EDGE_MEMO_MAX: usize = 4096;
@@ -89,20 +86,6 @@ pub struct ScrubReport {
 }
 
 impl Registry {
-    pub(crate) async fn list_all(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.store.list(prefix, after.as_deref(), LIST_PAGE).await?;
-            let done = page.len() < LIST_PAGE;
-            after = page.last().cloned();
-            all.extend(page);
-            if done {
-                return Ok(all);
-            }
-        }
-    }
-
     /// Counts stored blob bytes and open upload sessions once, after start-up and in the
     /// background, for the metrics (kept current afterwards by commits, GC and session
     /// changes). Sizes come from the listing itself (S3: one ListObjectsV2 per 1,000 blobs,
@@ -129,16 +112,20 @@ impl Registry {
         m.stored_bytes_known.store(true, Relaxed);
         // Index entries (fs, `uploads/<id>`) or sessions (S3, `uploads/<repo>/<id>`), not
         // the sessions' staged parts.
-        let uploads = self
-            .list_all(layout::UPLOAD_INDEX_PREFIX)
-            .await?
-            .iter()
-            .filter_map(|k| k.strip_prefix(layout::UPLOAD_INDEX_PREFIX))
-            .filter(|rest| {
-                crate::oci::UploadId::parse(rest).is_ok()
-                    || layout::parse_upload_session(rest).is_some()
-            })
-            .count();
+        // Counted a page at a time, like the bytes: sessions are capped per repository,
+        // not in all.
+        let mut uploads = 0;
+        let mut pages = KeyPages::new(layout::UPLOAD_INDEX_PREFIX.to_owned(), None);
+        while let Some(page) = pages.next(&self.store).await? {
+            uploads += page
+                .iter()
+                .filter_map(|k| k.strip_prefix(layout::UPLOAD_INDEX_PREFIX))
+                .filter(|rest| {
+                    crate::oci::UploadId::parse(rest).is_ok()
+                        || layout::parse_upload_session(rest).is_some()
+                })
+                .count();
+        }
         m.uploads_open.fetch_add(uploads as i64, Relaxed);
         Ok(())
     }

@@ -186,6 +186,8 @@ impl Storage for Backend {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>> {
+        #[cfg(test)]
+        list_probe::record(prefix, limit);
         each!(self, s => s.list(prefix, start_after, limit).await)
     }
 
@@ -383,5 +385,26 @@ impl UploadWriter for BackendUpload {
             BackendUpload::Fs(u) => u.set_meta(meta),
             BackendUpload::S3(u) => u.set_meta(meta),
         }
+    }
+}
+
+/// Test builds record the prefix and limit of every `list` call on this thread, so a test
+/// can check that a walk reads storage a bounded page at a time (not how much it returned:
+/// a page bound is about what one call may hold).
+#[cfg(test)]
+pub(crate) mod list_probe {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static CALLS: RefCell<Vec<(String, usize)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(crate) fn record(prefix: &str, limit: usize) {
+        CALLS.with(|c| c.borrow_mut().push((prefix.to_owned(), limit)));
+    }
+
+    /// The calls recorded since the last `take`, in order.
+    pub(crate) fn take() -> Vec<(String, usize)> {
+        CALLS.with(|c| std::mem::take(&mut *c.borrow_mut()))
     }
 }

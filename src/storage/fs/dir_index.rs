@@ -43,12 +43,18 @@ pub(super) struct Limits {
     /// Entries one directory may have and still be read whole and sorted (and indexed);
     /// larger directories are streamed with only a window of names held.
     pub dir_entries_whole_max: usize,
+    /// Names a stream keeps for the next pages (`dir_window.rs`).
+    pub window_names: usize,
 }
 
 impl Limits {
-    /// ~100 bytes per entry while reading, so at most ~100 MiB for one directory read whole.
+    /// ~100 bytes per entry while reading, so at most ~25 MiB for one directory read whole,
+    /// and its index (~80 bytes a name) fits the cache (half of [`INDEX_BYTES_MAX`]): a
+    /// directory read whole is one that can be kept. Past that (the edges and link index of
+    /// a registry of a million blobs), memory is a window's, whatever the directory holds.
     pub const DEFAULT: Limits = Limits {
-        dir_entries_whole_max: 1 << 20,
+        dir_entries_whole_max: 1 << 18,
+        window_names: super::dir_window::WINDOW_NAMES,
     };
 }
 
@@ -124,7 +130,7 @@ impl Bound<'_> {
     }
 
     /// Where the wanted names start in a sorted directory.
-    fn start_in(&self, names: &Sorted) -> usize {
+    pub(super) fn start_in(&self, names: &Sorted) -> usize {
         let mut pos = names.partition_point(|n| n < self.name_prefix);
         if let Some(a) = self.after {
             let mut after = names.partition_point(|n| n <= a);
@@ -151,7 +157,7 @@ pub(super) struct Listed {
 }
 
 /// (device, inode, mtime, ctime): what a directory change moves.
-type Signature = (u64, u64, i64, i64, i64, i64);
+pub(super) type Signature = (u64, u64, i64, i64, i64, i64);
 
 struct Entry {
     signature: Signature,
@@ -312,26 +318,36 @@ pub(super) fn list_dir_sorted(
             complete: true,
         });
     }
+    if let Some(listed) = super::dir_window::lookup(dir, sig, &bound) {
+        return Ok(listed);
+    }
     let mut all: Vec<String> = Vec::new();
     let mut window: Option<BinaryHeap<String>> = None;
-    let want = want.max(1);
+    // A stream keeps more than this page wants, for the next pages (`dir_window.rs`).
+    let keep = want.max(limits.window_names).max(1);
     for_each_entry(dir, |name| match &mut window {
-        Some(heap) => keep_smallest(heap, name, &bound, want),
+        Some(heap) => keep_smallest(heap, name, &bound, keep),
         None if all.len() < limits.dir_entries_whole_max => all.push(name),
         None => {
             let mut heap = BinaryHeap::new();
             for n in all.drain(..) {
-                keep_smallest(&mut heap, n, &bound, want);
+                keep_smallest(&mut heap, n, &bound, keep);
             }
-            keep_smallest(&mut heap, name, &bound, want);
+            keep_smallest(&mut heap, name, &bound, keep);
             window = Some(heap);
         }
     })?;
     if let Some(heap) = window {
         tracing::debug!(prefix, "directory too large to index; streamed a window");
-        let complete = heap.len() < want;
+        #[cfg(test)]
+        STREAMS.with(|n| n.set(n.get() + 1));
+        let complete = heap.len() < keep;
+        let names = Arc::new(Sorted::from_sorted(&heap.into_sorted_vec()));
+        if settled(&meta) {
+            super::dir_window::keep(dir, sig, &bound, names.clone(), complete);
+        }
         return Ok(Listed {
-            names: Arc::new(Sorted::from_sorted(&heap.into_sorted_vec())),
+            names,
             start: 0,
             complete,
         });
@@ -348,6 +364,12 @@ pub(super) fn list_dir_sorted(
         start,
         complete: true,
     })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Streams of directories too large to index, on this thread (what a test counts).
+    static STREAMS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Keeps in `heap` (a max-heap) the `want` smallest wanted names seen.
@@ -471,94 +493,4 @@ pub(super) fn list_sorted(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::tests::TempDir;
-
-    /// Every key under `prefix` after `start_after`, by brute force.
-    fn expected(all: &[String], prefix: &str, start_after: Option<&str>) -> Vec<String> {
-        let mut out: Vec<String> = all
-            .iter()
-            .filter(|k| k.starts_with(prefix) && start_after.is_none_or(|s| k.as_str() > s))
-            .cloned()
-            .collect();
-        out.sort();
-        out
-    }
-
-    /// The walk agrees with a brute-force listing for every prefix, position and limit,
-    /// whether directories are read whole and indexed or streamed through small windows.
-    #[test]
-    fn walk_matches_brute_force_with_windows() {
-        let dir = TempDir::new();
-        let root = dir.path();
-        let mut all = Vec::new();
-        for a in ["a", "a-b", "a.c", "a0", "b", "bb"] {
-            for i in 0..7 {
-                all.push(format!("{a}/f{i}"));
-            }
-            all.push(format!("{a}/sub/x"));
-            all.push(format!("{a}/sub-y"));
-            all.push(format!("{a}/sub/deeper/z"));
-        }
-        all.extend(["a1".to_string(), "c".to_string()]);
-        for k in &all {
-            let path = root.join(k);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, b"x").unwrap();
-        }
-        // A temp file is never listed.
-        std::fs::write(root.join("a/.tmp-x"), b"x").unwrap();
-        let mut probes: Vec<Option<String>> = vec![None, Some(String::new()), Some("a/".into())];
-        probes.extend(
-            ["a/sub", "a/sub/", "a/sub/deeper/", "b/f3", "bz", "zz", "0"].map(|p| Some(p.into())),
-        );
-        probes.extend(all.iter().step_by(3).map(|k| Some(k.clone())));
-        for whole_max in [1, 2, 5, 1 << 20] {
-            let limits = Limits {
-                dir_entries_whole_max: whole_max,
-            };
-            for prefix in ["", "a", "a/", "a/sub", "a/sub/", "b", "bb/", "nope/", "a/f"] {
-                for start_after in &probes {
-                    let want = expected(&all, prefix, start_after.as_deref());
-                    for limit in [1, 3, 1000] {
-                        let got = list_sorted(root, prefix, start_after.as_deref(), limit, limits)
-                            .unwrap();
-                        assert_eq!(
-                            got,
-                            want[..want.len().min(limit)],
-                            "prefix {prefix:?} after {start_after:?} limit {limit} whole {whole_max}"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    /// A directory past the whole-read limit is streamed: every name is still listed, in
-    /// order, page by page, with only a window held.
-    #[test]
-    fn huge_directory_is_streamed_completely() {
-        let dir = TempDir::new();
-        let root = dir.path();
-        std::fs::create_dir(root.join("t")).unwrap();
-        let n = 2_000;
-        let mut want: Vec<String> = (0..n).map(|i| format!("t/{:04}", (i * 7) % n)).collect();
-        for k in &want {
-            std::fs::write(root.join(k), b"x").unwrap();
-        }
-        want.sort();
-        let limits = Limits {
-            dir_entries_whole_max: 100,
-        };
-        let mut got = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = list_sorted(root, "t/", after.as_deref(), 333, limits).unwrap();
-            let Some(last) = page.last() else { break };
-            after = Some(last.clone());
-            got.extend(page);
-        }
-        assert_eq!(got, want);
-    }
-}
+mod tests;

@@ -35,6 +35,7 @@ use super::{
 };
 
 mod dir_index;
+mod dir_window;
 mod files;
 mod journal;
 mod journaled;
