@@ -249,7 +249,7 @@ impl Journal {
         let flusher_shared = shared.clone();
         let flusher = std::thread::Builder::new()
             .name("origin-journal".into())
-            .spawn(move || flusher(flusher_shared, file, root_dir, epoch))?;
+            .spawn(move || flusher(flusher_shared, file, epoch))?;
         Ok(Journal {
             shared,
             flusher: Some(flusher),
@@ -371,10 +371,12 @@ impl Record<'_> {
     }
 }
 
-fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64) {
+fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
     let mut end = HEADER_BYTES;
     let mut zeroed = file.metadata().map_or(0, |m| m.len());
     let mut last_checkpoint = Instant::now();
+    // The keys of the records in the log: what the next checkpoint makes durable.
+    let mut touched = touched::Touched::default();
     // Set while checkpoints fail: when to try again, and the wait after the next failure.
     let mut retry: Option<(Instant, Duration)> = None;
     let checkpoint_due = |end: u64, last: Instant, retry: Option<(Instant, Duration)>| {
@@ -416,6 +418,7 @@ fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64) {
                 }
                 write_group(&file, end, epoch, &queued)?;
                 end += (FRAME_BYTES + queued.len()) as u64;
+                touched.note(&queued)?;
             }
             if !applies.is_empty() {
                 // Durable, not yet applied: the restart must replay it.
@@ -461,13 +464,11 @@ fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64) {
         let attempt = match retry {
             // The last attempt failed: pages it reported may be lost, so the log's state is
             // written to the tree again before the next syncfs.
-            Some(_) => recover::reapply(&shared, &file, epoch, end)
-                .and_then(|()| injected_failure(&shared))
-                .and_then(|()| checkpoint(&root_dir, &file, epoch + 1)),
-            None => {
-                injected_failure(&shared).and_then(|()| checkpoint(&root_dir, &file, epoch + 1))
-            }
-        };
+            Some(_) => recover::reapply(&shared, &file, epoch, end),
+            None => Ok(()),
+        }
+        .and_then(|()| injected_failure(&shared))
+        .and_then(|()| touched::checkpoint(&shared.root, &touched, &file, epoch + 1));
         let mut st = shared.lock();
         match attempt {
             Ok(()) => {
@@ -475,6 +476,7 @@ fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64) {
                 st.log_full = false;
                 epoch += 1;
                 end = HEADER_BYTES;
+                touched.clear();
                 last_checkpoint = Instant::now();
                 if retry.take().is_some() {
                     tracing::info!("journal checkpoint succeeded again");
@@ -496,6 +498,7 @@ mod apply;
 mod log;
 mod recover;
 mod replay;
+mod touched;
 pub(super) use apply::apply;
 #[cfg(test)]
 use log::GROUPS_WRITTEN;
