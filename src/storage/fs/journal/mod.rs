@@ -4,11 +4,12 @@
 //! directory), and a manifest PUT makes a dozen puts one after another. With it, a mutation
 //! is a record appended to one log file; a single thread writes whatever records are waiting
 //! with one `pwrite` and one `fdatasync` (so concurrent requests share the flush: group
-//! commit), then applies them to the tree without any fsync, in log order. The tree is made
-//! durable in bulk by a checkpoint (`syncfs`) every `CHECKPOINT_INTERVAL` or
-//! `CHECKPOINT_BYTES`, after which the log starts again. At start-up, records left in the log
-//! are replayed into the tree (every put and delete is a whole-object overwrite, so replaying
-//! one that was applied already changes nothing).
+//! commit), then applies them to the tree without any fsync, in log order. A checkpoint
+//! every `CHECKPOINT_INTERVAL` or `CHECKPOINT_BYTES` makes the keys the log touched durable
+//! by themselves (`touched.rs`: each key's file and its directories, not the whole
+//! filesystem), after which the log starts again. At start-up, records left in the log are
+//! replayed into the tree (every put and delete is a whole-object overwrite, so replaying one
+//! that was applied already changes nothing), and the tree is made durable with `syncfs`.
 //!
 //! # A flush that waits for nobody else
 //! The log file is written full of zeros ahead of the groups (`LOG_PREALLOC_STEP` at a time,
@@ -20,13 +21,17 @@
 //! epoch, so groups left over from an earlier epoch end the log at replay.
 //!
 //! # A failed checkpoint
-//! `syncfs` reports a writeback error once, and the pages that failed are clean afterwards: a
+//! `fsync` reports a writeback error once, and the pages that failed are clean afterwards: a
 //! retry alone would succeed and empty a log whose records may not be on disk. So the log
-//! keeps its records (writes go on, appended after them) and after a backoff the flusher
-//! re-applies the log's last state of each key to the tree (`recover.rs`, which explains why
-//! that is safe beside concurrent writers) and runs `syncfs` again. The root's descriptor is
-//! opened once, so an error of background writeback since start is reported to the next
-//! checkpoint. While the log is past `LOG_BYTES_MAX` writes fail as transient (503).
+//! keeps its records (writes go on, appended after them; the touched keys are kept too) and
+//! after a backoff the flusher re-applies the log's last state of each key to the tree
+//! (`recover.rs`, which explains why that is safe beside concurrent writers) and syncs the
+//! touched keys again. Linux keeps a file's writeback error on its inode and reports it to
+//! the first `fsync` after it, on a descriptor opened before or after the error, so an error
+//! of background writeback reaches the checkpoint; only if the kernel evicted the inode in
+//! between (memory pressure within the interval) is it lost, where `syncfs` would still have
+//! seen it in the superblock. While the log is past `LOG_BYTES_MAX` writes fail as transient
+//! (503).
 //!
 //! # Why an acknowledged write survives a crash
 //! Two kinds of write go through here:
@@ -92,7 +97,8 @@ const HEADER_BYTES: u64 = 16;
 /// Group frame: magic, payload length, first 8 bytes of the payload's SHA-256.
 const FRAME_BYTES: usize = 16;
 
-/// A checkpoint (syncfs, then the log starts again) after the log grows past this...
+/// A checkpoint (the touched keys synced, then the log starts again) after the log grows past
+/// this...
 #[cfg(not(test))]
 const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
 #[cfg(test)]
@@ -463,7 +469,7 @@ fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
         }
         let attempt = match retry {
             // The last attempt failed: pages it reported may be lost, so the log's state is
-            // written to the tree again before the next syncfs.
+            // written to the tree again before the keys are synced again.
             Some(_) => recover::reapply(&shared, &file, epoch, end),
             None => Ok(()),
         }
