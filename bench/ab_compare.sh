@@ -6,13 +6,14 @@
 #
 #   BENCH_SKIP_BUILD=1 bench/ab_compare.sh before=/path/to/origin after=/path/to/other
 #
-# Environment: AB_ROUNDS (default 2), and compare.sh's (BENCH_SECS, BENCH_PHASES, ...);
+# Environment: AB_ROUNDS (default 2), AB_DIR (where the runs and their storage go, default
+# /tmp; /dev/shm takes the disk out of write phases to compare the code path), and compare.sh's (BENCH_SECS, BENCH_PHASES, ...);
 # each run is `compare.sh --quick` with BENCH_SERVERS=origin unless BENCH_QUICK=0.
 set -euo pipefail
 [ $# -eq 2 ] || { sed -n '2,10p' "$0"; exit 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROUNDS=${AB_ROUNDS:-2}
-OUT=$(mktemp -d /tmp/origin-ab.XXXXXX)
+OUT=$(mktemp -d "${AB_DIR:-/tmp}/origin-ab.XXXXXX")
 DATA=${BENCH_DATA:-$OUT/seed}
 quick=--quick
 [ "${BENCH_QUICK:-1}" = 0 ] && quick=
