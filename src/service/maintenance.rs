@@ -1,9 +1,10 @@
 //! The registry's own operations: a GC pass, a retention pass and the mirror's eviction,
-//! each with the events of what it deleted. The same functions serve the background passes
+//! each with the events and audit records of what it deleted. The same functions serve the background passes
 //! of a running server and `origin gc` / `origin scrub --retention`.
 
 use std::time::Duration;
 
+use super::audit::{self, Write};
 use super::events::{self, Spec};
 use crate::error::Result;
 use crate::events::{Actor, EventKind, Queue};
@@ -14,12 +15,13 @@ use crate::registry::retention::Deletion;
 use crate::registry::Registry;
 use crate::reload::Live;
 
-/// What a pass works with: the storage, the rules and webhooks of this moment, and the
-/// queue of `async` event deliveries.
+/// What a pass works with: the storage, the rules and webhooks of this moment, the queue
+/// of `async` event deliveries and the audit trail's.
 pub struct Pass<'a> {
     pub registry: &'a Registry,
     pub live: &'a Live,
     pub queue: &'a Queue,
+    pub audit: &'a crate::audit::Log,
 }
 
 /// One GC pass (blobs nothing links, and with `gc.remove_untagged` manifests that lost
@@ -38,7 +40,10 @@ pub async fn gc(p: &Pass<'_>, grace: Duration, dry_run: bool) -> Result<GcReport
     if dry_run {
         return Ok(report);
     }
-    removed_events(p, &report.untagged_removed, &Actor::Gc).await;
+    removed_events(p, &report.untagged_removed, &Actor::Gc, "gc").await;
+    for (digest, _) in &report.removed {
+        audit::reclaimed(p, digest);
+    }
     Metrics::add(&METRICS.gc_passes, 1);
     Metrics::add(&METRICS.gc_blobs_reclaimed, report.blobs_removed as u64);
     Metrics::add(&METRICS.gc_bytes_reclaimed, report.bytes_removed);
@@ -58,7 +63,7 @@ pub async fn gc(p: &Pass<'_>, grace: Duration, dry_run: bool) -> Result<GcReport
 pub async fn evict(p: &Pass<'_>, dry_run: bool) -> Result<Vec<(RepoName, Digest)>> {
     let evicted = crate::mirror::evict(p.registry, &p.live.mirrors, dry_run).await?;
     if !dry_run {
-        removed_events(p, &evicted, &Actor::Mirror).await;
+        removed_events(p, &evicted, &Actor::Mirror, "mirror").await;
     }
     Ok(evicted)
 }
@@ -72,7 +77,24 @@ pub async fn retention(p: &Pass<'_>, dry_run: bool) -> Result<Vec<Deletion>> {
     let deleted = reg
         .retention_pass(&p.live.retention, &p.live.immutable, now, dry_run)
         .await?;
-    if dry_run || p.live.webhooks.is_empty() {
+    if dry_run {
+        return Ok(deleted);
+    }
+    for d in &deleted {
+        let write = Write {
+            digest: Some(&d.digest),
+            ..Write::new(audit::MANIFEST_DELETE, &d.repository)
+        };
+        audit::done(p, "retention", &write);
+        for tag in &d.tags {
+            let write = Write {
+                reference: Some(tag),
+                ..Write::new(audit::TAG_DELETE, &d.repository)
+            };
+            audit::done(p, "retention", &write);
+        }
+    }
+    if p.live.webhooks.is_empty() {
         return Ok(deleted);
     }
     for d in &deleted {
@@ -99,8 +121,21 @@ pub async fn retention(p: &Pass<'_>, dry_run: bool) -> Result<Vec<Deletion>> {
     Ok(deleted)
 }
 
-/// `manifest.delete` events for manifests the registry removed itself.
-async fn removed_events(p: &Pass<'_>, removed: &[(RepoName, Digest)], actor: &Actor) {
+/// `manifest.delete` events and audit records (actor `who`) for manifests the registry
+/// removed itself.
+async fn removed_events(
+    p: &Pass<'_>,
+    removed: &[(RepoName, Digest)],
+    actor: &Actor,
+    who: &'static str,
+) {
+    for (name, d) in removed {
+        let write = Write {
+            digest: Some(d),
+            ..Write::new(audit::MANIFEST_DELETE, name)
+        };
+        audit::done(p, who, &write);
+    }
     if p.live.webhooks.is_empty() {
         return;
     }
