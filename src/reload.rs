@@ -1,6 +1,6 @@
 //! Live reload: what SIGHUP can change without a restart (identities, OIDC providers, policies, TLS
-//! certificate, key and client CA, mirrors, the audit trail), built and validated off the request path, then published
-//! to every worker. Workers notice through a generation counter and pick the new set up at
+//! certificate, key and client CA, mirrors, the audit trail), built and validated off the
+//! request path, then published to every worker. Workers notice through a generation counter and pick the new set up at
 //! their next request; open connections and in-flight uploads are not touched.
 
 use std::cell::RefCell;

@@ -1,6 +1,6 @@
 //! The registry's own operations: a GC pass, a retention pass and the mirror's eviction,
-//! each with the events and audit records of what it deleted. The same functions serve the background passes
-//! of a running server and `origin gc` / `origin scrub --retention`.
+//! each with the events and audit records of what it deleted. The same functions serve the
+//! background passes of a running server and `origin gc` / `origin scrub --retention`.
 
 use std::time::Duration;
 
@@ -25,8 +25,9 @@ pub struct Pass<'a> {
 }
 
 /// One GC pass (blobs nothing links, and with `gc.remove_untagged` manifests that lost
-/// their last tag): a `manifest.delete` event (actor `gc`) for each manifest removed. A
-/// pass that fails is counted (`origin_gc_failures_total`), for alerts.
+/// their last tag): a `manifest.delete` event and audit record (actor `gc`) for each
+/// manifest removed, a `blob.delete` audit record for each blob reclaimed. A pass that
+/// fails is counted (`origin_gc_failures_total`), for alerts.
 pub async fn gc(p: &Pass<'_>, grace: Duration, dry_run: bool) -> Result<GcReport> {
     let report = match p.registry.gc_pass(grace, dry_run).await {
         Ok(report) => report,
@@ -59,7 +60,7 @@ pub async fn gc(p: &Pass<'_>, grace: Duration, dry_run: bool) -> Result<GcReport
 }
 
 /// Evicts what each mirror has not served for its `evict_after`: a `manifest.delete`
-/// event (actor `mirror`) for each manifest evicted.
+/// event and audit record (actor `mirror`) for each manifest evicted.
 pub async fn evict(p: &Pass<'_>, dry_run: bool) -> Result<Vec<(RepoName, Digest)>> {
     let evicted = crate::mirror::evict(p.registry, &p.live.mirrors, dry_run).await?;
     if !dry_run {
@@ -69,7 +70,8 @@ pub async fn evict(p: &Pass<'_>, dry_run: bool) -> Result<Vec<(RepoName, Digest)
 }
 
 /// One retention pass with the rules of `p.live`: a `manifest.delete` and a `tag.delete`
-/// for each of its tags (actor `retention`) for each manifest deleted. Returns what was
+/// for each of its tags (actor `retention`) for each manifest deleted, as events and audit
+/// records. Returns what was
 /// deleted (or would be).
 pub async fn retention(p: &Pass<'_>, dry_run: bool) -> Result<Vec<Deletion>> {
     let reg = p.registry;

@@ -1,6 +1,6 @@
 //! The service layer: one function per operation of the registry, owning the operation and
-//! every side effect it has: webhook events, audit records, pull records for retention, tag immutability,
-//! the pull-through cache's refresh and fill, the request's write hold. `api/` (and any
+//! every side effect it has: webhook events, audit records, pull records for retention, tag
+//! immutability, the pull-through cache's refresh and fill, the request's write hold. `api/` (and any
 //! later surface beside it) parses a request, calls one function here and encodes what it
 //! returns; nothing here knows a status code or a header.
 //!
