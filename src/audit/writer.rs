@@ -270,6 +270,36 @@ fn ignore_missing(r: std::io::Result<()>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{Actor, Outcome};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// A full queue drops the record at once and counts it: `emit` never waits for the
+    /// writer (here there is none, and the queue holds two).
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let (tx, rx) = mpsc::sync_channel::<Job>(2);
+        let log = Log {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(None),
+        };
+        let settings = Arc::new(AuditConfig {
+            enabled: true,
+            ..AuditConfig::default()
+        });
+        let record = Record::new("blob.delete", Outcome::Allowed, Actor::System("gc"));
+        let before = METRICS.audit_dropped.load(Relaxed);
+        let started = Instant::now();
+        for _ in 0..5 {
+            log.emit(&settings, &record);
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let dropped = METRICS.audit_dropped.load(Relaxed) - before;
+        assert!(dropped >= 3, "{dropped}");
+        assert_eq!(rx.try_iter().count(), 2);
+        log.drain(Duration::from_millis(10));
+        log.emit(&settings, &record);
+        assert!(METRICS.audit_dropped.load(Relaxed) - before >= 4);
+    }
 
     /// A file rotates before a line would pass the limit, keeps `keep` old files (the
     /// newest as `.1`) and drops older ones; every line stays whole in one file.
