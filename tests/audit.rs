@@ -3,6 +3,8 @@
 //! secret is in it, and with the trail off nothing is written.
 
 mod common;
+#[path = "common/issuer.rs"]
+mod issuer;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -467,6 +469,96 @@ fn gc_and_retention_deletions_name_their_actor() {
         is(r, "tag.delete", "allowed") && r["actor"] == "retention"
     });
     assert_eq!(t["reference"], "drop");
+}
+
+/// Over mTLS the client certificate's subject identifies the caller: a push by the CI
+/// certificate and a refused one by bob's name each certificate's CN and O.
+#[test]
+fn certificate_subjects_are_in_the_identity() {
+    use std::io::Write as _;
+    let dir = TempDir::new("audit");
+    let file = dir.0.join("audit.jsonl");
+    let pki = common::pki::Pki::new(&dir.0, &[("ci", "builder-1", "ci"), ("dev", "bob", "devs")]);
+    let repos = "[[repository]]\nnamespace = \"\"\npolicy_default_allow = false\n\
+                 policies = ['\"ci\" in identity.certificate.organizations']\n";
+    let extra = format!(
+        "{repos}{}{}",
+        pki.tls_section(true, Some(true)),
+        enabled(&file)
+    );
+    let text = config_text(&dir.0, "", &extra);
+    let srv = Server::start_config(dir, &text, &[]);
+    let push = |client: &str| {
+        let config = pki.client_config(Some(client), &[&rustls::version::TLS13]);
+        let tcp = std::net::TcpStream::connect(srv.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let data = format!("layer of {client}").into_bytes();
+        let path = format!("/v2/team/app/blobs/uploads/?digest={}", digest(&data));
+        send(&mut tls, "POST", &path, &[], &data);
+        tls.flush().unwrap();
+        read_response(&mut tls, false).unwrap().status
+    };
+    assert_eq!(push("ci"), 201);
+    assert_eq!(push("dev"), 403);
+    let ci = wait_for(&file, "the CI push", |r| is(r, "blob.upload", "allowed"));
+    assert_eq!(
+        ci["identity"]["certificate_cn"],
+        serde_json::json!(["builder-1"])
+    );
+    assert_eq!(ci["identity"]["certificate_o"], serde_json::json!(["ci"]));
+    assert_eq!(ci["identity"]["anonymous"], false);
+    let bob = wait_for(&file, "bob's refused push", |r| is(r, "put-blob", "denied"));
+    assert_eq!(
+        bob["identity"]["certificate_cn"],
+        serde_json::json!(["bob"])
+    );
+    assert_eq!(
+        bob["identity"]["certificate_o"],
+        serde_json::json!(["devs"])
+    );
+}
+
+/// A token's issuer and subject identify an OIDC caller in its records; a token that does
+/// not verify is a denied login, and no token is written.
+#[test]
+fn oidc_issuer_and_subject_are_in_the_identity() {
+    let key = issuer::SigningKey::es256("es-1");
+    let idp = issuer::Issuer::start(&[&key]);
+    let dir = TempDir::new("audit");
+    let file = dir.0.join("audit.jsonl");
+    let extra = format!(
+        "[oidc.ci]\nissuer = \"{}\"\naudience = \"origin\"\nusername_claim = \"sub\"\n\
+         {ALLOW_ALL}{}",
+        idp.url,
+        enabled(&file)
+    );
+    let text = config_text(&dir.0, "", &extra);
+    let srv = Server::start_config(dir, &text, &[]);
+    let token = key.sign(&idp.claims("origin", serde_json::json!({})));
+    let bearer = format!("Bearer {token}");
+    srv.push_blob_as(&bearer, "acme/app", b"oidc layer");
+    let pushed = wait_for(&file, "the OIDC push", |r| is(r, "blob.upload", "allowed"));
+    let id = &pushed["identity"];
+    assert_eq!(id["oidc_provider"], "ci");
+    assert_eq!(id["oidc_issuer"], idp.url.as_str());
+    assert_eq!(id["oidc_subject"], "repo:acme/app:ref:refs/heads/main");
+    // One character in the middle of the signature changed.
+    let at = token.rfind('.').unwrap() + 10;
+    let other = if &token[at..at + 1] == "A" { "B" } else { "A" };
+    let forged = format!("Bearer {}{other}{}", &token[..at], &token[at + 1..]);
+    let r = srv.request("GET", "/v2/", &[("Authorization", forged.as_str())], b"");
+    assert_eq!(r.status, 401);
+    let login = wait_for(&file, "the forged token", |r| is(r, "login", "denied"));
+    assert_eq!(login["reason"], "token did not verify");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(
+        !text.contains(signature),
+        "a token reached the trail: {text}"
+    );
 }
 
 trait PushAs {
