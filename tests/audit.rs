@@ -127,8 +127,9 @@ fn push(srv: &Server, auth: &str, repo: &str, tag: &str, n: u8) -> (String, Stri
 }
 
 /// A push (blob, then manifest by tag) leaves one record per write, naming the identity,
-/// the peer, the repository, the tag and the digests; the password and the Authorization
-/// header are nowhere in the trail. The writes are counted in the metrics.
+/// the peer, the repository, the tag and the digests; a mount names its source; the password
+/// and the Authorization header are nowhere in the trail. The writes are counted in the
+/// metrics.
 #[test]
 fn a_push_is_audited_with_identity_and_peer() {
     let (srv, file) = start(enabled);
@@ -149,6 +150,18 @@ fn a_push_is_audited_with_identity_and_peer() {
     assert_eq!(put["identity"]["username"], "alice");
     let time = put["time"].as_str().unwrap();
     assert!(time.ends_with('Z') && time.contains('T'), "{time}");
+    // A mount into another repository names where the blob came from.
+    let r = srv.request(
+        "POST",
+        &format!("/v2/team/other/blobs/uploads/?mount={blob}&from=team/app"),
+        &[("Authorization", alice.as_str())],
+        b"",
+    );
+    assert_eq!(r.status, 201);
+    let mount = wait_for(&file, "blob.mount", |r| is(r, "blob.mount", "allowed"));
+    assert_eq!(mount["repository"], "team/other");
+    assert_eq!(mount["from"], "team/app");
+    assert_eq!(mount["digest"], blob.as_str());
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(
         !text.contains(PASSWORD) && !text.contains(&alice[6..]),
@@ -159,7 +172,7 @@ fn a_push_is_audited_with_identity_and_peer() {
         .lines()
         .find_map(|l| l.strip_prefix("origin_audit_records_total "))
         .unwrap();
-    assert!(written.parse::<u64>().unwrap() >= 2, "{metrics}");
+    assert!(written.parse::<u64>().unwrap() >= 3, "{metrics}");
     assert!(
         metrics.contains("origin_audit_dropped_total 0"),
         "{metrics}"
