@@ -94,9 +94,11 @@ pub async fn put(
         _ => TagRule::Mutable,
     };
     // The events of this push, known before it is stored (for `required` webhooks), and
-    // the digest its audit record names if it fails.
+    // the digest its audit record names if it fails: hashed for the trail alone only within
+    // the budget for work on a core (a larger refused manifest's record has no digest).
     let audited = audit::wanted(svc);
-    let planned = match events::wanted(svc) || audited {
+    let hashed_for_audit = audited && body.len() as u64 <= super::uploads::SMALL_BLOB_BYTES_MAX;
+    let planned = match events::wanted(svc) || hashed_for_audit {
         true => {
             let algorithm = match reference {
                 Reference::Digest(d) => d.algorithm(),
