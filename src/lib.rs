@@ -3,6 +3,7 @@
 
 pub(crate) mod api;
 pub(crate) mod app;
+pub(crate) mod audit;
 pub(crate) mod auth;
 pub(crate) mod auth_hash;
 pub mod cli;

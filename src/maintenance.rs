@@ -61,24 +61,27 @@ fn with_registry<T>(config: &Config, f: impl AsyncFnOnce(&Registry) -> T) -> Res
 }
 
 /// The rules, webhooks and event queue of a one-shot command: its deletions send the same
-/// events as the running server's (actors `gc`, `mirror`, `retention`). Queued (`async`)
-/// deliveries go out before the command ends.
+/// events and audit records as the running server's (actors `gc`, `mirror`, `retention`).
+/// Queued (`async`) deliveries and records go out before the command ends.
 fn with_pass<T>(
     config: &Config,
     f: impl AsyncFnOnce(&Pass<'_>) -> Result<T, crate::error::Error>,
 ) -> Result<T, StartError> {
     let live = crate::reload::Live::build(config)?;
     let queue = crate::events::Queue::start(config.server.io_driver)?;
+    let audit = crate::audit::Log::start()?;
     let result = with_registry(config, async |reg: &Registry| {
         let pass = Pass {
             registry: reg,
             live: &live,
             queue: &queue,
+            audit: &audit,
         };
         f(&pass).await
     })
     .and_then(|r| r.map_err(StartError::Registry));
     queue.drain(config.server.query_timeout_grace_period);
+    audit.drain(config.server.query_timeout_grace_period);
     result
 }
 

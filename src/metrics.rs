@@ -185,6 +185,9 @@ pub struct Metrics {
     pub webhook_dropped: AtomicU64,
     pub webhook_queued: AtomicI64,
     pub retention_deleted: AtomicU64,
+    /// Audit records written, and dropped (queue full or closed, file unwritable).
+    pub audit_records: AtomicU64,
+    pub audit_dropped: AtomicU64,
     /// The last `/readyz` storage probe: 1 passed, 0 failed, -1 none yet (not rendered).
     pub storage_ready: AtomicI64,
 }
@@ -220,6 +223,8 @@ impl Metrics {
             webhook_dropped: AtomicU64::new(0),
             webhook_queued: AtomicI64::new(0),
             retention_deleted: AtomicU64::new(0),
+            audit_records: AtomicU64::new(0),
+            audit_dropped: AtomicU64::new(0),
             storage_ready: AtomicI64::new(-1),
         }
     }
@@ -252,7 +257,7 @@ impl Metrics {
     }
 
     fn render_shared(&self, out: &mut String) {
-        let gauges_and_counters: [(&str, &str, &str, i128); 26] = [
+        let gauges_and_counters: [(&str, &str, &str, i128); 28] = [
             ("origin_upload_sessions_open", "gauge", "Upload sessions started and not yet finished, cancelled or expired (this process).", self.uploads_open.load(Relaxed) as i128),
             ("origin_auth_failures_total", "counter", "Requests with wrong credentials.", self.auth_failures.load(Relaxed) as i128),
             ("origin_auth_rate_limited_total", "counter", "Requests refused by the authentication rate limit.", self.auth_rate_limited.load(Relaxed) as i128),
@@ -279,6 +284,8 @@ impl Metrics {
             ("origin_webhook_dropped_total", "counter", "Async event deliveries dropped: queue full or closed.", self.webhook_dropped.load(Relaxed) as i128),
             ("origin_webhook_queue_depth", "gauge", "Async event deliveries waiting in the queue.", self.webhook_queued.load(Relaxed) as i128),
             ("origin_retention_deleted_total", "counter", "Manifests deleted by retention policies.", self.retention_deleted.load(Relaxed) as i128),
+            ("origin_audit_records_total", "counter", "Audit records written.", self.audit_records.load(Relaxed) as i128),
+            ("origin_audit_dropped_total", "counter", "Audit records dropped: queue full or closed, or the file not writable.", self.audit_dropped.load(Relaxed) as i128),
         ];
         for (name, kind, help, value) in gauges_and_counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -63,6 +63,45 @@ impl Decision {
     }
 }
 
+/// Which rule decided a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule<'a> {
+    /// `get-api-version` by an authenticated caller: always allowed.
+    Authenticated,
+    /// No `[[repository]]` entry matches the name: denied.
+    NoEntry,
+    /// No policy of the entry matched: its `policy_default_allow` decided.
+    Default { namespace: &'a str, allow: bool },
+    /// The entry's policy at `index` matched (allowing, or denying where the entry allows
+    /// by default).
+    Policy {
+        namespace: &'a str,
+        index: usize,
+        source: &'a str,
+    },
+    /// The policy failed at run time: denied.
+    Failed(Box<Rule<'a>>),
+}
+
+impl fmt::Display for Rule<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::Authenticated => f.write_str("authenticated callers may get-api-version"),
+            Rule::NoEntry => f.write_str("no [[repository]] entry matches"),
+            Rule::Default { namespace, allow } => write!(
+                f,
+                "repository {namespace:?}: no policy matched; policy_default_allow = {allow}"
+            ),
+            Rule::Policy {
+                namespace,
+                index,
+                source,
+            } => write!(f, "repository {namespace:?}: policies[{index}] `{source}`"),
+            Rule::Failed(rule) => write!(f, "{rule} failed at run time"),
+        }
+    }
+}
+
 /// What a request wants to do, as the policies see it.
 #[derive(Debug, Clone, Copy)]
 pub struct AccessRequest<'a> {
@@ -200,18 +239,23 @@ impl PolicySet {
 
     /// Decides one request. See the module documentation for the rules.
     pub fn may(&self, identity: &Identity, req: &AccessRequest<'_>) -> Decision {
+        self.explain(identity, req).0
+    }
+
+    /// Decides one request, and says which rule decided (for the audit trail).
+    pub fn explain(&self, identity: &Identity, req: &AccessRequest<'_>) -> (Decision, Rule<'_>) {
         if req.action == Action::GetApiVersion {
             if identity.is_authenticated() {
-                return Decision::Allow;
+                return (Decision::Allow, Rule::Authenticated);
             }
             return match self.entries.iter().find(|e| e.namespace.is_empty()) {
                 Some(entry) => self.decide(entry, identity, req),
-                None => Decision::Deny,
+                None => (Decision::Deny, Rule::NoEntry),
             };
         }
         match self.entry_for(req.namespace) {
             Some(entry) => self.decide(entry, identity, req),
-            None => Decision::Deny,
+            None => (Decision::Deny, Rule::NoEntry),
         }
     }
 
@@ -245,25 +289,40 @@ impl PolicySet {
         self.entries.iter().find(|e| e.matches(name))
     }
 
-    fn decide<'a>(
-        &'a self,
-        entry: &'a Entry,
-        identity: &'a Identity,
-        req: &AccessRequest<'a>,
-    ) -> Decision {
+    /// The rule borrows the policies (`'s`); the evaluation's scope may borrow the request
+    /// for less.
+    fn decide<'s>(
+        &'s self,
+        entry: &'s Entry,
+        identity: &Identity,
+        req: &AccessRequest<'_>,
+    ) -> (Decision, Rule<'s>) {
         let (on_match, otherwise) = match entry.default_allow {
             true => (Decision::Deny, Decision::Allow),
             false => (Decision::Allow, Decision::Deny),
         };
+        let namespace = entry.namespace.as_str();
+        let default = (
+            otherwise,
+            Rule::Default {
+                namespace,
+                allow: entry.default_allow,
+            },
+        );
         if entry.policies.is_empty() {
-            return otherwise;
+            return default;
         }
         let vars = Vars::new(identity, req);
         let mut scope = self.scope();
         scope.set_variable_resolver(&vars);
         for (index, policy) in entry.policies.iter().enumerate() {
+            let rule = Rule::Policy {
+                namespace,
+                index,
+                source: &policy.source,
+            };
             match policy.program.execute(&scope) {
-                Ok(Value::Bool(true)) => return on_match,
+                Ok(Value::Bool(true)) => return (on_match, rule),
                 Ok(Value::Bool(false)) => {}
                 outcome => {
                     tracing::warn!(
@@ -275,11 +334,11 @@ impl PolicySet {
                         ?outcome,
                         "policy failed at run time; denying"
                     );
-                    return Decision::Deny;
+                    return (Decision::Deny, Rule::Failed(Box::new(rule)));
                 }
             }
         }
-        otherwise
+        default
     }
 }
 

@@ -1,6 +1,6 @@
 //! Live reload: what SIGHUP can change without a restart (identities, OIDC providers, policies, TLS
-//! certificate, key and client CA, mirrors), built and validated off the request path, then published
-//! to every worker. Workers notice through a generation counter and pick the new set up at
+//! certificate, key and client CA, mirrors, the audit trail), built and validated off the
+//! request path, then published to every worker. Workers notice through a generation counter and pick the new set up at
 //! their next request; open connections and in-flight uploads are not touched.
 
 use std::cell::RefCell;
@@ -30,6 +30,9 @@ pub struct Live {
     pub retention: crate::policy::retention::RetentionRules,
     /// `[repository.mirror]` tables: the pull-through cache's namespaces and upstreams.
     pub mirrors: crate::mirror::MirrorTable,
+    /// `[audit]`: whether the trail is written and where (each record carries it to the
+    /// writer thread, so a reload moves the trail at the next record).
+    pub audit: Arc<crate::config::AuditConfig>,
 }
 
 impl Live {
@@ -37,6 +40,7 @@ impl Live {
     pub fn build(config: &Config) -> Result<Live, ConfigError> {
         crate::auth::oidc::validate(&config.oidc)?;
         crate::events::webhooks::validate(config)?;
+        config.audit.validate()?;
         let tls = match &config.server.tls {
             Some(t) => Some((
                 crate::tls::server_config(t).map_err(|e| e.to_string())?,
@@ -54,12 +58,14 @@ impl Live {
             webhooks: crate::events::Webhooks::compile(config)?,
             retention: crate::policy::retention::RetentionRules::compile(&config.repository)?,
             mirrors: crate::mirror::MirrorTable::from_config(config)?,
+            audit: Arc::new(config.audit.clone()),
         })
     }
 }
 
 /// Checks what the configuration's loader leaves to the features that own each section
-/// (policies, TLS files, OIDC providers, immutable tags, webhooks, retention rules, mirrors):
+/// (policies, TLS files, OIDC providers, immutable tags, webhooks, retention rules, mirrors,
+/// the audit trail's file):
 /// each compiles its own, as `Live::build` does, without starting anything.
 pub fn check(config: &Config) -> Result<(), ConfigError> {
     PolicySet::compile(&config.repository).map_err(|e| e.to_string())?;
@@ -73,6 +79,7 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     crate::events::Webhooks::compile(config)?;
     crate::policy::retention::RetentionRules::compile(&config.repository)?;
     crate::mirror::MirrorTable::from_config(config)?;
+    config.audit.validate()?;
     Ok(())
 }
 
@@ -196,7 +203,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
 pub const RESTART_ONLY: &str = "server.bind_address, server.port, server.workers, \
 server.io_driver, server.tls on/off, the server limits and timeouts, storage, metrics.listen, \
 uploads, gc, log (reload applies identities, OIDC providers, policies, TLS files, immutable \
-tags, retention rules, event webhooks and [repository.mirror] settings)";
+tags, retention rules, event webhooks, [repository.mirror] settings and [audit])";
 
 /// Re-reads `path` and publishes what can change live. Returns false when rejected.
 pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveCell) -> bool {
@@ -234,7 +241,7 @@ pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveC
     tracing::info!(file = %path.display(), "reload: read");
     cell.publish(live);
     tracing::info!(
-        "configuration reloaded: identities, policies, TLS certificates, immutable tags, event webhooks and mirrors are now in effect"
+        "configuration reloaded: identities, policies, TLS certificates, immutable tags, event webhooks, mirrors and the audit trail are now in effect"
     );
     true
 }

@@ -87,6 +87,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
     );
     let session_cap = Arc::new(crate::registry::session_cap::SessionCap::default());
     let events = crate::events::Queue::start(config.server.io_driver)?;
+    let audit = crate::audit::Log::start()?;
     let pulls = Arc::new(crate::registry::retention::PullTimes::default());
     let store = {
         let rt = server::build_runtime(config.server.io_driver)
@@ -138,6 +139,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             live: live.clone(),
             mirrors: mirrors.clone(),
             events: events.clone(),
+            audit: audit.clone(),
             pulls: pulls.clone(),
             clock: clock.clone(),
             ops_listener: if index == 0 {
@@ -204,6 +206,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
     // Requests are done: what they queued goes out within what is left of the grace period
     // (the signal thread exits the process when it ends).
     events.drain(config.server.query_timeout_grace_period);
+    audit.drain(config.server.query_timeout_grace_period);
     tracing::info!("shutdown complete");
     Ok(if failed { 1 } else { 0 })
 }
@@ -216,6 +219,7 @@ struct Shared {
     live: Arc<LiveCell>,
     mirrors: Arc<crate::mirror::Mirrors>,
     events: Arc<crate::events::Queue>,
+    audit: Arc<crate::audit::Log>,
     pulls: Arc<crate::registry::retention::PullTimes>,
     clock: crate::clock::Clock,
     /// The separate ops listener, given to worker 0 only.
@@ -254,6 +258,7 @@ fn worker_main(
                 .with_clock(shared.clock),
             live: LocalLive::new(shared.live),
             events: shared.events,
+            audit: shared.audit,
             mirrors: shared.mirrors,
             pulls: shared.pulls,
             limits: crate::service::Limits::of(&config),
@@ -329,6 +334,7 @@ async fn housekeeping(app: Rc<App>) {
             registry: &svc.registry,
             live: &live,
             queue: &svc.events,
+            audit: &svc.audit,
         };
         match crate::service::maintenance::evict(&pass, false).await {
             Ok(evicted) if evicted.is_empty() => {}
@@ -373,6 +379,7 @@ async fn collect_garbage(app: Rc<App>) {
             registry: &svc.registry,
             live: &live,
             queue: &svc.events,
+            audit: &svc.audit,
         };
         if app.config.gc.retention {
             if let Err(e) = crate::service::maintenance::retention(&pass, false).await {

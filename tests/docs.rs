@@ -51,6 +51,8 @@ fn uncomment(text: &str) -> String {
 
 /// Points the keys that name files of an installation to files made for the test.
 fn localize(text: &str, pki: &Pki, secret: &Path, root: &Path) -> String {
+    // `[audit] file`: in the test's directory, whose existence check-config checks.
+    let audit = root.with_file_name("audit.jsonl");
     let files = [
         ("server_certificate_bundle", pki.server_cert.as_path()),
         ("server_private_key", pki.server_key.as_path()),
@@ -59,6 +61,7 @@ fn localize(text: &str, pki: &Pki, secret: &Path, root: &Path) -> String {
         ("password_file", secret),
         ("secret_access_key_file", secret),
         ("root_dir", root),
+        ("file", audit.as_path()),
     ];
     text.lines()
         .map(|line| {
@@ -120,7 +123,12 @@ fn every_documented_configuration_passes_check_config() {
     }
     // The uncommented example really has the optional sections on.
     let all_on = uncomment(example);
-    for section in ["[server.tls]", "[identity.alice]", "[repository.mirror]"] {
+    for section in [
+        "[server.tls]",
+        "[identity.alice]",
+        "[repository.mirror]",
+        "[audit]",
+    ] {
         assert!(all_on.lines().any(|l| l == section), "{section}");
     }
 }

@@ -1,13 +1,18 @@
 //! Who is asking, and may they: Basic credentials, OIDC tokens and the client certificate become one
-//! `Identity`; the repository's policies decide the request's action.
+//! `Identity`; the repository's policies decide the request's action. Failed logins and
+//! denials are audited here, where they are decided.
+
+use std::net::IpAddr;
 
 use super::route::{query_param, Action, Endpoint};
 use crate::app::App;
+use crate::audit::Outcome;
 use crate::auth::{parse_basic, AuthOutcome, Identity};
 use crate::error::{Error, Result};
 use crate::http::Request;
 use crate::metrics::{Metrics, METRICS};
 use crate::policy::AccessRequest;
+use crate::service::audit::{self, Denial};
 
 /// How long an address refused for too many failed logins is told to wait.
 const AUTH_RATE_LIMITED_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
@@ -32,11 +37,15 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
         return Ok(identity);
     }
     let ip = req.peer.ip();
+    // The Basic username tried, for the audit record of a failed login (never the password).
+    let mut username = None;
     let outcome = if let Some(token) = crate::auth::oidc::parse_bearer(header) {
         verify_token(&live, token, ip).await
     } else {
         let Some((user, pass)) = parse_basic(header.as_bytes()) else {
-            return Err(challenge("unsupported or malformed Authorization header"));
+            let reason = "unsupported or malformed Authorization header";
+            login_failed(app, &identity, ip, None, Outcome::Denied, reason);
+            return Err(challenge(reason));
         };
         // podman and skopeo without credentials answer a challenge with `Basic Og==` (empty
         // user and password): that is an anonymous request, not a failed login to rate-limit.
@@ -47,19 +56,53 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
         if live.oidc.claims_password(&pass) {
             verify_token(&live, &pass, ip).await
         } else {
-            live.auth.verify(&user, &pass, ip).await
+            let outcome = live.auth.verify(&user, &pass, ip).await;
+            username = Some(user);
+            outcome
         }
     };
+    let user = username.as_deref();
     match outcome {
         AuthOutcome::Ok(verified) => {
             Ok(verified.with_certificate(identity.common_names, identity.organizations))
         }
-        AuthOutcome::BadCredentials | AuthOutcome::Unverifiable => {
+        AuthOutcome::BadCredentials => {
             Metrics::add(&METRICS.auth_failures, 1);
+            login_failed(
+                app,
+                &identity,
+                ip,
+                user,
+                Outcome::Denied,
+                match user {
+                    Some(_) => "wrong username or password",
+                    None => "token did not verify",
+                },
+            );
+            Err(challenge("invalid username or password"))
+        }
+        AuthOutcome::Unverifiable => {
+            Metrics::add(&METRICS.auth_failures, 1);
+            login_failed(
+                app,
+                &identity,
+                ip,
+                user,
+                Outcome::Failed,
+                "credentials could not be verified (identity provider unreachable)",
+            );
             Err(challenge("invalid username or password"))
         }
         AuthOutcome::RateLimited => Err({
             Metrics::add(&METRICS.auth_rate_limited, 1);
+            login_failed(
+                app,
+                &identity,
+                ip,
+                user,
+                Outcome::Denied,
+                "rate limited: too many failed logins from this address or for this user",
+            );
             Error::RateLimited {
                 message: "too many failed authentication attempts; try again later".into(),
                 retry_after: AUTH_RATE_LIMITED_RETRY_AFTER,
@@ -67,6 +110,32 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
         }),
         AuthOutcome::Busy => Err(Error::Busy("authentication is busy".into())),
     }
+}
+
+/// The audit record of a login that failed: the caller as far as it is known (its client
+/// certificate), the username tried, why.
+fn login_failed(
+    app: &App,
+    identity: &Identity,
+    peer: IpAddr,
+    login_username: Option<&str>,
+    outcome: Outcome,
+    reason: &str,
+) {
+    audit::denied(
+        &app.svc,
+        &Denial {
+            action: audit::LOGIN,
+            identity,
+            peer,
+            repository: None,
+            reference: None,
+            digest: None,
+            login_username,
+            outcome,
+            reason,
+        },
+    );
 }
 
 /// A token, Bearer or as a Basic password, under the same per-address limit as passwords:
@@ -88,10 +157,11 @@ async fn verify_token(
 }
 
 /// Decides one request; a denied anonymous caller is challenged (so `docker login` works),
-/// a denied known caller gets DENIED.
+/// a denied known caller gets DENIED. A denial is audited with the rule that decided.
 pub fn authorize(
     app: &App,
     identity: &Identity,
+    peer: IpAddr,
     endpoint: &Endpoint<'_>,
     action: Action,
     query: &str,
@@ -121,22 +191,60 @@ pub fn authorize(
         digest,
         reference,
     };
-    if app
-        .svc
-        .live
-        .get()
-        .policies
-        .may(identity, &access)
-        .is_allowed()
-    {
+    let live = app.svc.live.get();
+    let (decision, rule) = live.policies.explain(identity, &access);
+    if decision.is_allowed() {
         return Ok(());
     }
     Metrics::add(&METRICS.policy_denials, 1);
+    if audit::wanted(&app.svc) {
+        let reason = rule.to_string();
+        let denial = Denial {
+            action: action.as_str(),
+            identity,
+            peer,
+            repository: Some(namespace),
+            // A tag; a digest is in `digest`.
+            reference: reference.filter(|r| !r.contains(':')),
+            digest,
+            login_username: None,
+            outcome: Outcome::Denied,
+            reason: &reason,
+        };
+        audit::denied(&app.svc, &denial);
+    }
     if identity.is_authenticated() {
         Err(Error::Denied(
             "requested access to the resource is denied".into(),
         ))
     } else {
         Err(challenge("authentication required"))
+    }
+}
+
+/// A write to a read-only mirror: refused (405), and audited as a denial.
+pub fn read_only_mirror(
+    app: &App,
+    identity: &Identity,
+    peer: IpAddr,
+    action: Action,
+    name: &str,
+) -> Error {
+    let reason = "this repository is a read-only mirror of an upstream registry";
+    let denial = Denial {
+        action: action.as_str(),
+        identity,
+        peer,
+        repository: Some(name),
+        reference: None,
+        digest: None,
+        login_username: None,
+        outcome: Outcome::Denied,
+        reason,
+    };
+    audit::denied(&app.svc, &denial);
+    Error::MethodNotAllowed {
+        message: reason.into(),
+        allow: None,
     }
 }

@@ -52,13 +52,12 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     };
     let mirror = mirrored.as_ref().map(|(ns, _)| ns);
     let identity = access::identify(app, req).await?;
-    access::authorize(app, &identity, &endpoint, action, req.head.query())?;
+    let peer = req.peer.ip();
+    access::authorize(app, &identity, peer, &endpoint, action, req.head.query())?;
     if let Some(ns) = mirror {
         if action.writes() && !ns.writable {
-            return Err(Error::MethodNotAllowed {
-                message: "this repository is a read-only mirror of an upstream registry".into(),
-                allow: None,
-            });
+            let name = endpoint.name().unwrap_or("");
+            return Err(access::read_only_mirror(app, &identity, peer, action, name));
         }
     }
     let method = req.head.method;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod access;
+mod audit;
 mod events;
 pub mod s3;
 mod secret;
@@ -19,6 +20,7 @@ mod validate;
 mod values;
 
 pub use access::*;
+pub use audit::*;
 pub use events::*;
 pub use secret::Secret;
 pub use sections::*;
@@ -71,6 +73,9 @@ pub struct Config {
     /// Where events (pushes, pulls, deletions) are sent.
     #[serde(default)]
     pub event_webhook: BTreeMap<String, WebhookConfig>,
+    /// The audit trail of writes and denials.
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 /// A configuration that cannot work (at load, reload or `check`): what is wrong, naming the

@@ -234,3 +234,41 @@ fn identity_password_from_file_or_environment() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `[audit]`: off by default with named defaults; check-config (`reload::check`) names a key
+/// out of bounds, a file in a directory that does not exist, or a directory as the file.
+#[test]
+fn audit_section_defaults_and_checks() {
+    let config = Config::parse(EMBEDDED_DEFAULT).unwrap();
+    assert_eq!(config.audit, AuditConfig::default());
+    assert!(!config.audit.enabled && config.audit.file.is_none());
+    assert_eq!(config.audit.max_file_bytes, AUDIT_FILE_BYTES_DEFAULT);
+    assert_eq!(config.audit.keep_files, AUDIT_KEEP_FILES_DEFAULT);
+    let check = |section: &str| {
+        let config = Config::parse(&format!("{EMBEDDED_DEFAULT}\n[audit]\n{section}\n"))?;
+        crate::reload::check(&config).map(|()| config)
+    };
+    let tmp = std::env::temp_dir();
+    let ok = check(&format!(
+        "enabled = true\nfile = {:?}\nmax_file_bytes = 4096\nkeep_files = 0",
+        tmp.join("audit.jsonl").display().to_string()
+    ))
+    .unwrap();
+    assert_eq!(ok.audit.max_file_bytes, 4096);
+    for (section, key) in [
+        ("max_file_bytes = 100", "audit.max_file_bytes"),
+        ("keep_files = 1000", "audit.keep_files"),
+        (
+            "file = \"/nonexistent-origin-dir/audit.jsonl\"",
+            "audit.file",
+        ),
+        (
+            &format!("file = {:?}", tmp.display().to_string()),
+            "audit.file",
+        ),
+        ("enabled = true\nfiles = \"x\"", "unknown field"),
+    ] {
+        let e = check(section).unwrap_err().to_string();
+        assert!(e.contains(key), "{section}: {e}");
+    }
+}

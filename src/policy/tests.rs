@@ -462,3 +462,59 @@ fn policies_read_token_claims() {
         );
     }
 }
+
+/// `explain` names the rule that decided: the matching policy by index and source, the
+/// entry's default when none matched, no entry at all, and a policy that failed at run time.
+#[test]
+fn explain_names_the_deciding_rule() {
+    let set = PolicySet::compile(&[
+        repo(
+            "team",
+            false,
+            &["identity.username == 'x'", "identity.username == 'alice'"],
+        ),
+        repo("open", true, &["request.action == 'delete-blob'"]),
+        repo(
+            "odd",
+            false,
+            &[r#"request.reference == "boom" ? int(request.reference) > 0 : false"#],
+        ),
+    ])
+    .unwrap();
+    let alice = user("alice", "alice");
+    let why = |who: &Identity, action, ns| {
+        let (decision, rule) = set.explain(who, &request(action, ns));
+        (decision, rule.to_string())
+    };
+    assert_eq!(
+        why(&alice, Action::PutBlob, "team/app"),
+        (
+            Decision::Allow,
+            "repository \"team\": policies[1] `identity.username == 'alice'`".into()
+        )
+    );
+    assert_eq!(
+        why(&user("bob", "bob"), Action::PutBlob, "team"),
+        (
+            Decision::Deny,
+            "repository \"team\": no policy matched; policy_default_allow = false".into()
+        )
+    );
+    let (decision, rule) = why(&alice, Action::DeleteBlob, "open");
+    assert_eq!(decision, Decision::Deny);
+    assert!(
+        rule.contains("policies[0] `request.action == 'delete-blob'`"),
+        "{rule}"
+    );
+    assert_eq!(
+        why(&alice, Action::GetBlob, "elsewhere"),
+        (Decision::Deny, "no [[repository]] entry matches".into())
+    );
+    let boom = AccessRequest {
+        reference: Some("boom"),
+        ..request(Action::GetManifest, "odd")
+    };
+    let (decision, rule) = set.explain(&alice, &boom);
+    assert_eq!(decision, Decision::Deny);
+    assert!(rule.to_string().ends_with("failed at run time"), "{rule}");
+}

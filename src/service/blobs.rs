@@ -1,8 +1,9 @@
 //! Blobs: reading one (from storage, by a redirect to the bucket, or from a mirror's
-//! upstream while it is fetched) with its `blob.pull` event, and unlinking one.
+//! upstream while it is fetched) with its `blob.pull` event, and unlinking one (audited).
 
 use std::sync::Arc;
 
+use super::audit;
 use super::events::{self, Spec};
 use super::{Caller, Service};
 use crate::error::{Error, Result};
@@ -150,7 +151,8 @@ async fn pulled(
     Ok(())
 }
 
-/// Unlinks a blob from repository `name` (GC reclaims its data once nothing links it).
+/// Unlinks a blob from repository `name` (GC reclaims its data once nothing links it), with
+/// its audit record.
 pub async fn delete(
     svc: &Service,
     caller: &Caller<'_>,
@@ -158,8 +160,15 @@ pub async fn delete(
     digest: &Digest,
 ) -> Result<()> {
     let _write = caller.clock.hold();
-    match svc.registry.unlink_blob(name, digest).await? {
-        true => Ok(()),
-        false => Err(blob_unknown()),
-    }
+    let result = match svc.registry.unlink_blob(name, digest).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(blob_unknown()),
+        Err(e) => Err(e),
+    };
+    let write = audit::Write {
+        digest: Some(digest),
+        ..audit::Write::new(audit::BLOB_DELETE, name)
+    };
+    audit::written(svc, caller, &write, &result);
+    result
 }

@@ -1,9 +1,10 @@
 //! The registry's own operations: a GC pass, a retention pass and the mirror's eviction,
-//! each with the events of what it deleted. The same functions serve the background passes
-//! of a running server and `origin gc` / `origin scrub --retention`.
+//! each with the events and audit records of what it deleted. The same functions serve the
+//! background passes of a running server and `origin gc` / `origin scrub --retention`.
 
 use std::time::Duration;
 
+use super::audit::{self, Write};
 use super::events::{self, Spec};
 use crate::error::Result;
 use crate::events::{Actor, EventKind, Queue};
@@ -14,17 +15,19 @@ use crate::registry::retention::Deletion;
 use crate::registry::Registry;
 use crate::reload::Live;
 
-/// What a pass works with: the storage, the rules and webhooks of this moment, and the
-/// queue of `async` event deliveries.
+/// What a pass works with: the storage, the rules and webhooks of this moment, the queue
+/// of `async` event deliveries and the audit trail's.
 pub struct Pass<'a> {
     pub registry: &'a Registry,
     pub live: &'a Live,
     pub queue: &'a Queue,
+    pub audit: &'a crate::audit::Log,
 }
 
 /// One GC pass (blobs nothing links, and with `gc.remove_untagged` manifests that lost
-/// their last tag): a `manifest.delete` event (actor `gc`) for each manifest removed. A
-/// pass that fails is counted (`origin_gc_failures_total`), for alerts.
+/// their last tag): a `manifest.delete` event and audit record (actor `gc`) for each
+/// manifest removed, a `blob.delete` audit record for each blob reclaimed. A pass that
+/// fails is counted (`origin_gc_failures_total`), for alerts.
 pub async fn gc(p: &Pass<'_>, grace: Duration, dry_run: bool) -> Result<GcReport> {
     let report = match p.registry.gc_pass(grace, dry_run).await {
         Ok(report) => report,
@@ -38,7 +41,10 @@ pub async fn gc(p: &Pass<'_>, grace: Duration, dry_run: bool) -> Result<GcReport
     if dry_run {
         return Ok(report);
     }
-    removed_events(p, &report.untagged_removed, &Actor::Gc).await;
+    removed_events(p, &report.untagged_removed, &Actor::Gc, "gc").await;
+    for (digest, _) in &report.removed {
+        audit::reclaimed(p, digest);
+    }
     Metrics::add(&METRICS.gc_passes, 1);
     Metrics::add(&METRICS.gc_blobs_reclaimed, report.blobs_removed as u64);
     Metrics::add(&METRICS.gc_bytes_reclaimed, report.bytes_removed);
@@ -54,17 +60,18 @@ pub async fn gc(p: &Pass<'_>, grace: Duration, dry_run: bool) -> Result<GcReport
 }
 
 /// Evicts what each mirror has not served for its `evict_after`: a `manifest.delete`
-/// event (actor `mirror`) for each manifest evicted.
+/// event and audit record (actor `mirror`) for each manifest evicted.
 pub async fn evict(p: &Pass<'_>, dry_run: bool) -> Result<Vec<(RepoName, Digest)>> {
     let evicted = crate::mirror::evict(p.registry, &p.live.mirrors, dry_run).await?;
     if !dry_run {
-        removed_events(p, &evicted, &Actor::Mirror).await;
+        removed_events(p, &evicted, &Actor::Mirror, "mirror").await;
     }
     Ok(evicted)
 }
 
 /// One retention pass with the rules of `p.live`: a `manifest.delete` and a `tag.delete`
-/// for each of its tags (actor `retention`) for each manifest deleted. Returns what was
+/// for each of its tags (actor `retention`) for each manifest deleted, as events and audit
+/// records. Returns what was
 /// deleted (or would be).
 pub async fn retention(p: &Pass<'_>, dry_run: bool) -> Result<Vec<Deletion>> {
     let reg = p.registry;
@@ -72,7 +79,24 @@ pub async fn retention(p: &Pass<'_>, dry_run: bool) -> Result<Vec<Deletion>> {
     let deleted = reg
         .retention_pass(&p.live.retention, &p.live.immutable, now, dry_run)
         .await?;
-    if dry_run || p.live.webhooks.is_empty() {
+    if dry_run {
+        return Ok(deleted);
+    }
+    for d in &deleted {
+        let write = Write {
+            digest: Some(&d.digest),
+            ..Write::new(audit::MANIFEST_DELETE, &d.repository)
+        };
+        audit::done(p, "retention", &write);
+        for tag in &d.tags {
+            let write = Write {
+                reference: Some(tag),
+                ..Write::new(audit::TAG_DELETE, &d.repository)
+            };
+            audit::done(p, "retention", &write);
+        }
+    }
+    if p.live.webhooks.is_empty() {
         return Ok(deleted);
     }
     for d in &deleted {
@@ -99,8 +123,21 @@ pub async fn retention(p: &Pass<'_>, dry_run: bool) -> Result<Vec<Deletion>> {
     Ok(deleted)
 }
 
-/// `manifest.delete` events for manifests the registry removed itself.
-async fn removed_events(p: &Pass<'_>, removed: &[(RepoName, Digest)], actor: &Actor) {
+/// `manifest.delete` events and audit records (actor `who`) for manifests the registry
+/// removed itself.
+async fn removed_events(
+    p: &Pass<'_>,
+    removed: &[(RepoName, Digest)],
+    actor: &Actor,
+    who: &'static str,
+) {
+    for (name, d) in removed {
+        let write = Write {
+            digest: Some(d),
+            ..Write::new(audit::MANIFEST_DELETE, name)
+        };
+        audit::done(p, who, &write);
+    }
     if p.live.webhooks.is_empty() {
         return;
     }

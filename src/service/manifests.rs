@@ -1,7 +1,8 @@
 //! Manifests: get and head (through the pull-through cache where mirrored), put, delete by
 //! digest or tag, and the mirror's fill. Each with its events, pull records and
-//! immutability rules.
+//! immutability rules; the writes with their audit records.
 
+use super::audit;
 use super::events::{self, Spec};
 use super::{Caller, Service};
 use crate::error::{Error, Result};
@@ -73,7 +74,7 @@ pub async fn head(
 
 /// Stores a pushed manifest under `reference`: `manifest.push` and, by tag, `tag.create`,
 /// whose `required` webhooks are asked before anything is stored. An immutable tag that
-/// names another manifest is a conflict.
+/// names another manifest is a conflict. Audited with the digest, whatever came of it.
 pub async fn put(
     svc: &Service,
     caller: &Caller<'_>,
@@ -92,8 +93,12 @@ pub async fn put(
         }
         _ => TagRule::Mutable,
     };
-    // The events of this push, known before it is stored (for `required` webhooks).
-    let planned = match events::wanted(svc) {
+    // The events of this push, known before it is stored (for `required` webhooks), and
+    // the digest its audit record names if it fails: hashed for the trail alone only within
+    // the budget for work on a core (a larger refused manifest's record has no digest).
+    let audited = audit::wanted(svc);
+    let hashed_for_audit = audited && body.len() as u64 <= super::uploads::SMALL_BLOB_BYTES_MAX;
+    let planned = match events::wanted(svc) || hashed_for_audit {
         true => {
             let algorithm = match reference {
                 Reference::Digest(d) => d.algorithm(),
@@ -108,17 +113,31 @@ pub async fn put(
         true => None,
         false => Some(events::client(caller)),
     };
-    if let Some(actor) = &actor {
-        for spec in &specs {
-            events::before(svc, actor, spec).await?;
+    let stored = async {
+        if let Some(actor) = &actor {
+            for spec in &specs {
+                events::before(svc, actor, spec).await?;
+            }
         }
-    }
-    let put = {
         let _write = caller.clock.hold();
         svc.registry
             .put_manifest(name, reference, content_type, body, rule)
-            .await?
-    };
+            .await
+    }
+    .await;
+    if audited {
+        let digest = match &stored {
+            Ok(put) => Some(&put.digest),
+            Err(_) => planned.as_ref().map(|(d, _)| d),
+        };
+        let write = audit::Write {
+            reference: tag_of(reference),
+            digest,
+            ..audit::Write::new(audit::MANIFEST_PUT, name)
+        };
+        audit::written(svc, caller, &write, &stored);
+    }
+    let put = stored?;
     if let Some(actor) = &actor {
         for spec in &specs {
             events::after(svc, actor, spec).await;
@@ -177,21 +196,31 @@ pub async fn fill(
         false => None,
     };
     let specs = push_specs(name, reference, media_type, planned.as_ref());
-    for spec in &specs {
-        events::before(svc, &Actor::Mirror, spec).await?;
+    let stored = async {
+        for spec in &specs {
+            events::before(svc, &Actor::Mirror, spec).await?;
+        }
+        svc.registry
+            .put_manifest_mirrored(name, reference, media_type, body)
+            .await
     }
-    let put = svc
-        .registry
-        .put_manifest_mirrored(name, reference, media_type, body)
-        .await?;
+    .await;
+    let write = audit::Write {
+        reference: tag_of(reference),
+        digest: stored.as_ref().ok().map(|put| &put.digest),
+        ..audit::Write::new(audit::MANIFEST_PUT, name)
+    };
+    audit::done_by(svc, "mirror", &write, &stored);
+    let put = stored?;
     for spec in &specs {
         events::after(svc, &Actor::Mirror, spec).await;
     }
     Ok(put)
 }
 
-/// Deletes a manifest (by digest) or a tag. Storage writes and `required` webhooks (each
-/// with a deadline of its own) hold the request's deadline: a delete is not cut half-way.
+/// Deletes a manifest (by digest) or a tag, with its audit record. Storage writes and
+/// `required` webhooks (each with a deadline of its own) hold the request's deadline: a
+/// delete is not cut half-way.
 pub async fn delete(
     svc: &Service,
     caller: &Caller<'_>,
@@ -199,10 +228,24 @@ pub async fn delete(
     reference: &Reference,
 ) -> Result<()> {
     let _write = caller.clock.hold();
-    match reference {
-        Reference::Digest(d) => delete_manifest(svc, caller, name, d).await,
-        Reference::Tag(t) => delete_tag(svc, caller, name, t).await,
-    }
+    let (result, write) = match reference {
+        Reference::Digest(d) => (
+            delete_manifest(svc, caller, name, d).await,
+            audit::Write {
+                digest: Some(d),
+                ..audit::Write::new(audit::MANIFEST_DELETE, name)
+            },
+        ),
+        Reference::Tag(t) => (
+            delete_tag(svc, caller, name, t).await,
+            audit::Write {
+                reference: Some(t.as_str()),
+                ..audit::Write::new(audit::TAG_DELETE, name)
+            },
+        ),
+    };
+    audit::written(svc, caller, &write, &result);
+    result
 }
 
 async fn delete_manifest(

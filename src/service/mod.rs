@@ -1,6 +1,6 @@
 //! The service layer: one function per operation of the registry, owning the operation and
-//! every side effect it has: webhook events, pull records for retention, tag immutability,
-//! the pull-through cache's refresh and fill, the request's write hold. `api/` (and any
+//! every side effect it has: webhook events, audit records, pull records for retention, tag
+//! immutability, the pull-through cache's refresh and fill, the request's write hold. `api/` (and any
 //! later surface beside it) parses a request, calls one function here and encodes what it
 //! returns; nothing here knows a status code or a header.
 //!
@@ -8,6 +8,7 @@
 //! one call site per operation: the function of that operation in this module's children
 //! (docs/ARCHITECTURE.md, "The service layer").
 
+pub mod audit;
 pub mod blobs;
 pub mod events;
 pub mod listing;
@@ -57,6 +58,8 @@ pub struct Service {
     pub live: LocalLive,
     /// The bounded queue of `async` event deliveries, shared by every worker.
     pub events: Arc<crate::events::Queue>,
+    /// The audit trail's bounded queue, shared by every worker.
+    pub audit: Arc<crate::audit::Log>,
     /// Pull-through cache namespaces, shared by every worker.
     pub mirrors: Arc<crate::mirror::Mirrors>,
     /// When this node last recorded a pull of each manifest (retention), shared by workers.
@@ -70,6 +73,7 @@ pub struct Parts {
     pub registry: Registry,
     pub live: LocalLive,
     pub events: Arc<crate::events::Queue>,
+    pub audit: Arc<crate::audit::Log>,
     pub mirrors: Arc<crate::mirror::Mirrors>,
     pub pulls: Arc<crate::registry::retention::PullTimes>,
     pub limits: Limits,
@@ -82,6 +86,7 @@ impl Service {
             registry: parts.registry,
             live: parts.live,
             events: parts.events,
+            audit: parts.audit,
             mirrors: parts.mirrors,
             pulls: parts.pulls,
             buffers: Buffers::default(),

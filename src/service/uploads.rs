@@ -1,7 +1,9 @@
 //! Blob uploads: a session's start, appends, status, cancel and commit; the monolithic and
 //! small pushes; cross-repository mounts. A blob becomes visible only once verified and let
-//! through by the `required` webhooks of its `blob.push` event.
+//! through by the `required` webhooks of its `blob.push` event. Commits and mounts are
+//! audited, whatever came of them.
 
+use super::audit;
 use super::events::{self, Spec};
 use super::{Caller, Service};
 use crate::error::{Error, Result};
@@ -66,12 +68,37 @@ pub async fn mount(
         let _write = caller.clock.hold();
         svc.registry
             .mount_blob_gated(name, digest, from, gated)
-            .await?
+            .await
     };
-    if let Some(size) = mounted {
-        pushed(svc, caller, name, digest, size).await;
+    // Nothing to mount is no write: the client uploads instead.
+    if !matches!(mounted, Ok(None)) {
+        let write = audit::Write {
+            digest: Some(digest),
+            from,
+            ..audit::Write::new(audit::BLOB_MOUNT, name)
+        };
+        audit::written(svc, caller, &write, &mounted);
     }
-    Ok(mounted)
+    if let Some(size) = mounted? {
+        pushed(svc, caller, name, digest, size).await;
+        return Ok(Some(size));
+    }
+    Ok(None)
+}
+
+/// The audit record of a blob upload's commit.
+fn uploaded(
+    svc: &Service,
+    caller: &Caller<'_>,
+    name: &RepoName,
+    digest: &Digest,
+    result: &Result<u64>,
+) {
+    let write = audit::Write {
+        digest: Some(digest),
+        ..audit::Write::new(audit::BLOB_UPLOAD, name)
+    };
+    audit::written(svc, caller, &write, result);
 }
 
 /// Stores a whole blob received at once (at most [`SMALL_BLOB_BYTES_MAX`]) in one durable
@@ -86,14 +113,17 @@ pub async fn put_small(
 ) -> Result<u64> {
     let size = body.len() as u64;
     let gated = async |size| gate(svc, caller, name, digest, size).await;
-    {
+    let result = {
         let _write = caller.clock.hold();
         let put = svc.registry.put_small_blob(name, digest, body, gated).await;
-        if let Some(id) = session {
-            svc.registry.upload_cancel(name, id).await?;
-        }
-        put?;
-    }
+        let closed = match session {
+            Some(id) => svc.registry.upload_cancel(name, id).await.map(drop),
+            None => Ok(()),
+        };
+        closed.and(put).map(|()| size)
+    };
+    uploaded(svc, caller, name, digest, &result);
+    let size = result?;
     pushed(svc, caller, name, digest, size).await;
     Ok(size)
 }
@@ -154,12 +184,15 @@ pub async fn finish(
     body: &mut BodyReader<'_>,
 ) -> Result<u64> {
     let name = s.name.clone();
-    receive(svc, body, &mut s).await?;
-    let gated = async |size| gate(svc, caller, &name, digest, size).await;
-    let size = {
+    let result = async {
+        receive(svc, body, &mut s).await?;
+        let gated = async |size| gate(svc, caller, &name, digest, size).await;
         let _write = caller.clock.hold();
-        svc.registry.upload_finish_gated(s, digest, gated).await?
-    };
+        svc.registry.upload_finish_gated(s, digest, gated).await
+    }
+    .await;
+    uploaded(svc, caller, &name, digest, &result);
+    let size = result?;
     pushed(svc, caller, &name, digest, size).await;
     Ok(size)
 }
@@ -173,21 +206,24 @@ pub async fn monolithic(
     digest: &Digest,
     body: &mut BodyReader<'_>,
 ) -> Result<u64> {
-    let mut session = start(svc, name).await?;
-    let id = session.id.clone();
-    if let Err(e) = receive(svc, body, &mut session).await {
-        drop(session);
-        let _write = caller.clock.hold();
-        svc.registry.upload_cancel(name, &id).await?;
-        return Err(e);
-    }
-    let gated = async |size| gate(svc, caller, name, digest, size).await;
-    let size = {
+    let result = async {
+        let mut session = start(svc, name).await?;
+        let id = session.id.clone();
+        if let Err(e) = receive(svc, body, &mut session).await {
+            drop(session);
+            let _write = caller.clock.hold();
+            svc.registry.upload_cancel(name, &id).await?;
+            return Err(e);
+        }
+        let gated = async |size| gate(svc, caller, name, digest, size).await;
         let _write = caller.clock.hold();
         svc.registry
             .upload_finish_gated(session, digest, gated)
-            .await?
-    };
+            .await
+    }
+    .await;
+    uploaded(svc, caller, name, digest, &result);
+    let size = result?;
     pushed(svc, caller, name, digest, size).await;
     Ok(size)
 }
