@@ -88,9 +88,18 @@ mod tests {
     fn a_deletion_empties_every_cache_and_voids_a_racing_insert() {
         let (a, b) = (BlobSizes::default(), BlobSizes::default());
         let d = Digest::of(Algorithm::Sha256, b"blob");
-        let seen = a.seen();
-        a.insert(seen, &d, 4);
-        assert_eq!(a.get(&d), Some(4));
+        // Other tests in this process delete blobs (the count is process-wide), and any
+        // deletion between `seen` and `insert` rightly voids the insert: retry until one lands.
+        let settle = |c: &BlobSizes| {
+            for _ in 0..10_000 {
+                c.insert(c.seen(), &d, 4);
+                if c.get(&d) == Some(4) {
+                    return;
+                }
+            }
+            panic!("an insert never landed between two deletions");
+        };
+        settle(&a);
         // A read started before a deletion must not fill the cache after it.
         let before = b.seen();
         note_deleted();
@@ -101,9 +110,7 @@ mod tests {
             None,
             "a deletion in another worker empties this one"
         );
-        let seen = a.seen();
-        a.insert(seen, &d, 4);
-        assert_eq!(a.get(&d), Some(4));
+        settle(&a);
     }
 
     #[test]
