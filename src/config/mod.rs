@@ -62,6 +62,8 @@ pub struct Config {
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
+    pub ui: UiConfig,
+    #[serde(default)]
     pub identity: BTreeMap<String, IdentityConfig>,
     /// OIDC identity providers whose signed JWTs are accepted as credentials.
     #[serde(default)]

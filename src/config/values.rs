@@ -88,6 +88,12 @@ pub(super) mod d {
     pub fn webhook_max_retries() -> u32 {
         3
     }
+    pub fn ui_path() -> String {
+        "/ui/".into()
+    }
+    pub fn ui_title() -> String {
+        "Origin".into()
+    }
     pub fn yes() -> bool {
         true
     }

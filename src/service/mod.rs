@@ -9,6 +9,7 @@
 //! (docs/ARCHITECTURE.md, "The service layer").
 
 pub mod blobs;
+pub mod browse;
 pub mod events;
 pub mod listing;
 pub mod maintenance;

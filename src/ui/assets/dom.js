@@ -1,0 +1,123 @@
+// DOM helpers. Every string shown is set as text (a Text node or an attribute value):
+// nothing pushed to the registry is ever parsed as HTML or run as script.
+
+// Control characters shown as U+FFFD, so a tag or label cannot disturb the layout.
+const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+
+export function text(v) {
+  return String(v ?? '').replace(CONTROL, '\uFFFD');
+}
+
+// h('a', {href: '#/x', class: 'y'}, 'child', node, [more]) -> an element.
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'href') el.setAttribute('href', safeHref(v));
+    else el.setAttribute(k, text(v));
+  }
+  add(el, children);
+  return el;
+}
+
+export function add(el, children) {
+  for (const c of [children].flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(text(c)));
+  }
+  return el;
+}
+
+// Only links this UI builds: a view of the page or a path of this server.
+function safeHref(v) {
+  const s = String(v);
+  return s.startsWith('#') || (s.startsWith('/') && !s.startsWith('//')) ? s : '#';
+}
+
+// A link to one of the UI's views.
+export function view(name, params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params || {})) if (v) q.set(k, v);
+  const qs = q.toString();
+  return '#/' + name + (qs ? '?' + qs : '');
+}
+
+export function bytes(n) {
+  if (typeof n !== 'number') return '';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i === 0 ? n : n.toFixed(1)) + ' ' + units[i];
+}
+
+export function short(digest) {
+  const s = String(digest || '');
+  const at = s.indexOf(':');
+  return at < 0 ? s : s.slice(0, at + 13);
+}
+
+// Calls the UI's JSON API; a failure throws an Error with the server's message.
+export async function api(call, params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params || {})) if (v) q.set(k, v);
+  const r = await fetch('api/' + call + '?' + q, {
+    credentials: 'same-origin', headers: { Accept: 'application/json' },
+  });
+  let body = null;
+  try { body = await r.json(); } catch (_) { body = null; }
+  if (!r.ok) {
+    const e = new Error((body && body.errors && body.errors[0] && body.errors[0].message) || r.statusText);
+    e.status = r.status;
+    throw e;
+  }
+  return body;
+}
+
+export function errorBox(e) {
+  const hint = e.status === 401 ? ' Log in when your browser asks, or reload.'
+    : e.status === 403 ? ' Your identity may not read this.' : '';
+  return h('div', { class: 'card error', role: 'alert' }, text(e.message) + hint);
+}
+
+// A sortable, filterable table: columns [{key, label, num, wide, render}].
+export function table(columns, rows, sort) {
+  const thead = h('tr', {}, columns.map((c) => {
+    const cls = [c.num ? 'num' : '', c.wide ? 'wide' : '', c.sortable ? 'sortable' : '',
+      sort && sort.key === c.key ? 'sorted' + (sort.desc ? ' desc' : '') : ''].join(' ').trim();
+    return h('th', { class: cls || null, onclick: c.sortable && sort ? () => sort.by(c.key) : null }, c.label);
+  }));
+  const body = rows.map((r) => h('tr', {}, columns.map((c) =>
+    h('td', { class: [c.num ? 'num' : '', c.wide ? 'wide' : ''].join(' ').trim() || null },
+      c.render ? c.render(r) : text(r[c.key])))));
+  return h('div', { class: 'scroll' }, h('table', {}, h('thead', {}, thead), h('tbody', {}, body)));
+}
+
+// Copyable pull commands for `ref` (":tag" or "@sha256:...") of repository `name`.
+export function pullCommands(name, refs) {
+  const host = location.host;
+  const lines = [];
+  for (const ref of refs) {
+    for (const tool of ['docker', 'podman', 'oras']) lines.push(`${tool} pull ${host}/${name}${ref}`);
+  }
+  return h('div', { class: 'pull' }, lines.map((l) => [
+    h('code', {}, l),
+    h('button', { type: 'button', onclick: (ev) => copy(l, ev.target) }, 'Copy'),
+  ]));
+}
+
+function copy(line, button) {
+  const done = () => { button.textContent = 'Copied'; };
+  if (navigator.clipboard) navigator.clipboard.writeText(line).then(done, () => { button.textContent = 'Select and copy'; });
+}
+
+export function breadcrumbs(name, last) {
+  const parts = name ? name.split('/') : [];
+  const out = [h('a', { href: view('repos', {}) }, 'repositories')];
+  parts.forEach((p, i) => {
+    const ns = parts.slice(0, i + 1).join('/');
+    out.push(' / ');
+    out.push(i === parts.length - 1 && last ? h('a', { href: last }, p) : h('a', { href: view('repos', { ns }) }, p));
+  });
+  return h('div', { class: 'crumbs' }, out);
+}

@@ -1,0 +1,116 @@
+// A manifest: an index's platforms (each leading to its child), an image's config and
+// layers, annotations, and the referrers grouped by artifact type with badges.
+import { h, view, api, bytes, short, table, pullCommands, breadcrumbs, text } from './dom.js';
+
+export async function manifestView(el, params, current) {
+  const name = params.get('repo') || '';
+  const ref = params.get('ref') || '';
+  const m = await api('manifest', { repo: name, ref });
+  if (!current()) return;
+  const byTag = ref.includes(':') ? [] : [':' + ref];
+  el.append(
+    breadcrumbs(name, view('repo', { name })),
+    h('h1', {}, name, byTag.length ? ':' + ref : '@' + short(m.digest)),
+    h('div', { class: 'card' }, meta([
+      ['Digest', h('span', { class: 'mono', id: 'digest' }, m.digest)],
+      ['Kind', h('span', { id: 'kind' }, m.kind)],
+      ['Media type', m.mediaType],
+      ['Artifact type', m.artifactType],
+      ['Size', bytes(m.size)],
+      ['Subject', m.subject && h('a', { class: 'mono', href: view('manifest', { repo: name, ref: m.subject.digest }) }, short(m.subject.digest))],
+    ])),
+  );
+  if (m.truncated) el.append(h('p', { class: 'note' }, 'Some values were too long or too many and are shown cut short.'));
+  el.append(h('h2', {}, 'Pull'), h('div', { class: 'card' }, pullCommands(name, [...byTag, '@' + m.digest])));
+  if (m.kind === 'index') el.append(platforms(name, m.manifests));
+  if (m.image) el.append(config(m.image));
+  if (m.kind === 'image') el.append(layers(name, m.layers));
+  if (m.annotations) el.append(h('h2', {}, 'Annotations'), h('div', { class: 'card', id: 'annotations' }, meta(Object.entries(m.annotations))));
+  const refs = h('div', { id: 'referrers' });
+  el.append(h('h2', {}, 'Referrers'), refs);
+  await referrers(refs, name, m.digest, current);
+}
+
+function meta(pairs) {
+  return h('dl', { class: 'meta' }, pairs.filter(([, v]) => v !== null && v !== undefined && v !== '')
+    .map(([k, v]) => [h('dt', {}, k), h('dd', {}, typeof v === 'object' && !(v instanceof Node) ? JSON.stringify(v) : v)]));
+}
+
+function platformName(p) {
+  if (!p) return 'unknown platform';
+  return [p.os, p.architecture, p.variant].filter(Boolean).join('/') + (p.osVersion ? ` (${p.osVersion})` : '');
+}
+
+function platforms(name, list) {
+  const columns = [
+    { key: 'platform', label: 'Platform', render: (d) => h('a', { class: 'platform', href: view('manifest', { repo: name, ref: d.digest }) },
+      d.platform ? platformName(d.platform) : (d.artifactType || 'no platform')) },
+    { key: 'digest', label: 'Digest', render: (d) => h('span', { class: 'mono', title: d.digest }, short(d.digest)) },
+    { key: 'mediaType', label: 'Media type', wide: true },
+    { key: 'size', label: 'Size', num: true, render: (d) => bytes(d.size) },
+  ];
+  return h('section', { id: 'platforms' }, h('h2', {}, `Platforms (${list.length})`), table(columns, list));
+}
+
+function config(c) {
+  if (c.unavailable) return h('section', { id: 'config' }, h('h2', {}, 'Config'), h('p', { class: 'note' }, 'Config not shown: ' + c.unavailable));
+  const list = (v) => Array.isArray(v) ? h('ul', { class: 'kv' }, v.map((x) => h('li', { class: 'mono' }, x))) : v;
+  const cmd = (v) => Array.isArray(v) ? h('code', {}, JSON.stringify(v)) : v;
+  const labels = c.labels && typeof c.labels === 'object' ? Object.entries(c.labels) : [];
+  return h('section', { id: 'config' }, h('h2', {}, 'Config'),
+    h('div', { class: 'card' }, meta([
+      ['Created', c.created], ['Author', c.author],
+      ['Platform', platformName({ os: c.os, architecture: c.architecture, variant: c.variant })],
+      ['Entrypoint', cmd(c.entrypoint)], ['Command', cmd(c.cmd)],
+      ['Working dir', c.workingDir], ['User', c.user],
+      ['Ports', Array.isArray(c.exposedPorts) ? c.exposedPorts.join(', ') : null],
+      ['Environment', list(c.env)],
+    ])),
+    labels.length ? [h('h2', {}, 'Labels'), h('div', { class: 'card', id: 'labels' }, meta(labels))] : null,
+    c.history && c.history.length ? [h('h2', {}, `History (${c.history.length})`), table([
+      { key: 'createdBy', label: 'Step', render: (e) => h('span', { class: 'mono' }, e.createdBy || e.comment || '') },
+      { key: 'created', label: 'Created', wide: true },
+      { key: 'emptyLayer', label: 'Layer', render: (e) => e.emptyLayer ? 'no' : 'yes' },
+    ], c.history)] : null);
+}
+
+function layers(name, list) {
+  const total = list.reduce((s, l) => s + (typeof l.size === 'number' ? l.size : 0), 0);
+  const columns = [
+    { key: 'i', label: '#', num: true, render: (l) => String(list.indexOf(l) + 1) },
+    { key: 'digest', label: 'Digest', render: (l) => h('a', { class: 'mono', href: `/v2/${name}/blobs/${l.digest}`, title: 'Download ' + l.digest }, short(l.digest)) },
+    { key: 'mediaType', label: 'Media type', wide: true },
+    { key: 'size', label: 'Size', num: true, render: (l) => bytes(l.size) },
+  ];
+  return h('section', { id: 'layers' }, h('h2', {}, `Layers (${list.length}, ${bytes(total)})`), table(columns, list));
+}
+
+async function referrers(box, name, digest, current) {
+  let next = null;
+  const groups = new Map();
+  const list = h('div', {});
+  const more = h('button', { type: 'button' }, 'Load more referrers');
+  box.append(list, more);
+  async function load() {
+    const page = await api('referrers', { repo: name, digest, last: next });
+    for (const g of page.groups) {
+      const known = groups.get(g.artifactType);
+      if (known) known.items.push(...g.items); else groups.set(g.artifactType, g);
+    }
+    next = page.next;
+    render();
+  }
+  function render() {
+    more.hidden = !next;
+    if (!groups.size) { list.replaceChildren(h('p', { class: 'note' }, 'No referrers.')); return; }
+    list.replaceChildren(...[...groups.values()].map((g) => h('div', { class: 'card referrer-group' },
+      h('div', {}, h('span', { class: 'badge ' + g.badge.kind }, g.badge.label), h('span', { class: 'mono' }, g.artifactType || '(no artifact type)')),
+      h('ul', { class: 'kv' }, g.items.map((d) => h('li', {},
+        h('a', { class: 'mono', href: view('manifest', { repo: name, ref: d.digest }) }, short(d.digest)), ' ', bytes(d.size),
+        d.annotations && d.annotations['org.opencontainers.image.created'] ? ' \u00B7 ' + text(d.annotations['org.opencontainers.image.created']) : ''))))));
+  }
+  more.addEventListener('click', () => load());
+  try { await load(); } catch (e) {
+    if (current()) list.replaceChildren(h('p', { class: 'note' }, 'Referrers not shown: ' + e.message));
+  }
+}

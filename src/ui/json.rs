@@ -1,0 +1,193 @@
+//! The UI's JSON API under `<ui path>api/`: repositories by namespace, a repository's tags
+//! with what they name, a manifest's details and its referrers. Paged and bounded like the
+//! distribution API; every call identifies the caller and checks the same policy action
+//! as the `/v2/` request it mirrors (`api::access`), so a repository the caller may not
+//! read appears nowhere.
+
+use super::describe;
+use crate::api::access;
+use crate::api::route::{Action, Endpoint};
+use crate::app::App;
+use crate::auth::Identity;
+use crate::error::{Error, Result};
+use crate::http::query::query_param;
+use crate::http::{Request, Response};
+use crate::oci::{Digest, Reference, RepoName};
+use crate::service::{browse, listing};
+
+/// Repositories per page of the tree (a page is one catalog listing, filtered by policy).
+pub const REPOSITORIES_PAGE_MAX: usize = 500;
+/// Tags per page: each costs two small reads (tag link, revision link).
+pub const TAGS_PAGE_MAX: usize = 100;
+/// Referrers per page (one read each).
+pub const REFERRERS_PAGE_MAX: usize = 100;
+/// Largest image config read whole for its details; a larger one is only linked.
+pub const CONFIG_BYTES_MAX: u64 = 1024 * 1024;
+/// Longest `last` or `ns` accepted: a tag is at most 128 bytes, a repository name 255.
+const POSITION_BYTES_MAX: usize = 512;
+
+pub async fn handle(app: &App, req: &mut Request<'_>, call: &str) -> Response {
+    match answer(app, req, call).await {
+        Ok(value) => {
+            Response::json(200, value.to_string().into_bytes()).header("Cache-Control", "no-store")
+        }
+        Err(e) => error(&e),
+    }
+}
+
+/// An error as the API gives it (the OCI envelope, a Basic challenge on 401), not cached.
+pub fn error(e: &Error) -> Response {
+    crate::api::error::response(e).header("Cache-Control", "no-store")
+}
+
+async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_json::Value> {
+    let query = req.head.query().to_owned();
+    let q = |key: &str| param(&query, key);
+    // Parameters first: a malformed request costs no password check.
+    match call {
+        "repositories" | "tags" | "manifest" | "referrers" => {}
+        _ => return Err(Error::EndpointUnknown("no such UI API call".into())),
+    }
+    let identity = access::identify(app, req).await?;
+    let svc = &*app.svc;
+    match call {
+        "repositories" => {
+            let ns = match q("ns")? {
+                Some(ns) => Some(repo(ns.trim_end_matches('/'))?),
+                None => None,
+            };
+            let n = page_size(&query, REPOSITORIES_PAGE_MAX)?;
+            let last = q("last")?;
+            let want = n + 1;
+            let mut names =
+                listing::catalog(svc, &identity, ns.as_ref(), last.as_deref(), want).await?;
+            let next = next_of(&mut names, n, String::clone);
+            Ok(serde_json::json!({ "repositories": names, "next": next }))
+        }
+        "tags" => {
+            let name = required_repo(&query)?;
+            allow(
+                app,
+                &identity,
+                &Endpoint::Tags {
+                    name: name.as_str(),
+                },
+                Action::ListTags,
+            )?;
+            let n = page_size(&query, TAGS_PAGE_MAX)?;
+            let last = q("last")?;
+            let mut tags = browse::tags(svc, &name, last.as_deref(), n + 1)
+                .await?
+                .ok_or_else(|| {
+                    Error::NameUnknown("repository name not known to registry".into())
+                })?;
+            let next = next_of(&mut tags, n, |t| t.tag.clone());
+            let tags: Vec<_> = tags.iter().map(describe::tag).collect();
+            Ok(serde_json::json!({ "name": name.as_str(), "tags": tags, "next": next }))
+        }
+        "manifest" => {
+            let name = required_repo(&query)?;
+            let raw = q("ref")?.ok_or_else(|| Error::QueryInvalid("ref is required".into()))?;
+            let reference = Reference::parse(&raw)
+                .map_err(|e| Error::ManifestUnknown(format!("manifest unknown: {e}")))?;
+            let endpoint = Endpoint::Manifest {
+                name: name.as_str(),
+                reference: &raw,
+            };
+            allow(app, &identity, &endpoint, Action::GetManifest)?;
+            let m = browse::manifest(svc, &name, &reference).await?;
+            let mut details = describe::manifest(&name, &m);
+            if let Some(config) = describe::image_config_digest(&details) {
+                details["image"] = image_config(app, &identity, &name, &config).await?;
+            }
+            Ok(details)
+        }
+        _ => {
+            let name = required_repo(&query)?;
+            let subject = digest(&q("digest")?.unwrap_or_default())?;
+            let endpoint = Endpoint::Referrers {
+                name: name.as_str(),
+                digest: &subject.to_string(),
+            };
+            allow(app, &identity, &endpoint, Action::GetReferrers)?;
+            let n = page_size(&query, REFERRERS_PAGE_MAX)?;
+            let last = match q("last")? {
+                Some(l) => Some(digest(&l)?),
+                None => None,
+            };
+            let mut list =
+                listing::referrers(svc, &name, &subject, None, last.as_ref(), n + 1, None).await?;
+            let next = next_of(&mut list, n, |d| d.digest.to_string());
+            Ok(serde_json::json!({ "groups": describe::referrer_groups(&list), "next": next }))
+        }
+    }
+}
+
+/// The parsed config of an image, when the caller may read that blob (`get-blob`, as a
+/// pull of it would need); otherwise a note saying why it is not shown.
+async fn image_config(
+    app: &App,
+    identity: &Identity,
+    name: &RepoName,
+    config: &Digest,
+) -> Result<serde_json::Value> {
+    let d = config.to_string();
+    let endpoint = Endpoint::Blob {
+        name: name.as_str(),
+        digest: &d,
+    };
+    if allow(app, identity, &endpoint, Action::GetBlob).is_err() {
+        return Ok(serde_json::json!({ "unavailable": "not permitted" }));
+    }
+    Ok(
+        match browse::small_blob(&app.svc, name, config, CONFIG_BYTES_MAX).await? {
+            None => serde_json::json!({ "unavailable": "not stored" }),
+            Some((_, None)) => serde_json::json!({ "unavailable": "too large to show" }),
+            Some((_, Some(bytes))) => describe::image_config(&bytes),
+        },
+    )
+}
+
+fn allow(app: &App, identity: &Identity, endpoint: &Endpoint<'_>, action: Action) -> Result<()> {
+    access::authorize(app, identity, endpoint, action, "")
+}
+
+/// Keeps the first `n` of up to `n + 1` items; the key of the last kept one when more
+/// followed (the `last` of the next page).
+fn next_of<T>(items: &mut Vec<T>, n: usize, key: impl Fn(&T) -> String) -> Option<String> {
+    let more = items.len() > n;
+    items.truncate(n);
+    more.then(|| items.last().map(key)).flatten()
+}
+
+fn param(query: &str, key: &str) -> Result<Option<String>> {
+    let v = query_param(query, key).filter(|v| !v.is_empty());
+    if v.as_ref().is_some_and(|v| v.len() > POSITION_BYTES_MAX) {
+        return Err(Error::QueryInvalid(format!("{key} is too long")));
+    }
+    Ok(v)
+}
+
+fn page_size(query: &str, max: usize) -> Result<usize> {
+    match param(query, "n")? {
+        None => Ok(max),
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n.min(max)),
+            _ => Err(Error::QueryInvalid("n must be a positive number".into())),
+        },
+    }
+}
+
+fn repo(name: &str) -> Result<RepoName> {
+    crate::api::repo(name)
+}
+
+fn required_repo(query: &str) -> Result<RepoName> {
+    let name =
+        param(query, "repo")?.ok_or_else(|| Error::QueryInvalid("repo is required".into()))?;
+    repo(&name)
+}
+
+fn digest(s: &str) -> Result<Digest> {
+    crate::api::digest_of(s)
+}
