@@ -234,3 +234,33 @@ fn identity_password_from_file_or_environment() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `[ui]` defaults to on at `/ui/` titled "Origin"; a path that is not a `/name/` outside
+/// `/v2/`, or a title with control characters, fails the load naming the key.
+#[test]
+fn ui_section_defaults_and_validation() {
+    let c = Config::parse(EMBEDDED_DEFAULT).unwrap();
+    assert!(c.ui.enabled);
+    assert_eq!(
+        (c.ui.path.as_str(), c.ui.title.as_str()),
+        ("/ui/", "Origin")
+    );
+    for (section, key) in [
+        ("[ui]\npath = \"ui\"\n", "ui.path"),
+        ("[ui]\npath = \"/\"\n", "ui.path"),
+        ("[ui]\npath = \"/v2/ui/\"\n", "ui.path"),
+        ("[ui]\npath = \"/a/../b/\"\n", "ui.path"),
+        ("[ui]\npath = \"/a b/\"\n", "ui.path"),
+        ("[ui]\ntitle = \"\"\n", "ui.title"),
+        ("[ui]\ntitle = \"a\\u0007b\"\n", "ui.title"),
+    ] {
+        let e = Config::parse(&format!("{EMBEDDED_DEFAULT}\n{section}")).unwrap_err();
+        assert!(e.to_string().starts_with(key), "{section}: {e}");
+    }
+    let c = Config::parse(&format!(
+        "{EMBEDDED_DEFAULT}\n[ui]\nenabled = false\npath = \"/console/x/\"\ntitle = \"A&B\"\n"
+    ))
+    .unwrap();
+    assert!(!c.ui.enabled);
+    assert_eq!(c.ui.path, "/console/x/");
+}
