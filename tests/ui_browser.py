@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""The web UI in a real browser: starts a real Origin, pushes real content over the
+registry API (an index of two platforms with a cosign signature, an SPDX SBOM and an
+in-toto attestation as referrers, images with markup in their labels, a namespace tree and
+a namespace anonymous callers may not read), then drives headless Chromium through the
+views at 1280 px and 390 px wide, asserting on what the page shows.
+
+Needs: Debian's `chromium` and `chromium-driver`, and `selenium` from PyPI.
+  ORIGIN_BIN=target/release/origin python3 tests/ui_browser.py [--screenshots]
+--screenshots writes docs/images/ui-*.png (the README's pictures).
+"""
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGES = os.path.join(ROOT, "docs", "images")
+XSS_LABELS = {
+    "org.opencontainers.image.title": "app <script>window.__pwned = 1</script>",
+    "evil.img": '"><img src=x onerror="window.__pwned = 2">',
+    "evil.control": "bell\u0007esc\u001b[31mred",
+    "evil.long": "L" * 5000,
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Registry:
+    """A real `origin serve` on 127.0.0.1 and a minimal client of its API."""
+
+    def __init__(self, binary):
+        self.dir = tempfile.mkdtemp(prefix="origin-ui-browser-")
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        alice = subprocess.run([binary, "hash-password"], input="alice-pw\n", capture_output=True,
+                               text=True, check=True).stdout.strip()
+        config = f"""
+[server]
+bind_address = "127.0.0.1"
+port = {self.port}
+workers = 2
+[storage.fs]
+root_dir = "{self.dir}/data"
+[ui]
+title = "Origin"
+[identity.alice]
+username = "alice"
+password = "{alice}"
+[[repository]]
+namespace = ""
+policy_default_allow = false
+policies = ['identity.id == "alice"', 'request.action.startsWith("get") || request.action.startsWith("list")']
+[[repository]]
+namespace = "private"
+policy_default_allow = false
+policies = ['identity.id == "alice"']
+"""
+        path = os.path.join(self.dir, "config.toml")
+        with open(path, "w") as f:
+            f.write(config)
+        self.log = open(os.path.join(self.dir, "log"), "w")
+        self.proc = subprocess.Popen([binary, "serve", "-c", path], stdout=self.log, stderr=self.log)
+        self.auth = "Basic " + base64.b64encode(b"alice:alice-pw").decode()
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(self.base + "/healthz", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("origin did not start; see " + self.log.name)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def request(self, method, path, body=b"", content_type=None):
+        req = urllib.request.Request(self.base + path, data=body if method in ("POST", "PUT") else None,
+                                     method=method)
+        req.add_header("Authorization", self.auth)
+        if content_type:
+            req.add_header("Content-Type", content_type)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+
+    def blob(self, repo, data, media_type="application/octet-stream"):
+        d = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.request("POST", f"/v2/{repo}/blobs/uploads/?digest={d}", data, "application/octet-stream")
+        return {"mediaType": media_type, "digest": d, "size": len(data)}
+
+    def manifest(self, repo, ref, m):
+        body = json.dumps(m).encode()
+        d = "sha256:" + hashlib.sha256(body).hexdigest()
+        self.request("PUT", f"/v2/{repo}/manifests/{ref or d}", body, m["mediaType"])
+        return {"mediaType": m["mediaType"], "digest": d, "size": len(body)}
+
+    def image(self, repo, tag, arch, labels, layers=2):
+        config = {
+            "created": "2026-03-01T12:00:00Z", "os": "linux", "architecture": arch,
+            "config": {"Entrypoint": ["/usr/bin/app"], "Cmd": ["--listen", ":8080"],
+                       "Env": ["PATH=/usr/bin:/bin", "APP_MODE=production"], "WorkingDir": "/srv",
+                       "Labels": labels, "ExposedPorts": {"8080/tcp": {}}},
+            "history": [{"created_by": "ADD rootfs.tar.gz /"}, {"created_by": "COPY app /usr/bin/app"},
+                        {"created_by": "ENV APP_MODE=production", "empty_layer": True}],
+        }
+        cfg = self.blob(repo, json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
+        ls = [self.blob(repo, os.urandom(1000 * (i + 1) + len(arch)), "application/vnd.oci.image.layer.v1.tar+gzip")
+              for i in range(layers)]
+        return self.manifest(repo, tag, {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                         "config": cfg, "layers": ls})
+
+    def referrer(self, repo, subject, artifact_type, payload):
+        empty = self.blob(repo, b"{}", "application/vnd.oci.empty.v1+json")
+        layer = self.blob(repo, payload, artifact_type)
+        return self.manifest(repo, None, {
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": artifact_type, "config": empty, "layers": [layer], "subject": subject,
+            "annotations": {"org.opencontainers.image.created": "2026-03-01T12:05:00Z"}})
+
+
+def push_content(reg):
+    amd = reg.image("library/app", None, "amd64", XSS_LABELS)
+    arm = reg.image("library/app", None, "arm64", {"org.opencontainers.image.title": "app"})
+    amd["platform"] = {"os": "linux", "architecture": "amd64"}
+    arm["platform"] = {"os": "linux", "architecture": "arm64", "variant": "v8"}
+    index = reg.manifest("library/app", "1.0", {
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [amd, arm],
+        "annotations": {"org.opencontainers.image.source": "https://example.com/app",
+                        "evil": '<b onmouseover="window.__pwned = 3">hover</b>'}})
+    reg.referrer("library/app", index, "application/vnd.dev.cosign.artifact.sig.v1+json", b"signature")
+    reg.referrer("library/app", index, "application/spdx+json", b'{"spdxVersion": "SPDX-2.3"}')
+    reg.referrer("library/app", index, "application/vnd.in-toto+json", b'{"_type": "https://in-toto.io/Statement/v1"}')
+    reg.image("library/app", "latest", "amd64", {"org.opencontainers.image.version": "1.1"})
+    for name in ["team/api/server", "team/api/worker", "team/web", "tools/debug"]:
+        reg.image(name, "latest", "amd64", {}, layers=1)
+    reg.image("private/vault", "latest", "amd64", {}, layers=1)
+    return index
+
+
+class Page:
+    def __init__(self, base):
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+        for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                    "--window-size=1280,1000", "--hide-scrollbars"]:
+            options.add_argument(arg)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        self.driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        self.base = base
+
+    def width(self, w, h):
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                    {"width": w, "height": h, "deviceScaleFactor": 1, "mobile": w < 600})
+
+    def open(self, fragment):
+        self.driver.get(self.base + "/ui/" + fragment)
+        return self.ready()
+
+    def ready(self):
+        WebDriverWait(self.driver, 20).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, ".view[data-ready=true]"))
+        return self.driver.find_element(By.CSS_SELECTOR, ".view")
+
+    def text(self):
+        return self.driver.find_element(By.TAG_NAME, "main").text
+
+    def css(self, selector):
+        return self.driver.find_elements(By.CSS_SELECTOR, selector)
+
+    def shot(self, name, enabled):
+        if enabled:
+            os.makedirs(IMAGES, exist_ok=True)
+            self.driver.save_screenshot(os.path.join(IMAGES, f"ui-{name}.png"))
+
+    def assert_safe(self):
+        d = self.driver
+        assert d.execute_script("return window.__pwned === undefined"), "pushed markup ran"
+        assert not self.css("main img"), "pushed markup became an element"
+        assert d.execute_script("return document.documentElement.scrollWidth") <= \
+            d.execute_script("return window.innerWidth") + 1, "the page is wider than the window"
+        severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, f"browser errors: {severe}"
+
+
+def wait_for(fn, what):
+    end = time.time() + 10
+    while time.time() < end:
+        if fn():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def browse(page, reg, index, shots, suffix=""):
+    host = f"127.0.0.1:{reg.port}"
+    # Repositories: the tree at the top, with namespaces as folders; never the private one.
+    page.driver.get(reg.base + "/")
+    page.ready()
+    assert page.driver.current_url.startswith(reg.base + "/ui/"), page.driver.current_url
+    text = page.text()
+    for want in ["library/", "team/", "tools/"]:
+        assert want in text, f"{want} missing from:\n{text}"
+    assert "private" not in text and "vault" not in text, "anonymous sees a denied namespace"
+    page.shot("repositories" + suffix, shots)
+    # Filter: a substring over the loaded names, shown flat.
+    page.css("#filter")[0].send_keys("api")
+    wait_for(lambda: "team/api/server" in page.text() and "tools" not in page.text(), "the filter")
+    # A namespace: its folders and repositories.
+    page.open("#/repos?ns=team")
+    wait_for(lambda: "api/" in page.text() and "web" in page.text(), "the team namespace")
+    # A repository: tags with digests and sizes, filter, pull commands.
+    page.open("#/repo?name=library/app")
+    rows = page.css("#tags tbody tr")
+    assert len(rows) == 2, page.text()
+    assert "latest" in page.text() and "1.0" in page.text()
+    assert f"docker pull {host}/library/app:latest" in page.text()
+    assert f"podman pull {host}/library/app@sha256:" in page.text()
+    page.shot("repository" + suffix, shots)
+    page.css("#filter")[0].send_keys("1.")
+    wait_for(lambda: len(page.css("#tags tbody tr")) == 1, "the tag filter")
+    # The index: platforms leading to each child, referrers with badges.
+    page.css("#tags a.tag")[0].click()
+    page.ready()
+    wait_for(lambda: page.css(".referrer-group"), "the referrers")
+    text = page.text()
+    assert "index" in page.css("#kind")[0].text
+    assert index["digest"] in text
+    platforms = [a.text for a in page.css("#platforms a.platform")]
+    assert platforms == ["linux/amd64", "linux/arm64/v8"], platforms
+    badges = sorted(b.text for b in page.css("#referrers .badge"))
+    assert badges == ["SPDX", "cosign", "in-toto"], badges
+    assert '<b onmouseover="window.__pwned = 3">hover</b>' in text, "the annotation shows as text"
+    page.assert_safe()
+    page.shot("index" + suffix, shots)
+    # A child image: config, labels (markup shown as text), layers.
+    page.css("#platforms a.platform")[0].click()
+    page.ready()
+    text = page.text()
+    assert "image" in page.css("#kind")[0].text
+    assert '["/usr/bin/app"]' in text and "APP_MODE=production" in text, text
+    assert "app <script>window.__pwned = 1</script>" in text
+    assert '"><img src=x onerror="window.__pwned = 2">' in text
+    assert "bell\ufffdesc\ufffd[31mred" in text, "control characters shown as U+FFFD"
+    assert len(page.css("#layers tbody tr")) == 2
+    assert "COPY app /usr/bin/app" in text
+    page.assert_safe()
+    page.shot("image" + suffix, shots)
+
+
+def main():
+    shots = "--screenshots" in sys.argv
+    binary = os.environ.get("ORIGIN_BIN", os.path.join(ROOT, "target", "debug", "origin"))
+    os.environ.setdefault("SE_OFFLINE", "true")
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    reg = Registry(binary)
+    page = None
+    try:
+        index = push_content(reg)
+        page = Page(reg.base)
+        page.width(1280, 1000)
+        browse(page, reg, index, shots)
+        page.width(390, 844)
+        browse(page, reg, index, shots, suffix="-390")
+        print("ui_browser: all views checked at 1280 px and 390 px")
+    finally:
+        if page:
+            page.driver.quit()
+        reg.stop()
+
+
+if __name__ == "__main__":
+    main()
