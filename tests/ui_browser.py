@@ -233,7 +233,12 @@ def browse(page, reg, index, shots, suffix=""):
     assert len(rows) == 2, page.text()
     assert "latest" in page.text() and "1.0" in page.text()
     assert f"docker pull {host}/library/app:latest" in page.text()
-    assert f"podman pull {host}/library/app@sha256:" in page.text()
+    assert f"docker pull {host}/library/app@sha256:" in page.text()
+    [podman] = [b for b in page.css("#pull .tab") if b.text == "podman"]
+    podman.click()
+    wait_for(lambda: f"podman pull {host}/library/app@sha256:" in page.text(), "the podman commands")
+    assert "docker pull" not in page.text()
+    page.css("#pull .tab")[0].click()
     page.shot("repository" + suffix, shots)
     page.css("#filter")[0].send_keys("1.")
     wait_for(lambda: len(page.css("#tags tbody tr")) == 1, "the tag filter")
@@ -261,8 +266,15 @@ def browse(page, reg, index, shots, suffix=""):
     assert '"><img src=x onerror="window.__pwned = 2">' in text
     assert "bell\ufffdesc\ufffd[31mred" in text, "control characters shown as U+FFFD"
     assert len(page.css("#layers tbody tr")) == 2
+    # 5000 characters: cut to 4096 and marked by the server, folded to 300 by the page.
+    assert "L" * 301 not in text, "a long label is folded"
+    [fold] = [b for b in page.css("#labels button.fold") if b.text == "show all 4097 characters"]
+    fold.click()
+    wait_for(lambda: "L" * 4096 + "\u2026" in page.text(), "the long label unfolded")
+    assert "L" * 4097 not in page.text()
     assert "COPY app /usr/bin/app" in text
     page.assert_safe()
+    page.driver.execute_script("document.getElementById('config').scrollIntoView()")
     page.shot("image" + suffix, shots)
 
 

@@ -93,17 +93,27 @@ export function table(columns, rows, sort) {
   return h('div', { class: 'scroll' }, h('table', {}, h('thead', {}, thead), h('tbody', {}, body)));
 }
 
-// Copyable pull commands for `ref` (":tag" or "@sha256:...") of repository `name`.
+// Copyable pull commands for `refs` (":tag", "@sha256:...") of repository `name`, for one
+// client at a time (docker, podman, oras), chosen with the buttons above them.
+const TOOLS = ['docker', 'podman', 'oras'];
+let tool = TOOLS[0];
+
 export function pullCommands(name, refs) {
   const host = location.host;
-  const lines = [];
-  for (const ref of refs) {
-    for (const tool of ['docker', 'podman', 'oras']) lines.push(`${tool} pull ${host}/${name}${ref}`);
-  }
-  return h('div', { class: 'pull' }, lines.map((l) => [
-    h('code', {}, l),
-    h('button', { type: 'button', onclick: (ev) => copy(l, ev.target) }, 'Copy'),
-  ]));
+  const box = h('div', { class: 'pull-box' });
+  const render = () => {
+    const tabs = h('div', { class: 'tabs', role: 'tablist' }, TOOLS.map((t) => h('button', {
+      type: 'button', role: 'tab', class: t === tool ? 'tab on' : 'tab', 'aria-selected': String(t === tool),
+      onclick: () => { tool = t; render(); },
+    }, t)));
+    const lines = refs.map((ref) => `${tool} pull ${host}/${name}${ref}`);
+    box.replaceChildren(tabs, h('div', { class: 'pull' }, lines.map((l) => [
+      h('code', {}, l),
+      h('button', { type: 'button', onclick: (ev) => copy(l, ev.target) }, 'Copy'),
+    ])));
+  };
+  render();
+  return box;
 }
 
 function copy(line, button) {

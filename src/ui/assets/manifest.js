@@ -31,9 +31,21 @@ export async function manifestView(el, params, current) {
   await referrers(refs, name, m.digest, current);
 }
 
+// Characters of a value shown before it is folded behind a "show all" button.
+const FOLD_CHARS = 300;
+
 function meta(pairs) {
   return h('dl', { class: 'meta' }, pairs.filter(([, v]) => v !== null && v !== undefined && v !== '')
-    .map(([k, v]) => [h('dt', {}, k), h('dd', {}, typeof v === 'object' && !(v instanceof Node) ? JSON.stringify(v) : v)]));
+    .map(([k, v]) => [h('dt', {}, k), h('dd', {}, typeof v === 'object' && !(v instanceof Node) ? fold(JSON.stringify(v)) : fold(v))]));
+}
+
+function fold(v) {
+  if (typeof v !== 'string' || v.length <= FOLD_CHARS) return v;
+  const span = h('span', {}, v.slice(0, FOLD_CHARS) + '\u2026 ');
+  const all = h('button', { type: 'button', class: 'fold', onclick: () => span.replaceChildren(text(v)) },
+    `show all ${v.length} characters`);
+  span.append(all);
+  return span;
 }
 
 function platformName(p) {
