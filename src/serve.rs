@@ -262,6 +262,7 @@ fn worker_main(
             config,
             shutdown,
             svc,
+            ui: Default::default(),
         });
         if let Some(listener) = shared.ops_listener {
             let ops = WorkerSpec {

@@ -50,10 +50,15 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
             live.auth.verify(&user, &pass, ip).await
         }
     };
+    let verified = verified(outcome)?;
+    Ok(verified.with_certificate(identity.common_names, identity.organizations))
+}
+
+/// What a password or token check decided, as the API answers it: the identity, or 401
+/// (counted), 429 (too many failures from this address or for this user) or 503.
+pub fn verified(outcome: AuthOutcome) -> Result<Identity> {
     match outcome {
-        AuthOutcome::Ok(verified) => {
-            Ok(verified.with_certificate(identity.common_names, identity.organizations))
-        }
+        AuthOutcome::Ok(verified) => Ok(verified),
         AuthOutcome::BadCredentials | AuthOutcome::Unverifiable => {
             Metrics::add(&METRICS.auth_failures, 1);
             Err(challenge("invalid username or password"))
@@ -72,7 +77,7 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
 /// A token, Bearer or as a Basic password, under the same per-address limit as passwords:
 /// refused (429) without a check once the address has failed too often, and counted when
 /// it does not verify.
-async fn verify_token(
+pub async fn verify_token(
     live: &crate::reload::Live,
     token: &str,
     ip: std::net::IpAddr,
@@ -101,6 +106,41 @@ pub fn authorize(
         return Ok(());
     }
     let digest_param = query_param(query, "digest");
+    let access = access_request(endpoint, action, digest_param.as_deref());
+    if allowed(app, identity, &access) {
+        return Ok(());
+    }
+    Metrics::add(&METRICS.policy_denials, 1);
+    if identity.is_authenticated() {
+        Err(Error::Denied(
+            "requested access to the resource is denied".into(),
+        ))
+    } else {
+        Err(challenge("authentication required"))
+    }
+}
+
+/// Whether the policies let `identity` do `action` on `endpoint` (nothing counted: the UI
+/// asks this to show only the buttons that would work).
+pub fn may(app: &App, identity: &Identity, endpoint: &Endpoint<'_>, action: Action) -> bool {
+    allowed(app, identity, &access_request(endpoint, action, None))
+}
+
+fn allowed(app: &App, identity: &Identity, access: &AccessRequest<'_>) -> bool {
+    app.svc
+        .live
+        .get()
+        .policies
+        .may(identity, access)
+        .is_allowed()
+}
+
+/// What the policies are asked about a request to `endpoint`.
+fn access_request<'a>(
+    endpoint: &Endpoint<'a>,
+    action: Action,
+    digest_param: Option<&'a str>,
+) -> AccessRequest<'a> {
     let (namespace, digest, reference) = match endpoint {
         Endpoint::Base | Endpoint::Catalog => ("", None, None),
         Endpoint::Tags { name } => (*name, None, None),
@@ -112,31 +152,13 @@ pub fn authorize(
             (*name, Some(*digest), None)
         }
         Endpoint::UploadStart { name } | Endpoint::Upload { name, .. } => {
-            (*name, digest_param.as_deref(), None)
+            (*name, digest_param, None)
         }
     };
-    let access = AccessRequest {
+    AccessRequest {
         action,
         namespace,
         digest,
         reference,
-    };
-    if app
-        .svc
-        .live
-        .get()
-        .policies
-        .may(identity, &access)
-        .is_allowed()
-    {
-        return Ok(());
-    }
-    Metrics::add(&METRICS.policy_denials, 1);
-    if identity.is_authenticated() {
-        Err(Error::Denied(
-            "requested access to the resource is denied".into(),
-        ))
-    } else {
-        Err(challenge("authentication required"))
     }
 }

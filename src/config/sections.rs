@@ -271,6 +271,15 @@ pub struct UiConfig {
     /// The name shown in the page title and header.
     #[serde(default = "d::ui_title")]
     pub title: String,
+    /// How long a login lasts (the session cookie's life): after it the person logs in again.
+    #[serde(default = "d::ui_session_ttl", deserialize_with = "duration")]
+    pub session_ttl: Duration,
+    /// The key that signs session cookies (at least 32 bytes), the same on every node; or
+    /// `session_secret_file` / `session_secret_env`. When none is given, a random key is
+    /// created once in storage (a conditional write) and every node sharing it reads it.
+    pub session_secret: Option<String>,
+    pub session_secret_file: Option<PathBuf>,
+    pub session_secret_env: Option<String>,
 }
 
 impl Default for UiConfig {
@@ -279,6 +288,10 @@ impl Default for UiConfig {
             enabled: true,
             path: d::ui_path(),
             title: d::ui_title(),
+            session_ttl: d::ui_session_ttl(),
+            session_secret: None,
+            session_secret_file: None,
+            session_secret_env: None,
         }
     }
 }
@@ -287,6 +300,11 @@ impl Default for UiConfig {
 pub const UI_TITLE_CHARS_MAX: usize = 80;
 /// Longest `ui.path` accepted.
 pub const UI_PATH_BYTES_MAX: usize = 100;
+/// Shortest `ui.session_secret`: 256 bits of key for HMAC-SHA256.
+pub const UI_SESSION_SECRET_BYTES_MIN: usize = 32;
+/// Bounds of `ui.session_ttl`: a login longer than 30 days is a standing credential.
+pub const UI_SESSION_TTL_MIN: Duration = Duration::from_secs(60);
+pub const UI_SESSION_TTL_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl UiConfig {
     /// What is wrong with the section, naming the key.
@@ -322,6 +340,16 @@ impl UiConfig {
                 "ui.title",
                 "must be 1 to 80 characters, none of them control characters",
             ));
+        }
+        if self.session_ttl < UI_SESSION_TTL_MIN || self.session_ttl > UI_SESSION_TTL_MAX {
+            return Some(("ui.session_ttl", "must be between 1m and 720h (30 days)"));
+        }
+        if self
+            .session_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < UI_SESSION_SECRET_BYTES_MIN)
+        {
+            return Some(("ui.session_secret", "must be at least 32 bytes"));
         }
         None
     }

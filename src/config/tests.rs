@@ -235,8 +235,9 @@ fn identity_password_from_file_or_environment() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `[ui]` defaults to on at `/ui/` titled "Origin"; a path that is not a `/name/` outside
-/// `/v2/`, or a title with control characters, fails the load naming the key.
+/// `[ui]` defaults to on at `/ui/` titled "Origin" with 12-hour sessions; a path that is not
+/// a `/name/` outside `/v2/`, a title with control characters, a session TTL out of bounds
+/// or a session secret shorter than 32 bytes (or given twice) fails the load naming the key.
 #[test]
 fn ui_section_defaults_and_validation() {
     let c = Config::parse(EMBEDDED_DEFAULT).unwrap();
@@ -253,6 +254,13 @@ fn ui_section_defaults_and_validation() {
         ("[ui]\npath = \"/a b/\"\n", "ui.path"),
         ("[ui]\ntitle = \"\"\n", "ui.title"),
         ("[ui]\ntitle = \"a\\u0007b\"\n", "ui.title"),
+        ("[ui]\nsession_ttl = \"10s\"\n", "ui.session_ttl"),
+        ("[ui]\nsession_ttl = \"721h\"\n", "ui.session_ttl"),
+        ("[ui]\nsession_secret = \"short\"\n", "ui.session_secret"),
+        (
+            "[ui]\nsession_secret = \"0123456789abcdef0123456789abcdef\"\nsession_secret_env = \"X\"\n",
+            "ui.session_secret",
+        ),
     ] {
         let e = Config::parse(&format!("{EMBEDDED_DEFAULT}\n{section}")).unwrap_err();
         assert!(e.to_string().starts_with(key), "{section}: {e}");
@@ -263,4 +271,11 @@ fn ui_section_defaults_and_validation() {
     .unwrap();
     assert!(!c.ui.enabled);
     assert_eq!(c.ui.path, "/console/x/");
+    assert_eq!(c.ui.session_ttl, std::time::Duration::from_secs(12 * 3600));
+    let c = Config::parse(&format!(
+        "{EMBEDDED_DEFAULT}\n[ui]\nsession_ttl = \"30m\"\nsession_secret = \"0123456789abcdef0123456789abcdef\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.ui.session_ttl, std::time::Duration::from_secs(1800));
+    assert_eq!(c.ui.session_secret.as_deref().map(str::len), Some(32));
 }

@@ -94,6 +94,9 @@ pub(super) mod d {
     pub fn ui_title() -> String {
         "Origin".into()
     }
+    pub fn ui_session_ttl() -> Duration {
+        Duration::from_secs(12 * 3600)
+    }
     pub fn yes() -> bool {
         true
     }

@@ -19,6 +19,7 @@ pub const FILES: &[(&str, &str, &str)] = &[
     ("repos.js", JS, include_str!("assets/repos.js")),
     ("repo.js", JS, include_str!("assets/repo.js")),
     ("manifest.js", JS, include_str!("assets/manifest.js")),
+    ("login.js", JS, include_str!("assets/login.js")),
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";

@@ -4,6 +4,7 @@
 //! as the `/v2/` request it mirrors (`api::access`), so a repository the caller may not
 //! read appears nowhere.
 
+use super::actions::{self, Answer};
 use super::describe;
 use crate::api::access;
 use crate::api::route::{Action, Endpoint};
@@ -11,7 +12,7 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::error::{Error, Result};
 use crate::http::query::query_param;
-use crate::http::{Request, Response};
+use crate::http::{Method, Request, Response};
 use crate::oci::{Digest, Reference, RepoName};
 use crate::service::{browse, listing};
 
@@ -27,17 +28,52 @@ pub const CONFIG_BYTES_MAX: u64 = 1024 * 1024;
 const POSITION_BYTES_MAX: usize = 512;
 
 pub async fn handle(app: &App, req: &mut Request<'_>, call: &str) -> Response {
-    match answer(app, req, call).await {
-        Ok(value) => {
-            Response::json(200, value.to_string().into_bytes()).header("Cache-Control", "no-store")
+    let answer = match req.head.method {
+        Method::Post => post(app, req, call).await,
+        Method::Get | Method::Head => match call {
+            "session" => actions::session(app, req).await,
+            _ => answer(app, req, call).await.map(Answer::from),
+        },
+        _ => Err(Error::MethodNotAllowed {
+            message: "the UI's API takes GET, and POST for login, logout and delete".into(),
+            allow: Some("GET, HEAD, POST".into()),
+        }),
+    };
+    match answer {
+        Ok(a) => {
+            let resp = Response::json(200, a.value.to_string().into_bytes())
+                .header("Cache-Control", "no-store");
+            match a.set_cookie {
+                Some(c) => resp.header("Set-Cookie", c),
+                None => resp,
+            }
         }
         Err(e) => error(&e),
     }
 }
 
-/// An error as the API gives it (the OCI envelope, a Basic challenge on 401), not cached.
+async fn post(app: &App, req: &mut Request<'_>, call: &str) -> Result<Answer> {
+    if !matches!(call, "login" | "logout" | "delete") {
+        return Err(Error::MethodNotAllowed {
+            message: "this UI call only reads".into(),
+            allow: Some("GET, HEAD".into()),
+        });
+    }
+    let cookie = app.ui.cookie(app, req).await?;
+    match call {
+        "login" => actions::login(app, req, &cookie).await,
+        "logout" => actions::logout(app, req, &cookie).await,
+        _ => actions::delete(app, req, &cookie).await,
+    }
+}
+
+/// An error as the API gives it (the OCI envelope), not cached, and without the Basic
+/// challenge: the page logs in through its own form, never the browser's dialog.
 pub fn error(e: &Error) -> Response {
-    crate::api::error::response(e).header("Cache-Control", "no-store")
+    let mut resp = crate::api::error::response(e).header("Cache-Control", "no-store");
+    resp.headers
+        .retain(|(name, _)| !name.eq_ignore_ascii_case("www-authenticate"));
+    resp
 }
 
 async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_json::Value> {
@@ -48,7 +84,8 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
         "repositories" | "tags" | "manifest" | "referrers" => {}
         _ => return Err(Error::EndpointUnknown("no such UI API call".into())),
     }
-    let identity = access::identify(app, req).await?;
+    let cookie = app.ui.cookie(app, req).await?;
+    let identity = actions::identify(app, req, &cookie).await?;
     let svc = &*app.svc;
     match call {
         "repositories" => {
@@ -82,7 +119,16 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
                     Error::NameUnknown("repository name not known to registry".into())
                 })?;
             let next = next_of(&mut tags, n, |t| t.tag.clone());
-            let tags: Vec<_> = tags.iter().map(describe::tag).collect();
+            let tags: Vec<_> = tags
+                .iter()
+                .map(|t| {
+                    let mut v = describe::tag(t);
+                    let may = deletable(app, &identity, &name, &t.tag);
+                    v["immutable"] = immutable(app, &name, &t.tag).into();
+                    v["deletable"] = may.into();
+                    v
+                })
+                .collect();
             Ok(serde_json::json!({ "name": name.as_str(), "tags": tags, "next": next }))
         }
         "manifest" => {
@@ -97,6 +143,13 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
             allow(app, &identity, &endpoint, Action::GetManifest)?;
             let m = browse::manifest(svc, &name, &reference).await?;
             let mut details = describe::manifest(&name, &m);
+            let tag = match &reference {
+                Reference::Tag(t) => Some(immutable(app, &name, t.as_str())),
+                Reference::Digest(_) => None,
+            };
+            let may = deletable(app, &identity, &name, &raw);
+            details["deletable"] = may.into();
+            details["immutable"] = tag.flatten().into();
             if let Some(config) = describe::image_config_digest(&details) {
                 details["image"] = image_config(app, &identity, &name, &config).await?;
             }
@@ -107,7 +160,7 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
             let subject = digest(&q("digest")?.unwrap_or_default())?;
             let endpoint = Endpoint::Referrers {
                 name: name.as_str(),
-                digest: &subject.to_string(),
+                digest: subject.as_ref(),
             };
             allow(app, &identity, &endpoint, Action::GetReferrers)?;
             let n = page_size(&query, REFERRERS_PAGE_MAX)?;
@@ -146,6 +199,33 @@ async fn image_config(
             Some((_, Some(bytes))) => describe::image_config(&bytes),
         },
     )
+}
+
+/// Whether the policies let `identity` delete `reference` (a tag or a digest) of `name`, as
+/// `DELETE /v2/<name>/manifests/<reference>`, and the repository is not a read-only mirror.
+fn deletable(app: &App, identity: &Identity, name: &RepoName, reference: &str) -> bool {
+    let endpoint = Endpoint::Manifest {
+        name: name.as_str(),
+        reference,
+    };
+    let mirrored = app.svc.live.peek(|l| {
+        l.mirrors
+            .resolve(name.as_str(), "")
+            .is_some_and(|(ns, _)| !ns.writable)
+    });
+    !mirrored && access::may(app, identity, &endpoint, Action::DeleteManifest)
+}
+
+/// Why a tag can never be deleted, when it cannot.
+fn immutable(app: &App, name: &RepoName, tag: &str) -> Option<String> {
+    app.svc
+        .live
+        .peek(|l| l.immutable.is_immutable(name.as_str(), tag))
+        .then(|| {
+            "immutable: this tag matches its repository's immutable_tags, so it can never \
+             be moved or deleted"
+                .to_string()
+        })
 }
 
 fn allow(app: &App, identity: &Identity, endpoint: &Endpoint<'_>, action: Action) -> Result<()> {

@@ -7,9 +7,13 @@
 //! Only requests outside `/v2` reach this module (one prefix check in `api::dispatch`): the
 //! registry's hot path does not pay for the UI.
 
+mod actions;
 mod assets;
 mod describe;
 mod json;
+mod session;
+
+pub use session::Sessions;
 
 use crate::app::App;
 use crate::http::{Body, Method, Request, Response};
@@ -38,17 +42,17 @@ pub async fn respond(app: &App, req: &mut Request<'_>, path: &str) -> Option<Res
         redirect(base)
     } else {
         let rest = path.strip_prefix(base)?;
-        if !matches!(req.head.method, Method::Get | Method::Head) {
+        if let Some(call) = rest.strip_prefix("api/") {
+            json::handle(app, req, call).await
+        } else if !matches!(req.head.method, Method::Get | Method::Head) {
             json::error(&crate::error::Error::MethodNotAllowed {
-                message: "the UI only reads".into(),
+                message: "the UI's pages are only read".into(),
                 allow: Some("GET, HEAD".into()),
             })
         } else if rest.is_empty() {
             shell(&ui.title)
         } else if let Some(name) = rest.strip_prefix("assets/") {
             assets::serve(name)
-        } else if let Some(call) = rest.strip_prefix("api/") {
-            json::handle(app, req, call).await
         } else {
             json::error(&crate::error::Error::EndpointUnknown(
                 "no such UI page".into(),

@@ -57,13 +57,34 @@ export function short(digest) {
   return at < 0 ? s : s.slice(0, at + 13);
 }
 
+// The visitor as the server knows it: identity (null when anonymous), CSRF token, and how
+// one may log in. Loaded by app.js before any view, refreshed after log-in and log-out.
+export const me = { identity: null, csrf: '', login: { password: false, token: false } };
+
+export async function loadSession() {
+  Object.assign(me, await api('session'));
+  return me;
+}
+
 // Calls the UI's JSON API; a failure throws an Error with the server's message.
 export async function api(call, params) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params || {})) if (v) q.set(k, v);
-  const r = await fetch('api/' + call + '?' + q, {
+  return answer(await fetch('api/' + call + '?' + q, {
     credentials: 'same-origin', headers: { Accept: 'application/json' },
-  });
+  }));
+}
+
+// A state-changing call (login, logout, delete): JSON body and the session's CSRF token.
+export async function post(call, body) {
+  return answer(await fetch('api/' + call, {
+    method: 'POST', credentials: 'same-origin',
+    headers: { Accept: 'application/json', 'Content-Type': 'application/json', 'X-CSRF-Token': me.csrf },
+    body: JSON.stringify(body || {}),
+  }));
+}
+
+async function answer(r) {
   let body = null;
   try { body = await r.json(); } catch (_) { body = null; }
   if (!r.ok) {
@@ -75,9 +96,27 @@ export async function api(call, params) {
 }
 
 export function errorBox(e) {
-  const hint = e.status === 401 ? ' Log in when your browser asks, or reload.'
-    : e.status === 403 ? ' Your identity may not read this.' : '';
-  return h('div', { class: 'card error', role: 'alert' }, text(e.message) + hint);
+  const hint = e.status === 403 ? ' Your identity may not do this.' : '';
+  return h('div', { class: 'card error', role: 'alert' }, text(e.message) + hint,
+    e.status === 401 ? [' ', h('a', { href: view('login', { next: location.hash }), id: 'login-hint' }, 'Log in')] : null);
+}
+
+// Asks before deleting: a card with the question and two buttons; `yes` runs on confirming
+// and its error is shown in the card.
+export function confirmDelete(box, question, yes) {
+  const status = h('span', { class: 'note', role: 'status' });
+  const go = h('button', { type: 'button', class: 'danger', id: 'confirm-delete' }, 'Delete');
+  const cancel = h('button', { type: 'button', id: 'cancel-delete', onclick: () => box.replaceChildren() }, 'Cancel');
+  go.addEventListener('click', async () => {
+    go.disabled = true;
+    try { await yes(); box.replaceChildren(); } catch (e) {
+      go.disabled = false;
+      status.replaceChildren(errorBox(e));
+    }
+  });
+  box.replaceChildren(h('div', { class: 'card confirm', role: 'alertdialog', id: 'confirm' },
+    h('p', {}, question), h('div', { class: 'tools' }, go, cancel), status));
+  go.focus();
 }
 
 // A sortable, filterable table: columns [{key, label, num, wide, render}].

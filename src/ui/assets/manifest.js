@@ -1,6 +1,6 @@
 // A manifest: an index's platforms (each leading to its child), an image's config and
 // layers, annotations, and the referrers grouped by artifact type with badges.
-import { h, view, api, bytes, short, table, pullCommands, breadcrumbs, text } from './dom.js';
+import { h, view, api, post, bytes, short, table, pullCommands, breadcrumbs, text, confirmDelete } from './dom.js';
 
 export async function manifestView(el, params, current) {
   const name = params.get('repo') || '';
@@ -20,6 +20,18 @@ export async function manifestView(el, params, current) {
       ['Subject', m.subject && h('a', { class: 'mono', href: view('manifest', { repo: name, ref: m.subject.digest }) }, short(m.subject.digest))],
     ])),
   );
+  if (m.immutable) el.append(h('p', { class: 'note why', id: 'immutable' }, 'This tag is ' + m.immutable + '.'));
+  if (m.deletable && !m.immutable) {
+    const box = h('div', { id: 'confirm-box' });
+    const what = byTag.length ? ['the tag ', h('code', {}, text(ref)), ' (the manifest stays, by its digest)']
+      : ['the manifest ', h('code', {}, short(m.digest)), ' and every tag that names it'];
+    const del = h('button', { type: 'button', class: 'danger', id: 'delete' }, byTag.length ? 'Delete tag' : 'Delete manifest');
+    del.addEventListener('click', () => confirmDelete(box, ['Delete ', what, ' from ', name, '?'], async () => {
+      await post('delete', { repo: name, ref: byTag.length ? ref : m.digest });
+      location.hash = view('repo', { name });
+    }));
+    el.append(h('div', { class: 'tools' }, del), box);
+  }
   if (m.truncated) el.append(h('p', { class: 'note' }, 'Some values were too long or too many and are shown cut short.'));
   el.append(h('h2', {}, 'Pull'), h('div', { class: 'card' }, pullCommands(name, [...byTag, '@' + m.digest])));
   if (m.kind === 'index') el.append(platforms(name, m.manifests));
