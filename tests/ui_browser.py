@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """The web UI in a real browser: starts a real Origin, pushes real content over the
 registry API (an index of two platforms with a cosign signature, an SPDX SBOM and an
-in-toto attestation as referrers, images with markup in their labels, a namespace tree and
-a namespace anonymous callers may not read), then drives headless Chromium through the
-views at 1280 px and 390 px wide, asserting on what the page shows.
+in-toto attestation as referrers, images with markup in their labels, a namespace tree, a
+namespace anonymous callers may not read and one whose tags are immutable), then drives
+headless Chromium through the views at 1280 px and 390 px wide, asserting on what the page
+shows: browsing, then logging in, deleting a tag where the policies allow it, finding no
+delete where they do not (a read-only user, an immutable tag), and logging out.
 
 Needs: Debian's `chromium` and `chromium-driver`, and `selenium` from PyPI.
   ORIGIN_BIN=target/release/origin python3 tests/ui_browser.py [--screenshots]
@@ -25,6 +27,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -51,8 +54,10 @@ class Registry:
         self.dir = tempfile.mkdtemp(prefix="origin-ui-browser-")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        alice = subprocess.run([binary, "hash-password"], input="alice-pw\n", capture_output=True,
-                               text=True, check=True).stdout.strip()
+        def hashed(pw):
+            return subprocess.run([binary, "hash-password"], input=pw + "\n", capture_output=True,
+                                  text=True, check=True).stdout.strip()
+        alice, bob = hashed("alice-pw"), hashed("bob-pw")
         config = f"""
 [server]
 bind_address = "127.0.0.1"
@@ -65,6 +70,14 @@ title = "Origin"
 [identity.alice]
 username = "alice"
 password = "{alice}"
+[identity.bob]
+username = "bob"
+password = "{bob}"
+[[repository]]
+namespace = "locked"
+immutable_tags = true
+policy_default_allow = false
+policies = ['identity.id == "alice"', 'request.action.startsWith("get") || request.action.startsWith("list")']
 [[repository]]
 namespace = ""
 policy_default_allow = false
@@ -153,6 +166,7 @@ def push_content(reg):
     for name in ["team/api/server", "team/api/worker", "team/web", "tools/debug"]:
         reg.image(name, "latest", "amd64", {}, layers=1)
     reg.image("private/vault", "latest", "amd64", {}, layers=1)
+    reg.image("locked/base", "1.0", "amd64", {}, layers=1)
     return index
 
 
@@ -172,13 +186,50 @@ class Page:
                                     {"width": w, "height": h, "deviceScaleFactor": 1, "mobile": w < 600})
 
     def open(self, fragment):
-        self.driver.get(self.base + "/ui/" + fragment)
+        url = self.base + "/ui/" + fragment
+        self.stale()
+        if self.driver.current_url == url:
+            self.driver.refresh()
+        else:
+            self.driver.get(url)
+        return self.ready()
+
+    def stale(self):
+        """Marks the view shown as old, so that ready() waits for the next one."""
+        self.driver.execute_script(
+            "document.querySelectorAll('.view').forEach((v) => v.removeAttribute('data-ready'))")
+
+    def click(self, selector):
+        """Clicks what leads to another view, and waits for that view."""
+        self.stale()
+        self.css(selector)[0].click()
         return self.ready()
 
     def ready(self):
         WebDriverWait(self.driver, 20).until(
             lambda d: d.find_elements(By.CSS_SELECTOR, ".view[data-ready=true]"))
         return self.driver.find_element(By.CSS_SELECTOR, ".view")
+
+    def fill(self, selector, value):
+        wait_for(lambda: self.css(selector), selector)
+        [el] = self.css(selector)
+        el.clear()
+        el.send_keys(value)
+
+    def login(self, user, password):
+        self.click("#login-link")
+        self.fill("#username", user)
+        self.fill("#password", password)
+        self.stale()
+        self.css("#login-submit")[0].click()
+        wait_for(lambda: [e.text for e in self.css("#who")] == [user], "logged in as " + user)
+        self.ready()
+
+    def logout(self):
+        self.stale()
+        self.css("#logout")[0].click()
+        wait_for(lambda: self.css("#login-link") and not self.css("#who"), "logged out")
+        self.ready()
 
     def text(self):
         return self.driver.find_element(By.TAG_NAME, "main").text
@@ -204,8 +255,11 @@ class Page:
 def wait_for(fn, what):
     end = time.time() + 10
     while time.time() < end:
-        if fn():
-            return
+        try:
+            if fn():
+                return
+        except StaleElementReferenceException:
+            pass  # the page redrew what was looked at: look again
         time.sleep(0.05)
     raise AssertionError("timed out waiting for " + what)
 
@@ -243,8 +297,7 @@ def browse(page, reg, index, shots, suffix=""):
     page.css("#filter")[0].send_keys("1.")
     wait_for(lambda: len(page.css("#tags tbody tr")) == 1, "the tag filter")
     # The index: platforms leading to each child, referrers with badges.
-    page.css("#tags a.tag")[0].click()
-    page.ready()
+    page.click("#tags a.tag")
     wait_for(lambda: page.css(".referrer-group"), "the referrers")
     text = page.text()
     assert "index" in page.css("#kind")[0].text
@@ -257,8 +310,7 @@ def browse(page, reg, index, shots, suffix=""):
     page.assert_safe()
     page.shot("index" + suffix, shots)
     # A child image: config, labels (markup shown as text), layers.
-    page.css("#platforms a.platform")[0].click()
-    page.ready()
+    page.click("#platforms a.platform")
     text = page.text()
     assert "image" in page.css("#kind")[0].text
     assert '["/usr/bin/app"]' in text and "APP_MODE=production" in text, text
@@ -278,6 +330,63 @@ def browse(page, reg, index, shots, suffix=""):
     page.shot("image" + suffix, shots)
 
 
+def manage(page, reg, shots, suffix=""):
+    """Log in, delete where allowed, no delete where not, log out."""
+    doomed = "old" + (suffix or "-wide")
+    reg.image("library/app", doomed, "amd64", {}, layers=1)
+    page.open("#/repo?name=library/app")
+    assert not page.css("#tags button.delete"), "anonymous is offered a delete"
+    # A wrong password: the form says so, nobody is logged in.
+    page.click("#login-link")
+    page.fill("#username", "bob")
+    page.fill("#password", "wrong")
+    page.css("#login-submit")[0].click()
+    wait_for(lambda: "invalid username or password" in page.text(), "the refusal")
+    assert not page.css("#who")
+    # The browser logs the refused log-in (401) as an error: expected here, and drained.
+    assert all("api/login" in e["message"] for e in page.driver.get_log("browser"))
+    page.shot("login" + suffix, shots)
+    page.open("#/repo?name=library/app")
+    # bob may read but not delete: no button, here or on the manifest.
+    page.login("bob", "bob-pw")
+    assert doomed in page.text()
+    assert not page.css("#tags button.delete"), "a read-only user is offered a delete"
+    page.open(f"#/manifest?repo=library/app&ref={doomed}")
+    assert not page.css("#delete")
+    page.logout()
+    # alice may: delete with a confirmation, and the tag is gone from the registry too.
+    page.open("#/repo?name=library/app")
+    page.login("alice", "alice-pw")
+    [button] = page.css(f'#tags button.delete[data-tag="{doomed}"]')
+    button.click()
+    wait_for(lambda: page.css("#confirm"), "the confirmation")
+    assert doomed in page.css("#confirm")[0].text
+    page.shot("delete" + suffix, shots)
+    page.css("#cancel-delete")[0].click()
+    wait_for(lambda: not page.css("#confirm"), "the cancelled confirmation")
+    assert doomed in json.loads(reg.request("GET", "/v2/library/app/tags/list")[1])["tags"]
+    page.css(f'#tags button.delete[data-tag="{doomed}"]')[0].click()
+    wait_for(lambda: page.css("#confirm-delete"), "the confirmation")
+    page.css("#confirm-delete")[0].click()
+    wait_for(lambda: f"Deleted the tag {doomed}." in page.text(), "the deletion")
+    assert not page.css(f'#tags a.tag') or doomed not in [a.text for a in page.css("#tags a.tag")]
+    assert doomed not in json.loads(reg.request("GET", "/v2/library/app/tags/list")[1])["tags"]
+    # An immutable tag: no delete, and why.
+    page.open("#/repo?name=locked/base")
+    assert not page.css("#tags button.delete")
+    assert "immutable: cannot be deleted" in page.text()
+    page.open("#/manifest?repo=locked/base&ref=1.0")
+    assert not page.css("#delete")
+    assert "immutable_tags" in page.css("#immutable")[0].text
+    page.assert_safe()
+    # Logged out, the private namespace is refused again, with a way to log in.
+    page.logout()
+    page.open("#/repo?name=private/vault")
+    assert page.css("#login-hint"), page.text()
+    assert all("private%2Fvault" in e["message"] for e in page.driver.get_log("browser"))
+    assert "vault" not in "".join(a.text for a in page.css("#tags a"))
+
+
 def main():
     shots = "--screenshots" in sys.argv
     binary = os.environ.get("ORIGIN_BIN", os.path.join(ROOT, "target", "debug", "origin"))
@@ -290,9 +399,11 @@ def main():
         page = Page(reg.base)
         page.width(1280, 1000)
         browse(page, reg, index, shots)
+        manage(page, reg, shots)
         page.width(390, 844)
         browse(page, reg, index, shots, suffix="-390")
-        print("ui_browser: all views checked at 1280 px and 390 px")
+        manage(page, reg, shots, suffix="-390")
+        print("ui_browser: all views, log-in, delete and log-out checked at 1280 px and 390 px")
     finally:
         if page:
             page.driver.quit()
