@@ -88,6 +88,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
     let session_cap = Arc::new(crate::registry::session_cap::SessionCap::default());
     let events = crate::events::Queue::start(config.server.io_driver)?;
     let pulls = Arc::new(crate::registry::retention::PullTimes::default());
+    let ui_logouts = Arc::new(crate::ui::Logouts::default());
     let store = {
         let rt = server::build_runtime(config.server.io_driver)
             .map_err(|e| StartError::io("cannot start the I/O driver", e))?;
@@ -139,6 +140,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             mirrors: mirrors.clone(),
             events: events.clone(),
             pulls: pulls.clone(),
+            ui_logouts: ui_logouts.clone(),
             clock: clock.clone(),
             ops_listener: if index == 0 {
                 ops_listener.take()
@@ -217,6 +219,8 @@ struct Shared {
     mirrors: Arc<crate::mirror::Mirrors>,
     events: Arc<crate::events::Queue>,
     pulls: Arc<crate::registry::retention::PullTimes>,
+    /// The web UI's logouts as last read, shared by the workers.
+    ui_logouts: Arc<crate::ui::Logouts>,
     clock: crate::clock::Clock,
     /// The separate ops listener, given to worker 0 only.
     ops_listener: Option<std::net::TcpListener>,
@@ -262,7 +266,7 @@ fn worker_main(
             config,
             shutdown,
             svc,
-            ui: Default::default(),
+            ui: crate::ui::Sessions::new(shared.ui_logouts),
         });
         if let Some(listener) = shared.ops_listener {
             let ops = WorkerSpec {

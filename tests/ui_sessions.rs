@@ -4,6 +4,8 @@
 //! and deletes decided by the same policies and immutability rules as `/v2/`.
 
 mod common;
+#[path = "common/issuer.rs"]
+mod issuer;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -272,11 +274,8 @@ fn logout_revokes_sessions_in_storage() {
     assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
     b.cookie = Some(kept.clone());
     assert_eq!(b.get("/ui/api/tags?repo=team/app").status, 401);
-    assert_eq!(
-        other.get("/ui/api/tags?repo=team/app").status,
-        401,
-        "every session of the identity"
-    );
+    let o = other.get("/ui/api/tags?repo=team/app");
+    assert_eq!(o.status, 401, "every session of the identity");
 
     let srv = srv.restart();
     let mut c = Browser::open(&srv);
@@ -486,4 +485,49 @@ fn connect_tls(
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(config, name).unwrap();
     rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Where `[oidc.*]` is configured, a pasted token logs in (verified as a Bearer token is; the
+/// policies see its provider and claims); a token that does not verify is refused; a
+/// reload that removes the provider ends the session.
+#[test]
+fn a_pasted_token_logs_in_until_its_provider_goes() {
+    let key = issuer::SigningKey::es256("k");
+    let idp = issuer::Issuer::start(&[&key]);
+    let dir = TempDir::new("ui-oidc");
+    let policies = "[[repository]]\nnamespace = \"\"\npolicy_default_allow = false\n\
+        policies = ['identity.oidc.provider == \"ci\"']\n";
+    let base = config_text(&dir.0, "", policies);
+    let provider = format!(
+        "[oidc.ci]\nissuer = \"{}\"\naudience = \"origin\"\nusername_claim = \"sub\"\n",
+        idp.url
+    );
+    let mut srv = Server::start_config(dir, &format!("{base}{provider}"), &[]);
+    let mut b = Browser::open(&srv);
+    assert_eq!(
+        b.get("/ui/api/session").json()["login"],
+        json!({ "password": false, "token": true })
+    );
+    assert_eq!(b.get("/ui/api/repositories").status, 200);
+    assert_eq!(b.get("/ui/api/tags?repo=a/b").status, 401);
+    let wrong = issuer::SigningKey::es256("k").sign(&idp.claims("origin", json!({})));
+    assert_eq!(b.post("login", json!({ "token": wrong })).status, 401);
+    let token = key.sign(&idp.claims("origin", json!({})));
+    let r = b.post("login", json!({ "token": token }));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["identity"],
+        json!({ "name": "repo:acme/app:ref:refs/heads/main", "via": "token" })
+    );
+    assert_eq!(
+        b.get("/ui/api/tags?repo=a/b").status,
+        404,
+        "allowed, not there"
+    );
+
+    std::fs::write(&srv.config_path, &base).unwrap();
+    srv.signal(libc::SIGHUP);
+    srv.logs_until("configuration reloaded", Duration::from_secs(10))
+        .expect("reload logged");
+    assert_eq!(b.get("/ui/api/tags?repo=a/b").status, 401);
 }

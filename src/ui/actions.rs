@@ -79,7 +79,7 @@ pub async fn session(app: &App, req: &Request<'_>) -> Result<Answer> {
     let value = serde_json::json!({
         "identity": describe(&identity, kind),
         "csrf": app.ui.csrf(app, &claims).await?,
-        "expires": (kind != Kind::Anonymous).then_some(claims.exp),
+        "expires": (kind != Kind::Anonymous).then_some(claims.exp / 1000),
         "login": { "password": live.has_identities, "token": live.oidc.is_enabled() },
         "ended": ended,
     });
@@ -160,7 +160,7 @@ pub async fn login(app: &App, req: &mut Request<'_>, cookie: &Cookie) -> Result<
     let value = serde_json::json!({
         "identity": describe(&identity, kind),
         "csrf": app.ui.csrf(app, &claims).await?,
-        "expires": claims.exp,
+        "expires": claims.exp / 1000,
     });
     Ok(Answer {
         value,

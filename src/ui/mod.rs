@@ -13,7 +13,7 @@ mod describe;
 mod json;
 mod session;
 
-pub use session::Sessions;
+pub use session::{Logouts, Sessions};
 
 use crate::app::App;
 use crate::http::{Body, Method, Request, Response};

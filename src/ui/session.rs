@@ -14,8 +14,8 @@
 //!   or removes the provider ends the session, and a token session ends with the token.
 //! - Logout writes the time in storage under a keyed hash of the identity
 //!   (`ui/logout/<hex>`): that identity's sessions issued before are refused on every node.
-//!   A node keeps what it read for [`LOGOUT_CACHE_TTL`]: another node honours a logout within
-//!   that time. Logging out ends all of the identity's UI sessions, in every browser.
+//!   A node keeps what it read for [`LOGOUT_CACHE_TTL`] (shared by its workers, and updated
+//!   at once by a logout on this node): another node honours a logout within that time. Logging out ends all of the identity's UI sessions, in every browser.
 //! - Every visitor gets a cookie (an anonymous one before logging in) whose random nonce the
 //!   CSRF token is derived from: a state-changing request needs the cookie, the token in
 //!   `X-CSRF-Token`, and a same-origin `Origin` / `Sec-Fetch-Site`.
@@ -23,6 +23,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -69,7 +70,8 @@ pub struct Claims {
     pub k: Kind,
     /// Random, hex: the CSRF token is derived from it.
     n: String,
-    /// Issued and expiring, in Unix milliseconds.
+    /// Issued and expiring, in Unix microseconds (a logout and a log-in in the same
+    /// millisecond are still told apart).
     pub iat: u64,
     pub exp: u64,
     /// `[identity.<id>]` of a password session.
@@ -93,15 +95,35 @@ pub enum Cookie {
     Invalid,
 }
 
-/// The keys and caches of one worker.
+/// What this process last read of identities' logouts, shared by its workers: a logout on
+/// this node is seen by all of them at once.
 #[derive(Default)]
+pub struct Logouts {
+    /// Keyed hash of an identity → (its last logout in Unix ms, when read).
+    map: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+impl Logouts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Instant)>> {
+        // Nothing panics while holding it; the map stays usable if something did.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The signing key of one worker, and the process's logouts.
 pub struct Sessions {
     key: RefCell<Option<Rc<hmac::Key>>>,
-    /// Keyed hash of an identity → (its last logout in Unix ms, when read).
-    logouts: RefCell<HashMap<String, (u64, Instant)>>,
+    logouts: Arc<Logouts>,
 }
 
 impl Sessions {
+    pub fn new(logouts: Arc<Logouts>) -> Sessions {
+        Sessions {
+            key: RefCell::new(None),
+            logouts,
+        }
+    }
+
     /// The signing key: configured, or read (created the first time) from storage.
     pub async fn key(&self, app: &App) -> Result<Rc<hmac::Key>> {
         if let Some(k) = self.key.borrow().clone() {
@@ -119,12 +141,13 @@ impl Sessions {
         Ok(key)
     }
 
-    /// When the identity `who` last logged out (0: never), at most [`LOGOUT_CACHE_TTL`] old.
+    /// When the identity `who` last logged out, in Unix µs (0: never), at most [`LOGOUT_CACHE_TTL`] old.
     async fn logged_out_at(&self, app: &App, key: &hmac::Key, who: &str) -> Result<u64> {
         let hash = identity_hash(key, who);
-        if let Some((at, read)) = self.logouts.borrow().get(&hash) {
+        let cached = self.logouts.lock().get(&hash).copied();
+        if let Some((at, read)) = cached {
             if read.elapsed() < LOGOUT_CACHE_TTL {
-                return Ok(*at);
+                return Ok(at);
             }
         }
         let stored = app
@@ -142,10 +165,12 @@ impl Sessions {
     }
 
     fn remember_logout(&self, hash: String, at: u64) {
-        let mut cache = self.logouts.borrow_mut();
+        let mut cache = self.logouts.lock();
         if cache.len() >= LOGOUT_CACHE_MAX {
             cache.clear();
         }
+        // A read that raced a logout on this node must not put the older time back.
+        let at = cache.get(&hash).map_or(at, |(known, _)| at.max(*known));
         cache.insert(hash, (at, Instant::now()));
     }
 
@@ -153,7 +178,7 @@ impl Sessions {
     pub async fn log_out(&self, app: &App, who: &str) -> Result<()> {
         let key = self.key(app).await?;
         let hash = identity_hash(&key, who);
-        let now = now_ms(app);
+        let now = now_us(app);
         let store = &app.svc.registry.store;
         let body = now.to_string().into_bytes();
         store
@@ -170,7 +195,7 @@ impl Sessions {
         };
         let key = self.key(app).await?;
         Ok(match open(&key, value) {
-            Some(c) if c.exp > now_ms(app) && c.v == 1 => Cookie::Valid(c),
+            Some(c) if c.exp > now_us(app) && c.v == 1 => Cookie::Valid(c),
             _ => Cookie::Invalid,
         })
     }
@@ -211,7 +236,8 @@ impl Sessions {
             }
         };
         let who = who(c.k, &identity);
-        if c.iat < self.logged_out_at(app, &key, &who).await? {
+        // Issued at the very microsecond of a logout: ended too (revocation wins ties).
+        if c.iat <= self.logged_out_at(app, &key, &who).await? {
             return Ok(None);
         }
         Ok(Some(identity))
@@ -229,7 +255,7 @@ impl Sessions {
         let mut nonce = [0u8; NONCE_BYTES];
         getrandom::getrandom(&mut nonce)
             .map_err(|e| Error::internal(format!("no randomness: {e}")))?;
-        let now = now_ms(app);
+        let now = now_us(app);
         let live = app.svc.live.get();
         let id = identity.id.clone().filter(|_| kind == Kind::Password);
         let f = match &id {
@@ -241,7 +267,7 @@ impl Sessions {
             k: kind,
             n: hex(&nonce),
             iat: now,
-            exp: now + app.config.ui.session_ttl.as_millis() as u64,
+            exp: now + app.config.ui.session_ttl.as_micros() as u64,
             id,
             f,
             t: token.map(str::to_owned),
@@ -327,13 +353,13 @@ pub fn who(kind: Kind, identity: &Identity) -> String {
     }
 }
 
-fn now_ms(app: &App) -> u64 {
+fn now_us(app: &App) -> u64 {
     app.svc
         .registry
         .clock
         .now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn cookie_value<'r>(req: &'r Request<'_>) -> Option<&'r str> {
