@@ -21,6 +21,8 @@ pub struct App {
     pub svc: Rc<Service>,
     /// The web UI's session key and logout cache, this worker's.
     pub ui: crate::ui::Sessions,
+    /// Layer file lists already made, by digest (this worker's).
+    pub ui_files: crate::ui::FilesCache,
 }
 
 impl Handler for App {

@@ -267,6 +267,7 @@ fn worker_main(
             shutdown,
             svc,
             ui: crate::ui::Sessions::new(shared.ui_logouts),
+            ui_files: Default::default(),
         });
         if let Some(listener) = shared.ops_listener {
             let ops = WorkerSpec {

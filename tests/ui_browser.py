@@ -2,9 +2,9 @@
 """The web UI in a real browser: starts a real Origin, pushes real content over the
 registry API (an index of two platforms with a cosign signature, an SPDX SBOM and an
 in-toto attestation as referrers, images with markup in their labels, a namespace tree, a
-namespace anonymous callers may not read and one whose tags are immutable), then drives
-headless Chromium through the views at 1280 px and 390 px wide, asserting on what the page
-shows: browsing, then logging in, deleting a tag where the policies allow it, finding no
+namespace anonymous callers may not read and one whose tags are immutable, real tar+gzip
+layers), then drives headless Chromium through the views at 1280 px and 390 px wide,
+asserting on what the page shows: browsing (a layer's files included), then logging in, deleting a tag where the policies allow it, finding no
 delete where they do not (a read-only user, an immutable tag), and logging out.
 
 Needs: Debian's `chromium` and `chromium-driver`, and `selenium` from PyPI.
@@ -14,12 +14,14 @@ Needs: Debian's `chromium` and `chromium-driver`, and `selenium` from PyPI.
 
 import base64
 import hashlib
+import io
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -39,6 +41,25 @@ XSS_LABELS = {
     "evil.control": "bell\u0007esc\u001b[31mred",
     "evil.long": "L" * 5000,
 }
+
+
+EVIL_FILE = 'etc/"><img src=x onerror="window.__pwned = 4">'
+
+
+def rootfs(arch, tag):
+    """A real tar+gzip layer: directories, files, a symlink and a file named with markup."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as t:
+        def add(name, kind, data=b"", link=""):
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.linkname, info.mode = kind, len(data), link, 0o755
+            t.addfile(info, io.BytesIO(data) if data else None)
+        add("usr/", tarfile.DIRTYPE)
+        add("usr/bin/", tarfile.DIRTYPE)
+        add("usr/bin/app", tarfile.REGTYPE, f"#!/bin/sh\n# {arch} {tag}\n".encode() * 40)
+        add("bin", tarfile.SYMTYPE, link="usr/bin")
+        add(EVIL_FILE, tarfile.REGTYPE, b"x")
+    return out.getvalue()
 
 
 def free_port():
@@ -136,8 +157,9 @@ policies = ['identity.id == "alice"']
                         {"created_by": "ENV APP_MODE=production", "empty_layer": True}],
         }
         cfg = self.blob(repo, json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
-        ls = [self.blob(repo, os.urandom(1000 * (i + 1) + len(arch)), "application/vnd.oci.image.layer.v1.tar+gzip")
-              for i in range(layers)]
+        ls = [self.blob(repo, rootfs(arch, tag), "application/vnd.oci.image.layer.v1.tar+gzip")]
+        ls += [self.blob(repo, os.urandom(1000 * (i + 1) + len(arch)), "application/vnd.oci.image.layer.v1.tar+gzip")
+               for i in range(1, layers)]
         return self.manifest(repo, tag, {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                                          "config": cfg, "layers": ls})
 
@@ -325,7 +347,15 @@ def browse(page, reg, index, shots, suffix=""):
     wait_for(lambda: "L" * 4096 + "\u2026" in page.text(), "the long label unfolded")
     assert "L" * 4097 not in page.text()
     assert "COPY app /usr/bin/app" in text
+    # The files in the first layer, listed by the server from the stored tar+gzip.
+    page.css("#layers button.list-files")[0].click()
+    wait_for(lambda: "usr/bin/app" in "".join(e.text for e in page.css("#file-list")), "the layer's files")
+    listed = page.css("#file-list")[0].text
+    assert "bin \u2192 usr/bin" in listed, listed
+    assert EVIL_FILE in listed, "a file name with markup shows as text"
     page.assert_safe()
+    page.driver.execute_script("document.getElementById('layers').scrollIntoView()")
+    page.shot("files" + suffix, shots)
     page.driver.execute_script("document.getElementById('config').scrollIntoView()")
     page.shot("image" + suffix, shots)
 

@@ -11,6 +11,7 @@
 pub mod blobs;
 pub mod browse;
 pub mod events;
+pub mod layer_files;
 pub mod listing;
 pub mod maintenance;
 pub mod manifests;

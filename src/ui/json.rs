@@ -14,7 +14,10 @@ use crate::error::{Error, Result};
 use crate::http::query::query_param;
 use crate::http::{Method, Request, Response};
 use crate::oci::{Digest, Reference, RepoName};
-use crate::service::{browse, listing};
+use crate::service::{browse, layer_files, listing};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 /// Repositories per page of the tree (a page is one catalog listing, filtered by policy).
 pub const REPOSITORIES_PAGE_MAX: usize = 500;
@@ -81,7 +84,7 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
     let q = |key: &str| param(&query, key);
     // Parameters first: a malformed request costs no password check.
     match call {
-        "repositories" | "tags" | "manifest" | "referrers" => {}
+        "repositories" | "tags" | "manifest" | "referrers" | "layer" => {}
         _ => return Err(Error::EndpointUnknown("no such UI API call".into())),
     }
     let cookie = app.ui.cookie(app, req).await?;
@@ -155,6 +158,17 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
             }
             Ok(details)
         }
+        "layer" => {
+            let name = required_repo(&query)?;
+            let layer = digest(&q("digest")?.unwrap_or_default())?;
+            let d = layer.to_string();
+            let endpoint = Endpoint::Blob {
+                name: name.as_str(),
+                digest: &d,
+            };
+            allow(app, &identity, &endpoint, Action::GetBlob)?;
+            layer_files(app, &name, &layer).await
+        }
         _ => {
             let name = required_repo(&query)?;
             let subject = digest(&q("digest")?.unwrap_or_default())?;
@@ -174,6 +188,43 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
             Ok(serde_json::json!({ "groups": describe::referrer_groups(&list), "next": next }))
         }
     }
+}
+
+/// File lists made, by layer digest: the same layer in any repository lists the same files.
+#[derive(Default)]
+pub struct FilesCache(RefCell<HashMap<Digest, Rc<serde_json::Value>>>);
+
+/// File lists kept per worker; all are dropped when full (a list is at most ~2 MB of JSON).
+const FILES_CACHED_MAX: usize = 32;
+
+/// The files of a layer of `name`, from the cache when this worker listed that digest
+/// before (the repository's link to the blob is checked every time).
+async fn layer_files(app: &App, name: &RepoName, layer: &Digest) -> Result<serde_json::Value> {
+    let unknown = || Error::BlobUnknown("blob unknown to registry".into());
+    let cached = app.ui_files.0.borrow().get(layer).cloned();
+    if let Some(v) = cached {
+        if !app.svc.registry.is_linked(name, layer).await? {
+            return Err(unknown());
+        }
+        return Ok((*v).clone());
+    }
+    let listing = layer_files::list(&app.svc, name, layer)
+        .await?
+        .ok_or_else(unknown)?;
+    let value = serde_json::json!({
+        "digest": layer.to_string(),
+        "format": listing.format,
+        "entries": listing.entries,
+        "cut": listing.cut,
+        "bytesRead": listing.bytes_read,
+        "entriesMax": layer_files::ENTRIES_MAX,
+    });
+    let mut cache = app.ui_files.0.borrow_mut();
+    if cache.len() >= FILES_CACHED_MAX {
+        cache.clear();
+    }
+    cache.insert(layer.clone(), Rc::new(value.clone()));
+    Ok(value)
 }
 
 /// The parsed config of an image, when the caller may read that blob (`get-blob`, as a

@@ -13,6 +13,7 @@ mod describe;
 mod json;
 mod session;
 
+pub use json::FilesCache;
 pub use session::{Logouts, Sessions};
 
 use crate::app::App;

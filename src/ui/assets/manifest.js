@@ -1,6 +1,6 @@
 // A manifest: an index's platforms (each leading to its child), an image's config and
 // layers, annotations, and the referrers grouped by artifact type with badges.
-import { h, view, api, post, bytes, short, table, pullCommands, breadcrumbs, text, confirmDelete } from './dom.js';
+import { h, add, view, api, post, bytes, short, table, pullCommands, breadcrumbs, text, confirmDelete } from './dom.js';
 
 export async function manifestView(el, params, current) {
   const name = params.get('repo') || '';
@@ -100,13 +100,46 @@ function config(c) {
 
 function layers(name, list) {
   const total = list.reduce((s, l) => s + (typeof l.size === 'number' ? l.size : 0), 0);
+  const files = h('div', { id: 'files' });
   const columns = [
     { key: 'i', label: '#', num: true, render: (l) => String(list.indexOf(l) + 1) },
     { key: 'digest', label: 'Digest', render: (l) => h('a', { class: 'mono', href: `/v2/${name}/blobs/${l.digest}`, title: 'Download ' + l.digest }, short(l.digest)) },
     { key: 'mediaType', label: 'Media type', wide: true },
     { key: 'size', label: 'Size', num: true, render: (l) => bytes(l.size) },
+    { key: 'files', label: '', render: (l) => h('button', { type: 'button', class: 'list-files', onclick: () => layerFiles(files, name, l) }, 'Files') },
   ];
-  return h('section', { id: 'layers' }, h('h2', {}, `Layers (${list.length}, ${bytes(total)})`), table(columns, list));
+  return h('section', { id: 'layers' }, h('h2', {}, `Layers (${list.length}, ${bytes(total)})`), table(columns, list), files);
+}
+
+// The files of one layer, listed by the server as it reads the layer (capped; it says
+// where it stopped), filtered here.
+async function layerFiles(box, name, layer) {
+  box.replaceChildren(h('p', { class: 'note' }, 'Listing the files of ', short(layer.digest), '…'));
+  let r;
+  try { r = await api('layer', { repo: name, digest: layer.digest }); } catch (e) {
+    box.replaceChildren(h('p', { class: 'note' }, 'Files not listed: ' + e.message));
+    return;
+  }
+  const filter = h('input', { type: 'search', placeholder: 'Filter files', 'aria-label': 'Filter files', id: 'file-filter' });
+  const list = h('div', { id: 'file-list' });
+  const SHOWN_MAX = 1000;
+  const render = () => {
+    const q = filter.value.trim().toLowerCase();
+    const rows = r.entries.filter((e) => !q || e.path.toLowerCase().includes(q));
+    list.replaceChildren();
+    add(list, [table([
+      { key: 'path', label: 'Path', render: (e) => h('span', { class: 'mono' }, e.path, e.link ? ' → ' + text(e.link) : '') },
+      { key: 'type', label: 'Type', wide: true },
+      { key: 'mode', label: 'Mode', wide: true, render: (e) => h('span', { class: 'mono' }, e.mode) },
+      { key: 'size', label: 'Size', num: true, render: (e) => e.type === 'file' ? bytes(e.size) : '' },
+    ], rows.slice(0, SHOWN_MAX)), rows.length > SHOWN_MAX ? h('p', { class: 'note' }, `${rows.length - SHOWN_MAX} more: filter to see them.`) : null]);
+  };
+  filter.addEventListener('input', render);
+  box.replaceChildren();
+  add(box, [h('h2', {}, 'Files of ', h('span', { class: 'mono' }, short(layer.digest)), ` (${r.entries.length}, ${r.format})`),
+    r.cut ? h('p', { class: 'note', id: 'files-cut' }, 'The list stops early: ' + r.cut + '.') : null,
+    h('div', { class: 'tools' }, filter), list]);
+  render();
 }
 
 async function referrers(box, name, digest, current) {
