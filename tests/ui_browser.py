@@ -353,6 +353,8 @@ def browse(page, reg, index, shots, suffix=""):
     listed = page.css("#file-list")[0].text
     assert "bin \u2192 usr/bin" in listed, listed
     assert EVIL_FILE in listed, "a file name with markup shows as text"
+    [app] = [a for a in page.css("#file-list a.file") if a.text == "usr/bin/app"]
+    assert "/ui/api/layer-file?" in app.get_attribute("href") and app.get_attribute("download") is not None
     page.assert_safe()
     page.driver.execute_script("document.getElementById('layers').scrollIntoView()")
     page.shot("files" + suffix, shots)

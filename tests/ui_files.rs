@@ -144,8 +144,8 @@ fn layers_list_their_files() {
     assert!(v["cut"].as_str().unwrap().contains("not a tar"), "{v}");
 }
 
-/// Listing a layer needs the `get-blob` a pull of it needs: a caller who may not read the
-/// repository learns nothing of its files.
+/// Listing a layer, or downloading a file of it, needs the `get-blob` a pull of it needs: a
+/// caller who may not read the repository learns nothing of its files.
 #[test]
 fn layer_files_need_the_right_to_pull_the_layer() {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -170,4 +170,45 @@ fn layer_files_need_the_right_to_pull_the_layer() {
     assert!(!String::from_utf8_lossy(&r.body).contains("secret.txt"));
     let r = srv.request("GET", &path, &[("Authorization", &alice)], b"");
     assert_eq!(files(&r.json()), ["secret.txt file 1 0644 -"]);
+    let file = format!("/ui/api/layer-file?repo=a/b&digest={d}&path=secret.txt");
+    let r = srv.get(&file);
+    assert_eq!((r.status, r.body.contains(&b'x')), (401, false));
+    let r = srv.request("GET", &file, &[("Authorization", &alice)], b"");
+    assert_eq!((r.status, r.body), (200, b"x".to_vec()));
+}
+
+/// A regular file of a layer up to 1 MiB downloads on its own (as an attachment with a
+/// cleaned name); a larger one, a directory or a missing path does not.
+#[test]
+fn single_files_download_under_a_cap() {
+    let srv = Server::start();
+    let big = vec![b'z'; 1024 * 1024 + 1];
+    let d = push(
+        &srv,
+        &[],
+        "a/b",
+        &gzip(&tar(&[
+            ("etc/", b'5', b"", ""),
+            ("etc/we\"ird name.conf", b'0', b"key = value\n", ""),
+            ("big.bin", b'0', &big, ""),
+        ])),
+    );
+    let get = |path: &str| {
+        srv.get(&format!(
+            "/ui/api/layer-file?repo=a/b&digest={d}&path={}",
+            path.replace(' ', "%20").replace('"', "%22")
+        ))
+    };
+    let r = get("etc/we\"ird name.conf");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.body, b"key = value\n");
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(
+        r.header("content-disposition"),
+        Some("attachment; filename=\"we_ird_name.conf\"")
+    );
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(get("big.bin").status, 400);
+    assert_eq!(get("etc/").status, 404);
+    assert_eq!(get("nope").status, 404);
 }

@@ -54,11 +54,67 @@ pub struct Listing {
 /// The files of blob `digest` of repository `name`; `None` when the repository has no such
 /// blob.
 pub async fn list(svc: &Service, name: &RepoName, digest: &Digest) -> Result<Option<Listing>> {
+    let Some((format, lister, cut, bytes_read)) =
+        scan(svc, name, digest, TarLister::default()).await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Listing {
+        format,
+        entries: lister.entries,
+        cut,
+        bytes_read,
+    }))
+}
+
+/// Largest file of a layer that can be downloaded on its own.
+pub const FILE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// One regular file of a layer, looked for as the layer streams.
+pub enum File {
+    Bytes(Vec<u8>),
+    /// It is there, and larger than [`FILE_BYTES_MAX`].
+    TooLarge(u64),
+    /// Not a regular file of the layer (within the listing's caps).
+    Absent,
+}
+
+/// The content of regular file `path` of layer `digest`; `None` when the repository has no
+/// such blob.
+pub async fn file(
+    svc: &Service,
+    name: &RepoName,
+    digest: &Digest,
+    path: &str,
+) -> Result<Option<File>> {
+    let lister = TarLister {
+        want: Some(path.to_string()),
+        ..TarLister::default()
+    };
+    let Some((_, lister, _, _)) = scan(svc, name, digest, lister).await? else {
+        return Ok(None);
+    };
+    Ok(Some(match (lister.captured, lister.too_large) {
+        (Some(bytes), _) if lister.done => File::Bytes(bytes),
+        (_, Some(size)) => File::TooLarge(size),
+        _ => File::Absent,
+    }))
+}
+
+/// Streams the blob through `lister` (and gzip first when it is gzip) until the lister is
+/// done or a cap is reached: the format, the lister, why it stopped early, bytes read.
+async fn scan(
+    svc: &Service,
+    name: &RepoName,
+    digest: &Digest,
+    lister: TarLister,
+) -> Result<Option<(&'static str, TarLister, Option<String>, u64)>> {
     let Some(reader) = svc.registry.open_blob(name, digest).await? else {
         return Ok(None);
     };
     let size = reader.size();
     let mut offset = 0u64;
+    let mut lister = Some(lister);
     let mut sink: Option<Sink> = None;
     let mut cut = None;
     while offset < size {
@@ -73,7 +129,8 @@ pub async fn list(svc: &Service, name: &RepoName, digest: &Digest) -> Result<Opt
             break;
         }
         offset += n as u64;
-        let s = sink.get_or_insert_with(|| Sink::for_start(&buf[..n]));
+        let s = sink
+            .get_or_insert_with(|| Sink::for_start(&buf[..n], lister.take().unwrap_or_default()));
         if let Err(why) = s.feed(&buf[..n]) {
             cut = Some(why);
             break;
@@ -83,12 +140,8 @@ pub async fn list(svc: &Service, name: &RepoName, digest: &Digest) -> Result<Opt
         }
     }
     let Some(sink) = sink else {
-        return Ok(Some(Listing {
-            format: "tar",
-            entries: Vec::new(),
-            cut: Some("the layer is empty".into()),
-            bytes_read: 0,
-        }));
+        let cut = Some("the layer is empty".to_string());
+        return Ok(Some(("tar", lister.unwrap_or_default(), cut, 0)));
     };
     let format = sink.format();
     let mut lister = sink.into_lister();
@@ -98,12 +151,7 @@ pub async fn list(svc: &Service, name: &RepoName, digest: &Digest) -> Result<Opt
     if cut.is_none() && !lister.done && !lister.entries.is_empty() {
         cut = Some("the archive ends early".into());
     }
-    Ok(Some(Listing {
-        format,
-        entries: lister.entries,
-        cut,
-        bytes_read: offset,
-    }))
+    Ok(Some((format, lister, cut, offset)))
 }
 
 /// Where blob bytes go: straight to the tar lister, or through gzip first.
@@ -115,13 +163,11 @@ enum Sink {
 }
 
 impl Sink {
-    fn for_start(first: &[u8]) -> Sink {
+    fn for_start(first: &[u8], lister: TarLister) -> Sink {
         match first {
-            [0x1f, 0x8b, ..] => Sink::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
-                TarLister::default(),
-            ))),
-            [0x28, 0xb5, 0x2f, 0xfd, ..] => Sink::Other(TarLister::default(), "zstd"),
-            _ => Sink::Tar(TarLister::default()),
+            [0x1f, 0x8b, ..] => Sink::Gzip(Box::new(flate2::write::MultiGzDecoder::new(lister))),
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => Sink::Other(lister, "zstd"),
+            _ => Sink::Tar(lister),
         }
     }
 
@@ -186,6 +232,8 @@ enum State {
     Skip(u64),
     /// Collecting an extended header's data (`L`, `K` or `x`), then skipping `pad`.
     Collect { kind: u8, left: u64, pad: u64 },
+    /// Keeping the content of the file looked for.
+    Capture { left: u64 },
 }
 
 /// A tar parser fed in pieces of any size: keeps one header at a time and the entries.
@@ -204,6 +252,10 @@ pub struct TarLister {
     pub done: bool,
     pub cut: Option<String>,
     unpacked: u64,
+    /// The path of the regular file to keep, when one is looked for.
+    want: Option<String>,
+    captured: Option<Vec<u8>>,
+    too_large: Option<u64>,
 }
 
 impl Write for TarLister {
@@ -250,6 +302,16 @@ impl TarLister {
                             self.state = State::Header;
                         }
                     }
+                }
+                State::Capture { left } => {
+                    let k = (*left).min(bytes.len() as u64) as usize;
+                    *left -= k as u64;
+                    let done = *left == 0;
+                    if let Some(c) = &mut self.captured {
+                        c.extend_from_slice(&bytes[..k]);
+                    }
+                    bytes = &bytes[k..];
+                    self.done = done;
                 }
                 State::Header => {
                     let k = (BLOCK - self.block.len()).min(bytes.len());
@@ -335,6 +397,17 @@ impl TarLister {
             b'6' => "fifo",
             _ => "other",
         };
+        if kind == "file" && self.want.as_deref() == Some(path.as_str()) {
+            if size > FILE_BYTES_MAX {
+                self.too_large = Some(size);
+                self.done = true;
+                return;
+            }
+            self.captured = Some(Vec::with_capacity(size as usize));
+            self.done = size == 0;
+            self.state = State::Capture { left: size };
+            return;
+        }
         if self.entries.len() >= ENTRIES_MAX {
             return self.stop(format!("only the first {ENTRIES_MAX} entries are listed"));
         }

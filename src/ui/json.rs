@@ -35,6 +35,12 @@ pub async fn handle(app: &App, req: &mut Request<'_>, call: &str) -> Response {
         Method::Post => post(app, req, call).await,
         Method::Get | Method::Head => match call {
             "session" => actions::session(app, req).await,
+            "layer-file" => {
+                return match layer_file(app, req).await {
+                    Ok(resp) => resp,
+                    Err(e) => error(&e),
+                }
+            }
             _ => answer(app, req, call).await.map(Answer::from),
         },
         _ => Err(Error::MethodNotAllowed {
@@ -225,6 +231,63 @@ async fn layer_files(app: &App, name: &RepoName, layer: &Digest) -> Result<serde
     }
     cache.insert(layer.clone(), Rc::new(value.clone()));
     Ok(value)
+}
+
+/// One regular file of a layer (at most `layer_files::FILE_BYTES_MAX`), as a download:
+/// `layer-file?repo=&digest=&path=`, with the `get-blob` a pull of the layer needs.
+async fn layer_file(app: &App, req: &mut Request<'_>) -> Result<Response> {
+    let query = req.head.query().to_owned();
+    let name = required_repo(&query)?;
+    let layer = digest(&param(&query, "digest")?.unwrap_or_default())?;
+    let path =
+        param(&query, "path")?.ok_or_else(|| Error::QueryInvalid("path is required".into()))?;
+    let cookie = app.ui.cookie(app, req).await?;
+    let identity = actions::identify(app, req, &cookie).await?;
+    let d = layer.to_string();
+    let endpoint = Endpoint::Blob {
+        name: name.as_str(),
+        digest: &d,
+    };
+    allow(app, &identity, &endpoint, Action::GetBlob)?;
+    let unknown = |what: &str| Error::BlobUnknown(what.into());
+    match layer_files::file(&app.svc, &name, &layer, &path).await? {
+        None => Err(unknown("blob unknown to registry")),
+        Some(layer_files::File::Absent) => Err(unknown(
+            "no regular file by that path in the layer (within the listing's caps)",
+        )),
+        Some(layer_files::File::TooLarge(n)) => Err(Error::QueryInvalid(format!(
+            "the file is {n} bytes: files up to {} bytes download on their own; download the layer",
+            layer_files::FILE_BYTES_MAX
+        ))),
+        Some(layer_files::File::Bytes(bytes)) => Ok(Response::new(200)
+            .header("Content-Type", "application/octet-stream")
+            .header(
+                "Content-Disposition",
+                format!("attachment; filename=\"{}\"", file_name(&path)),
+            )
+            .header("Cache-Control", "no-store")
+            .body(crate::http::Body::Bytes(bytes))),
+    }
+}
+
+/// The last part of `path` with only letters, digits, `.`, `-` and `_` (a header value
+/// built from pushed data).
+fn file_name(path: &str) -> String {
+    let base = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let safe: String = base
+        .chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                true => c,
+                false => '_',
+            },
+        )
+        .take(100)
+        .collect();
+    match safe.trim_matches('.').is_empty() {
+        true => "file".into(),
+        false => safe,
+    }
 }
 
 /// The parsed config of an image, when the caller may read that blob (`get-blob`, as a

@@ -111,6 +111,13 @@ function layers(name, list) {
   return h('section', { id: 'layers' }, h('h2', {}, `Layers (${list.length}, ${bytes(total)})`), table(columns, list), files);
 }
 
+// Files up to this size download on their own (the server's cap).
+const FILE_BYTES_MAX = 1024 * 1024;
+
+function fileLink(name, digest, path) {
+  return location.pathname + 'api/layer-file?' + new URLSearchParams({ repo: name, digest, path });
+}
+
 // The files of one layer, listed by the server as it reads the layer (capped; it says
 // where it stopped), filtered here.
 async function layerFiles(box, name, layer) {
@@ -128,7 +135,9 @@ async function layerFiles(box, name, layer) {
     const rows = r.entries.filter((e) => !q || e.path.toLowerCase().includes(q));
     list.replaceChildren();
     add(list, [table([
-      { key: 'path', label: 'Path', render: (e) => h('span', { class: 'mono' }, e.path, e.link ? ' → ' + text(e.link) : '') },
+      { key: 'path', label: 'Path', render: (e) => e.type === 'file' && e.size <= FILE_BYTES_MAX
+        ? h('a', { class: 'mono file', download: '', title: 'Download this file', href: fileLink(name, layer.digest, e.path) }, e.path)
+        : h('span', { class: 'mono' }, e.path, e.link ? ' → ' + text(e.link) : '') },
       { key: 'type', label: 'Type', wide: true },
       { key: 'mode', label: 'Mode', wide: true, render: (e) => h('span', { class: 'mono' }, e.mode) },
       { key: 'size', label: 'Size', num: true, render: (e) => e.type === 'file' ? bytes(e.size) : '' },
