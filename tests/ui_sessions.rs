@@ -247,8 +247,13 @@ fn tampered_and_expired_cookies_are_refused() {
     }
     b.cookie = Some(good.clone());
     assert_eq!(b.get("/ui/api/tags?repo=team/app").status, 200);
+    let mut anon = Browser::open(&srv);
     srv.advance_clock(Duration::from_secs(3601));
     assert_eq!(b.get("/ui/api/tags?repo=team/app").status, 401);
+    // An expired anonymous cookie is no session to end: the visitor reads on as anonymous.
+    let r = anon.get("/ui/api/tags?repo=team/app");
+    let plain = srv.get("/ui/api/tags?repo=team/app");
+    assert_eq!((r.status, &r.body), (plain.status, &plain.body));
     let s = b.get("/ui/api/session");
     assert_eq!(
         (s.json()["identity"].clone(), s.json()["ended"].clone()),

@@ -195,7 +195,11 @@ impl Sessions {
         };
         let key = self.key(app).await?;
         Ok(match open(&key, value) {
-            Some(c) if c.exp > now_us(app) && c.v == 1 => Cookie::Valid(c),
+            Some(c) if c.v != 1 => Cookie::Invalid,
+            Some(c) if c.exp > now_us(app) => Cookie::Valid(c),
+            // An expired anonymous cookie stood for nobody: as if none was sent (a page left
+            // open reads on as anonymous; its next change asks for a new CSRF token).
+            Some(c) if c.k == Kind::Anonymous => Cookie::Absent,
             _ => Cookie::Invalid,
         })
     }
