@@ -19,6 +19,10 @@ pub struct App {
     pub shutdown: Arc<Shutdown>,
     /// The operations, and what they share on this worker.
     pub svc: Rc<Service>,
+    /// The web UI's session key and logout cache, this worker's.
+    pub ui: crate::ui::Sessions,
+    /// Layer file lists already made, by digest (this worker's).
+    pub ui_files: crate::ui::FilesCache,
 }
 
 impl Handler for App {

@@ -318,6 +318,14 @@ impl Authenticator {
         }
     }
 
+    /// The configured account `[identity.<id>]`: its identity and password hash, or None when
+    /// the configuration has no such id (a web UI session re-resolves its identity here on
+    /// every request, so a reload that removes or changes the account ends it).
+    pub fn account(&self, id: &str) -> Option<(Identity, &str)> {
+        let i = self.accounts.iter().position(|a| a.id == id)?;
+        Some((self.identity(i), &self.accounts[i].phc))
+    }
+
     fn identity(&self, i: usize) -> Identity {
         Identity {
             id: Some(self.accounts[i].id.clone()),

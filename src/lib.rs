@@ -32,3 +32,4 @@ pub(crate) mod service;
 pub(crate) mod storage;
 pub(crate) mod sys;
 pub(crate) mod tls;
+pub(crate) mod ui;

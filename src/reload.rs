@@ -180,6 +180,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
             format!("{:?}", old.storage) != format!("{:?}", new.storage),
         ),
         ("metrics.listen", old.metrics.listen != new.metrics.listen),
+        ("ui", format!("{:?}", old.ui) != format!("{:?}", new.ui)),
         (
             "server limits and timeouts",
             format!("{o:?}").replace(&format!("{:?}", o.tls), "")
@@ -202,7 +203,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
 /// What a reload cannot change, for `check-config` to say.
 pub const RESTART_ONLY: &str = "server.bind_address, server.port, server.workers, \
 server.io_driver, server.tls on/off, the server limits and timeouts, storage, metrics.listen, \
-uploads, gc, log (reload applies identities, OIDC providers, policies, TLS files, immutable \
+uploads, gc, log, ui (reload applies identities, OIDC providers, policies, TLS files, immutable \
 tags, retention rules, event webhooks, [repository.mirror] settings and [audit])";
 
 /// Re-reads `path` and publishes what can change live. Returns false when rejected.

@@ -89,6 +89,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
     let events = crate::events::Queue::start(config.server.io_driver)?;
     let audit = crate::audit::Log::start()?;
     let pulls = Arc::new(crate::registry::retention::PullTimes::default());
+    let ui_logouts = Arc::new(crate::ui::Logouts::default());
     let store = {
         let rt = server::build_runtime(config.server.io_driver)
             .map_err(|e| StartError::io("cannot start the I/O driver", e))?;
@@ -141,6 +142,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             events: events.clone(),
             audit: audit.clone(),
             pulls: pulls.clone(),
+            ui_logouts: ui_logouts.clone(),
             clock: clock.clone(),
             ops_listener: if index == 0 {
                 ops_listener.take()
@@ -221,6 +223,8 @@ struct Shared {
     events: Arc<crate::events::Queue>,
     audit: Arc<crate::audit::Log>,
     pulls: Arc<crate::registry::retention::PullTimes>,
+    /// The web UI's logouts as last read, shared by the workers.
+    ui_logouts: Arc<crate::ui::Logouts>,
     clock: crate::clock::Clock,
     /// The separate ops listener, given to worker 0 only.
     ops_listener: Option<std::net::TcpListener>,
@@ -267,6 +271,8 @@ fn worker_main(
             config,
             shutdown,
             svc,
+            ui: crate::ui::Sessions::new(shared.ui_logouts),
+            ui_files: Default::default(),
         });
         if let Some(listener) = shared.ops_listener {
             let ops = WorkerSpec {

@@ -53,7 +53,9 @@ fn uncomment(text: &str) -> String {
 fn localize(text: &str, pki: &Pki, secret: &Path, root: &Path) -> String {
     // `[audit] file`: in the test's directory, whose existence check-config checks.
     let audit = root.with_file_name("audit.jsonl");
+    let ui_secret = secret.with_file_name("ui-session-secret");
     let files = [
+        ("session_secret_file", ui_secret.as_path()),
         ("server_certificate_bundle", pki.server_cert.as_path()),
         ("server_private_key", pki.server_key.as_path()),
         ("client_ca_bundle", pki.ca.as_path()),
@@ -99,6 +101,11 @@ fn every_documented_configuration_passes_check_config() {
     let pki = Pki::new(&dir.0, &[]);
     let secret = dir.0.join("secret");
     std::fs::write(&secret, "example\n").unwrap();
+    std::fs::write(
+        dir.0.join("ui-session-secret"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
     let root = dir.0.join("data");
     let readme = include_str!("../README.md");
     let example = include_str!("../config.example.toml");

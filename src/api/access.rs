@@ -61,16 +61,29 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
             outcome
         }
     };
-    let user = username.as_deref();
+    let verified = verified(app, &identity, ip, username.as_deref(), outcome)?;
+    Ok(verified.with_certificate(identity.common_names, identity.organizations))
+}
+
+/// What a password or token check decided, as the API answers it: the identity, or 401
+/// (counted), 429 (too many failures from this address or for this user) or 503. A failure
+/// is audited with the caller as far as it is known (`caller`: its client certificate) and
+/// the username tried (`user`, `None` for a token).
+pub fn verified(
+    app: &App,
+    caller: &Identity,
+    ip: IpAddr,
+    user: Option<&str>,
+    outcome: AuthOutcome,
+) -> Result<Identity> {
+    let identity = caller;
     match outcome {
-        AuthOutcome::Ok(verified) => {
-            Ok(verified.with_certificate(identity.common_names, identity.organizations))
-        }
+        AuthOutcome::Ok(verified) => Ok(verified),
         AuthOutcome::BadCredentials => {
             Metrics::add(&METRICS.auth_failures, 1);
             login_failed(
                 app,
-                &identity,
+                identity,
                 ip,
                 user,
                 Outcome::Denied,
@@ -85,7 +98,7 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
             Metrics::add(&METRICS.auth_failures, 1);
             login_failed(
                 app,
-                &identity,
+                identity,
                 ip,
                 user,
                 Outcome::Failed,
@@ -97,7 +110,7 @@ pub async fn identify(app: &App, req: &Request<'_>) -> Result<Identity> {
             Metrics::add(&METRICS.auth_rate_limited, 1);
             login_failed(
                 app,
-                &identity,
+                identity,
                 ip,
                 user,
                 Outcome::Denied,
@@ -141,7 +154,7 @@ fn login_failed(
 /// A token, Bearer or as a Basic password, under the same per-address limit as passwords:
 /// refused (429) without a check once the address has failed too often, and counted when
 /// it does not verify.
-async fn verify_token(
+pub async fn verify_token(
     live: &crate::reload::Live,
     token: &str,
     ip: std::net::IpAddr,
@@ -171,26 +184,7 @@ pub fn authorize(
         return Ok(());
     }
     let digest_param = query_param(query, "digest");
-    let (namespace, digest, reference) = match endpoint {
-        Endpoint::Base | Endpoint::Catalog => ("", None, None),
-        Endpoint::Tags { name } => (*name, None, None),
-        Endpoint::Manifest { name, reference } => {
-            let digest = reference.contains(':').then_some(*reference);
-            (*name, digest, Some(*reference))
-        }
-        Endpoint::Blob { name, digest } | Endpoint::Referrers { name, digest } => {
-            (*name, Some(*digest), None)
-        }
-        Endpoint::UploadStart { name } | Endpoint::Upload { name, .. } => {
-            (*name, digest_param.as_deref(), None)
-        }
-    };
-    let access = AccessRequest {
-        action,
-        namespace,
-        digest,
-        reference,
-    };
+    let access = access_request(endpoint, action, digest_param.as_deref());
     let live = app.svc.live.get();
     let (decision, rule) = live.policies.explain(identity, &access);
     if decision.is_allowed() {
@@ -203,10 +197,10 @@ pub fn authorize(
             action: action.as_str(),
             identity,
             peer,
-            repository: Some(namespace),
+            repository: Some(access.namespace),
             // A tag; a digest is in `digest`.
-            reference: reference.filter(|r| !r.contains(':')),
-            digest,
+            reference: access.reference.filter(|r| !r.contains(':')),
+            digest: access.digest,
             login_username: None,
             outcome: Outcome::Denied,
             reason: &reason,
@@ -246,5 +240,44 @@ pub fn read_only_mirror(
     Error::MethodNotAllowed {
         message: reason.into(),
         allow: None,
+    }
+}
+
+/// Whether the policies let `identity` do `action` on `endpoint` (nothing counted nor
+/// audited: the UI asks this to show only the buttons that would work).
+pub fn may(app: &App, identity: &Identity, endpoint: &Endpoint<'_>, action: Action) -> bool {
+    app.svc
+        .live
+        .get()
+        .policies
+        .may(identity, &access_request(endpoint, action, None))
+        .is_allowed()
+}
+
+/// What the policies are asked about a request to `endpoint`.
+fn access_request<'a>(
+    endpoint: &Endpoint<'a>,
+    action: Action,
+    digest_param: Option<&'a str>,
+) -> AccessRequest<'a> {
+    let (namespace, digest, reference) = match endpoint {
+        Endpoint::Base | Endpoint::Catalog => ("", None, None),
+        Endpoint::Tags { name } => (*name, None, None),
+        Endpoint::Manifest { name, reference } => {
+            let digest = reference.contains(':').then_some(*reference);
+            (*name, digest, Some(*reference))
+        }
+        Endpoint::Blob { name, digest } | Endpoint::Referrers { name, digest } => {
+            (*name, Some(*digest), None)
+        }
+        Endpoint::UploadStart { name } | Endpoint::Upload { name, .. } => {
+            (*name, digest_param, None)
+        }
+    };
+    AccessRequest {
+        action,
+        namespace,
+        digest,
+        reference,
     }
 }

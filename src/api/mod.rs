@@ -25,6 +25,10 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
         if let Some(resp) = crate::ops::respond(&app.svc.registry.store, &path, metrics).await {
             return Ok(resp);
         }
+        // The web UI (and `/`, redirected to it): a sibling adapter over the same service.
+        if let Some(resp) = crate::ui::respond(app, req, &path).await {
+            return Ok(resp);
+        }
     }
     let (endpoint, action) = match route::route(req.head.method, &path) {
         Ok(r) => r,

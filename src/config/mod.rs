@@ -64,6 +64,8 @@ pub struct Config {
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
+    pub ui: UiConfig,
+    #[serde(default)]
     pub identity: BTreeMap<String, IdentityConfig>,
     /// OIDC identity providers whose signed JWTs are accepted as credentials.
     #[serde(default)]
@@ -213,6 +215,13 @@ impl Config {
             };
             s3.secret_access_key = source.resolve("storage.s3.secret_access_key")?;
         }
+        let ui = &mut self.ui;
+        let source = Secret {
+            plain: ui.session_secret.take(),
+            file: ui.session_secret_file.as_deref(),
+            env: ui.session_secret_env.as_deref(),
+        };
+        ui.session_secret = source.resolve("ui.session_secret")?;
         for (name, id) in self.identity.iter_mut() {
             let source = Secret {
                 plain: Some(std::mem::take(&mut id.password)).filter(|p| !p.is_empty()),

@@ -1,5 +1,5 @@
 //! The sections that set up the process: `[server]` (with `[server.tls]`), `[log]`,
-//! `[storage]`, `[uploads]`, `[gc]`, `[metrics]`.
+//! `[storage]`, `[uploads]`, `[gc]`, `[metrics]`, `[ui]`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -255,5 +255,102 @@ impl Default for GcConfig {
             retention: false,
             debris_after: d::gc_debris_after(),
         }
+    }
+}
+
+/// The web UI: served under `path` by the same listener, assets compiled into the binary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    /// Serve the UI (and redirect `/` to it).
+    #[serde(default = "d::yes")]
+    pub enabled: bool,
+    /// Where the UI lives: starts and ends with `/`, outside `/v2/` and the ops paths.
+    #[serde(default = "d::ui_path")]
+    pub path: String,
+    /// The name shown in the page title and header.
+    #[serde(default = "d::ui_title")]
+    pub title: String,
+    /// How long a login lasts (the session cookie's life): after it the person logs in again.
+    #[serde(default = "d::ui_session_ttl", deserialize_with = "duration")]
+    pub session_ttl: Duration,
+    /// The key that signs session cookies (at least 32 bytes), the same on every node; or
+    /// `session_secret_file` / `session_secret_env`. When none is given, a random key is
+    /// created once in storage (a conditional write) and every node sharing it reads it.
+    pub session_secret: Option<String>,
+    pub session_secret_file: Option<PathBuf>,
+    pub session_secret_env: Option<String>,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            enabled: true,
+            path: d::ui_path(),
+            title: d::ui_title(),
+            session_ttl: d::ui_session_ttl(),
+            session_secret: None,
+            session_secret_file: None,
+            session_secret_env: None,
+        }
+    }
+}
+
+/// Longest `ui.title` accepted: a brand, not a paragraph.
+pub const UI_TITLE_CHARS_MAX: usize = 80;
+/// Longest `ui.path` accepted.
+pub const UI_PATH_BYTES_MAX: usize = 100;
+/// Shortest `ui.session_secret`: 256 bits of key for HMAC-SHA256.
+pub const UI_SESSION_SECRET_BYTES_MIN: usize = 32;
+/// Bounds of `ui.session_ttl`: a login longer than 30 days is a standing credential.
+pub const UI_SESSION_TTL_MIN: Duration = Duration::from_secs(60);
+pub const UI_SESSION_TTL_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
+
+impl UiConfig {
+    /// What is wrong with the section, naming the key.
+    pub(super) fn problem(&self) -> Option<(&'static str, &'static str)> {
+        let p = &self.path;
+        let reserved = ["/v2", "/metrics", "/healthz", "/readyz"];
+        if p.len() < 2 || !p.starts_with('/') || !p.ends_with('/') || p.len() > UI_PATH_BYTES_MAX {
+            return Some(("ui.path", "must start and end with '/', with a name between (e.g. \"/ui/\"), at most 100 bytes"));
+        }
+        let segments_ok = p[1..p.len() - 1].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        });
+        if !segments_ok {
+            return Some((
+                "ui.path",
+                "segments may only use letters, digits, '-', '_' and '.'",
+            ));
+        }
+        if reserved.iter().any(|r| p.starts_with(&format!("{r}/"))) {
+            return Some(("ui.path", "must not be under /v2/ or an ops path"));
+        }
+        let t = &self.title;
+        if t.trim().is_empty()
+            || t.chars().count() > UI_TITLE_CHARS_MAX
+            || t.chars().any(char::is_control)
+        {
+            return Some((
+                "ui.title",
+                "must be 1 to 80 characters, none of them control characters",
+            ));
+        }
+        if self.session_ttl < UI_SESSION_TTL_MIN || self.session_ttl > UI_SESSION_TTL_MAX {
+            return Some(("ui.session_ttl", "must be between 1m and 720h (30 days)"));
+        }
+        if self
+            .session_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < UI_SESSION_SECRET_BYTES_MIN)
+        {
+            return Some(("ui.session_secret", "must be at least 32 bytes"));
+        }
+        None
     }
 }

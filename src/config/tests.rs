@@ -272,3 +272,48 @@ fn audit_section_defaults_and_checks() {
         assert!(e.contains(key), "{section}: {e}");
     }
 }
+
+/// `[ui]` defaults to on at `/ui/` titled "Origin" with 12-hour sessions; a path that is not
+/// a `/name/` outside `/v2/`, a title with control characters, a session TTL out of bounds
+/// or a session secret shorter than 32 bytes (or given twice) fails the load naming the key.
+#[test]
+fn ui_section_defaults_and_validation() {
+    let c = Config::parse(EMBEDDED_DEFAULT).unwrap();
+    assert!(c.ui.enabled);
+    assert_eq!(
+        (c.ui.path.as_str(), c.ui.title.as_str()),
+        ("/ui/", "Origin")
+    );
+    for (section, key) in [
+        ("[ui]\npath = \"ui\"\n", "ui.path"),
+        ("[ui]\npath = \"/\"\n", "ui.path"),
+        ("[ui]\npath = \"/v2/ui/\"\n", "ui.path"),
+        ("[ui]\npath = \"/a/../b/\"\n", "ui.path"),
+        ("[ui]\npath = \"/a b/\"\n", "ui.path"),
+        ("[ui]\ntitle = \"\"\n", "ui.title"),
+        ("[ui]\ntitle = \"a\\u0007b\"\n", "ui.title"),
+        ("[ui]\nsession_ttl = \"10s\"\n", "ui.session_ttl"),
+        ("[ui]\nsession_ttl = \"721h\"\n", "ui.session_ttl"),
+        ("[ui]\nsession_secret = \"short\"\n", "ui.session_secret"),
+        (
+            "[ui]\nsession_secret = \"0123456789abcdef0123456789abcdef\"\nsession_secret_env = \"X\"\n",
+            "ui.session_secret",
+        ),
+    ] {
+        let e = Config::parse(&format!("{EMBEDDED_DEFAULT}\n{section}")).unwrap_err();
+        assert!(e.to_string().starts_with(key), "{section}: {e}");
+    }
+    let c = Config::parse(&format!(
+        "{EMBEDDED_DEFAULT}\n[ui]\nenabled = false\npath = \"/console/x/\"\ntitle = \"A&B\"\n"
+    ))
+    .unwrap();
+    assert!(!c.ui.enabled);
+    assert_eq!(c.ui.path, "/console/x/");
+    assert_eq!(c.ui.session_ttl, std::time::Duration::from_secs(12 * 3600));
+    let c = Config::parse(&format!(
+        "{EMBEDDED_DEFAULT}\n[ui]\nsession_ttl = \"30m\"\nsession_secret = \"0123456789abcdef0123456789abcdef\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.ui.session_ttl, std::time::Duration::from_secs(1800));
+    assert_eq!(c.ui.session_secret.as_deref().map(str::len), Some(32));
+}

@@ -60,6 +60,9 @@ impl Config {
             }
             (None, None) => return bad("storage", "needs [storage.fs] or [storage.s3]"),
         }
+        if let Some((key, why)) = self.ui.problem() {
+            return bad(key, why);
+        }
         for (id, ident) in &self.identity {
             // Token identities are `oidc:<provider>:<sub>`: no configured id may look like one.
             if id.starts_with("oidc:") {

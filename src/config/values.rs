@@ -88,6 +88,15 @@ pub(super) mod d {
     pub fn webhook_max_retries() -> u32 {
         3
     }
+    pub fn ui_path() -> String {
+        "/ui/".into()
+    }
+    pub fn ui_title() -> String {
+        "Origin".into()
+    }
+    pub fn ui_session_ttl() -> Duration {
+        Duration::from_secs(12 * 3600)
+    }
     pub fn yes() -> bool {
         true
     }

@@ -155,6 +155,7 @@ pub fn reason(status: u16) -> &'static str {
         202 => "Accepted",
         204 => "No Content",
         206 => "Partial Content",
+        302 => "Found",
         307 => "Temporary Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",

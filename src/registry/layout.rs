@@ -19,6 +19,8 @@
 //! gc/deleting/<alg>-<hex>                                 tombstone while GC deletes
 //! mirror/pulled/<name with + for />/<alg>-<hex>           a mirrored manifest's last pull
 //! retention/pulled/<name with + for />/<alg>-<hex>        a manifest's last pull (retention)
+//! ui/session-key                                          the web UI's session signing key
+//! ui/logout/<hex>                                         an identity's last UI logout
 //! ```
 //! Repository name components never start with `_` (grammar), so `_x` keys cannot collide
 //! with a nested repository.
@@ -33,6 +35,16 @@ fn concat(parts: &[&str]) -> String {
         key.push_str(p);
     }
     key
+}
+
+/// The web UI's session signing key, when `[ui]` configures none (created once, shared by
+/// every node).
+pub const UI_SESSION_KEY: &str = "ui/session-key";
+
+/// When the identity whose keyed hash is `hex` last logged out of the web UI: its sessions
+/// from before are refused on every node.
+pub fn ui_logout(hex: &str) -> String {
+    concat(&["ui/logout/", hex])
 }
 
 pub fn blob_data(d: &Digest) -> String {

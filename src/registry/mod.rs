@@ -218,6 +218,24 @@ impl Registry {
         Ok(self.store.open_read(&layout::blob_data(digest)).await?)
     }
 
+    /// A small blob of repository `name` whole (an image config), with its size: `None` when
+    /// the repository has no such blob, no bytes when it is larger than `bytes_max`.
+    pub async fn small_blob(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        bytes_max: u64,
+    ) -> Result<Option<(u64, Option<Vec<u8>>)>> {
+        let Some(size) = self.repo_blob_size(name, digest).await? else {
+            return Ok(None);
+        };
+        if size > bytes_max {
+            return Ok(Some((size, None)));
+        }
+        let obj = self.store.get(&layout::blob_data(digest)).await?;
+        Ok(obj.map(|o| (size, Some(o.bytes))))
+    }
+
     /// Whether blob GETs answer with a redirect to the bucket (`storage.s3.redirect`).
     pub fn redirects_blobs(&self) -> bool {
         self.store.reads_redirect_to_the_store()

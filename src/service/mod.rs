@@ -10,7 +10,9 @@
 
 pub mod audit;
 pub mod blobs;
+pub mod browse;
 pub mod events;
+pub mod layer_files;
 pub mod listing;
 pub mod maintenance;
 pub mod manifests;

@@ -1,0 +1,61 @@
+// Repositories: a tree by namespace (the names under `ns`, grouped by their next segment),
+// a filter box over what is loaded, and paging on the catalog listing.
+import { h, view, api, breadcrumbs } from './dom.js';
+
+export async function reposView(el, params, current) {
+  const ns = (params.get('ns') || '').replace(/\/+$/, '');
+  const names = [];
+  let next = null;
+  const filter = h('input', { type: 'search', placeholder: 'Filter repositories', 'aria-label': 'Filter repositories', id: 'filter' });
+  const list = h('div', { id: 'repo-list' });
+  const more = h('button', { type: 'button', id: 'more' }, 'Load more');
+  const summary = h('span', { class: 'note', id: 'summary' });
+
+  async function load() {
+    const page = await api('repositories', { ns, last: next });
+    names.push(...page.repositories);
+    next = page.next;
+    render();
+  }
+
+  function render() {
+    const q = filter.value.trim().toLowerCase();
+    const prefix = ns ? ns + '/' : '';
+    const items = [];
+    if (q) {
+      for (const n of names) if (n.toLowerCase().includes(q)) items.push(repoItem(n, n));
+    } else {
+      const folders = new Map();
+      for (const n of names) {
+        const rest = n.slice(prefix.length);
+        const slash = rest.indexOf('/');
+        if (slash < 0) items.push(repoItem(n, rest));
+        else {
+          const seg = rest.slice(0, slash);
+          folders.set(seg, (folders.get(seg) || 0) + 1);
+        }
+      }
+      const folderItems = [...folders].map(([seg, count]) => h('li', { class: 'folder' },
+        h('span', { class: 'icon' }, '\u25B8'),
+        h('a', { href: view('repos', { ns: prefix + seg }) }, seg + '/'),
+        h('span', { class: 'count' }, `${count}${next ? '+' : ''} repositor${count === 1 ? 'y' : 'ies'}`)));
+      items.unshift(...folderItems);
+    }
+    list.replaceChildren(items.length ? h('ul', { class: 'tree' }, items)
+      : h('p', { class: 'note' }, q ? 'No repository matches the filter.' : 'No repositories here yet.'));
+    more.hidden = !next;
+    summary.textContent = `${names.length}${next ? '+' : ''} repositories${ns ? ' under ' + ns + '/' : ''}`;
+  }
+
+  filter.addEventListener('input', render);
+  more.addEventListener('click', () => load().catch((e) => { summary.textContent = e.message; }));
+  el.append(breadcrumbs(ns), h('h1', {}, ns ? ns + '/' : 'Repositories'),
+    h('div', { class: 'tools' }, filter, summary), list, h('div', { class: 'tools' }, more));
+  await load();
+  if (!current()) return;
+}
+
+function repoItem(name, label) {
+  return h('li', { class: 'repo' }, h('span', { class: 'icon' }, '\u25A0'),
+    h('a', { href: view('repo', { name }) }, label));
+}
