@@ -312,8 +312,19 @@ fn worker_main(
 const HOUSEKEEPING_INTERVAL_MIN: Duration = Duration::from_secs(1);
 const HOUSEKEEPING_INTERVAL_MAX: Duration = Duration::from_secs(60);
 
+/// Temp files younger than this may belong to a write in flight (of this node or of a
+/// maintenance command); older ones are a crash's leftovers.
+const TEMP_FILES_AGE_MIN: Duration = Duration::from_secs(3600);
+
+/// The sweep for crash leftovers walks the whole tree (a directory read per directory: some
+/// 8 million entries at a million blobs), so it runs once after start-up, which is when a
+/// crash's leftovers appear, and then this often for those of failed best-effort removals;
+/// more often would find nothing new, as a leftover waits out [`TEMP_FILES_AGE_MIN`] anyway.
+const TEMP_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// Periodic maintenance on worker 0: upload expiry and crash leftovers.
 async fn housekeeping(app: Rc<App>) {
+    let mut swept: Option<std::time::Instant> = None;
     let interval = (app.config.uploads.idle_expiry / 4)
         .clamp(HOUSEKEEPING_INTERVAL_MIN, HOUSEKEEPING_INTERVAL_MAX);
     // In the background: upload expiry does not wait for it.
@@ -356,13 +367,11 @@ async fn housekeeping(app: Rc<App>) {
             }
         }
         drop(live);
-        if let Err(e) = svc
-            .registry
-            .store
-            .cleanup_temp(Duration::from_secs(3600))
-            .await
-        {
-            tracing::warn!(error = %e, "temp file cleanup failed");
+        if swept.is_none_or(|at| at.elapsed() >= TEMP_SWEEP_INTERVAL) {
+            swept = Some(std::time::Instant::now());
+            if let Err(e) = svc.registry.store.cleanup_temp(TEMP_FILES_AGE_MIN).await {
+                tracing::warn!(error = %e, "temp file cleanup failed");
+            }
         }
         if app.shutdown.is_set() {
             return;
