@@ -132,7 +132,7 @@ async fn scan(
         let s = sink
             .get_or_insert_with(|| Sink::for_start(&buf[..n], lister.take().unwrap_or_default()));
         if let Err(why) = s.feed(&buf[..n]) {
-            cut = Some(why);
+            cut = Some(why.to_string());
             break;
         }
         if s.lister().done {
@@ -152,6 +152,22 @@ async fn scan(
         cut = Some("the archive ends early".into());
     }
     Ok(Some((format, lister, cut, offset)))
+}
+
+/// Why a layer's files are not listed (to its end), as the page says it.
+enum Unlisted {
+    /// A compression or format the lister does not read (zstd, not a tar).
+    Format(&'static str),
+    DamagedGzip(std::io::Error),
+}
+
+impl std::fmt::Display for Unlisted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unlisted::Format(format) => write!(f, "{format} layers are not listed"),
+            Unlisted::DamagedGzip(e) => write!(f, "the gzip stream is damaged: {e}"),
+        }
+    }
 }
 
 /// Where blob bytes go: straight to the tar lister, or through gzip first.
@@ -179,7 +195,7 @@ impl Sink {
         }
     }
 
-    fn feed(&mut self, bytes: &[u8]) -> std::result::Result<(), String> {
+    fn feed(&mut self, bytes: &[u8]) -> std::result::Result<(), Unlisted> {
         match self {
             Sink::Tar(t) => {
                 t.feed(bytes);
@@ -189,10 +205,9 @@ impl Sink {
                 if g.get_ref().done {
                     return Ok(());
                 }
-                g.write_all(bytes)
-                    .map_err(|e| format!("the gzip stream is damaged: {e}"))
+                g.write_all(bytes).map_err(Unlisted::DamagedGzip)
             }
-            Sink::Other(_, f) => Err(format!("{f} layers are not listed")),
+            Sink::Other(_, f) => Err(Unlisted::Format(f)),
         }
     }
 
