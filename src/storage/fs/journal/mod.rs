@@ -4,12 +4,11 @@
 //! directory), and a manifest PUT makes a dozen puts one after another. With it, a mutation
 //! is a record appended to one log file; a single thread writes whatever records are waiting
 //! with one `pwrite` and one `fdatasync` (so concurrent requests share the flush: group
-//! commit), then applies them to the tree without any fsync, in log order. A checkpoint
-//! every `CHECKPOINT_INTERVAL` or `CHECKPOINT_BYTES` makes the keys the log touched durable
-//! by themselves (`touched.rs`: each key's file and its directories, not the whole
-//! filesystem), after which the log starts again. At start-up, records left in the log are
-//! replayed into the tree (every put and delete is a whole-object overwrite, so replaying one
-//! that was applied already changes nothing), and the tree is made durable with `syncfs`.
+//! commit), then applies them to the tree without any fsync, in log order. The tree is made
+//! durable in bulk by a checkpoint (`syncfs`) every `CHECKPOINT_INTERVAL` or
+//! `CHECKPOINT_BYTES`, after which the log starts again. At start-up, records left in the log
+//! are replayed into the tree (every put and delete is a whole-object overwrite, so replaying
+//! one that was applied already changes nothing).
 //!
 //! # A flush that waits for nobody else
 //! The log file is written full of zeros ahead of the groups (`LOG_PREALLOC_STEP` at a time,
@@ -21,17 +20,13 @@
 //! epoch, so groups left over from an earlier epoch end the log at replay.
 //!
 //! # A failed checkpoint
-//! `fsync` reports a writeback error once, and the pages that failed are clean afterwards: a
+//! `syncfs` reports a writeback error once, and the pages that failed are clean afterwards: a
 //! retry alone would succeed and empty a log whose records may not be on disk. So the log
-//! keeps its records (writes go on, appended after them; the touched keys are kept too) and
-//! after a backoff the flusher re-applies the log's last state of each key to the tree
-//! (`recover.rs`, which explains why that is safe beside concurrent writers) and syncs the
-//! touched keys again. Linux keeps a file's writeback error on its inode and reports it to
-//! the first `fsync` after it, on a descriptor opened before or after the error, so an error
-//! of background writeback reaches the checkpoint; only if the kernel evicted the inode in
-//! between (memory pressure within the interval) is it lost, where `syncfs` would still have
-//! seen it in the superblock. While the log is past `LOG_BYTES_MAX` writes fail as transient
-//! (503).
+//! keeps its records (writes go on, appended after them) and after a backoff the flusher
+//! re-applies the log's last state of each key to the tree (`recover.rs`, which explains why
+//! that is safe beside concurrent writers) and runs `syncfs` again. The root's descriptor is
+//! opened once, so an error of background writeback since start is reported to the next
+//! checkpoint. While the log is past `LOG_BYTES_MAX` writes fail as transient (503).
 //!
 //! # Why an acknowledged write survives a crash
 //! Two kinds of write go through here:
@@ -97,8 +92,7 @@ const HEADER_BYTES: u64 = 16;
 /// Group frame: magic, payload length, first 8 bytes of the payload's SHA-256.
 const FRAME_BYTES: usize = 16;
 
-/// A checkpoint (the touched keys synced, then the log starts again) after the log grows past
-/// this...
+/// A checkpoint (syncfs, then the log starts again) after the log grows past this...
 #[cfg(not(test))]
 const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
 #[cfg(test)]
@@ -255,7 +249,7 @@ impl Journal {
         let flusher_shared = shared.clone();
         let flusher = std::thread::Builder::new()
             .name("origin-journal".into())
-            .spawn(move || flusher(flusher_shared, file, epoch))?;
+            .spawn(move || flusher(flusher_shared, file, root_dir, epoch))?;
         Ok(Journal {
             shared,
             flusher: Some(flusher),
@@ -377,12 +371,10 @@ impl Record<'_> {
     }
 }
 
-fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
+fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64) {
     let mut end = HEADER_BYTES;
     let mut zeroed = file.metadata().map_or(0, |m| m.len());
     let mut last_checkpoint = Instant::now();
-    // The keys of the records in the log: what the next checkpoint makes durable.
-    let mut touched = touched::Touched::default();
     // Set while checkpoints fail: when to try again, and the wait after the next failure.
     let mut retry: Option<(Instant, Duration)> = None;
     let checkpoint_due = |end: u64, last: Instant, retry: Option<(Instant, Duration)>| {
@@ -424,7 +416,6 @@ fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
                 }
                 write_group(&file, end, epoch, &queued)?;
                 end += (FRAME_BYTES + queued.len()) as u64;
-                touched.note(&queued)?;
             }
             if !applies.is_empty() {
                 // Durable, not yet applied: the restart must replay it.
@@ -469,12 +460,14 @@ fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
         }
         let attempt = match retry {
             // The last attempt failed: pages it reported may be lost, so the log's state is
-            // written to the tree again before the keys are synced again.
-            Some(_) => recover::reapply(&shared, &file, epoch, end),
-            None => Ok(()),
-        }
-        .and_then(|()| injected_failure(&shared))
-        .and_then(|()| touched::checkpoint(&shared.root, &touched, &file, epoch + 1));
+            // written to the tree again before the next syncfs.
+            Some(_) => recover::reapply(&shared, &file, epoch, end)
+                .and_then(|()| injected_failure(&shared))
+                .and_then(|()| checkpoint(&root_dir, &file, epoch + 1)),
+            None => {
+                injected_failure(&shared).and_then(|()| checkpoint(&root_dir, &file, epoch + 1))
+            }
+        };
         let mut st = shared.lock();
         match attempt {
             Ok(()) => {
@@ -482,7 +475,6 @@ fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
                 st.log_full = false;
                 epoch += 1;
                 end = HEADER_BYTES;
-                touched.clear();
                 last_checkpoint = Instant::now();
                 if retry.take().is_some() {
                     tracing::info!("journal checkpoint succeeded again");
@@ -500,12 +492,76 @@ fn flusher(shared: Arc<Shared>, file: File, mut epoch: u64) {
     }
 }
 
-mod apply;
+/// Applies one mutation to the tree, without fsync. Directories are created as needed and
+/// pruned when a delete empties them (as the backend does).
+pub(super) fn apply(root: &Path, a: Apply) -> io::Result<Applied> {
+    match a {
+        Apply::Put { path, bytes } => {
+            let temp = write_temp(root, &path, &bytes)?;
+            std::fs::rename(&temp, &path).inspect_err(|_| {
+                let _ = std::fs::remove_file(&temp);
+            })?;
+            Ok(true)
+        }
+        Apply::PutIfAbsent { path, bytes } => {
+            let temp = write_temp(root, &path, &bytes)?;
+            let linked = std::fs::hard_link(&temp, &path);
+            let _ = std::fs::remove_file(&temp);
+            match linked {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        Apply::Delete { path } => match std::fs::remove_file(&path) {
+            Ok(()) => {
+                prune(root, path.parent());
+                Ok(true)
+            }
+            Err(e) if is_absent(&e) || e.kind() == io::ErrorKind::IsADirectory => Ok(false),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+fn write_temp(root: &Path, path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("storage path without parent"))?;
+    let mut attempt = 0;
+    loop {
+        let temp = dir.join(super::files::temp_name()?);
+        match OpenOptions::new().write(true).create_new(true).open(&temp) {
+            Ok(mut f) => {
+                f.write_all(bytes).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&temp);
+                })?;
+                return Ok(temp);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < DIR_RACE_RETRIES_MAX => {
+                attempt += 1;
+                if dir.starts_with(root) {
+                    std::fs::create_dir_all(dir)?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn prune(root: &Path, mut dir: Option<&Path>) {
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) || std::fs::remove_dir(d).is_err() {
+            return;
+        }
+        dir = d.parent();
+    }
+}
+
 mod log;
 mod recover;
 mod replay;
-mod touched;
-pub(super) use apply::apply;
 #[cfg(test)]
 use log::GROUPS_WRITTEN;
 use log::{checkpoint, group_sum, injected_failure, preallocate, write_group};

@@ -1,5 +1,3 @@
-use std::collections::HashSet;
-
 use super::*;
 
 /// The epoch of the logs these tests write.
@@ -379,74 +377,5 @@ fn a_log_past_its_limit_refuses_writes_until_a_checkpoint_succeeds() {
             assert!(Instant::now() < deadline, "writes stayed refused");
             compio::time::sleep(Duration::from_millis(50)).await;
         }
-    });
-}
-
-/// Waits until the journal has done a checkpoint more than `before`.
-fn wait_for_checkpoint(journal: &Shared, before: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while journal.lock().checkpoints <= before {
-        assert!(Instant::now() < deadline, "no checkpoint");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A checkpoint makes durable what the log touched, by itself: each written key's file
-/// (durable and pending writes) and every directory from its parent up to the root; a file
-/// written beside the journal is not synced; a restart reads everything back.
-#[test]
-fn a_checkpoint_syncs_the_touched_keys_and_their_directories() {
-    use crate::storage::{PutCondition, Storage};
-    let tmp = crate::storage::tests::TempDir::new();
-    let root = tmp.path().join("s");
-    let storage = storage_with_journal(&root);
-    let journal = storage.journal().unwrap().clone_shared();
-    std::fs::write(root.join("bystander"), b"not the journal's").unwrap();
-    let before = journal.lock().checkpoints;
-    let written = ["a/b/c/one", "a/two", "p/q/pending", "z"];
-    block_on(async {
-        for key in ["a/b/c/one", "a/two", "d/e/gone"] {
-            storage
-                .put(key, key.as_bytes().to_vec(), PutCondition::Always)
-                .await
-                .unwrap();
-        }
-        storage.delete("d/e/gone").await.unwrap();
-        storage
-            .put_pending("p/q/pending", b"p/q/pending".to_vec(), PutCondition::Always)
-            .await
-            .unwrap();
-        storage
-            .put("z", b"z".to_vec(), PutCondition::Always)
-            .await
-            .unwrap();
-    });
-    wait_for_checkpoint(&journal, before);
-    let synced: HashSet<PathBuf> = touched::SYNCED
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|p| p.starts_with(&root))
-        .cloned()
-        .collect();
-    for key in written {
-        assert!(synced.contains(&root.join(key)), "{key} not synced");
-    }
-    for dir in ["a/b/c", "a/b", "a", "p/q", "p", ""] {
-        assert!(
-            synced.contains(&root.join(dir)),
-            "directory {dir:?} not synced"
-        );
-    }
-    assert!(!synced.contains(&root.join("bystander")));
-    assert!(!synced.contains(&root.join("d/e")), "a pruned directory");
-    drop(storage);
-    let storage = storage_with_journal(&root);
-    block_on(async {
-        for key in written {
-            let got = storage.get(key).await.unwrap().expect(key);
-            assert_eq!(got.bytes, key.as_bytes());
-        }
-        assert!(storage.get("d/e/gone").await.unwrap().is_none());
     });
 }
