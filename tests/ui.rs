@@ -527,3 +527,81 @@ fn embedded_scripts_never_parse_strings_as_html_or_code() {
     }
     assert!(checked >= 4, "found the UI's modules");
 }
+
+/// A mirror namespace says so (#24 point 2): the repositories call marks the namespace a
+/// mirror of its registry, with its upstream and no credentials; the tags of a mirrored
+/// repository are exactly what was pulled through (cached), not what the upstream has,
+/// with the namespace's settings; the page's script shows it; an ordinary repository has
+/// no `mirror`.
+#[test]
+fn a_mirror_namespace_shows_its_upstream_and_what_is_cached() {
+    let Some(up) = common::upstream::Upstream::start(common::upstream::UpstreamAuth::basic(
+        "puller",
+        "secret-pw",
+    )) else {
+        return;
+    };
+    up.push_image("lib/app", "cached", &bytes(7, 500));
+    up.push_image("lib/app", "not-pulled", &bytes(8, 500));
+    let config = format!(
+        "{ALLOW_ALL}\n[[repository]]\nnamespace = \"hub\"\npolicy_default_allow = true\n\
+         [repository.mirror]\nregistry = \"upstream.test\"\ntag_freshness = \"5m\"\nevict_after = \"720h\"\n\
+         [[repository.mirror.upstream]]\nurl = \"{}\"\nusername = \"puller\"\npassword = \"secret-pw\"\n",
+        up.url()
+    );
+    let srv = Server::start_with("", &config);
+    let c = anon(&srv);
+    c.image("team/app", Some("v1"), "amd64", json!({}));
+    let pulled = c.get("/v2/hub/lib/app/manifests/cached");
+    assert_eq!(
+        pulled.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&pulled.body)
+    );
+
+    let expected = json!({ "namespace": "hub", "registry": "upstream.test",
+        "upstreams": [up.url()], "writable": false,
+        "tagFreshnessSecs": 300, "evictAfterSecs": 30 * 86400 });
+    let top = c.get("/ui/api/repositories").json();
+    assert_eq!(top["repositories"], json!(["hub/lib/app", "team/app"]));
+    assert_eq!(top["mirrors"], json!([expected]));
+    let inside = c.get("/ui/api/repositories?ns=hub").json();
+    assert_eq!(inside["mirrors"], json!([expected]));
+    assert_eq!(
+        c.get("/ui/api/repositories?ns=team").json()["mirrors"],
+        json!([])
+    );
+
+    let tags = c.get("/ui/api/tags?repo=hub/lib/app");
+    assert_eq!(tags.status, 200);
+    let tags = tags.json();
+    assert_eq!(tags["mirror"], expected);
+    let names: Vec<&str> = tags["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cached"], "only what was pulled through");
+    let upstream_too = c.get("/v2/hub/lib/app/tags/list").json();
+    assert_eq!(
+        upstream_too["tags"],
+        json!(["cached", "not-pulled"]),
+        "/v2/ merges"
+    );
+    assert_eq!(tags["tags"][0]["deletable"], false, "read-only mirror");
+    assert!(!tags.to_string().contains("secret-pw"));
+    assert_eq!(
+        c.get("/ui/api/tags?repo=team/app").json()["mirror"],
+        Value::Null
+    );
+    for (file, needle) in [
+        ("dom.js", "mirrorCard"),
+        ("repo.js", "page.mirror"),
+        ("repos.js", "page.mirrors"),
+    ] {
+        let js = String::from_utf8(c.get(&format!("/ui/assets/{file}")).body).unwrap();
+        assert!(js.contains(needle), "{file} shows the mirror");
+    }
+}

@@ -5,6 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::mirror::MirrorNs;
 use crate::oci::{media_type as mt, Descriptor, Digest, RepoName};
 use crate::registry::manifests::StoredManifest;
 use crate::service::browse::TagInfo;
@@ -28,6 +29,29 @@ pub fn tag(t: &TagInfo) -> Value {
         "digest": t.digest.to_string(),
         "mediaType": t.media_type,
         "size": t.size,
+    })
+}
+
+/// What the page says of a mirrored namespace: of which registry, through which upstreams,
+/// how long a cached tag is trusted and when unpulled content is evicted. An upstream's URL
+/// never carries credentials (the configuration refuses them there; they are settings of
+/// their own, never shown).
+pub fn mirror(m: &MirrorNs) -> Value {
+    let upstreams: Vec<String> = m
+        .upstreams
+        .iter()
+        .map(|u| {
+            let scheme = if u.url.https { "https" } else { "http" };
+            format!("{scheme}://{}{}", u.url.authority(), u.url.path)
+        })
+        .collect();
+    json!({
+        "namespace": m.namespace,
+        "registry": m.registry,
+        "upstreams": upstreams,
+        "writable": m.writable,
+        "tagFreshnessSecs": m.tag_freshness.as_secs(),
+        "evictAfterSecs": m.evict_after.map(|d| d.as_secs()),
     })
 }
 

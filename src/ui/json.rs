@@ -111,7 +111,8 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
             let mut names =
                 listing::catalog(svc, &identity, ns.as_ref(), last.as_deref(), want).await?;
             let next = next_of(&mut names, n, String::clone);
-            Ok(serde_json::json!({ "repositories": names, "next": next }))
+            let mirrors = mirrors_shown(app, ns.as_ref().map(RepoName::as_str), &names);
+            Ok(serde_json::json!({ "repositories": names, "next": next, "mirrors": mirrors }))
         }
         "tags" => {
             let name = required_repo(&query)?;
@@ -142,7 +143,10 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
                     v
                 })
                 .collect();
-            Ok(serde_json::json!({ "name": name.as_str(), "tags": tags, "next": next }))
+            let mirror = mirrors_shown(app, Some(name.as_str()), &[]).pop();
+            Ok(
+                serde_json::json!({ "name": name.as_str(), "tags": tags, "next": next, "mirror": mirror }),
+            )
         }
         "manifest" => {
             let name = required_repo(&query)?;
@@ -319,6 +323,33 @@ async fn image_config(
             Some((_, Some(bytes))) => describe::image_config(&bytes),
         },
     )
+}
+
+/// The mirrored namespaces a page shows, innermost last: those that `at` (the namespace or
+/// repository the page is about) or a listed repository is in. A repository of a mirror
+/// namespace holds what is cached of the upstream: its tags and manifests are the cached
+/// content, and nothing of the upstream is listed that was not pulled.
+fn mirrors_shown(app: &App, at: Option<&str>, names: &[String]) -> Vec<serde_json::Value> {
+    let within = |name: &str, ns: &str| {
+        !ns.is_empty()
+            && name
+                .strip_prefix(ns)
+                .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+    };
+    app.svc.live.peek(|l| {
+        let mut shown: Vec<_> = l
+            .mirrors
+            .namespaces
+            .iter()
+            .filter(|m| {
+                at.into_iter()
+                    .chain(names.iter().map(String::as_str))
+                    .any(|n| within(n, &m.namespace))
+            })
+            .collect();
+        shown.sort_by_key(|m| m.namespace.len());
+        shown.into_iter().map(|m| describe::mirror(m)).collect()
+    })
 }
 
 /// Whether the policies let `identity` delete `reference` (a tag or a digest) of `name`, as

@@ -170,3 +170,19 @@ export function breadcrumbs(name, last) {
   });
   return h('div', { class: 'crumbs' }, out);
 }
+
+// What a mirrored namespace is (`mirror` of the tags call, an entry of `mirrors` of the
+// repositories call): of which registry, through which upstreams, and that what is listed
+// under it is what is cached here.
+export function mirrorCard(m) {
+  const days = (s) => (s % 86400 === 0 ? `${s / 86400} d` : s % 3600 === 0 ? `${s / 3600} h` : `${s} s`);
+  return h('div', { class: 'card mirror', id: 'mirror' },
+    h('h2', {}, h('span', { class: 'badge mirror' }, 'mirror'), ' of ', h('code', {}, m.registry)),
+    h('p', {}, 'Upstream: ', m.upstreams.map((u, i) => [i ? ', ' : '', h('code', {}, u)])),
+    h('p', { class: 'note' }, 'Listed under ', h('code', {}, m.namespace + '/'),
+      ' is what is cached here: tags and manifests pulled through this registry. ',
+      'Anything else is fetched from the upstream at its first pull. ',
+      `A cached tag is checked upstream again after ${days(m.tagFreshnessSecs)}`,
+      m.evictAfterSecs ? `; content not pulled for ${days(m.evictAfterSecs)} is evicted.` : '; nothing is evicted.',
+      m.writable ? ' Clients may also push here.' : ' Read-only: nothing can be pushed or deleted here.'));
+}

@@ -1,7 +1,8 @@
 // A repository: its tags (digest, media type, size, immutable marker), sorted and filtered
 // in the page, paged from the server, with pull commands by tag and by digest, and a delete
-// button (with a confirmation) on the tags the visitor's identity may delete.
-import { h, view, api, post, bytes, short, table, pullCommands, breadcrumbs, text, confirmDelete } from './dom.js';
+// button (with a confirmation) on the tags the visitor's identity may delete. In a mirror
+// namespace, what it mirrors: the tags listed are what is cached.
+import { h, view, api, post, bytes, short, table, pullCommands, breadcrumbs, text, confirmDelete, mirrorCard } from './dom.js';
 
 export async function repoView(el, params, current) {
   const name = params.get('name') || '';
@@ -16,6 +17,7 @@ export async function repoView(el, params, current) {
   const pull = h('div', { class: 'card', id: 'pull' });
   const confirmBox = h('div', { id: 'confirm-box' });
   const notice = h('p', { class: 'note', id: 'notice', role: 'status' });
+  const mirrorBox = h('div', {});
 
   sort.by = (key) => {
     sort.desc = sort.key === key ? !sort.desc : false;
@@ -27,6 +29,7 @@ export async function repoView(el, params, current) {
     const page = await api('tags', { repo: name, last: next });
     tags.push(...page.tags);
     next = page.next;
+    if (page.mirror && !mirrorBox.firstChild) mirrorBox.append(mirrorCard(page.mirror));
     if (!chosen && tags.length) chosen = tags.find((t) => t.tag === 'latest') || tags[0];
     render();
   }
@@ -80,7 +83,7 @@ export async function repoView(el, params, current) {
 
   filter.addEventListener('input', render);
   more.addEventListener('click', () => load().catch((e) => { summary.textContent = e.message; }));
-  el.append(breadcrumbs(name, view('repo', { name })), h('h1', {}, name),
+  el.append(breadcrumbs(name, view('repo', { name })), h('h1', {}, name), mirrorBox,
     h('div', { class: 'tools' }, filter, summary), confirmBox, notice, tableBox, h('div', { class: 'tools' }, more), pull);
   await load();
   if (!current()) return;

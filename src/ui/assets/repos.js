@@ -1,6 +1,7 @@
 // Repositories: a tree by namespace (the names under `ns`, grouped by their next segment),
-// a filter box over what is loaded, and paging on the catalog listing.
-import { h, view, api, breadcrumbs } from './dom.js';
+// a filter box over what is loaded, and paging on the catalog listing. Mirrored namespaces
+// are marked, and inside one the page says what it mirrors.
+import { h, view, api, breadcrumbs, mirrorCard } from './dom.js';
 
 export async function reposView(el, params, current) {
   const ns = (params.get('ns') || '').replace(/\/+$/, '');
@@ -10,11 +11,16 @@ export async function reposView(el, params, current) {
   const list = h('div', { id: 'repo-list' });
   const more = h('button', { type: 'button', id: 'more' }, 'Load more');
   const summary = h('span', { class: 'note', id: 'summary' });
+  const mirrorBox = h('div', {});
+  const mirrors = new Map();
 
   async function load() {
     const page = await api('repositories', { ns, last: next });
     names.push(...page.repositories);
     next = page.next;
+    for (const m of page.mirrors || []) mirrors.set(m.namespace, m);
+    const inside = [...mirrors.values()].filter((m) => ns === m.namespace || ns.startsWith(m.namespace + '/')).pop();
+    if (inside && !mirrorBox.firstChild) mirrorBox.append(mirrorCard(inside));
     render();
   }
 
@@ -38,6 +44,7 @@ export async function reposView(el, params, current) {
       const folderItems = [...folders].map(([seg, count]) => h('li', { class: 'folder' },
         h('span', { class: 'icon' }, '\u25B8'),
         h('a', { href: view('repos', { ns: prefix + seg }) }, seg + '/'),
+        mirrors.has(prefix + seg) ? [' ', h('span', { class: 'badge mirror', title: 'mirror of ' + mirrors.get(prefix + seg).registry }, 'mirror')] : null,
         h('span', { class: 'count' }, `${count}${next ? '+' : ''} repositor${count === 1 ? 'y' : 'ies'}`)));
       items.unshift(...folderItems);
     }
@@ -49,7 +56,7 @@ export async function reposView(el, params, current) {
 
   filter.addEventListener('input', render);
   more.addEventListener('click', () => load().catch((e) => { summary.textContent = e.message; }));
-  el.append(breadcrumbs(ns), h('h1', {}, ns ? ns + '/' : 'Repositories'),
+  el.append(breadcrumbs(ns), h('h1', {}, ns ? ns + '/' : 'Repositories'), mirrorBox,
     h('div', { class: 'tools' }, filter, summary), list, h('div', { class: 'tools' }, more));
   await load();
   if (!current()) return;
