@@ -7,17 +7,14 @@
 mod common;
 
 use std::io::Read;
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use common::browser::Browser;
 use common::s3::Moto;
 use common::*;
-use serde_json::{json, Value};
-
-/// The `Host` the harness sends, so the same-origin `Origin`.
-const ORIGIN: &str = "http://test";
+use serde_json::json;
 
 /// How long another node may keep honouring a session after a logout (README, "Web UI":
 /// `LOGOUT_CACHE_TTL` in src/ui/session.rs).
@@ -65,76 +62,6 @@ fn node(moto: &Moto, bucket: &str) -> Server {
     Server::start_config(dir, &text, &[])
 }
 
-/// A browser behind a load balancer: one cookie and CSRF token, each request sent to
-/// whichever node the test names.
-struct Browser {
-    cookie: Option<String>,
-    csrf: String,
-}
-
-impl Browser {
-    fn open(srv: &Server) -> Browser {
-        let mut b = Browser {
-            cookie: None,
-            csrf: String::new(),
-        };
-        let s = b.get(srv, "/ui/api/session");
-        assert_eq!(s.status, 200);
-        b.csrf = s.json()["csrf"].as_str().unwrap().to_string();
-        b
-    }
-
-    fn req(
-        &mut self,
-        srv: &Server,
-        method: &str,
-        path: &str,
-        extra: &[(&str, &str)],
-        body: &[u8],
-    ) -> Resp {
-        let cookie = self.cookie.clone().map(|c| format!("origin_session={c}"));
-        let mut h: Vec<(&str, &str)> = Vec::new();
-        if let Some(c) = &cookie {
-            h.push(("Cookie", c));
-        }
-        h.extend_from_slice(extra);
-        let mut conn = TcpStream::connect(srv.addr).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        send(&mut conn, method, path, &h, body);
-        let r = read_response(&mut conn, method == "HEAD").expect("response");
-        if let Some(set) = r.header("set-cookie") {
-            let value = set.split(';').next().unwrap().trim();
-            let value = value.strip_prefix("origin_session=").unwrap();
-            self.cookie = (!value.is_empty()).then(|| value.to_string());
-        }
-        r
-    }
-
-    fn get(&mut self, srv: &Server, path: &str) -> Resp {
-        self.req(srv, "GET", path, &[], b"")
-    }
-
-    /// A POST as the page sends it: same origin, CSRF token, JSON body.
-    fn post(&mut self, srv: &Server, call: &str, body: Value) -> Resp {
-        let csrf = self.csrf.clone();
-        let headers = [
-            ("Origin", ORIGIN),
-            ("Sec-Fetch-Site", "same-origin"),
-            ("X-CSRF-Token", csrf.as_str()),
-            ("Content-Type", "application/json"),
-        ];
-        let path = format!("/ui/api/{call}");
-        let r = self.req(srv, "POST", &path, &headers, body.to_string().as_bytes());
-        if r.status == 200 {
-            if let Some(t) = r.json()["csrf"].as_str() {
-                self.csrf = t.to_string();
-            }
-        }
-        r
-    }
-}
-
 /// Polls `done` every 100 ms until it holds; panics with `what` after `within`.
 fn eventually(within: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -152,7 +79,7 @@ fn v2(srv: &Server, path: &str) -> Resp {
 }
 
 fn ui_tags(b: &mut Browser, srv: &Server, repo: &str) -> Vec<String> {
-    let r = b.get(srv, &format!("/ui/api/tags?repo={repo}"));
+    let r = b.on(srv).get(&format!("/ui/api/tags?repo={repo}"));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     r.json()["tags"]
         .as_array()
@@ -209,8 +136,7 @@ fn sessions_work_across_nodes_and_logout_reaches_every_node() {
     push(&a, "team/app", "v1", 1);
 
     let mut browser = Browser::open(&a);
-    let r = browser.post(
-        &a,
+    let r = browser.on(&a).post(
         "login",
         json!({ "username": "alice", "password": "alice-pw" }),
     );
@@ -221,7 +147,7 @@ fn sessions_work_across_nodes_and_logout_reaches_every_node() {
         ["v1"],
         "A's cookie on B"
     );
-    let me = browser.get(&b, "/ui/api/session").json();
+    let me = browser.on(&b).get("/ui/api/session").json();
     assert_eq!(me["identity"]["name"], "alice");
     assert_eq!(
         browser.cookie.as_deref(),
@@ -235,38 +161,36 @@ fn sessions_work_across_nodes_and_logout_reaches_every_node() {
     );
     // A state change on B with what A issued: the CSRF token checks there too.
     push(&a, "team/app", "scratch", 2);
-    let r = browser.post(
-        &b,
-        "delete",
-        json!({ "repo": "team/app", "ref": "scratch" }),
-    );
+    let r = browser
+        .on(&b)
+        .post("delete", json!({ "repo": "team/app", "ref": "scratch" }));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 
     // B reads alice's logout record (none yet) right before the logout on A.
-    assert_eq!(browser.get(&b, "/ui/api/tags?repo=team/app").status, 200);
-    let r = browser.post(&a, "logout", json!({}));
+    assert_eq!(browser.on(&b).get("/ui/api/tags?repo=team/app").status, 200);
+    let r = browser.on(&a).post("logout", json!({}));
     assert_eq!(r.status, 200);
     let mut copy = Browser {
+        addr: a.addr,
         cookie: Some(kept.clone()),
         csrf: String::new(),
     };
     assert_eq!(
-        copy.get(&a, "/ui/api/tags?repo=team/app").status,
+        copy.on(&a).get("/ui/api/tags?repo=team/app").status,
         401,
         "at once on A"
     );
     let took = eventually(LOGOUT_BOUND + MARGIN, "logout seen on B", || {
         copy.cookie = Some(kept.clone());
-        copy.get(&b, "/ui/api/tags?repo=team/app").status == 401
+        copy.on(&b).get("/ui/api/tags?repo=team/app").status == 401
     });
     eprintln!("logout on A refused on B after {took:?} (bound {LOGOUT_BOUND:?})");
     // Refused for good, not only once.
     copy.cookie = Some(kept.clone());
-    assert_eq!(copy.get(&b, "/ui/api/tags?repo=team/app").status, 401);
+    assert_eq!(copy.on(&b).get("/ui/api/tags?repo=team/app").status, 401);
 
     let mut fresh = Browser::open(&b);
-    let r = fresh.post(
-        &b,
+    let r = fresh.on(&b).post(
         "login",
         json!({ "username": "alice", "password": "alice-pw" }),
     );
@@ -294,8 +218,7 @@ fn a_delete_through_one_nodes_ui_is_seen_by_the_other() {
     let d2 = push(&a, "team/app", "v2", 2);
 
     let mut browser = Browser::open(&a);
-    let r = browser.post(
-        &a,
+    let r = browser.on(&a).post(
         "login",
         json!({ "username": "alice", "password": "alice-pw" }),
     );
@@ -303,18 +226,22 @@ fn a_delete_through_one_nodes_ui_is_seen_by_the_other() {
     assert_eq!(ui_tags(&mut browser, &b, "team/app"), ["v1", "v2"]);
     assert_eq!(
         browser
-            .get(&b, "/ui/api/manifest?repo=team/app&ref=v1")
+            .on(&b)
+            .get("/ui/api/manifest?repo=team/app&ref=v1")
             .status,
         200
     );
     assert_eq!(v2(&b, "/v2/team/app/manifests/v1").status, 200);
 
-    let r = browser.post(&a, "delete", json!({ "repo": "team/app", "ref": "v1" }));
+    let r = browser
+        .on(&a)
+        .post("delete", json!({ "repo": "team/app", "ref": "v1" }));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(ui_tags(&mut browser, &b, "team/app"), ["v2"]);
     assert_eq!(
         browser
-            .get(&b, "/ui/api/manifest?repo=team/app&ref=v1")
+            .on(&b)
+            .get("/ui/api/manifest?repo=team/app&ref=v1")
             .status,
         404
     );
@@ -327,9 +254,11 @@ fn a_delete_through_one_nodes_ui_is_seen_by_the_other() {
     // By digest: B serves (and caches) it, then A deletes it.
     let by_digest = format!("/v2/team/app/manifests/{d2}");
     assert_eq!(v2(&b, &by_digest).status, 200);
-    let r = browser.post(&a, "delete", json!({ "repo": "team/app", "ref": d2 }));
+    let r = browser
+        .on(&a)
+        .post("delete", json!({ "repo": "team/app", "ref": d2 }));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let left = browser.get(&b, "/ui/api/tags?repo=team/app");
+    let left = browser.on(&b).get("/ui/api/tags?repo=team/app");
     assert!(
         left.status == 404 || left.json()["tags"].as_array().is_some_and(|t| t.is_empty()),
         "tags left on B: {}",
@@ -338,7 +267,8 @@ fn a_delete_through_one_nodes_ui_is_seen_by_the_other() {
     eventually(MANIFEST_CACHE_BOUND + MARGIN, "digest gone on B", || {
         v2(&b, &by_digest).status == 404
             && browser
-                .get(&b, &format!("/ui/api/manifest?repo=team/app&ref={d2}"))
+                .on(&b)
+                .get(&format!("/ui/api/manifest?repo=team/app&ref={d2}"))
                 .status
                 == 404
     });
@@ -388,8 +318,7 @@ fn a_second_node_on_one_fs_root_refuses_to_start() {
     assert!(!status.success());
     assert!(err.contains("one server per root_dir"), "{err}");
     let mut browser = Browser::open(&first);
-    let r = browser.post(
-        &first,
+    let r = browser.on(&first).post(
         "login",
         json!({ "username": "alice", "password": "alice-pw" }),
     );

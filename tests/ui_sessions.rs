@@ -13,12 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use common::browser::{Browser, ORIGIN};
 use common::pki::Pki;
 use common::*;
 use serde_json::{json, Value};
-
-/// The `Host` the harness sends, so the same-origin `Origin`.
-const ORIGIN: &str = "http://test";
 
 fn identities() -> String {
     format!(
@@ -43,83 +41,6 @@ fn start() -> Server {
 fn basic(user: &str, pass: &str) -> String {
     let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
     format!("Basic {b}")
-}
-
-/// A browser: its cookie jar of one cookie and the CSRF token the page was given.
-struct Browser {
-    addr: std::net::SocketAddr,
-    cookie: Option<String>,
-    csrf: String,
-}
-
-impl Browser {
-    /// Opens the UI: `GET session` sets the anonymous cookie and gives the CSRF token.
-    fn open(srv: &Server) -> Browser {
-        let mut b = Browser {
-            addr: srv.addr,
-            cookie: None,
-            csrf: String::new(),
-        };
-        let s = b.get("/ui/api/session");
-        assert_eq!(s.status, 200);
-        b.csrf = s.json()["csrf"].as_str().unwrap().to_string();
-        b
-    }
-
-    fn req(&mut self, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Resp {
-        let cookie = self.cookie.clone().map(|c| format!("origin_session={c}"));
-        let mut h: Vec<(&str, &str)> = Vec::new();
-        if let Some(c) = &cookie {
-            h.push(("Cookie", c));
-        }
-        h.extend_from_slice(extra);
-        let mut conn = TcpStream::connect(self.addr).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        send(&mut conn, method, path, &h, body);
-        let r = read_response(&mut conn, method == "HEAD").expect("response");
-        self.keep(&r);
-        r
-    }
-
-    fn keep(&mut self, r: &Resp) {
-        if let Some(set) = r.header("set-cookie") {
-            let value = set.split(';').next().unwrap().trim();
-            let value = value.strip_prefix("origin_session=").unwrap();
-            self.cookie = (!value.is_empty()).then(|| value.to_string());
-        }
-    }
-
-    fn get(&mut self, path: &str) -> Resp {
-        self.req("GET", path, &[], b"")
-    }
-
-    /// A POST as the page sends it: same origin, CSRF token, JSON body.
-    fn post(&mut self, call: &str, body: Value) -> Resp {
-        let csrf = self.csrf.clone();
-        let headers = [
-            ("Origin", ORIGIN),
-            ("Sec-Fetch-Site", "same-origin"),
-            ("X-CSRF-Token", csrf.as_str()),
-            ("Content-Type", "application/json"),
-        ];
-        let r = self.req(
-            "POST",
-            &format!("/ui/api/{call}"),
-            &headers,
-            body.to_string().as_bytes(),
-        );
-        if r.status == 200 {
-            if let Some(t) = r.json()["csrf"].as_str() {
-                self.csrf = t.to_string();
-            }
-        }
-        r
-    }
-
-    fn login(&mut self, user: &str, pass: &str) -> Resp {
-        self.post("login", json!({ "username": user, "password": pass }))
-    }
 }
 
 fn push_tag(srv: &Server, repo: &str, tag: &str) -> String {

@@ -1,6 +1,7 @@
 //! Test support: a real `origin` process on 127.0.0.1 (port 0) and a small raw HTTP client.
 #![allow(dead_code)]
 
+pub mod browser;
 /// The fault-injecting proxy of the S3 backend's own tests, between a node and moto.
 #[path = "../../src/storage/s3/fault.rs"]
 pub mod fault;
