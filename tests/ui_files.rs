@@ -1,4 +1,4 @@
-//! The files in a layer (`<ui path>api/layer`): tar and tar+gzip layers listed from storage
+//! The files in a layer (`<ui path>api/layer`): tar, tar+gzip and tar+zstd layers listed from storage
 //! with paths, types, sizes, modes and link targets; a capped list says where it stopped; a
 //! blob that is not a tar is not listed; the caller needs the `get-blob` a pull would need.
 
@@ -45,6 +45,14 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// zstd at level 3 with a window of 2^`window_log` bytes.
+fn zstd(data: &[u8], window_log: u32) -> Vec<u8> {
+    let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    e.window_log(window_log).unwrap();
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
 fn push(srv: &Server, auth: &[(&str, &str)], repo: &str, data: &[u8]) -> String {
     let d = digest(data);
     let r = srv.request(
@@ -75,8 +83,9 @@ fn files(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A tar+gzip and a plain tar layer list their entries (the second call from the cache
-/// says the same); a capped list says why; zstd and non-tar blobs are not listed.
+/// A tar+gzip, a tar+zstd and a plain tar layer list their entries (the second call from
+/// the cache says the same); a capped list says why; a damaged zstd stream, a zstd frame
+/// asking for a larger window than the cap and a non-tar blob are not listed.
 #[test]
 fn layers_list_their_files() {
     let srv = Server::start();
@@ -90,6 +99,7 @@ fn layers_list_their_files() {
     let plain = tar(&entries);
     let gz = push(&srv, &[], "a/b", &gzip(&plain));
     let tar_digest = push(&srv, &[], "a/b", &plain);
+    let zst = push(&srv, &[], "a/b", &zstd(&plain, 20));
     let want = [
         "etc/ dir 0 0755 -",
         "etc/motd file 15 0644 -",
@@ -97,7 +107,12 @@ fn layers_list_their_files() {
         "bin/busybox file 1500 0644 -",
         "bin/ls hardlink 0 0644 bin/busybox",
     ];
-    for (d, format) in [(&gz, "tar+gzip"), (&tar_digest, "tar"), (&gz, "tar+gzip")] {
+    for (d, format) in [
+        (&gz, "tar+gzip"),
+        (&tar_digest, "tar"),
+        (&zst, "tar+zstd"),
+        (&gz, "tar+gzip"),
+    ] {
         let r = srv.get(&format!("/ui/api/layer?repo=a/b&digest={d}"));
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         let v = r.json();
@@ -128,15 +143,22 @@ fn layers_list_their_files() {
     assert_eq!(v["entries"].as_array().unwrap().len(), 20_000);
     assert!(v["cut"].as_str().unwrap().contains("20000 entries"), "{v}");
 
-    let zstd = push(&srv, &[], "a/b", &[0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3]);
+    let damaged = push(&srv, &[], "a/b", &[0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3]);
     let v = srv
-        .get(&format!("/ui/api/layer?repo=a/b&digest={zstd}"))
+        .get(&format!("/ui/api/layer?repo=a/b&digest={damaged}"))
         .json();
     assert_eq!(
         (v["format"].clone(), v["entries"].clone()),
-        (json!("zstd"), json!([]))
+        (json!("tar+zstd"), json!([]))
     );
-    assert!(v["cut"].as_str().unwrap().contains("zstd"));
+    assert!(v["cut"].as_str().unwrap().contains("zstd stream"), "{v}");
+    // A 128 MiB window (`zstd --long=27`) is more memory than a listing may take.
+    let wide = push(&srv, &[], "a/b", &zstd(&tar(&many[..10]), 27));
+    let v = srv
+        .get(&format!("/ui/api/layer?repo=a/b&digest={wide}"))
+        .json();
+    assert_eq!(v["entries"], json!([]), "{v}");
+    assert!(v["cut"].as_str().unwrap().contains("zstd stream"), "{v}");
     let junk = push(&srv, &[], "a/b", &bytes(3, 4000));
     let v = srv
         .get(&format!("/ui/api/layer?repo=a/b&digest={junk}"))

@@ -1,4 +1,4 @@
-//! The files in a layer, for the web UI: a tar or tar+gzip blob read from storage in chunks
+//! The files in a layer, for the web UI: a tar, tar+gzip or tar+zstd blob read from storage in chunks
 //! and listed as it streams (nothing is unpacked to disk, nothing is kept but the list), at
 //! a bounded cost: at most [`ENTRIES_MAX`] entries, [`READ_BYTES_MAX`] bytes read and
 //! [`UNPACKED_BYTES_MAX`] bytes inflated; a list cut short says why. Not a pull: no event,
@@ -17,8 +17,12 @@ use crate::storage::BlobReader;
 pub const ENTRIES_MAX: usize = 20_000;
 /// Bytes of the stored blob read at most for one listing.
 pub const READ_BYTES_MAX: u64 = 256 * 1024 * 1024;
-/// Bytes of tar inflated from gzip at most (a compression bomb stops here).
+/// Bytes of tar inflated from gzip or zstd at most (a compression bomb stops here).
 pub const UNPACKED_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Largest zstd window accepted (2^23 = 8 MiB: zstd's levels 1-19 stay within it; a
+/// `--long` or `--ultra` frame asks for more memory than a listing may take, and is not
+/// listed).
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 /// One storage read.
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Longest path, link target or extended header kept.
@@ -42,7 +46,7 @@ pub struct Entry {
 /// What a listing found.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Listing {
-    /// `tar` or `tar+gzip`.
+    /// `tar`, `tar+gzip` or `tar+zstd`.
     pub format: &'static str,
     pub entries: Vec<Entry>,
     /// Why the list stops before the end of the archive, when it does.
@@ -156,9 +160,10 @@ async fn scan(
 
 /// Why a layer's files are not listed (to its end), as the page says it.
 enum Unlisted {
-    /// A compression or format the lister does not read (zstd, not a tar).
+    /// A compression or format the lister does not read.
     Format(&'static str),
     DamagedGzip(std::io::Error),
+    DamagedZstd(std::io::Error),
 }
 
 impl std::fmt::Display for Unlisted {
@@ -166,15 +171,17 @@ impl std::fmt::Display for Unlisted {
         match self {
             Unlisted::Format(format) => write!(f, "{format} layers are not listed"),
             Unlisted::DamagedGzip(e) => write!(f, "the gzip stream is damaged: {e}"),
+            Unlisted::DamagedZstd(e) => write!(f, "the zstd stream cannot be read: {e}"),
         }
     }
 }
 
-/// Where blob bytes go: straight to the tar lister, or through gzip first.
+/// Where blob bytes go: straight to the tar lister, or through gzip or zstd first.
 enum Sink {
     Tar(TarLister),
     Gzip(Box<flate2::write::MultiGzDecoder<TarLister>>),
-    /// zstd, or anything else that is not a tar: nothing to list.
+    Zstd(Box<zstd::stream::write::Decoder<'static, TarLister>>),
+    /// Anything that is not a tar: nothing to list.
     Other(TarLister, &'static str),
 }
 
@@ -182,8 +189,19 @@ impl Sink {
     fn for_start(first: &[u8], lister: TarLister) -> Sink {
         match first {
             [0x1f, 0x8b, ..] => Sink::Gzip(Box::new(flate2::write::MultiGzDecoder::new(lister))),
-            [0x28, 0xb5, 0x2f, 0xfd, ..] => Sink::Other(lister, "zstd"),
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => Self::zstd(lister),
             _ => Sink::Tar(lister),
+        }
+    }
+
+    fn zstd(lister: TarLister) -> Sink {
+        // The decoder's only failure is an allocation libzstd could not make.
+        match zstd::stream::write::Decoder::new(lister) {
+            Ok(mut d) => match d.window_log_max(ZSTD_WINDOW_LOG_MAX) {
+                Ok(()) => Sink::Zstd(Box::new(d)),
+                Err(_) => Sink::Other(d.into_inner(), "zstd"),
+            },
+            Err(_) => Sink::Other(TarLister::default(), "zstd"),
         }
     }
 
@@ -191,6 +209,7 @@ impl Sink {
         match self {
             Sink::Tar(_) => "tar",
             Sink::Gzip(_) => "tar+gzip",
+            Sink::Zstd(_) => "tar+zstd",
             Sink::Other(_, f) => f,
         }
     }
@@ -207,6 +226,12 @@ impl Sink {
                 }
                 g.write_all(bytes).map_err(Unlisted::DamagedGzip)
             }
+            Sink::Zstd(z) => {
+                if z.get_ref().done {
+                    return Ok(());
+                }
+                z.write_all(bytes).map_err(Unlisted::DamagedZstd)
+            }
             Sink::Other(_, f) => Err(Unlisted::Format(f)),
         }
     }
@@ -215,6 +240,7 @@ impl Sink {
         match self {
             Sink::Tar(t) | Sink::Other(t, _) => t,
             Sink::Gzip(g) => g.get_ref(),
+            Sink::Zstd(z) => z.get_ref(),
         }
     }
 
@@ -232,6 +258,12 @@ impl Sink {
                         ..TarLister::default()
                     },
                 }
+            }
+            Sink::Zstd(z) => {
+                let mut z = *z;
+                // What is still buffered in the decoder goes through first.
+                let _ = z.flush();
+                z.into_inner()
             }
         }
     }
