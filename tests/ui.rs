@@ -259,12 +259,15 @@ fn json_api_shows_pushed_content() {
         (json!(["team/web"]), Value::Null)
     );
 
-    let tags = c.get("/ui/api/tags?repo=team/app/api").json();
+    let mut tags = c.get("/ui/api/tags?repo=team/app/api").json();
     assert_eq!(tags["tags"].as_array().unwrap().len(), 2);
+    // Times are checked in tests/ui_repo.rs.
+    assert!(tags["tags"][0]["pushed"].is_i64());
+    tags["tags"][0].as_object_mut().unwrap().remove("pushed");
     assert_eq!(
         tags["tags"][0],
         json!({ "tag": "multi", "digest": p.index["digest"], "mediaType": OCI_INDEX, "size": p.index["size"],
-                "deletable": true, "immutable": null })
+                "pulled": null, "deletable": true, "immutable": null })
     );
     assert_eq!(tags["tags"][1]["tag"], "v1");
     assert_eq!(tags["tags"][1]["digest"], p.image["digest"]);
@@ -389,6 +392,8 @@ fn denied_repository_is_invisible_through_every_ui_endpoint() {
         "/ui/api/repositories?ns=secret/app".into(),
         "/ui/api/tags?repo=secret/app".into(),
         "/ui/api/tags?repo=secret/app&last=a".into(),
+        "/ui/api/untagged?repo=secret/app".into(),
+        "/ui/api/retention?repo=secret/app".into(),
         "/ui/api/manifest?repo=secret/app&ref=multi".into(),
         "/ui/api/manifest?repo=secret/app&ref=v1".into(),
         format!("/ui/api/manifest?repo=secret/app&ref={index}"),

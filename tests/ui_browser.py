@@ -107,6 +107,10 @@ policies = ['identity.id == "alice"', 'request.action.startsWith("get") || reque
 namespace = "private"
 policy_default_allow = false
 policies = ['identity.id == "alice"']
+[[repository]]
+namespace = "tools"
+policy_default_allow = true
+retention = ["image.tag == 'latest'"]
 """
         path = os.path.join(self.dir, "config.toml")
         with open(path, "w") as f:
@@ -303,6 +307,11 @@ def browse(page, reg, index, shots, suffix=""):
     # A namespace: its folders and repositories.
     page.open("#/repos?ns=team")
     wait_for(lambda: "api/" in page.text() and "web" in page.text(), "the team namespace")
+    # A repository with retention rules: the rules, and the tag the next pass would delete.
+    reg.image("tools/debug", "old", "amd64", {"n": "old"}, layers=1)
+    page.open("#/repo?name=tools/debug")
+    wait_for(lambda: "image.tag == 'latest'" in "".join(e.text for e in page.css("#retention")), "the retention rules")
+    wait_for(lambda: [b.text for b in page.css("#tags .badge.due")] == ["retention: due"], "the retention marker")
     # A repository: tags with digests and sizes, filter, pull commands.
     page.open("#/repo?name=library/app")
     rows = page.css("#tags tbody tr")
@@ -315,6 +324,12 @@ def browse(page, reg, index, shots, suffix=""):
     wait_for(lambda: f"podman pull {host}/library/app@sha256:" in page.text(), "the podman commands")
     assert "docker pull" not in page.text()
     page.css("#pull .tab")[0].click()
+    # Pushed and last-pulled times beside each tag; the untagged manifests below (the
+    # index's two children and its three referrers).
+    heads = [th.text for th in page.css("#tags thead th")]
+    assert "Pushed" in heads and "Last pulled" in heads, heads
+    assert "ago" in rows[0].text, rows[0].text
+    wait_for(lambda: len(page.css("#untagged tbody tr")) == 5, "the untagged manifests")
     page.shot("repository" + suffix, shots)
     page.css("#filter")[0].send_keys("1.")
     wait_for(lambda: len(page.css("#tags tbody tr")) == 1, "the tag filter")

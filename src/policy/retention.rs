@@ -167,6 +167,13 @@ impl RetentionRules {
             .is_some_and(|e| !e.rules.is_empty())
     }
 
+    /// The rules that judge `repository`, as written (none: everything is kept).
+    pub fn rules_for(&self, repository: &str) -> Vec<String> {
+        self.entry_for(repository)
+            .map(|e| e.rules.iter().map(|r| r.source.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// True when no entry has rules.
     pub fn is_empty(&self) -> bool {
         self.entries.iter().all(|e| e.rules.is_empty())

@@ -1,6 +1,7 @@
 //! Registry semantics over the storage trait: repositories, blobs, manifests, tags,
 //! referrers and upload sessions. Knows nothing of HTTP; knows keys only through `layout`.
 
+pub mod browse;
 pub mod cache;
 pub mod gc;
 pub mod immutable;

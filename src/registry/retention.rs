@@ -237,7 +237,7 @@ impl Registry {
     }
 
     /// What the rules would delete in one repository.
-    async fn retention_plan(
+    pub(super) async fn retention_plan(
         &self,
         name: &RepoName,
         rules: &RetentionRules,

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use crate::mirror::MirrorNs;
 use crate::oci::{media_type as mt, Descriptor, Digest, RepoName};
 use crate::registry::manifests::StoredManifest;
-use crate::service::browse::TagInfo;
+use crate::service::browse::{TagInfo, UntaggedInfo};
 
 /// Longest string shown, in characters (a label, an env entry, a history command).
 pub const STRING_CHARS_MAX: usize = 4096;
@@ -29,7 +29,26 @@ pub fn tag(t: &TagInfo) -> Value {
         "digest": t.digest.to_string(),
         "mediaType": t.media_type,
         "size": t.size,
+        "pushed": unix_secs(t.pushed),
+        "pulled": unix_secs(t.pulled),
     })
+}
+
+/// A manifest no tag names.
+pub fn untagged(u: &UntaggedInfo) -> Value {
+    json!({
+        "digest": u.digest.to_string(),
+        "mediaType": u.media_type,
+        "size": u.size,
+        "pushed": unix_secs(u.pushed),
+        "pulled": unix_secs(u.pulled),
+    })
+}
+
+/// A time as Unix seconds, `null` when unknown.
+fn unix_secs(t: Option<std::time::SystemTime>) -> Value {
+    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(Value::Null, |d| d.as_secs().into())
 }
 
 /// What the page says of a mirrored namespace: of which registry, through which upstreams,

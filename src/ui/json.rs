@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use super::actions::{self, Answer};
 use super::describe;
+use super::gate;
 use crate::api::access;
 use crate::api::route::{Action, Endpoint};
 use crate::app::App;
@@ -33,6 +34,15 @@ pub const CONFIG_BYTES_MAX: u64 = 1024 * 1024;
 const POSITION_BYTES_MAX: usize = 512;
 
 pub async fn handle(app: &App, req: &mut Request<'_>, call: &str) -> Response {
+    // Reads of stored content wait their turn on this worker (`gate`); the session check
+    // and the POSTs (login goes through the bounded password pool) do not.
+    let _turn = match (&req.head.method, call) {
+        (Method::Get | Method::Head, c) if c != "session" => match gate::enter().await {
+            Ok(turn) => Some(turn),
+            Err(e) => return error(&e),
+        },
+        _ => None,
+    };
     let answer = match req.head.method {
         Method::Post => post(app, req, call).await,
         Method::Get | Method::Head => match call {
@@ -92,7 +102,8 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
     let q = |key: &str| param(&query, key);
     // Parameters first: a malformed request costs no password check.
     match call {
-        "repositories" | "tags" | "manifest" | "referrers" | "layer" => {}
+        "repositories" | "tags" | "untagged" | "retention" | "manifest" | "referrers" | "layer" => {
+        }
         _ => return Err(Error::EndpointUnknown("no such UI API call".into())),
     }
     let cookie = app.ui.cookie(app, req).await?;
@@ -148,6 +159,33 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
                 serde_json::json!({ "name": name.as_str(), "tags": tags, "next": next, "mirror": mirror }),
             )
         }
+        "untagged" | "retention" => {
+            let name = required_repo(&query)?;
+            let endpoint = Endpoint::Tags {
+                name: name.as_str(),
+            };
+            allow(app, &identity, peer, &endpoint, Action::ListTags)?;
+            if call == "retention" {
+                return retention(app, &name).await;
+            }
+            let n = page_size(&query, TAGS_PAGE_MAX)?;
+            let last = match q("last")? {
+                Some(l) => Some(digest(&l)?),
+                None => None,
+            };
+            let (list, next, available) = browse::untagged(svc, &name, last.as_ref(), n)
+                .await?
+                .ok_or_else(|| {
+                    Error::NameUnknown("repository name not known to registry".into())
+                })?;
+            let list: Vec<_> = list.iter().map(describe::untagged).collect();
+            Ok(serde_json::json!({
+                "manifests": list,
+                "next": next.map(|d| d.to_string()),
+                "available": available,
+                "tagsMax": browse::UNTAGGED_TAGS_MAX,
+            }))
+        }
         "manifest" => {
             let name = required_repo(&query)?;
             let raw = q("ref")?.ok_or_else(|| Error::QueryInvalid("ref is required".into()))?;
@@ -202,6 +240,24 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
             Ok(serde_json::json!({ "groups": describe::referrer_groups(&list), "next": next }))
         }
     }
+}
+
+/// A repository's retention rules and what the next pass would delete now (tags and
+/// digests), or `null` when no rule judges it.
+async fn retention(app: &App, name: &RepoName) -> Result<serde_json::Value> {
+    let Some(preview) = browse::retention(&app.svc, name).await? else {
+        return Ok(serde_json::Value::Null);
+    };
+    let due = preview.due.map(|due| {
+        due.iter()
+            .map(|d| serde_json::json!({ "digest": d.digest.to_string(), "tags": d.tags }))
+            .collect::<Vec<_>>()
+    });
+    Ok(serde_json::json!({
+        "rules": preview.rules,
+        "due": due,
+        "revisionsMax": browse::RETENTION_PREVIEW_REVISIONS_MAX,
+    }))
 }
 
 /// File lists made, by layer digest: the same layer in any repository lists the same files.

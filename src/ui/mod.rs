@@ -10,6 +10,7 @@
 mod actions;
 mod assets;
 mod describe;
+mod gate;
 mod json;
 mod session;
 

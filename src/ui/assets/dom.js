@@ -51,6 +51,15 @@ export function bytes(n) {
   return (i === 0 ? n : n.toFixed(1)) + ' ' + units[i];
 }
 
+// A Unix time as "3 h ago" with the exact UTC time as its title; "—" when unknown.
+export function when(secs) {
+  if (typeof secs !== 'number') return h('span', { class: 'note', title: 'not recorded' }, '—');
+  const ago = Math.max(0, Date.now() / 1000 - secs);
+  const [n, unit] = ago < 60 ? [ago, 's'] : ago < 3600 ? [ago / 60, 'min'] : ago < 86400 ? [ago / 3600, 'h'] : [ago / 86400, 'd'];
+  return h('time', { datetime: new Date(secs * 1000).toISOString(), title: new Date(secs * 1000).toISOString() },
+    `${Math.floor(n)} ${unit} ago`);
+}
+
 export function short(digest) {
   const s = String(digest || '');
   const at = s.indexOf(':');

@@ -1,8 +1,10 @@
-// A repository: its tags (digest, media type, size, immutable marker), sorted and filtered
-// in the page, paged from the server, with pull commands by tag and by digest, and a delete
-// button (with a confirmation) on the tags the visitor's identity may delete. In a mirror
-// namespace, what it mirrors: the tags listed are what is cached.
-import { h, view, api, post, bytes, short, table, pullCommands, breadcrumbs, text, confirmDelete, mirrorCard } from './dom.js';
+// A repository: its tags (digest, media type, size, pushed and last pulled times, immutable
+// and retention markers), sorted and filtered in the page, paged from the server, with pull
+// commands by tag and by digest, and a delete button (with a confirmation) on the tags the
+// visitor's identity may delete; its retention rules and what the next pass would delete;
+// its untagged manifests. In a mirror namespace, what it mirrors: the tags listed are what
+// is cached.
+import { h, view, api, post, bytes, short, when, table, pullCommands, breadcrumbs, text, confirmDelete, mirrorCard } from './dom.js';
 
 export async function repoView(el, params, current) {
   const name = params.get('name') || '';
@@ -18,6 +20,10 @@ export async function repoView(el, params, current) {
   const confirmBox = h('div', { id: 'confirm-box' });
   const notice = h('p', { class: 'note', id: 'notice', role: 'status' });
   const mirrorBox = h('div', {});
+  const retentionBox = h('div', { id: 'retention' });
+  const untaggedBox = h('div', { id: 'untagged' });
+  // Digest -> true when the next retention pass would delete it (a preview; empty without rules).
+  const due = new Map();
 
   sort.by = (key) => {
     sort.desc = sort.key === key ? !sort.desc : false;
@@ -38,17 +44,21 @@ export async function repoView(el, params, current) {
     const q = filter.value.trim().toLowerCase();
     const rows = tags.filter((t) => !q || t.tag.toLowerCase().includes(q));
     rows.sort((a, b) => {
-      const x = a[sort.key], y = b[sort.key];
+      // Unknown times (null) sort as the oldest.
+      const x = a[sort.key] ?? -Infinity, y = b[sort.key] ?? -Infinity;
       const c = typeof x === 'number' ? x - y : String(x).localeCompare(String(y));
       return sort.desc ? -c : c;
     });
     const columns = [
       { key: 'tag', label: 'Tag', sortable: true,
         render: (t) => [h('a', { href: view('manifest', { repo: name, ref: t.tag }), class: 'tag' }, t.tag),
-          t.immutable ? [' ', h('span', { class: 'badge lock', title: t.immutable }, 'immutable')] : null] },
+          t.immutable ? [' ', h('span', { class: 'badge lock', title: t.immutable }, 'immutable')] : null,
+          due.get(t.digest) ? [' ', h('span', { class: 'badge due', title: 'no retention rule keeps it: the next retention pass deletes it' }, 'retention: due')] : null] },
       { key: 'digest', label: 'Digest', render: (t) => h('a', { class: 'mono', href: view('manifest', { repo: name, ref: t.digest }), title: t.digest }, short(t.digest)) },
       { key: 'mediaType', label: 'Media type', sortable: true, wide: true },
       { key: 'size', label: 'Size', sortable: true, num: true, render: (t) => bytes(t.size) },
+      { key: 'pushed', label: 'Pushed', sortable: true, render: (t) => when(t.pushed) },
+      { key: 'pulled', label: 'Last pulled', sortable: true, render: (t) => when(t.pulled) },
       { key: 'pull', label: '', render: (t) => h('span', { class: 'actions' },
         h('button', { type: 'button', onclick: () => { chosen = t; renderPull(); } }, 'Pull'),
         t.deletable && !t.immutable ? h('button', { type: 'button', class: 'danger delete', 'data-tag': t.tag, onclick: () => ask(t) }, 'Delete') : null,
@@ -81,10 +91,53 @@ export async function repoView(el, params, current) {
     });
   }
 
+  // The rules that judge this repository, and what the next pass would delete now.
+  async function loadRetention() {
+    const r = await api('retention', { repo: name });
+    if (!r) return;
+    for (const d of r.due || []) due.set(d.digest, true);
+    retentionBox.replaceChildren(h('div', { class: 'card' }, h('h2', {}, 'Retention'),
+      h('p', { class: 'note' }, 'The retention pass deletes the manifests no rule keeps. Rules:'),
+      h('ul', {}, r.rules.map((rule) => h('li', {}, h('code', {}, rule)))),
+      h('p', { class: 'note' }, r.due === null
+        ? `This repository has more than ${r.revisionsMax} manifests: what the next pass deletes is not previewed here.`
+        : `${r.due.length} manifest${r.due.length === 1 ? '' : 's'} would be deleted by the next pass now (tags marked "retention: due").`)));
+    render();
+  }
+
+  // Manifests no tag names: index children, referrers, images whose tag moved.
+  const untagged = [];
+  let untaggedNext = null;
+  async function loadUntagged() {
+    const page = await api('untagged', { repo: name, last: untaggedNext });
+    if (!page.available) {
+      untaggedBox.replaceChildren(h('h2', {}, 'Untagged manifests'),
+        h('p', { class: 'note' }, `Not listed here: the repository has more than ${page.tagsMax} tags.`));
+      return;
+    }
+    untagged.push(...page.manifests);
+    untaggedNext = page.next;
+    const moreUntagged = h('button', { type: 'button', id: 'more-untagged', hidden: !untaggedNext,
+      onclick: () => loadUntagged().catch((e) => { untaggedBox.append(h('p', { class: 'note' }, e.message)); }) }, 'More untagged manifests');
+    untaggedBox.replaceChildren(h('h2', {}, 'Untagged manifests'),
+      untagged.length ? table([
+        { key: 'digest', label: 'Digest', render: (m) => [h('a', { class: 'mono', href: view('manifest', { repo: name, ref: m.digest }), title: m.digest }, short(m.digest)),
+          due.get(m.digest) ? [' ', h('span', { class: 'badge due' }, 'retention: due')] : null] },
+        { key: 'mediaType', label: 'Media type', wide: true },
+        { key: 'size', label: 'Size', num: true, render: (m) => bytes(m.size) },
+        { key: 'pushed', label: 'Pushed', render: (m) => when(m.pushed) },
+        { key: 'pulled', label: 'Last pulled', render: (m) => when(m.pulled) },
+      ], untagged) : h('p', { class: 'note' }, untaggedNext ? 'None among the first manifests examined.' : 'Every manifest has a tag.'),
+      h('div', { class: 'tools' }, moreUntagged));
+  }
+
   filter.addEventListener('input', render);
   more.addEventListener('click', () => load().catch((e) => { summary.textContent = e.message; }));
   el.append(breadcrumbs(name, view('repo', { name })), h('h1', {}, name), mirrorBox,
-    h('div', { class: 'tools' }, filter, summary), confirmBox, notice, tableBox, h('div', { class: 'tools' }, more), pull);
+    h('div', { class: 'tools' }, filter, summary), confirmBox, notice, tableBox, h('div', { class: 'tools' }, more), pull,
+    retentionBox, untaggedBox);
   await load();
+  if (!current()) return;
+  await Promise.all([loadRetention(), loadUntagged()]);
   if (!current()) return;
 }

@@ -1,0 +1,161 @@
+//! What the web UI shows beside a tag or a manifest that a pull never needs: when a tag was
+//! last set, when a manifest was last pulled (where pulls are recorded), and a repository's
+//! untagged manifests. Times are the modification times of the objects the registry writes
+//! anyway (a tag link is rewritten at each push of the tag; pull records are written for
+//! retention rules and mirrors), so none of this costs a write.
+
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use super::immutable::ImmutableTags;
+use super::listing::KeyPages;
+use super::retention::Deletion;
+use super::{layout, Registry};
+use crate::error::Result;
+use crate::oci::{Digest, RepoName, Tag};
+use crate::policy::retention::RetentionRules;
+use crate::storage::Storage;
+
+/// Which pull records a repository has: `retention` where retention rules apply to it (the
+/// API records pulls for them), `mirror` in a mirror namespace (pulls drive eviction).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PullRecords {
+    pub retention: bool,
+    pub mirror: bool,
+}
+
+/// A page of untagged manifests.
+#[derive(Debug, Default)]
+pub struct Untagged {
+    pub digests: Vec<Digest>,
+    /// Where the next page starts (`last`), when there may be more.
+    pub next: Option<Digest>,
+    /// Revisions examined for this page: an untagged manifest is rare among many tagged
+    /// ones, so the walk is bounded and may end a page early (with `next`).
+    pub examined: usize,
+}
+
+impl Registry {
+    /// When `tag` was last pushed (its link's modification time); `None` if it is gone.
+    pub async fn tag_pushed(&self, name: &RepoName, tag: &Tag) -> Result<Option<SystemTime>> {
+        Ok(self
+            .store
+            .head(&layout::tag_link(name, tag))
+            .await?
+            .map(|m| m.modified))
+    }
+
+    /// When manifest `d` was stored in `name` (its revision link's modification time).
+    pub async fn manifest_pushed(&self, name: &RepoName, d: &Digest) -> Result<Option<SystemTime>> {
+        Ok(self
+            .store
+            .head(&layout::manifest_link(name, d))
+            .await?
+            .map(|m| m.modified))
+    }
+
+    /// When `d` was last pulled from `name`, as far as the records say: they are written
+    /// at most once per interval per node, so this is "at or a little before".
+    pub async fn last_pulled(
+        &self,
+        name: &RepoName,
+        d: &Digest,
+        records: PullRecords,
+    ) -> Result<Option<SystemTime>> {
+        let mut last = None;
+        if records.retention {
+            last = self
+                .store
+                .head(&layout::pulled(name, d))
+                .await?
+                .map(|m| m.modified);
+        }
+        if records.mirror {
+            let mirrored = self
+                .store
+                .head(&layout::mirror_pulled(name, d))
+                .await?
+                .map(|m| m.modified);
+            last = last.max(mirrored);
+        }
+        Ok(last)
+    }
+
+    /// Up to `want` manifests of `name` that no tag names, in digest order after `last`.
+    /// The tags are read first (at most `tags_max`; `Ok(None)` past it, as the answer
+    /// would cost too much), then revisions are walked (at most `examine_max`).
+    pub async fn untagged_page(
+        &self,
+        name: &RepoName,
+        last: Option<&Digest>,
+        want: usize,
+        tags_max: usize,
+        examine_max: usize,
+    ) -> Result<Option<Untagged>> {
+        let mut tagged = HashSet::new();
+        let mut tags = self.tag_pages(name, None);
+        let mut seen = 0;
+        while let Some(page) = tags.next(&self.store).await? {
+            seen += page.len();
+            if seen > tags_max {
+                return Ok(None);
+            }
+            for tag in page {
+                let Ok(t) = Tag::parse(&tag) else { continue };
+                if let Some(d) = self.resolve_tag(name, &t).await? {
+                    tagged.insert(d);
+                }
+            }
+        }
+        let dir = format!("{}/", layout::revisions_dir(name));
+        let after = last.map(|d| format!("{dir}{}/{}", d.algorithm().as_str(), d.hex()));
+        let mut revisions = KeyPages::new(dir.clone(), after);
+        let mut out = Untagged::default();
+        while let Some(page) = revisions.next(&self.store).await? {
+            for key in page {
+                let Some((alg, hex)) = key
+                    .strip_prefix(dir.as_str())
+                    .and_then(|r| r.split_once('/'))
+                else {
+                    continue;
+                };
+                let Ok(d) = Digest::parse(&format!("{alg}:{hex}")) else {
+                    continue;
+                };
+                out.examined += 1;
+                if !tagged.contains(&d) {
+                    out.digests.push(d.clone());
+                }
+                if out.digests.len() >= want || out.examined >= examine_max {
+                    out.next = Some(d);
+                    return Ok(Some(out));
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// What the next retention pass would delete in `name` now (a dry run of its plan),
+    /// when the repository has at most `revisions_max` manifests; `None` past that, as the
+    /// plan reads every manifest.
+    pub async fn retention_preview(
+        &self,
+        name: &RepoName,
+        rules: &RetentionRules,
+        immutable: &ImmutableTags,
+        now: i64,
+        revisions_max: usize,
+    ) -> Result<Option<Vec<Deletion>>> {
+        let mut revisions = KeyPages::new(format!("{}/", layout::revisions_dir(name)), None);
+        let mut count = 0;
+        while let Some(page) = revisions.next(&self.store).await? {
+            count += page.len();
+            if count > revisions_max {
+                return Ok(None);
+            }
+        }
+        Ok(Some(
+            self.retention_plan(name, rules, immutable, now).await?,
+        ))
+    }
+}
