@@ -394,6 +394,7 @@ fn denied_repository_is_invisible_through_every_ui_endpoint() {
         "/ui/api/tags?repo=secret/app&last=a".into(),
         "/ui/api/untagged?repo=secret/app".into(),
         "/ui/api/retention?repo=secret/app".into(),
+        "/ui/api/size?repo=secret/app".into(),
         "/ui/api/manifest?repo=secret/app&ref=multi".into(),
         "/ui/api/manifest?repo=secret/app&ref=v1".into(),
         format!("/ui/api/manifest?repo=secret/app&ref={index}"),

@@ -307,6 +307,9 @@ def browse(page, reg, index, shots, suffix=""):
     # A namespace: its folders and repositories.
     page.open("#/repos?ns=team")
     wait_for(lambda: "api/" in page.text() and "web" in page.text(), "the team namespace")
+    # Each repository of the level with its stored size (folders with their counts).
+    wait_for(lambda: [e.text for e in page.css("#repo-list .size")] and
+             page.css("#repo-list .size")[0].text.endswith("B"), "the stored size of team/web")
     # A repository with retention rules: the rules, and the tag the next pass would delete.
     reg.image("tools/debug", "old", "amd64", {"n": "old"}, layers=1)
     page.open("#/repo?name=tools/debug")
@@ -330,6 +333,7 @@ def browse(page, reg, index, shots, suffix=""):
     heads = [th.text for th in page.css("#tags thead th")]
     assert "Pushed" in heads and "Last pulled" in heads, heads
     assert "ago" in rows[0].text, rows[0].text
+    wait_for(lambda: "stored (" in page.css("#summary")[0].text, "the repository's stored size")
     wait_for(lambda: len(page.css("#untagged tbody tr")) == (5 if not suffix else 6), "the untagged manifests")
     page.shot("repository" + suffix, shots)
     page.css("#filter")[0].send_keys("1.")

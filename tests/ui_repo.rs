@@ -1,6 +1,7 @@
 //! A repository's page beyond its tag names (`<ui path>api/tags`, `untagged`, `retention`):
 //! each tag's pushed time and last pull (where pulls are recorded), the manifests no tag
-//! names, paged, and the retention rules with what the next pass would delete now.
+//! names, paged, the retention rules with what the next pass would delete now, and what the
+//! repository stores.
 
 mod common;
 
@@ -228,4 +229,44 @@ fn retention_rules_and_what_the_next_pass_deletes() {
         srv.get("/ui/api/retention?repo=other/app").json(),
         Value::Null
     );
+}
+
+/// A repository's stored size counts each blob it links once (a layer shared by two of its
+/// images too) and its manifests; a blob of another repository does not count, and an
+/// unknown repository is 404.
+#[test]
+fn stored_size_counts_each_blob_once_and_the_manifests() {
+    let srv = Server::start();
+    let repo = "team/sized";
+    let shared = bytes(1, 10_000);
+    let (m1, _) = srv.push_image(repo, "a", &[shared.clone(), bytes(2, 3_000)]);
+    let (m2, _) = srv.push_image(repo, "b", &[shared.clone()]);
+    srv.push_image("team/other", "x", &[bytes(3, 50_000)]);
+    let s = srv.get(&format!("/ui/api/size?repo={repo}")).json();
+    // Blobs: the shared layer, the second layer and the configs the images were pushed with.
+    let configs: BTreeSet<(String, u64)> = [&m1, &m2]
+        .iter()
+        .map(|m| {
+            let v: Value = serde_json::from_slice(m).unwrap();
+            let c = &v["config"];
+            (
+                c["digest"].as_str().unwrap().to_string(),
+                c["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let config_count = configs.len() as u64;
+    let configs: u64 = configs.iter().map(|(_, size)| size).sum();
+    let want = 10_000 + 3_000 + configs + (m1.len() + m2.len()) as u64;
+    assert_eq!(
+        (
+            s["bytes"].as_u64(),
+            s["blobs"].as_u64(),
+            s["manifests"].as_u64(),
+            s["complete"].as_bool()
+        ),
+        (Some(want), Some(2 + config_count), Some(2), Some(true)),
+        "{s}"
+    );
+    assert_eq!(srv.get("/ui/api/size?repo=no/such").status, 404);
 }

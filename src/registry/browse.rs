@@ -35,6 +35,16 @@ pub struct Untagged {
     pub examined: usize,
 }
 
+/// What a repository stores: the distinct blobs it links and its manifests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StoredSize {
+    pub bytes: u64,
+    pub blobs: u64,
+    pub manifests: u64,
+    /// False when the walk stopped at its bound: the figures are then a lower bound.
+    pub complete: bool,
+}
+
 impl Registry {
     /// When `tag` was last pushed (its link's modification time); `None` if it is gone.
     pub async fn tag_pushed(&self, name: &RepoName, tag: &Tag) -> Result<Option<SystemTime>> {
@@ -157,5 +167,49 @@ impl Registry {
         Ok(Some(
             self.retention_plan(name, rules, immutable, now).await?,
         ))
+    }
+
+    /// The bytes `name` stores (each blob it links once, plus its manifests), reading at
+    /// most `links_max` links (one `head` or small read each).
+    pub async fn stored_size(&self, name: &RepoName, links_max: usize) -> Result<StoredSize> {
+        let mut out = StoredSize {
+            complete: true,
+            ..StoredSize::default()
+        };
+        let mut read = 0usize;
+        for (dir, manifests) in [
+            (format!("repositories/{name}/_layers/"), false),
+            (format!("{}/", layout::revisions_dir(name)), true),
+        ] {
+            let mut pages = KeyPages::new(dir.clone(), None);
+            while let Some(page) = pages.next(&self.store).await? {
+                for key in page {
+                    let Some((alg, hex)) = key
+                        .strip_prefix(dir.as_str())
+                        .and_then(|r| r.split_once('/'))
+                    else {
+                        continue;
+                    };
+                    let Ok(d) = Digest::parse(&format!("{alg}:{hex}")) else {
+                        continue;
+                    };
+                    if read >= links_max {
+                        out.complete = false;
+                        return Ok(out);
+                    }
+                    read += 1;
+                    if manifests {
+                        if let Some(link) = self.manifest_link(name, &d).await? {
+                            out.bytes += link.size;
+                            out.manifests += 1;
+                        }
+                    } else if let Some(meta) = self.store.head(&layout::blob_data(&d)).await? {
+                        out.bytes += meta.size;
+                        out.blobs += 1;
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 }

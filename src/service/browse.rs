@@ -8,13 +8,15 @@ use std::time::SystemTime;
 use super::Service;
 use crate::error::{Error, Result};
 use crate::oci::{Digest, Reference, RepoName, Tag};
-use crate::registry::browse::PullRecords;
+use crate::registry::browse::{PullRecords, StoredSize};
 use crate::registry::manifests::StoredManifest;
 
 /// Tags read at most to find a repository's untagged manifests (one read each).
 pub const UNTAGGED_TAGS_MAX: usize = 5_000;
 /// Revisions examined at most for one page of untagged manifests.
 pub const UNTAGGED_EXAMINE_MAX: usize = 5_000;
+/// Links (blobs and manifests) read at most to add up a repository's stored size.
+pub const SIZE_LINKS_MAX: usize = 10_000;
 /// Manifests of a repository at most for the UI to preview its retention plan (the plan
 /// reads every manifest of the repository).
 pub const RETENTION_PREVIEW_REVISIONS_MAX: usize = 2_000;
@@ -153,6 +155,15 @@ pub async fn untagged(
         }
     }
     Ok(Some((out, page.next, true)))
+}
+
+/// What `name` stores (bytes, blobs, manifests), from at most [`SIZE_LINKS_MAX`] links;
+/// `None` when the repository does not exist.
+pub async fn stored_size(svc: &Service, name: &RepoName) -> Result<Option<StoredSize>> {
+    if !svc.registry.repository_exists(name).await? {
+        return Ok(None);
+    }
+    Ok(Some(svc.registry.stored_size(name, SIZE_LINKS_MAX).await?))
 }
 
 /// A manifest by tag or digest, as stored; not a pull (see the module's note).

@@ -102,8 +102,8 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
     let q = |key: &str| param(&query, key);
     // Parameters first: a malformed request costs no password check.
     match call {
-        "repositories" | "tags" | "untagged" | "retention" | "manifest" | "referrers" | "layer" => {
-        }
+        "repositories" | "tags" | "untagged" | "retention" | "size" | "manifest" | "referrers"
+        | "layer" => {}
         _ => return Err(Error::EndpointUnknown("no such UI API call".into())),
     }
     let cookie = app.ui.cookie(app, req).await?;
@@ -159,7 +159,7 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
                 serde_json::json!({ "name": name.as_str(), "tags": tags, "next": next, "mirror": mirror }),
             )
         }
-        "untagged" | "retention" => {
+        "untagged" | "retention" | "size" => {
             let name = required_repo(&query)?;
             let endpoint = Endpoint::Tags {
                 name: name.as_str(),
@@ -167,6 +167,15 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
             allow(app, &identity, peer, &endpoint, Action::ListTags)?;
             if call == "retention" {
                 return retention(app, &name).await;
+            }
+            if call == "size" {
+                let s = browse::stored_size(svc, &name).await?.ok_or_else(|| {
+                    Error::NameUnknown("repository name not known to registry".into())
+                })?;
+                return Ok(serde_json::json!({
+                    "bytes": s.bytes, "blobs": s.blobs, "manifests": s.manifests,
+                    "complete": s.complete, "linksMax": browse::SIZE_LINKS_MAX,
+                }));
             }
             let n = page_size(&query, TAGS_PAGE_MAX)?;
             let last = match q("last")? {

@@ -24,6 +24,7 @@ export async function repoView(el, params, current) {
   const untaggedBox = h('div', { id: 'untagged' });
   // Digest -> true when the next retention pass would delete it (a preview; empty without rules).
   const due = new Map();
+  let stored = null;
 
   sort.by = (key) => {
     sort.desc = sort.key === key ? !sort.desc : false;
@@ -67,7 +68,8 @@ export async function repoView(el, params, current) {
     tableBox.replaceChildren(rows.length ? table(columns, rows, sort)
       : h('p', { class: 'note' }, q ? 'No tag matches the filter.' : 'This repository has no tags.'));
     more.hidden = !next;
-    summary.textContent = `${tags.length}${next ? '+' : ''} tags`;
+    summary.textContent = `${tags.length}${next ? '+' : ''} tags` + (stored
+      ? ` \u00b7 ${bytes(stored.bytes)}${stored.complete ? '' : '+'} stored (${stored.blobs} blobs, ${stored.manifests} manifests)` : '');
     renderPull();
   }
 
@@ -138,6 +140,7 @@ export async function repoView(el, params, current) {
     retentionBox, untaggedBox);
   await load();
   if (!current()) return;
-  await Promise.all([loadRetention(), loadUntagged()]);
+  await Promise.all([loadRetention(), loadUntagged(),
+    api('size', { repo: name }).then((s) => { stored = s; render(); }).catch(() => {})]);
   if (!current()) return;
 }

@@ -1,7 +1,11 @@
 // Repositories: a tree by namespace (the names under `ns`, grouped by their next segment),
-// a filter box over what is loaded, and paging on the catalog listing. Mirrored namespaces
-// are marked, and inside one the page says what it mirrors.
-import { h, view, api, breadcrumbs, mirrorCard } from './dom.js';
+// each folder with its count of repositories and each repository at this level with its
+// stored size, a filter box over what is loaded, and paging on the catalog listing.
+// Mirrored namespaces are marked, and inside one the page says what it mirrors.
+import { h, view, api, bytes, breadcrumbs, mirrorCard } from './dom.js';
+
+// Repositories of one level whose stored size is asked for (one call each, in turn).
+const SIZES_SHOWN_MAX = 50;
 
 export async function reposView(el, params, current) {
   const ns = (params.get('ns') || '').replace(/\/+$/, '');
@@ -13,6 +17,28 @@ export async function reposView(el, params, current) {
   const summary = h('span', { class: 'note', id: 'summary' });
   const mirrorBox = h('div', {});
   const mirrors = new Map();
+  // name -> its `size` answer (null when it could not be had).
+  const sizes = new Map();
+  let sizing = false;
+
+  // The stored size of the repositories at this level, one call at a time (the server
+  // serves a worker's UI calls in turn anyway), re-rendering as each arrives.
+  async function fillSizes() {
+    if (sizing) return;
+    sizing = true;
+    try {
+      const prefix = ns ? ns + '/' : '';
+      const leaves = names.filter((n) => !n.slice(prefix.length).includes('/')).slice(0, SIZES_SHOWN_MAX);
+      for (const n of leaves) {
+        if (sizes.has(n)) continue;
+        if (!current()) return;
+        sizes.set(n, await api('size', { repo: n }).catch(() => null));
+        render();
+      }
+    } finally {
+      sizing = false;
+    }
+  }
 
   async function load() {
     const page = await api('repositories', { ns, last: next });
@@ -29,13 +55,13 @@ export async function reposView(el, params, current) {
     const prefix = ns ? ns + '/' : '';
     const items = [];
     if (q) {
-      for (const n of names) if (n.toLowerCase().includes(q)) items.push(repoItem(n, n));
+      for (const n of names) if (n.toLowerCase().includes(q)) items.push(repoItem(n, n, sizes.get(n)));
     } else {
       const folders = new Map();
       for (const n of names) {
         const rest = n.slice(prefix.length);
         const slash = rest.indexOf('/');
-        if (slash < 0) items.push(repoItem(n, rest));
+        if (slash < 0) items.push(repoItem(n, rest, sizes.get(n)));
         else {
           const seg = rest.slice(0, slash);
           folders.set(seg, (folders.get(seg) || 0) + 1);
@@ -55,14 +81,17 @@ export async function reposView(el, params, current) {
   }
 
   filter.addEventListener('input', render);
-  more.addEventListener('click', () => load().catch((e) => { summary.textContent = e.message; }));
+  more.addEventListener('click', () => load().then(fillSizes).catch((e) => { summary.textContent = e.message; }));
   el.append(breadcrumbs(ns), h('h1', {}, ns ? ns + '/' : 'Repositories'), mirrorBox,
     h('div', { class: 'tools' }, filter, summary), list, h('div', { class: 'tools' }, more));
   await load();
   if (!current()) return;
+  fillSizes();
 }
 
-function repoItem(name, label) {
+function repoItem(name, label, size) {
   return h('li', { class: 'repo' }, h('span', { class: 'icon' }, '\u25A0'),
-    h('a', { href: view('repo', { name }) }, label));
+    h('a', { href: view('repo', { name }) }, label),
+    size ? h('span', { class: 'count size', title: `${size.blobs} blobs and ${size.manifests} manifests` },
+      bytes(size.bytes) + (size.complete ? '' : '+')) : null);
 }
