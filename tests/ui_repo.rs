@@ -240,7 +240,7 @@ fn stored_size_counts_each_blob_once_and_the_manifests() {
     let repo = "team/sized";
     let shared = bytes(1, 10_000);
     let (m1, _) = srv.push_image(repo, "a", &[shared.clone(), bytes(2, 3_000)]);
-    let (m2, _) = srv.push_image(repo, "b", &[shared.clone()]);
+    let (m2, _) = srv.push_image(repo, "b", std::slice::from_ref(&shared));
     srv.push_image("team/other", "x", &[bytes(3, 50_000)]);
     let s = srv.get(&format!("/ui/api/size?repo={repo}")).json();
     // Blobs: the shared layer, the second layer and the configs the images were pushed with.
