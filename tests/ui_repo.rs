@@ -231,9 +231,9 @@ fn retention_rules_and_what_the_next_pass_deletes() {
     );
 }
 
-/// A repository's stored size counts each blob it links once (a layer shared by two of its
-/// images too) and its manifests; a blob of another repository does not count, and an
-/// unknown repository is 404.
+/// A repository's stored size counts its manifests and each blob they name once (a layer
+/// shared by two of its images too); a blob of another repository does not count, and an
+/// unknown repository is 404. The same on the filesystem and on S3.
 #[test]
 fn stored_size_counts_each_blob_once_and_the_manifests() {
     let srv = Server::start();

@@ -11,8 +11,8 @@ use super::immutable::ImmutableTags;
 use super::listing::KeyPages;
 use super::retention::Deletion;
 use super::{layout, Registry};
-use crate::error::Result;
-use crate::oci::{Digest, RepoName, Tag};
+use crate::error::{Error, Result};
+use crate::oci::{Digest, Manifest, Reference, RepoName, Tag};
 use crate::policy::retention::RetentionRules;
 use crate::storage::Storage;
 
@@ -35,7 +35,7 @@ pub struct Untagged {
     pub examined: usize,
 }
 
-/// What a repository stores: the distinct blobs it links and its manifests.
+/// What a repository stores: its manifests and the distinct blobs they name.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StoredSize {
     pub bytes: u64,
@@ -169,45 +169,58 @@ impl Registry {
         ))
     }
 
-    /// The bytes `name` stores (each blob it links once, plus its manifests), reading at
-    /// most `links_max` links (one `head` or small read each).
-    pub async fn stored_size(&self, name: &RepoName, links_max: usize) -> Result<StoredSize> {
+    /// The bytes `name` stores: its manifests, and each blob they name (config, layers)
+    /// once, at its stored size. Read from the manifests, so it is the same on every backend
+    /// (the S3 layout keeps a blob's links by blob, not by repository) and a blob uploaded
+    /// but named by no manifest (GC's to collect) is not counted. At most `reads_max`
+    /// reads (a manifest, or a blob's `head`); past that the figures are a lower bound.
+    pub async fn stored_size(&self, name: &RepoName, reads_max: usize) -> Result<StoredSize> {
         let mut out = StoredSize {
             complete: true,
             ..StoredSize::default()
         };
-        let mut read = 0usize;
-        for (dir, manifests) in [
-            (format!("repositories/{name}/_layers/"), false),
-            (format!("{}/", layout::revisions_dir(name)), true),
-        ] {
-            let mut pages = KeyPages::new(dir.clone(), None);
-            while let Some(page) = pages.next(&self.store).await? {
-                for key in page {
-                    let Some((alg, hex)) = key
-                        .strip_prefix(dir.as_str())
-                        .and_then(|r| r.split_once('/'))
-                    else {
-                        continue;
-                    };
-                    let Ok(d) = Digest::parse(&format!("{alg}:{hex}")) else {
-                        continue;
-                    };
-                    if read >= links_max {
-                        out.complete = false;
-                        return Ok(out);
-                    }
-                    read += 1;
-                    if manifests {
-                        if let Some(link) = self.manifest_link(name, &d).await? {
-                            out.bytes += link.size;
-                            out.manifests += 1;
-                        }
-                    } else if let Some(meta) = self.store.head(&layout::blob_data(&d)).await? {
-                        out.bytes += meta.size;
-                        out.blobs += 1;
-                    }
+        let mut reads = 0usize;
+        let mut blobs: HashSet<Digest> = HashSet::new();
+        let dir = format!("{}/", layout::revisions_dir(name));
+        let mut pages = KeyPages::new(dir.clone(), None);
+        'walk: while let Some(page) = pages.next(&self.store).await? {
+            for key in page {
+                let Some((alg, hex)) = key
+                    .strip_prefix(dir.as_str())
+                    .and_then(|r| r.split_once('/'))
+                else {
+                    continue;
+                };
+                let Ok(d) = Digest::parse(&format!("{alg}:{hex}")) else {
+                    continue;
+                };
+                if reads >= reads_max {
+                    out.complete = false;
+                    break 'walk;
                 }
+                reads += 1;
+                let m = match self.get_manifest(name, &Reference::Digest(d)).await {
+                    Ok(m) => m,
+                    Err(Error::ManifestUnknown(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                out.bytes += m.bytes.len() as u64;
+                out.manifests += 1;
+                if let Ok(parsed) = Manifest::parse(Some(&m.media_type), &m.bytes) {
+                    let named = parsed.config().into_iter().chain(parsed.layers());
+                    blobs.extend(named.map(|desc| desc.digest.clone()));
+                }
+            }
+        }
+        for d in blobs {
+            if reads >= reads_max {
+                out.complete = false;
+                break;
+            }
+            reads += 1;
+            if let Some(meta) = self.store.head(&layout::blob_data(&d)).await? {
+                out.bytes += meta.size;
+                out.blobs += 1;
             }
         }
         Ok(out)

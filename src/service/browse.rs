@@ -15,8 +15,8 @@ use crate::registry::manifests::StoredManifest;
 pub const UNTAGGED_TAGS_MAX: usize = 5_000;
 /// Revisions examined at most for one page of untagged manifests.
 pub const UNTAGGED_EXAMINE_MAX: usize = 5_000;
-/// Links (blobs and manifests) read at most to add up a repository's stored size.
-pub const SIZE_LINKS_MAX: usize = 10_000;
+/// Reads (a manifest, or a blob's size) at most to add up a repository's stored size.
+pub const SIZE_READS_MAX: usize = 10_000;
 /// Manifests of a repository at most for the UI to preview its retention plan (the plan
 /// reads every manifest of the repository).
 pub const RETENTION_PREVIEW_REVISIONS_MAX: usize = 2_000;
@@ -157,13 +157,13 @@ pub async fn untagged(
     Ok(Some((out, page.next, true)))
 }
 
-/// What `name` stores (bytes, blobs, manifests), from at most [`SIZE_LINKS_MAX`] links;
+/// What `name` stores (bytes, blobs, manifests), from at most [`SIZE_READS_MAX`] reads;
 /// `None` when the repository does not exist.
 pub async fn stored_size(svc: &Service, name: &RepoName) -> Result<Option<StoredSize>> {
     if !svc.registry.repository_exists(name).await? {
         return Ok(None);
     }
-    Ok(Some(svc.registry.stored_size(name, SIZE_LINKS_MAX).await?))
+    Ok(Some(svc.registry.stored_size(name, SIZE_READS_MAX).await?))
 }
 
 /// A manifest by tag or digest, as stored; not a pull (see the module's note).

@@ -174,7 +174,7 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
                 })?;
                 return Ok(serde_json::json!({
                     "bytes": s.bytes, "blobs": s.blobs, "manifests": s.manifests,
-                    "complete": s.complete, "linksMax": browse::SIZE_LINKS_MAX,
+                    "complete": s.complete, "readsMax": browse::SIZE_READS_MAX,
                 }));
             }
             let n = page_size(&query, TAGS_PAGE_MAX)?;
