@@ -1,8 +1,17 @@
-//! A bound on the UI's JSON calls in flight on each worker. A UI call reads far more than a
-//! pull (a page of tags is a few hundred small reads), so without a bound a browser, or a
-//! script, asking as fast as it is answered takes a worker's time from the pulls beside it.
-//! With the bound, UI calls queue behind one another, FIFO, and each runs interleaved with
-//! the registry's requests on its worker: a UI flood slows the UI, not the pulls.
+//! A bound on the UI's JSON reads on each worker. A UI call reads far more than a pull (a
+//! page of tags is a few hundred small reads, the repository tree policy-filters 500 names),
+//! so without a bound a browser, or a script, asking as fast as it is answered takes a
+//! worker's time from the pulls beside it. Two rules, per worker:
+//! - one UI call runs at a time; the others wait their turn, FIFO (a bounded queue with a
+//!   deadline, then 503);
+//! - a call that kept the worker busy for `t` (the time spent inside its polls, measured
+//!   around each one: CPU work, not the waits for storage) holds its turn for
+//!   [`UI_COOL_DOWN_FACTOR`]` * t` more before the next UI call starts.
+//!
+//! So UI calls take at most 1 / (1 + [`UI_COOL_DOWN_FACTOR`]) of a worker's time, whatever
+//! the backend and however fast they are asked for: a UI flood slows the UI, not the pulls.
+//! A person browsing does not notice (a page of tags is about 1 ms of work, so the next
+//! call waits 3 ms more).
 //!
 //! The gate is per worker (a thread-local): workers share nothing, and a connection's
 //! requests all run on its worker.
@@ -13,7 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
@@ -23,6 +32,11 @@ pub const UI_CALLS_IN_FLIGHT_PER_WORKER: usize = 1;
 pub const UI_CALLS_WAITING_PER_WORKER: usize = 64;
 /// Longest wait for a turn; then 503 (busy) rather than an answer too late to be useful.
 pub const UI_CALL_WAIT_MAX: Duration = Duration::from_secs(10);
+/// A call's turn is held this many times its busy time after it ends (3: the UI gets at
+/// most a quarter of a worker).
+pub const UI_COOL_DOWN_FACTOR: u32 = 3;
+/// Longest hold after one call.
+pub const UI_COOL_DOWN_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Turn {
@@ -56,17 +70,68 @@ impl Gate {
     }
 }
 
-/// A place among the calls in flight; given back when dropped.
-pub struct Permit(());
+/// A place among the calls in flight; given back when dropped, after the cool-down its
+/// call's busy time earned.
+pub struct Permit {
+    busy: Rc<Cell<Duration>>,
+}
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        GATE.with(Gate::release);
+        let hold = self
+            .busy
+            .get()
+            .saturating_mul(UI_COOL_DOWN_FACTOR)
+            .min(UI_COOL_DOWN_MAX);
+        if hold.is_zero() {
+            GATE.with(Gate::release);
+            return;
+        }
+        compio::runtime::spawn(async move {
+            compio::time::sleep(hold).await;
+            GATE.with(Gate::release);
+        })
+        .detach();
+    }
+}
+
+/// Runs `call` in its turn among this worker's UI calls (see the module's note).
+pub async fn run<F: Future>(call: F) -> Result<F::Output> {
+    let permit = enter().await?;
+    let metered = Metered {
+        inner: Box::pin(call),
+        busy: permit.busy.clone(),
+    };
+    let out = metered.await;
+    drop(permit);
+    Ok(out)
+}
+
+/// Adds the time spent inside each poll of `inner` to `busy`.
+struct Metered<F> {
+    inner: Pin<Box<F>>,
+    busy: Rc<Cell<Duration>>,
+}
+
+impl<F: Future> Future for Metered<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let start = Instant::now();
+        let out = self.inner.as_mut().poll(cx);
+        self.busy.set(self.busy.get() + start.elapsed());
+        out
+    }
+}
+
+fn permit() -> Permit {
+    Permit {
+        busy: Rc::new(Cell::new(Duration::ZERO)),
     }
 }
 
 /// Waits (at most [`UI_CALL_WAIT_MAX`]) for a place among this worker's UI calls in flight.
-pub async fn enter() -> Result<Permit> {
+async fn enter() -> Result<Permit> {
     let busy = || Error::Busy("too many web UI requests on this node; try again".into());
     let turn = GATE.with(|g| {
         if g.in_flight.get() < UI_CALLS_IN_FLIGHT_PER_WORKER && g.waiting.borrow().is_empty() {
@@ -82,7 +147,7 @@ pub async fn enter() -> Result<Permit> {
         Ok(Some(turn))
     })?;
     let Some(turn) = turn else {
-        return Ok(Permit(()));
+        return Ok(permit());
     };
     let wait = Wait { turn: Some(turn) };
     match compio::time::timeout(UI_CALL_WAIT_MAX, wait).await {
@@ -106,7 +171,7 @@ impl Future for Wait {
         };
         if turn.granted.get() {
             self.turn = None;
-            return Poll::Ready(Permit(()));
+            return Poll::Ready(permit());
         }
         *turn.waker.borrow_mut() = Some(cx.waker().clone());
         Poll::Pending
@@ -132,6 +197,14 @@ mod tests {
 
     fn state() -> (usize, usize) {
         GATE.with(|g| (g.in_flight.get(), g.waiting.borrow().len()))
+    }
+
+    /// Spins on the worker (no await) for `d`: a call's own work.
+    fn busy_for(d: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < d {
+            std::hint::spin_loop();
+        }
     }
 
     #[test]
@@ -181,6 +254,38 @@ mod tests {
             for q in queued {
                 q.await.unwrap().unwrap();
             }
+            assert_eq!(state(), (0, 0));
+        });
+    }
+
+    /// A call's turn is held for three times the work it did inside its polls (not its
+    /// waits), then given to the next.
+    #[test]
+    fn a_call_holds_its_turn_for_three_times_its_work() {
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let work = Duration::from_millis(40);
+            run(async {
+                busy_for(work / 2);
+                // Waiting is not work: this sleep earns no cool-down.
+                compio::time::sleep(Duration::from_millis(200)).await;
+                busy_for(work / 2);
+            })
+            .await
+            .unwrap();
+            assert_eq!(state(), (1, 0), "the turn is held after the call");
+            let ended = Instant::now();
+            run(async {}).await.unwrap();
+            let held = ended.elapsed();
+            assert!(
+                held >= work * UI_COOL_DOWN_FACTOR,
+                "the next call started after {held:?}"
+            );
+            assert!(
+                held < work * UI_COOL_DOWN_FACTOR + Duration::from_millis(400),
+                "the wait was not counted as work: {held:?}"
+            );
+            // A call with (almost) no work frees its turn at once.
+            compio::time::sleep(Duration::from_millis(5)).await;
             assert_eq!(state(), (0, 0));
         });
     }

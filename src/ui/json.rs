@@ -34,15 +34,18 @@ pub const CONFIG_BYTES_MAX: u64 = 1024 * 1024;
 const POSITION_BYTES_MAX: usize = 512;
 
 pub async fn handle(app: &App, req: &mut Request<'_>, call: &str) -> Response {
-    // Reads of stored content wait their turn on this worker (`gate`); the session check
+    // Reads of stored content take their turn on this worker (`gate`); the session check
     // and the POSTs (login goes through the bounded password pool) do not.
-    let _turn = match (&req.head.method, call) {
-        (Method::Get | Method::Head, c) if c != "session" => match gate::enter().await {
-            Ok(turn) => Some(turn),
-            Err(e) => return error(&e),
-        },
-        _ => None,
-    };
+    if matches!(req.head.method, Method::Get | Method::Head) && call != "session" {
+        return match gate::run(respond(app, req, call)).await {
+            Ok(resp) => resp,
+            Err(e) => error(&e),
+        };
+    }
+    respond(app, req, call).await
+}
+
+async fn respond(app: &App, req: &mut Request<'_>, call: &str) -> Response {
     let answer = match req.head.method {
         Method::Post => post(app, req, call).await,
         Method::Get | Method::Head => match call {
