@@ -33,6 +33,8 @@ pub struct Live {
     /// `[audit]`: whether the trail is written and where (each record carries it to the
     /// writer thread, so a reload moves the trail at the next record).
     pub audit: Arc<crate::config::AuditConfig>,
+    /// `storage.fs.min_free_bytes` and `min_free_ratio`: the free-space guard.
+    pub space: crate::service::space::Thresholds,
 }
 
 impl Live {
@@ -59,6 +61,7 @@ impl Live {
             retention: crate::policy::retention::RetentionRules::compile(&config.repository)?,
             mirrors: crate::mirror::MirrorTable::from_config(config)?,
             audit: Arc::new(config.audit.clone()),
+            space: crate::service::space::Thresholds::of(config),
         })
     }
 }
@@ -86,7 +89,7 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
 impl Live {
     /// What a reload keeps from the running set: the OIDC signing keys of providers whose
     /// configuration did not change.
-    pub fn carry_over(&self, previous: &Live) {
+    pub fn carry_over(&mut self, previous: &Live) {
         self.oidc.keep_keys_from(&previous.oidc);
     }
 }
@@ -177,7 +180,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         ("server.tls (on/off)", o.tls.is_some() != n.tls.is_some()),
         (
             "storage",
-            format!("{:?}", old.storage) != format!("{:?}", new.storage),
+            storage_restart_only(&old.storage) != storage_restart_only(&new.storage),
         ),
         ("metrics.listen", old.metrics.listen != new.metrics.listen),
         ("ui", format!("{:?}", old.ui) != format!("{:?}", new.ui)),
@@ -200,11 +203,22 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     keys
 }
 
+/// The storage settings only a restart applies: all but the free-space thresholds.
+fn storage_restart_only(storage: &crate::config::StorageConfig) -> String {
+    let mut s = storage.clone();
+    if let Some(fs) = &mut s.fs {
+        fs.min_free_bytes = 0;
+        fs.min_free_ratio = 0.0;
+    }
+    format!("{s:?}")
+}
+
 /// What a reload cannot change, for `check-config` to say.
 pub const RESTART_ONLY: &str = "server.bind_address, server.port, server.workers, \
 server.io_driver, server.tls on/off, the server limits and timeouts, storage, metrics.listen, \
 uploads, gc, log, ui (reload applies identities, OIDC providers, policies, TLS files, immutable \
-tags, retention rules, event webhooks, [repository.mirror] settings and [audit])";
+tags, retention rules, event webhooks, [repository.mirror] settings, [audit], \
+storage.fs.min_free_bytes and min_free_ratio)";
 
 /// Re-reads `path` and publishes what can change live. Returns false when rejected.
 pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveCell) -> bool {
@@ -225,7 +239,7 @@ pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveC
             return false;
         }
     };
-    let live = match Live::build(&new) {
+    let mut live = match Live::build(&new) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("reload rejected, running configuration kept: {e}");
@@ -242,7 +256,7 @@ pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveC
     tracing::info!(file = %path.display(), "reload: read");
     cell.publish(live);
     tracing::info!(
-        "configuration reloaded: identities, policies, TLS certificates, immutable tags, event webhooks, mirrors and the audit trail are now in effect"
+        "configuration reloaded: identities, policies, TLS certificates, immutable tags, event webhooks, mirrors, the audit trail and free-space thresholds are now in effect"
     );
     true
 }

@@ -22,7 +22,7 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     let path = req.head.path().to_string();
     if !path.starts_with("/v2") {
         let metrics = app.config.metrics.expose_on_main;
-        if let Some(resp) = crate::ops::respond(&app.svc.registry.store, &path, metrics).await {
+        if let Some(resp) = crate::ops::respond(&app.svc, &path, metrics).await {
             return Ok(resp);
         }
         // The web UI (and `/`, redirected to it): a sibling adapter over the same service.
