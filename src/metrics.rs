@@ -193,6 +193,10 @@ pub struct Metrics {
     pub storage_free_bytes: AtomicU64,
     pub storage_space_low: AtomicU64,
     pub storage_space_refusals: AtomicU64,
+    /// Requests refused by `[[rate_limit]]`, and the time blob bodies waited for
+    /// `pull_bytes_per_second`.
+    pub rate_limited: AtomicU64,
+    pub pull_paced_micros: AtomicU64,
     /// The last `/readyz` storage probe: 1 passed, 0 failed, -1 none yet (not rendered).
     pub storage_ready: AtomicI64,
 }
@@ -233,6 +237,8 @@ impl Metrics {
             storage_free_bytes: AtomicU64::new(0),
             storage_space_low: AtomicU64::new(0),
             storage_space_refusals: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            pull_paced_micros: AtomicU64::new(0),
             storage_ready: AtomicI64::new(-1),
         }
     }
@@ -265,12 +271,14 @@ impl Metrics {
     }
 
     fn render_shared(&self, out: &mut String) {
-        let gauges_and_counters: [(&str, &str, &str, i128); 31] = [
+        let gauges_and_counters: [(&str, &str, &str, i128); 33] = [
             ("origin_upload_sessions_open", "gauge", "Upload sessions started and not yet finished, cancelled or expired (this process).", self.uploads_open.load(Relaxed) as i128),
             ("origin_auth_failures_total", "counter", "Requests with wrong credentials.", self.auth_failures.load(Relaxed) as i128),
             ("origin_auth_rate_limited_total", "counter", "Requests refused by the authentication rate limit.", self.auth_rate_limited.load(Relaxed) as i128),
             ("origin_oidc_signature_checks_total", "counter", "OIDC token signatures checked (verified tokens are then cached).", self.oidc_signature_checks.load(Relaxed) as i128),
             ("origin_oidc_key_fetch_failures_total", "counter", "Failed discovery or JWKS fetches from OIDC providers.", self.oidc_key_fetch_failures.load(Relaxed) as i128),
+            ("origin_rate_limited_total", "counter", "Requests refused with 429 by a [[rate_limit]] entry (this node).", self.rate_limited.load(Relaxed) as i128),
+            ("origin_pull_paced_seconds_total", "counter", "Time blob bodies waited for pull_bytes_per_second (summed over bodies).", 0),
             ("origin_policy_denials_total", "counter", "Requests denied by access policies.", self.policy_denials.load(Relaxed) as i128),
             ("origin_gc_passes_total", "counter", "Garbage collection passes run.", self.gc_passes.load(Relaxed) as i128),
             ("origin_gc_failures_total", "counter", "Garbage collection passes that failed.", self.gc_failures.load(Relaxed) as i128),
@@ -302,6 +310,9 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             if name == "origin_gc_last_pass_duration_seconds" {
                 let secs = self.gc_last_pass_micros.load(Relaxed) as f64 / 1e6;
+                let _ = writeln!(out, "{name} {secs}");
+            } else if name == "origin_pull_paced_seconds_total" {
+                let secs = self.pull_paced_micros.load(Relaxed) as f64 / 1e6;
                 let _ = writeln!(out, "{name} {secs}");
             } else {
                 let _ = writeln!(out, "{name} {value}");

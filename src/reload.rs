@@ -35,6 +35,8 @@ pub struct Live {
     pub audit: Arc<crate::config::AuditConfig>,
     /// `storage.fs.min_free_bytes` and `min_free_ratio`: the free-space guard.
     pub space: crate::service::space::Thresholds,
+    /// `[[rate_limit]]` entries and this node's buckets.
+    pub rates: crate::limits::RateLimits,
 }
 
 impl Live {
@@ -62,6 +64,7 @@ impl Live {
             mirrors: crate::mirror::MirrorTable::from_config(config)?,
             audit: Arc::new(config.audit.clone()),
             space: crate::service::space::Thresholds::of(config),
+            rates: crate::limits::RateLimits::compile(&config.rate_limit)?,
         })
     }
 }
@@ -83,14 +86,16 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     crate::policy::retention::RetentionRules::compile(&config.repository)?;
     crate::mirror::MirrorTable::from_config(config)?;
     config.audit.validate()?;
+    crate::limits::RateLimits::compile(&config.rate_limit)?;
     Ok(())
 }
 
 impl Live {
     /// What a reload keeps from the running set: the OIDC signing keys of providers whose
-    /// configuration did not change.
+    /// configuration did not change, and the rate limits' buckets if the entries did not.
     pub fn carry_over(&mut self, previous: &Live) {
         self.oidc.keep_keys_from(&previous.oidc);
+        self.rates.carry_over(&previous.rates);
     }
 }
 
@@ -218,7 +223,7 @@ pub const RESTART_ONLY: &str = "server.bind_address, server.port, server.workers
 server.io_driver, server.tls on/off, the server limits and timeouts, storage, metrics.listen, \
 uploads, gc, log, ui (reload applies identities, OIDC providers, policies, TLS files, immutable \
 tags, retention rules, event webhooks, [repository.mirror] settings, [audit], \
-storage.fs.min_free_bytes and min_free_ratio)";
+storage.fs.min_free_bytes and min_free_ratio, [[rate_limit]])";
 
 /// Re-reads `path` and publishes what can change live. Returns false when rejected.
 pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveCell) -> bool {
@@ -256,7 +261,7 @@ pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveC
     tracing::info!(file = %path.display(), "reload: read");
     cell.publish(live);
     tracing::info!(
-        "configuration reloaded: identities, policies, TLS certificates, immutable tags, event webhooks, mirrors, the audit trail and free-space thresholds are now in effect"
+        "configuration reloaded: identities, policies, TLS certificates, immutable tags, event webhooks, mirrors, the audit trail, rate limits and free-space thresholds are now in effect"
     );
     true
 }

@@ -1,5 +1,5 @@
 //! Limits a node keeps for itself: the free-space guard (`storage.fs.min_free_bytes`,
-//! `min_free_ratio`).
+//! `min_free_ratio`), per-identity request rates (`[[rate_limit]]`) and pull bandwidth.
 
 mod common;
 
@@ -173,4 +173,254 @@ fn free_ratio_trips_the_guard_and_is_validated() {
     let (code, said) = srv.cli(&["check-config"]);
     assert_ne!(code, 0, "{said}");
     assert!(said.contains("storage.fs.min_free_ratio"), "{said}");
+}
+
+// ---- rate limits ------------------------------------------------------------------------
+
+/// Outcome counts of requests sent in a loop on one keep-alive connection until `until`.
+#[derive(Default, Debug)]
+struct Tally {
+    ok: usize,
+    limited: usize,
+    other: usize,
+}
+
+/// Sends `HEAD path` (with `auth`, if any) on one connection in a loop until `until`, at
+/// most one request per `gap`; a 429 must carry Retry-After and TOOMANYREQUESTS.
+fn hammer(
+    addr: std::net::SocketAddr,
+    path: &str,
+    auth: Option<&str>,
+    until: std::time::Instant,
+    gap: Duration,
+) -> Tally {
+    let mut t = Tally::default();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+    while std::time::Instant::now() < until {
+        send(&mut s, "GET", path, &headers, b"");
+        let r = read_response(&mut s, false).expect("response");
+        match r.status {
+            200 => t.ok += 1,
+            429 => {
+                let after: u64 = r
+                    .header("retry-after")
+                    .expect("Retry-After")
+                    .parse()
+                    .unwrap();
+                assert!(after >= 1, "{after}");
+                assert_eq!(r.error_code(), "TOOMANYREQUESTS");
+                t.limited += 1;
+            }
+            _ => t.other += 1,
+        }
+        std::thread::sleep(gap);
+    }
+    t
+}
+
+fn sum(tallies: Vec<Tally>) -> Tally {
+    tallies.into_iter().fold(Tally::default(), |a, b| Tally {
+        ok: a.ok + b.ok,
+        limited: a.limited + b.limited,
+        other: a.other + b.other,
+    })
+}
+
+/// Pulls hammered at far more than the limit for 10 s are admitted at the configured rate:
+/// burst + rate x 10 s, within 10 %, and every other request is a 429 with Retry-After.
+#[test]
+fn the_rate_limit_holds_within_ten_percent_over_ten_seconds() {
+    const RATE: f64 = 20.0;
+    const BURST: f64 = 10.0;
+    let srv = Server::start_with(
+        "",
+        &format!(
+            "{ALLOW_ALL}\n[[rate_limit]]\npull = {{ requests_per_second = {RATE}, burst = {BURST} }}\n"
+        ),
+    );
+    let blob = srv.push_blob("app", &bytes(7, 100));
+    let path = format!("/v2/app/blobs/{blob}");
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, path) = (srv.addr, path.clone());
+            std::thread::spawn(move || hammer(addr, &path, None, until, Duration::from_millis(2)))
+        })
+        .collect();
+    let t = sum(threads.into_iter().map(|h| h.join().unwrap()).collect());
+    let expected = BURST + RATE * 10.0;
+    let ok = t.ok as f64;
+    assert!(
+        (ok - expected).abs() <= expected * 0.1,
+        "admitted {ok}, expected {expected} ± 10 %: {t:?}"
+    );
+    assert!(
+        t.limited as f64 > 5.0 * expected,
+        "the client did not hammer hard enough: {t:?}"
+    );
+    assert_eq!(t.other, 0, "{t:?}");
+}
+
+/// Basic credentials for `user:pass`.
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    let raw = format!("{user}:{pass}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+/// GETs `path` and reads the whole body; the time it took.
+fn timed_pull(srv: &Server, path: &str, auth: Option<&str>, expect: &[u8]) -> Duration {
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+    let start = std::time::Instant::now();
+    let r = srv.request("GET", path, &headers, b"");
+    let took = start.elapsed();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.body == expect, "pulled body differs");
+    took
+}
+
+fn within_ten_percent(took: Duration, expected: Duration) {
+    let (t, e) = (took.as_secs_f64(), expected.as_secs_f64());
+    assert!(
+        (t - e).abs() <= e * 0.1,
+        "took {took:?}, expected {expected:?} ± 10 %"
+    );
+}
+
+/// A pull of N bytes under `pull_bytes_per_second = B` takes N/B (within 10 %): the
+/// stream is slowed, not refused, and arrives whole.
+#[test]
+fn pull_bandwidth_paces_the_stream() {
+    const RATE: usize = 1024 * 1024;
+    let srv = Server::start_with(
+        "",
+        &format!("{ALLOW_ALL}\n[[rate_limit]]\npull_bytes_per_second = {RATE}\n"),
+    );
+    let data = bytes(8, 4 * RATE);
+    let blob = srv.push_blob("app", &data);
+    let took = timed_pull(&srv, &format!("/v2/app/blobs/{blob}"), None, &data);
+    within_ten_percent(took, Duration::from_secs(4));
+    let paced = metric(&srv, "origin_pull_paced_seconds_total").unwrap();
+    assert!(paced > 3.0, "{paced}");
+}
+
+/// One identity flooding pulls is refused (429) while another identity's pulls all pass,
+/// and the other's paced pull runs at its own rate while the first one pulls too: each
+/// identity has its own buckets.
+#[test]
+fn one_identitys_flood_does_not_limit_anothers_pulls() {
+    const RATE: usize = 512 * 1024;
+    let (alice_pw, bob_pw) = (hash_password("alice-pw"), hash_password("bob-pw"));
+    let srv = Server::start_with(
+        "",
+        &format!(
+            "[identity.alice]\nusername = \"alice\"\npassword = \"{alice_pw}\"\n\
+             [identity.bob]\nusername = \"bob\"\npassword = \"{bob_pw}\"\n\
+             {ALLOW_ALL}\n[[rate_limit]]\npull = {{ requests_per_second = 10, burst = 10 }}\n\
+             pull_bytes_per_second = {RATE}\n"
+        ),
+    );
+    let data = bytes(9, 2 * RATE);
+    let blob = srv.push_blob("app", &data);
+    let path = format!("/v2/app/blobs/{blob}");
+    let small = srv.push_blob("app", &bytes(11, 100));
+    let small_path = format!("/v2/app/blobs/{small}");
+    let (alice, bob) = (basic("alice", "alice-pw"), basic("bob", "bob-pw"));
+    // Each password verified once (argon2), so the timings below are the limiter's.
+    for auth in [&alice, &bob] {
+        assert_eq!(
+            srv.request("GET", "/v2/", &[("Authorization", auth)], b"")
+                .status,
+            200
+        );
+    }
+    // Alice pulls the large blob at her bandwidth (2 s) ...
+    let alice_pull = {
+        let (addr, path, alice, data) = (srv.addr, path.clone(), alice.clone(), data.clone());
+        std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            send(&mut s, "GET", &path, &[("Authorization", &alice)], b"");
+            read_response(&mut s, false).map(|r| (r.status, r.body == data))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    // ... and floods small pulls, far over her request rate ...
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    let flood: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, path, alice) = (srv.addr, small_path.clone(), alice.clone());
+            std::thread::spawn(move || {
+                hammer(addr, &path, Some(&alice), until, Duration::from_millis(2))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // ... while Bob's pull runs at his own bandwidth (sharing Alice's bucket, it would take
+    // about 3.5 s), and his requests all pass.
+    let took = timed_pull(&srv, &path, Some(&bob), &data);
+    within_ten_percent(took, Duration::from_secs(2));
+    for _ in 0..5 {
+        let r = srv.request("GET", &small_path, &[("Authorization", &bob)], b"");
+        assert_eq!(r.status, 200);
+    }
+    let t = sum(flood.into_iter().map(|h| h.join().unwrap()).collect());
+    assert!(t.limited > 100 && t.other == 0, "{t:?}");
+    assert_eq!(alice_pull.join().unwrap(), Some((200, true)));
+}
+
+/// `[[rate_limit]]` reloads: added, it limits at once; removed, it frees at once; an
+/// invalid entry is refused by check-config naming the key, and by a reload (kept as is).
+#[test]
+fn rate_limits_reload_and_are_validated() {
+    let mut srv = Server::start();
+    let blob = srv.push_blob("app", &bytes(10, 100));
+    let path = format!("/v2/app/blobs/{blob}");
+    for _ in 0..20 {
+        assert_eq!(srv.request("HEAD", &path, &[], b"").status, 200);
+    }
+    let base = std::fs::read_to_string(&srv.config_path).unwrap();
+    let limited = format!(
+        "{base}\n[[rate_limit]]\nnamespace = \"app\"\nanonymous = true\n\
+         pull = {{ requests_per_second = 0.1, burst = 2 }}\n"
+    );
+    reload(&mut srv, &limited, 1);
+    assert_eq!(srv.request("HEAD", &path, &[], b"").status, 200);
+    assert_eq!(srv.request("HEAD", &path, &[], b"").status, 200);
+    let r = srv.request("GET", &path, &[], b"");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("10"));
+    // Other namespaces are not covered.
+    srv.push_blob("other", &bytes(10, 100));
+    for _ in 0..5 {
+        assert_eq!(
+            srv.request("HEAD", &format!("/v2/other/blobs/{blob}"), &[], b"")
+                .status,
+            200
+        );
+    }
+
+    let invalid = limited.replace("requests_per_second = 0.1", "requests_per_second = 0");
+    std::fs::write(&srv.config_path, &invalid).unwrap();
+    let (code, said) = srv.cli(&["check-config"]);
+    assert_ne!(code, 0, "{said}");
+    assert!(
+        said.contains("rate_limit[0].pull.requests_per_second"),
+        "{said}"
+    );
+    srv.signal(libc::SIGHUP);
+    srv.logs_until("reload rejected", Duration::from_secs(10))
+        .expect("rejection logged");
+    assert_eq!(srv.request("HEAD", &path, &[], b"").status, 429);
+
+    reload(&mut srv, &base, 2);
+    for _ in 0..5 {
+        assert_eq!(srv.request("HEAD", &path, &[], b"").status, 200);
+    }
 }
