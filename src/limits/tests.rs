@@ -193,3 +193,39 @@ fn buckets_survive_a_reload_that_keeps_the_entries() {
     other.carry_over(&old);
     assert_eq!(refused(&other, &user("a"), PEER, &pull, 2), 0);
 }
+
+/// What `admit` costs per request (printed; run with `--ignored --nocapture` in release):
+/// an empty set, an entry that never triggers, and that entry with two threads on one
+/// bucket (the lock's worst case). Not an assertion: timings belong to bench/limits.sh.
+#[test]
+#[ignore]
+fn admit_cost_per_request() {
+    const N: u32 = 2_000_000;
+    let never = "[[rate_limit]]\npull = { requests_per_second = 1000000, burst = 1000000 }\n";
+    let time = |l: &RateLimits| {
+        let r = req(Action::GetBlob, "bench/app");
+        let who = Identity::default();
+        let start = std::time::Instant::now();
+        for _ in 0..N {
+            let _ = std::hint::black_box(l.admit(&who, PEER, &r));
+        }
+        start.elapsed() / N
+    };
+    let empty = RateLimits::compile(&[]).unwrap();
+    println!(
+        "empty set: is_empty() only on the request path; admit {:?}",
+        time(&empty)
+    );
+    let l = std::sync::Arc::new(limits(never).unwrap());
+    println!("one entry, one thread: {:?} per admit", time(&l));
+    let other = {
+        let l = l.clone();
+        std::thread::spawn(move || time(&l))
+    };
+    let here = time(&l);
+    println!(
+        "one entry, two threads on one bucket: {:?} and {:?} per admit",
+        here,
+        other.join().unwrap()
+    );
+}
