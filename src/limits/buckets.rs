@@ -95,6 +95,13 @@ impl Shard {
     }
 }
 
+/// A wait in seconds as a duration, saturating (a wait too long to represent is a day: far
+/// beyond any Retry-After a client honours, and beyond the pacer's bound).
+fn wait(secs: f64) -> Duration {
+    const WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
+    Duration::try_from_secs_f64(secs).map_or(WAIT_MAX, |d| d.min(WAIT_MAX))
+}
+
 /// The buckets of a node.
 pub struct Buckets {
     keys: std::collections::hash_map::RandomState,
@@ -139,7 +146,7 @@ impl Buckets {
                 b.tokens -= 1.0;
                 Ok(())
             } else {
-                Err(Duration::from_secs_f64((1.0 - b.tokens) / per_second))
+                Err(wait((1.0 - b.tokens) / per_second))
             }
         })
     }
@@ -155,7 +162,7 @@ impl Buckets {
             if b.tokens >= 0.0 {
                 Duration::ZERO
             } else {
-                Duration::from_secs_f64(-b.tokens / per_second)
+                wait(-b.tokens / per_second)
             }
         })
     }
@@ -189,6 +196,14 @@ mod tests {
         );
         // Another key has its own bucket.
         assert_eq!(b.take(b.key("b"), 1.0, 5.0), Ok(()));
+    }
+
+    /// A wait too long to represent saturates instead of panicking.
+    #[test]
+    fn waits_saturate() {
+        assert_eq!(wait(1e300), Duration::from_secs(24 * 3600));
+        assert_eq!(wait(f64::NAN), Duration::from_secs(24 * 3600));
+        assert_eq!(wait(0.5), Duration::from_millis(500));
     }
 
     /// Reservations run into debt, and the wait grows with it at the bucket's rate.

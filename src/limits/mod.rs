@@ -38,6 +38,8 @@ pub const RATE_LIMIT_ENTRIES_MAX: usize = 256;
 
 /// Highest rate and burst accepted: beyond them a limit limits nothing a node can serve.
 pub const REQUESTS_PER_SECOND_MAX: f64 = 1_000_000.0;
+/// Lowest rate accepted: one request per 1,000 s (below it, use a policy to forbid).
+pub const REQUESTS_PER_SECOND_MIN: f64 = 0.001;
 pub const BURST_MAX: u32 = 1_000_000;
 
 /// Lowest `pull_bytes_per_second`: below it a chunk per tenth of a second is under a
@@ -125,10 +127,10 @@ impl std::fmt::Debug for RateLimits {
 
 fn rate(key: &str, r: &RateConfig) -> Result<Rate, ConfigError> {
     let per_second = r.requests_per_second;
-    if !(per_second > 0.0 && per_second <= REQUESTS_PER_SECOND_MAX) {
+    if !(REQUESTS_PER_SECOND_MIN..=REQUESTS_PER_SECOND_MAX).contains(&per_second) {
         return Err(ConfigError::new(format!(
-            "{key}.requests_per_second: must be above 0 and at most {REQUESTS_PER_SECOND_MAX} \
-             (to forbid an action, use a policy)"
+            "{key}.requests_per_second: must be {REQUESTS_PER_SECOND_MIN} to \
+             {REQUESTS_PER_SECOND_MAX} (to forbid an action, use a policy)"
         )));
     }
     let burst = match r.burst {

@@ -152,6 +152,10 @@ fn invalid_entries_name_their_key() {
             "rate_limit[0].list.requests_per_second",
         ),
         (
+            "list = { requests_per_second = 1e-300 }",
+            "rate_limit[0].list.requests_per_second",
+        ),
+        (
             "pull = { requests_per_second = 1, burst = 0 }",
             "rate_limit[0].pull.burst",
         ),
