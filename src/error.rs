@@ -92,6 +92,8 @@ pub enum Error {
     },
     /// Storage has no space left.
     StorageFull(StorageError),
+    /// Storage is below its free-space thresholds: writes that add data are refused.
+    InsufficientStorage(String),
     /// Storage stayed unavailable through its own retries.
     StorageUnavailable(StorageError),
     /// The mirror's upstream failed or answered wrongly.
@@ -186,6 +188,7 @@ impl fmt::Display for Error {
             | Error::RateLimited { message: m, .. }
             | Error::TooManyRequests(m)
             | Error::Busy(m)
+            | Error::InsufficientStorage(m)
             | Error::Unavailable { message: m, .. } => f.write_str(m),
             Error::RangeNotSatisfiable { .. } => f.write_str("requested range not satisfiable"),
             Error::StorageFull(_) => f.write_str("storage is full"),

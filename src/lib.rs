@@ -14,6 +14,7 @@ pub(crate) mod events;
 pub(crate) mod failpoint;
 pub(crate) mod future;
 pub(crate) mod http;
+pub(crate) mod limits;
 pub(crate) mod log;
 pub(crate) mod maintenance;
 pub(crate) mod metrics;

@@ -188,6 +188,15 @@ pub struct Metrics {
     /// Audit records written, and dropped (queue full or closed, file unwritable).
     pub audit_records: AtomicU64,
     pub audit_dropped: AtomicU64,
+    /// The free-space guard: bytes free at its last sample, 1 while below its thresholds,
+    /// and writes it refused.
+    pub storage_free_bytes: AtomicU64,
+    pub storage_space_low: AtomicU64,
+    pub storage_space_refusals: AtomicU64,
+    /// Requests refused by `[[rate_limit]]`, and the time blob bodies waited for
+    /// `pull_bytes_per_second`.
+    pub rate_limited: AtomicU64,
+    pub pull_paced_micros: AtomicU64,
     /// The last `/readyz` storage probe: 1 passed, 0 failed, -1 none yet (not rendered).
     pub storage_ready: AtomicI64,
 }
@@ -225,6 +234,11 @@ impl Metrics {
             retention_deleted: AtomicU64::new(0),
             audit_records: AtomicU64::new(0),
             audit_dropped: AtomicU64::new(0),
+            storage_free_bytes: AtomicU64::new(0),
+            storage_space_low: AtomicU64::new(0),
+            storage_space_refusals: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            pull_paced_micros: AtomicU64::new(0),
             storage_ready: AtomicI64::new(-1),
         }
     }
@@ -257,12 +271,14 @@ impl Metrics {
     }
 
     fn render_shared(&self, out: &mut String) {
-        let gauges_and_counters: [(&str, &str, &str, i128); 28] = [
+        let gauges_and_counters: [(&str, &str, &str, i128); 33] = [
             ("origin_upload_sessions_open", "gauge", "Upload sessions started and not yet finished, cancelled or expired (this process).", self.uploads_open.load(Relaxed) as i128),
             ("origin_auth_failures_total", "counter", "Requests with wrong credentials.", self.auth_failures.load(Relaxed) as i128),
             ("origin_auth_rate_limited_total", "counter", "Requests refused by the authentication rate limit.", self.auth_rate_limited.load(Relaxed) as i128),
             ("origin_oidc_signature_checks_total", "counter", "OIDC token signatures checked (verified tokens are then cached).", self.oidc_signature_checks.load(Relaxed) as i128),
             ("origin_oidc_key_fetch_failures_total", "counter", "Failed discovery or JWKS fetches from OIDC providers.", self.oidc_key_fetch_failures.load(Relaxed) as i128),
+            ("origin_rate_limited_total", "counter", "Requests refused with 429 by a [[rate_limit]] entry (this node).", self.rate_limited.load(Relaxed) as i128),
+            ("origin_pull_paced_seconds_total", "counter", "Time blob bodies waited for pull_bytes_per_second (summed over bodies).", 0),
             ("origin_policy_denials_total", "counter", "Requests denied by access policies.", self.policy_denials.load(Relaxed) as i128),
             ("origin_gc_passes_total", "counter", "Garbage collection passes run.", self.gc_passes.load(Relaxed) as i128),
             ("origin_gc_failures_total", "counter", "Garbage collection passes that failed.", self.gc_failures.load(Relaxed) as i128),
@@ -271,6 +287,9 @@ impl Metrics {
             ("origin_gc_manifests_removed_total", "counter", "Untagged manifests removed by garbage collection.", self.gc_manifests_removed.load(Relaxed) as i128),
             ("origin_gc_last_pass_duration_seconds", "gauge", "Duration of the last garbage collection pass.", 0),
             ("origin_storage_blob_bytes", "gauge", "Bytes of blob content stored (after the startup count).", self.stored_bytes.load(Relaxed) as i128),
+            ("origin_storage_free_bytes", "gauge", "Bytes free on the storage filesystem at the free-space guard's last sample (0 before one; fs only).", self.storage_free_bytes.load(Relaxed) as i128),
+            ("origin_storage_space_low", "gauge", "1 while storage is below storage.fs.min_free_bytes or min_free_ratio (writes that add data refused).", self.storage_space_low.load(Relaxed) as i128),
+            ("origin_storage_space_refusals_total", "counter", "Writes refused with 507 by the free-space guard.", self.storage_space_refusals.load(Relaxed) as i128),
             ("origin_storage_blob_bytes_counted", "gauge", "1 once the startup count of stored bytes is done.", self.stored_bytes_known.load(Relaxed) as i128),
             ("origin_mirror_upstream_requests_total", "counter", "Requests sent to upstream registries (not counting auth retries' token fetches).", self.mirror_upstream_requests.load(Relaxed) as i128),
             ("origin_mirror_blob_fetches_total", "counter", "Blobs fetched from upstreams and committed.", self.mirror_blob_fetches.load(Relaxed) as i128),
@@ -291,6 +310,9 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             if name == "origin_gc_last_pass_duration_seconds" {
                 let secs = self.gc_last_pass_micros.load(Relaxed) as f64 / 1e6;
+                let _ = writeln!(out, "{name} {secs}");
+            } else if name == "origin_pull_paced_seconds_total" {
+                let secs = self.pull_paced_micros.load(Relaxed) as f64 / 1e6;
                 let _ = writeln!(out, "{name} {secs}");
             } else {
                 let _ = writeln!(out, "{name} {value}");

@@ -1,28 +1,42 @@
 //! Operational endpoints: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz`
-//! (storage usable). Served on the main listener and/or a separate one (`[metrics]`).
+//! (storage usable; and whether the free-space guard refuses writes). Served on the main
+//! listener and/or a separate one (`[metrics]`).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::http::{Body, Response};
 use crate::metrics::METRICS;
+use crate::service::Service;
 use crate::storage::{Backend, PutCondition, Storage};
 
 /// The answer for an ops path, or None when `path` is not one.
-pub async fn respond(store: &Backend, path: &str, metrics_allowed: bool) -> Option<Response> {
+pub async fn respond(svc: &Service, path: &str, metrics_allowed: bool) -> Option<Response> {
     match path {
         "/healthz" => Some(text(200, "ok\n")),
-        "/readyz" => Some(if storage_ready(store).await {
-            text(200, "ready\n")
-        } else {
-            text(503, "storage unavailable\n")
-        }),
+        "/readyz" => Some(readiness(svc).await),
         "/metrics" if metrics_allowed => Some(
             Response::new(200)
                 .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 .body(Body::Bytes(METRICS.render().into_bytes())),
         ),
         _ => None,
+    }
+}
+
+/// Ready when storage is usable. Below the free-space thresholds the node stays ready (200:
+/// pulls, deletes and GC work, and a node taken out of a load balancer could not serve the
+/// pulls either) and says in the body that writes are refused.
+async fn readiness(svc: &Service) -> Response {
+    if !storage_ready(&svc.registry.store).await {
+        return text(503, "storage unavailable\n");
+    }
+    match crate::service::space::readiness_note(svc) {
+        None => text(200, "ready\n"),
+        Some(why) => text(
+            200,
+            &format!("ready; writes that add data are refused: storage low on space ({why})\n"),
+        ),
     }
 }
 
@@ -98,7 +112,7 @@ pub struct OpsApp {
 impl crate::http::Handler for OpsApp {
     async fn handle(&self, req: &mut crate::http::Request<'_>) -> Response {
         let path = req.head.path().to_string();
-        match respond(&self.svc.registry.store, &path, true).await {
+        match respond(&self.svc, &path, true).await {
             Some(r) => r,
             None => text(404, "not found\n"),
         }

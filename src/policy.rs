@@ -31,6 +31,7 @@
 
 mod action;
 mod claims;
+pub mod condition;
 pub mod retention;
 mod vars;
 

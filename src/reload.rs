@@ -33,6 +33,10 @@ pub struct Live {
     /// `[audit]`: whether the trail is written and where (each record carries it to the
     /// writer thread, so a reload moves the trail at the next record).
     pub audit: Arc<crate::config::AuditConfig>,
+    /// `storage.fs.min_free_bytes` and `min_free_ratio`: the free-space guard.
+    pub space: crate::service::space::Thresholds,
+    /// `[[rate_limit]]` entries and this node's buckets.
+    pub rates: crate::limits::RateLimits,
 }
 
 impl Live {
@@ -59,6 +63,8 @@ impl Live {
             retention: crate::policy::retention::RetentionRules::compile(&config.repository)?,
             mirrors: crate::mirror::MirrorTable::from_config(config)?,
             audit: Arc::new(config.audit.clone()),
+            space: crate::service::space::Thresholds::of(config),
+            rates: crate::limits::RateLimits::compile(&config.rate_limit)?,
         })
     }
 }
@@ -80,14 +86,16 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     crate::policy::retention::RetentionRules::compile(&config.repository)?;
     crate::mirror::MirrorTable::from_config(config)?;
     config.audit.validate()?;
+    crate::limits::RateLimits::compile(&config.rate_limit)?;
     Ok(())
 }
 
 impl Live {
     /// What a reload keeps from the running set: the OIDC signing keys of providers whose
-    /// configuration did not change.
-    pub fn carry_over(&self, previous: &Live) {
+    /// configuration did not change, and the rate limits' buckets if the entries did not.
+    pub fn carry_over(&mut self, previous: &Live) {
         self.oidc.keep_keys_from(&previous.oidc);
+        self.rates.carry_over(&previous.rates);
     }
 }
 
@@ -177,7 +185,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         ("server.tls (on/off)", o.tls.is_some() != n.tls.is_some()),
         (
             "storage",
-            format!("{:?}", old.storage) != format!("{:?}", new.storage),
+            storage_restart_only(&old.storage) != storage_restart_only(&new.storage),
         ),
         ("metrics.listen", old.metrics.listen != new.metrics.listen),
         ("ui", format!("{:?}", old.ui) != format!("{:?}", new.ui)),
@@ -200,11 +208,22 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     keys
 }
 
+/// The storage settings only a restart applies: all but the free-space thresholds.
+fn storage_restart_only(storage: &crate::config::StorageConfig) -> String {
+    let mut s = storage.clone();
+    if let Some(fs) = &mut s.fs {
+        fs.min_free_bytes = 0;
+        fs.min_free_ratio = 0.0;
+    }
+    format!("{s:?}")
+}
+
 /// What a reload cannot change, for `check-config` to say.
 pub const RESTART_ONLY: &str = "server.bind_address, server.port, server.workers, \
 server.io_driver, server.tls on/off, the server limits and timeouts, storage, metrics.listen, \
 uploads, gc, log, ui (reload applies identities, OIDC providers, policies, TLS files, immutable \
-tags, retention rules, event webhooks, [repository.mirror] settings and [audit])";
+tags, retention rules, event webhooks, [repository.mirror] settings, [audit], \
+storage.fs.min_free_bytes and min_free_ratio, [[rate_limit]])";
 
 /// Re-reads `path` and publishes what can change live. Returns false when rejected.
 pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveCell) -> bool {
@@ -225,7 +244,7 @@ pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveC
             return false;
         }
     };
-    let live = match Live::build(&new) {
+    let mut live = match Live::build(&new) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("reload rejected, running configuration kept: {e}");
@@ -242,7 +261,7 @@ pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveC
     tracing::info!(file = %path.display(), "reload: read");
     cell.publish(live);
     tracing::info!(
-        "configuration reloaded: identities, policies, TLS certificates, immutable tags, event webhooks, mirrors and the audit trail are now in effect"
+        "configuration reloaded: identities, policies, TLS certificates, immutable tags, event webhooks, mirrors, the audit trail, rate limits and free-space thresholds are now in effect"
     );
     true
 }

@@ -89,6 +89,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
     let events = crate::events::Queue::start(config.server.io_driver)?;
     let audit = crate::audit::Log::start()?;
     let pulls = Arc::new(crate::registry::retention::PullTimes::default());
+    let space = Arc::new(crate::service::space::SpaceGuard::default());
     let ui_logouts = Arc::new(crate::ui::Logouts::default());
     let store = {
         let rt = server::build_runtime(config.server.io_driver)
@@ -142,6 +143,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             events: events.clone(),
             audit: audit.clone(),
             pulls: pulls.clone(),
+            space: space.clone(),
             ui_logouts: ui_logouts.clone(),
             clock: clock.clone(),
             ops_listener: if index == 0 {
@@ -223,6 +225,7 @@ struct Shared {
     events: Arc<crate::events::Queue>,
     audit: Arc<crate::audit::Log>,
     pulls: Arc<crate::registry::retention::PullTimes>,
+    space: Arc<crate::service::space::SpaceGuard>,
     /// The web UI's logouts as last read, shared by the workers.
     ui_logouts: Arc<crate::ui::Logouts>,
     clock: crate::clock::Clock,
@@ -265,6 +268,7 @@ fn worker_main(
             audit: shared.audit,
             mirrors: shared.mirrors,
             pulls: shared.pulls,
+            space: shared.space,
             limits: crate::service::Limits::of(&config),
         });
         let app = Rc::new(App {

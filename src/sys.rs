@@ -91,6 +91,36 @@ pub fn sendfile(to: RawFd, from: RawFd, offset: &mut u64, count: usize) -> io::R
     Ok(n as usize)
 }
 
+/// Space on a filesystem: bytes available to an unprivileged writer, and its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsSpace {
+    pub available_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// `statvfs(2)` of the filesystem holding `path`. A stat of the superblock: no disk I/O on
+/// a local filesystem (microseconds), so it is called on the worker.
+pub fn fs_space(path: &std::path::Path) -> io::Result<FsSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path; the kernel fills `st` on success.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so `st` is initialised.
+    let st = unsafe { st.assume_init() };
+    // The block counts are u32 on some 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
+    let (frsize, bavail, blocks) = (st.f_frsize as u64, st.f_bavail as u64, st.f_blocks as u64);
+    Ok(FsSpace {
+        available_bytes: bavail.saturating_mul(frsize),
+        total_bytes: blocks.saturating_mul(frsize),
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -216,6 +216,46 @@ pub fn authorize(
     }
 }
 
+/// Applies `[[rate_limit]]` to an authorized request, once: over its group's rate it is
+/// refused (429 with Retry-After, counted); a blob pull under `pull_bytes_per_second` gets
+/// the pacer of its body. With no entry configured this is one flag read.
+pub fn limit(
+    app: &App,
+    identity: &Identity,
+    peer: IpAddr,
+    endpoint: &Endpoint<'_>,
+    action: Action,
+    query: &str,
+) -> Result<Option<Box<dyn crate::http::Pacer>>> {
+    app.svc.live.peek(|live| {
+        if live.rates.is_empty() {
+            return Ok(None);
+        }
+        let digest_param = query_param(query, "digest");
+        let access = access_request(endpoint, action, digest_param.as_deref());
+        match live.rates.admit(identity, peer, &access) {
+            Ok(pacer) => Ok(pacer.map(|p| Box::new(p) as Box<dyn crate::http::Pacer>)),
+            Err(refusal) => {
+                Metrics::add(&METRICS.rate_limited, 1);
+                tracing::debug!(
+                    entry = refusal.entry,
+                    group = refusal.group.as_str(),
+                    %peer,
+                    "rate limited"
+                );
+                let secs = refusal.retry_after.as_secs();
+                Err(Error::RateLimited {
+                    message: format!(
+                        "too many {} requests: over this registry's rate limit; retry after {secs} s",
+                        refusal.group.as_str()
+                    ),
+                    retry_after: refusal.retry_after,
+                })
+            }
+        }
+    })
+}
+
 /// A write to a read-only mirror: refused (405), and audited as a denial.
 pub fn read_only_mirror(
     app: &App,

@@ -152,6 +152,9 @@ pub fn wire_of(e: &Error) -> Wire {
         ),
         Error::Unavailable { retry_after: r, .. } => retry_after(wire(Code::Unknown, 503), *r),
         Error::StorageFull(_) => wire(Code::Unknown, 507),
+        // DENIED, not UNKNOWN: Docker prints "denied: <message>" and does not retry it
+        // (it retries UNKNOWN 5xx five times), and containerd and podman show the message.
+        Error::InsufficientStorage(_) => wire(Code::Denied, 507),
         Error::StorageUnavailable(_) => retry_after(
             wire(Code::Unknown, 503),
             Duration::from_secs(STORAGE_RETRY_AFTER_SECS),
@@ -312,6 +315,7 @@ mod tests {
                 507,
                 None,
             ),
+            (Error::InsufficientStorage(m()), Code::Denied, 507, None),
             (
                 Error::from(io(std::io::ErrorKind::TimedOut)),
                 Code::Unknown,

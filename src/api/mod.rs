@@ -22,7 +22,7 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     let path = req.head.path().to_string();
     if !path.starts_with("/v2") {
         let metrics = app.config.metrics.expose_on_main;
-        if let Some(resp) = crate::ops::respond(&app.svc.registry.store, &path, metrics).await {
+        if let Some(resp) = crate::ops::respond(&app.svc, &path, metrics).await {
             return Ok(resp);
         }
         // The web UI (and `/`, redirected to it): a sibling adapter over the same service.
@@ -58,6 +58,7 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     let identity = access::identify(app, req).await?;
     let peer = req.peer.ip();
     access::authorize(app, &identity, peer, &endpoint, action, req.head.query())?;
+    let pacer = access::limit(app, &identity, peer, &endpoint, action, req.head.query())?;
     if let Some(ns) = mirror {
         if action.writes() && !ns.writable {
             let name = endpoint.name().unwrap_or("");
@@ -92,7 +93,8 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
         }
         Endpoint::Blob { name, digest } => {
             let (name, digest) = (repo(name)?, digest_of(digest)?);
-            blobs::handle(svc, req, &caller, &name, &digest, mirror).await
+            let resp = blobs::handle(svc, req, &caller, &name, &digest, mirror).await;
+            resp.map(|r| r.paced(pacer))
         }
         Endpoint::Manifest { name, reference } => {
             let reference = reference_of(reference, method)?;

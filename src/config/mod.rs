@@ -13,6 +13,7 @@ use serde::Deserialize;
 mod access;
 mod audit;
 mod events;
+mod limits;
 pub mod s3;
 mod secret;
 mod sections;
@@ -22,6 +23,7 @@ mod values;
 pub use access::*;
 pub use audit::*;
 pub use events::*;
+pub use limits::*;
 pub use secret::Secret;
 pub use sections::*;
 pub use values::duration;
@@ -78,6 +80,9 @@ pub struct Config {
     /// The audit trail of writes and denials.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Request rates and pull bandwidth per identity (this node's own).
+    #[serde(default)]
+    pub rate_limit: Vec<RateLimitConfig>,
 }
 
 /// A configuration that cannot work (at load, reload or `check`): what is wrong, naming the

@@ -164,12 +164,21 @@ pub struct StorageConfig {
 pub struct FsStorageConfig {
     #[serde(default = "d::root_dir")]
     pub root_dir: PathBuf,
+    /// The free-space guard: with less than this many bytes free on the filesystem of
+    /// `root_dir`, writes that add data answer 507 (0: off). Reloadable.
+    #[serde(default)]
+    pub min_free_bytes: u64,
+    /// The same as a share of the filesystem's size, 0.0 to 1.0 (0: off). Reloadable.
+    #[serde(default)]
+    pub min_free_ratio: f64,
 }
 
 impl Default for FsStorageConfig {
     fn default() -> Self {
         FsStorageConfig {
             root_dir: d::root_dir(),
+            min_free_bytes: 0,
+            min_free_ratio: 0.0,
         }
     }
 }

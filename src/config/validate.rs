@@ -53,6 +53,9 @@ impl Config {
             (Some(fs), None) if fs.root_dir.as_os_str().is_empty() => {
                 return bad("storage.fs.root_dir", "must not be empty");
             }
+            (Some(fs), None) if !(0.0..=1.0).contains(&fs.min_free_ratio) => {
+                return bad("storage.fs.min_free_ratio", "must be between 0.0 and 1.0");
+            }
             (Some(_), None) => {}
             (None, Some(s3)) => s3.validate()?,
             (Some(_), Some(_)) => {

@@ -13,4 +13,4 @@ pub mod response;
 
 pub use conn::{BodyError, BodyRead, BodyReader, Handler, Request};
 pub use head::Method;
-pub use response::{Body, FileBody, Response};
+pub use response::{Body, FileBody, Pacer, Response};

@@ -67,6 +67,17 @@ pub struct Response {
     /// Values borrowed when static (most are), so a response costs no allocation per header.
     pub headers: Vec<(&'static str, Cow<'static, str>)>,
     pub body: Body,
+    /// Slows the body (a file, growing file or stream) to a rate; `None`: as fast as it goes.
+    pub pacer: Option<Box<dyn Pacer>>,
+}
+
+/// Paces a response body: the connection sends it in chunks of `chunk_bytes`, each after
+/// the wait `reserve` asks for (bounded by the connection, see `send.rs`).
+pub trait Pacer {
+    /// Reserves `bytes` about to be sent; how long to wait before sending them.
+    fn reserve(&self, bytes: u64) -> std::time::Duration;
+    /// Bytes sent between two reservations.
+    fn chunk_bytes(&self) -> u64;
 }
 
 impl Response {
@@ -75,7 +86,14 @@ impl Response {
             status,
             headers: Vec::with_capacity(HEADERS_INITIAL),
             body: Body::Empty,
+            pacer: None,
         }
+    }
+
+    /// The same response with its body paced by `pacer` (if any).
+    pub fn paced(mut self, pacer: Option<Box<dyn Pacer>>) -> Self {
+        self.pacer = pacer;
+        self
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {

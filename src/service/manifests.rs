@@ -83,6 +83,7 @@ pub async fn put(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> Result<PutManifest> {
+    super::space::ensure(svc)?;
     let rule = match reference {
         Reference::Tag(t)
             if svc

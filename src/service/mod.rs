@@ -16,6 +16,7 @@ pub mod layer_files;
 pub mod listing;
 pub mod maintenance;
 pub mod manifests;
+pub mod space;
 pub mod uploads;
 
 use std::net::IpAddr;
@@ -66,6 +67,8 @@ pub struct Service {
     pub mirrors: Arc<crate::mirror::Mirrors>,
     /// When this node last recorded a pull of each manifest (retention), shared by workers.
     pub pulls: Arc<crate::registry::retention::PullTimes>,
+    /// The free-space guard's last sample, shared by workers.
+    pub space: Arc<space::SpaceGuard>,
     pub buffers: Buffers,
     pub limits: Limits,
 }
@@ -78,6 +81,7 @@ pub struct Parts {
     pub audit: Arc<crate::audit::Log>,
     pub mirrors: Arc<crate::mirror::Mirrors>,
     pub pulls: Arc<crate::registry::retention::PullTimes>,
+    pub space: Arc<space::SpaceGuard>,
     pub limits: Limits,
 }
 
@@ -91,6 +95,7 @@ impl Service {
             audit: parts.audit,
             mirrors: parts.mirrors,
             pulls: parts.pulls,
+            space: parts.space,
             buffers: Buffers::default(),
             limits: parts.limits,
         })

@@ -111,6 +111,7 @@ pub async fn put_small(
     body: Vec<u8>,
     session: Option<&UploadId>,
 ) -> Result<u64> {
+    super::space::ensure(svc)?;
     let size = body.len() as u64;
     let gated = async |size| gate(svc, caller, name, digest, size).await;
     let result = {
@@ -128,8 +129,10 @@ pub async fn put_small(
     Ok(size)
 }
 
-/// Opens a new upload session in `name`.
+/// Opens a new upload session in `name` (refused when storage is low on space: the
+/// client learns it before it sends the bytes).
 pub async fn start(svc: &Service, name: &RepoName) -> Result<Session> {
+    super::space::ensure(svc)?;
     svc.registry.upload_start_open(name).await
 }
 
@@ -170,12 +173,15 @@ pub async fn append(
     s: &mut Session,
     body: &mut BodyReader<'_>,
 ) -> Result<()> {
+    super::space::ensure(svc)?;
     receive(svc, body, s).await?;
     let _write = caller.clock.hold();
     svc.registry.upload_save(s).await
 }
 
-/// Appends a request body to a session and commits it as `digest`: the blob's size.
+/// Appends a request body to a session and commits it as `digest`: the blob's size. A
+/// commit with an empty body adds no data (its bytes are stored already) and is let through
+/// when storage is low on space; one that brings bytes is not.
 pub async fn finish(
     svc: &Service,
     caller: &Caller<'_>,
@@ -184,6 +190,9 @@ pub async fn finish(
     body: &mut BodyReader<'_>,
 ) -> Result<u64> {
     let name = s.name.clone();
+    if body.declared_len() != Some(0) {
+        super::space::ensure(svc)?;
+    }
     let result = async {
         receive(svc, body, &mut s).await?;
         let gated = async |size| gate(svc, caller, &name, digest, size).await;

@@ -120,6 +120,15 @@ impl Backend {
         }
     }
 
+    /// Free space of the filesystem under the store, where the store is one (fs); `None`
+    /// for object storage, whose space is the provider's to manage.
+    pub fn free_space(&self) -> Option<io::Result<crate::sys::FsSpace>> {
+        match self {
+            Backend::Fs(s) => Some(crate::sys::fs_space(s.root())),
+            Backend::S3(_) => None,
+        }
+    }
+
     /// Removes what crashed writes left behind (the fs backend's temp files) at least
     /// `age_min` old; returns how many. Object storage writes leave no such debris: 0.
     pub async fn cleanup_temp(&self, age_min: Duration) -> Result<u64> {
@@ -170,6 +179,9 @@ mod tests {
                 assert_eq!(b.upload_meta_inline(), !is_fs);
             }
         }
+        let space = fs.free_space().unwrap().unwrap();
+        assert!(space.total_bytes > 0 && space.available_bytes <= space.total_bytes);
+        assert!(s3_backend(false).free_space().is_none());
         assert!(!fs.reads_redirect_to_the_store());
         assert_eq!(fs.redirect_url("blobs/x").unwrap(), None);
         assert!(!s3_backend(false).reads_redirect_to_the_store());

@@ -9,7 +9,7 @@ use compio::io::{AsyncReadAt, AsyncWriteExt};
 use compio::net::TcpStream;
 use compio::time::timeout;
 
-use super::super::response::{Body, Response};
+use super::super::response::{Body, Pacer, Response};
 use super::{ConnLimits, Handler, Stream, FILE_CHUNK_BYTES};
 
 /// Room reserved for a response head (a blob or manifest answer's head is 300-600 bytes).
@@ -18,7 +18,7 @@ const RESPONSE_HEAD_RESERVE_BYTES: usize = 768;
 /// Writes a response; returns the body bytes sent.
 pub(super) async fn write_response<H: Handler>(
     stream: &mut Stream,
-    resp: Response,
+    mut resp: Response,
     close: bool,
     head_only: bool,
     handler: &H,
@@ -38,6 +38,8 @@ pub(super) async fn write_response<H: Handler>(
     out.reserve(RESPONSE_HEAD_RESERVE_BYTES + inline_body);
     resp.write_head(out, close, handler.extra_headers());
     let idle = limits.body_idle_timeout;
+    let pacer = resp.pacer.take();
+    let pacer = pacer.as_deref();
     match resp.body {
         Body::Bytes(b) if !head_only => {
             out.extend_from_slice(&b);
@@ -48,6 +50,7 @@ pub(super) async fn write_response<H: Handler>(
             // Small blobs go out with the head in one write: one send instead of two.
             let start = out.len();
             let len = f.len as usize;
+            pace(pacer, f.len).await;
             read_into(&f.file, out, f.offset, len).await?;
             if out.len() - start < len {
                 return Err(io::ErrorKind::UnexpectedEof.into());
@@ -57,17 +60,17 @@ pub(super) async fn write_response<H: Handler>(
         }
         Body::File(f) if !head_only => {
             write_first(stream, out, idle).await?;
-            send_region(stream, &f.file, f.offset, f.len, idle).await?;
+            send_region(stream, &f.file, f.offset, f.len, idle, pacer).await?;
             Ok(f.len)
         }
         Body::Growing(g) if !head_only => {
             write_first(stream, out, idle).await?;
-            send_growing(stream, &g, idle).await?;
+            send_growing(stream, &g, idle, pacer).await?;
             Ok(g.len)
         }
         Body::Stream(mut s) if !head_only => {
             write_first(stream, out, idle).await?;
-            send_stream(stream, &mut s, idle, out).await?;
+            send_stream(stream, &mut s, idle, out, pacer).await?;
             Ok(s.len)
         }
         _ => {
@@ -116,6 +119,7 @@ pub(super) async fn send_growing(
     stream: &mut Stream,
     g: &crate::http::growing::GrowingBody,
     idle: Duration,
+    pacer: Option<&dyn Pacer>,
 ) -> io::Result<()> {
     let end = g.offset + g.len;
     let mut pos = g.offset;
@@ -128,7 +132,7 @@ pub(super) async fn send_growing(
         if upto <= pos {
             return Err(io::Error::other("source ended before the announced length"));
         }
-        send_region(stream, &g.file, pos, upto - pos, idle).await?;
+        send_region(stream, &g.file, pos, upto - pos, idle, pacer).await?;
         pos = upto;
     }
     Ok(())
@@ -144,10 +148,14 @@ pub(super) async fn send_stream(
     s: &mut crate::http::response::StreamBody,
     idle: Duration,
     out: &mut Vec<u8>,
+    pacer: Option<&dyn Pacer>,
 ) -> io::Result<()> {
     let mut left = s.len;
+    let chunk = pacer.map_or(STREAM_CHUNK_BYTES as u64, |p| {
+        p.chunk_bytes().clamp(1, STREAM_CHUNK_BYTES as u64)
+    });
     while left > 0 {
-        let want = left.min(STREAM_CHUNK_BYTES as u64) as usize;
+        let want = left.min(chunk) as usize;
         let mut buf = std::mem::take(out);
         buf.clear();
         let n = match timeout(idle, s.source.read(buf, want)).await {
@@ -161,6 +169,7 @@ pub(super) async fn send_stream(
             return Err(io::Error::other("source ended before the announced length"));
         }
         *out = buf;
+        pace(pacer, n as u64).await;
         write_all(stream, out, idle).await?;
         left -= n as u64;
     }
@@ -217,9 +226,47 @@ pub(super) fn zero_copy_ok(file: &compio::fs::File, offset: u64, len: u64) -> bo
         && crate::sys::cached_fraction(file.as_raw_fd(), offset, len).is_some_and(|f| f >= 1.0)
 }
 
+/// The longest wait before one paced chunk. A pacer asks for more only when many bodies share
+/// its bucket (about a hundred pulls at once of one identity at a tenth of a second each);
+/// they then go faster than the rate rather than wait without bound.
+const PACE_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// Waits as `pacer` asks before sending `bytes` (no pacer: at once).
+async fn pace(pacer: Option<&dyn Pacer>, bytes: u64) {
+    if let Some(p) = pacer {
+        let wait = p.reserve(bytes).min(PACE_WAIT_MAX);
+        if !wait.is_zero() {
+            compio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Sends a file region, in paced chunks when there is a pacer.
+async fn send_region(
+    stream: &mut Stream,
+    file: &compio::fs::File,
+    offset: u64,
+    len: u64,
+    idle: Duration,
+    pacer: Option<&dyn Pacer>,
+) -> io::Result<()> {
+    let Some(p) = pacer else {
+        return send_region_now(stream, file, offset, len, idle).await;
+    };
+    let chunk = p.chunk_bytes().max(1);
+    let (mut pos, end) = (offset, offset + len);
+    while pos < end {
+        let n = chunk.min(end - pos);
+        pace(pacer, n).await;
+        send_region_now(stream, file, pos, n, idle).await?;
+        pos += n;
+    }
+    Ok(())
+}
+
 /// Sends a file region: with sendfile(2) as long as the pages it is about to send are in the
 /// page cache (plain TCP), the rest through reads that never block the worker.
-async fn send_region(
+async fn send_region_now(
     stream: &mut Stream,
     file: &compio::fs::File,
     offset: u64,
