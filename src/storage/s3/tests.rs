@@ -316,7 +316,9 @@ fn through_proxy(moto: &Moto, bucket: &str, attempts: u32) -> (S3Storage, FaultP
     let mut c = moto.config(bucket);
     c.endpoint = Some(format!("http://127.0.0.1:{}", proxy.port));
     c.attempts_max = attempts;
-    c.request_timeout = std::time::Duration::from_millis(500);
+    // Long enough for moto on a loaded 2-core machine (500 ms was not, in CI), short
+    // enough that the stalled-service case below stays quick.
+    c.request_timeout = std::time::Duration::from_millis(1500);
     (S3Storage::new(&c).unwrap(), proxy)
 }
 
@@ -345,7 +347,7 @@ fn s3_retries_transient_errors_within_budget() {
         assert!(e.contains("GetObject") && e.contains("SlowDown"), "{e}");
         assert_eq!(proxy.seen(), 8);
         // A stalled service: each attempt times out, then the operation fails (no hang).
-        proxy.plan(&[Fault::Stall(std::time::Duration::from_secs(2)); 3]);
+        proxy.plan(&[Fault::Stall(std::time::Duration::from_secs(4)); 3]);
         let e = s.get("k").await.unwrap_err();
         assert!(e.to_string().contains("gave up"), "{e}");
         // The registry takes it as transient (the API answers 503 with Retry-After).
