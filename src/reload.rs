@@ -33,6 +33,8 @@ pub struct Live {
     /// `[audit]`: whether the trail is written and where (each record carries it to the
     /// writer thread, so a reload moves the trail at the next record).
     pub audit: Arc<crate::config::AuditConfig>,
+    /// `[tracing]`: the exporter's settings; None: off (applied by `crate::trace::apply`).
+    pub tracing: Option<Arc<crate::trace::Settings>>,
 }
 
 impl Live {
@@ -59,6 +61,7 @@ impl Live {
             retention: crate::policy::retention::RetentionRules::compile(&config.repository)?,
             mirrors: crate::mirror::MirrorTable::from_config(config)?,
             audit: Arc::new(config.audit.clone()),
+            tracing: crate::trace::Settings::build(&config.tracing)?.map(Arc::new),
         })
     }
 }
@@ -80,6 +83,7 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     crate::policy::retention::RetentionRules::compile(&config.repository)?;
     crate::mirror::MirrorTable::from_config(config)?;
     config.audit.validate()?;
+    crate::trace::Settings::build(&config.tracing)?;
     Ok(())
 }
 
@@ -182,6 +186,10 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         ("metrics.listen", old.metrics.listen != new.metrics.listen),
         ("ui", format!("{:?}", old.ui) != format!("{:?}", new.ui)),
         (
+            "tracing.queue_spans_max",
+            old.tracing.queue_spans_max != new.tracing.queue_spans_max,
+        ),
+        (
             "server limits and timeouts",
             format!("{o:?}").replace(&format!("{:?}", o.tls), "")
                 != format!("{n:?}").replace(&format!("{:?}", n.tls), ""),
@@ -204,7 +212,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
 pub const RESTART_ONLY: &str = "server.bind_address, server.port, server.workers, \
 server.io_driver, server.tls on/off, the server limits and timeouts, storage, metrics.listen, \
 uploads, gc, log, ui (reload applies identities, OIDC providers, policies, TLS files, immutable \
-tags, retention rules, event webhooks, [repository.mirror] settings and [audit])";
+tags, retention rules, event webhooks, [repository.mirror] settings, [audit] and [tracing])";
 
 /// Re-reads `path` and publishes what can change live. Returns false when rejected.
 pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveCell) -> bool {
@@ -240,9 +248,10 @@ pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveC
         tracing::warn!("reload: {key} changed; it takes effect only after a restart");
     }
     tracing::info!(file = %path.display(), "reload: read");
+    crate::trace::apply(live.tracing.clone(), running.server.io_driver);
     cell.publish(live);
     tracing::info!(
-        "configuration reloaded: identities, policies, TLS certificates, immutable tags, event webhooks, mirrors and the audit trail are now in effect"
+        "configuration reloaded: identities, policies, TLS certificates, immutable tags, event webhooks, mirrors, the audit trail and tracing are now in effect"
     );
     true
 }

@@ -16,6 +16,7 @@ mod events;
 pub mod s3;
 mod secret;
 mod sections;
+mod tracing;
 mod validate;
 mod values;
 
@@ -24,6 +25,7 @@ pub use audit::*;
 pub use events::*;
 pub use secret::Secret;
 pub use sections::*;
+pub use tracing::*;
 pub use values::duration;
 #[cfg(test)]
 pub use values::parse_duration;
@@ -78,6 +80,9 @@ pub struct Config {
     /// The audit trail of writes and denials.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Traces exported over OTLP.
+    #[serde(default)]
+    pub tracing: TracingConfig,
 }
 
 /// A configuration that cannot work (at load, reload or `check`): what is wrong, naming the
@@ -232,6 +237,7 @@ impl Config {
                 .resolve(&format!("identity.{name}.password"))?
                 .unwrap_or_default();
         }
+        self.tracing.resolve_secrets()?;
         for (name, w) in self.event_webhook.iter_mut() {
             let source = Secret {
                 plain: w.token.take(),
