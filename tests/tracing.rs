@@ -152,7 +152,10 @@ fn a_push_and_a_pull_are_traced_span_by_span() {
     assert_eq!(get.attrs["http.route"], "/v2/{name}/manifests/{reference}");
     assert_eq!(get.attrs["oci.repository"], "traced/app");
     assert_eq!(get.attrs["oci.action"], "get-manifest");
-    assert_eq!(get.attrs["url.path"], format!("/v2/traced/app/manifests/{digest}"));
+    assert_eq!(
+        get.attrs["url.path"],
+        format!("/v2/traced/app/manifests/{digest}")
+    );
     assert_eq!(get.attrs["client.address"], "127.0.0.1");
     // The manifest PUT: the operation under the server span, storage under the operation.
     let put_server = servers
@@ -198,7 +201,12 @@ fn a_push_and_a_pull_are_traced_span_by_span() {
     assert_eq!(first.header("content-type"), Some("application/x-protobuf"));
     let req = ExportTraceServiceRequest::decode(first.body.as_slice()).unwrap();
     let resource = format!("{:?}", req.resource_spans[0].resource);
-    for want in ["origin-test", "service.version", "host.name", "deployment.environment"] {
+    for want in [
+        "origin-test",
+        "service.version",
+        "host.name",
+        "deployment.environment",
+    ] {
         assert!(resource.contains(want), "{want} in {resource}");
     }
     // The request's log lines name its trace.
@@ -209,20 +217,25 @@ fn a_push_and_a_pull_are_traced_span_by_span() {
 }
 
 /// The trace goes on outside: an async webhook delivery continues the push's trace and sends
-/// its `traceparent`, and so does a mirror's request to its upstream.
+/// its `traceparent` (failed attempts are events on its span), and so does a mirror's
+/// request to its upstream.
 #[test]
 fn traceparent_goes_to_webhooks_and_upstreams() {
     let rx = Receiver::start();
     let hook = Receiver::start();
     let upstream = Receiver::start();
     upstream.answer(404);
+    let broken = Receiver::start();
+    broken.answer(500);
     let config = format!(
-        "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\nevent_webhooks = [\"feed\"]\n\n\
+        "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\nevent_webhooks = [\"feed\", \"broken\"]\n\n\
          [[repository]]\nnamespace = \"hub\"\npolicy_default_allow = true\n\
          [repository.mirror]\n[[repository.mirror.upstream]]\nurl = \"{}\"\ntimeout = \"5s\"\n\n\
-         [event_webhook.feed]\nurl = \"{}\"\nevents = [\"tag.create\"]\n\n{}",
+         [event_webhook.feed]\nurl = \"{}\"\nevents = [\"tag.create\"]\n\n\
+         [event_webhook.broken]\nurl = \"{}\"\nevents = [\"tag.create\"]\nmax_retries = 1\n\n{}",
         upstream.url(""),
         hook.url("/feed"),
+        broken.url("/broken"),
         tracing_section(&rx.url(""), 1.0)
     );
     let srv = Server::start_with("", &config);
@@ -238,20 +251,40 @@ fn traceparent_goes_to_webhooks_and_upstreams() {
         .into_iter()
         .find(|s| s.name == "PUT /v2/{name}/manifests/{reference}")
         .expect("manifest PUT");
-    assert_eq!(trace_id, put.trace_id, "the delivery continues the push's trace");
+    assert_eq!(
+        trace_id, put.trace_id,
+        "the delivery continues the push's trace"
+    );
     let delivery = spans
         .iter()
         .find(|s| s.name == "webhook.delivery")
         .expect("delivery span");
     assert_eq!(delivery.trace_id, put.trace_id);
     assert_eq!(delivery.attrs["webhook"], "feed");
+    // A delivery that fails: each failed attempt is an event on its span.
+    let spans = spans_until(&rx, |s| {
+        s.iter().any(|s| {
+            s.name == "webhook.delivery"
+                && s.attrs.get("webhook").map(|w| w.as_str()) == Some("broken")
+        })
+    });
+    let failed = spans
+        .iter()
+        .find(|s| s.name == "webhook.delivery" && s.attrs["webhook"] == "broken")
+        .expect("the failed delivery's span");
+    assert_eq!(failed.events, ["attempt failed", "attempt failed"]);
+    assert_eq!(failed.trace_id, put.trace_id);
 
     let r = srv.get("/v2/hub/library/alpine/manifests/3.20");
     assert_eq!(r.status, 404);
     let asked = upstream.wait_for(WAIT, |g| !g.is_empty());
-    let tp = asked[0].header("traceparent").expect("upstream gets traceparent");
+    let tp = asked[0]
+        .header("traceparent")
+        .expect("upstream gets traceparent");
     let tp = tp.to_string();
-    let named = |s: &Span| s.name == "upstream.request" && tp == format!("00-{}-{}-01", s.trace_id, s.span_id);
+    let named = |s: &Span| {
+        s.name == "upstream.request" && tp == format!("00-{}-{}-01", s.trace_id, s.span_id)
+    };
     let spans = spans_until(&rx, |s| s.iter().any(named));
     let up = spans
         .iter()
@@ -282,7 +315,8 @@ fn nothing_is_exported_unless_on_and_sampled() {
     )
     .unwrap();
     srv.signal(libc::SIGHUP);
-    srv.logs_until("configuration reloaded", WAIT).expect("reloaded");
+    srv.logs_until("configuration reloaded", WAIT)
+        .expect("reloaded");
     assert_eq!(srv.get("/v2/").status, 200);
     let unsampled = format!("00-{INCOMING_TRACE}-{INCOMING_SPAN}-00");
     let r = srv.request("GET", "/v2/", &[("traceparent", &unsampled)], b"");
@@ -292,7 +326,11 @@ fn nothing_is_exported_unless_on_and_sampled() {
     assert_eq!(r.status, 200);
     let spans = spans_until(&rx, |s| !s.is_empty());
     std::thread::sleep(Duration::from_millis(500));
-    let spans = if spans.is_empty() { spans } else { decode(&rx.received()) };
+    let spans = if spans.is_empty() {
+        spans
+    } else {
+        decode(&rx.received())
+    };
     let traces: HashSet<&str> = spans.iter().map(|s| s.trace_id.as_str()).collect();
     assert_eq!(
         traces,

@@ -143,8 +143,7 @@ fn export_loop(io_driver: IoDriver, rx: &Receiver<SpanData>) {
         }
     };
     let mut failing = false;
-    loop {
-        let Ok(first) = rx.recv() else { break };
+    while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         let Some(s) = settings() else {
             // Tracing was turned off: what was queued goes.
