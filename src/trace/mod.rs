@@ -125,12 +125,25 @@ impl Extractor for Headers<'_> {
 pub fn remote_parent<'a>(
     header: impl Fn(&str) -> Option<&'a str>,
 ) -> Option<opentelemetry::Context> {
+    let traceparent = header("traceparent").filter(|v| well_formed(v))?;
     let headers = Headers {
-        traceparent: header("traceparent")?,
+        traceparent,
         tracestate: header("tracestate"),
     };
     let cx = TraceContextPropagator::new().extract(&headers);
     cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// The W3C field widths (the SDK's propagator parses the ids as numbers, and so accepts a
+/// short one): version, trace id, parent id and flags of 2, 32, 16 and 2 hex digits.
+fn well_formed(traceparent: &str) -> bool {
+    let mut parts = traceparent.trim().split('-');
+    let widths = [2, 32, 16, 2];
+    widths.iter().all(|w| {
+        parts
+            .next()
+            .is_some_and(|p| p.len() == *w && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
 }
 
 /// What the HTTP layer knows of a request when it starts.
