@@ -44,7 +44,7 @@ DATA=$WORK/data
 mkdir -p "$LOGS" "$DATA"
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
-python3 "$BENCH_DIR/seed.py" --data "$DATA" --sizes 4k,1m >/dev/null
+python3 "$BENCH_DIR/seed.py" --data "$DATA" --sizes 4k,1m >/dev/null 2>&1
 
 sink_port=$(free_port)
 python3 "$BENCH_DIR/otlp_sink.py" --port "$sink_port" --stats "$WORK/sink.json" &
@@ -92,7 +92,7 @@ sample_ratio = $ratio" ;;
     url=http://127.0.0.1:$port
     seed=$WORK/seed-$config-$round.json
     python3 "$BENCH_DIR/seed.py" --url "$url" --data "$DATA" --sizes 4k,1m --repo "$REPO" \
-      --method monolithic --out "$seed" >/dev/null
+      --method monolithic --out "$seed" >/dev/null 2>&1
     blob=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["blobs"]["4k"]["digest"])' "$seed")
     big=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["blobs"]["1m"]["path"])' "$seed")
     echo "== round $round: $config" >&2
@@ -112,7 +112,10 @@ sample_ratio = $ratio" ;;
     o=$LOGS/$round-$config-push.json
     python3 "$BENCH_DIR/push.py" --url "$url" --repo "$REPO" --file "$big" --size-mib 1 \
       -s "$STREAMS" -d "$SECS" --mode monolithic --run-id "$config-$round" >"$o"
-    read -r pushes_s p50 errs < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"{r[\"pushes\"]/r[\"secs\"]:.0f} {r[\"push_secs_p50\"]*1000:.3f} {r[\"errors\"]}")' "$o")
+    read -r pushes_s p50 errs < <(python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("%.0f %.3f %d" % (r["pushes"] / r["secs"], (r["push_secs_p50"] or 0) * 1000, r["errors"]))' "$o")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$config" "push 1 MiB" "$pushes_s" "$p50" "-" "$errs" >>"$RESULTS"
     if [ "${config#on-}" != "$config" ]; then
       sleep 3 # the exporter's batch delay (2 s), so what was recorded is counted

@@ -21,11 +21,13 @@ pub fn init(config: &LogConfig) {
         .with_thread_names(false)
         .with_ansi(false);
     let registry = tracing_subscriber::registry().with(spans);
+    // Behind the trace's gate, asked first (crate::trace::layer::Gated).
+    use crate::trace::layer::Gated;
     let _ = match config.format {
-        LogFormat::Text => registry.with(fmt.with_filter(filter)).try_init(),
-        LogFormat::Json => registry
-            .with(fmt.json().flatten_event(true).with_filter(filter))
-            .try_init(),
+        LogFormat::Text => Gated(registry.with(fmt.with_filter(filter))).try_init(),
+        LogFormat::Json => {
+            Gated(registry.with(fmt.json().flatten_event(true).with_filter(filter))).try_init()
+        }
     };
 }
 

@@ -55,7 +55,7 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
         None => endpoint,
     };
     let mirror = mirrored.as_ref().map(|(ns, _)| ns);
-    if crate::trace::is_on() {
+    if crate::trace::recording() {
         let span = tracing::Span::current();
         span.record("http.route", endpoint.template());
         let name = format!("{} {}", req.head.method.as_str(), endpoint.template());
@@ -66,7 +66,7 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
         }
     }
     let identity = access::identify(app, req).await?;
-    if let Some(id) = identity.id.as_deref().filter(|_| crate::trace::is_on()) {
+    if let Some(id) = identity.id.as_deref().filter(|_| crate::trace::recording()) {
         // The identity's configured id (never a password or a token).
         tracing::Span::current().record("enduser.id", id);
     }

@@ -151,7 +151,7 @@ pub async fn deliver(t: &Target, kind: &str, body: &[u8]) -> Result<(), Delivery
         Ok(()) => Metrics::add(&METRICS.webhook_deliveries, 1),
         Err(e) => {
             Metrics::add(&METRICS.webhook_failures, 1);
-            if crate::trace::is_on() {
+            if crate::trace::recording() {
                 tracing::Span::current().record("error", tracing::field::display(e));
             }
             tracing::warn!(webhook = %t.name, event = kind, error = %e, "event delivery failed");

@@ -6,6 +6,7 @@
 //! runtime never moves a task to another thread.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::time::SystemTime;
 
 use opentelemetry::trace::{
@@ -15,6 +16,7 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanLinks};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
 use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, Filter, Layer};
@@ -71,6 +73,84 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for SpanFilter {
         } else {
             LevelFilter::OFF
         })
+    }
+}
+
+thread_local! {
+    /// The recorded spans entered on this thread now, innermost last (a recorded request is
+    /// being polled). `tracing` enters and exits spans nested on a thread.
+    static ENTERED: RefCell<Vec<SpanIds>> = const { RefCell::new(Vec::new()) };
+}
+
+/// True while a recorded span is current on this thread: a child span or event made now
+/// belongs to a recorded trace. One thread-local read.
+pub fn recording() -> bool {
+    ENTERED.with(|e| !e.borrow().is_empty())
+}
+
+/// The ids of the innermost recorded span entered on this thread.
+pub fn current() -> Option<SpanIds> {
+    ENTERED.with(|e| e.borrow().last().copied())
+}
+
+/// The subscriber as installed: the layers, behind a gate that a child span's or a span
+/// event's call site meets first. Outside a recorded span it stops there, before any layer's
+/// filter runs, so an unsampled request pays one thread-local read per call site; while
+/// tracing is off those call sites are disabled in the interest cache. Everything else is
+/// the inner subscriber's.
+pub struct Gated<S>(pub S);
+
+impl<S: Subscriber> Subscriber for Gated<S> {
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.0.on_register_dispatch(subscriber)
+    }
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        if meta.target() != SPAN {
+            return self.0.register_callsite(meta);
+        }
+        if !super::is_on() {
+            return Interest::never();
+        }
+        match self.0.register_callsite(meta) {
+            i if i.is_never() => i,
+            _ => Interest::sometimes(),
+        }
+    }
+    fn enabled(&self, meta: &Metadata<'_>) -> bool {
+        (meta.target() != SPAN || recording()) && self.0.enabled(meta)
+    }
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        self.0.max_level_hint()
+    }
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        self.0.new_span(span)
+    }
+    fn record(&self, span: &Id, values: &Record<'_>) {
+        self.0.record(span, values)
+    }
+    fn record_follows_from(&self, span: &Id, follows: &Id) {
+        self.0.record_follows_from(span, follows)
+    }
+    fn event_enabled(&self, event: &Event<'_>) -> bool {
+        self.0.event_enabled(event)
+    }
+    fn event(&self, event: &Event<'_>) {
+        self.0.event(event)
+    }
+    fn enter(&self, span: &Id) {
+        self.0.enter(span)
+    }
+    fn exit(&self, span: &Id) {
+        self.0.exit(span)
+    }
+    fn clone_span(&self, id: &Id) -> Id {
+        self.0.clone_span(id)
+    }
+    fn try_close(&self, id: Id) -> bool {
+        self.0.try_close(id)
+    }
+    fn current_span(&self) -> tracing_core::span::Current {
+        self.0.current_span()
     }
 }
 
@@ -241,6 +321,22 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SpanLayer {
         ));
     }
 
+    fn on_enter(&self, id: &Id, cx: Context<'_, S>) {
+        // Only recorded spans reach this layer (its filter).
+        let Some(span) = cx.span(id) else { return };
+        let ids = span.extensions().get::<Recording>().map(|r| r.ids);
+        if let Some(ids) = ids {
+            ENTERED.with(|e| e.borrow_mut().push(ids));
+        }
+    }
+
+    fn on_exit(&self, id: &Id, cx: Context<'_, S>) {
+        let Some(span) = cx.span(id) else { return };
+        if span.extensions().get::<Recording>().is_some() {
+            ENTERED.with(|e| e.borrow_mut().pop());
+        }
+    }
+
     fn on_close(&self, id: Id, cx: Context<'_, S>) {
         let Some(span) = cx.span(&id) else { return };
         let Some(rec) = span.extensions_mut().remove::<Recording>() else {
@@ -283,16 +379,4 @@ fn finish(rec: Recording) -> SpanData {
         status: rec.status,
         instrumentation_scope: SCOPE.with(|s| s.clone()),
     }
-}
-
-/// The ids of `id`'s innermost recorded span (itself or an ancestor: the log-only span of a
-/// request is current while the request runs).
-pub fn ids_of(registry: &tracing_subscriber::Registry, id: &Id) -> Option<SpanIds> {
-    let span = registry.span(id)?;
-    for s in span.scope() {
-        if let Some(rec) = s.extensions().get::<Recording>() {
-            return Some(rec.ids);
-        }
-    }
-    None
 }

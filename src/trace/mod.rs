@@ -63,6 +63,12 @@ pub fn is_on() -> bool {
     ON.load(Relaxed)
 }
 
+/// True while this thread runs inside a recorded span (a sampled request, a pass): what a
+/// request's code asks before it records an attribute.
+pub fn recording() -> bool {
+    is_on() && layer::recording()
+}
+
 /// Applies `[tracing]` from a new configuration (start and reload): the exporter's settings,
 /// the sampling ratio, on or off.
 pub fn apply(settings: Option<std::sync::Arc<Settings>>, io_driver: crate::config::IoDriver) {
@@ -230,10 +236,7 @@ pub fn current() -> Option<SpanIds> {
     if !is_on() {
         return None;
     }
-    Span::current().with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
-        layer::ids_of(registry, id)
-    })?
+    layer::current()
 }
 
 /// The W3C `traceparent` header value naming the current span, for an outbound request.

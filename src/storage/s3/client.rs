@@ -185,7 +185,7 @@ impl S3Client {
                 Ok(Ok(resp)) => {
                     let status = resp.status;
                     if matches!(verdict(status, ""), Verdict::Answer) {
-                        if crate::trace::is_on() {
+                        if crate::trace::recording() {
                             tracing::Span::current().record("http.response.status_code", status);
                         }
                         return Ok(Sent { resp, unsure });
