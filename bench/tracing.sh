@@ -9,8 +9,9 @@
 # (BENCH_CONNS connections, BENCH_SECS each), then pushes of 1 MiB blobs (bench/push.py,
 # monolithic, BENCH_PUSH_STREAMS streams, BENCH_SECS). Rounds alternate the configurations
 # so drift of the machine hits all alike; the table shows the median of the rounds and the
-# ratio to off. Each configuration gets a fresh server and storage root, seeded by
-# bench/seed.py through the API.
+# ratio to off, with the server's CPU per request (all its threads, the exporter's included;
+# not wrk's nor the receiver's, which share the machine). Each configuration gets a fresh
+# server and storage root, seeded by bench/seed.py through the API.
 #
 #   bench/tracing.sh
 #
@@ -103,26 +104,33 @@ sample_ratio = $ratio" ;;
       esac
       settle
       o=$LOGS/$round-$config-$phase.txt
+      phase_begin "$ORIGIN_PID"
       wrk -t1 -c"$CONNS" -d"${SECS}s" --timeout 10s --latency -s "$BENCH_DIR/wrk/$phase.lua" \
         "$target" >"$o" 2>&1 || true
+      phase_end "$ORIGIN_PID"
       read -r rps p50 p99 errs < <(wrk_stats "$o")
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$config" "$phase" "$rps" "$p50" "$p99" "$errs" >>"$RESULTS"
+      cpu=$(python3 -c "print(f'{$PHASE_CPU * 1e6 / max($rps * $SECS, 1):.1f}')")
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$config" "$phase" "$rps" "$p50" "$p99" "$errs" "$cpu" >>"$RESULTS"
     done
     settle
     o=$LOGS/$round-$config-push.json
+    phase_begin "$ORIGIN_PID"
     python3 "$BENCH_DIR/push.py" --url "$url" --repo "$REPO" --file "$big" --size-mib 1 \
-      -s "$STREAMS" -d "$SECS" --mode monolithic --run-id "$config-$round" >"$o"
+      -s "$STREAMS" -d "$SECS" --mode monolithic --run-id "$config-$round" >"$o" || true
+    phase_end "$ORIGIN_PID"
     read -r pushes_s p50 errs < <(python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
 print("%.0f %.3f %d" % (r["pushes"] / r["secs"], (r["push_secs_p50"] or 0) * 1000, r["errors"]))' "$o")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$config" "push 1 MiB" "$pushes_s" "$p50" "-" "$errs" >>"$RESULTS"
+    cpu=$(python3 -c "print(f'{$PHASE_CPU * 1e6 / max($pushes_s * $SECS, 1):.1f}')")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$config" "push 1 MiB" "$pushes_s" "$p50" "-" "$errs" "$cpu" >>"$RESULTS"
     if [ "${config#on-}" != "$config" ]; then
       sleep 3 # the exporter's batch delay (2 s), so what was recorded is counted
       spans="exported $(metric "$url" origin_trace_spans_exported_total), dropped $(metric "$url" origin_trace_spans_dropped_total), failed $(metric "$url" origin_trace_spans_failed_total)"
       echo "$round $config: spans $spans" >>"$WORK/spans.txt"
     fi
     stop_pid "$ORIGIN_PID"
+    rm -rf "$WORK/root-$config-$round" # the pushes' GBs: the disk must not fill up
   done
 done
 stop_pid "$SINK_PID"
@@ -141,18 +149,20 @@ import collections, statistics, sys
 rows = collections.defaultdict(list)
 order = []
 for line in open(sys.argv[1]):
-    rnd, config, phase, rate, p50, p99, errs = line.rstrip("\n").split("\t")
+    rnd, config, phase, rate, p50, p99, errs, cpu = line.rstrip("\n").split("\t")
     if (config, phase) not in rows:
         order.append((config, phase))
-    rows[(config, phase)].append((float(rate), p50, p99, int(errs)))
-print("| phase | config | rate (median) | rounds | p50 ms (median) | errors | vs off |")
-print("|---|---|---|---|---|---|---|")
+    rows[(config, phase)].append((float(rate), p50, p99, int(errs), float(cpu)))
+print("| phase | config | rate (median) | rounds | p50 ms (median) | errors | vs off "
+      "| server CPU µs per request (median) | CPU vs off |")
+print("|---|---|---|---|---|---|---|---|---|")
 phases = []
 for _, p in order:
     if p not in phases:
         phases.append(p)
 for phase in phases:
     off = statistics.median(r[0] for r in rows[("off", phase)])
+    off_cpu = statistics.median(r[4] for r in rows[("off", phase)])
     for config, p in order:
         if p != phase:
             continue
@@ -160,8 +170,10 @@ for phase in phases:
         med = statistics.median(r[0] for r in rs)
         p50 = statistics.median(float(r[1]) for r in rs)
         unit = "pushes/s" if phase.startswith("push") else "req/s"
+        cpu = statistics.median(r[4] for r in rs)
         print(f"| {phase} | {config} | {med:.0f} {unit} | {' '.join(f'{r[0]:.0f}' for r in rs)} "
-              f"| {p50:.3f} | {sum(r[3] for r in rs)} | {med / off:.3f} |")
+              f"| {p50:.3f} | {sum(r[3] for r in rs)} | {med / off:.3f} | {cpu:.1f} "
+              f"| {cpu / off_cpu:.3f} |")
 PY
   echo
   echo "Spans per on-configuration server (its /metrics after the phases):"
