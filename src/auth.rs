@@ -260,6 +260,7 @@ impl Authenticator {
     }
 
     /// Checks Basic credentials from `client_ip`. Never blocks the calling thread on argon2.
+    #[tracing::instrument(target = "origin::span", name = "auth.basic", skip_all)]
     pub async fn verify(&self, user: &str, pass: &str, client_ip: IpAddr) -> AuthOutcome {
         let now = (self.clock)();
         let ip_key = FailureKey::Ip(ip_bucket(client_ip));
@@ -298,12 +299,29 @@ impl Authenticator {
         let runs = self.argon2_runs.clone();
         let job = move || {
             runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            crate::auth_hash::verify(&password, &phc)
+            let started = std::time::Instant::now();
+            (crate::auth_hash::verify(&password, &phc), started.elapsed())
         };
+        // The pool's queue wait and the verification itself, apart, in the trace.
+        let span = crate::span!(
+            "auth.argon2",
+            pool.wait_us = tracing::field::Empty,
+            argon2.verify_us = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let submitted = std::time::Instant::now();
         let Some(reply) = self.pool.submit(job) else {
+            span.record("error", "pool queue full");
             return AuthOutcome::Busy;
         };
-        match (reply.await, account) {
+        let reply = tracing::Instrument::instrument(reply, span.clone()).await;
+        if let Some((_, verify)) = &reply {
+            let wait = submitted.elapsed().saturating_sub(*verify);
+            span.record("pool.wait_us", wait.as_micros() as u64);
+            span.record("argon2.verify_us", verify.as_micros() as u64);
+        }
+        drop(span);
+        match (reply.map(|(ok, _)| ok), account) {
             (Some(true), Some(i)) => {
                 let expiry = (self.clock)() + self.limits.cache_ttl;
                 self.lock().cache.insert(mac, i, expiry);

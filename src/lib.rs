@@ -33,4 +33,5 @@ pub(crate) mod service;
 pub(crate) mod storage;
 pub(crate) mod sys;
 pub(crate) mod tls;
+pub(crate) mod trace;
 pub(crate) mod ui;

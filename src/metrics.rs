@@ -197,6 +197,11 @@ pub struct Metrics {
     /// `pull_bytes_per_second`.
     pub rate_limited: AtomicU64,
     pub pull_paced_micros: AtomicU64,
+    /// Spans exported, dropped before export (queue full), lost in a failed export; queued.
+    pub trace_spans_exported: AtomicU64,
+    pub trace_spans_dropped: AtomicU64,
+    pub trace_spans_failed: AtomicU64,
+    pub trace_queued: AtomicI64,
     /// The last `/readyz` storage probe: 1 passed, 0 failed, -1 none yet (not rendered).
     pub storage_ready: AtomicI64,
 }
@@ -239,6 +244,10 @@ impl Metrics {
             storage_space_refusals: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             pull_paced_micros: AtomicU64::new(0),
+            trace_spans_exported: AtomicU64::new(0),
+            trace_spans_dropped: AtomicU64::new(0),
+            trace_spans_failed: AtomicU64::new(0),
+            trace_queued: AtomicI64::new(0),
             storage_ready: AtomicI64::new(-1),
         }
     }
@@ -271,7 +280,7 @@ impl Metrics {
     }
 
     fn render_shared(&self, out: &mut String) {
-        let gauges_and_counters: [(&str, &str, &str, i128); 33] = [
+        let gauges_and_counters: [(&str, &str, &str, i128); 37] = [
             ("origin_upload_sessions_open", "gauge", "Upload sessions started and not yet finished, cancelled or expired (this process).", self.uploads_open.load(Relaxed) as i128),
             ("origin_auth_failures_total", "counter", "Requests with wrong credentials.", self.auth_failures.load(Relaxed) as i128),
             ("origin_auth_rate_limited_total", "counter", "Requests refused by the authentication rate limit.", self.auth_rate_limited.load(Relaxed) as i128),
@@ -305,6 +314,10 @@ impl Metrics {
             ("origin_retention_deleted_total", "counter", "Manifests deleted by retention policies.", self.retention_deleted.load(Relaxed) as i128),
             ("origin_audit_records_total", "counter", "Audit records written.", self.audit_records.load(Relaxed) as i128),
             ("origin_audit_dropped_total", "counter", "Audit records dropped: queue full or closed, or the file not writable.", self.audit_dropped.load(Relaxed) as i128),
+            ("origin_trace_spans_exported_total", "counter", "Spans sent to the OTLP collector and accepted.", self.trace_spans_exported.load(Relaxed) as i128),
+            ("origin_trace_spans_dropped_total", "counter", "Spans dropped before export: the queue was full.", self.trace_spans_dropped.load(Relaxed) as i128),
+            ("origin_trace_spans_failed_total", "counter", "Spans lost in exports the collector did not accept (down, refused, timed out).", self.trace_spans_failed.load(Relaxed) as i128),
+            ("origin_trace_queue_depth", "gauge", "Finished spans waiting for the exporter.", self.trace_queued.load(Relaxed) as i128),
         ];
         for (name, kind, help, value) in gauges_and_counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

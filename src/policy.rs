@@ -245,6 +245,7 @@ impl PolicySet {
 
     /// Decides one request, and says which rule decided (for the audit trail).
     pub fn explain(&self, identity: &Identity, req: &AccessRequest<'_>) -> (Decision, Rule<'_>) {
+        let _span = crate::span!("policy.evaluate", oci.action = req.action.as_str()).entered();
         if req.action == Action::GetApiVersion {
             if identity.is_authenticated() {
                 return (Decision::Allow, Rule::Authenticated);

@@ -37,6 +37,8 @@ pub struct Live {
     pub space: crate::service::space::Thresholds,
     /// `[[rate_limit]]` entries and this node's buckets.
     pub rates: crate::limits::RateLimits,
+    /// `[tracing]`: the exporter's settings; None: off (applied by `crate::trace::apply`).
+    pub tracing: Option<Arc<crate::trace::Settings>>,
 }
 
 impl Live {
@@ -65,6 +67,7 @@ impl Live {
             audit: Arc::new(config.audit.clone()),
             space: crate::service::space::Thresholds::of(config),
             rates: crate::limits::RateLimits::compile(&config.rate_limit)?,
+            tracing: crate::trace::Settings::build(&config.tracing)?.map(Arc::new),
         })
     }
 }
@@ -87,6 +90,7 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     crate::mirror::MirrorTable::from_config(config)?;
     config.audit.validate()?;
     crate::limits::RateLimits::compile(&config.rate_limit)?;
+    crate::trace::Settings::build(&config.tracing)?;
     Ok(())
 }
 
@@ -190,6 +194,10 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         ("metrics.listen", old.metrics.listen != new.metrics.listen),
         ("ui", format!("{:?}", old.ui) != format!("{:?}", new.ui)),
         (
+            "tracing.queue_spans_max",
+            old.tracing.queue_spans_max != new.tracing.queue_spans_max,
+        ),
+        (
             "server limits and timeouts",
             format!("{o:?}").replace(&format!("{:?}", o.tls), "")
                 != format!("{n:?}").replace(&format!("{:?}", n.tls), ""),
@@ -223,7 +231,7 @@ pub const RESTART_ONLY: &str = "server.bind_address, server.port, server.workers
 server.io_driver, server.tls on/off, the server limits and timeouts, storage, metrics.listen, \
 uploads, gc, log, ui (reload applies identities, OIDC providers, policies, TLS files, immutable \
 tags, retention rules, event webhooks, [repository.mirror] settings, [audit], \
-storage.fs.min_free_bytes and min_free_ratio, [[rate_limit]])";
+storage.fs.min_free_bytes and min_free_ratio, [[rate_limit]] and [tracing])";
 
 /// Re-reads `path` and publishes what can change live. Returns false when rejected.
 pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveCell) -> bool {
@@ -259,9 +267,10 @@ pub fn reload(path: &Path, overrides: &Overrides, running: &Config, cell: &LiveC
         tracing::warn!("reload: {key} changed; it takes effect only after a restart");
     }
     tracing::info!(file = %path.display(), "reload: read");
+    crate::trace::apply(live.tracing.clone(), running.server.io_driver);
     cell.publish(live);
     tracing::info!(
-        "configuration reloaded: identities, policies, TLS certificates, immutable tags, event webhooks, mirrors, the audit trail, rate limits and free-space thresholds are now in effect"
+        "configuration reloaded: identities, policies, TLS certificates, immutable tags, event webhooks, mirrors, the audit trail, rate limits, free-space thresholds and tracing are now in effect"
     );
     true
 }

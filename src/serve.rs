@@ -1,5 +1,8 @@
 //! `origin serve`: bind, start one worker per core, handle signals, drain on shutdown.
 
+use tracing::Instrument;
+
+use crate::trace;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
@@ -71,6 +74,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
         tracing::warn!("{w}");
     }
     let first = Live::build(&config)?;
+    crate::trace::apply(first.tracing.clone(), config.server.io_driver);
     for m in &first.mirrors.namespaces {
         let urls: Vec<String> = m.upstreams.iter().map(|u| u.url.authority()).collect();
         tracing::info!(namespace = %m.namespace, registry = %m.registry, upstreams = ?urls, "mirroring");
@@ -342,7 +346,12 @@ async fn housekeeping(app: Rc<App>) {
     .detach();
     loop {
         let svc = &app.svc;
-        match svc.registry.expire_uploads().await {
+        match svc
+            .registry
+            .expire_uploads()
+            .instrument(trace::pass_span("upload_expiry"))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "expired idle upload sessions"),
             Err(e) => {
@@ -357,7 +366,10 @@ async fn housekeeping(app: Rc<App>) {
             queue: &svc.events,
             audit: &svc.audit,
         };
-        match crate::service::maintenance::evict(&pass, false).await {
+        match crate::service::maintenance::evict(&pass, false)
+            .instrument(trace::pass_span("mirror_eviction"))
+            .await
+        {
             Ok(evicted) if evicted.is_empty() => {}
             Ok(evicted) => {
                 tracing::info!(
@@ -401,13 +413,15 @@ async fn collect_garbage(app: Rc<App>) {
             audit: &svc.audit,
         };
         if app.config.gc.retention {
-            if let Err(e) = crate::service::maintenance::retention(&pass, false).await {
+            let retention = crate::service::maintenance::retention(&pass, false);
+            if let Err(e) = retention.instrument(trace::pass_span("retention")).await {
                 e.log_cause();
                 tracing::warn!(error = %e.client_message(), "retention pass failed");
             }
         }
         let grace = app.config.gc.grace_period;
-        match crate::service::maintenance::gc(&pass, grace, false).await {
+        let gc = crate::service::maintenance::gc(&pass, grace, false);
+        match gc.instrument(trace::pass_span("gc")).await {
             Ok(r) => {
                 tracing::info!(
                     blobs = r.blobs_removed,

@@ -55,7 +55,21 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
         None => endpoint,
     };
     let mirror = mirrored.as_ref().map(|(ns, _)| ns);
+    if crate::trace::recording() {
+        let span = tracing::Span::current();
+        span.record("http.route", endpoint.template());
+        let name = format!("{} {}", req.head.method.as_str(), endpoint.template());
+        span.record("otel.name", name);
+        span.record("oci.action", action.as_str());
+        if let Some(name) = endpoint.name() {
+            span.record("oci.repository", name);
+        }
+    }
     let identity = access::identify(app, req).await?;
+    if let Some(id) = identity.id.as_deref().filter(|_| crate::trace::recording()) {
+        // The identity's configured id (never a password or a token).
+        tracing::Span::current().record("enduser.id", id);
+    }
     let peer = req.peer.ip();
     access::authorize(app, &identity, peer, &endpoint, action, req.head.query())?;
     let pacer = access::limit(app, &identity, peer, &endpoint, action, req.head.query())?;

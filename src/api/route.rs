@@ -17,6 +17,20 @@ pub enum Endpoint<'a> {
 }
 
 impl<'a> Endpoint<'a> {
+    /// The route as a template (`http.route` of a trace's server span).
+    pub fn template(&self) -> &'static str {
+        match self {
+            Endpoint::Base => "/v2/",
+            Endpoint::Catalog => "/v2/_catalog",
+            Endpoint::Tags { .. } => "/v2/{name}/tags/list",
+            Endpoint::Manifest { .. } => "/v2/{name}/manifests/{reference}",
+            Endpoint::Blob { .. } => "/v2/{name}/blobs/{digest}",
+            Endpoint::UploadStart { .. } => "/v2/{name}/blobs/uploads/",
+            Endpoint::Upload { .. } => "/v2/{name}/blobs/uploads/{id}",
+            Endpoint::Referrers { .. } => "/v2/{name}/referrers/{digest}",
+        }
+    }
+
     /// The repository name in the path, if the endpoint has one.
     pub fn name(&self) -> Option<&'a str> {
         match self {

@@ -233,6 +233,7 @@ impl KeyStore {
 
     /// Fetches the keys (discovering the JWKS URI first if needed) and publishes them.
     /// On failure the held keys stay and the reason is logged.
+    #[tracing::instrument(target = "origin::span", name = "auth.jwks_refresh", skip_all)]
     async fn refresh(&self) -> Option<Arc<Vec<Key>>> {
         let deadline = self.client.timeout * 2;
         let fetched = match compio::time::timeout(deadline, self.fetch()).await {

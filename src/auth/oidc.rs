@@ -175,6 +175,7 @@ impl OidcVerifier {
 
     /// Verifies a token: its identity, or BadCredentials (whatever the reason, logged at
     /// debug level without the token).
+    #[tracing::instrument(target = "origin::span", name = "auth.oidc", skip_all)]
     pub async fn verify(&self, token: &str) -> AuthOutcome {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(identity) = self.lock().get(&hash, Instant::now()) {

@@ -17,6 +17,7 @@ mod limits;
 pub mod s3;
 mod secret;
 mod sections;
+mod tracing;
 mod validate;
 mod values;
 
@@ -26,6 +27,7 @@ pub use events::*;
 pub use limits::*;
 pub use secret::Secret;
 pub use sections::*;
+pub use tracing::*;
 pub use values::duration;
 #[cfg(test)]
 pub use values::parse_duration;
@@ -83,6 +85,9 @@ pub struct Config {
     /// Request rates and pull bandwidth per identity (this node's own).
     #[serde(default)]
     pub rate_limit: Vec<RateLimitConfig>,
+    /// Traces exported over OTLP.
+    #[serde(default)]
+    pub tracing: TracingConfig,
 }
 
 /// A configuration that cannot work (at load, reload or `check`): what is wrong, naming the
@@ -237,6 +242,7 @@ impl Config {
                 .resolve(&format!("identity.{name}.password"))?
                 .unwrap_or_default();
         }
+        self.tracing.resolve_secrets()?;
         for (name, w) in self.event_webhook.iter_mut() {
             let source = Secret {
                 plain: w.token.take(),

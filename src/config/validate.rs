@@ -6,6 +6,7 @@ impl Config {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         let bad = |key: &str, why: &str| Err(ConfigError::new(format!("{key}: {why}")));
+        self.tracing.validate()?;
         if s.workers > 1024 {
             return bad("server.workers", "at most 1024 (0 means one per core)");
         }

@@ -115,6 +115,12 @@ async fn attempt(t: &Target, kind: &str, body: &[u8]) -> Result<(), AttemptError
 /// Delivers `body` with up to `max_retries` retries. `required` and `optional` deliveries
 /// (someone is waiting) are cut at the webhook's `timeout` in all; `async` ones are not.
 /// Counts the outcome; the error says what the last attempt saw.
+#[tracing::instrument(
+    target = "origin::span",
+    name = "webhook.delivery",
+    skip_all,
+    fields(otel.kind = "client", webhook = %t.name, event = kind, error = tracing::field::Empty)
+)]
 pub async fn deliver(t: &Target, kind: &str, body: &[u8]) -> Result<(), DeliveryError> {
     let all = async {
         let mut last = AttemptError::NotDelivered(Duration::ZERO);
@@ -124,7 +130,10 @@ pub async fn deliver(t: &Target, kind: &str, body: &[u8]) -> Result<(), Delivery
             }
             match attempt(t, kind, body).await {
                 Ok(()) => return Ok(()),
-                Err(e) => last = e,
+                Err(e) => {
+                    crate::span_event!(attempt = n, error = %e, "attempt failed");
+                    last = e;
+                }
             }
         }
         Err(last)
@@ -142,6 +151,9 @@ pub async fn deliver(t: &Target, kind: &str, body: &[u8]) -> Result<(), Delivery
         Ok(()) => Metrics::add(&METRICS.webhook_deliveries, 1),
         Err(e) => {
             Metrics::add(&METRICS.webhook_failures, 1);
+            if crate::trace::recording() {
+                tracing::Span::current().record("error", tracing::field::display(e));
+            }
             tracing::warn!(webhook = %t.name, event = kind, error = %e, "event delivery failed");
         }
     }

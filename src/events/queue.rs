@@ -25,6 +25,8 @@ struct Job {
     target: Arc<Target>,
     kind: &'static str,
     body: Arc<[u8]>,
+    /// The span of the request that queued it: the delivery continues its trace.
+    parent: Option<crate::trace::SpanIds>,
 }
 
 pub struct Queue {
@@ -74,7 +76,13 @@ impl Queue {
             Metrics::add(&METRICS.webhook_dropped, 1);
             return;
         };
-        match tx.try_send(Job { target, kind, body }) {
+        let parent = crate::trace::current();
+        match tx.try_send(Job {
+            target,
+            kind,
+            body,
+            parent,
+        }) {
             Ok(()) => {
                 METRICS.webhook_queued.fetch_add(1, Relaxed);
             }
@@ -119,9 +127,13 @@ fn send_loop(io_driver: IoDriver, rx: &Mutex<Receiver<Job>>) {
         let job = lock(rx).recv();
         let Ok(job) = job else { break };
         METRICS.webhook_queued.fetch_sub(1, Relaxed);
-        rt.block_on(async {
-            let _ = super::delivery::deliver(&job.target, job.kind, &job.body).await;
-        });
+        let span = crate::trace::linked_span("webhook.queued", job.parent);
+        rt.block_on(tracing::Instrument::instrument(
+            async {
+                let _ = super::delivery::deliver(&job.target, job.kind, &job.body).await;
+            },
+            span,
+        ));
     }
     rt.block_on(async { crate::http::client::close_idle() });
 }

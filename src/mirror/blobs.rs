@@ -76,14 +76,11 @@ pub async fn serve_blob<H: Host>(
                     .ok_or_else(|| Error::internal("worker gone"))?;
                 // The fetch keeps this request's settings to its end, whatever a reload
                 // publishes meanwhile.
-                compio::runtime::spawn(run_fetch(
-                    owner,
-                    ns.clone(),
-                    name.clone(),
-                    digest.clone(),
-                    f.clone(),
-                ))
-                .detach();
+                // In the trace of the request that started it (it may end after that one).
+                let fetch = run_fetch(owner, ns.clone(), name.clone(), digest.clone(), f.clone());
+                let span =
+                    crate::span!("mirror.fetch_blob", otel.kind = "client", digest = %digest);
+                compio::runtime::spawn(tracing::Instrument::instrument(fetch, span)).detach();
                 (f, false)
             }
         }

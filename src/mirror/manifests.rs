@@ -125,6 +125,7 @@ async fn revalidate_tag<H: Host>(
 }
 
 /// GETs a manifest from the first upstream that has it: (media type, bytes, digest header).
+#[tracing::instrument(target = "origin::span", name = "mirror.fetch_manifest", skip_all)]
 async fn fetch_manifest(
     ns: &MirrorNs,
     upstream_name: &str,

@@ -88,6 +88,12 @@ pub struct Upstream {
 impl Upstream {
     /// Sends a request for `path` under `/v2/` of repository `repo` upstream, answering one
     /// authentication challenge (token fetch or Basic) and retrying once.
+    #[tracing::instrument(
+        target = "origin::span",
+        name = "upstream.request",
+        skip_all,
+        fields(otel.kind = "client", http.request.method = method, server.address = %self.url.authority(), url.path = path)
+    )]
     async fn request(
         &self,
         method: &str,

@@ -40,6 +40,7 @@ pub struct Served<T> {
 /// upstream confirms this repository has it, else fetched; `moving` is called while an
 /// upstream fetch makes progress (the request's deadline lets a moving body finish).
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(target = "origin::span", name = "blobs.read", skip_all)]
 pub async fn read<T>(
     svc: &Service,
     caller: &Caller<'_>,
@@ -153,6 +154,7 @@ async fn pulled(
 
 /// Unlinks a blob from repository `name` (GC reclaims its data once nothing links it), with
 /// its audit record.
+#[tracing::instrument(target = "origin::span", name = "blobs.delete", skip_all)]
 pub async fn delete(
     svc: &Service,
     caller: &Caller<'_>,

@@ -14,6 +14,7 @@ const CATALOG_SCAN_CHUNK: usize = 1000;
 /// Up to `want` tags of a repository after `last`, in order. In a mirror: the upstream's
 /// list with any local tags merged in, or the cached tags alone (with a warning) when no
 /// upstream can be reached.
+#[tracing::instrument(target = "origin::span", name = "listing.tags", skip_all)]
 pub async fn tags(
     svc: &Service,
     name: &RepoName,
@@ -59,6 +60,7 @@ pub async fn tags(
 /// An anonymous caller that may list none of the repositories there are, on a registry with
 /// credentials, is asked to authenticate rather than shown an empty list: clients such as
 /// python-dxf send credentials only after a challenge, as distribution gives one.
+#[tracing::instrument(target = "origin::span", name = "listing.catalog", skip_all)]
 pub async fn catalog(
     svc: &Service,
     identity: &Identity,
@@ -96,6 +98,7 @@ pub async fn catalog(
 /// Up to `want` referrers of `subject` after `last` (by digest), with the artifact type
 /// `filter` if given. In a mirror: the upstream's merged with the local ones, or the local
 /// ones alone when the upstream has none, has no referrers API or cannot be reached.
+#[tracing::instrument(target = "origin::span", name = "listing.referrers", skip_all)]
 pub async fn referrers(
     svc: &Service,
     name: &RepoName,

@@ -28,6 +28,7 @@ pub struct Pass<'a> {
 /// their last tag): a `manifest.delete` event and audit record (actor `gc`) for each
 /// manifest removed, a `blob.delete` audit record for each blob reclaimed. A pass that
 /// fails is counted (`origin_gc_failures_total`), for alerts.
+#[tracing::instrument(target = "origin::span", name = "maintenance.gc", skip_all)]
 pub async fn gc(p: &Pass<'_>, grace: Duration, dry_run: bool) -> Result<GcReport> {
     let report = match p.registry.gc_pass(grace, dry_run).await {
         Ok(report) => report,
@@ -61,6 +62,7 @@ pub async fn gc(p: &Pass<'_>, grace: Duration, dry_run: bool) -> Result<GcReport
 
 /// Evicts what each mirror has not served for its `evict_after`: a `manifest.delete`
 /// event and audit record (actor `mirror`) for each manifest evicted.
+#[tracing::instrument(target = "origin::span", name = "maintenance.evict", skip_all)]
 pub async fn evict(p: &Pass<'_>, dry_run: bool) -> Result<Vec<(RepoName, Digest)>> {
     let evicted = crate::mirror::evict(p.registry, &p.live.mirrors, dry_run).await?;
     if !dry_run {
@@ -73,6 +75,7 @@ pub async fn evict(p: &Pass<'_>, dry_run: bool) -> Result<Vec<(RepoName, Digest)
 /// for each of its tags (actor `retention`) for each manifest deleted, as events and audit
 /// records. Returns what was
 /// deleted (or would be).
+#[tracing::instrument(target = "origin::span", name = "maintenance.retention", skip_all)]
 pub async fn retention(p: &Pass<'_>, dry_run: bool) -> Result<Vec<Deletion>> {
     let reg = p.registry;
     let now = reg.clock.unix_secs() as i64;

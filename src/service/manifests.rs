@@ -20,6 +20,7 @@ fn tag_of(reference: &Reference) -> Option<&str> {
 
 /// A manifest as stored, for a GET: refreshed from the upstream first in a mirror; the pull
 /// is recorded for retention and eviction and sent as a `manifest.pull` event.
+#[tracing::instrument(target = "origin::span", name = "manifests.get", skip_all)]
 pub async fn get(
     svc: &Service,
     caller: &Caller<'_>,
@@ -60,6 +61,7 @@ pub async fn get(
 }
 
 /// A manifest's digest, media type and size, for a HEAD (refreshed first in a mirror).
+#[tracing::instrument(target = "origin::span", name = "manifests.head", skip_all)]
 pub async fn head(
     svc: &Service,
     name: &RepoName,
@@ -75,6 +77,7 @@ pub async fn head(
 /// Stores a pushed manifest under `reference`: `manifest.push` and, by tag, `tag.create`,
 /// whose `required` webhooks are asked before anything is stored. An immutable tag that
 /// names another manifest is a conflict. Audited with the digest, whatever came of it.
+#[tracing::instrument(target = "origin::span", name = "manifests.put", skip_all)]
 pub async fn put(
     svc: &Service,
     caller: &Caller<'_>,
@@ -179,6 +182,7 @@ fn push_specs<'a>(
 /// Stores a manifest fetched from a mirror's upstream, with the events of a push by the
 /// registry itself (actor `mirror`). `required` webhooks are asked first and may refuse
 /// the fill (`Error::Refused`, nothing is stored).
+#[tracing::instrument(target = "origin::span", name = "manifests.fill", skip_all)]
 pub async fn fill(
     svc: &Service,
     name: &RepoName,
@@ -222,6 +226,7 @@ pub async fn fill(
 /// Deletes a manifest (by digest) or a tag, with its audit record. Storage writes and
 /// `required` webhooks (each with a deadline of its own) hold the request's deadline: a
 /// delete is not cut half-way.
+#[tracing::instrument(target = "origin::span", name = "manifests.delete", skip_all)]
 pub async fn delete(
     svc: &Service,
     caller: &Caller<'_>,

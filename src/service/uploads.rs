@@ -56,6 +56,7 @@ async fn pushed(svc: &Service, caller: &Caller<'_>, name: &RepoName, digest: &Di
 
 /// Links a blob stored for repository `from` (or, with no `from`, any blob the caller may
 /// see) into `name`. The size when mounted; None when there is nothing to mount.
+#[tracing::instrument(target = "origin::span", name = "uploads.mount", skip_all)]
 pub async fn mount(
     svc: &Service,
     caller: &Caller<'_>,
@@ -103,6 +104,7 @@ fn uploaded(
 
 /// Stores a whole blob received at once (at most [`SMALL_BLOB_BYTES_MAX`]) in one durable
 /// step, verified against `digest`. With `session`, the upload it came in is closed too.
+#[tracing::instrument(target = "origin::span", name = "uploads.put_small", skip_all)]
 pub async fn put_small(
     svc: &Service,
     caller: &Caller<'_>,
@@ -131,6 +133,7 @@ pub async fn put_small(
 
 /// Opens a new upload session in `name` (refused when storage is low on space: the
 /// client learns it before it sends the bytes).
+#[tracing::instrument(target = "origin::span", name = "uploads.start", skip_all)]
 pub async fn start(svc: &Service, name: &RepoName) -> Result<Session> {
     super::space::ensure(svc)?;
     svc.registry.upload_start_open(name).await
@@ -147,12 +150,14 @@ pub async fn refresh(svc: &Service, s: Session) -> Result<Session> {
 }
 
 /// The status of a session as stored, not as this process's cache last saw it.
+#[tracing::instrument(target = "origin::span", name = "uploads.status", skip_all)]
 pub async fn status(svc: &Service, name: &RepoName, id: &UploadId) -> Result<Session> {
     let s = open(svc, name, id).await?;
     refresh(svc, s).await
 }
 
 /// Cancels a session and removes what it received.
+#[tracing::instrument(target = "origin::span", name = "uploads.cancel", skip_all)]
 pub async fn cancel(
     svc: &Service,
     caller: &Caller<'_>,
@@ -167,6 +172,7 @@ pub async fn cancel(
 }
 
 /// Appends a request body to a session and saves its state.
+#[tracing::instrument(target = "origin::span", name = "uploads.append", skip_all)]
 pub async fn append(
     svc: &Service,
     caller: &Caller<'_>,
@@ -182,6 +188,7 @@ pub async fn append(
 /// Appends a request body to a session and commits it as `digest`: the blob's size. A
 /// commit with an empty body adds no data (its bytes are stored already) and is let through
 /// when storage is low on space; one that brings bytes is not.
+#[tracing::instrument(target = "origin::span", name = "uploads.finish", skip_all)]
 pub async fn finish(
     svc: &Service,
     caller: &Caller<'_>,
@@ -208,6 +215,7 @@ pub async fn finish(
 
 /// A whole blob in one request body, through a session of its own that a failed body
 /// leaves nothing of.
+#[tracing::instrument(target = "origin::span", name = "uploads.monolithic", skip_all)]
 pub async fn monolithic(
     svc: &Service,
     caller: &Caller<'_>,

@@ -182,6 +182,17 @@ impl Client {
             head.push_str(value);
             head.push_str("\r\n");
         }
+        // The trace of the request this is sent for (W3C Trace Context), when one is recorded.
+        if let Some(parent) = crate::trace::traceparent() {
+            if !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("traceparent"))
+            {
+                head.push_str("traceparent: ");
+                head.push_str(&parent);
+                head.push_str("\r\n");
+            }
+        }
         if let Some(body) = body {
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }

@@ -15,6 +15,7 @@ use compio::io::{AsyncRead, AsyncWrite};
 use compio::net::TcpStream;
 use compio::time::timeout;
 use std::rc::Rc;
+use tracing::Instrument;
 
 use crate::tls::{PeerIdentity, TlsStream};
 
@@ -164,6 +165,7 @@ pub async fn serve_connection<H: Handler>(
             };
         let started = Instant::now();
         clock.restart(started);
+        let spans = request_spans(&head, peer);
         let method = head.method;
         let wants_keep_alive = head.keep_alive;
         let body = BodyReader::new(
@@ -182,19 +184,28 @@ pub async fn serve_connection<H: Handler>(
             clock: &clock,
         };
         let written = Cell::new(false);
-        let outcome = deadline
-            .within_request(
-                &clock,
-                run_request(
-                    handler,
-                    &mut req,
-                    &written,
-                    wants_keep_alive,
-                    limits,
-                    &mut out,
-                ),
-            )
-            .await;
+        let request = deadline.within_request(
+            &clock,
+            run_request(
+                handler,
+                &mut req,
+                &written,
+                wants_keep_alive,
+                limits,
+                &mut out,
+            ),
+        );
+        // A recorded request runs in its server span, inside the span that names its trace
+        // on log lines (crate::trace).
+        let outcome = match &spans {
+            Some(s) => {
+                request
+                    .instrument(s.server.clone())
+                    .instrument(s.log.clone())
+                    .await
+            }
+            None => request.await,
+        };
         let bytes_in = req.body.bytes_read();
         linger = !req.body.is_done();
         // Moved out for the access record, not copied: the handler is done with it.
@@ -211,7 +222,7 @@ pub async fn serve_connection<H: Handler>(
                 (503, 0, false)
             }
         };
-        handler.completed(&AccessRecord {
+        let record = AccessRecord {
             method,
             target: &target,
             status,
@@ -219,7 +230,18 @@ pub async fn serve_connection<H: Handler>(
             bytes_out,
             duration: started.elapsed(),
             peer,
-        });
+        };
+        match &spans {
+            Some(s) => {
+                s.server.record("http.response.status_code", status);
+                if status >= 500 {
+                    s.server.record("error", tracing::field::display(status));
+                }
+                s.log.in_scope(|| handler.completed(&record));
+            }
+            None => handler.completed(&record),
+        }
+        drop(spans);
         if !keep {
             break;
         }
@@ -230,6 +252,21 @@ pub async fn serve_connection<H: Handler>(
     if linger {
         lingering_close(&mut stream).await;
     }
+}
+
+/// The spans of a request when tracing records it (`crate::trace`); none otherwise.
+fn request_spans(head: &RequestHead, peer: SocketAddr) -> Option<crate::trace::RequestSpans> {
+    if !crate::trace::is_on() {
+        return None;
+    }
+    let info = crate::trace::RequestInfo {
+        method: head.method.as_str(),
+        path: head.path(),
+        peer,
+        host: head.header("host"),
+        user_agent: head.header("user-agent"),
+    };
+    crate::trace::server_span(&info, |name| head.header(name))
 }
 
 /// Answers a request refused outside any request's deadline (a bad head, a request past

@@ -132,6 +132,18 @@ pub async fn ok_document(
 
 impl S3Client {
     /// Sends `req` until it gets an answer, within the retry budget and deadline.
+    #[tracing::instrument(
+        target = "origin::span",
+        name = "s3.request",
+        skip_all,
+        fields(
+            otel.kind = "client",
+            http.request.method = req.method,
+            s3.operation = req.op,
+            s3.key = req.key,
+            http.response.status_code = tracing::field::Empty,
+        )
+    )]
     pub async fn call(&self, req: &Request<'_>) -> Result<Sent, StorageError> {
         let start = Instant::now();
         let mutating = !matches!(req.method, "GET" | "HEAD");
@@ -173,6 +185,9 @@ impl S3Client {
                 Ok(Ok(resp)) => {
                     let status = resp.status;
                     if matches!(verdict(status, ""), Verdict::Answer) {
+                        if crate::trace::recording() {
+                            tracing::Span::current().record("http.response.status_code", status);
+                        }
                         return Ok(Sent { resp, unsure });
                     }
                     let body = resp.bytes(ERROR_BODY_BYTES_MAX).await.unwrap_or_default();
@@ -198,6 +213,7 @@ impl S3Client {
                 }
             }
             tracing::debug!(op = req.op, key = req.key, attempt, error = %last, "S3 retry");
+            crate::span_event!(attempt, error = %last, "retry");
             if attempt + 1 < self.retry.attempts_max {
                 let pause =
                     backoff(attempt).min(self.retry.deadline.saturating_sub(start.elapsed()));

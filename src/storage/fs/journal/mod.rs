@@ -304,6 +304,7 @@ impl Journal {
 
     /// Waits until record `seq` is durable and applied; its mutations' outcomes (true where
     /// the write took effect), in the order they were given.
+    #[tracing::instrument(target = "origin::span", name = "journal.group_commit", skip_all)]
     pub(super) async fn wait(&self, seq: u64) -> io::Result<Vec<Applied>> {
         std::future::poll_fn(|cx| {
             let mut st = self.shared.lock();

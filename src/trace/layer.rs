@@ -1,0 +1,382 @@
+//! The `tracing` layer that records spans of the [`super::ROOT`] and [`super::SPAN`] targets
+//! as OpenTelemetry spans, and hands each finished one to the exporter's queue.
+//!
+//! Context needs no thread-local of ours: a span's parent is `tracing`'s current span, which
+//! follows a future across awaits (`Instrument` enters the span on every poll), and the
+//! runtime never moves a task to another thread.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::time::SystemTime;
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanLinks};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
+use tracing::{Event, Metadata, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{Context, Filter, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+use super::{SpanIds, ROOT, SPAN};
+
+/// Attributes kept per span: the server span has about 15; more are dropped and counted.
+const ATTRIBUTES_MAX: usize = 32;
+/// Events kept per span (retries, say); more are dropped and counted.
+const EVENTS_MAX: usize = 32;
+
+/// A span being recorded, kept in the registry's extensions of its `tracing` span.
+struct Recording {
+    ids: SpanIds,
+    parent_span_id: SpanId,
+    parent_is_remote: bool,
+    name: Cow<'static, str>,
+    kind: SpanKind,
+    start: SystemTime,
+    attributes: Vec<KeyValue>,
+    dropped_attributes: u32,
+    events: SpanEvents,
+    status: Status,
+}
+
+/// Which spans and events the layer sees: none while tracing is off (the interest cache is
+/// rebuilt when it turns on); roots always; children only inside a recorded trace.
+pub struct SpanFilter;
+
+fn ours(meta: &Metadata<'_>) -> bool {
+    meta.target() == SPAN || meta.target() == ROOT
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for SpanFilter {
+    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        if !super::is_on() || !ours(meta) {
+            return false;
+        }
+        meta.target() == ROOT && meta.is_span() || cx.lookup_current().is_some()
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        if super::is_on() && ours(meta) {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(if super::is_on() {
+            LevelFilter::INFO
+        } else {
+            LevelFilter::OFF
+        })
+    }
+}
+
+thread_local! {
+    /// The recorded spans entered on this thread now, innermost last (a recorded request is
+    /// being polled). `tracing` enters and exits spans nested on a thread.
+    static ENTERED: RefCell<Vec<SpanIds>> = const { RefCell::new(Vec::new()) };
+}
+
+/// True while a recorded span is current on this thread: a child span or event made now
+/// belongs to a recorded trace. One thread-local read.
+pub fn recording() -> bool {
+    ENTERED.with(|e| !e.borrow().is_empty())
+}
+
+/// The ids of the innermost recorded span entered on this thread.
+pub fn current() -> Option<SpanIds> {
+    ENTERED.with(|e| e.borrow().last().copied())
+}
+
+/// The subscriber as installed: the layers, behind a gate that a child span's or a span
+/// event's call site meets first. Outside a recorded span it stops there, before any layer's
+/// filter runs, so an unsampled request pays one thread-local read per call site; while
+/// tracing is off those call sites are disabled in the interest cache. Everything else is
+/// the inner subscriber's.
+pub struct Gated<S>(pub S);
+
+impl<S: Subscriber> Subscriber for Gated<S> {
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.0.on_register_dispatch(subscriber)
+    }
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        if meta.target() != SPAN {
+            return self.0.register_callsite(meta);
+        }
+        if !super::is_on() {
+            return Interest::never();
+        }
+        match self.0.register_callsite(meta) {
+            i if i.is_never() => i,
+            _ => Interest::sometimes(),
+        }
+    }
+    fn enabled(&self, meta: &Metadata<'_>) -> bool {
+        (meta.target() != SPAN || recording()) && self.0.enabled(meta)
+    }
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        self.0.max_level_hint()
+    }
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        self.0.new_span(span)
+    }
+    fn record(&self, span: &Id, values: &Record<'_>) {
+        self.0.record(span, values)
+    }
+    fn record_follows_from(&self, span: &Id, follows: &Id) {
+        self.0.record_follows_from(span, follows)
+    }
+    fn event_enabled(&self, event: &Event<'_>) -> bool {
+        self.0.event_enabled(event)
+    }
+    fn event(&self, event: &Event<'_>) {
+        self.0.event(event)
+    }
+    fn enter(&self, span: &Id) {
+        self.0.enter(span)
+    }
+    fn exit(&self, span: &Id) {
+        self.0.exit(span)
+    }
+    fn clone_span(&self, id: &Id) -> Id {
+        self.0.clone_span(id)
+    }
+    fn try_close(&self, id: Id) -> bool {
+        self.0.try_close(id)
+    }
+    fn current_span(&self) -> tracing_core::span::Current {
+        self.0.current_span()
+    }
+}
+
+/// Turns `tracing` spans into OpenTelemetry spans.
+pub struct SpanLayer;
+
+/// Reads a span's fields: `otel.*` steer the span, the rest become attributes.
+struct Fields<'a> {
+    rec: &'a mut Recording,
+}
+
+impl Fields<'_> {
+    fn push(&mut self, kv: KeyValue) {
+        let attrs = &mut self.rec.attributes;
+        if let Some(old) = attrs.iter_mut().find(|a| a.key == kv.key) {
+            *old = kv;
+        } else if attrs.len() < ATTRIBUTES_MAX {
+            attrs.push(kv);
+        } else {
+            self.rec.dropped_attributes += 1;
+        }
+    }
+}
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "otel.name" => self.rec.name = Cow::Owned(value.to_string()),
+            "otel.kind" => {
+                self.rec.kind = match value {
+                    "server" => SpanKind::Server,
+                    "client" => SpanKind::Client,
+                    _ => SpanKind::Internal,
+                }
+            }
+            "error" => {
+                self.rec.status = Status::error(value.to_string());
+                self.push(KeyValue::new("error.message", value.to_string()));
+            }
+            name => self.push(KeyValue::new(name, value.to_string())),
+        }
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        if field.name() == "otel.trace_id" {
+            self.rec.ids.trace_id = TraceId::from_bytes(value.to_be_bytes());
+        }
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match field.name() {
+            "otel.parent_id" => self.rec.parent_span_id = SpanId::from_bytes(value.to_be_bytes()),
+            name => self.push(KeyValue::new(
+                name,
+                i64::try_from(value).unwrap_or(i64::MAX),
+            )),
+        }
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(KeyValue::new(field.name(), value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        match field.name() {
+            // A parent on another thread of this process, not in another process.
+            "otel.local" => self.rec.parent_is_remote = !value,
+            name => self.push(KeyValue::new(name, value)),
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record_str(field, &value.to_string());
+    }
+}
+
+/// Reads an event's message and fields into an OpenTelemetry event.
+struct EventFields {
+    name: Cow<'static, str>,
+    attributes: Vec<KeyValue>,
+}
+
+impl Visit for EventFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.name = Cow::Owned(value.to_string());
+        } else if self.attributes.len() < ATTRIBUTES_MAX {
+            self.attributes
+                .push(KeyValue::new(field.name(), value.to_string()));
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        let v = i64::try_from(value).unwrap_or(i64::MAX);
+        self.attributes.push(KeyValue::new(field.name(), v));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.attributes.push(KeyValue::new(field.name(), value));
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SpanLayer {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, cx: Context<'_, S>) {
+        let Some(span) = cx.span(id) else { return };
+        let meta = span.metadata();
+        let generator = RandomIdGenerator::default();
+        let mut rec = Recording {
+            ids: SpanIds {
+                trace_id: TraceId::INVALID,
+                span_id: generator.new_span_id(),
+            },
+            parent_span_id: SpanId::INVALID,
+            parent_is_remote: true,
+            name: Cow::Borrowed(meta.name()),
+            kind: SpanKind::Internal,
+            start: SystemTime::now(),
+            attributes: Vec::new(),
+            dropped_attributes: 0,
+            events: SpanEvents::default(),
+            status: Status::Unset,
+        };
+        if meta.target() == SPAN {
+            let parent = span.parent();
+            let ids = parent.and_then(|p| p.extensions().get::<Recording>().map(|r| r.ids));
+            if let Some(p) = ids {
+                rec.ids.trace_id = p.trace_id;
+                rec.parent_span_id = p.span_id;
+                rec.parent_is_remote = false;
+            }
+        }
+        attrs.record(&mut Fields { rec: &mut rec });
+        if rec.ids.trace_id == TraceId::INVALID {
+            rec.ids.trace_id = generator.new_trace_id();
+        }
+        span.extensions_mut().insert(rec);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, cx: Context<'_, S>) {
+        let Some(span) = cx.span(id) else { return };
+        let mut ext = span.extensions_mut();
+        if let Some(rec) = ext.get_mut::<Recording>() {
+            values.record(&mut Fields { rec });
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, cx: Context<'_, S>) {
+        let Some(span) = cx.event_span(event) else {
+            return;
+        };
+        let mut ext = span.extensions_mut();
+        let Some(rec) = ext.get_mut::<Recording>() else {
+            return;
+        };
+        if rec.events.events.len() >= EVENTS_MAX {
+            rec.events.dropped_count += 1;
+            return;
+        }
+        let mut fields = EventFields {
+            name: Cow::Borrowed("event"),
+            attributes: Vec::new(),
+        };
+        event.record(&mut fields);
+        rec.events.events.push(opentelemetry::trace::Event::new(
+            fields.name,
+            SystemTime::now(),
+            fields.attributes,
+            0,
+        ));
+    }
+
+    fn on_enter(&self, id: &Id, cx: Context<'_, S>) {
+        // Only recorded spans reach this layer (its filter).
+        let Some(span) = cx.span(id) else { return };
+        let ids = span.extensions().get::<Recording>().map(|r| r.ids);
+        if let Some(ids) = ids {
+            ENTERED.with(|e| e.borrow_mut().push(ids));
+        }
+    }
+
+    fn on_exit(&self, id: &Id, cx: Context<'_, S>) {
+        let Some(span) = cx.span(id) else { return };
+        if span.extensions().get::<Recording>().is_some() {
+            ENTERED.with(|e| e.borrow_mut().pop());
+        }
+    }
+
+    fn on_close(&self, id: Id, cx: Context<'_, S>) {
+        let Some(span) = cx.span(&id) else { return };
+        let Some(rec) = span.extensions_mut().remove::<Recording>() else {
+            return;
+        };
+        super::export::push(finish(rec));
+    }
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder("origin")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+}
+
+thread_local! {
+    /// The instrumentation scope, built once per thread (it is cloned into every span).
+    static SCOPE: InstrumentationScope = scope();
+}
+
+fn finish(rec: Recording) -> SpanData {
+    SpanData {
+        span_context: SpanContext::new(
+            rec.ids.trace_id,
+            rec.ids.span_id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: rec.parent_span_id,
+        parent_span_is_remote: rec.parent_is_remote && rec.parent_span_id != SpanId::INVALID,
+        span_kind: rec.kind,
+        name: rec.name,
+        start_time: rec.start,
+        end_time: SystemTime::now(),
+        attributes: rec.attributes,
+        dropped_attributes_count: rec.dropped_attributes,
+        events: rec.events,
+        links: SpanLinks::default(),
+        status: rec.status,
+        instrumentation_scope: SCOPE.with(|s| s.clone()),
+    }
+}

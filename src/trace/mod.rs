@@ -1,0 +1,261 @@
+//! Traces (README "Observability"): spans are `tracing` spans under two targets, turned into
+//! OpenTelemetry spans (`opentelemetry_sdk::trace::SpanData`) by [`layer::SpanLayer`] and
+//! exported over OTLP/HTTP by the exporter thread ([`export`]).
+//!
+//! - [`ROOT`] spans start a trace: one server span per request ([`server_span`], after the
+//!   sampling decision), a background pass ([`pass_span`]), an async webhook delivery linked
+//!   to the request that queued it ([`linked_span`]).
+//! - [`SPAN`] spans are children (operations, storage, S3, upstream fetches, auth, policy);
+//!   they exist only inside a recorded trace, so an unsampled request allocates none.
+//!
+//! Off, the targets' callsites are disabled in `tracing`'s interest cache: a span macro costs
+//! one load of a cached interest, as a disabled log line does. A reload that turns tracing on
+//! or off rebuilds that cache.
+
+pub mod export;
+pub mod layer;
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{SpanId, SpanKind, TraceContextExt, TraceId};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, Sampler, ShouldSample};
+use tracing::field::Empty;
+use tracing::Span;
+
+pub use export::Settings;
+
+/// Target of spans inside a trace (created only when their parent is recorded).
+pub const SPAN: &str = "origin::span";
+/// Target of spans that start a trace, created only after the sampling decision.
+pub const ROOT: &str = "origin::root";
+/// Target of the span that puts `trace_id` on a recorded request's log lines (logs only).
+pub const LOG_SPAN: &str = "origin::request";
+
+/// Tracing on: spans are recorded (read by the filter, set by [`apply`]).
+static ON: AtomicBool = AtomicBool::new(false);
+/// `sample_ratio` as f64 bits.
+static RATIO_BITS: AtomicU64 = AtomicU64::new(0);
+
+/// A child span inside the current trace (`trace::span!("storage.get", key = %k)`).
+#[macro_export]
+macro_rules! span {
+    ($name:expr $(, $($field:tt)*)?) => {
+        tracing::info_span!(target: "origin::span", $name $(, $($field)*)?)
+    };
+}
+
+/// An event on the current span (a retry, a cache miss), kept with the span.
+#[macro_export]
+macro_rules! span_event {
+    ($($arg:tt)*) => {
+        tracing::info!(target: "origin::span", $($arg)*)
+    };
+}
+
+/// True when tracing is on (spans are recorded for sampled requests).
+pub fn is_on() -> bool {
+    ON.load(Relaxed)
+}
+
+/// True while this thread runs inside a recorded span (a sampled request, a pass): what a
+/// request's code asks before it records an attribute.
+pub fn recording() -> bool {
+    is_on() && layer::recording()
+}
+
+/// Applies `[tracing]` from a new configuration (start and reload): the exporter's settings,
+/// the sampling ratio, on or off.
+pub fn apply(settings: Option<std::sync::Arc<Settings>>, io_driver: crate::config::IoDriver) {
+    let on = settings.is_some();
+    if let Some(s) = &settings {
+        RATIO_BITS.store(s.sample_ratio.to_bits(), Relaxed);
+        export::start(s.queue_spans_max, io_driver);
+    }
+    export::set_settings(settings);
+    if ON.swap(on, Relaxed) != on {
+        tracing::callsite::rebuild_interest_cache();
+    }
+}
+
+thread_local! {
+    /// This thread's sampler and the ratio it was built for (rebuilt when a reload changes it).
+    static SAMPLER: RefCell<(u64, Option<Sampler>)> = const { RefCell::new((u64::MAX, None)) };
+}
+
+/// The sampling decision for a new trace or for a remote parent: parent-based over a
+/// trace-id ratio, the OpenTelemetry SDK's sampler.
+fn sampled(parent: Option<&opentelemetry::Context>, trace_id: TraceId) -> bool {
+    let bits = RATIO_BITS.load(Relaxed);
+    SAMPLER.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.0 != bits || cell.1.is_none() {
+            let ratio = Sampler::TraceIdRatioBased(f64::from_bits(bits));
+            *cell = (bits, Some(Sampler::ParentBased(Box::new(ratio))));
+        }
+        let Some(sampler) = &cell.1 else { return false };
+        let kind = SpanKind::Server;
+        let result = sampler.should_sample(parent, trace_id, "request", &kind, &[], &[]);
+        matches!(
+            result.decision,
+            opentelemetry_sdk::trace::SamplingDecision::RecordAndSample
+        )
+    })
+}
+
+/// The two headers of W3C Trace Context a request may carry.
+struct Headers<'a> {
+    traceparent: &'a str,
+    tracestate: Option<&'a str>,
+}
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => Some(self.traceparent),
+            "tracestate" => self.tracestate,
+            _ => None,
+        }
+    }
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
+    }
+}
+
+/// The incoming W3C `traceparent` (and `tracestate`), as a remote parent context.
+pub fn remote_parent<'a>(
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Option<opentelemetry::Context> {
+    let traceparent = header("traceparent").filter(|v| well_formed(v))?;
+    let headers = Headers {
+        traceparent,
+        tracestate: header("tracestate"),
+    };
+    let cx = TraceContextPropagator::new().extract(&headers);
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// The W3C field widths (the SDK's propagator parses the ids as numbers, and so accepts a
+/// short one): version, trace id, parent id and flags of 2, 32, 16 and 2 hex digits.
+fn well_formed(traceparent: &str) -> bool {
+    let mut parts = traceparent.trim().split('-');
+    let widths = [2, 32, 16, 2];
+    widths.iter().all(|w| {
+        parts
+            .next()
+            .is_some_and(|p| p.len() == *w && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
+}
+
+/// What the HTTP layer knows of a request when it starts.
+pub struct RequestInfo<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub peer: SocketAddr,
+    pub host: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// The spans of one recorded request: the server span (exported) inside the log span (only
+/// the log sees it: every log line of the request names its trace).
+pub struct RequestSpans {
+    pub server: Span,
+    pub log: Span,
+}
+
+/// The server span of a request, continuing its `traceparent`; none (nothing allocated)
+/// when tracing is off or the request is not sampled.
+pub fn server_span<'a>(
+    info: &RequestInfo<'_>,
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Option<RequestSpans> {
+    if !is_on() {
+        return None;
+    }
+    let parent = remote_parent(header);
+    let parent_sc = parent.as_ref().map(|cx| cx.span().span_context().clone());
+    let trace_id = match &parent_sc {
+        Some(sc) => sc.trace_id(),
+        None => RandomIdGenerator::default().new_trace_id(),
+    };
+    if !sampled(parent.as_ref(), trace_id) {
+        return None;
+    }
+    let parent_id = parent_sc.map_or(SpanId::INVALID, |sc| sc.span_id());
+    // The log span is the outer one: inside it the server span is current, so the request's
+    // code records on `Span::current()`, and log lines still find the trace id outside it.
+    let log = tracing::info_span!(target: LOG_SPAN, "request", trace_id = %trace_id);
+    let server = tracing::info_span!(
+        target: ROOT,
+        parent: &log,
+        "request",
+        error = Empty,
+        otel.kind = "server",
+        otel.name = Empty,
+        otel.trace_id = u128::from_be_bytes(trace_id.to_bytes()),
+        otel.parent_id = u64::from_be_bytes(parent_id.to_bytes()),
+        http.request.method = info.method,
+        url.path = info.path,
+        http.route = Empty,
+        http.response.status_code = Empty,
+        server.address = info.host.unwrap_or(""),
+        client.address = %info.peer.ip(),
+        client.port = info.peer.port(),
+        user_agent.original = info.user_agent.unwrap_or(""),
+        oci.repository = Empty,
+        oci.action = Empty,
+        enduser.id = Empty,
+    );
+    Some(RequestSpans { server, log })
+}
+
+/// The root span of a background pass (GC, retention, upload expiry, eviction): its own
+/// trace, recorded when tracing is on with a ratio above zero.
+pub fn pass_span(name: &'static str) -> Span {
+    if !is_on() || f64::from_bits(RATIO_BITS.load(Relaxed)) <= 0.0 {
+        return Span::none();
+    }
+    tracing::info_span!(target: "origin::root", "pass", otel.name = name, otel.kind = "internal")
+}
+
+/// The current span's trace and span ids, to continue the trace elsewhere (a queued webhook
+/// delivery, an outbound `traceparent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+}
+
+/// The ids of the innermost recorded span that is current on this thread.
+pub fn current() -> Option<SpanIds> {
+    if !is_on() {
+        return None;
+    }
+    layer::current()
+}
+
+/// The W3C `traceparent` header value naming the current span, for an outbound request.
+pub fn traceparent() -> Option<String> {
+    current().map(|ids| format!("00-{}-{}-01", ids.trace_id, ids.span_id))
+}
+
+/// A root-target span continuing `parent` (a delivery queued by a request, on another thread).
+pub fn linked_span(name: &'static str, parent: Option<SpanIds>) -> Span {
+    let Some(p) = parent.filter(|_| is_on()) else {
+        return Span::none();
+    };
+    tracing::info_span!(
+        target: ROOT,
+        "linked",
+        otel.name = name,
+        otel.kind = "client",
+        otel.trace_id = u128::from_be_bytes(p.trace_id.to_bytes()),
+        otel.parent_id = u64::from_be_bytes(p.span_id.to_bytes()),
+        otel.local = true,
+    )
+}

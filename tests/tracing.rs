@@ -1,0 +1,414 @@
+//! Traces against a real OTLP/HTTP receiver on 127.0.0.1: the exported protobuf is decoded
+//! with the OpenTelemetry proto types and checked span by span: one trace per request, the
+//! operation, storage (and S3, on S3) spans under the server span, an incoming `traceparent`
+//! continued, the outgoing one sent to webhooks and upstreams, nothing when disabled or not
+//! sampled, a reload turning it on, and a collector that is down failing nothing.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use common::receiver::{Received, Receiver};
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use prost::Message;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// One exported span, decoded.
+#[derive(Debug, Clone)]
+struct Span {
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    name: String,
+    kind: i32,
+    attrs: HashMap<String, String>,
+    events: Vec<String>,
+}
+
+const KIND_SERVER: i32 = 2;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn decode(got: &[Received]) -> Vec<Span> {
+    let mut out = Vec::new();
+    for r in got.iter().filter(|r| r.path == "/v1/traces") {
+        let req = ExportTraceServiceRequest::decode(r.body.as_slice()).expect("OTLP protobuf");
+        for rs in req.resource_spans {
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    let attrs = s
+                        .attributes
+                        .iter()
+                        .map(|kv| {
+                            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                                Some(Value::StringValue(s)) => s.clone(),
+                                Some(Value::IntValue(i)) => i.to_string(),
+                                Some(Value::BoolValue(b)) => b.to_string(),
+                                other => format!("{other:?}"),
+                            };
+                            (kv.key.clone(), v)
+                        })
+                        .collect();
+                    out.push(Span {
+                        trace_id: hex(&s.trace_id),
+                        span_id: hex(&s.span_id),
+                        parent: hex(&s.parent_span_id),
+                        name: s.name.clone(),
+                        kind: s.kind,
+                        attrs,
+                        events: s.events.iter().map(|e| e.name.clone()).collect(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Waits until the spans received satisfy `pred`; returns them either way.
+fn spans_until(rx: &Receiver, pred: impl Fn(&[Span]) -> bool) -> Vec<Span> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let spans = decode(&rx.received());
+        if pred(&spans) || Instant::now() > deadline {
+            return spans;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn tracing_section(endpoint: &str, ratio: f64) -> String {
+    format!(
+        "[tracing]\nenabled = true\nendpoint = \"{endpoint}\"\nsample_ratio = {ratio}\n\
+         batch_delay = \"100ms\"\nservice_name = \"origin-test\"\n\
+         [tracing.resource]\n\"deployment.environment\" = \"test\"\n\
+         [tracing.headers]\nx-api-key = \"secret-key\"\n"
+    )
+}
+
+fn server_spans(spans: &[Span]) -> Vec<&Span> {
+    spans.iter().filter(|s| s.kind == KIND_SERVER).collect()
+}
+
+/// The chain of parents from `s` up to its trace's root, by span id.
+fn ancestors<'a>(spans: &'a [Span], s: &'a Span) -> Vec<&'a Span> {
+    let by_id: HashMap<&str, &Span> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let mut out = Vec::new();
+    let mut at = s;
+    while let Some(p) = by_id.get(at.parent.as_str()) {
+        out.push(*p);
+        at = p;
+    }
+    out
+}
+
+const INCOMING_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const INCOMING_SPAN: &str = "00f067aa0ba902b7";
+
+/// A push and a pull: one trace per request with its server span, the operation and storage
+/// spans (S3 requests on S3) below it, the HTTP attributes, the incoming traceparent
+/// continued, the trace id on the request's log lines, the configured headers sent.
+#[test]
+fn a_push_and_a_pull_are_traced_span_by_span() {
+    let rx = Receiver::start();
+    let mut srv = Server::start_with(
+        "",
+        &format!("{ALLOW_ALL}{}", tracing_section(&rx.url(""), 1.0)),
+    );
+    let (_, digest) = srv.push_image("traced/app", "v1", &[bytes(1, 2000)]);
+    let parent = format!("00-{INCOMING_TRACE}-{INCOMING_SPAN}-01");
+    let r = srv.request(
+        "GET",
+        &format!("/v2/traced/app/manifests/{digest}"),
+        &[("traceparent", &parent), ("Accept", OCI_MANIFEST)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let spans = spans_until(&rx, |s| {
+        s.iter()
+            .any(|s| s.kind == KIND_SERVER && s.trace_id == INCOMING_TRACE)
+            && s.iter().any(|s| s.name == "manifests.put")
+    });
+    let servers = server_spans(&spans);
+    // The push: config and layer (one POST each), manifest PUT; then the GET.
+    let traces: HashSet<&str> = servers.iter().map(|s| s.trace_id.as_str()).collect();
+    assert_eq!(traces.len(), servers.len(), "one trace per request");
+    assert!(servers.len() >= 4, "{servers:#?}");
+    // The GET continues the incoming trace as a child of the caller's span.
+    let get = servers
+        .iter()
+        .find(|s| s.trace_id == INCOMING_TRACE)
+        .expect("incoming trace continued");
+    assert_eq!(get.parent, INCOMING_SPAN);
+    assert_eq!(get.name, "GET /v2/{name}/manifests/{reference}");
+    assert_eq!(get.attrs["http.request.method"], "GET");
+    assert_eq!(get.attrs["http.response.status_code"], "200");
+    assert_eq!(get.attrs["http.route"], "/v2/{name}/manifests/{reference}");
+    assert_eq!(get.attrs["oci.repository"], "traced/app");
+    assert_eq!(get.attrs["oci.action"], "get-manifest");
+    assert_eq!(
+        get.attrs["url.path"],
+        format!("/v2/traced/app/manifests/{digest}")
+    );
+    assert_eq!(get.attrs["client.address"], "127.0.0.1");
+    // The manifest PUT: the operation under the server span, storage under the operation.
+    let put_server = servers
+        .iter()
+        .find(|s| s.name == "PUT /v2/{name}/manifests/{reference}")
+        .expect("manifest PUT traced");
+    let op = spans
+        .iter()
+        .find(|s| s.name == "manifests.put" && s.trace_id == put_server.trace_id)
+        .expect("operation span");
+    assert_eq!(op.parent, put_server.span_id);
+    let storage: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == put_server.trace_id && s.name.starts_with("storage."))
+        .collect();
+    assert!(!storage.is_empty(), "storage spans");
+    for s in &storage {
+        let chain = ancestors(&spans, s);
+        assert!(
+            chain.iter().any(|a| a.span_id == op.span_id),
+            "{} not under the operation",
+            s.name
+        );
+        assert_eq!(chain.last().map(|a| &a.span_id), Some(&put_server.span_id));
+    }
+    if storage_on_s3() {
+        let s3: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.trace_id == put_server.trace_id && s.name == "s3.request")
+            .collect();
+        assert!(!s3.is_empty(), "S3 request spans on S3");
+        assert!(s3.iter().all(|s| s.attrs.contains_key("s3.operation")));
+    }
+    // The blob uploads have their operation spans too.
+    assert!(spans.iter().any(|s| s.name.starts_with("uploads.")));
+    // The resource, the configured headers and the content type.
+    let got = rx.received();
+    let first = got
+        .iter()
+        .find(|r| r.path == "/v1/traces")
+        .expect("an export");
+    assert_eq!(first.header("x-api-key"), Some("secret-key"));
+    assert_eq!(first.header("content-type"), Some("application/x-protobuf"));
+    let req = ExportTraceServiceRequest::decode(first.body.as_slice()).unwrap();
+    let resource = format!("{:?}", req.resource_spans[0].resource);
+    for want in [
+        "origin-test",
+        "service.version",
+        "host.name",
+        "deployment.environment",
+    ] {
+        assert!(resource.contains(want), "{want} in {resource}");
+    }
+    // The request's log lines name its trace.
+    let line = srv
+        .logs_until(&format!("trace_id={INCOMING_TRACE}"), WAIT)
+        .expect("the GET's access log line carries its trace id");
+    assert!(line.contains("origin::access"), "{line}");
+}
+
+/// The trace goes on outside: an async webhook delivery continues the push's trace and sends
+/// its `traceparent` (failed attempts are events on its span), and so does a mirror's
+/// request to its upstream.
+#[test]
+fn traceparent_goes_to_webhooks_and_upstreams() {
+    let rx = Receiver::start();
+    let hook = Receiver::start();
+    let upstream = Receiver::start();
+    upstream.answer(404);
+    let broken = Receiver::start();
+    broken.answer(500);
+    let config = format!(
+        "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\nevent_webhooks = [\"feed\", \"broken\"]\n\n\
+         [[repository]]\nnamespace = \"hub\"\npolicy_default_allow = true\n\
+         [repository.mirror]\n[[repository.mirror.upstream]]\nurl = \"{}\"\ntimeout = \"5s\"\n\n\
+         [event_webhook.feed]\nurl = \"{}\"\nevents = [\"tag.create\"]\n\n\
+         [event_webhook.broken]\nurl = \"{}\"\nevents = [\"tag.create\"]\nmax_retries = 1\n\n{}",
+        upstream.url(""),
+        hook.url("/feed"),
+        broken.url("/broken"),
+        tracing_section(&rx.url(""), 1.0)
+    );
+    let srv = Server::start_with("", &config);
+    srv.push_image("hooked/app", "v1", &[bytes(2, 100)]);
+    let delivered = hook.wait_for(WAIT, |g| !g.is_empty());
+    let tp = delivered[0]
+        .header("traceparent")
+        .expect("the delivery carries traceparent")
+        .to_string();
+    let trace_id = tp.split('-').nth(1).unwrap().to_string();
+    let spans = spans_until(&rx, |s| s.iter().any(|s| s.name == "webhook.delivery"));
+    let put = server_spans(&spans)
+        .into_iter()
+        .find(|s| s.name == "PUT /v2/{name}/manifests/{reference}")
+        .expect("manifest PUT");
+    assert_eq!(
+        trace_id, put.trace_id,
+        "the delivery continues the push's trace"
+    );
+    let delivery = spans
+        .iter()
+        .find(|s| s.name == "webhook.delivery")
+        .expect("delivery span");
+    assert_eq!(delivery.trace_id, put.trace_id);
+    assert_eq!(delivery.attrs["webhook"], "feed");
+    // A delivery that fails: each failed attempt is an event on its span.
+    let spans = spans_until(&rx, |s| {
+        s.iter().any(|s| {
+            s.name == "webhook.delivery"
+                && s.attrs.get("webhook").map(|w| w.as_str()) == Some("broken")
+        })
+    });
+    let failed = spans
+        .iter()
+        .find(|s| s.name == "webhook.delivery" && s.attrs["webhook"] == "broken")
+        .expect("the failed delivery's span");
+    assert_eq!(failed.events, ["attempt failed", "attempt failed"]);
+    assert_eq!(failed.trace_id, put.trace_id);
+
+    let r = srv.get("/v2/hub/library/alpine/manifests/3.20");
+    assert_eq!(r.status, 404);
+    let asked = upstream.wait_for(WAIT, |g| !g.is_empty());
+    let tp = asked[0]
+        .header("traceparent")
+        .expect("upstream gets traceparent");
+    let tp = tp.to_string();
+    let named = |s: &Span| {
+        s.name == "upstream.request" && tp == format!("00-{}-{}-01", s.trace_id, s.span_id)
+    };
+    let spans = spans_until(&rx, |s| s.iter().any(named));
+    let up = spans
+        .iter()
+        .find(|s| named(s))
+        .expect("the upstream request's span is the traceparent sent");
+    let get = server_spans(&spans)
+        .into_iter()
+        .find(|s| s.trace_id == up.trace_id)
+        .expect("the upstream request is in the GET's trace");
+    assert_eq!(get.attrs["http.response.status_code"], "404");
+}
+
+/// Off, nothing is exported; at ratio 0 a request is recorded only when its caller's
+/// traceparent says sampled (parent-based); a reload turns tracing on and off.
+#[test]
+fn nothing_is_exported_unless_on_and_sampled() {
+    let rx = Receiver::start();
+    let dir = TempDir::new("trace-reload");
+    let base = config_text(&dir.0, "", "");
+    let mut srv = Server::start_config(dir, &format!("{base}{ALLOW_ALL}"), &[]);
+    srv.push_image("quiet/app", "v1", &[bytes(3, 100)]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(rx.received().is_empty(), "nothing exported when off");
+
+    std::fs::write(
+        &srv.config_path,
+        format!("{base}{ALLOW_ALL}{}", tracing_section(&rx.url(""), 0.0)),
+    )
+    .unwrap();
+    srv.signal(libc::SIGHUP);
+    srv.logs_until("configuration reloaded", WAIT)
+        .expect("reloaded");
+    assert_eq!(srv.get("/v2/").status, 200);
+    let unsampled = format!("00-{INCOMING_TRACE}-{INCOMING_SPAN}-00");
+    let r = srv.request("GET", "/v2/", &[("traceparent", &unsampled)], b"");
+    assert_eq!(r.status, 200);
+    let sampled = "00-11111111111111111111111111111111-2222222222222222-01";
+    let r = srv.request("GET", "/v2/", &[("traceparent", sampled)], b"");
+    assert_eq!(r.status, 200);
+    let spans = spans_until(&rx, |s| !s.is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    let spans = if spans.is_empty() {
+        spans
+    } else {
+        decode(&rx.received())
+    };
+    let traces: HashSet<&str> = spans.iter().map(|s| s.trace_id.as_str()).collect();
+    assert_eq!(
+        traces,
+        HashSet::from(["11111111111111111111111111111111"]),
+        "only the sampled caller's request"
+    );
+}
+
+/// A collector that is down (a closed port) neither fails nor holds requests; the lost
+/// spans are counted.
+#[test]
+fn a_collector_that_is_down_fails_nothing() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let srv = Server::start_with(
+        "",
+        &format!(
+            "{ALLOW_ALL}{}",
+            tracing_section(&format!("http://127.0.0.1:{port}"), 1.0)
+        ),
+    );
+    let started = Instant::now();
+    for i in 0..5 {
+        srv.push_image("down/app", &format!("t{i}"), &[bytes(i, 100)]);
+        assert_eq!(srv.get("/v2/down/app/tags/list").status, 200);
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = String::from_utf8_lossy(&srv.get("/metrics").body).to_string();
+        let failed = m
+            .lines()
+            .find_map(|l| l.strip_prefix("origin_trace_spans_failed_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if failed > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "failed exports counted: {m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `check-config` names the bad `[tracing]` key.
+#[test]
+fn check_config_names_bad_tracing_keys() {
+    let dir = TempDir::new("trace-check");
+    for (section, key) in [
+        ("[tracing]\nenabled = true\n", "tracing.endpoint"),
+        (
+            "[tracing]\nenabled = true\nendpoint = \"http://127.0.0.1:4318\"\nsample_ratio = 2.0\n",
+            "tracing.sample_ratio",
+        ),
+        (
+            "[tracing]\nenabled = true\nendpoint = \"ftp://x\"\n",
+            "tracing.endpoint",
+        ),
+        ("[tracing]\nendpont = \"http://x\"\n", "endpont"),
+        (
+            "[tracing]\nenabled = true\nendpoint = \"http://x\"\n[tracing.headers_env]\nauthorization = \"ORIGIN_TEST_NO_SUCH_VAR\"\n",
+            "tracing.headers.authorization_env",
+        ),
+    ] {
+        let path = dir.0.join("config.toml");
+        std::fs::write(
+            &path,
+            format!("{}{section}", config_text(&dir.0, "", ALLOW_ALL)),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_origin"))
+            .args(["check-config", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{section}: accepted");
+        assert!(err.contains(key), "{section}: {err}");
+    }
+}
