@@ -118,18 +118,12 @@ impl Registry {
             }
         }
         let dir = format!("{}/", layout::revisions_dir(name));
-        let after = last.map(|d| format!("{dir}{}/{}", d.algorithm().as_str(), d.hex()));
+        let after = last.map(|d| layout::manifest_link(name, d));
         let mut revisions = KeyPages::new(dir.clone(), after);
         let mut out = Untagged::default();
         while let Some(page) = revisions.next(&self.store).await? {
             for key in page {
-                let Some((alg, hex)) = key
-                    .strip_prefix(dir.as_str())
-                    .and_then(|r| r.split_once('/'))
-                else {
-                    continue;
-                };
-                let Ok(d) = Digest::parse(&format!("{alg}:{hex}")) else {
+                let Some(d) = layout::revision_digest(&dir, &key) else {
                     continue;
                 };
                 out.examined += 1;
@@ -185,13 +179,7 @@ impl Registry {
         let mut pages = KeyPages::new(dir.clone(), None);
         'walk: while let Some(page) = pages.next(&self.store).await? {
             for key in page {
-                let Some((alg, hex)) = key
-                    .strip_prefix(dir.as_str())
-                    .and_then(|r| r.split_once('/'))
-                else {
-                    continue;
-                };
-                let Ok(d) = Digest::parse(&format!("{alg}:{hex}")) else {
+                let Some(d) = layout::revision_digest(&dir, &key) else {
                     continue;
                 };
                 if reads >= reads_max {

@@ -252,6 +252,12 @@ pub fn revisions_dir(name: &RepoName) -> String {
     format!("repositories/{name}/_manifests/revisions")
 }
 
+/// The digest of `key`, listed under `dir` (`revisions_dir` with its `/`): `<dir><alg>/<hex>`.
+pub fn revision_digest(dir: &str, key: &str) -> Option<Digest> {
+    let (alg, hex) = key.strip_prefix(dir)?.split_once('/')?;
+    Digest::parse(&format!("{alg}:{hex}")).ok()
+}
+
 pub fn flat_name(name: &RepoName) -> String {
     flat(name)
 }

@@ -191,10 +191,7 @@ impl Registry {
         let mut out = Vec::new();
         let mut pages = KeyPages::new(dir.clone(), None);
         while let Some(page) = pages.next(&self.store).await? {
-            out.extend(page.iter().filter_map(|k| {
-                let (alg, hex) = k.strip_prefix(dir.as_str())?.split_once('/')?;
-                Digest::parse(&format!("{alg}:{hex}")).ok()
-            }));
+            out.extend(page.iter().filter_map(|k| layout::revision_digest(&dir, k)));
         }
         Ok(out)
     }

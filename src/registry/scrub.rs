@@ -187,11 +187,7 @@ impl Registry {
         let mut revisions = KeyPages::new(prefix.clone(), None);
         while let Some(page) = revisions.next(&self.store).await? {
             for key in page {
-                let Some(d) = key
-                    .strip_prefix(&prefix)
-                    .and_then(|rest| rest.split_once('/'))
-                    .and_then(|(alg, hex)| Digest::parse(&format!("{alg}:{hex}")).ok())
-                else {
+                let Some(d) = layout::revision_digest(&prefix, &key) else {
                     continue;
                 };
                 report.manifests_checked += 1;
