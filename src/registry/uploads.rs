@@ -336,7 +336,7 @@ impl Registry {
             s.hasher.update(&replay);
             let len = replay.len() as u64;
             let BufResult(r, _) = s.data.write_all_at(replay, s.offset).await;
-            r.map_err(|e| Error::from(crate::storage::StorageError::Io(e)))?;
+            r.map_err(|e| Error::from(crate::storage::StorageError::from_write(e)))?;
             s.offset += len;
         }
         Ok(true)
@@ -358,7 +358,7 @@ impl Registry {
                 // removed): read the session and go on from there, `buf` included.
                 return match self.upload_confirm(s).await {
                     Ok(true) => (Ok(()), buf),
-                    Ok(false) => (Err(crate::storage::StorageError::Io(e).into()), buf),
+                    Ok(false) => (Err(crate::storage::StorageError::from_write(e).into()), buf),
                     Err(e) => (Err(e), buf),
                 };
             } else {
@@ -377,7 +377,7 @@ impl Registry {
                 s.offset += buf.len() as u64;
                 (Ok(()), buf)
             }
-            Err(e) => (Err(crate::storage::StorageError::Io(e).into()), buf),
+            Err(e) => (Err(crate::storage::StorageError::from_write(e).into()), buf),
         }
     }
 

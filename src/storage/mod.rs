@@ -82,6 +82,23 @@ impl fmt::Display for StorageError {
     }
 }
 
+impl StorageError {
+    /// The error an `UploadWriter::write_all_at` returned, as the storage error it carries
+    /// (a backend wraps its own `StorageError` in the `io::Error` the trait requires: a
+    /// `Conflict` stays a `Conflict`, a timeout stays a timeout), or the I/O error itself.
+    pub fn from_write(e: io::Error) -> StorageError {
+        if !e.get_ref().is_some_and(|inner| inner.is::<StorageError>()) {
+            return StorageError::Io(e);
+        }
+        let kind = e.kind();
+        match e.into_inner().map(|inner| inner.downcast::<StorageError>()) {
+            Some(Ok(storage)) => *storage,
+            Some(Err(other)) => StorageError::Io(io::Error::new(kind, other)),
+            None => StorageError::Io(kind.into()),
+        }
+    }
+}
+
 impl std::error::Error for StorageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {

@@ -169,3 +169,46 @@ fn s3_cached_session_is_checked_by_its_save() {
     });
     assert_eq!(moto.raw_listing("cached"), vec!["blobs/x".to_string()]);
 }
+
+/// Two writers open a session whose last part is a short staged tail; the first appends
+/// (the tail is read back, combined into a part of its own) and saves, which removes the old
+/// tail. The second's append then finds the tail gone: a `Conflict` (the session moved on
+/// under it), not an I/O failure, and the session holds the first writer's bytes.
+#[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
+fn s3_append_after_the_tail_was_taken_is_a_conflict() {
+    let Some(moto) = Moto::start("s3_append_after_the_tail_was_taken") else {
+        return;
+    };
+    let a = fixture(&moto, "tail");
+    let (x, y) = (
+        S3Storage::new(&moto.config("tail")).unwrap(),
+        S3Storage::new(&moto.config("tail")).unwrap(),
+    );
+    Runtime::new().unwrap().block_on(async {
+        let mut up = a
+            .upload_create_with_meta("u/1/data", "s0".into())
+            .await
+            .unwrap();
+        append(&mut up, b"tail").await;
+        up.sync().await.unwrap();
+        let mut first = x.open_upload("u/1/data").await.unwrap().unwrap();
+        let mut second = y.open_upload("u/1/data").await.unwrap().unwrap();
+        append(&mut first, b"-first").await;
+        first.sync().await.unwrap();
+        let at = second.size().await.unwrap();
+        let BufResult(r, _) = second.write_all_at(b"-second".to_vec(), at).await;
+        let e = StorageError::from_write(r.unwrap_err());
+        assert!(matches!(e, StorageError::Conflict { .. }), "{e}");
+        // A node that has not seen the session (`a` remembers its own, older state).
+        let fresh = S3Storage::new(&moto.config("tail")).unwrap();
+        let stored = fresh.open_upload("u/1/data").await.unwrap().unwrap();
+        assert_eq!(stored.size().await.unwrap(), 10);
+        let out = fresh.commit_writer(stored, "blobs/t").await.unwrap();
+        assert_eq!(out, CommitOutcome::Committed);
+        assert_eq!(
+            a.get("blobs/t").await.unwrap().unwrap().bytes,
+            b"tail-first"
+        );
+    });
+}

@@ -221,7 +221,11 @@ impl S3Upload {
                 .store
                 .get_full(&key, self.store.part_bytes().max(last.size))
                 .await?
-                .ok_or_else(|| s3_error("GetObject", &key, "staged part is missing"))?;
+                // Another writer combined this tail into a part of its own and saved
+                // first (then removed it): this writer's state is no longer the session's.
+                .ok_or_else(|| StorageError::Conflict {
+                    key: self.full.clone(),
+                })?;
             let keep = (len as usize).min(obj.bytes.len());
             self.pending.splice(0..0, obj.bytes[..keep].iter().copied());
         }
