@@ -18,6 +18,8 @@ Usage:
                                   check blobs, links and references; repair what is safe
   origin scrub --retention [--dry-run] [-c FILE]
                                   delete the manifests no retention rule keeps
+  origin replication status [-c FILE]
+                                  replication jobs per target: pending, running, failed
   origin --help | --version
 
 Without -c, ./config.toml is used when present, else an embedded default:
@@ -33,6 +35,7 @@ enum Command {
     Gc(Option<PathBuf>, bool),
     Scrub(Option<PathBuf>, bool),
     Retention(Option<PathBuf>, bool),
+    ReplicationStatus(Option<PathBuf>),
     Help,
     Version,
 }
@@ -85,6 +88,13 @@ fn parse(args: &[String]) -> Result<Command, UsageError> {
             it.next();
             "scrub"
         }
+        Some("replication") => {
+            it.next();
+            match it.next().map(|s| s.as_str()) {
+                Some("status") => "replication-status",
+                _ => return Err("replication needs a subcommand: status".into()),
+            }
+        }
         Some("-h" | "--help" | "help") => return Ok(Command::Help),
         Some("-V" | "--version") => return Ok(Command::Version),
         _ => "serve",
@@ -121,6 +131,7 @@ fn parse(args: &[String]) -> Result<Command, UsageError> {
     }
     Ok(match cmd {
         "check-config" => Command::CheckConfig(config),
+        "replication-status" => Command::ReplicationStatus(config),
         "gc" => Command::Gc(config, flag),
         "scrub" if retention && !flag => Command::Retention(config, dry_run),
         "scrub" if retention => return Err("--retention and --repair do not go together".into()),
@@ -203,6 +214,9 @@ pub fn run(args: &[String]) -> i32 {
         Command::Gc(path, dry_run) => with_config(path, |c| crate::maintenance::gc(&c, dry_run)),
         Command::Retention(path, dry_run) => {
             with_config(path, |c| crate::maintenance::retention_cli(&c, dry_run))
+        }
+        Command::ReplicationStatus(path) => {
+            with_config(path, |c| crate::maintenance::replication_status(&c))
         }
         Command::Scrub(path, repair) => {
             with_config(path, |c| crate::maintenance::scrub(&c, repair))

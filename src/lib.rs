@@ -27,6 +27,7 @@ pub(crate) mod policy;
 pub(crate) mod pool;
 pub(crate) mod registry;
 pub(crate) mod reload;
+pub(crate) mod replication;
 pub(crate) mod serve;
 pub(crate) mod server;
 pub(crate) mod service;

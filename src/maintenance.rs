@@ -85,6 +85,28 @@ fn with_pass<T>(
     result
 }
 
+/// `origin replication status`: per target, the jobs waiting, running and retrying, the
+/// oldest one's age and the jobs that failed for good, read from storage (every node's).
+pub fn replication_status(config: &Config) -> i32 {
+    let configured: Vec<String> = config.replication.keys().cloned().collect();
+    let result = with_registry(config, async |reg: &Registry| {
+        let now = crate::replication::job::millis(reg.clock.now());
+        crate::replication::status::read(&reg.store, &configured, now)
+            .await
+            .map(|s| crate::replication::status::render(&s, now))
+    });
+    match result.and_then(|r| r.map_err(StartError::Registry)) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("origin replication status: {e}");
+            1
+        }
+    }
+}
+
 /// Runs one GC pass; prints each blob removed (or that would be) and the totals.
 pub fn gc(config: &Config, dry_run: bool) -> i32 {
     let grace = config.gc.grace_period;

@@ -274,6 +274,7 @@ impl Metrics {
         let shards: Vec<&Shard> = SHARDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
         render_requests(&mut out, &shards);
         self.render_shared(&mut out);
+        crate::replication::metrics::render_into(&mut out);
         crate::metrics_s3::S3_METRICS.render_into(&mut out);
         render_build_info(&mut out);
         out

@@ -26,6 +26,8 @@ pub struct Live {
     pub immutable: crate::registry::immutable::ImmutableTags,
     /// `[event_webhook.*]` and the entries that use them.
     pub webhooks: crate::events::Webhooks,
+    /// `[replication.*]` targets and the entries that use them.
+    pub replication: crate::replication::Targets,
     /// `retention` rules per `[[repository]]` entry.
     pub retention: crate::policy::retention::RetentionRules,
     /// `[repository.mirror]` tables: the pull-through cache's namespaces and upstreams.
@@ -62,6 +64,7 @@ impl Live {
             tls,
             immutable: crate::registry::immutable::ImmutableTags::compile(&config.repository)?,
             webhooks: crate::events::Webhooks::compile(config)?,
+            replication: crate::replication::Targets::compile(config)?,
             retention: crate::policy::retention::RetentionRules::compile(&config.repository)?,
             mirrors: crate::mirror::MirrorTable::from_config(config)?,
             audit: Arc::new(config.audit.clone()),
@@ -86,6 +89,7 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     crate::registry::immutable::ImmutableTags::compile(&config.repository)?;
     crate::events::webhooks::validate(config)?;
     crate::events::Webhooks::compile(config)?;
+    crate::replication::Targets::compile(config)?;
     crate::policy::retention::RetentionRules::compile(&config.repository)?;
     crate::mirror::MirrorTable::from_config(config)?;
     config.audit.validate()?;

@@ -127,6 +127,18 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             tracing::info!("ops endpoints listening on {a}");
         }
     }
+    let replication = {
+        let (store, settings) = (store.clone(), crate::maintenance::settings(&config));
+        let (manifests, clock) = (manifests.clone(), clock.clone());
+        let stop = shutdown.clone();
+        crate::replication::worker::start(
+            config.server.io_driver,
+            move || Registry::new(store, settings, manifests).with_clock(clock),
+            live.clone(),
+            move || stop.is_set(),
+        )
+        .map_err(|e| StartError::io("cannot start the replication worker", e))?
+    };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, StartError>>();
     let mut handles = Vec::with_capacity(workers);
     for (index, listener) in listeners.into_iter().enumerate() {
@@ -214,6 +226,9 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
     // Requests are done: what they queued goes out within what is left of the grace period
     // (the signal thread exits the process when it ends).
     events.drain(config.server.query_timeout_grace_period);
+    // Jobs in flight keep their claims in storage: another node, or this one after a
+    // restart, takes them over when the lease expires.
+    drop(replication);
     audit.drain(config.server.query_timeout_grace_period);
     tracing::info!("shutdown complete");
     Ok(if failed { 1 } else { 0 })

@@ -80,6 +80,9 @@ pub struct RepositoryConfig {
     /// The `[event_webhook.<name>]`s that get this namespace's events.
     #[serde(default)]
     pub event_webhooks: Vec<String>,
+    /// The `[replication.<name>]` targets that get this namespace's pushes (and deletes).
+    #[serde(default)]
+    pub replications: Vec<String>,
 }
 
 /// `[repository.mirror]`: the namespace caches content pulled from upstream registries.

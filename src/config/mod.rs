@@ -14,6 +14,7 @@ mod access;
 mod audit;
 mod events;
 mod limits;
+mod replication;
 pub mod s3;
 mod secret;
 mod sections;
@@ -25,6 +26,7 @@ pub use access::*;
 pub use audit::*;
 pub use events::*;
 pub use limits::*;
+pub use replication::*;
 pub use secret::Secret;
 pub use sections::*;
 pub use tracing::*;
@@ -79,6 +81,9 @@ pub struct Config {
     /// Where events (pushes, pulls, deletions) are sent.
     #[serde(default)]
     pub event_webhook: BTreeMap<String, WebhookConfig>,
+    /// Other registries that get what is pushed here.
+    #[serde(default)]
+    pub replication: BTreeMap<String, ReplicationConfig>,
     /// The audit trail of writes and denials.
     #[serde(default)]
     pub audit: AuditConfig,
@@ -250,6 +255,9 @@ impl Config {
                 env: w.token_env.as_deref(),
             };
             w.token = source.resolve(&format!("event_webhook.{name}.token"))?;
+        }
+        for (name, r) in self.replication.iter_mut() {
+            r.resolve_secrets(name)?;
         }
         for (i, repo) in self.repository.iter_mut().enumerate() {
             let Some(m) = &mut repo.mirror else { continue };

@@ -7,6 +7,29 @@ impl Config {
         let s = &self.server;
         let bad = |key: &str, why: &str| Err(ConfigError::new(format!("{key}: {why}")));
         self.tracing.validate()?;
+        for (name, r) in &self.replication {
+            r.validate(name)?;
+            if !self
+                .repository
+                .iter()
+                .any(|e| e.replications.contains(name))
+            {
+                return bad(
+                    &format!("replication.{name}"),
+                    "no [[repository]] entry names it in replications",
+                );
+            }
+        }
+        for (i, e) in self.repository.iter().enumerate() {
+            for (j, name) in e.replications.iter().enumerate() {
+                if !self.replication.contains_key(name) {
+                    return bad(
+                        &format!("repository[{i}].replications[{j}]"),
+                        &format!("no [replication.{name}] is defined"),
+                    );
+                }
+            }
+        }
         if s.workers > 1024 {
             return bad("server.workers", "at most 1024 (0 means one per core)");
         }

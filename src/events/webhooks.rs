@@ -53,7 +53,7 @@ pub struct Webhooks {
     entries: Vec<Entry>,
 }
 
-fn filter(pattern: &str) -> Result<Regex, ConfigError> {
+pub fn filter(pattern: &str) -> Result<Regex, ConfigError> {
     regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
         .size_limit(FILTER_COMPILED_BYTES_MAX)
         .build()

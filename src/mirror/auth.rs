@@ -168,10 +168,12 @@ fn query_escape(s: &str) -> String {
     out
 }
 
-/// Credentials and cached tokens of one upstream.
+/// Credentials and cached tokens of one upstream (or replication target).
 pub struct Auth {
     /// `Basic <base64(user:password)>` when credentials are configured.
     basic: Option<String>,
+    /// `Bearer <token>` when a fixed token is configured: sent with every request.
+    fixed: Option<String>,
     /// Set once the upstream asked for Basic: later requests send it up front.
     wants_basic: AtomicBool,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
@@ -190,10 +192,60 @@ impl Auth {
         };
         Auth {
             basic,
+            fixed: None,
             wants_basic: AtomicBool::new(false),
             tokens: Mutex::new(HashMap::new()),
             bearer: Mutex::new(None),
             probed: AtomicBool::new(false),
+        }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request (a token from the
+    /// configuration; nothing is fetched).
+    pub fn with_token(mut self, token: Option<&str>) -> Auth {
+        self.fixed = token.map(|t| format!("Bearer {t}"));
+        self
+    }
+
+    /// Sends a request (with `body`, or without one for GET and HEAD, which follow
+    /// redirects) with the credentials known for `scope`, answering one authentication
+    /// challenge (token fetch or Basic) and sending it once more.
+    #[allow(clippy::too_many_arguments)] // The request's parts; a struct would only rename them.
+    pub async fn send(
+        &self,
+        client: &Client,
+        base: &UpstreamUrl,
+        method: &str,
+        target: &Target,
+        scope: &str,
+        extra: &[(&str, String)],
+        body: Option<&[u8]>,
+    ) -> Result<Response, UpstreamError> {
+        if self.header_for(scope).is_none() {
+            self.prepare(client, base, scope).await?;
+        }
+        let mut answered = false;
+        loop {
+            let mut headers: Vec<(&str, String)> = extra.to_vec();
+            if let Some(h) = self.header_for(scope) {
+                headers.push(("Authorization", h));
+            }
+            let sent = match body {
+                None => client.send(method, target, &headers).await,
+                Some(b) => client.send_body(method, target, &headers, b).await,
+            };
+            let resp = sent.map_err(|source| UpstreamError::Send {
+                at: base.authority(),
+                source,
+            })?;
+            if resp.status != 401 || answered || self.fixed.is_some() {
+                return Ok(resp);
+            }
+            answered = true;
+            if !self.answer(client, &resp, scope).await? {
+                return Ok(resp);
+            }
+            resp.drain().await;
         }
     }
 
@@ -203,6 +255,9 @@ impl Auth {
 
     /// The Authorization header to send up front for `scope`, if any is known to work.
     pub fn header_for(&self, scope: &str) -> Option<String> {
+        if let Some(fixed) = &self.fixed {
+            return Some(fixed.clone());
+        }
         if let Some((token, expires)) = self.tokens().get(scope) {
             if Instant::now() < *expires {
                 return Some(format!("Bearer {token}"));

@@ -107,32 +107,17 @@ impl Upstream {
             url: self.url.clone(),
             path: format!("{}/v2/{repo}/{path}", self.url.path),
         };
-        if self.auth.header_for(&scope).is_none() {
-            self.auth.prepare(&self.client, &self.url, &scope).await?;
-        }
-        let mut answered = false;
-        loop {
-            let mut headers: Vec<(&str, String)> = extra.to_vec();
-            if let Some(h) = self.auth.header_for(&scope) {
-                headers.push(("Authorization", h));
-            }
-            let resp = self
-                .client
-                .send(method, &target, &headers)
-                .await
-                .map_err(|source| auth::UpstreamError::Send {
-                    at: self.url.authority(),
-                    source,
-                })?;
-            if resp.status != 401 || answered {
-                return Ok(resp);
-            }
-            answered = true;
-            if !self.auth.answer(&self.client, &resp, &scope).await? {
-                return Ok(resp);
-            }
-            resp.drain().await;
-        }
+        self.auth
+            .send(
+                &self.client,
+                &self.url,
+                method,
+                &target,
+                &scope,
+                extra,
+                None,
+            )
+            .await
     }
 }
 

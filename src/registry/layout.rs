@@ -19,6 +19,8 @@
 //! gc/deleting/<alg>-<hex>                                 tombstone while GC deletes
 //! mirror/pulled/<name with + for />/<alg>-<hex>           a mirrored manifest's last pull
 //! retention/pulled/<name with + for />/<alg>-<hex>        a manifest's last pull (retention)
+//! replication/jobs/<target>/<ms>-<hex>                    a replication job, waiting or claimed
+//! replication/failed/<target>/<ms>-<hex>                  a job that ran out of retries
 //! ui/session-key                                          the web UI's session signing key
 //! ui/logout/<hex>                                         an identity's last UI logout
 //! ```
@@ -35,6 +37,22 @@ fn concat(parts: &[&str]) -> String {
         key.push_str(p);
     }
     key
+}
+
+/// Every replication job waiting or claimed, of every target.
+pub const REPLICATION_JOBS: &str = "replication/jobs/";
+/// Every replication job that ran out of retries.
+pub const REPLICATION_FAILED: &str = "replication/failed/";
+
+/// A replication job of `target` (a configured name: letters, digits, `-`, `_`); `id`
+/// sorts by creation time.
+pub fn replication_job(target: &str, id: &str) -> String {
+    concat(&[REPLICATION_JOBS, target, "/", id])
+}
+
+/// The record of a replication job that ran out of retries.
+pub fn replication_failed(target: &str, id: &str) -> String {
+    concat(&[REPLICATION_FAILED, target, "/", id])
 }
 
 /// The web UI's session signing key, when `[ui]` configures none (created once, shared by

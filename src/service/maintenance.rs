@@ -86,6 +86,14 @@ pub async fn retention(p: &Pass<'_>, dry_run: bool) -> Result<Vec<Deletion>> {
         return Ok(deleted);
     }
     for d in &deleted {
+        let targets = &p.live.replication;
+        for tag in &d.tags {
+            let tag = Some(tag.as_str());
+            super::replication::deleted_by_pass(reg, targets, &d.repository, tag, &d.digest).await;
+        }
+        super::replication::deleted_by_pass(reg, targets, &d.repository, None, &d.digest).await;
+    }
+    for d in &deleted {
         let write = Write {
             digest: Some(&d.digest),
             ..Write::new(audit::MANIFEST_DELETE, &d.repository)
@@ -140,6 +148,8 @@ async fn removed_events(
             ..Write::new(audit::MANIFEST_DELETE, name)
         };
         audit::done(p, who, &write);
+        let targets = &p.live.replication;
+        super::replication::deleted_by_pass(p.registry, targets, name, None, d).await;
     }
     if p.live.webhooks.is_empty() {
         return;

@@ -147,6 +147,7 @@ pub async fn put(
             events::after(svc, actor, spec).await;
         }
     }
+    super::replication::pushed(svc, name, reference, &put.digest).await?;
     Ok(put)
 }
 
@@ -219,6 +220,10 @@ pub async fn fill(
     let put = stored?;
     for spec in &specs {
         events::after(svc, &Actor::Mirror, spec).await;
+    }
+    // A fill is answered to a puller, not a pusher: a target's failure is the job's to retry.
+    if let Err(e) = super::replication::pushed(svc, name, reference, &put.digest).await {
+        tracing::warn!(error = %e.client_message(), repository = %name, "replication of a mirror fill");
     }
     Ok(put)
 }
@@ -303,6 +308,8 @@ async fn delete_manifest(
     if let (Some(spec), Some(actor)) = (&spec, &actor) {
         events::after(svc, actor, spec).await;
     }
+    let targets = &svc.live.get().replication;
+    super::replication::deleted(reg, targets, name, None, d).await?;
     Ok(())
 }
 
@@ -316,7 +323,8 @@ async fn delete_tag(svc: &Service, caller: &Caller<'_>, name: &RepoName, t: &Tag
         reg.resolve_tag(name, t).await?.ok_or_else(unknown)?;
         return Err(immutable_conflict(name, t.as_str(), "it cannot be deleted"));
     }
-    let digest = match events::wanted(svc) {
+    let replicated = !svc.live.peek(|l| l.replication.is_empty());
+    let digest = match events::wanted(svc) || replicated {
         true => Some(reg.resolve_tag(name, t).await?.ok_or_else(unknown)?),
         false => None,
     };
@@ -336,6 +344,10 @@ async fn delete_tag(svc: &Service, caller: &Caller<'_>, name: &RepoName, t: &Tag
     reg.delete_tag(name, t).await?;
     if let (Some(spec), Some(actor)) = (&spec, &actor) {
         events::after(svc, actor, spec).await;
+    }
+    if let (true, Some(d)) = (replicated, &digest) {
+        let targets = &svc.live.get().replication;
+        super::replication::deleted(reg, targets, name, Some(t.as_str()), d).await?;
     }
     Ok(())
 }

@@ -142,7 +142,7 @@ impl Target {
     }
 
     /// `Location` resolved against this target: absolute URL or absolute path.
-    pub(super) fn redirected(&self, location: &str) -> Option<Target> {
+    pub fn redirected(&self, location: &str) -> Option<Target> {
         if location.starts_with("http://") || location.starts_with("https://") {
             Target::absolute(location).ok()
         } else if location.starts_with('/') {

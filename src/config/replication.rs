@@ -1,0 +1,178 @@
+//! `[replication.<name>]`: another registry kept in step with what is pushed here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::values::duration;
+use super::{ConfigError, Secret};
+
+/// When a client's manifest PUT is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicationMode {
+    /// After the copy is recorded as a job in storage; a worker sends it.
+    Async,
+    /// After the target has the manifest and everything it names; a target failure fails
+    /// the push.
+    Sync,
+}
+
+/// What is replicated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicationEvent {
+    /// Manifests, tags, their blobs and referrers.
+    Push,
+    /// Deletions of manifests and tags (opt-in).
+    Delete,
+}
+
+fn default_events() -> Vec<ReplicationEvent> {
+    vec![ReplicationEvent::Push]
+}
+fn default_mode() -> ReplicationMode {
+    ReplicationMode::Async
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_retries() -> u32 {
+    10
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// The target registry: `https://host` or `http://host:port`.
+    pub url: String,
+    /// Credentials for Basic auth, or for fetching Bearer tokens from the target's token
+    /// service (the Docker token flow of the pull-through cache).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A fixed Bearer token sent with every request (instead of username and password).
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// PEM roots to trust for the target instead of the system's.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// Regular expressions matched against the whole repository name; empty: every one.
+    #[serde(default)]
+    pub repository_filter: Vec<String>,
+    /// Regular expressions matched against the whole tag; empty: every tag. Pushes by
+    /// digest (index children, referrers) are not filtered by tag.
+    #[serde(default)]
+    pub tag_filter: Vec<String>,
+    /// Prepended to repository names at the target (`mirror` sends `team/app` to
+    /// `mirror/team/app`).
+    #[serde(default)]
+    pub target_prefix: Option<String>,
+    /// `push`, and `delete` when deletions are to be replicated too.
+    #[serde(default = "default_events")]
+    pub events: Vec<ReplicationEvent>,
+    #[serde(default = "default_mode")]
+    pub mode: ReplicationMode,
+    /// Jobs of this target run at once on each node.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Deadline to connect and to receive a response head; also the longest pause in a body.
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Attempts of a job after the first before it is marked failed.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Longest wait between two attempts (the backoff doubles up to it, with jitter).
+    #[serde(default = "default_backoff_max", deserialize_with = "duration")]
+    pub retry_backoff_max: Duration,
+}
+
+/// Jobs of one target at once per node: each holds a chunk of a blob in memory.
+pub const REPLICATION_CONCURRENCY_MAX: usize = 64;
+/// Retries of a job: with the backoff capped, more would only delay the visible failure.
+pub const REPLICATION_RETRIES_MAX: u32 = 100;
+
+impl ReplicationConfig {
+    /// Reads the password and token given by file or environment into their plain fields.
+    pub(super) fn resolve_secrets(&mut self, name: &str) -> Result<(), ConfigError> {
+        let source = Secret {
+            plain: self.password.take(),
+            file: self.password_file.as_deref(),
+            env: self.password_env.as_deref(),
+        };
+        self.password = source.resolve(&format!("replication.{name}.password"))?;
+        let source = Secret {
+            plain: self.token.take(),
+            file: self.token_file.as_deref(),
+            env: self.token_env.as_deref(),
+        };
+        self.token = source.resolve(&format!("replication.{name}.token"))?;
+        Ok(())
+    }
+
+    /// Checks what needs no I/O beyond the parse, naming the key.
+    pub(super) fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("replication.{name}.{k}");
+        let bad = |k: &str, why: &str| Err(ConfigError::new(format!("{}: {why}", key(k))));
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid_name {
+            return Err(ConfigError::new(format!(
+                "replication.{name}: a target's name is 1 to 64 of a-z, A-Z, 0-9, - and _"
+            )));
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return bad("username", "username and password go together");
+        }
+        if self.token.is_some() && self.username.is_some() {
+            return bad("token", "give a token or a username and password, not both");
+        }
+        if self.events.is_empty() {
+            return bad("events", "list at least one of \"push\" and \"delete\"");
+        }
+        if !(1..=REPLICATION_CONCURRENCY_MAX).contains(&self.concurrency) {
+            return bad(
+                "concurrency",
+                &format!("must be 1..={REPLICATION_CONCURRENCY_MAX}"),
+            );
+        }
+        if self.timeout.is_zero() {
+            return bad("timeout", "must be greater than zero");
+        }
+        if self.retry_backoff_max.is_zero() {
+            return bad("retry_backoff_max", "must be greater than zero");
+        }
+        if self.max_retries > REPLICATION_RETRIES_MAX {
+            return bad("max_retries", &format!("at most {REPLICATION_RETRIES_MAX}"));
+        }
+        if let Some(p) = &self.target_prefix {
+            let p = p.trim_matches('/');
+            if p.is_empty() || crate::oci::RepoName::parse(p).is_err() {
+                return bad(
+                    "target_prefix",
+                    "must be a valid repository name (e.g. \"mirror\" or \"dr/site-a\")",
+                );
+            }
+        }
+        Ok(())
+    }
+}

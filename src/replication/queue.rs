@@ -1,0 +1,161 @@
+//! The replication queue in storage, shared by every node on it.
+//!
+//! - `enqueue` writes a job with a create-only put (durable before the caller answers).
+//! - `claim` reads a job and replaces it with `If-Match` naming this node and a lease: of
+//!   two nodes that read it, one write wins, the other gets a failed precondition and moves
+//!   on. A job whose lease expired (its node died) is claimed the same way.
+//! - The holder renews the lease while it works (`Claimed::keep`), then deletes the job
+//!   (`If-Match`: only the version it wrote), or records the failure: a retry after a
+//!   backoff, or after `max_retries` the job moves to `replication/failed/`.
+
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+use super::job::{backoff, Claim, Job};
+use crate::error::Result;
+use crate::registry::layout;
+use crate::storage::{Backend, Etag, PutCondition, PutOutcome, Storage};
+
+/// How long a claim holds a job without renewal: a node that died mid-job leaves it to
+/// another after this. Renewed every third of it while the job makes progress, so one step
+/// (a chunk of a blob, a manifest) may take up to two thirds of it.
+pub const LEASE: Duration = Duration::from_secs(120);
+/// Longest error message kept in a job.
+const ERROR_CHARS_MAX: usize = 1000;
+
+/// Records a job of `target`; returns its key.
+pub async fn enqueue(store: &Backend, target: &str, job: &Job) -> Result<String> {
+    loop {
+        let key = layout::replication_job(target, &job.new_id());
+        // Ids carry 64 random bits: a collision means another id, not another job.
+        match store
+            .put(&key, job.to_bytes(), PutCondition::IfAbsent)
+            .await?
+        {
+            PutOutcome::Written(_) => return Ok(key),
+            PutOutcome::PreconditionFailed => continue,
+        }
+    }
+}
+
+/// The target and id of a job key (`replication/jobs/<target>/<id>`).
+pub fn parse_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(layout::REPLICATION_JOBS)?;
+    rest.split_once('/')
+}
+
+/// A job this node holds.
+pub struct Claimed {
+    pub key: String,
+    pub target: String,
+    pub job: Job,
+    node: String,
+    etag: RefCell<Etag>,
+    renewed: Cell<Instant>,
+}
+
+/// What became of an attempt to claim a job.
+pub enum Attempt {
+    Claimed(Box<Claimed>),
+    /// Gone (done by another node), held by another node, or another node's write won.
+    Taken,
+    /// Waiting out its backoff until this time (ms).
+    NotYet(u64),
+}
+
+/// Claims the job at `key` for `node` if it is due and nobody else holds it.
+pub async fn claim(store: &Backend, key: &str, node: &str, now_ms: u64) -> Result<Attempt> {
+    let Some(obj) = store.get(key).await? else {
+        return Ok(Attempt::Taken);
+    };
+    let Some(mut job) = Job::parse(&obj.bytes) else {
+        tracing::warn!(key, "unreadable replication job skipped");
+        return Ok(Attempt::Taken);
+    };
+    if job.not_before_ms > now_ms {
+        return Ok(Attempt::NotYet(job.not_before_ms));
+    }
+    if job.held_by_other(node, now_ms) {
+        return Ok(Attempt::Taken);
+    }
+    job.claim = Some(Claim {
+        node: node.to_string(),
+        until_ms: now_ms + LEASE.as_millis() as u64,
+    });
+    let cond = PutCondition::IfMatch(obj.etag);
+    let etag = match store.put(key, job.to_bytes(), cond).await? {
+        PutOutcome::Written(etag) => etag,
+        PutOutcome::PreconditionFailed => return Ok(Attempt::Taken),
+    };
+    let target = parse_key(key).map_or("", |(t, _)| t).to_string();
+    Ok(Attempt::Claimed(Box::new(Claimed {
+        key: key.to_string(),
+        target,
+        job,
+        node: node.to_string(),
+        etag: RefCell::new(etag),
+        renewed: Cell::new(Instant::now()),
+    })))
+}
+
+impl Claimed {
+    /// Renews the lease when a third of it has passed. False when the job was taken over
+    /// meanwhile (this node stalled past its lease): the caller stops working on it.
+    pub async fn keep(&self, store: &Backend, now_ms: u64) -> Result<bool> {
+        if self.renewed.get().elapsed() < LEASE / 3 {
+            return Ok(true);
+        }
+        let mut job = self.job.clone();
+        job.claim = Some(Claim {
+            node: self.node.clone(),
+            until_ms: now_ms + LEASE.as_millis() as u64,
+        });
+        let cond = PutCondition::IfMatch(self.etag.borrow().clone());
+        match store.put(&self.key, job.to_bytes(), cond).await? {
+            PutOutcome::Written(etag) => {
+                *self.etag.borrow_mut() = etag;
+                self.renewed.set(Instant::now());
+                Ok(true)
+            }
+            PutOutcome::PreconditionFailed => Ok(false),
+        }
+    }
+
+    /// The job is done: removed, unless another node took it over meanwhile.
+    pub async fn done(&self, store: &Backend) -> Result<()> {
+        let etag = self.etag.borrow().clone();
+        store.delete_if_match(&self.key, &etag).await?;
+        Ok(())
+    }
+
+    /// The attempt failed with `error`: the job waits out a backoff and is released, or
+    /// after `max_retries` retries moves to the failed records. True when it failed for good.
+    pub async fn failed(
+        &self,
+        store: &Backend,
+        error: &str,
+        max_retries: u32,
+        backoff_max: Duration,
+        now_ms: u64,
+    ) -> Result<bool> {
+        let mut job = self.job.clone();
+        job.attempts += 1;
+        job.claim = None;
+        job.last_error = Some(error.chars().take(ERROR_CHARS_MAX).collect());
+        let etag = self.etag.borrow().clone();
+        if job.attempts > max_retries {
+            let (target, id) = parse_key(&self.key).unwrap_or(("", ""));
+            let record = layout::replication_failed(target, id);
+            store
+                .put(&record, job.to_bytes(), PutCondition::Always)
+                .await?;
+            store.delete_if_match(&self.key, &etag).await?;
+            return Ok(true);
+        }
+        job.not_before_ms = now_ms + backoff(job.attempts, backoff_max).as_millis() as u64;
+        store
+            .put(&self.key, job.to_bytes(), PutCondition::IfMatch(etag))
+            .await?;
+        Ok(false)
+    }
+}

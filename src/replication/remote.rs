@@ -1,0 +1,298 @@
+//! Requests to a replication target: the distribution API's manifest and blob calls, sent
+//! with the project's HTTP client and the pull-through cache's authentication (Basic, a
+//! fixed Bearer token, or Docker token-service challenges answered per scope).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::http::client::{Client, Response, Target, UpstreamUrl, UrlError};
+use crate::mirror::auth::Auth;
+use crate::oci::Digest;
+
+/// Error bodies kept for the message of a failed request.
+const ERROR_BODY_BYTES_MAX: usize = 512;
+/// Blobs remembered per target with the repository they were last sent to there, for
+/// cross-repository mounts; past this the memory is emptied (a blob is then uploaded).
+const MOUNT_HINTS_MAX: usize = 65_536;
+
+/// Every manifest type asked for in a HEAD (the target's answer names the digest only).
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Why a copy or a deletion did not reach the target.
+#[derive(Debug)]
+pub enum CopyError {
+    /// The target refused, failed, or could not be reached.
+    Target(String),
+    /// What was to be copied could not be read here.
+    Source(crate::error::Error),
+}
+
+impl std::fmt::Display for CopyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CopyError::Target(m) => f.write_str(m),
+            CopyError::Source(e) => write!(f, "reading the source: {}", e.client_message()),
+        }
+    }
+}
+
+impl From<crate::error::Error> for CopyError {
+    fn from(e: crate::error::Error) -> Self {
+        CopyError::Source(e)
+    }
+}
+
+pub type CopyResult<T> = Result<T, CopyError>;
+
+/// An upload started at the target.
+pub enum Started {
+    /// A cross-repository mount took: the blob is there.
+    Mounted,
+    /// An upload session to send the bytes to.
+    Session(Target),
+}
+
+pub struct Remote {
+    pub url: UpstreamUrl,
+    client: Client,
+    auth: Auth,
+    /// Blob -> a repository at the target that has it (sent there by this process).
+    mounts: Mutex<HashMap<Digest, Arc<str>>>,
+}
+
+/// Percent-encodes a query parameter value.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn with_query(mut t: Target, query: &str) -> Target {
+    t.path.push(if t.path.contains('?') { '&' } else { '?' });
+    t.path.push_str(query);
+    t
+}
+
+impl Remote {
+    pub fn new(
+        url: &str,
+        tls: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+        username: &Option<String>,
+        password: &Option<String>,
+        token: &Option<String>,
+    ) -> Result<Remote, UrlError> {
+        Ok(Remote {
+            url: UpstreamUrl::parse(url)?,
+            client: Client { tls, timeout },
+            auth: Auth::new(username.as_deref(), password.as_deref()).with_token(token.as_deref()),
+            mounts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn target(&self, repo: &str, rest: &str) -> Target {
+        Target {
+            url: self.url.clone(),
+            path: format!("{}/v2/{repo}/{rest}", self.url.path),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        repo: &str,
+        target: &Target,
+        extra: &[(&str, String)],
+        body: Option<&[u8]>,
+    ) -> CopyResult<Response> {
+        let scope = format!("repository:{repo}:pull,push");
+        self.auth
+            .send(&self.client, &self.url, method, target, &scope, extra, body)
+            .await
+            .map_err(|e| CopyError::Target(e.to_string()))
+    }
+
+    /// The error for an unexpected answer, with the start of its body.
+    async fn refused(&self, what: &str, resp: Response) -> CopyError {
+        let status = resp.status;
+        let body = resp.bytes(ERROR_BODY_BYTES_MAX).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
+        CopyError::Target(format!(
+            "{} answered {status} to {what}: {}",
+            self.url.authority(),
+            text.trim()
+        ))
+    }
+
+    /// Whether the target has the manifest `reference` in `repo`.
+    pub async fn has_manifest(&self, repo: &str, reference: &str) -> CopyResult<bool> {
+        let t = self.target(repo, &format!("manifests/{reference}"));
+        let accept = [("Accept", MANIFEST_ACCEPT.to_string())];
+        let resp = self.send("HEAD", repo, &t, &accept, None).await?;
+        match resp.status {
+            200 => {
+                resp.drain().await;
+                Ok(true)
+            }
+            404 => {
+                resp.drain().await;
+                Ok(false)
+            }
+            _ => Err(self.refused(&format!("HEAD {}", t.path), resp).await),
+        }
+    }
+
+    /// Whether the target's `repo` has the blob.
+    pub async fn has_blob(&self, repo: &str, digest: &Digest) -> CopyResult<bool> {
+        let t = self.target(repo, &format!("blobs/{digest}"));
+        let resp = self.send("HEAD", repo, &t, &[], None).await?;
+        match resp.status {
+            200 => {
+                resp.drain().await;
+                Ok(true)
+            }
+            404 => {
+                resp.drain().await;
+                Ok(false)
+            }
+            _ => Err(self.refused(&format!("HEAD {}", t.path), resp).await),
+        }
+    }
+
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> CopyResult<()> {
+        let t = self.target(repo, &format!("manifests/{reference}"));
+        let headers = [("Content-Type", media_type.to_string())];
+        let resp = self.send("PUT", repo, &t, &headers, Some(body)).await?;
+        if resp.status == 201 || resp.status == 200 {
+            resp.drain().await;
+            return Ok(());
+        }
+        Err(self.refused(&format!("PUT {}", t.path), resp).await)
+    }
+
+    /// Deletes a manifest (by digest) or a tag; one already gone is no error.
+    pub async fn delete_manifest(&self, repo: &str, reference: &str) -> CopyResult<()> {
+        let t = self.target(repo, &format!("manifests/{reference}"));
+        let resp = self.send("DELETE", repo, &t, &[], Some(&[])).await?;
+        if matches!(resp.status, 200 | 202 | 204 | 404) {
+            resp.drain().await;
+            return Ok(());
+        }
+        Err(self.refused(&format!("DELETE {}", t.path), resp).await)
+    }
+
+    /// A repository at the target that has `digest`, as far as this process knows.
+    pub fn mount_hint(&self, digest: &Digest) -> Option<Arc<str>> {
+        let mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
+        mounts.get(digest).cloned()
+    }
+
+    /// Remembers that `repo` at the target has `digest`.
+    pub fn note_sent(&self, digest: &Digest, repo: &str) {
+        let mut mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
+        if mounts.len() >= MOUNT_HINTS_MAX {
+            mounts.clear();
+        }
+        mounts.insert(digest.clone(), repo.into());
+    }
+
+    /// Starts an upload to `repo`, asking to mount `digest` from `from` first when given.
+    pub async fn start_upload(
+        &self,
+        repo: &str,
+        mount: Option<(&Digest, &str)>,
+    ) -> CopyResult<Started> {
+        let mut t = self.target(repo, "blobs/uploads/");
+        if let Some((d, from)) = mount {
+            t = with_query(
+                t,
+                &format!(
+                    "mount={}&from={}",
+                    query_escape(d.as_str()),
+                    query_escape(from)
+                ),
+            );
+        }
+        let resp = self.send("POST", repo, &t, &[], Some(&[])).await?;
+        match resp.status {
+            201 if mount.is_some() => {
+                resp.drain().await;
+                Ok(Started::Mounted)
+            }
+            202 => {
+                let at = self.location(&t, &resp)?;
+                resp.drain().await;
+                Ok(Started::Session(at))
+            }
+            _ => Err(self.refused(&format!("POST {}", t.path), resp).await),
+        }
+    }
+
+    fn location(&self, sent: &Target, resp: &Response) -> CopyResult<Target> {
+        resp.header("location")
+            .and_then(|l| sent.redirected(l))
+            .ok_or_else(|| {
+                CopyError::Target(format!(
+                    "{} answered an upload request without a usable Location",
+                    self.url.authority()
+                ))
+            })
+    }
+
+    /// Appends `chunk` at `start` to the session at `at`; returns where the next goes.
+    pub async fn patch(
+        &self,
+        repo: &str,
+        at: &Target,
+        start: u64,
+        chunk: &[u8],
+    ) -> CopyResult<Target> {
+        let end = start + chunk.len() as u64 - 1;
+        let headers = [
+            ("Content-Type", "application/octet-stream".to_string()),
+            ("Content-Range", format!("{start}-{end}")),
+        ];
+        let resp = self.send("PATCH", repo, at, &headers, Some(chunk)).await?;
+        if resp.status != 202 {
+            return Err(self.refused("PATCH of an upload", resp).await);
+        }
+        let next = self.location(at, &resp)?;
+        resp.drain().await;
+        Ok(next)
+    }
+
+    /// Ends the session at `at` with `last` (empty after PATCHes) as the blob `digest`.
+    pub async fn finish(
+        &self,
+        repo: &str,
+        at: Target,
+        digest: &Digest,
+        last: &[u8],
+    ) -> CopyResult<()> {
+        let t = with_query(at, &format!("digest={}", query_escape(digest.as_str())));
+        let headers = [("Content-Type", "application/octet-stream".to_string())];
+        let resp = self.send("PUT", repo, &t, &headers, Some(last)).await?;
+        if resp.status == 201 {
+            resp.drain().await;
+            return Ok(());
+        }
+        Err(self.refused("the PUT that ends an upload", resp).await)
+    }
+}
