@@ -31,6 +31,8 @@ pub const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 const DEPTH_MAX: usize = 8;
 /// Referrers of one manifest that follow it.
 const REFERRERS_MAX: usize = 1000;
+/// How often a copy that finds its blob being sent by another copy looks again.
+const SENDING_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What a copy came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +190,21 @@ impl Copy<'_> {
         if remote.has_blob(&self.dst, digest).await? {
             metrics::add(&self.metrics.blobs_present, 1);
             remote.note_sent(digest, &self.dst);
+            return Ok(());
+        }
+        // One upload per blob and repository at a time in this process: a copy that waited
+        // for another finds the blob there.
+        let mut waited = false;
+        let _sending = loop {
+            if let Some(mark) = remote.start_sending(digest, &self.dst) {
+                break mark;
+            }
+            waited = true;
+            compio::time::sleep(SENDING_POLL).await;
+            self.keep().await?;
+        };
+        if waited && remote.has_blob(&self.dst, digest).await? {
+            metrics::add(&self.metrics.blobs_present, 1);
             return Ok(());
         }
         let Some(reader) = self.reg.open_blob(self.src, digest).await? else {

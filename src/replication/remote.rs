@@ -2,7 +2,7 @@
 //! with the project's HTTP client and the pull-through cache's authentication (Basic, a
 //! fixed Bearer token, or Docker token-service challenges answered per scope).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +62,26 @@ pub struct Remote {
     auth: Auth,
     /// Blob -> a repository at the target that has it (sent there by this process).
     mounts: Mutex<HashMap<Digest, Arc<str>>>,
+    /// Blobs being sent by a copy of this process, with the repository they go to: another
+    /// copy of the same blob waits for it, then finds it there (one upload, not two).
+    sending: Mutex<HashSet<(Digest, String)>>,
+}
+
+/// A blob being sent to a repository of the target; the mark goes with it.
+pub struct Sending<'a> {
+    remote: &'a Remote,
+    key: (Digest, String),
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        let mut sending = self
+            .remote
+            .sending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        sending.remove(&self.key);
+    }
 }
 
 /// Percent-encodes a query parameter value.
@@ -98,6 +118,7 @@ impl Remote {
             client: Client { tls, timeout },
             auth: Auth::new(username.as_deref(), password.as_deref()).with_token(token.as_deref()),
             mounts: Mutex::new(HashMap::new()),
+            sending: Mutex::new(HashSet::new()),
         })
     }
 
@@ -196,6 +217,17 @@ impl Remote {
             return Ok(());
         }
         Err(self.refused(&format!("DELETE {}", t.path), resp).await)
+    }
+
+    /// Marks `digest` as being sent to `repo`; None while another copy of this process is
+    /// sending it there.
+    pub fn start_sending(&self, digest: &Digest, repo: &str) -> Option<Sending<'_>> {
+        let key = (digest.clone(), repo.to_string());
+        let mut sending = self.sending.lock().unwrap_or_else(|p| p.into_inner());
+        if !sending.insert(key.clone()) {
+            return None;
+        }
+        Some(Sending { remote: self, key })
     }
 
     /// A repository at the target that has `digest`, as far as this process knows.
