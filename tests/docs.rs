@@ -61,6 +61,7 @@ fn localize(text: &str, pki: &Pki, secret: &Path, root: &Path) -> String {
         ("client_ca_bundle", pki.ca.as_path()),
         ("ca_bundle", pki.ca.as_path()),
         ("password_file", secret),
+        ("token_file", secret),
         ("secret_access_key_file", secret),
         ("root_dir", root),
         ("file", audit.as_path()),

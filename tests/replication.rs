@@ -463,3 +463,42 @@ fn sync_mode_acknowledges_only_what_the_target_has_and_fails_cleanly_when_refuse
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("dist: pending 1"), "{out}");
 }
+
+#[test]
+fn targets_reload_with_sighup_and_check_config_names_bad_keys() {
+    let peer = Server::start();
+    let targets = format!(
+        "[replication.a]\nurl = \"http://{}\"\ntarget_prefix = \"a\"\n",
+        peer.addr
+    );
+    let mut src = source(&["a"], &targets);
+    src.push_image("app", "one", &[bytes(70, 100)]);
+    wait_until("the first push at target a", ARRIVES_WITHIN, || {
+        peer.get("/v2/a/app/manifests/one").status == 200
+    });
+    // check-config rejects a bad target, naming the key; the server keeps its set.
+    let text = std::fs::read_to_string(&src.config_path).unwrap();
+    let bad = text.replace(
+        "target_prefix = \"a\"",
+        "target_prefix = \"a\"\nconcurrency = 0",
+    );
+    std::fs::write(&src.config_path, &bad).unwrap();
+    let (code, out) = src.cli(&["check-config"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("replication.a.concurrency"), "{out}");
+    // A reload replaces the targets: pushes now go to b.
+    let reloaded = text
+        .replace("replications = [\"a\"]", "replications = [\"b\"]")
+        .replace("[replication.a]", "[replication.b]")
+        .replace("target_prefix = \"a\"", "target_prefix = \"b\"");
+    std::fs::write(&src.config_path, reloaded).unwrap();
+    assert_eq!(src.cli(&["check-config"]).0, 0);
+    src.signal(libc::SIGHUP);
+    src.logs_until("configuration reloaded", Duration::from_secs(10))
+        .expect("reload");
+    src.push_image("app", "two", &[bytes(71, 100)]);
+    wait_until("the second push at target b", ARRIVES_WITHIN, || {
+        peer.get("/v2/b/app/manifests/two").status == 200
+    });
+    assert_eq!(peer.get("/v2/a/app/manifests/two").status, 404);
+}
