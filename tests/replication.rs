@@ -337,7 +337,7 @@ fn a_target_down_for_a_while_gets_everything_once_back() {
 
 #[test]
 fn two_nodes_on_one_bucket_run_each_job_once() {
-    let Some(dist) = Upstream::start(UpstreamAuth::None) else {
+    let Some(mut dist) = Upstream::start(UpstreamAuth::None) else {
         return;
     };
     let Some(moto) = Moto::start("two_nodes_on_one_bucket_run_each_job_once") else {
@@ -346,7 +346,7 @@ fn two_nodes_on_one_bucket_run_each_job_once() {
     moto.create_bucket("shared");
     let extra = format!(
         "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\nreplications = [\"dist\"]\n\
-         [replication.dist]\nurl = \"{}\"\n",
+         [replication.dist]\nurl = \"{}\"\ntimeout = \"2s\"\nretry_backoff_max = \"1s\"\n",
         dist.url()
     );
     let nodes: Vec<Server> = (0..2)
@@ -361,6 +361,9 @@ fn two_nodes_on_one_bucket_run_each_job_once() {
             Server::start_config(dir, &text, &[])
         })
         .collect();
+    // Pushed while the target is down: both nodes then see every job due again and again
+    // (after each backoff) and race to claim it.
+    dist.stop();
     let n = 8;
     let mut pushed = Vec::new();
     for i in 0..n {
@@ -368,6 +371,13 @@ fn two_nodes_on_one_bucket_run_each_job_once() {
         let (_, d) = node.push_image("multi", &format!("t{i}"), &[bytes(40 + i as u64, 2048)]);
         pushed.push(d);
     }
+    wait_until("failed attempts", ARRIVES_WITHIN, || {
+        !nodes[1]
+            .cli(&["replication", "status"])
+            .1
+            .contains("retrying 0")
+    });
+    dist.restart();
     for (i, d) in pushed.iter().enumerate() {
         wait_until("every tag at the target", ARRIVES_WITHIN, || {
             let r = dist.request(
@@ -501,4 +511,32 @@ fn targets_reload_with_sighup_and_check_config_names_bad_keys() {
         peer.get("/v2/b/app/manifests/two").status == 200
     });
     assert_eq!(peer.get("/v2/a/app/manifests/two").status, 404);
+}
+
+#[test]
+fn a_target_behind_a_token_service_gets_pushes_with_tokens_for_push_scopes() {
+    let Some(dist) = Upstream::start(UpstreamAuth::token_with_basic("robot", "pw")) else {
+        return;
+    };
+    let targets = format!(
+        "[replication.dist]\nurl = \"{}\"\nusername = \"robot\"\npassword_env = \"REPL_TEST_PASSWORD\"\n",
+        dist.url()
+    );
+    let list = "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\nreplications = [\"dist\"]\n";
+    let dir = TempDir::new("repl-token");
+    let text = config_text(&dir.0, "", &format!("{list}{targets}"));
+    let src = Server::start_config_env(dir, &text, &[("REPL_TEST_PASSWORD", "pw")]);
+    let (body, _) = src.push_image("tok/app", "v1", &[bytes(80, 3000)]);
+    wait_until("the push behind the token service", ARRIVES_WITHIN, || {
+        dist_get(&dist, "tok/app", "/v2/tok/app/manifests/v1").status == 200
+    });
+    assert_eq!(
+        dist_get(&dist, "tok/app", "/v2/tok/app/manifests/v1").body,
+        body
+    );
+    let asked = dist.token_request_log();
+    assert!(
+        asked.iter().any(|q| q.contains("pull%2Cpush")),
+        "token requests: {asked:?}"
+    );
 }

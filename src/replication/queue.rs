@@ -9,6 +9,7 @@
 //!   backoff, or after `max_retries` the job moves to `replication/failed/`.
 
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::job::{backoff, Claim, Job};
@@ -23,6 +24,14 @@ pub const LEASE: Duration = Duration::from_secs(120);
 /// Longest error message kept in a job.
 const ERROR_CHARS_MAX: usize = 1000;
 
+/// Jobs this process recorded: the worker looks at it to start them without waiting for
+/// its next scan.
+static ENQUEUED: AtomicU64 = AtomicU64::new(0);
+
+pub fn enqueued() -> u64 {
+    ENQUEUED.load(Ordering::Acquire)
+}
+
 /// Records a job of `target`; returns its key.
 pub async fn enqueue(store: &Backend, target: &str, job: &Job) -> Result<String> {
     loop {
@@ -32,7 +41,10 @@ pub async fn enqueue(store: &Backend, target: &str, job: &Job) -> Result<String>
             .put(&key, job.to_bytes(), PutCondition::IfAbsent)
             .await?
         {
-            PutOutcome::Written(_) => return Ok(key),
+            PutOutcome::Written(_) => {
+                ENQUEUED.fetch_add(1, Ordering::Release);
+                return Ok(key);
+            }
             PutOutcome::PreconditionFailed => continue,
         }
     }

@@ -3,7 +3,7 @@
 //! `concurrency`, and runs them. Every node on the storage runs one; claims keep a job to
 //! one node at a time.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,8 +19,14 @@ use crate::registry::{layout, Registry};
 use crate::reload::{Live, LiveCell, LocalLive};
 use crate::storage::Storage;
 
-/// Pause between two scans of the queue: the longest an `async` job waits to start.
+/// Pause between two scans of the queue while it holds jobs (in backoff, or run by others).
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+/// Pause between two scans of an empty queue: the longest a job recorded by another process
+/// (another node, `origin gc`) waits to start. A job this process records wakes the worker
+/// at once, and an idle node lists the bucket only this often.
+pub const IDLE_SCAN_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a pausing worker looks for jobs this process recorded (no I/O: a counter).
+const WAKE_CHECK: Duration = Duration::from_millis(50);
 /// Job keys read per listing call.
 const SCAN_PAGE_KEYS: usize = 1000;
 /// Job keys looked at in one scan: bounds a scan's time and memory with a huge backlog
@@ -41,7 +47,6 @@ struct Ctx {
     keys: RefCell<HashSet<String>>,
     /// Jobs in backoff: key -> due (ms).
     waiting: RefCell<HashMap<String, u64>>,
-    stop: Cell<bool>,
 }
 
 /// Starts the worker thread; it ends when `stopped` returns true.
@@ -68,17 +73,27 @@ pub fn start(
                 running: RefCell::new(HashMap::new()),
                 keys: RefCell::new(HashSet::new()),
                 waiting: RefCell::new(HashMap::new()),
-                stop: Cell::new(false),
             });
             rt.block_on(async {
                 while !stopped() {
-                    if let Err(e) = scan(&ctx).await {
-                        e.log_cause();
-                        tracing::warn!(error = %e.client_message(), "replication queue scan failed");
+                    let enqueued = queue::enqueued();
+                    let pending = match scan(&ctx).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            e.log_cause();
+                            tracing::warn!(error = %e.client_message(), "replication queue scan failed");
+                            1
+                        }
+                    };
+                    let pause = if pending > 0 { SCAN_INTERVAL } else { IDLE_SCAN_INTERVAL };
+                    let until = std::time::Instant::now() + pause;
+                    while std::time::Instant::now() < until
+                        && queue::enqueued() == enqueued
+                        && !stopped()
+                    {
+                        compio::time::sleep(WAKE_CHECK).await;
                     }
-                    compio::time::sleep(SCAN_INTERVAL).await;
                 }
-                ctx.stop.set(true);
                 crate::http::client::close_idle();
             });
         })
@@ -88,10 +103,14 @@ fn now_ms(ctx: &Ctx) -> u64 {
     job::millis(ctx.registry.clock.now())
 }
 
-/// One pass over the queue: depth and lag per target, and claims of due jobs.
-async fn scan(ctx: &Rc<Ctx>) -> crate::error::Result<()> {
+/// One pass over the queue: depth and lag per target, and claims of due jobs. Returns the
+/// jobs seen of configured targets.
+async fn scan(ctx: &Rc<Ctx>) -> crate::error::Result<u64> {
     let live = ctx.live.get();
     let targets = &live.replication;
+    if targets.is_empty() {
+        return Ok(0);
+    }
     let store = &ctx.registry.store;
     let now = now_ms(ctx);
     let mut depth: HashMap<&str, (u64, u64)> = HashMap::new();
@@ -146,6 +165,7 @@ async fn scan(ctx: &Rc<Ctx>) -> crate::error::Result<()> {
             break;
         }
     }
+    let total = depth.values().map(|(n, _)| n).sum();
     for (name, (n, oldest)) in depth {
         let m = metrics::of(name);
         m.queue_depth.store(n, std::sync::atomic::Ordering::Relaxed);
@@ -157,7 +177,7 @@ async fn scan(ctx: &Rc<Ctx>) -> crate::error::Result<()> {
         m.lag_seconds
             .store(lag, std::sync::atomic::Ordering::Relaxed);
     }
-    Ok(())
+    Ok(total)
 }
 
 fn launch(ctx: &Rc<Ctx>, claimed: Claimed) {
