@@ -540,3 +540,36 @@ fn a_target_behind_a_token_service_gets_pushes_with_tokens_for_push_scopes() {
         "token requests: {asked:?}"
     );
 }
+
+#[test]
+fn a_retention_pass_from_the_command_line_replicates_its_deletions() {
+    let peer = Server::start();
+    let extra = format!(
+        "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\nreplications = [\"peer\"]\n\
+         retention = [\"image.tag != null && image.tag.startsWith('keep')\"]\n\
+         [replication.peer]\nurl = \"http://{}\"\nevents = [\"push\", \"delete\"]\n",
+        peer.addr
+    );
+    let src = Server::start_with("", &extra);
+    let (_, dropped) = src.push_image("ret", "drop1", &[bytes(90, 500)]);
+    src.push_image("ret", "keep1", &[bytes(91, 500)]);
+    wait_until("both tags at the target", ARRIVES_WITHIN, || {
+        ["drop1", "keep1"]
+            .iter()
+            .all(|t| peer.get(&format!("/v2/ret/manifests/{t}")).status == 200)
+    });
+    // `origin scrub --retention` is another process: its jobs go to storage, and the
+    // server's worker finds them at its next scan.
+    let (code, out) = src.cli(&["scrub", "--retention"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&dropped), "{out}");
+    wait_until(
+        "the retention deletion at the target",
+        ARRIVES_WITHIN,
+        || {
+            peer.get("/v2/ret/manifests/drop1").status == 404
+                && peer.get(&format!("/v2/ret/manifests/{dropped}")).status == 404
+        },
+    );
+    assert_eq!(peer.get("/v2/ret/manifests/keep1").status, 200);
+}

@@ -405,6 +405,13 @@ impl Registry {
         Ok(Some(link))
     }
 
+    /// Whether the repository has the manifest, read from storage rather than the cache: for
+    /// decisions that must see a deletion by another process at once (replication).
+    pub async fn manifest_stored(&self, name: &RepoName, d: &Digest) -> Result<bool> {
+        let link = layout::manifest_link(name, d);
+        Ok(self.store.head(&link).await?.is_some())
+    }
+
     /// The digest a tag points to.
     pub async fn resolve_tag(&self, name: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
         let Some(obj) = self.store.get(&layout::tag_link(name, tag)).await? else {

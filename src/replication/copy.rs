@@ -112,7 +112,13 @@ pub async fn delete(
     Ok(Outcome::Copied)
 }
 
+/// The manifest as stored now: its link is read from storage first, so a deletion by another
+/// process (`origin scrub --retention`, another node) is seen even while this process's
+/// manifest cache still holds the content.
 async fn stored(reg: &Registry, src: &RepoName, d: &Digest) -> CopyResult<Option<StoredManifest>> {
+    if !reg.manifest_stored(src, d).await? {
+        return Ok(None);
+    }
     match reg.get_manifest(src, &Reference::Digest(d.clone())).await {
         Ok(m) => Ok(Some(m)),
         Err(Error::ManifestUnknown(_)) => Ok(None),
