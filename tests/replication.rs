@@ -437,6 +437,10 @@ fn sync_mode_acknowledges_only_what_the_target_has_and_fails_cleanly_when_refuse
     // Acknowledged: the target has it already, with no waiting.
     let r = dist_get(&dist, "sync/app", "/v2/sync/app/manifests/v1");
     assert_eq!((r.status, r.body), (200, body));
+    // The job the copy ran under is gone with its success.
+    let (code, out) = good.cli(&["replication", "status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("dist: pending 0"), "{out}");
     let bad = source(
         &["dist"],
         &format!(

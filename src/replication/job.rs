@@ -55,6 +55,12 @@ pub fn millis(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// This process's name in the claims it writes (random, drawn once).
+pub fn node_id() -> &'static str {
+    static NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NODE.get_or_init(|| format!("{:016x}", random_u64()))
+}
+
 /// Random bits for ids, jitter and node names; the clock stands in without an OS RNG.
 pub fn random_u64() -> u64 {
     let mut r = [0u8; 8];

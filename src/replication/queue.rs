@@ -50,6 +50,39 @@ pub async fn enqueue(store: &Backend, target: &str, job: &Job) -> Result<String>
     }
 }
 
+/// Records a job of `target` already claimed by `node`, for a copy that runs now (a `sync`
+/// target's, in the request): if it fails, or the process dies, the job is there for the
+/// workers (after the backoff `failed` sets, or when the lease expires).
+pub async fn enqueue_claimed(
+    store: &Backend,
+    target: &str,
+    mut job: Job,
+    node: &str,
+    now_ms: u64,
+) -> Result<Claimed> {
+    job.claim = Some(Claim {
+        node: node.to_string(),
+        until_ms: now_ms + LEASE.as_millis() as u64,
+    });
+    loop {
+        let key = layout::replication_job(target, &job.new_id());
+        let put = store.put(&key, job.to_bytes(), PutCondition::IfAbsent);
+        match put.await? {
+            PutOutcome::Written(etag) => {
+                return Ok(Claimed {
+                    key,
+                    target: target.to_string(),
+                    job,
+                    node: node.to_string(),
+                    etag: RefCell::new(etag),
+                    renewed: Cell::new(Instant::now()),
+                })
+            }
+            PutOutcome::PreconditionFailed => continue,
+        }
+    }
+}
+
 /// The target and id of a job key (`replication/jobs/<target>/<id>`).
 pub fn parse_key(key: &str) -> Option<(&str, &str)> {
     let rest = key.strip_prefix(layout::REPLICATION_JOBS)?;

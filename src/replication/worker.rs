@@ -69,7 +69,7 @@ pub fn start(
             let ctx = Rc::new(Ctx {
                 registry: registry(),
                 live: LocalLive::new(live),
-                node: format!("{:016x}", job::random_u64()),
+                node: job::node_id().to_string(),
                 running: RefCell::new(HashMap::new()),
                 keys: RefCell::new(HashSet::new()),
                 waiting: RefCell::new(HashMap::new()),

@@ -147,7 +147,8 @@ pub async fn put(
             events::after(svc, actor, spec).await;
         }
     }
-    super::replication::pushed(svc, name, reference, &put.digest).await?;
+    let clock = Some(caller.clock);
+    super::replication::pushed(svc, clock, name, reference, &put.digest).await?;
     Ok(put)
 }
 
@@ -222,7 +223,7 @@ pub async fn fill(
         events::after(svc, &Actor::Mirror, spec).await;
     }
     // A fill is answered to a puller, not a pusher: a target's failure is the job's to retry.
-    if let Err(e) = super::replication::pushed(svc, name, reference, &put.digest).await {
+    if let Err(e) = super::replication::pushed(svc, None, name, reference, &put.digest).await {
         tracing::warn!(error = %e.client_message(), repository = %name, "replication of a mirror fill");
     }
     Ok(put)

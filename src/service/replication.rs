@@ -8,9 +8,10 @@
 use super::Service;
 use crate::config::ReplicationMode;
 use crate::error::{Error, Result};
+use crate::http::conn::RequestClock;
 use crate::oci::{Digest, Reference, RepoName};
 use crate::registry::Registry;
-use crate::replication::job::{millis, Job, Kind};
+use crate::replication::job::{millis, node_id, Job, Kind};
 use crate::replication::{copy, queue, Targets};
 
 fn tag_of(reference: &Reference) -> Option<&str> {
@@ -21,10 +22,14 @@ fn tag_of(reference: &Reference) -> Option<&str> {
 }
 
 /// After a manifest was stored under `reference` (as `digest`): a job for each `async`
-/// target, the copy for each `sync` one. A `sync` target that fails fails the push (an
-/// `async` job is then recorded for it too, so the target still converges once it can).
+/// target, the copy for each `sync` one. A `sync` copy runs under a job recorded first and
+/// claimed by this process (removed when the copy succeeds), so a copy that fails, or a
+/// process that dies in it, leaves the job to the workers: the target still converges. A
+/// `sync` target that fails fails the push. `clock` is the request's: its deadline does not
+/// cut the copy (each exchange with the target has the target's `timeout`).
 pub async fn pushed(
     svc: &Service,
+    clock: Option<&RequestClock>,
     name: &RepoName,
     reference: &Reference,
     digest: &Digest,
@@ -46,12 +51,27 @@ pub async fn pushed(
             digest.as_str(),
             millis(reg.clock.now()),
         );
+        let _write = clock.map(RequestClock::hold);
         if t.mode == ReplicationMode::Async {
             queue::enqueue(&reg.store, &t.name, &job).await?;
             continue;
         }
-        if let Err(e) = copy::push(reg, &t, name, reference, None).await {
-            queue::enqueue(&reg.store, &t.name, &job).await?;
+        let now = job.created_ms;
+        let claimed = queue::enqueue_claimed(&reg.store, &t.name, job, node_id(), now).await?;
+        let copied = copy::push(reg, &t, name, reference, Some(&claimed)).await;
+        if copied.is_ok() {
+            if let Err(e) = claimed.done(&reg.store).await {
+                // The job runs once more (a copy of what the target has: HEADs only).
+                e.log_cause();
+            }
+        }
+        if let Err(e) = copied {
+            let now = millis(reg.clock.now());
+            let message = e.to_string();
+            let recorded = claimed.failed(&reg.store, &message, t.max_retries, t.backoff_max, now);
+            if let Err(e) = recorded.await {
+                e.log_cause();
+            }
             tracing::warn!(target = %t.name, repository = %name, reference = reference.as_str(),
                 error = %e, "sync replication failed: push refused, job queued");
             return Err(Error::Upstream(format!(
