@@ -104,11 +104,10 @@ impl Job {
         serde_json::from_slice(bytes).ok()
     }
 
-    /// Whether another node holds the job at `now_ms` (its lease not yet expired).
-    pub fn held_by_other(&self, node: &str, now_ms: u64) -> bool {
-        self.claim
-            .as_ref()
-            .is_some_and(|c| c.node != node && c.until_ms > now_ms)
+    /// Whether a copy holds the job at `now_ms` (its lease not yet expired): another
+    /// node's, or one of this process (a `sync` copy in a request, a job of this worker).
+    pub fn held(&self, now_ms: u64) -> bool {
+        self.claim.as_ref().is_some_and(|c| c.until_ms > now_ms)
     }
 }
 

@@ -120,7 +120,7 @@ pub async fn claim(store: &Backend, key: &str, node: &str, now_ms: u64) -> Resul
     if job.not_before_ms > now_ms {
         return Ok(Attempt::NotYet(job.not_before_ms));
     }
-    if job.held_by_other(node, now_ms) {
+    if job.held(now_ms) {
         return Ok(Attempt::Taken);
     }
     job.claim = Some(Claim {
