@@ -291,6 +291,8 @@ fn deletes_replicate_only_where_configured() {
     assert_eq!(peer.get("/v2/k/app/manifests/v1").status, 200);
 }
 
+/// Pushes made while the target is down wait in storage, retrying with backoff, survive a
+/// SIGKILL of the source, and all arrive once the target is back.
 #[test]
 fn a_target_down_for_a_while_gets_everything_once_back() {
     let Some(mut dist) = Upstream::start(UpstreamAuth::None) else {
@@ -308,11 +310,13 @@ fn a_target_down_for_a_while_gets_everything_once_back() {
         .enumerate()
         .map(|(i, t)| src.push_image("svc", t, &[bytes(20 + i as u64, 3000)]).1)
         .collect();
-    // The jobs wait in storage, retrying, while the target is down.
-    wait_until("failed attempts", ARRIVES_WITHIN, || {
+    // The jobs wait in storage, retrying, while the target is down...
+    wait_until("failed attempts, none running", ARRIVES_WITHIN, || {
         let out = src.cli(&["replication", "status"]).1;
-        out.contains("dist: pending 3") && !out.contains("retrying 0")
+        out.contains("dist: pending 3 (running 0") && !out.contains("retrying 0")
     });
+    // ...and survive a SIGKILL of the source: what was acknowledged is in storage.
+    let src = src.restart();
     dist.restart();
     for (t, d) in tags.iter().zip(&digests) {
         wait_until(
