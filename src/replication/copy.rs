@@ -198,11 +198,11 @@ impl Copy<'_> {
             remote.note_sent(digest, &self.dst);
             return Ok(());
         }
-        // One upload per blob and repository at a time in this process: a copy that waited
-        // for another finds the blob there.
+        // One upload of a blob at a time in this process: a copy that waited for another
+        // finds the blob there, or mounts it from where the other sent it.
         let mut waited = false;
         let _sending = loop {
-            if let Some(mark) = remote.start_sending(digest, &self.dst) {
+            if let Some(mark) = remote.start_sending(digest) {
                 break mark;
             }
             waited = true;

@@ -62,15 +62,16 @@ pub struct Remote {
     auth: Auth,
     /// Blob -> a repository at the target that has it (sent there by this process).
     mounts: Mutex<HashMap<Digest, Arc<str>>>,
-    /// Blobs being sent by a copy of this process, with the repository they go to: another
-    /// copy of the same blob waits for it, then finds it there (one upload, not two).
-    sending: Mutex<HashSet<(Digest, String)>>,
+    /// Blobs being sent by a copy of this process: another copy of the same blob (to any
+    /// repository of the target) waits for it, then finds it there or mounts it from where
+    /// it went (one upload, not two).
+    sending: Mutex<HashSet<Digest>>,
 }
 
-/// A blob being sent to a repository of the target; the mark goes with it.
+/// A blob being sent to the target; the mark goes with it.
 pub struct Sending<'a> {
     remote: &'a Remote,
-    key: (Digest, String),
+    key: Digest,
 }
 
 impl Drop for Sending<'_> {
@@ -219,10 +220,10 @@ impl Remote {
         Err(self.refused(&format!("DELETE {}", t.path), resp).await)
     }
 
-    /// Marks `digest` as being sent to `repo`; None while another copy of this process is
-    /// sending it there.
-    pub fn start_sending(&self, digest: &Digest, repo: &str) -> Option<Sending<'_>> {
-        let key = (digest.clone(), repo.to_string());
+    /// Marks `digest` as being sent; None while another copy of this process is sending it
+    /// (to any repository of the target).
+    pub fn start_sending(&self, digest: &Digest) -> Option<Sending<'_>> {
+        let key = digest.clone();
         let mut sending = self.sending.lock().unwrap_or_else(|p| p.into_inner());
         if !sending.insert(key.clone()) {
             return None;
