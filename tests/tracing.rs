@@ -375,6 +375,41 @@ fn a_collector_that_is_down_fails_nothing() {
     }
 }
 
+/// Each recording thread holds at most `queue_spans_max` finished spans until the exporter
+/// takes them: with room for one, a push (tens of spans on a worker between two looks of the
+/// exporter) overflows it. The surplus is dropped and counted, what fitted is exported, and
+/// every request succeeds.
+#[test]
+fn a_full_queue_drops_spans_and_counts_them() {
+    let receiver = Receiver::start();
+    let section = tracing_section(&receiver.url(""), 1.0).replacen(
+        "[tracing]\n",
+        "[tracing]\nqueue_spans_max = 1\n",
+        1,
+    );
+    let srv = Server::start_with("", &format!("{ALLOW_ALL}{section}"));
+    for i in 0..3 {
+        srv.push_image("full/app", &format!("t{i}"), &[bytes(i, 100)]);
+    }
+    let counter = |m: &str, name: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = String::from_utf8_lossy(&srv.get("/metrics").body).to_string();
+        let dropped = counter(&m, "origin_trace_spans_dropped_total ");
+        let exported = counter(&m, "origin_trace_spans_exported_total ");
+        if dropped > 0 && exported > 0 && !decode(&receiver.received()).is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dropped and exported spans: {m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `check-config` names the bad `[tracing]` key.
 #[test]
 fn check_config_names_bad_tracing_keys() {

@@ -1,6 +1,6 @@
-//! Traces (README "Observability"): spans are `tracing` spans under two targets, turned into
-//! OpenTelemetry spans (`opentelemetry_sdk::trace::SpanData`) by [`layer::SpanLayer`] and
-//! exported over OTLP/HTTP by the exporter thread ([`export`]).
+//! Traces (README "Observability"): spans are `tracing` spans under two targets, recorded by
+//! [`layer::SpanLayer`] (as [`record::Finished`] spans) and exported over OTLP/HTTP by the
+//! exporter thread ([`export`]).
 //!
 //! - [`ROOT`] spans start a trace: one server span per request ([`server_span`], after the
 //!   sampling decision), a background pass ([`pass_span`]), an async webhook delivery linked
@@ -14,6 +14,7 @@
 
 pub mod export;
 pub mod layer;
+pub mod record;
 #[cfg(test)]
 mod tests;
 
