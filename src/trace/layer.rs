@@ -48,11 +48,13 @@ fn ours(meta: &Metadata<'_>) -> bool {
 }
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for SpanFilter {
-    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+    fn enabled(&self, meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
         if !super::is_on() || !ours(meta) {
             return false;
         }
-        meta.target() == ROOT && meta.is_span() || cx.lookup_current().is_some()
+        // A child or an event: only inside a recorded span (the thread-local stack of
+        // `on_enter`; `Gated` asked it already for children, so no registry lookup here).
+        meta.target() == ROOT && meta.is_span() || recording()
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
@@ -75,7 +77,8 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for SpanFilter {
 thread_local! {
     /// The recorded spans entered on this thread now, innermost last (a recorded request is
     /// being polled). `tracing` enters and exits spans nested on a thread.
-    static ENTERED: RefCell<Vec<SpanIds>> = const { RefCell::new(Vec::new()) };
+    /// (Ids only: entering needs no lookup of the span; [`current`] looks the innermost up.)
+    static ENTERED: RefCell<Vec<Id>> = const { RefCell::new(Vec::new()) };
 }
 
 /// True while a recorded span is current on this thread: a child span or event made now
@@ -84,9 +87,16 @@ pub fn recording() -> bool {
     ENTERED.with(|e| !e.borrow().is_empty())
 }
 
-/// The ids of the innermost recorded span entered on this thread.
+/// The ids of the innermost recorded span entered on this thread (looked up in the
+/// registry: asked for an outbound `traceparent` or a queued delivery, not per poll).
 pub fn current() -> Option<SpanIds> {
-    ENTERED.with(|e| e.borrow().last().copied())
+    let id = ENTERED.with(|e| e.borrow().last().cloned())?;
+    tracing::dispatcher::get_default(|dispatch| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let span = registry.span(&id)?;
+        let ids = span.extensions().get::<Recording>().map(Recording::ids);
+        ids
+    })
 }
 
 /// The subscriber as installed: the layers, behind a gate that a child span's or a span
@@ -147,6 +157,14 @@ impl<S: Subscriber> Subscriber for Gated<S> {
     }
     fn current_span(&self) -> tracing_core::span::Current {
         self.0.current_span()
+    }
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            return Some(std::ptr::from_ref(self).cast());
+        }
+        // SAFETY: the inner subscriber answers for its own types (the registry, the layers),
+        // which `trace::layer::current` looks up.
+        unsafe { self.0.downcast_raw(id) }
     }
 }
 
@@ -333,20 +351,13 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SpanLayer {
         });
     }
 
-    fn on_enter(&self, id: &Id, cx: Context<'_, S>) {
-        // Only recorded spans reach this layer (its filter).
-        let Some(span) = cx.span(id) else { return };
-        let ids = span.extensions().get::<Recording>().map(Recording::ids);
-        if let Some(ids) = ids {
-            ENTERED.with(|e| e.borrow_mut().push(ids));
-        }
+    fn on_enter(&self, id: &Id, _cx: Context<'_, S>) {
+        // Only recorded spans reach this layer (its filter): no lookup.
+        ENTERED.with(|e| e.borrow_mut().push(id.clone()));
     }
 
-    fn on_exit(&self, id: &Id, cx: Context<'_, S>) {
-        let Some(span) = cx.span(id) else { return };
-        if span.extensions().get::<Recording>().is_some() {
-            ENTERED.with(|e| e.borrow_mut().pop());
-        }
+    fn on_exit(&self, _id: &Id, _cx: Context<'_, S>) {
+        ENTERED.with(|e| e.borrow_mut().pop());
     }
 
     fn on_close(&self, id: Id, cx: Context<'_, S>) {
