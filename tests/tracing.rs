@@ -375,6 +375,50 @@ fn a_collector_that_is_down_fails_nothing() {
     }
 }
 
+/// A background pass is a trace of its own, sampled like a request without a parent: at
+/// 100 % each GC pass is a root span named after the pass with the GC operation under it;
+/// at 0 % no pass leaves a trace (only the sampled request's one arrives).
+#[test]
+fn background_passes_are_traces_sampled_at_the_ratio() {
+    let gc = "[gc]\ninterval = \"1s\"\n";
+    let rx = Receiver::start();
+    let srv = Server::start_with(
+        "",
+        &format!("{ALLOW_ALL}{gc}{}", tracing_section(&rx.url(""), 1.0)),
+    );
+    let spans = spans_until(&rx, |s| {
+        s.iter().any(|p| p.name == "gc" && p.parent.is_empty())
+            && s.iter().any(|c| c.name == "maintenance.gc")
+    });
+    let pass = spans
+        .iter()
+        .find(|p| p.name == "gc" && p.parent.is_empty())
+        .expect("a gc pass trace");
+    assert!(
+        spans.iter().any(|c| c.name == "maintenance.gc"
+            && c.trace_id == pass.trace_id
+            && c.parent == pass.span_id),
+        "the GC operation under its pass: {spans:?}"
+    );
+    drop(srv);
+
+    let rx = Receiver::start();
+    let srv = Server::start_with(
+        "",
+        &format!("{ALLOW_ALL}{gc}{}", tracing_section(&rx.url(""), 0.0)),
+    );
+    // Three GC passes' time, then a sampled request: its trace is all that arrives.
+    std::thread::sleep(Duration::from_secs(3));
+    let sampled = "00-11111111111111111111111111111111-2222222222222222-01";
+    let r = srv.request("GET", "/v2/", &[("traceparent", sampled)], b"");
+    assert_eq!(r.status, 200);
+    spans_until(&rx, |s| !s.is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    let spans = decode(&rx.received());
+    let traces: HashSet<&str> = spans.iter().map(|s| s.trace_id.as_str()).collect();
+    assert_eq!(traces, HashSet::from(["11111111111111111111111111111111"]));
+}
+
 /// Each recording thread holds at most `queue_spans_max` finished spans until the exporter
 /// takes them: with room for one, a push (tens of spans on a worker between two looks of the
 /// exporter) overflows it. The surplus is dropped and counted, what fitted is exported, and

@@ -216,12 +216,23 @@ pub fn server_span<'a>(
 }
 
 /// The root span of a background pass (GC, retention, upload expiry, eviction): its own
-/// trace, recorded when tracing is on with a ratio above zero.
+/// trace, sampled at `sample_ratio` as a request without a parent is (at 1 % a node's
+/// passes leave a trace now and then, not one per tick).
 pub fn pass_span(name: &'static str) -> Span {
-    if !is_on() || f64::from_bits(RATIO_BITS.load(Relaxed)) <= 0.0 {
+    if !is_on() {
         return Span::none();
     }
-    tracing::info_span!(target: "origin::root", "pass", otel.name = name, otel.kind = "internal")
+    let trace_id = RandomIdGenerator::default().new_trace_id();
+    if !sampled(None, trace_id) {
+        return Span::none();
+    }
+    tracing::info_span!(
+        target: ROOT,
+        "pass",
+        otel.name = name,
+        otel.kind = "internal",
+        otel.trace_id = u128::from_be_bytes(trace_id.to_bytes()),
+    )
 }
 
 /// The current span's trace and span ids, to continue the trace elsewhere (a queued webhook
