@@ -375,6 +375,45 @@ fn a_collector_that_is_down_fails_nothing() {
     }
 }
 
+/// A request that is not sampled but carries a `traceparent` records nothing, and its
+/// outbound requests (here to the mirror's upstream) carry that `traceparent` on as it came
+/// (W3C Trace Context); one without a `traceparent` sends none.
+#[test]
+fn an_unsampled_traceparent_is_passed_on_upstream() {
+    let rx = Receiver::start();
+    let upstream = Receiver::start();
+    upstream.answer(404);
+    let config = format!(
+        "[[repository]]\nnamespace = \"hub\"\npolicy_default_allow = true\n\
+         [repository.mirror]\n[[repository.mirror.upstream]]\nurl = \"{}\"\ntimeout = \"5s\"\n\n{}",
+        upstream.url(""),
+        tracing_section(&rx.url(""), 0.0)
+    );
+    let srv = Server::start_with("", &config);
+    let unsampled = format!("00-{INCOMING_TRACE}-{INCOMING_SPAN}-00");
+    let r = srv.request(
+        "GET",
+        "/v2/hub/library/alpine/manifests/3.20",
+        &[("traceparent", &unsampled)],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+    let asked = upstream.wait_for(WAIT, |g| !g.is_empty());
+    assert_eq!(asked[0].header("traceparent"), Some(unsampled.as_str()));
+    let r = srv.get("/v2/hub/library/busybox/manifests/1");
+    assert_eq!(r.status, 404);
+    let asked = upstream.wait_for(WAIT, |g| g.len() >= 2);
+    assert!(
+        asked
+            .iter()
+            .filter(|a| a.path.contains("busybox"))
+            .all(|a| a.header("traceparent").is_none()),
+        "no traceparent without one coming in"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(decode(&rx.received()).is_empty(), "nothing recorded");
+}
+
 /// A background pass is a trace of its own, sampled like a request without a parent: at
 /// 100 % each GC pass is a root span named after the pass with the GC operation under it;
 /// at 0 % no pass leaves a trace (only the sampled request's one arrives).
