@@ -143,7 +143,11 @@ pub fn scrub(config: &Config, repair: bool) -> i32 {
             }
             let mut unrepaired_drift = false;
             for d in drifts.iter().filter(|d| d.is_drift()) {
-                let ns = if d.namespace.is_empty() { "\"\"" } else { &d.namespace };
+                let ns = if d.namespace.is_empty() {
+                    "\"\""
+                } else {
+                    &d.namespace
+                };
                 println!(
                     "quota drift: namespace {ns}: recorded {} bytes {} manifests, counted from \
                      storage {} bytes {} manifests; {} markers missing, {} stray{}",
@@ -191,14 +195,20 @@ pub fn usage(config: &Config) -> i32 {
             return 1;
         }
     };
-    let result = with_registry(config, async |reg: &Registry| reg.quota_report(&quotas).await)
-        .and_then(|r| r.map_err(StartError::Registry));
+    let result = with_registry(config, async |reg: &Registry| {
+        reg.quota_report(&quotas).await
+    })
+    .and_then(|r| r.map_err(StartError::Registry));
     match result {
         Ok(rows) => {
             let limit = |l: Option<u64>| l.map_or("-".to_string(), |l| l.to_string());
             println!("NAMESPACE\tBYTES\tQUOTA_BYTES\tMANIFESTS\tQUOTA_MANIFESTS\tRESERVED_BYTES\tIN_FLIGHT");
             for r in &rows {
-                let ns = if r.namespace.is_empty() { "\"\"" } else { &r.namespace };
+                let ns = if r.namespace.is_empty() {
+                    "\"\""
+                } else {
+                    &r.namespace
+                };
                 let (with_pending, _) = r.usage.with_pending();
                 println!(
                     "{ns}\t{}\t{}\t{}\t{}\t{}\t{}",

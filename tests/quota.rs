@@ -74,12 +74,35 @@ fn refuses_over_quota_and_gives_back(srv: &Server) {
     let (d1, d2) = (digest(&l1), digest(&l2));
     assert_eq!(push(a, "team/app", &l1).status, 201);
     assert_eq!(usage(srv, "team"), (200_000, 0, 0, 0));
+    // Metrics: usage and quota of the configured namespaces only.
+    let m = String::from_utf8(srv.get("/metrics").body).unwrap();
+    for line in [
+        "origin_quota_bytes{namespace=\"team\"} 300000",
+        "origin_quota_manifests{namespace=\"team\"} 2",
+        "origin_quota_usage_bytes{namespace=\"team\"} 200000",
+        "origin_quota_bytes{namespace=\"other\"} 1000000",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} missing");
+    }
+    assert!(!m.contains("namespace=\"\""));
+    // The web UI's repository tree says the same beside the namespace's repositories.
+    let page = srv.get("/ui/api/repositories?ns=team").json();
+    assert_eq!(page["quota"]["namespace"], "team");
+    assert_eq!(page["quota"]["usageBytes"], 200_000);
+    assert_eq!(page["quota"]["quotaBytes"], 300_000);
+    assert_eq!(
+        srv.get("/ui/api/repositories?ns=elsewhere").json()["quota"],
+        serde_json::Value::Null
+    );
 
     // Over the quota: 403 DENIED, naming the namespace, the quota and the usage; nothing stays.
     let r = push(a, "team/app", &l2);
     assert_eq!(r.status, 403);
     assert_eq!(r.error_code(), "DENIED");
-    let msg = r.json()["errors"][0]["message"].as_str().unwrap().to_string();
+    let msg = r.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for part in ["team", "300000", "200000", "150000"] {
         assert!(msg.contains(part), "{part} missing from {msg:?}");
     }
@@ -154,7 +177,10 @@ fn refuses_over_quota_and_gives_back(srv: &Server) {
             expected += m.len() as u64;
         } else {
             assert_eq!(r.status, 403);
-            let msg = r.json()["errors"][0]["message"].as_str().unwrap().to_string();
+            let msg = r.json()["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .to_string();
             assert!(msg.contains("manifests 2 of 2"), "{msg}");
             let got = srv.get(&format!("/v2/team/app/manifests/{}", digest(m.as_bytes())));
             assert_eq!(got.status, 404, "a refused manifest must not be stored");
@@ -335,7 +361,10 @@ fn a_push_killed_mid_way_leaves_usage_that_gc_makes_exact() {
             &[],
             &lost,
         );
-        assert!(read_response(&mut s, false).is_none(), "{point}: should have died");
+        assert!(
+            read_response(&mut s, false).is_none(),
+            "{point}: should have died"
+        );
         let _ = srv.wait_exit(Duration::from_secs(10));
         let text = std::fs::read_to_string(&srv.config_path).unwrap();
         let dir = std::mem::replace(&mut srv.dir, TempDir(std::path::PathBuf::new()));
@@ -354,5 +383,124 @@ fn a_push_killed_mid_way_leaves_usage_that_gc_makes_exact() {
         // The same push now goes through and counts once.
         assert_eq!(push(srv.addr, "race/a", &lost).status, 201);
         assert_eq!(usage(&srv, "race"), (kept + 120_000, 1, 0, 0), "{point}");
+    }
+}
+
+/// A quota added to a namespace that holds content already: `origin scrub` recomputes the
+/// usage from the links, reports the drift (exit 3), and `--repair` makes the record exact;
+/// the reloaded quota then counts from there.
+#[test]
+fn scrub_recomputes_usage_and_reports_drift() {
+    let base = "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\n";
+    let mut srv = Server::start_with("", base);
+    let (manifest, _) = srv.push_image("late/app", "v1", &[bytes(5, 50_000)]);
+    let config = "{\"architecture\":\"amd64\",\"os\":\"linux\",\"n\":1}";
+    let held = (config.len() + 50_000 + manifest.len()) as u64;
+    let text = std::fs::read_to_string(&srv.config_path).unwrap().replace(
+        base,
+        &format!(
+            "{base}[[repository]]\nnamespace = \"late\"\npolicy_default_allow = true\n\
+             quota_bytes = 100000\nquota_manifests = 5\n"
+        ),
+    );
+    std::fs::write(&srv.config_path, text).unwrap();
+    let (code, out) = srv.cli(&["scrub"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains(&format!(
+            "quota drift: namespace late: recorded 0 bytes 0 manifests, counted from storage {held} bytes 1 manifests; 3 markers missing"
+        )),
+        "{out}"
+    );
+    let (code, out) = srv.cli(&["scrub", "--repair"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(repaired)"), "{out}");
+    assert_eq!(usage(&srv, "late"), (held, 1, 0, 0));
+    let (code, out) = srv.cli(&["scrub"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("quota drift"), "{out}");
+    // Reloaded: the quota applies from the recomputed usage.
+    srv.signal(libc::SIGHUP);
+    assert!(srv
+        .logs_until("configuration reloaded", Duration::from_secs(10))
+        .is_some());
+    assert_eq!(push(srv.addr, "late/app", &bytes(6, 60_000)).status, 403);
+    assert_eq!(push(srv.addr, "late/other", &bytes(7, 40_000)).status, 201);
+    assert_eq!(usage(&srv, "late"), (held + 40_000, 1, 0, 0));
+}
+
+/// `quota.warning` goes to the namespace's webhooks once, when a push takes its usage across
+/// `quota_warn_ratio`, with the namespace, the usage and the quota.
+#[test]
+fn a_push_across_the_warning_ratio_sends_one_quota_warning() {
+    let recv = common::receiver::Receiver::start();
+    let config = format!(
+        "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\n\
+         [[repository]]\nnamespace = \"warn\"\npolicy_default_allow = true\n\
+         quota_bytes = 100000\nquota_warn_ratio = 0.5\nevent_webhooks = [\"ops\"]\n\
+         [event_webhook.ops]\nurl = \"{}\"\nevents = [\"quota.warning\"]\ndelivery = \"optional\"\n",
+        recv.url("/hooks")
+    );
+    let srv = Server::start_with("", &config);
+    for (seed, len) in [(1, 30_000), (2, 30_000), (3, 10_000)] {
+        assert_eq!(push(srv.addr, "warn/app", &bytes(seed, len)).status, 201);
+    }
+    let got = recv.received();
+    assert_eq!(
+        got.len(),
+        1,
+        "{:?}",
+        got.iter().map(|r| r.json()).collect::<Vec<_>>()
+    );
+    let v = got[0].json();
+    assert_eq!(v["kind"], "quota.warning");
+    assert_eq!(v["repository"], "warn/app");
+    assert_eq!(v["digest"], digest(&bytes(2, 30_000)));
+    assert_eq!(v["quota"]["namespace"], "warn");
+    assert_eq!(v["quota"]["usage_bytes"], 60_000);
+    assert_eq!(v["quota"]["quota_bytes"], 100_000);
+}
+
+/// S3 requests of `/metrics`, summed over operations and outcomes.
+fn s3_requests(srv: &Server) -> u64 {
+    let m = String::from_utf8(srv.get("/metrics").body).unwrap();
+    m.lines()
+        .filter(|l| l.starts_with("origin_s3_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The hot path without a quota makes no extra storage request: a push into a namespace no
+/// quota meters costs the same S3 requests on a node with quotas configured elsewhere as on a
+/// node with none; a push into a metered namespace costs the reservation's few more.
+#[test]
+#[cfg_attr(origin_no_moto, ignore = "needs moto_server (scripts/moto.sh)")]
+fn no_quota_costs_no_storage_request() {
+    let Some(moto) = Moto::start("no_quota_costs_no_storage_request") else {
+        return;
+    };
+    moto.create_bucket("plain");
+    moto.create_bucket("quotas");
+    let plain = s3_node(&moto, "plain", ALLOW_ALL);
+    let quotas = s3_node(
+        &moto,
+        "quotas",
+        &format!("{ALLOW_ALL}[[repository]]\nnamespace = \"metered\"\npolicy_default_allow = true\nquota_bytes = 10000000\n"),
+    );
+    let cost = |srv: &Server, repo: &str, seed: u64, len: usize| {
+        let before = s3_requests(srv);
+        assert_eq!(push(srv.addr, repo, &bytes(seed, len)).status, 201);
+        s3_requests(srv) - before
+    };
+    for (seed, len) in [(1, 100_000), (2, 1000)] {
+        // Warm both nodes up the same way first (connections, caches).
+        cost(&plain, "warm/app", seed + 10, len);
+        cost(&quotas, "warm/app", seed + 10, len);
+        let without = cost(&plain, "free/app", seed, len);
+        let unmetered = cost(&quotas, "free/app", seed, len);
+        let metered = cost(&quotas, "metered/app", seed + 20, len);
+        println!("S3 requests of a {len}-byte push: {without} (no quota), {unmetered} (unmetered), {metered} (metered)");
+        assert_eq!(unmetered, without, "{len} bytes");
+        assert!(metered > unmetered, "{len} bytes");
     }
 }

@@ -378,7 +378,10 @@ mod tests {
         assert_eq!(parse_upload_session(id.as_str()), None);
         let held = quota_held(&d, "library/x");
         let rest = held.strip_prefix(QUOTA_HELD_PREFIX).unwrap();
-        assert_eq!(parse_quota_held(rest), Some((d.clone(), "library/x".into())));
+        assert_eq!(
+            parse_quota_held(rest),
+            Some((d.clone(), "library/x".into()))
+        );
         assert_eq!(quota_usage_namespace("_all"), "");
         assert_eq!(
             catalog_name("library/alpine/_repository"),

@@ -80,8 +80,10 @@ impl Registry {
         body: Vec<u8>,
         rule: TagRule,
     ) -> Result<PutManifest> {
-        self.put_manifest_gated(name, reference, content_type, body, rule, async |_, _| Ok(()))
-            .await
+        self.put_manifest_gated(name, reference, content_type, body, rule, async |_, _| {
+            Ok(())
+        })
+        .await
     }
 
     /// [`Registry::put_manifest`] with `gate` asked, with the manifest's digest and size,

@@ -309,14 +309,20 @@ impl Registry {
         let Some(obj) = self.store.get(&layout::quota_usage(ns)).await? else {
             return Ok((Usage::default(), None));
         };
-        let usage = serde_json::from_slice(&obj.bytes)
+        let usage: Usage = serde_json::from_slice(&obj.bytes)
             .map_err(|e| Error::internal(format!("quota usage of {ns:?}: {e}")))?;
+        crate::metrics::QUOTA_USAGE.set(ns, usage.bytes, usage.manifests);
         Ok((usage, Some(obj.etag)))
     }
 
     /// Replaces the usage record if it is still at `etag` (created if `None`); false when
     /// another writer changed it first.
-    pub(super) async fn quota_write(&self, ns: &str, usage: &Usage, etag: Option<Etag>) -> Result<bool> {
+    pub(super) async fn quota_write(
+        &self,
+        ns: &str,
+        usage: &Usage,
+        etag: Option<Etag>,
+    ) -> Result<bool> {
         let bytes = serde_json::to_vec(usage).map_err(Error::internal)?;
         let cond = match etag {
             Some(e) => PutCondition::IfMatch(e),
@@ -326,7 +332,11 @@ impl Registry {
             .store
             .put(&layout::quota_usage(ns), bytes, cond)
             .await?;
-        Ok(matches!(written, PutOutcome::Written(_)))
+        let written = matches!(written, PutOutcome::Written(_));
+        if written {
+            crate::metrics::QUOTA_USAGE.set(ns, usage.bytes, usage.manifests);
+        }
+        Ok(written)
     }
 
     async fn quota_marker(&self, d: &Digest, ns: &str) -> Result<Option<Marker>> {
@@ -605,9 +615,8 @@ mod tests {
             ..Default::default()
         };
         if mirror {
-            r.mirror = Some(
-                toml::from_str("upstream = [{ url = \"https://example.com\" }]").unwrap(),
-            );
+            r.mirror =
+                Some(toml::from_str("upstream = [{ url = \"https://example.com\" }]").unwrap());
         }
         r
     }
@@ -627,7 +636,9 @@ mod tests {
         assert_eq!(ns("teams/app"), Some("".into()));
         assert_eq!(ns("hub/library/alpine"), None);
         assert_eq!(q.all().count(), 2);
-        assert!(Quotas::compile(&[repo("", None, false)]).unwrap().is_empty());
+        assert!(Quotas::compile(&[repo("", None, false)])
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -66,7 +66,11 @@ impl Registry {
             let held = self.quota_held_now(quotas, q).await?;
             let markers = self.quota_markers(ns).await?;
             let pending: BTreeSet<&str> = usage.pending.iter().map(|p| p.id.as_str()).collect();
-            let in_flight = |d: &Digest| markers.get(d).is_some_and(|rid| pending.contains(rid.as_str()));
+            let in_flight = |d: &Digest| {
+                markers
+                    .get(d)
+                    .is_some_and(|rid| pending.contains(rid.as_str()))
+            };
             // What the record should say: the digests held, but those whose write is still
             // in flight (it adds them itself when it settles).
             let settled = held.iter().filter(|(d, _)| !in_flight(d));

@@ -69,9 +69,7 @@ pub fn outcome_of(e: &Error) -> Outcome {
         | Error::Refused(_)
         | Error::Denied(_)
         | Error::QuotaExceeded(_)
-        | Error::Unauthorized(_) => {
-            Outcome::Denied
-        }
+        | Error::Unauthorized(_) => Outcome::Denied,
         _ => Outcome::Failed,
     }
 }

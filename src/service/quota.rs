@@ -57,7 +57,12 @@ pub async fn settle(svc: &Service, caller: &Caller<'_>, held: Held, name: &RepoN
     };
     match svc.registry.quota_settle(&q, &r).await {
         Ok(Some(crossing)) => {
-            tracing::warn!(namespace = q.label(), bytes = crossing.bytes, manifests = crossing.manifests, "quota warning ratio crossed");
+            tracing::warn!(
+                namespace = q.label(),
+                bytes = crossing.bytes,
+                manifests = crossing.manifests,
+                "quota warning ratio crossed"
+            );
             if !svc.live.has_webhooks() {
                 return;
             }
