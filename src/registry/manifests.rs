@@ -98,7 +98,8 @@ impl Registry {
         rule: TagRule,
         gate: impl AsyncFnOnce(&Digest, u64) -> Result<()>,
     ) -> Result<PutManifest> {
-        self.put_manifest_checked(name, reference, content_type, body, true, rule, gate)
+        let body = (content_type, body);
+        self.put_manifest_checked(name, reference, body, true, rule, gate)
             .await
     }
 
@@ -114,8 +115,7 @@ impl Registry {
         self.put_manifest_checked(
             name,
             reference,
-            content_type,
-            body,
+            (content_type, body),
             false,
             TagRule::Mutable,
             async |_, _| Ok(()),
@@ -123,12 +123,13 @@ impl Registry {
         .await
     }
 
+    /// The store of a manifest (`body`: its content type and bytes), with the blobs it names
+    /// checked when `check_references`.
     async fn put_manifest_checked(
         &self,
         name: &RepoName,
         reference: &Reference,
-        content_type: Option<&str>,
-        body: Vec<u8>,
+        (content_type, body): (Option<&str>, Vec<u8>),
         check_references: bool,
         rule: TagRule,
         gate: impl AsyncFnOnce(&Digest, u64) -> Result<()>,

@@ -159,7 +159,7 @@ impl Quotas {
                 quota,
             });
         }
-        entries.sort_by(|a, b| b.namespace.len().cmp(&a.namespace.len()));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.namespace.len()));
         Ok(Quotas { entries })
     }
 
