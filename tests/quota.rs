@@ -504,3 +504,27 @@ fn no_quota_costs_no_storage_request() {
         assert!(metered > unmetered, "{len} bytes");
     }
 }
+
+/// Writers of the same new blob into several repositories of one namespace at once: all get
+/// through, and the blob counts once (the marker decides; the other reservations are given
+/// back at settle).
+#[test]
+fn the_same_blob_pushed_at_once_counts_once() {
+    let srv = Server::start_with("", &race_config());
+    let data = Arc::new(bytes(77, 100_000));
+    let start = Arc::new(std::sync::Barrier::new(8));
+    let addr = srv.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let (data, start) = (data.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                push(addr, &format!("race/same{i}"), &data).status
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 201);
+    }
+    assert_eq!(usage(&srv, "race"), (100_000, 0, 0, 0));
+}
