@@ -81,7 +81,7 @@ pub struct RepositoryConfig {
     #[serde(default)]
     pub event_webhooks: Vec<String>,
     /// Bytes the namespace may hold: the distinct blobs and manifests of its repositories,
-    /// each counted once (`registry/quota.rs`). None: no byte quota.
+    /// each counted once (`registry/quota/`). None: no byte quota.
     #[serde(default)]
     pub quota_bytes: Option<u64>,
     /// Distinct manifests the namespace may hold. None: no count quota.

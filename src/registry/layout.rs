@@ -273,7 +273,7 @@ fn quota_component(ns: &str) -> String {
 
 pub const QUOTA_USAGE_PREFIX: &str = "quota/usage/";
 
-/// A namespace's usage record (`registry/quota.rs`), replaced with `If-Match`.
+/// A namespace's usage record (`registry/quota/`), replaced with `If-Match`.
 pub fn quota_usage(ns: &str) -> String {
     format!("{QUOTA_USAGE_PREFIX}{}", quota_component(ns))
 }

@@ -11,7 +11,6 @@ pub mod manifest_delete;
 pub mod manifests;
 pub mod mirror;
 pub mod quota;
-pub mod quota_scrub;
 pub mod retention;
 pub mod scrub;
 pub mod session_cap;

@@ -452,8 +452,7 @@ impl Registry {
     }
 
     /// [`Registry::upload_finish`] with `gate` asked, with the blob's size, once the content
-    /// is verified and held against GC, before anything is committed (a `required` webhook,
-    /// the quota): when it refuses,
+    /// is verified and held, before anything is committed (webhooks, quota): when it refuses,
     /// the session is removed and nothing becomes visible. Returns the blob's size.
     pub async fn upload_finish_gated(
         &self,
@@ -498,7 +497,7 @@ impl Registry {
         // Held before the gate and the commit: a pass that is deleting this digest finishes
         // first, and none starts until the grace period is over (see gc.rs). A commit that
         // finds the blob stored already therefore keeps a blob that stays, and a quota
-        // check in the gate sees what the pass gave back (quota.rs).
+        // check in the gate sees what the pass gave back (quota/mod.rs).
         self.hold_blob(digest).await?;
         if let Err(e) = gate(size).await {
             drop(s);

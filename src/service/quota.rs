@@ -2,7 +2,7 @@
 //! inside the operation's gate (content verified and held, nothing committed yet) and
 //! settled once the registry call returned, whatever came of it; the `quota.warning` event
 //! when a settle crosses the namespace's warning ratio. The protocol itself, in storage, is
-//! `registry/quota.rs`.
+//! `registry/quota/`.
 //!
 //! A repository that no quota meters costs one lookup in the live configuration and no
 //! storage request.

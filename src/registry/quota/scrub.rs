@@ -1,7 +1,7 @@
 //! `origin scrub` for quotas: each configured namespace's usage recomputed from the links
 //! themselves (layer links and manifest revisions of the repositories it meters, each digest
 //! once, at its stored size), compared with the usage record and the markers
-//! (`quota.rs`), and with `--repair` made to match.
+//! (`mod.rs`), and with `--repair` made to match.
 //!
 //! The recomputation reads every layer link of the registry (`linked/`) and the revisions of
 //! the namespace's repositories: a full walk, as the rest of scrub. A write that settles while
@@ -10,11 +10,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::listing::KeyPages;
-use super::quota::{Quota, Quotas};
-use super::{layout, Registry};
+use super::{Quota, Quotas};
 use crate::error::{Error, Result};
 use crate::oci::{Digest, RepoName};
+use crate::registry::listing::KeyPages;
+use crate::registry::{layout, Registry};
 use crate::storage::{PutCondition, Storage};
 
 /// Walks of one namespace tried before its repair gives up (writes kept settling meanwhile).
