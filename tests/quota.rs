@@ -528,3 +528,33 @@ fn the_same_blob_pushed_at_once_counts_once() {
     }
     assert_eq!(usage(&srv, "race"), (100_000, 0, 0, 0));
 }
+
+/// `origin check-config` checks every quota key and names the bad one.
+#[test]
+fn check_config_names_a_bad_quota_key() {
+    let dir = TempDir::new("quota-check");
+    let cases = [
+        ("quota_bytes = 10\n[repository.mirror]\n[[repository.mirror.upstream]]\nurl = \"https://example.com\"\n", "repository[1].quota_bytes"),
+        ("quota_bytes = 10\nquota_warn_ratio = 1.5\n", "repository[1].quota_warn_ratio"),
+        ("quota_warn_ratio = 0.5\n", "repository[1].quota_warn_ratio"),
+        ("quota_bytes = -1\n", "quota_bytes"),
+        ("quota_byte = 1\n", "quota_byte"),
+    ];
+    for (keys, named) in cases {
+        let text = config_text(
+            &dir.0,
+            "",
+            &format!("{ALLOW_ALL}[[repository]]\nnamespace = \"hub\"\n{keys}"),
+        );
+        let path = dir.0.join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_origin"))
+            .args(["check-config", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{keys}: {err}");
+        assert!(err.contains(named), "{keys}: {err}");
+    }
+}
