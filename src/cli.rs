@@ -18,6 +18,7 @@ Usage:
                                   check blobs, links and references; repair what is safe
   origin scrub --retention [--dry-run] [-c FILE]
                                   delete the manifests no retention rule keeps
+  origin usage [-c FILE]          print each namespace's usage against its quota
   origin --help | --version
 
 Without -c, ./config.toml is used when present, else an embedded default:
@@ -33,6 +34,7 @@ enum Command {
     Gc(Option<PathBuf>, bool),
     Scrub(Option<PathBuf>, bool),
     Retention(Option<PathBuf>, bool),
+    Usage(Option<PathBuf>),
     Help,
     Version,
 }
@@ -85,6 +87,10 @@ fn parse(args: &[String]) -> Result<Command, UsageError> {
             it.next();
             "scrub"
         }
+        Some("usage") => {
+            it.next();
+            "usage"
+        }
         Some("-h" | "--help" | "help") => return Ok(Command::Help),
         Some("-V" | "--version") => return Ok(Command::Version),
         _ => "serve",
@@ -121,6 +127,7 @@ fn parse(args: &[String]) -> Result<Command, UsageError> {
     }
     Ok(match cmd {
         "check-config" => Command::CheckConfig(config),
+        "usage" => Command::Usage(config),
         "gc" => Command::Gc(config, flag),
         "scrub" if retention && !flag => Command::Retention(config, dry_run),
         "scrub" if retention => return Err("--retention and --repair do not go together".into()),
@@ -207,6 +214,7 @@ pub fn run(args: &[String]) -> i32 {
         Command::Scrub(path, repair) => {
             with_config(path, |c| crate::maintenance::scrub(&c, repair))
         }
+        Command::Usage(path) => with_config(path, |c| crate::maintenance::usage(&c)),
         Command::Serve(path, overrides) => match Config::load(path.as_deref()) {
             Ok((mut config, source)) => {
                 overrides.apply(&mut config);
