@@ -21,6 +21,8 @@
 #   BENCH_PUSH_STREAMS  push streams (default 4)
 #   BENCH_ROUNDS        rounds (default 3)
 #   BENCH_BASE_BIN      another origin binary run as "main" (without trace support)
+#   BENCH_BEFORE_BIN    another origin binary with trace support, run at 100 % as
+#                       "before-100" (a before/after of a change to the trace path)
 #   BENCH_OUT           also write the table there
 #   BENCH_SKIP_BUILD=1, ORIGIN_BIN as in bench/lib.sh
 set -euo pipefail
@@ -37,6 +39,7 @@ CONNS=${BENCH_CONNS:-16}
 STREAMS=${BENCH_PUSH_STREAMS:-4}
 ROUNDS=${BENCH_ROUNDS:-3}
 BASE_BIN=${BENCH_BASE_BIN:-}
+BEFORE_BIN=${BENCH_BEFORE_BIN:-}
 REPO=bench/app
 need wrk python3 curl
 build_origin
@@ -74,15 +77,17 @@ metric() { curl -s "$1/metrics" | awk -v n="$2" '$1 == n {print $2}'; }
 
 configs=(off on-0 on-100)
 [ -n "$BASE_BIN" ] && configs=(main "${configs[@]}")
+[ -n "$BEFORE_BIN" ] && configs+=(before-100)
 for round in $(seq 1 "$ROUNDS"); do
   for config in "${configs[@]}"; do
     bin=$ORIGIN_BIN
     extra=""
     case $config in
       main) bin=$BASE_BIN ;;
-      on-0|on-100)
+      on-0|on-100|before-100)
         ratio=0.0
-        [ "$config" = on-100 ] && ratio=1.0
+        [ "$config" != on-0 ] && ratio=1.0
+        [ "$config" = before-100 ] && bin=$BEFORE_BIN
         extra="[tracing]
 enabled = true
 endpoint = \"http://127.0.0.1:$sink_port\"
@@ -124,7 +129,7 @@ r = json.load(open(sys.argv[1]))
 print("%.0f %.3f %d" % (r["pushes"] / r["secs"], (r["push_secs_p50"] or 0) * 1000, r["errors"]))' "$o")
     cpu=$(python3 -c "print(f'{$PHASE_CPU * 1e6 / max($pushes_s * $SECS, 1):.1f}')")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$config" "push 1 MiB" "$pushes_s" "$p50" "-" "$errs" "$cpu" >>"$RESULTS"
-    if [ "${config#on-}" != "$config" ]; then
+    if [ "$config" != off ] && [ "$config" != main ]; then
       sleep 3 # the exporter's batch delay (2 s), so what was recorded is counted
       spans="exported $(metric "$url" origin_trace_spans_exported_total), dropped $(metric "$url" origin_trace_spans_dropped_total), failed $(metric "$url" origin_trace_spans_failed_total)"
       echo "$round $config: spans $spans" >>"$WORK/spans.txt"
@@ -139,7 +144,7 @@ TABLE=$WORK/tracing.md
 {
   echo "# bench/tracing.sh"
   echo
-  echo "- command: \`BENCH_SECS=$SECS BENCH_CONNS=$CONNS BENCH_PUSH_STREAMS=$STREAMS BENCH_ROUNDS=$ROUNDS${BASE_BIN:+ BENCH_BASE_BIN=$BASE_BIN} bench/tracing.sh\`"
+  echo "- command: \`BENCH_SECS=$SECS BENCH_CONNS=$CONNS BENCH_PUSH_STREAMS=$STREAMS BENCH_ROUNDS=$ROUNDS${BASE_BIN:+ BENCH_BASE_BIN=$BASE_BIN}${BEFORE_BIN:+ BENCH_BEFORE_BIN=$BEFORE_BIN} bench/tracing.sh\`"
   echo "- origin: $(origin_description)"
   echo "- machine: $(machine_description); load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- wrk, one thread, $CONNS connections; server: one worker per core, anonymous, fs; receiver: bench/otlp_sink.py ($(cat "$WORK/sink.json"))"

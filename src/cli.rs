@@ -20,6 +20,7 @@ Usage:
                                   delete the manifests no retention rule keeps
   origin replication status [-c FILE]
                                   replication jobs per target: pending, running, failed
+  origin usage [-c FILE]          print each namespace's usage against its quota
   origin --help | --version
 
 Without -c, ./config.toml is used when present, else an embedded default:
@@ -36,6 +37,7 @@ enum Command {
     Scrub(Option<PathBuf>, bool),
     Retention(Option<PathBuf>, bool),
     ReplicationStatus(Option<PathBuf>),
+    Usage(Option<PathBuf>),
     Help,
     Version,
 }
@@ -95,6 +97,10 @@ fn parse(args: &[String]) -> Result<Command, UsageError> {
                 _ => return Err("replication needs a subcommand: status".into()),
             }
         }
+        Some("usage") => {
+            it.next();
+            "usage"
+        }
         Some("-h" | "--help" | "help") => return Ok(Command::Help),
         Some("-V" | "--version") => return Ok(Command::Version),
         _ => "serve",
@@ -132,6 +138,7 @@ fn parse(args: &[String]) -> Result<Command, UsageError> {
     Ok(match cmd {
         "check-config" => Command::CheckConfig(config),
         "replication-status" => Command::ReplicationStatus(config),
+        "usage" => Command::Usage(config),
         "gc" => Command::Gc(config, flag),
         "scrub" if retention && !flag => Command::Retention(config, dry_run),
         "scrub" if retention => return Err("--retention and --repair do not go together".into()),
@@ -221,6 +228,7 @@ pub fn run(args: &[String]) -> i32 {
         Command::Scrub(path, repair) => {
             with_config(path, |c| crate::maintenance::scrub(&c, repair))
         }
+        Command::Usage(path) => with_config(path, |c| crate::maintenance::usage(&c)),
         Command::Serve(path, overrides) => match Config::load(path.as_deref()) {
             Ok((mut config, source)) => {
                 overrides.apply(&mut config);

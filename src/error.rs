@@ -94,6 +94,8 @@ pub enum Error {
     StorageFull(StorageError),
     /// Storage is below its free-space thresholds: writes that add data are refused.
     InsufficientStorage(String),
+    /// The write would take its namespace over its quota (`quota_bytes`, `quota_manifests`).
+    QuotaExceeded(String),
     /// Storage stayed unavailable through its own retries.
     StorageUnavailable(StorageError),
     /// The mirror's upstream failed or answered wrongly.
@@ -189,6 +191,7 @@ impl fmt::Display for Error {
             | Error::TooManyRequests(m)
             | Error::Busy(m)
             | Error::InsufficientStorage(m)
+            | Error::QuotaExceeded(m)
             | Error::Unavailable { message: m, .. } => f.write_str(m),
             Error::RangeNotSatisfiable { .. } => f.write_str("requested range not satisfiable"),
             Error::StorageFull(_) => f.write_str("storage is full"),

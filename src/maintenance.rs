@@ -144,13 +144,47 @@ pub fn gc(config: &Config, dry_run: bool) -> i32 {
 /// Runs scrub; prints each finding. Exit 0 when clean (or all repaired), 3 when findings
 /// remain unrepaired.
 pub fn scrub(config: &Config, repair: bool) -> i32 {
-    let result = with_registry(config, async |reg: &Registry| reg.scrub(repair).await)
-        .and_then(|r| r.map_err(StartError::Registry));
+    let quotas = match crate::registry::quota::Quotas::compile(&config.repository) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("origin scrub: {e}");
+            return 1;
+        }
+    };
+    let result = with_registry(config, async |reg: &Registry| {
+        let report = reg.scrub(repair).await?;
+        let drifts = reg.quota_scrub(&quotas, repair).await?;
+        Ok((report, drifts))
+    })
+    .and_then(|r| r.map_err(StartError::Registry));
     match result {
-        Ok(report) => {
+        Ok((report, drifts)) => {
             for f in &report.findings {
                 let class = if f.is_broken() { "broken" } else { "leftover" };
                 println!("{class}: {f}");
+            }
+            let mut unrepaired_drift = false;
+            for d in drifts.iter().filter(|d| d.is_drift()) {
+                let ns = if d.namespace.is_empty() {
+                    "\"\""
+                } else {
+                    &d.namespace
+                };
+                println!(
+                    "quota drift: namespace {ns}: recorded {} bytes {} manifests, counted from \
+                     storage {} bytes {} manifests; {} markers missing, {} stray{}",
+                    d.recorded_bytes,
+                    d.recorded_manifests,
+                    d.actual_bytes,
+                    d.actual_manifests,
+                    d.missing_markers,
+                    d.stray_markers,
+                    if d.repaired { " (repaired)" } else { "" }
+                );
+                unrepaired_drift |= !d.repaired;
+            }
+            if unrepaired_drift {
+                println!("scrub: quota usage drifted; `origin scrub --repair` recomputes it");
             }
             println!(
                 "scrub: {} blobs and {} manifests checked, {} findings, {} repaired",
@@ -159,7 +193,7 @@ pub fn scrub(config: &Config, repair: bool) -> i32 {
                 report.findings.len(),
                 report.repaired
             );
-            if report.findings.len() > report.repaired {
+            if report.findings.len() > report.repaired || unrepaired_drift {
                 3
             } else {
                 0
@@ -167,6 +201,51 @@ pub fn scrub(config: &Config, repair: bool) -> i32 {
         }
         Err(e) => {
             eprintln!("origin scrub: {e}");
+            1
+        }
+    }
+}
+
+/// `origin usage`: each namespace's usage as stored, against its quota, one line each
+/// (tab-separated, with a header): the configured quotas, then namespaces with a usage
+/// record and no quota now (`-` for a limit not set).
+pub fn usage(config: &Config) -> i32 {
+    let quotas = match crate::registry::quota::Quotas::compile(&config.repository) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("origin usage: {e}");
+            return 1;
+        }
+    };
+    let result = with_registry(config, async |reg: &Registry| {
+        reg.quota_report(&quotas).await
+    })
+    .and_then(|r| r.map_err(StartError::Registry));
+    match result {
+        Ok(rows) => {
+            let limit = |l: Option<u64>| l.map_or("-".to_string(), |l| l.to_string());
+            println!("NAMESPACE\tBYTES\tQUOTA_BYTES\tMANIFESTS\tQUOTA_MANIFESTS\tRESERVED_BYTES\tIN_FLIGHT");
+            for r in &rows {
+                let ns = if r.namespace.is_empty() {
+                    "\"\""
+                } else {
+                    &r.namespace
+                };
+                let (with_pending, _) = r.usage.with_pending();
+                println!(
+                    "{ns}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    r.usage.bytes,
+                    limit(r.quota_bytes),
+                    r.usage.manifests,
+                    limit(r.quota_manifests),
+                    with_pending - r.usage.bytes,
+                    r.usage.pending.len()
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("origin usage: {e}");
             1
         }
     }

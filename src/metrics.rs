@@ -208,6 +208,59 @@ pub struct Metrics {
 
 pub static METRICS: Metrics = Metrics::new();
 
+/// Namespaces whose quota usage this process remembers for `/metrics`, at most: only the
+/// configured quotas are rendered (bounded label cardinality); the bound keeps the map small
+/// whatever namespaces reloads have come and gone.
+const QUOTA_NAMESPACES_MAX: usize = 4096;
+
+/// Each namespace's usage (bytes, manifests) as this process last read or wrote its record.
+pub struct QuotaGauges(std::sync::Mutex<std::collections::BTreeMap<String, (u64, u64)>>);
+
+pub static QUOTA_USAGE: QuotaGauges =
+    QuotaGauges(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+
+impl QuotaGauges {
+    pub fn set(&self, namespace: &str, bytes: u64, manifests: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= QUOTA_NAMESPACES_MAX && !map.contains_key(namespace) {
+            map.clear();
+        }
+        map.insert(namespace.to_string(), (bytes, manifests));
+    }
+
+    /// `origin_quota_*{namespace}` for each of `quotas` (namespace, byte quota, manifest
+    /// quota): the quota, and the usage if this process has seen it.
+    pub fn render<'a>(
+        &self,
+        out: &mut String,
+        quotas: impl Iterator<Item = (&'a str, Option<u64>, Option<u64>)>,
+    ) {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines: [(&str, &str, String); 4] = [
+            ("origin_quota_bytes", "The namespace's quota_bytes.", String::new()),
+            ("origin_quota_manifests", "The namespace's quota_manifests.", String::new()),
+            ("origin_quota_usage_bytes", "Bytes the namespace holds, as this node last read or wrote its usage record (at least once per gc.interval).", String::new()),
+            ("origin_quota_usage_manifests", "Manifests the namespace holds, as this node last read or wrote its usage record.", String::new()),
+        ];
+        for (ns, bytes, manifests) in quotas {
+            let label = ns.replace('\\', "\\\\").replace('"', "\\\"");
+            let used = map.get(ns);
+            let values = [bytes, manifests, used.map(|u| u.0), used.map(|u| u.1)];
+            for ((name, _, text), value) in lines.iter_mut().zip(values) {
+                if let Some(v) = value {
+                    let _ = writeln!(text, "{name}{{namespace=\"{label}\"}} {v}");
+                }
+            }
+        }
+        for (name, help, text) in &lines {
+            if !text.is_empty() {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+                out.push_str(text);
+            }
+        }
+    }
+}
+
 impl Metrics {
     const fn new() -> Self {
         Metrics {

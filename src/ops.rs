@@ -18,10 +18,23 @@ pub async fn respond(svc: &Service, path: &str, metrics_allowed: bool) -> Option
         "/metrics" if metrics_allowed => Some(
             Response::new(200)
                 .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                .body(Body::Bytes(METRICS.render().into_bytes())),
+                .body(Body::Bytes(render_metrics(svc).into_bytes())),
         ),
         _ => None,
     }
+}
+
+/// Every metric, with the quotas of the live configuration (only configured namespaces).
+fn render_metrics(svc: &Service) -> String {
+    let mut out = METRICS.render();
+    svc.live.peek(|l| {
+        let quotas = l
+            .quotas
+            .all()
+            .map(|q| (q.namespace.as_str(), q.bytes, q.manifests));
+        crate::metrics::QUOTA_USAGE.render(&mut out, quotas);
+    });
+    out
 }
 
 /// Ready when storage is usable. Below the free-space thresholds the node stays ready (200:

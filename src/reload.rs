@@ -39,6 +39,8 @@ pub struct Live {
     pub space: crate::service::space::Thresholds,
     /// `[[rate_limit]]` entries and this node's buckets.
     pub rates: crate::limits::RateLimits,
+    /// `quota_bytes`, `quota_manifests` and `quota_warn_ratio` per `[[repository]]` entry.
+    pub quotas: crate::registry::quota::Quotas,
     /// `[tracing]`: the exporter's settings; None: off (applied by `crate::trace::apply`).
     pub tracing: Option<Arc<crate::trace::Settings>>,
 }
@@ -70,6 +72,7 @@ impl Live {
             audit: Arc::new(config.audit.clone()),
             space: crate::service::space::Thresholds::of(config),
             rates: crate::limits::RateLimits::compile(&config.rate_limit)?,
+            quotas: crate::registry::quota::Quotas::compile(&config.repository)?,
             tracing: crate::trace::Settings::build(&config.tracing)?.map(Arc::new),
         })
     }
@@ -94,6 +97,7 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     crate::mirror::MirrorTable::from_config(config)?;
     config.audit.validate()?;
     crate::limits::RateLimits::compile(&config.rate_limit)?;
+    crate::registry::quota::Quotas::compile(&config.repository)?;
     crate::trace::Settings::build(&config.tracing)?;
     Ok(())
 }

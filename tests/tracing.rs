@@ -375,6 +375,124 @@ fn a_collector_that_is_down_fails_nothing() {
     }
 }
 
+/// A request that is not sampled but carries a `traceparent` records nothing, and its
+/// outbound requests (here to the mirror's upstream) carry that `traceparent` on as it came
+/// (W3C Trace Context); one without a `traceparent` sends none.
+#[test]
+fn an_unsampled_traceparent_is_passed_on_upstream() {
+    let rx = Receiver::start();
+    let upstream = Receiver::start();
+    upstream.answer(404);
+    let config = format!(
+        "[[repository]]\nnamespace = \"hub\"\npolicy_default_allow = true\n\
+         [repository.mirror]\n[[repository.mirror.upstream]]\nurl = \"{}\"\ntimeout = \"5s\"\n\n{}",
+        upstream.url(""),
+        tracing_section(&rx.url(""), 0.0)
+    );
+    let srv = Server::start_with("", &config);
+    let unsampled = format!("00-{INCOMING_TRACE}-{INCOMING_SPAN}-00");
+    let r = srv.request(
+        "GET",
+        "/v2/hub/library/alpine/manifests/3.20",
+        &[("traceparent", &unsampled)],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+    let asked = upstream.wait_for(WAIT, |g| !g.is_empty());
+    assert_eq!(asked[0].header("traceparent"), Some(unsampled.as_str()));
+    let r = srv.get("/v2/hub/library/busybox/manifests/1");
+    assert_eq!(r.status, 404);
+    let asked = upstream.wait_for(WAIT, |g| g.len() >= 2);
+    assert!(
+        asked
+            .iter()
+            .filter(|a| a.path.contains("busybox"))
+            .all(|a| a.header("traceparent").is_none()),
+        "no traceparent without one coming in"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(decode(&rx.received()).is_empty(), "nothing recorded");
+}
+
+/// A background pass is a trace of its own, sampled like a request without a parent: at
+/// 100 % each GC pass is a root span named after the pass with the GC operation under it;
+/// at 0 % no pass leaves a trace (only the sampled request's one arrives).
+#[test]
+fn background_passes_are_traces_sampled_at_the_ratio() {
+    let gc = "[gc]\ninterval = \"1s\"\n";
+    let rx = Receiver::start();
+    let srv = Server::start_with(
+        "",
+        &format!("{ALLOW_ALL}{gc}{}", tracing_section(&rx.url(""), 1.0)),
+    );
+    let spans = spans_until(&rx, |s| {
+        s.iter().any(|p| p.name == "gc" && p.parent.is_empty())
+            && s.iter().any(|c| c.name == "maintenance.gc")
+    });
+    let pass = spans
+        .iter()
+        .find(|p| p.name == "gc" && p.parent.is_empty())
+        .expect("a gc pass trace");
+    assert!(
+        spans.iter().any(|c| c.name == "maintenance.gc"
+            && c.trace_id == pass.trace_id
+            && c.parent == pass.span_id),
+        "the GC operation under its pass: {spans:?}"
+    );
+    drop(srv);
+
+    let rx = Receiver::start();
+    let srv = Server::start_with(
+        "",
+        &format!("{ALLOW_ALL}{gc}{}", tracing_section(&rx.url(""), 0.0)),
+    );
+    // Three GC passes' time, then a sampled request: its trace is all that arrives.
+    std::thread::sleep(Duration::from_secs(3));
+    let sampled = "00-11111111111111111111111111111111-2222222222222222-01";
+    let r = srv.request("GET", "/v2/", &[("traceparent", sampled)], b"");
+    assert_eq!(r.status, 200);
+    spans_until(&rx, |s| !s.is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    let spans = decode(&rx.received());
+    let traces: HashSet<&str> = spans.iter().map(|s| s.trace_id.as_str()).collect();
+    assert_eq!(traces, HashSet::from(["11111111111111111111111111111111"]));
+}
+
+/// Each recording thread holds at most `queue_spans_max` finished spans until the exporter
+/// takes them: with room for one, a push (tens of spans on a worker between two looks of the
+/// exporter) overflows it. The surplus is dropped and counted, what fitted is exported, and
+/// every request succeeds.
+#[test]
+fn a_full_queue_drops_spans_and_counts_them() {
+    let receiver = Receiver::start();
+    let section = tracing_section(&receiver.url(""), 1.0).replacen(
+        "[tracing]\n",
+        "[tracing]\nqueue_spans_max = 1\n",
+        1,
+    );
+    let srv = Server::start_with("", &format!("{ALLOW_ALL}{section}"));
+    for i in 0..3 {
+        srv.push_image("full/app", &format!("t{i}"), &[bytes(i, 100)]);
+    }
+    let counter = |m: &str, name: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = String::from_utf8_lossy(&srv.get("/metrics").body).to_string();
+        let dropped = counter(&m, "origin_trace_spans_dropped_total ");
+        let exported = counter(&m, "origin_trace_spans_exported_total ");
+        if dropped > 0 && exported > 0 && !decode(&receiver.received()).is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dropped and exported spans: {m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `check-config` names the bad `[tracing]` key.
 #[test]
 fn check_config_names_bad_tracing_keys() {

@@ -155,6 +155,10 @@ pub fn wire_of(e: &Error) -> Wire {
         // DENIED, not UNKNOWN: Docker prints "denied: <message>" and does not retry it
         // (it retries UNKNOWN 5xx five times), and containerd and podman show the message.
         Error::InsufficientStorage(_) => wire(Code::Denied, 507),
+        // 403 DENIED, as Harbor answers an exceeded quota: docker, podman and oras print the
+        // message ("denied: ...") and do not retry, where a 5xx or 413 is retried or shown
+        // without the body (README, "Quotas and limits").
+        Error::QuotaExceeded(_) => wire(Code::Denied, 403),
         Error::StorageUnavailable(_) => retry_after(
             wire(Code::Unknown, 503),
             Duration::from_secs(STORAGE_RETRY_AFTER_SECS),
@@ -316,6 +320,7 @@ mod tests {
                 None,
             ),
             (Error::InsufficientStorage(m()), Code::Denied, 507, None),
+            (Error::QuotaExceeded(m()), Code::Denied, 403, None),
             (
                 Error::from(io(std::io::ErrorKind::TimedOut)),
                 Code::Unknown,

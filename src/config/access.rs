@@ -83,6 +83,17 @@ pub struct RepositoryConfig {
     /// The `[replication.<name>]` targets that get this namespace's pushes (and deletes).
     #[serde(default)]
     pub replications: Vec<String>,
+    /// Bytes the namespace may hold: the distinct blobs and manifests of its repositories,
+    /// each counted once (`registry/quota/`). None: no byte quota.
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
+    /// Distinct manifests the namespace may hold. None: no count quota.
+    #[serde(default)]
+    pub quota_manifests: Option<u64>,
+    /// Share of a quota past which a `quota.warning` event is sent, once per crossing
+    /// (0.8 when absent).
+    #[serde(default)]
+    pub quota_warn_ratio: Option<f64>,
 }
 
 /// `[repository.mirror]`: the namespace caches content pulled from upstream registries.

@@ -27,10 +27,11 @@ pub enum EventKind {
     BlobPull,
     TagCreate,
     TagDelete,
+    QuotaWarning,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::ManifestPush,
         EventKind::ManifestPull,
         EventKind::ManifestDelete,
@@ -38,6 +39,7 @@ impl EventKind {
         EventKind::BlobPull,
         EventKind::TagCreate,
         EventKind::TagDelete,
+        EventKind::QuotaWarning,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +51,7 @@ impl EventKind {
             EventKind::BlobPull => "blob.pull",
             EventKind::TagCreate => "tag.create",
             EventKind::TagDelete => "tag.delete",
+            EventKind::QuotaWarning => "quota.warning",
         }
     }
 
@@ -100,6 +103,19 @@ pub struct Event<'a> {
     pub media_type: Option<&'a str>,
     pub size: Option<u64>,
     pub actor: &'a Actor,
+    /// For `quota.warning`: the namespace's usage and quota after the push.
+    pub quota: Option<QuotaNote<'a>>,
+}
+
+/// What a `quota.warning` says of the namespace whose usage crossed its warning ratio.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuotaNote<'a> {
+    pub namespace: &'a str,
+    pub usage_bytes: u64,
+    pub usage_manifests: u64,
+    pub quota_bytes: Option<u64>,
+    pub quota_manifests: Option<u64>,
+    pub warn_ratio: f64,
 }
 
 #[derive(Serialize)]
@@ -114,6 +130,8 @@ struct EventJson<'a> {
     media_type: Option<&'a str>,
     size: Option<u64>,
     actor: ActorJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota: Option<&'a QuotaNote<'a>>,
 }
 
 impl Event<'_> {
@@ -149,6 +167,7 @@ impl Event<'_> {
             media_type: self.media_type,
             size: self.size,
             actor,
+            quota: self.quota.as_ref(),
         };
         // Serialising plain strings and numbers cannot fail.
         serde_json::to_vec(&json).unwrap_or_default()
@@ -299,6 +318,7 @@ mod tests {
             media_type: Some("application/vnd.oci.image.manifest.v1+json"),
             size: Some(12),
             actor: &actor,
+            quota: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
         let again: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();

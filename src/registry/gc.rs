@@ -390,6 +390,8 @@ impl Registry {
                 keep_candidate |= more;
                 if !more {
                     done.removed = self.remove_blob(d).await?;
+                    // No repository holds it now: every quota that counted it gets it back.
+                    self.quota_release(d).await?;
                 }
             }
         }

@@ -21,6 +21,10 @@
 //! retention/pulled/<name with + for />/<alg>-<hex>        a manifest's last pull (retention)
 //! replication/jobs/<target>/<ms>-<hex>                    a replication job, waiting or claimed
 //! replication/failed/<target>/<ms>-<hex>                  a job that ran out of retries
+//! quota/usage/<namespace with + for />                    a namespace's usage and the
+//!                                                         reservations in flight
+//! quota/held/<alg>/<hex>/<namespace with + for />         the namespace's usage counts this
+//!                                                         blob or manifest (once)
 //! ui/session-key                                          the web UI's session signing key
 //! ui/logout/<hex>                                         an identity's last UI logout
 //! ```
@@ -276,6 +280,50 @@ pub fn revision_digest(dir: &str, key: &str) -> Option<Digest> {
     Digest::parse(&format!("{alg}:{hex}")).ok()
 }
 
+/// A quota's namespace as one key component: `/` as `+`, and `_all` for `""` (the namespace
+/// of every repository; no repository name component starts with `_`).
+fn quota_component(ns: &str) -> String {
+    match ns {
+        "" => "_all".to_string(),
+        ns => ns.replace('/', "+"),
+    }
+}
+
+pub const QUOTA_USAGE_PREFIX: &str = "quota/usage/";
+
+/// A namespace's usage record (`registry/quota/`), replaced with `If-Match`.
+pub fn quota_usage(ns: &str) -> String {
+    format!("{QUOTA_USAGE_PREFIX}{}", quota_component(ns))
+}
+
+/// The namespace of a key listed under [`QUOTA_USAGE_PREFIX`] (relative to it).
+pub fn quota_usage_namespace(rest: &str) -> String {
+    match rest {
+        "_all" => String::new(),
+        c => c.replace('+', "/"),
+    }
+}
+
+pub const QUOTA_HELD_PREFIX: &str = "quota/held/";
+
+/// Prefix of the markers of every namespace whose usage counts `d`.
+pub fn quota_held_prefix(d: &Digest) -> String {
+    format!("{QUOTA_HELD_PREFIX}{}/{}/", d.algorithm().as_str(), d.hex())
+}
+
+/// The marker saying that namespace `ns` counts `d` in its usage.
+pub fn quota_held(d: &Digest, ns: &str) -> String {
+    format!("{}{}", quota_held_prefix(d), quota_component(ns))
+}
+
+/// The digest and namespace of a key listed under [`QUOTA_HELD_PREFIX`] (relative to it).
+pub fn parse_quota_held(rest: &str) -> Option<(Digest, String)> {
+    let mut parts = rest.splitn(3, '/');
+    let (alg, hex, ns) = (parts.next()?, parts.next()?, parts.next()?);
+    let d = Digest::parse(&format!("{alg}:{hex}")).ok()?;
+    Some((d, quota_usage_namespace(ns)))
+}
+
 pub fn flat_name(name: &RepoName) -> String {
     flat(name)
 }
@@ -327,6 +375,10 @@ mod tests {
             gc_untagged(&name, &d),
             mirror_pulled(&name, &d),
             pulled(&name, &d),
+            quota_usage(""),
+            quota_usage("library"),
+            quota_held(&d, ""),
+            quota_held(&d, "library/x"),
         ];
         for k in &keys {
             crate::storage::validate_key(k).unwrap();
@@ -342,6 +394,13 @@ mod tests {
         assert_eq!(parse_upload_session(rest), Some((name.clone(), id.clone())));
         assert_eq!(parse_upload_session(&format!("{rest}.part-0a1b")), None);
         assert_eq!(parse_upload_session(id.as_str()), None);
+        let held = quota_held(&d, "library/x");
+        let rest = held.strip_prefix(QUOTA_HELD_PREFIX).unwrap();
+        assert_eq!(
+            parse_quota_held(rest),
+            Some((d.clone(), "library/x".into()))
+        );
+        assert_eq!(quota_usage_namespace("_all"), "");
         assert_eq!(
             catalog_name("library/alpine/_repository"),
             Some("library/alpine")

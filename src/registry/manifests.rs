@@ -71,6 +71,7 @@ pub enum TagRule {
 
 impl Registry {
     /// Validates and stores a manifest under its digest, and under a tag if given.
+    #[cfg(test)]
     pub async fn put_manifest(
         &self,
         name: &RepoName,
@@ -79,7 +80,26 @@ impl Registry {
         body: Vec<u8>,
         rule: TagRule,
     ) -> Result<PutManifest> {
-        self.put_manifest_checked(name, reference, content_type, body, true, rule)
+        self.put_manifest_gated(name, reference, content_type, body, rule, async |_, _| {
+            Ok(())
+        })
+        .await
+    }
+
+    /// [`Registry::put_manifest`] with `gate` asked, with the manifest's digest and size,
+    /// once it is parsed and held against GC and before anything is stored (the quota):
+    /// nothing is stored when it refuses.
+    pub async fn put_manifest_gated(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        rule: TagRule,
+        gate: impl AsyncFnOnce(&Digest, u64) -> Result<()>,
+    ) -> Result<PutManifest> {
+        let body = (content_type, body);
+        self.put_manifest_checked(name, reference, body, true, rule, gate)
             .await
     }
 
@@ -92,18 +112,27 @@ impl Registry {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<PutManifest> {
-        self.put_manifest_checked(name, reference, content_type, body, false, TagRule::Mutable)
-            .await
+        self.put_manifest_checked(
+            name,
+            reference,
+            (content_type, body),
+            false,
+            TagRule::Mutable,
+            async |_, _| Ok(()),
+        )
+        .await
     }
 
+    /// The store of a manifest (`body`: its content type and bytes), with the blobs it names
+    /// checked when `check_references`.
     async fn put_manifest_checked(
         &self,
         name: &RepoName,
         reference: &Reference,
-        content_type: Option<&str>,
-        body: Vec<u8>,
+        (content_type, body): (Option<&str>, Vec<u8>),
         check_references: bool,
         rule: TagRule,
+        gate: impl AsyncFnOnce(&Digest, u64) -> Result<()>,
     ) -> Result<PutManifest> {
         let manifest = Manifest::parse(content_type, &body)
             .map_err(|e| Error::ManifestInvalid(e.to_string()))?;
@@ -141,6 +170,7 @@ impl Registry {
         // the one durable step, and it makes them durable with it (the log is a prefix).
         self.hold_blob(&digest).await?;
         let size = body.len() as u64;
+        gate(&digest, size).await?;
         if self
             .store_content(&layout::blob_data(&digest), &digest, body)
             .await?

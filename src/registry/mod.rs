@@ -10,6 +10,7 @@ pub mod listing;
 pub mod manifest_delete;
 pub mod manifests;
 pub mod mirror;
+pub mod quota;
 pub mod retention;
 pub mod scrub;
 pub mod session_cap;
@@ -311,8 +312,8 @@ impl Registry {
 
     /// A whole small blob in one request (a monolithic push): held, stored and linked with
     /// a single durable step, no upload session. `body` must hash to `digest` (checked);
-    /// then `gate` is asked with its size (a `required` webhook), and nothing is stored
-    /// when it refuses.
+    /// then, once held, `gate` is asked with its size (a `required` webhook, the quota), and
+    /// nothing is stored when it refuses.
     pub async fn put_small_blob(
         &self,
         name: &RepoName,
@@ -327,8 +328,9 @@ impl Registry {
             )));
         }
         let size = body.len() as u64;
-        gate(size).await?;
+        // Held first, as in `upload_finish_gated`.
         self.hold_blob(digest).await?;
+        gate(size).await?;
         if self
             .store_content(&layout::blob_data(digest), digest, body)
             .await?

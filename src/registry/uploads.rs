@@ -452,7 +452,7 @@ impl Registry {
     }
 
     /// [`Registry::upload_finish`] with `gate` asked, with the blob's size, once the content
-    /// is verified and before anything is committed (a `required` webhook): when it refuses,
+    /// is verified and held, before anything is committed (webhooks, quota): when it refuses,
     /// the session is removed and nothing becomes visible. Returns the blob's size.
     pub async fn upload_finish_gated(
         &self,
@@ -494,15 +494,16 @@ impl Registry {
         }
         let data_key = self.session_key(&name, &id);
         let size = s_offset;
+        // Held before the gate and the commit: a pass that is deleting this digest finishes
+        // first, and none starts until the grace period is over (see gc.rs). A commit that
+        // finds the blob stored already therefore keeps a blob that stays, and a quota
+        // check in the gate sees what the pass gave back (quota/mod.rs).
+        self.hold_blob(digest).await?;
         if let Err(e) = gate(size).await {
             drop(s);
             self.upload_cancel(&name, &id).await?;
             return Err(e);
         }
-        // Held before the commit: a pass that is deleting this digest finishes first, and
-        // none starts until the grace period is over (see gc.rs). A commit that finds the
-        // blob stored already therefore keeps a blob that stays.
-        self.hold_blob(digest).await?;
         crate::failpoint::hit("blob-after-hold");
         let committed = self
             .store

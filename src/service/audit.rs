@@ -65,9 +65,11 @@ pub fn wanted(svc: &Service) -> bool {
 /// client is shown (an internal cause stays in the log).
 pub fn outcome_of(e: &Error) -> Outcome {
     match e {
-        Error::Conflict(_) | Error::Refused(_) | Error::Denied(_) | Error::Unauthorized(_) => {
-            Outcome::Denied
-        }
+        Error::Conflict(_)
+        | Error::Refused(_)
+        | Error::Denied(_)
+        | Error::QuotaExceeded(_)
+        | Error::Unauthorized(_) => Outcome::Denied,
         _ => Outcome::Failed,
     }
 }

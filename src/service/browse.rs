@@ -185,3 +185,21 @@ pub async fn small_blob(
 ) -> Result<Option<(u64, Option<Vec<u8>>)>> {
     svc.registry.small_blob(name, digest, bytes_max).await
 }
+
+/// The quota that meters namespace `ns` (the innermost one covering it), with its usage as
+/// stored (one read), for the repository tree; None when no quota meters it.
+pub async fn quota(
+    svc: &Service,
+    ns: &str,
+) -> Result<
+    Option<(
+        std::sync::Arc<crate::registry::quota::Quota>,
+        crate::registry::quota::Usage,
+    )>,
+> {
+    let Some(q) = svc.live.peek(|l| l.quotas.of(ns).cloned()) else {
+        return Ok(None);
+    };
+    let (usage, _) = svc.registry.quota_usage(&q.namespace).await?;
+    Ok(Some((q, usage)))
+}

@@ -28,6 +28,7 @@ impl Spec<'_> {
             media_type: self.media_type,
             size: self.size,
             actor,
+            quota: None,
         }
     }
 }

@@ -42,6 +42,13 @@ pub async fn gc(p: &Pass<'_>, grace: Duration, dry_run: bool) -> Result<GcReport
     if dry_run {
         return Ok(report);
     }
+    // Reservations of writes that never settled (a crash) expire here at the latest.
+    for q in p.live.quotas.all() {
+        if let Err(e) = p.registry.quota_expire(&q.namespace).await {
+            e.log_cause();
+            tracing::warn!(namespace = q.label(), error = %e.client_message(), "could not expire quota reservations");
+        }
+    }
     removed_events(p, &report.untagged_removed, &Actor::Gc, "gc").await;
     for (digest, _) in &report.removed {
         audit::reclaimed(p, digest);

@@ -75,7 +75,8 @@ pub async fn head(
 }
 
 /// Stores a pushed manifest under `reference`: `manifest.push` and, by tag, `tag.create`,
-/// whose `required` webhooks are asked before anything is stored. An immutable tag that
+/// whose `required` webhooks are asked before anything is stored, then the namespace's
+/// quota (a new manifest's bytes and count; settled after the store). An immutable tag that
 /// names another manifest is a conflict. Audited with the digest, whatever came of it.
 #[tracing::instrument(target = "origin::span", name = "manifests.put", skip_all)]
 pub async fn put(
@@ -124,9 +125,16 @@ pub async fn put(
             }
         }
         let _write = caller.clock.hold();
-        svc.registry
-            .put_manifest(name, reference, content_type, body, rule)
-            .await
+        let held = super::quota::Held::default();
+        let gated = async |digest: &Digest, size| {
+            super::quota::reserve(svc, &held, name, digest, size, true).await
+        };
+        let stored = svc
+            .registry
+            .put_manifest_gated(name, reference, content_type, body, rule, gated)
+            .await;
+        super::quota::settle(svc, caller, held, name).await;
+        stored
     }
     .await;
     if audited {

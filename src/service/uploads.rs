@@ -5,6 +5,7 @@
 
 use super::audit;
 use super::events::{self, Spec};
+use super::quota;
 use super::{Caller, Service};
 use crate::error::{Error, Result};
 use crate::events::EventKind;
@@ -31,19 +32,21 @@ fn blob_push<'a>(name: &'a RepoName, digest: &'a Digest, size: u64) -> Spec<'a> 
     }
 }
 
-/// `required` webhooks of a blob push, asked once the content is verified and before it is
-/// committed or linked: a refused blob never becomes visible.
+/// `required` webhooks of a blob push, then the namespace's quota, asked once the content is
+/// verified and held and before it is committed or linked: a refused blob never becomes
+/// visible. A quota reservation taken here is in `held`, settled when the operation ends.
 async fn gate(
     svc: &Service,
     caller: &Caller<'_>,
+    held: &quota::Held,
     name: &RepoName,
     digest: &Digest,
     size: u64,
 ) -> Result<()> {
-    if !events::wanted(svc) {
-        return Ok(());
+    if events::wanted(svc) {
+        events::before(svc, &events::client(caller), &blob_push(name, digest, size)).await?;
     }
-    events::before(svc, &events::client(caller), &blob_push(name, digest, size)).await
+    quota::reserve(svc, held, name, digest, size, false).await
 }
 
 /// A blob is in the repository: the rest of its `blob.push` deliveries.
@@ -64,12 +67,16 @@ pub async fn mount(
     digest: &Digest,
     from: Option<&RepoName>,
 ) -> Result<Option<u64>> {
-    let gated = async |size| gate(svc, caller, name, digest, size).await;
+    let held = quota::Held::default();
+    let gated = async |size| gate(svc, caller, &held, name, digest, size).await;
     let mounted = {
         let _write = caller.clock.hold();
-        svc.registry
+        let mounted = svc
+            .registry
             .mount_blob_gated(name, digest, from, gated)
-            .await
+            .await;
+        quota::settle(svc, caller, held, name).await;
+        mounted
     };
     // Nothing to mount is no write: the client uploads instead.
     if !matches!(mounted, Ok(None)) {
@@ -115,10 +122,12 @@ pub async fn put_small(
 ) -> Result<u64> {
     super::space::ensure(svc)?;
     let size = body.len() as u64;
-    let gated = async |size| gate(svc, caller, name, digest, size).await;
+    let held = quota::Held::default();
+    let gated = async |size| gate(svc, caller, &held, name, digest, size).await;
     let result = {
         let _write = caller.clock.hold();
         let put = svc.registry.put_small_blob(name, digest, body, gated).await;
+        quota::settle(svc, caller, held, name).await;
         let closed = match session {
             Some(id) => svc.registry.upload_cancel(name, id).await.map(drop),
             None => Ok(()),
@@ -202,9 +211,12 @@ pub async fn finish(
     }
     let result = async {
         receive(svc, body, &mut s).await?;
-        let gated = async |size| gate(svc, caller, &name, digest, size).await;
+        let held = quota::Held::default();
+        let gated = async |size| gate(svc, caller, &held, &name, digest, size).await;
         let _write = caller.clock.hold();
-        svc.registry.upload_finish_gated(s, digest, gated).await
+        let finished = svc.registry.upload_finish_gated(s, digest, gated).await;
+        quota::settle(svc, caller, held, &name).await;
+        finished
     }
     .await;
     uploaded(svc, caller, &name, digest, &result);
@@ -232,11 +244,15 @@ pub async fn monolithic(
             svc.registry.upload_cancel(name, &id).await?;
             return Err(e);
         }
-        let gated = async |size| gate(svc, caller, name, digest, size).await;
+        let held = quota::Held::default();
+        let gated = async |size| gate(svc, caller, &held, name, digest, size).await;
         let _write = caller.clock.hold();
-        svc.registry
+        let finished = svc
+            .registry
             .upload_finish_gated(session, digest, gated)
-            .await
+            .await;
+        quota::settle(svc, caller, held, name).await;
+        finished
     }
     .await;
     uploaded(svc, caller, name, digest, &result);

@@ -1,20 +1,23 @@
-//! The export of finished spans: a bounded queue that workers only `try_send` to (a full
-//! queue drops the span and counts it), and one thread, `origin-traces`, with its own compio
-//! runtime, that batches spans, encodes them as an OTLP `ExportTraceServiceRequest`
-//! (protobuf, the `opentelemetry-proto` messages) and POSTs them to `<endpoint>/v1/traces`
-//! on the project's HTTP client, as the async webhook deliveries do.
+//! The export of finished spans: a bounded list per recording thread that the thread only
+//! appends to (a full list drops the span and counts it), and one thread, `origin-traces`,
+//! with its own compio runtime, that takes the lists, batches the spans, encodes them as an
+//! OTLP `ExportTraceServiceRequest` (protobuf, the `opentelemetry-proto` messages) and POSTs
+//! them to `<endpoint>/v1/traces` on the project's HTTP client, as the async webhook
+//! deliveries do.
 
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource as ResourceMessage;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
-use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
-use opentelemetry_sdk::trace::SpanData;
 use opentelemetry_sdk::Resource;
+
+use super::record::Finished;
 
 use crate::config::{ConfigError, IoDriver, TracingConfig};
 use crate::http::client::{Client, Target};
@@ -90,8 +93,36 @@ fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// The queue's sending end, set when tracing is first turned on (its size is then fixed).
-static QUEUE: OnceLock<SyncSender<SpanData>> = OnceLock::new();
+/// The spans one thread has finished and the exporter has not taken yet. Only that thread
+/// appends, under a lock only the exporter also takes, once per poll, to swap the list out:
+/// no cache line is shared between workers per span (a bounded channel's send and a shared
+/// gauge per span were the queue's largest costs in a profile at 100 % sampling).
+#[derive(Default)]
+struct Shard {
+    spans: Mutex<Vec<Finished>>,
+}
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, Vec<Finished>> {
+        self.spans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Every thread's list, for the exporter to take from.
+static SHARDS: Mutex<Vec<Arc<Shard>>> = Mutex::new(Vec::new());
+/// Spans one thread's list holds at most (`queue_spans_max`); 0 until the exporter starts.
+static SHARD_SPANS_MAX: AtomicUsize = AtomicUsize::new(0);
+static STARTED: Once = Once::new();
+
+thread_local! {
+    /// This thread's list, registered on its first span.
+    static SHARD: Arc<Shard> = {
+        let shard = Arc::new(Shard::default());
+        SHARDS.lock().unwrap_or_else(|p| p.into_inner()).push(shard.clone());
+        shard
+    };
+}
+
 /// The settings the exporter uses for its next batch; None: tracing off, queued spans go.
 static SETTINGS: Mutex<Option<Arc<Settings>>> = Mutex::new(None);
 
@@ -103,55 +134,64 @@ pub(super) fn set_settings(s: Option<Arc<Settings>>) {
     *SETTINGS.lock().unwrap_or_else(|p| p.into_inner()) = s;
 }
 
-/// Starts the exporter thread once, with a queue of `queue_spans_max` spans.
+/// Starts the exporter thread once; each recording thread then holds at most
+/// `queue_spans_max` spans (its size is then fixed).
 pub(super) fn start(queue_spans_max: usize, io_driver: IoDriver) {
-    QUEUE.get_or_init(|| {
-        let (tx, rx) = mpsc::sync_channel(queue_spans_max);
+    STARTED.call_once(|| {
         let spawned = std::thread::Builder::new()
             .name("origin-traces".into())
-            .spawn(move || export_loop(io_driver, &rx));
-        if let Err(e) = spawned {
-            // The receiver is gone with the closure: every span is then dropped, counted.
-            tracing::error!(error = %e, "cannot start the trace exporter thread; spans are dropped");
+            .spawn(move || export_loop(io_driver));
+        match spawned {
+            Ok(_) => SHARD_SPANS_MAX.store(queue_spans_max, Relaxed),
+            // Nothing takes the spans: every span is then dropped, counted.
+            Err(e) => tracing::error!(
+                error = %e,
+                "cannot start the trace exporter thread; spans are dropped"
+            ),
         }
-        tx
     });
 }
 
-/// Queues a finished span; drops it (counted) when the queue is full, never waits.
-pub(super) fn push(span: SpanData) {
-    let Some(tx) = QUEUE.get() else {
+/// Queues a finished span on this thread's list; drops it (counted) when the list is full
+/// or the exporter is not running, never waits but for the exporter's swap.
+pub(super) fn push(span: Finished) {
+    let max = SHARD_SPANS_MAX.load(Relaxed);
+    let kept = max > 0
+        && SHARD
+            .try_with(|shard| {
+                let mut spans = shard.lock();
+                if spans.len() >= max {
+                    return false;
+                }
+                spans.push(span);
+                true
+            })
+            .unwrap_or(false);
+    if !kept {
         Metrics::add(&METRICS.trace_spans_dropped, 1);
-        return;
-    };
-    match tx.try_send(span) {
-        Ok(()) => {
-            METRICS.trace_queued.fetch_add(1, Relaxed);
-        }
-        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-            Metrics::add(&METRICS.trace_spans_dropped, 1)
-        }
     }
 }
 
-/// How often the exporter looks at the queue. It polls rather than blocks on the channel:
-/// a receiver waiting in `recv` is woken by every span sent (a futex wake and a context
-/// switch per span, measured as the largest cost at 100 % sampling); polling costs a
-/// sleeping thread 50 wake-ups a second and lets the queue (8,192 spans by default) absorb
-/// 400,000 spans a second between two looks.
+/// How often the exporter takes the threads' lists. It polls rather than being woken per
+/// span (a futex wake and a context switch per span, measured as the largest cost at 100 %
+/// sampling before); polling costs a sleeping thread 50 wake-ups a second and lets each
+/// thread's list (8,192 spans by default) absorb 400,000 spans a second between two looks.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-fn export_loop(io_driver: IoDriver, rx: &Receiver<SpanData>) {
+fn export_loop(io_driver: IoDriver) {
     let rt = match crate::server::build_runtime(io_driver) {
         Ok(rt) => rt,
         Err(e) => {
+            SHARD_SPANS_MAX.store(0, Relaxed);
             tracing::error!(error = %e, "trace exporter: cannot start a runtime; spans are dropped");
             return;
         }
     };
     let mut failing = false;
-    let mut batch: Vec<SpanData> = Vec::new();
-    // When the oldest span of `batch` was taken from the queue.
+    let mut batch: Vec<Finished> = Vec::new();
+    // Swapped with each thread's list: the taken list becomes the next spare.
+    let mut spare: Vec<Finished> = Vec::new();
+    // When the oldest span of `batch` was taken.
     let mut oldest = Instant::now();
     loop {
         std::thread::sleep(POLL_INTERVAL);
@@ -159,33 +199,32 @@ fn export_loop(io_driver: IoDriver, rx: &Receiver<SpanData>) {
         let (max, delay) = s.as_ref().map_or((usize::MAX, Duration::ZERO), |s| {
             (s.batch_spans_max, s.batch_delay)
         });
-        let mut closed = false;
-        loop {
-            match rx.try_recv() {
-                Ok(span) => {
-                    METRICS.trace_queued.fetch_sub(1, Relaxed);
-                    if batch.is_empty() {
-                        oldest = Instant::now();
-                    }
-                    batch.push(span);
-                    if batch.len() >= max {
-                        let full = std::mem::take(&mut batch);
-                        failing = export(&rt, s.as_deref(), full, failing);
-                    }
+        let shards: Vec<Arc<Shard>> = SHARDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for shard in &shards {
+            std::mem::swap(&mut *shard.lock(), &mut spare);
+            for span in spare.drain(..) {
+                if batch.is_empty() {
+                    oldest = Instant::now();
                 }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
+                batch.push(span);
+                if batch.len() >= max {
+                    let full = std::mem::take(&mut batch);
+                    failing = export(&rt, s.as_deref(), full, failing);
                 }
             }
         }
-        if !batch.is_empty() && (closed || oldest.elapsed() >= delay) {
+        drop(shards);
+        // The lists of threads that ended, once emptied (held by the list of lists alone).
+        SHARDS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|shard| Arc::strong_count(shard) > 1 || !shard.lock().is_empty());
+        METRICS
+            .trace_queued
+            .store(i64::try_from(batch.len()).unwrap_or(i64::MAX), Relaxed);
+        if !batch.is_empty() && oldest.elapsed() >= delay {
             let due = std::mem::take(&mut batch);
             failing = export(&rt, s.as_deref(), due, failing);
-        }
-        if closed {
-            return;
         }
     }
 }
@@ -195,7 +234,7 @@ fn export_loop(io_driver: IoDriver, rx: &Receiver<SpanData>) {
 fn export(
     rt: &compio::runtime::Runtime,
     s: Option<&Settings>,
-    batch: Vec<SpanData>,
+    batch: Vec<Finished>,
     failing: bool,
 ) -> bool {
     let Some(s) = s else {
@@ -220,15 +259,34 @@ fn export(
     }
 }
 
-/// The OTLP/HTTP request body of a batch: protobuf `ExportTraceServiceRequest`.
-pub fn encode(batch: Vec<SpanData>, resource: &ResourceAttributesWithSchema) -> Vec<u8> {
+/// The OTLP/HTTP request body of a batch: protobuf `ExportTraceServiceRequest`, every span
+/// under this process's one resource and one instrumentation scope.
+pub fn encode(batch: Vec<Finished>, resource: &ResourceAttributesWithSchema) -> Vec<u8> {
+    let scope = InstrumentationScope {
+        name: "origin".to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+    };
     let request = ExportTraceServiceRequest {
-        resource_spans: group_spans_by_resource_and_scope(batch, resource),
+        resource_spans: vec![ResourceSpans {
+            resource: Some(ResourceMessage {
+                attributes: resource.attributes.0.clone(),
+                dropped_attributes_count: 0,
+                entity_refs: Vec::new(),
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(scope),
+                spans: batch.into_iter().map(Finished::into_proto).collect(),
+                schema_url: String::new(),
+            }],
+            schema_url: resource.schema_url.clone().unwrap_or_default(),
+        }],
     };
     prost::Message::encode_to_vec(&request)
 }
 
-async fn send(s: &Settings, batch: Vec<SpanData>) -> std::io::Result<()> {
+async fn send(s: &Settings, batch: Vec<Finished>) -> std::io::Result<()> {
     let body = encode(batch, &s.resource);
     let mut headers: Vec<(&str, String)> =
         vec![("Content-Type", "application/x-protobuf".to_string())];

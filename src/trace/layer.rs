@@ -9,11 +9,8 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::time::SystemTime;
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanLinks};
+use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
@@ -22,6 +19,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
+use super::record::{self, Attribute, Finished, Kind, Value};
 use super::{SpanIds, ROOT, SPAN};
 
 /// Attributes kept per span: the server span has about 15; more are dropped and counted.
@@ -30,17 +28,15 @@ const ATTRIBUTES_MAX: usize = 32;
 const EVENTS_MAX: usize = 32;
 
 /// A span being recorded, kept in the registry's extensions of its `tracing` span.
-struct Recording {
-    ids: SpanIds,
-    parent_span_id: SpanId,
-    parent_is_remote: bool,
-    name: Cow<'static, str>,
-    kind: SpanKind,
-    start: SystemTime,
-    attributes: Vec<KeyValue>,
-    dropped_attributes: u32,
-    events: SpanEvents,
-    status: Status,
+struct Recording(Finished);
+
+impl Recording {
+    fn ids(&self) -> SpanIds {
+        SpanIds {
+            trace_id: self.0.trace_id,
+            span_id: self.0.span_id,
+        }
+    }
 }
 
 /// Which spans and events the layer sees: none while tracing is off (the interest cache is
@@ -52,11 +48,13 @@ fn ours(meta: &Metadata<'_>) -> bool {
 }
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for SpanFilter {
-    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+    fn enabled(&self, meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
         if !super::is_on() || !ours(meta) {
             return false;
         }
-        meta.target() == ROOT && meta.is_span() || cx.lookup_current().is_some()
+        // A child or an event: only inside a recorded span (the thread-local stack of
+        // `on_enter`; `Gated` asked it already for children, so no registry lookup here).
+        meta.target() == ROOT && meta.is_span() || recording()
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
@@ -79,7 +77,8 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for SpanFilter {
 thread_local! {
     /// The recorded spans entered on this thread now, innermost last (a recorded request is
     /// being polled). `tracing` enters and exits spans nested on a thread.
-    static ENTERED: RefCell<Vec<SpanIds>> = const { RefCell::new(Vec::new()) };
+    /// (Ids only: entering needs no lookup of the span; [`current`] looks the innermost up.)
+    static ENTERED: RefCell<Vec<Id>> = const { RefCell::new(Vec::new()) };
 }
 
 /// True while a recorded span is current on this thread: a child span or event made now
@@ -88,9 +87,16 @@ pub fn recording() -> bool {
     ENTERED.with(|e| !e.borrow().is_empty())
 }
 
-/// The ids of the innermost recorded span entered on this thread.
+/// The ids of the innermost recorded span entered on this thread (looked up in the
+/// registry: asked for an outbound `traceparent` or a queued delivery, not per poll).
 pub fn current() -> Option<SpanIds> {
-    ENTERED.with(|e| e.borrow().last().copied())
+    let id = ENTERED.with(|e| e.borrow().last().cloned())?;
+    tracing::dispatcher::get_default(|dispatch| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let span = registry.span(&id)?;
+        let ids = span.extensions().get::<Recording>().map(Recording::ids);
+        ids
+    })
 }
 
 /// The subscriber as installed: the layers, behind a gate that a child span's or a span
@@ -152,103 +158,127 @@ impl<S: Subscriber> Subscriber for Gated<S> {
     fn current_span(&self) -> tracing_core::span::Current {
         self.0.current_span()
     }
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            return Some(std::ptr::from_ref(self).cast());
+        }
+        // SAFETY: the inner subscriber answers for its own types (the registry, the layers),
+        // which `trace::layer::current` looks up.
+        unsafe { self.0.downcast_raw(id) }
+    }
 }
 
 /// Turns `tracing` spans into OpenTelemetry spans.
 pub struct SpanLayer;
 
-/// Reads a span's fields: `otel.*` steer the span, the rest become attributes.
+/// Reads a span's fields: `otel.*` steer the span, the rest become attributes (an empty
+/// string is no attribute).
 struct Fields<'a> {
-    rec: &'a mut Recording,
+    rec: &'a mut Finished,
 }
 
 impl Fields<'_> {
-    fn push(&mut self, kv: KeyValue) {
+    fn push(&mut self, key: &'static str, value: Value) {
         let attrs = &mut self.rec.attributes;
-        if let Some(old) = attrs.iter_mut().find(|a| a.key == kv.key) {
-            *old = kv;
+        if let Some(old) = attrs.iter_mut().find(|a| a.0 == key) {
+            old.1 = value;
         } else if attrs.len() < ATTRIBUTES_MAX {
-            attrs.push(kv);
+            attrs.push((key, value));
         } else {
             self.rec.dropped_attributes += 1;
         }
     }
 }
 
-impl Visit for Fields<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
+impl Fields<'_> {
+    /// A string field, owned once (`record_debug` formats into it; nothing copies it again).
+    fn record_owned(&mut self, field: &Field, value: String) {
         match field.name() {
-            "otel.name" => self.rec.name = Cow::Owned(value.to_string()),
+            "otel.name" => self.rec.name = Cow::Owned(value),
             "otel.kind" => {
-                self.rec.kind = match value {
-                    "server" => SpanKind::Server,
-                    "client" => SpanKind::Client,
-                    _ => SpanKind::Internal,
+                self.rec.kind = match value.as_str() {
+                    "server" => Kind::Server,
+                    "client" => Kind::Client,
+                    _ => Kind::Internal,
                 }
             }
             "error" => {
-                self.rec.status = Status::error(value.to_string());
-                self.push(KeyValue::new("error.message", value.to_string()));
+                self.rec.error = Some(value.clone());
+                self.push("error.message", Value::Str(value));
             }
-            name => self.push(KeyValue::new(name, value.to_string())),
+            _ if value.is_empty() => {}
+            name => self.push(name, Value::Str(value)),
         }
+    }
+}
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record_owned(field, value.to_string());
     }
     fn record_u128(&mut self, field: &Field, value: u128) {
         if field.name() == "otel.trace_id" {
-            self.rec.ids.trace_id = TraceId::from_bytes(value.to_be_bytes());
+            self.rec.trace_id = TraceId::from_bytes(value.to_be_bytes());
         }
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         match field.name() {
             "otel.parent_id" => self.rec.parent_span_id = SpanId::from_bytes(value.to_be_bytes()),
-            name => self.push(KeyValue::new(
-                name,
-                i64::try_from(value).unwrap_or(i64::MAX),
-            )),
+            name => self.push(name, Value::Int(i64::try_from(value).unwrap_or(i64::MAX))),
         }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push(KeyValue::new(field.name(), value));
+        self.push(field.name(), Value::Int(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
         match field.name() {
             // A parent on another thread of this process, not in another process.
             "otel.local" => self.rec.parent_is_remote = !value,
-            name => self.push(KeyValue::new(name, value)),
+            name => self.push(name, Value::Bool(value)),
         }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.record_str(field, &format!("{value:?}"));
+        self.record_owned(field, format!("{value:?}"));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.record_str(field, &value.to_string());
+        self.record_owned(field, value.to_string());
     }
 }
 
 /// Reads an event's message and fields into an OpenTelemetry event.
 struct EventFields {
     name: Cow<'static, str>,
-    attributes: Vec<KeyValue>,
+    attributes: Vec<Attribute>,
+}
+
+impl EventFields {
+    fn record_owned(&mut self, field: &Field, value: String) {
+        if field.name() == "message" {
+            self.name = Cow::Owned(value);
+        } else {
+            self.push(field.name(), Value::Str(value));
+        }
+    }
+    fn push(&mut self, key: &'static str, value: Value) {
+        if self.attributes.len() < ATTRIBUTES_MAX {
+            self.attributes.push((key, value));
+        }
+    }
 }
 
 impl Visit for EventFields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.name = Cow::Owned(value.to_string());
-        } else if self.attributes.len() < ATTRIBUTES_MAX {
-            self.attributes
-                .push(KeyValue::new(field.name(), value.to_string()));
-        }
+        self.record_owned(field, value.to_string());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.record_str(field, &format!("{value:?}"));
+        self.record_owned(field, format!("{value:?}"));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         let v = i64::try_from(value).unwrap_or(i64::MAX);
-        self.attributes.push(KeyValue::new(field.name(), v));
+        self.push(field.name(), Value::Int(v));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.attributes.push(KeyValue::new(field.name(), value));
+        self.push(field.name(), Value::Int(value));
     }
 }
 
@@ -257,42 +287,43 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SpanLayer {
         let Some(span) = cx.span(id) else { return };
         let meta = span.metadata();
         let generator = RandomIdGenerator::default();
-        let mut rec = Recording {
-            ids: SpanIds {
-                trace_id: TraceId::INVALID,
-                span_id: generator.new_span_id(),
-            },
+        let start = SystemTime::now();
+        let mut rec = Finished {
+            trace_id: TraceId::INVALID,
+            span_id: generator.new_span_id(),
             parent_span_id: SpanId::INVALID,
             parent_is_remote: true,
             name: Cow::Borrowed(meta.name()),
-            kind: SpanKind::Internal,
-            start: SystemTime::now(),
+            kind: Kind::Internal,
+            start,
+            end: start,
             attributes: Vec::new(),
             dropped_attributes: 0,
-            events: SpanEvents::default(),
-            status: Status::Unset,
+            events: Vec::new(),
+            dropped_events: 0,
+            error: None,
         };
         if meta.target() == SPAN {
             let parent = span.parent();
-            let ids = parent.and_then(|p| p.extensions().get::<Recording>().map(|r| r.ids));
+            let ids = parent.and_then(|p| p.extensions().get::<Recording>().map(Recording::ids));
             if let Some(p) = ids {
-                rec.ids.trace_id = p.trace_id;
+                rec.trace_id = p.trace_id;
                 rec.parent_span_id = p.span_id;
                 rec.parent_is_remote = false;
             }
         }
         attrs.record(&mut Fields { rec: &mut rec });
-        if rec.ids.trace_id == TraceId::INVALID {
-            rec.ids.trace_id = generator.new_trace_id();
+        if rec.trace_id == TraceId::INVALID {
+            rec.trace_id = generator.new_trace_id();
         }
-        span.extensions_mut().insert(rec);
+        span.extensions_mut().insert(Recording(rec));
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, cx: Context<'_, S>) {
         let Some(span) = cx.span(id) else { return };
         let mut ext = span.extensions_mut();
         if let Some(rec) = ext.get_mut::<Recording>() {
-            values.record(&mut Fields { rec });
+            values.record(&mut Fields { rec: &mut rec.0 });
         }
     }
 
@@ -301,11 +332,11 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SpanLayer {
             return;
         };
         let mut ext = span.extensions_mut();
-        let Some(rec) = ext.get_mut::<Recording>() else {
+        let Some(Recording(rec)) = ext.get_mut::<Recording>() else {
             return;
         };
-        if rec.events.events.len() >= EVENTS_MAX {
-            rec.events.dropped_count += 1;
+        if rec.events.len() >= EVENTS_MAX {
+            rec.dropped_events += 1;
             return;
         }
         let mut fields = EventFields {
@@ -313,70 +344,28 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SpanLayer {
             attributes: Vec::new(),
         };
         event.record(&mut fields);
-        rec.events.events.push(opentelemetry::trace::Event::new(
-            fields.name,
-            SystemTime::now(),
-            fields.attributes,
-            0,
-        ));
+        rec.events.push(record::Event {
+            name: fields.name,
+            time: SystemTime::now(),
+            attributes: fields.attributes,
+        });
     }
 
-    fn on_enter(&self, id: &Id, cx: Context<'_, S>) {
-        // Only recorded spans reach this layer (its filter).
-        let Some(span) = cx.span(id) else { return };
-        let ids = span.extensions().get::<Recording>().map(|r| r.ids);
-        if let Some(ids) = ids {
-            ENTERED.with(|e| e.borrow_mut().push(ids));
-        }
+    fn on_enter(&self, id: &Id, _cx: Context<'_, S>) {
+        // Only recorded spans reach this layer (its filter): no lookup.
+        ENTERED.with(|e| e.borrow_mut().push(id.clone()));
     }
 
-    fn on_exit(&self, id: &Id, cx: Context<'_, S>) {
-        let Some(span) = cx.span(id) else { return };
-        if span.extensions().get::<Recording>().is_some() {
-            ENTERED.with(|e| e.borrow_mut().pop());
-        }
+    fn on_exit(&self, _id: &Id, _cx: Context<'_, S>) {
+        ENTERED.with(|e| e.borrow_mut().pop());
     }
 
     fn on_close(&self, id: Id, cx: Context<'_, S>) {
         let Some(span) = cx.span(&id) else { return };
-        let Some(rec) = span.extensions_mut().remove::<Recording>() else {
+        let Some(Recording(mut rec)) = span.extensions_mut().remove::<Recording>() else {
             return;
         };
-        super::export::push(finish(rec));
-    }
-}
-
-fn scope() -> InstrumentationScope {
-    InstrumentationScope::builder("origin")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build()
-}
-
-thread_local! {
-    /// The instrumentation scope, built once per thread (it is cloned into every span).
-    static SCOPE: InstrumentationScope = scope();
-}
-
-fn finish(rec: Recording) -> SpanData {
-    SpanData {
-        span_context: SpanContext::new(
-            rec.ids.trace_id,
-            rec.ids.span_id,
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        ),
-        parent_span_id: rec.parent_span_id,
-        parent_span_is_remote: rec.parent_is_remote && rec.parent_span_id != SpanId::INVALID,
-        span_kind: rec.kind,
-        name: rec.name,
-        start_time: rec.start,
-        end_time: SystemTime::now(),
-        attributes: rec.attributes,
-        dropped_attributes_count: rec.dropped_attributes,
-        events: rec.events,
-        links: SpanLinks::default(),
-        status: rec.status,
-        instrumentation_scope: SCOPE.with(|s| s.clone()),
+        rec.end = SystemTime::now();
+        super::export::push(rec);
     }
 }

@@ -1,6 +1,6 @@
-//! Traces (README "Observability"): spans are `tracing` spans under two targets, turned into
-//! OpenTelemetry spans (`opentelemetry_sdk::trace::SpanData`) by [`layer::SpanLayer`] and
-//! exported over OTLP/HTTP by the exporter thread ([`export`]).
+//! Traces (README "Observability"): spans are `tracing` spans under two targets, recorded by
+//! [`layer::SpanLayer`] (as [`record::Finished`] spans) and exported over OTLP/HTTP by the
+//! exporter thread ([`export`]).
 //!
 //! - [`ROOT`] spans start a trace: one server span per request ([`server_span`], after the
 //!   sampling decision), a background pass ([`pass_span`]), an async webhook delivery linked
@@ -14,11 +14,13 @@
 
 pub mod export;
 pub mod layer;
+pub mod record;
 #[cfg(test)]
 mod tests;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
@@ -168,12 +170,22 @@ pub struct RequestSpans {
     pub log: Span,
 }
 
-/// The server span of a request, continuing its `traceparent`; none (nothing allocated)
-/// when tracing is off or the request is not sampled.
+/// How a request takes part in tracing.
+pub enum RequestTrace {
+    /// Sampled: its spans are recorded.
+    Recorded(RequestSpans),
+    /// Not sampled, with a valid incoming `traceparent`: nothing is recorded, and outbound
+    /// requests made for it carry that `traceparent` on (W3C Trace Context: a participant
+    /// that does not record still propagates), see [`passing`].
+    Passed(Rc<str>),
+}
+
+/// How a request takes part in tracing, continuing its `traceparent`; none (nothing
+/// allocated) when tracing is off, or when the request is not sampled and has no parent.
 pub fn server_span<'a>(
     info: &RequestInfo<'_>,
-    header: impl Fn(&str) -> Option<&'a str>,
-) -> Option<RequestSpans> {
+    header: impl Fn(&str) -> Option<&'a str> + Copy,
+) -> Option<RequestTrace> {
     if !is_on() {
         return None;
     }
@@ -184,7 +196,9 @@ pub fn server_span<'a>(
         None => RandomIdGenerator::default().new_trace_id(),
     };
     if !sampled(parent.as_ref(), trace_id) {
-        return None;
+        parent.as_ref()?;
+        let incoming = header("traceparent")?.trim().to_ascii_lowercase();
+        return Some(RequestTrace::Passed(incoming.into()));
     }
     let parent_id = parent_sc.map_or(SpanId::INVALID, |sc| sc.span_id());
     // The log span is the outer one: inside it the server span is current, so the request's
@@ -211,16 +225,45 @@ pub fn server_span<'a>(
         oci.action = Empty,
         enduser.id = Empty,
     );
-    Some(RequestSpans { server, log })
+    Some(RequestTrace::Recorded(RequestSpans { server, log }))
+}
+
+thread_local! {
+    /// The `traceparent` passed on for the unsampled request being polled on this thread.
+    static PASSED: RefCell<Option<Rc<str>>> = const { RefCell::new(None) };
+}
+
+/// Runs `fut` (an unsampled request's) with `traceparent` passed on to the outbound
+/// requests it makes: set on this thread while it is polled, as a span is entered.
+pub async fn passing<F: std::future::Future>(fut: F, traceparent: Rc<str>) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let outer = PASSED.with(|p| p.replace(Some(traceparent.clone())));
+        let polled = fut.as_mut().poll(cx);
+        PASSED.with(|p| *p.borrow_mut() = outer);
+        polled
+    })
+    .await
 }
 
 /// The root span of a background pass (GC, retention, upload expiry, eviction): its own
-/// trace, recorded when tracing is on with a ratio above zero.
+/// trace, sampled at `sample_ratio` as a request without a parent is (at 1 % a node's
+/// passes leave a trace now and then, not one per tick).
 pub fn pass_span(name: &'static str) -> Span {
-    if !is_on() || f64::from_bits(RATIO_BITS.load(Relaxed)) <= 0.0 {
+    if !is_on() {
         return Span::none();
     }
-    tracing::info_span!(target: "origin::root", "pass", otel.name = name, otel.kind = "internal")
+    let trace_id = RandomIdGenerator::default().new_trace_id();
+    if !sampled(None, trace_id) {
+        return Span::none();
+    }
+    tracing::info_span!(
+        target: ROOT,
+        "pass",
+        otel.name = name,
+        otel.kind = "internal",
+        otel.trace_id = u128::from_be_bytes(trace_id.to_bytes()),
+    )
 }
 
 /// The current span's trace and span ids, to continue the trace elsewhere (a queued webhook
@@ -239,9 +282,16 @@ pub fn current() -> Option<SpanIds> {
     layer::current()
 }
 
-/// The W3C `traceparent` header value naming the current span, for an outbound request.
+/// The W3C `traceparent` header value for an outbound request: the current recorded span,
+/// or else the unsampled request's own parent, passed on as it came.
 pub fn traceparent() -> Option<String> {
-    current().map(|ids| format!("00-{}-{}-01", ids.trace_id, ids.span_id))
+    if !is_on() {
+        return None;
+    }
+    match layer::current() {
+        Some(ids) => Some(format!("00-{}-{}-01", ids.trace_id, ids.span_id)),
+        None => PASSED.with(|p| p.borrow().as_deref().map(str::to_string)),
+    }
 }
 
 /// A root-target span continuing `parent` (a delivery queued by a request, on another thread).

@@ -35,49 +35,107 @@ fn traceparent_is_read_and_checked() {
     assert!(remote_parent(|name| none.get(name).copied()).is_none());
 }
 
-/// A batch encodes to an OTLP request that decodes back with its ids, names and resource.
+/// A batch encodes to an OTLP request that decodes back with its ids, names, kinds,
+/// attributes, events, status and resource, as the SDK's conversion of the same span would.
 #[test]
 fn a_batch_encodes_as_otlp_protobuf() {
-    use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState};
-    use opentelemetry::{InstrumentationScope, KeyValue};
+    use std::time::{Duration, SystemTime};
+
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_sdk::trace::SpanData;
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    use opentelemetry_proto::tonic::trace::v1::{span, status};
     use prost::Message;
 
+    use super::record::{Event, Finished, Kind, Value};
+
     let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex");
-    let span = SpanData {
-        span_context: SpanContext::new(
-            trace_id,
-            SpanId::from_hex("00f067aa0ba902b7").expect("hex"),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        ),
-        parent_span_id: SpanId::INVALID,
-        parent_span_is_remote: false,
-        span_kind: SpanKind::Server,
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let root = Finished {
+        trace_id,
+        span_id: SpanId::from_hex("00f067aa0ba902b7").expect("hex"),
+        parent_span_id: SpanId::from_hex("1111111111111111").expect("hex"),
+        parent_is_remote: true,
         name: "GET /v2/{name}/blobs/{digest}".into(),
-        start_time: std::time::SystemTime::now(),
-        end_time: std::time::SystemTime::now(),
-        attributes: vec![KeyValue::new("oci.repository", "a/b")],
-        dropped_attributes_count: 0,
-        events: Default::default(),
-        links: Default::default(),
-        status: Status::Unset,
-        instrumentation_scope: InstrumentationScope::builder("origin").build(),
+        kind: Kind::Server,
+        start,
+        end: start + Duration::from_micros(1500),
+        attributes: vec![
+            ("oci.repository", Value::Str("a/b".into())),
+            ("http.response.status_code", Value::Int(500)),
+        ],
+        dropped_attributes: 2,
+        events: vec![Event {
+            name: "retry".into(),
+            time: start + Duration::from_micros(700),
+            attributes: vec![("attempt", Value::Int(2))],
+        }],
+        dropped_events: 1,
+        error: Some("500".into()),
+    };
+    let child = Finished {
+        span_id: SpanId::from_hex("2222222222222222").expect("hex"),
+        parent_span_id: SpanId::from_hex("00f067aa0ba902b7").expect("hex"),
+        parent_is_remote: false,
+        name: "storage.get".into(),
+        kind: Kind::Internal,
+        attributes: vec![("key", Value::Str("blobs/x".into()))],
+        dropped_attributes: 0,
+        events: Vec::new(),
+        dropped_events: 0,
+        error: None,
+        ..root
     };
     let resource = opentelemetry_sdk::Resource::builder_empty()
         .with_service_name("origin-test")
         .build();
-    let body = super::export::encode(vec![span], &(&resource).into());
+    let body = super::export::encode(vec![root, child], &(&resource).into());
     let decoded = ExportTraceServiceRequest::decode(body.as_slice()).expect("decodes");
+    assert_eq!(decoded.resource_spans.len(), 1);
     let rs = &decoded.resource_spans[0];
     let service = rs.resource.as_ref().expect("resource").attributes.iter();
     assert!(service
         .filter(|kv| kv.key == "service.name")
         .any(|kv| format!("{:?}", kv.value).contains("origin-test")));
-    let s = &rs.scope_spans[0].spans[0];
+    let scope = &rs.scope_spans[0];
+    assert_eq!(scope.scope.as_ref().expect("scope").name, "origin");
+    let (s, c) = (&scope.spans[0], &scope.spans[1]);
     assert_eq!(s.trace_id, trace_id.to_bytes().to_vec());
+    assert_eq!(
+        s.span_id,
+        vec![0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
+    );
+    assert_eq!(s.parent_span_id, vec![0x11; 8]);
     assert_eq!(s.name, "GET /v2/{name}/blobs/{digest}");
-    assert!(s.parent_span_id.is_empty());
+    assert_eq!(s.kind, span::SpanKind::Server as i32);
+    assert_eq!(s.start_time_unix_nano, 1_700_000_000_000_000_000);
+    assert_eq!(s.end_time_unix_nano - s.start_time_unix_nano, 1_500_000);
+    // Sampled, and the parent is known to be remote (W3C flags and the OTLP remote bits).
+    assert_eq!(s.flags, 0x01 | 0x100 | 0x200);
+    assert_eq!(c.flags, 0x01 | 0x100);
+    let value = |kv: &opentelemetry_proto::tonic::common::v1::KeyValue| {
+        kv.value.as_ref().and_then(|v| v.value.clone())
+    };
+    assert_eq!(s.attributes[0].key, "oci.repository");
+    assert_eq!(
+        value(&s.attributes[0]),
+        Some(any_value::Value::StringValue("a/b".into()))
+    );
+    assert_eq!(
+        value(&s.attributes[1]),
+        Some(any_value::Value::IntValue(500))
+    );
+    assert_eq!(s.dropped_attributes_count, 2);
+    assert_eq!(s.events[0].name, "retry");
+    assert_eq!(s.events[0].time_unix_nano - s.start_time_unix_nano, 700_000);
+    assert_eq!(s.dropped_events_count, 1);
+    let st = s.status.as_ref().expect("status");
+    assert_eq!(
+        (st.code, st.message.as_str()),
+        (status::StatusCode::Error as i32, "500")
+    );
+    assert_eq!(c.trace_id, s.trace_id);
+    assert_eq!(c.parent_span_id, s.span_id);
+    assert_eq!(c.kind, span::SpanKind::Internal as i32);
+    let st = c.status.as_ref().expect("status");
+    assert_eq!(st.code, status::StatusCode::Unset as i32);
 }

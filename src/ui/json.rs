@@ -126,7 +126,27 @@ async fn answer(app: &App, req: &mut Request<'_>, call: &str) -> Result<serde_js
                 listing::catalog(svc, &identity, ns.as_ref(), last.as_deref(), want).await?;
             let next = next_of(&mut names, n, String::clone);
             let mirrors = mirrors_shown(app, ns.as_ref().map(RepoName::as_str), &names);
-            Ok(serde_json::json!({ "repositories": names, "next": next, "mirrors": mirrors }))
+            // The quota that meters this level, on the first page only (one read).
+            let ns_str = ns.as_ref().map_or("", RepoName::as_str);
+            let quota = match last {
+                None => crate::service::browse::quota(svc, ns_str).await?,
+                Some(_) => None,
+            };
+            let quota = quota.map(|(q, u)| {
+                serde_json::json!({
+                    "namespace": q.namespace,
+                    "usageBytes": u.bytes,
+                    "usageManifests": u.manifests,
+                    "quotaBytes": q.bytes,
+                    "quotaManifests": q.manifests,
+                })
+            });
+            Ok(serde_json::json!({
+                "repositories": names,
+                "next": next,
+                "mirrors": mirrors,
+                "quota": quota,
+            }))
         }
         "tags" => {
             let name = required_repo(&query)?;

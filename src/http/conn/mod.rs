@@ -18,6 +18,7 @@ use std::rc::Rc;
 use tracing::Instrument;
 
 use crate::tls::{PeerIdentity, TlsStream};
+use crate::trace::RequestTrace;
 
 use super::head::{self, HeadError, Method, RequestHead};
 use super::response::Response;
@@ -198,12 +199,13 @@ pub async fn serve_connection<H: Handler>(
         // A recorded request runs in its server span, inside the span that names its trace
         // on log lines (crate::trace).
         let outcome = match &spans {
-            Some(s) => {
+            Some(RequestTrace::Recorded(s)) => {
                 request
                     .instrument(s.server.clone())
                     .instrument(s.log.clone())
                     .await
             }
+            Some(RequestTrace::Passed(tp)) => crate::trace::passing(request, tp.clone()).await,
             None => request.await,
         };
         let bytes_in = req.body.bytes_read();
@@ -232,14 +234,14 @@ pub async fn serve_connection<H: Handler>(
             peer,
         };
         match &spans {
-            Some(s) => {
+            Some(RequestTrace::Recorded(s)) => {
                 s.server.record("http.response.status_code", status);
                 if status >= 500 {
                     s.server.record("error", tracing::field::display(status));
                 }
                 s.log.in_scope(|| handler.completed(&record));
             }
-            None => handler.completed(&record),
+            _ => handler.completed(&record),
         }
         drop(spans);
         if !keep {
@@ -254,8 +256,8 @@ pub async fn serve_connection<H: Handler>(
     }
 }
 
-/// The spans of a request when tracing records it (`crate::trace`); none otherwise.
-fn request_spans(head: &RequestHead, peer: SocketAddr) -> Option<crate::trace::RequestSpans> {
+/// How tracing takes a request (`crate::trace`): recorded, passed on, or none.
+fn request_spans(head: &RequestHead, peer: SocketAddr) -> Option<RequestTrace> {
     if !crate::trace::is_on() {
         return None;
     }

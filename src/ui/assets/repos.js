@@ -1,7 +1,8 @@
 // Repositories: a tree by namespace (the names under `ns`, grouped by their next segment),
 // each folder with its count of repositories and each repository at this level with its
 // stored size, a filter box over what is loaded, and paging on the catalog listing.
-// Mirrored namespaces are marked, and inside one the page says what it mirrors.
+// Mirrored namespaces are marked, and inside one the page says what it mirrors. A level that
+// a quota meters shows the namespace's usage against it.
 import { h, view, api, bytes, breadcrumbs, mirrorCard } from './dom.js';
 
 // Repositories of one level whose stored size is asked for (one call each, in turn).
@@ -16,6 +17,7 @@ export async function reposView(el, params, current) {
   const more = h('button', { type: 'button', id: 'more' }, 'Load more');
   const summary = h('span', { class: 'note', id: 'summary' });
   const mirrorBox = h('div', {});
+  const quotaBox = h('p', { class: 'note', id: 'quota' });
   const mirrors = new Map();
   // name -> its `size` answer (null when it could not be had).
   const sizes = new Map();
@@ -47,6 +49,7 @@ export async function reposView(el, params, current) {
     for (const m of page.mirrors || []) mirrors.set(m.namespace, m);
     const inside = [...mirrors.values()].filter((m) => ns === m.namespace || ns.startsWith(m.namespace + '/')).pop();
     if (inside && !mirrorBox.firstChild) mirrorBox.append(mirrorCard(inside));
+    if (page.quota) quotaBox.textContent = quotaText(page.quota);
     render();
   }
 
@@ -82,11 +85,22 @@ export async function reposView(el, params, current) {
 
   filter.addEventListener('input', render);
   more.addEventListener('click', () => load().then(fillSizes).catch((e) => { summary.textContent = e.message; }));
-  el.append(breadcrumbs(ns), h('h1', {}, ns ? ns + '/' : 'Repositories'), mirrorBox,
+  el.append(breadcrumbs(ns), h('h1', {}, ns ? ns + '/' : 'Repositories'), mirrorBox, quotaBox,
     h('div', { class: 'tools' }, filter, summary), list, h('div', { class: 'tools' }, more));
   await load();
   if (!current()) return;
   fillSizes();
+}
+
+// "Quota of team/: 1.2 MB of 10 MB (12 %); 3 of 100 manifests".
+function quotaText(q) {
+  const parts = [];
+  if (q.quotaBytes != null) {
+    const pct = q.quotaBytes ? Math.round((100 * q.usageBytes) / q.quotaBytes) : 100;
+    parts.push(`${bytes(q.usageBytes)} of ${bytes(q.quotaBytes)} (${pct} %)`);
+  } else parts.push(bytes(q.usageBytes));
+  if (q.quotaManifests != null) parts.push(`${q.usageManifests} of ${q.quotaManifests} manifests`);
+  return `Quota of ${q.namespace ? q.namespace + '/' : 'all repositories'}: ${parts.join('; ')}`;
 }
 
 function repoItem(name, label, size) {
