@@ -168,10 +168,7 @@ struct Entry {
 
 impl Entry {
     fn matches(&self, name: &str) -> bool {
-        let ns = self.namespace.as_str();
-        ns.is_empty()
-            || name == ns
-            || (name.starts_with(ns) && name.as_bytes().get(ns.len()) == Some(&b'/'))
+        crate::config::namespace_covers(&self.namespace, name)
     }
 }
 

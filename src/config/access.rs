@@ -96,6 +96,16 @@ pub struct RepositoryConfig {
     pub quota_warn_ratio: Option<f64>,
 }
 
+/// Whether a `[[repository]]` namespace (without a trailing `/`) covers a repository name:
+/// `""` covers every name, otherwise the name itself and the names below it on a `/`
+/// boundary (`team` covers `team` and `team/app`, not `teammate`).
+pub fn namespace_covers(namespace: &str, repository: &str) -> bool {
+    namespace.is_empty()
+        || repository == namespace
+        || (repository.starts_with(namespace)
+            && repository.as_bytes().get(namespace.len()) == Some(&b'/'))
+}
+
 /// `[repository.mirror]`: the namespace caches content pulled from upstream registries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,4 +154,20 @@ pub struct UpstreamConfig {
     /// Deadline to connect and to receive a response head; also the longest pause in a body.
     #[serde(default = "d::upstream_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
+}
+
+#[cfg(test)]
+mod namespace_tests {
+    use super::namespace_covers;
+
+    #[test]
+    fn a_namespace_covers_itself_and_what_is_below_it_on_a_slash() {
+        assert!(namespace_covers("", "anything/at/all"));
+        assert!(namespace_covers("team", "team"));
+        assert!(namespace_covers("team", "team/app"));
+        assert!(namespace_covers("team/app", "team/app/api"));
+        assert!(!namespace_covers("team", "teammate"));
+        assert!(!namespace_covers("team", "tea"));
+        assert!(!namespace_covers("team/app", "team"));
+    }
 }

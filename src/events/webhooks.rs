@@ -198,13 +198,11 @@ impl Webhooks {
 
     /// The webhooks that want this event of this repository.
     pub fn select(&self, kind: EventKind, repository: &str) -> Vec<Arc<Target>> {
-        let Some(entry) = self.entries.iter().find(|e| {
-            let ns = e.namespace.as_str();
-            ns.is_empty()
-                || repository == ns
-                || (repository.starts_with(ns)
-                    && repository.as_bytes().get(ns.len()) == Some(&b'/'))
-        }) else {
+        let Some(entry) = self
+            .entries
+            .iter()
+            .find(|e| crate::config::namespace_covers(&e.namespace, repository))
+        else {
             return Vec::new();
         };
         entry

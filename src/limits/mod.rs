@@ -193,12 +193,7 @@ fn entry(i: usize, c: &RateLimitConfig) -> Result<Entry, ConfigError> {
 
 impl Entry {
     fn covers(&self, identity: &Identity, req: &AccessRequest<'_>) -> bool {
-        let ns = self.namespace.as_str();
-        let name = req.namespace;
-        let in_namespace = ns.is_empty()
-            || name == ns
-            || (name.starts_with(ns) && name.as_bytes().get(ns.len()) == Some(&b'/'));
-        in_namespace
+        crate::config::namespace_covers(&self.namespace, req.namespace)
             && (!self.anonymous || !identity.is_authenticated())
             && (self.usernames.is_empty()
                 || identity

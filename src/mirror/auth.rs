@@ -154,20 +154,6 @@ pub fn base64(input: &[u8]) -> String {
     out
 }
 
-/// Percent-encodes a query parameter value.
-fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 /// Credentials and cached tokens of one upstream (or replication target).
 pub struct Auth {
     /// `Basic <base64(user:password)>` when credentials are configured.
@@ -362,11 +348,11 @@ impl Auth {
         path.push(if path.contains('?') { '&' } else { '?' });
         let mut query = Vec::new();
         if let Some(service) = challenge.param("service") {
-            query.push(format!("service={}", query_escape(service)));
+            query.push(format!("service={}", crate::http::query::escape(service)));
         }
         // The challenge names the scope the upstream wants; ours is the same for pulls.
         let scope = challenge.param("scope").unwrap_or(scope);
-        query.push(format!("scope={}", query_escape(scope)));
+        query.push(format!("scope={}", crate::http::query::escape(scope)));
         path.push_str(&query.join("&"));
         let mut headers = Vec::new();
         if let Some(basic) = &self.basic {

@@ -152,13 +152,9 @@ impl RetentionRules {
     }
 
     fn entry_for(&self, repository: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| {
-            let ns = e.namespace.as_str();
-            ns.is_empty()
-                || repository == ns
-                || (repository.starts_with(ns)
-                    && repository.as_bytes().get(ns.len()) == Some(&b'/'))
-        })
+        self.entries
+            .iter()
+            .find(|e| crate::config::namespace_covers(&e.namespace, repository))
     }
 
     /// True when the repository's entry has rules (else everything is kept).

@@ -67,13 +67,11 @@ impl ImmutableTags {
 
     /// True when a tag of this repository may never move nor be deleted.
     pub fn is_immutable(&self, repository: &str, tag: &str) -> bool {
-        let Some(e) = self.entries.iter().find(|e| {
-            let ns = e.namespace.as_str();
-            ns.is_empty()
-                || repository == ns
-                || (repository.starts_with(ns)
-                    && repository.as_bytes().get(ns.len()) == Some(&b'/'))
-        }) else {
+        let Some(e) = self
+            .entries
+            .iter()
+            .find(|e| crate::config::namespace_covers(&e.namespace, repository))
+        else {
             return false;
         };
         e.immutable && !e.exclusions.iter().any(|r| r.is_match(tag))

@@ -176,13 +176,11 @@ impl Targets {
 
     /// The targets of the entry `repository` falls under whose repository filter it passes.
     pub fn select(&self, repository: &str) -> Vec<Arc<Target>> {
-        let Some(entry) = self.entries.iter().find(|e| {
-            let ns = e.namespace.as_str();
-            ns.is_empty()
-                || repository == ns
-                || (repository.starts_with(ns)
-                    && repository.as_bytes().get(ns.len()) == Some(&b'/'))
-        }) else {
+        let Some(entry) = self
+            .entries
+            .iter()
+            .find(|e| crate::config::namespace_covers(&e.namespace, repository))
+        else {
             return Vec::new();
         };
         entry

@@ -85,20 +85,6 @@ impl Drop for Sending<'_> {
     }
 }
 
-/// Percent-encodes a query parameter value.
-fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 fn with_query(mut t: Target, query: &str) -> Target {
     t.path.push(if t.path.contains('?') { '&' } else { '?' });
     t.path.push_str(query);
@@ -258,8 +244,8 @@ impl Remote {
                 t,
                 &format!(
                     "mount={}&from={}",
-                    query_escape(d.as_str()),
-                    query_escape(from)
+                    crate::http::query::escape(d.as_str()),
+                    crate::http::query::escape(from)
                 ),
             );
         }
@@ -319,7 +305,10 @@ impl Remote {
         digest: &Digest,
         last: &[u8],
     ) -> CopyResult<()> {
-        let t = with_query(at, &format!("digest={}", query_escape(digest.as_str())));
+        let t = with_query(
+            at,
+            &format!("digest={}", crate::http::query::escape(digest.as_str())),
+        );
         let headers = [("Content-Type", "application/octet-stream".to_string())];
         let resp = self.send("PUT", repo, &t, &headers, Some(last)).await?;
         if resp.status == 201 {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{ConfigError, RepositoryConfig};
+use crate::config::{namespace_covers as covers, ConfigError, RepositoryConfig};
 
 /// The default `quota_warn_ratio`.
 pub const WARN_RATIO_DEFAULT: f64 = 0.8;
@@ -39,13 +39,6 @@ struct Entry {
 pub struct Quotas {
     /// Longest namespace first, so the first entry that covers a name is the innermost.
     entries: Vec<Entry>,
-}
-
-/// Whether namespace `ns` covers repository `name` (on `/` boundaries; `""` covers all).
-fn covers(ns: &str, name: &str) -> bool {
-    ns.is_empty()
-        || name == ns
-        || (name.len() > ns.len() && name.starts_with(ns) && name.as_bytes()[ns.len()] == b'/')
 }
 
 impl Quotas {
