@@ -205,7 +205,11 @@ pub async fn serve_connection<H: Handler>(
                     .instrument(s.log.clone())
                     .await
             }
-            Some(RequestTrace::Passed(tp)) => crate::trace::passing(request, tp.clone()).await,
+            // Boxed: this arm's future (the request inside it) is not laid out in every
+            // connection's task, idle ones included (tests/scale.rs).
+            Some(RequestTrace::Passed(tp)) => {
+                Box::pin(crate::trace::passing(request, tp.clone())).await
+            }
             None => request.await,
         };
         let bytes_in = req.body.bytes_read();
