@@ -18,7 +18,7 @@ Usage:
                                   check blobs, links and references; repair what is safe
   origin scrub --retention [--dry-run] [-c FILE]
                                   delete the manifests no retention rule keeps
-  origin replication status [-c FILE]
+  origin replication status [--json] [-c FILE]
                                   replication jobs per target: pending, running, failed
   origin usage [-c FILE]          print each namespace's usage against its quota
   origin --help | --version
@@ -36,7 +36,8 @@ enum Command {
     Gc(Option<PathBuf>, bool),
     Scrub(Option<PathBuf>, bool),
     Retention(Option<PathBuf>, bool),
-    ReplicationStatus(Option<PathBuf>),
+    /// The file, and whether to print JSON.
+    ReplicationStatus(Option<PathBuf>, bool),
     Usage(Option<PathBuf>),
     Help,
     Version,
@@ -116,6 +117,7 @@ fn parse(args: &[String]) -> Result<Command, UsageError> {
             "--dry-run" if cmd == "scrub" => dry_run = true,
             "--retention" if cmd == "scrub" => retention = true,
             "--repair" if cmd == "scrub" => flag = true,
+            "--json" if cmd == "replication-status" => flag = true,
             "--port" | "-p" if cmd == "serve" => {
                 let v = it.next().ok_or("--port needs a number")?;
                 overrides.port = Some(v.parse().map_err(|_| format!("invalid --port {v:?}"))?);
@@ -137,7 +139,7 @@ fn parse(args: &[String]) -> Result<Command, UsageError> {
     }
     Ok(match cmd {
         "check-config" => Command::CheckConfig(config),
-        "replication-status" => Command::ReplicationStatus(config),
+        "replication-status" => Command::ReplicationStatus(config, flag),
         "usage" => Command::Usage(config),
         "gc" => Command::Gc(config, flag),
         "scrub" if retention && !flag => Command::Retention(config, dry_run),
@@ -222,8 +224,8 @@ pub fn run(args: &[String]) -> i32 {
         Command::Retention(path, dry_run) => {
             with_config(path, |c| crate::maintenance::retention_cli(&c, dry_run))
         }
-        Command::ReplicationStatus(path) => {
-            with_config(path, |c| crate::maintenance::replication_status(&c))
+        Command::ReplicationStatus(path, json) => {
+            with_config(path, |c| crate::maintenance::replication_status(&c, json))
         }
         Command::Scrub(path, repair) => {
             with_config(path, |c| crate::maintenance::scrub(&c, repair))

@@ -87,13 +87,19 @@ fn with_pass<T>(
 
 /// `origin replication status`: per target, the jobs waiting, running and retrying, the
 /// oldest one's age and the jobs that failed for good, read from storage (every node's).
-pub fn replication_status(config: &Config) -> i32 {
+pub fn replication_status(config: &Config, json: bool) -> i32 {
     let configured: Vec<String> = config.replication.keys().cloned().collect();
     let result = with_registry(config, async |reg: &Registry| {
         let now = crate::replication::job::millis(reg.clock.now());
-        crate::replication::status::read(&reg.store, &configured, now)
-            .await
-            .map(|s| crate::replication::status::render(&s, now))
+        let status = crate::replication::status::read(&reg.store, &configured, now).await?;
+        Ok(match json {
+            true => {
+                String::from_utf8_lossy(&crate::replication::status::to_json(&status, now))
+                    .into_owned()
+                    + "\n"
+            }
+            false => crate::replication::status::render(&status, now),
+        })
     });
     match result.and_then(|r| r.map_err(StartError::Registry)) {
         Ok(text) => {

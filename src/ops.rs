@@ -116,7 +116,44 @@ async fn probe_storage(store: &Backend) -> bool {
     written && matches!(store.get(key).await, Ok(Some(o)) if o.bytes == b"ok")
 }
 
-/// The handler of the separate ops listener: only the ops endpoints.
+/// The replication queue per target as JSON, on the ops listener only: it names
+/// repositories and errors, so it is for operators, never on the main listener.
+const ADMIN_REPLICATION: &str = "/admin/replication";
+
+/// The report is read from storage (one read per job) at most this often per process.
+const ADMIN_REPORT_TTL: Duration = Duration::from_secs(2);
+
+static REPLICATION_REPORT: Mutex<Option<(Instant, std::sync::Arc<[u8]>)>> = Mutex::new(None);
+
+async fn replication_status(svc: &crate::service::Service) -> Response {
+    let fresh = |at: &Instant| at.elapsed() < ADMIN_REPORT_TTL;
+    let cached = REPLICATION_REPORT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .filter(|(at, _)| fresh(at))
+        .map(|(_, body)| body.clone());
+    let body = match cached {
+        Some(body) => body,
+        None => match crate::service::replication::status_json(svc).await {
+            Ok(json) => {
+                let body: std::sync::Arc<[u8]> = json.into();
+                *REPLICATION_REPORT.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((Instant::now(), body.clone()));
+                body
+            }
+            Err(e) => {
+                e.log_cause();
+                return text(503, &format!("{}\n", e.client_message()));
+            }
+        },
+    };
+    Response::new(200)
+        .header("Content-Type", "application/json")
+        .body(Body::Bytes(body.to_vec()))
+}
+
+/// The handler of the separate ops listener: the ops endpoints and the admin report.
 pub struct OpsApp {
     pub svc: std::rc::Rc<crate::service::Service>,
     pub shutdown: std::sync::Arc<crate::server::Shutdown>,
@@ -125,6 +162,9 @@ pub struct OpsApp {
 impl crate::http::Handler for OpsApp {
     async fn handle(&self, req: &mut crate::http::Request<'_>) -> Response {
         let path = req.head.path().to_string();
+        if path == ADMIN_REPLICATION {
+            return replication_status(&self.svc).await;
+        }
         match respond(&self.svc, &path, true).await {
             Some(r) => r,
             None => text(404, "not found\n"),

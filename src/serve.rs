@@ -135,6 +135,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             config.server.io_driver,
             move || Registry::new(store, settings, manifests).with_clock(clock),
             live.clone(),
+            events.clone(),
             move || stop.is_set(),
         )
         .map_err(|e| StartError::io("cannot start the replication worker", e))?

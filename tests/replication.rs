@@ -581,3 +581,78 @@ fn a_retention_pass_from_the_command_line_replicates_its_deletions() {
     );
     assert_eq!(peer.get("/v2/ret/manifests/keep1").status, 200);
 }
+
+/// The address the ops listener logged.
+fn ops_addr(srv: &mut Server) -> std::net::SocketAddr {
+    let line = srv
+        .logs_until("ops endpoints listening on ", Duration::from_secs(5))
+        .expect("ops listener");
+    line.split("ops endpoints listening on ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .expect("ops address")
+}
+
+/// A job that fails for good is a `replication.failed` webhook event (target, attempts,
+/// error), and is in the admin report: `/admin/replication` on the ops listener (never on
+/// the main one) and `origin replication status --json`, which agree.
+#[test]
+fn a_job_that_fails_for_good_is_an_event_and_in_the_admin_report() {
+    use common::receiver::Receiver;
+    let refusing = Receiver::start();
+    refusing.answer(500);
+    let hooks = Receiver::start();
+    let config = format!(
+        "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\n\
+         replications = [\"broken\"]\nevent_webhooks = [\"ops\"]\n\n\
+         [replication.broken]\nurl = \"{}\"\ntimeout = \"2s\"\nmax_retries = 1\n\
+         retry_backoff_max = \"1s\"\n\n\
+         [event_webhook.ops]\nurl = \"{}\"\nevents = [\"replication.failed\"]\n\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n",
+        refusing.url(""),
+        hooks.url("/hook")
+    );
+    let mut src = Server::start_with("", &config);
+    let ops = ops_addr(&mut src);
+    let (_, d) = src.push_image("fails/app", "v1", &[bytes(70, 3000)]);
+    let got = hooks.wait_for(ARRIVES_WITHIN, |got| !got.is_empty());
+    let event = got[0].json();
+    assert_eq!(event["kind"], "replication.failed", "{event}");
+    assert_eq!(event["repository"], "fails/app");
+    assert_eq!(event["tag"], "v1");
+    assert_eq!(event["digest"], d.as_str());
+    assert_eq!(event["actor"]["kind"], "replication");
+    assert_eq!(event["replication"]["target"], "broken");
+    assert_eq!(event["replication"]["job"], "push");
+    assert_eq!(event["replication"]["attempts"], 2, "{event}");
+    let error = event["replication"]["error"].as_str().unwrap_or("");
+    assert!(error.contains("500"), "{event}");
+    // Only the failure is sent: this webhook asked for nothing else.
+    assert_eq!(got.len(), 1, "{got:?}");
+
+    let mut s = std::net::TcpStream::connect(ops).unwrap();
+    send(&mut s, "GET", "/admin/replication", &[], b"");
+    let r = read_response(&mut s, false).unwrap();
+    assert_eq!(r.status, 200);
+    let report: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let broken = &report["targets"]["broken"];
+    assert_eq!(broken["pending"], 0, "{report}");
+    assert_eq!(broken["failed"], 1, "{report}");
+    let job = &broken["failed_jobs"][0];
+    assert_eq!(job["repository"], "fails/app");
+    assert_eq!(job["reference"], "v1");
+    assert_eq!(job["attempts"], 2);
+    assert!(
+        job["error"].as_str().unwrap_or("").contains("500"),
+        "{report}"
+    );
+    // The command line says the same.
+    let (code, out) = src.cli(&["replication", "status", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    // The report is the first line (stdout; logs, if any, follow on stderr).
+    let cli: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or("")).unwrap();
+    assert_eq!(cli["targets"]["broken"], report["targets"]["broken"]);
+    // Not on the main listener: it names repositories and errors.
+    assert_eq!(src.get("/admin/replication").status, 404);
+}

@@ -28,10 +28,11 @@ pub enum EventKind {
     TagCreate,
     TagDelete,
     QuotaWarning,
+    ReplicationFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::ManifestPush,
         EventKind::ManifestPull,
         EventKind::ManifestDelete,
@@ -40,6 +41,7 @@ impl EventKind {
         EventKind::TagCreate,
         EventKind::TagDelete,
         EventKind::QuotaWarning,
+        EventKind::ReplicationFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +54,7 @@ impl EventKind {
             EventKind::TagCreate => "tag.create",
             EventKind::TagDelete => "tag.delete",
             EventKind::QuotaWarning => "quota.warning",
+            EventKind::ReplicationFailed => "replication.failed",
         }
     }
 
@@ -60,7 +63,7 @@ impl EventKind {
     }
 
     /// One bit per kind, for a webhook's set of events.
-    pub fn bit(self) -> u8 {
+    pub fn bit(self) -> u16 {
         1 << (self as u8)
     }
 }
@@ -77,6 +80,7 @@ pub enum Actor {
     Gc,
     Retention,
     Mirror,
+    Replication,
 }
 
 #[derive(Serialize)]
@@ -105,6 +109,18 @@ pub struct Event<'a> {
     pub actor: &'a Actor,
     /// For `quota.warning`: the namespace's usage and quota after the push.
     pub quota: Option<QuotaNote<'a>>,
+    /// For `replication.failed`: the target and why its job gave up.
+    pub replication: Option<ReplicationNote<'a>>,
+}
+
+/// What a `replication.failed` says of the job that moved to the failed state.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicationNote<'a> {
+    pub target: &'a str,
+    /// `push` or `delete`.
+    pub job: &'a str,
+    pub attempts: u32,
+    pub error: &'a str,
 }
 
 /// What a `quota.warning` says of the namespace whose usage crossed its warning ratio.
@@ -132,6 +148,8 @@ struct EventJson<'a> {
     actor: ActorJson<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     quota: Option<&'a QuotaNote<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replication: Option<&'a ReplicationNote<'a>>,
 }
 
 impl Event<'_> {
@@ -149,6 +167,7 @@ impl Event<'_> {
                 kind: match other {
                     Actor::Gc => "gc",
                     Actor::Retention => "retention",
+                    Actor::Replication => "replication",
                     _ => "mirror",
                 },
                 id: None,
@@ -168,6 +187,7 @@ impl Event<'_> {
             size: self.size,
             actor,
             quota: self.quota.as_ref(),
+            replication: self.replication.as_ref(),
         };
         // Serialising plain strings and numbers cannot fail.
         serde_json::to_vec(&json).unwrap_or_default()
@@ -286,7 +306,7 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_and_have_distinct_bits() {
-        let mut bits = 0u8;
+        let mut bits = 0u16;
         for k in EventKind::ALL {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
             assert_eq!(bits & k.bit(), 0);
@@ -319,6 +339,7 @@ mod tests {
             size: Some(12),
             actor: &actor,
             quota: None,
+            replication: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
         let again: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();

@@ -24,7 +24,7 @@ pub struct Target {
     pub name: String,
     pub target: HttpTarget,
     pub client: Client,
-    events: u8,
+    events: u16,
     filter: Vec<Regex>,
     pub token: Option<String>,
     pub key: Option<ring::hmac::Key>,
@@ -154,7 +154,7 @@ impl Webhooks {
                 .events
                 .iter()
                 .filter_map(|e| EventKind::parse(e))
-                .fold(0u8, |acc, k| acc | k.bit());
+                .fold(0u16, |acc, k| acc | k.bit());
             targets.push(Arc::new(Target {
                 name: name.clone(),
                 target,

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use serde::Serialize;
+
 use super::job::Job;
 use crate::error::Result;
 use crate::registry::layout;
@@ -15,7 +17,7 @@ const FAILED_SHOWN_MAX: usize = 10;
 /// Keys read in one listing call.
 const PAGE_KEYS: usize = 1000;
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetStatus {
     pub pending: u64,
     /// Of the pending: held by a node whose lease has not expired.
@@ -24,8 +26,25 @@ pub struct TargetStatus {
     pub retrying: u64,
     pub oldest_created_ms: Option<u64>,
     pub failed: u64,
-    /// (repository, reference, attempts, last error) of the first failed jobs.
-    pub failed_jobs: Vec<(String, String, u32, String)>,
+    /// The first failed jobs, with their last errors.
+    pub failed_jobs: Vec<FailedJob>,
+}
+
+impl TargetStatus {
+    /// Age of the oldest pending job (0 with none).
+    pub fn lag_seconds(&self, now_ms: u64) -> u64 {
+        self.oldest_created_ms
+            .map_or(0, |c| now_ms.saturating_sub(c) / 1000)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedJob {
+    pub repository: String,
+    /// The tag, or the digest of a push or deletion by digest.
+    pub reference: String,
+    pub attempts: u32,
+    pub error: String,
 }
 
 /// Every target with jobs in storage, and every name in `configured`.
@@ -62,12 +81,12 @@ pub async fn read(
                 if failed {
                     s.failed += 1;
                     if s.failed_jobs.len() < FAILED_SHOWN_MAX {
-                        s.failed_jobs.push((
-                            job.repository.clone(),
-                            job.reference().to_string(),
-                            job.attempts,
-                            job.last_error.clone().unwrap_or_default(),
-                        ));
+                        s.failed_jobs.push(FailedJob {
+                            repository: job.repository.clone(),
+                            reference: job.reference().to_string(),
+                            attempts: job.attempts,
+                            error: job.last_error.clone().unwrap_or_default(),
+                        });
                     }
                     continue;
                 }
@@ -98,20 +117,51 @@ pub fn render(status: &BTreeMap<String, TargetStatus>, now_ms: u64) -> String {
         out.push_str("no replication targets configured and no jobs stored\n");
     }
     for (name, s) in status {
-        let lag = s
-            .oldest_created_ms
-            .map_or(0, |c| now_ms.saturating_sub(c) / 1000);
+        let lag = s.lag_seconds(now_ms);
         let _ = writeln!(
             out,
             "{name}: pending {} (running {}, retrying {}), oldest {lag}s, failed {}",
             s.pending, s.running, s.retrying, s.failed
         );
-        for (repo, reference, attempts, error) in &s.failed_jobs {
+        for f in &s.failed_jobs {
             let _ = writeln!(
                 out,
-                "  failed: {repo}:{reference} after {attempts} attempts: {error}"
+                "  failed: {}:{} after {} attempts: {}",
+                f.repository, f.reference, f.attempts, f.error
             );
         }
     }
     out
+}
+
+/// The same report as JSON (the ops listener's `/admin/replication` and
+/// `origin replication status --json`): `{"now_ms": .., "targets": {name: {..}}}`, each
+/// target with its counts, `oldest_created_ms`, `lag_seconds` and `failed_jobs`.
+pub fn to_json(status: &BTreeMap<String, TargetStatus>, now_ms: u64) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        #[serde(flatten)]
+        status: &'a TargetStatus,
+        lag_seconds: u64,
+    }
+    #[derive(Serialize)]
+    struct Report<'a> {
+        now_ms: u64,
+        targets: BTreeMap<&'a str, Entry<'a>>,
+    }
+    let targets = status
+        .iter()
+        .map(|(name, s)| {
+            let lag_seconds = s.lag_seconds(now_ms);
+            (
+                name.as_str(),
+                Entry {
+                    status: s,
+                    lag_seconds,
+                },
+            )
+        })
+        .collect();
+    // Plain strings and numbers: serialising cannot fail.
+    serde_json::to_vec(&Report { now_ms, targets }).unwrap_or_default()
 }

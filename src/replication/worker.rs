@@ -47,6 +47,8 @@ struct Ctx {
     keys: RefCell<HashSet<String>>,
     /// Jobs in backoff: key -> due (ms).
     waiting: RefCell<HashMap<String, u64>>,
+    /// Where `replication.failed` events go (the process's queue of webhook deliveries).
+    events: Arc<crate::events::Queue>,
 }
 
 /// Starts the worker thread; it ends when `stopped` returns true.
@@ -54,6 +56,7 @@ pub fn start(
     io_driver: IoDriver,
     registry: impl FnOnce() -> Registry + Send + 'static,
     live: Arc<LiveCell<Live>>,
+    events: Arc<crate::events::Queue>,
     stopped: impl Fn() -> bool + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -73,6 +76,7 @@ pub fn start(
                 running: RefCell::new(HashMap::new()),
                 keys: RefCell::new(HashSet::new()),
                 waiting: RefCell::new(HashMap::new()),
+                events,
             });
             rt.block_on(async {
                 while !stopped() {
@@ -233,6 +237,7 @@ async fn run(ctx: &Ctx, claimed: &Claimed) {
                 tracing::error!(target = %target.name, repository = %job.repository,
                     reference = job.reference(), attempts = job.attempts + 1, error = %message,
                     "replication failed for good (see `origin replication status`)");
+                failed_event(ctx, &live, &target.name, job, &message).await;
             } else {
                 metrics::add(&m.jobs_retried, 1);
                 tracing::warn!(target = %target.name, repository = %job.repository,
@@ -247,6 +252,37 @@ async fn run(ctx: &Ctx, claimed: &Claimed) {
         tracing::warn!(error = %e.client_message(), key = %claimed.key,
             "could not record a replication job's outcome (its lease will expire)");
     }
+}
+
+/// `replication.failed` to the webhooks that want it: every delivery, after the fact (as
+/// for the registry's own passes, a `required` webhook cannot refuse it).
+async fn failed_event(ctx: &Ctx, live: &Live, target: &str, job: &job::Job, error: &str) {
+    if live.webhooks.is_empty() {
+        return;
+    }
+    let note = crate::events::ReplicationNote {
+        target,
+        job: match job.kind {
+            Kind::Push => "push",
+            Kind::Delete => "delete",
+        },
+        attempts: job.attempts + 1,
+        error,
+    };
+    let event = crate::events::Event {
+        kind: crate::events::EventKind::ReplicationFailed,
+        repository: &job.repository,
+        digest: &job.digest,
+        tag: job.tag.as_deref(),
+        reference: Some(job.reference()),
+        media_type: None,
+        size: None,
+        actor: &crate::events::Actor::Replication,
+        quota: None,
+        replication: Some(note),
+    };
+    let phase = crate::events::Phase::All;
+    let _ = crate::events::send(&live.webhooks, &ctx.events, &event, phase).await;
 }
 
 fn copy_error(message: &str) -> super::remote::CopyError {

@@ -29,6 +29,7 @@ impl Spec<'_> {
             size: self.size,
             actor,
             quota: None,
+            replication: None,
         }
     }
 }

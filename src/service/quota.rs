@@ -85,6 +85,7 @@ pub async fn settle(svc: &Service, caller: &Caller<'_>, held: Held, name: &RepoN
                 size: None,
                 actor: &actor,
                 quota: Some(note),
+                replication: None,
             };
             let live = svc.live.get();
             let _ = crate::events::send(&live.webhooks, &svc.events, &event, Phase::All).await;

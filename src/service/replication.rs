@@ -12,7 +12,7 @@ use crate::http::conn::RequestClock;
 use crate::oci::{Digest, Reference, RepoName};
 use crate::registry::Registry;
 use crate::replication::job::{millis, node_id, Job, Kind};
-use crate::replication::{copy, queue, Targets};
+use crate::replication::{copy, queue, status, Targets};
 
 fn tag_of(reference: &Reference) -> Option<&str> {
     match reference {
@@ -126,4 +126,16 @@ pub async fn deleted_by_pass(
         tracing::warn!(error = %e.client_message(), repository = %name,
             "could not record a replication job for a deletion");
     }
+}
+
+/// The queue's report as JSON, per target (every configured target, and every target with
+/// jobs in storage): what `origin replication status --json` prints, served to operators on
+/// the ops listener. Read from storage, so it covers every node's work.
+pub async fn status_json(svc: &Service) -> Result<Vec<u8>> {
+    let configured: Vec<String> = svc
+        .live
+        .peek(|l| l.replication.all().iter().map(|t| t.name.clone()).collect());
+    let now = millis(svc.registry.clock.now());
+    let report = status::read(&svc.registry.store, &configured, now).await?;
+    Ok(status::to_json(&report, now))
 }
