@@ -20,6 +20,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# no_args "$@": a script that takes no argument prints its header comment for -h/--help
+# and refuses anything else.
+no_args() {
+  case "${1:-}" in
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#'; exit 0 ;;
+    "") ;;
+    *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
+  esac
+}
+
 need() {
   for tool in "$@"; do
     command -v "$tool" >/dev/null || { echo "missing tool: $tool (see bench/README.md)" >&2; exit 1; }

@@ -34,11 +34,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap 'set +e; cleanup' EXIT
 
-case "${1:-}" in
-  -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#'; exit 0 ;;
-  "") ;;
-  *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
-esac
+no_args "$@"
 SIZES=${BENCH_SIZES:-"10000:100000:100:10000 100000:1000000:1000:100000"}
 DATA=${BENCH_DATA:-/work/scale-data}
 RATE=${BENCH_RATE:-50}

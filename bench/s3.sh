@@ -27,11 +27,7 @@ source "$(dirname "$0")/lib.sh"
 # cleanup at the first).
 trap 'set +e; cleanup' EXIT
 
-case "${1:-}" in
-  -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#'; exit 0 ;;
-  "") ;;
-  *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
-esac
+no_args "$@"
 LAYERS=${BENCH_LAYERS:-3}
 LAYER_MIB=${BENCH_LAYER_MIB:-2}
 COMMIT_MIB=${BENCH_COMMIT_MIB:-"2 64"}

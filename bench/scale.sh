@@ -27,11 +27,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap 'set +e; cleanup' EXIT
 
-case "${1:-}" in
-  -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#'; exit 0 ;;
-  "") ;;
-  *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
-esac
+no_args "$@"
 SIZES=${BENCH_SIZES:-"1000:1000 10000:10000 20000:4000 100000:100000"}
 S3_SIZES=${BENCH_S3_SIZES:-"1000:1000 10000:10000"}
 DIST_MAX=${BENCH_DIST_MAX:-20000}

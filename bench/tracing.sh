@@ -29,11 +29,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap 'set +e; cleanup' EXIT
 
-case "${1:-}" in
-  -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#'; exit 0 ;;
-  "") ;;
-  *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
-esac
+no_args "$@"
 SECS=${BENCH_SECS:-8}
 CONNS=${BENCH_CONNS:-16}
 STREAMS=${BENCH_PUSH_STREAMS:-4}

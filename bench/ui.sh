@@ -31,11 +31,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap 'set +e; cleanup' EXIT
 
-case "${1:-}" in
-  -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#'; exit 0 ;;
-  "") ;;
-  *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
-esac
+no_args "$@"
 SECS=${BENCH_SECS:-10}
 CONNS=${BENCH_CONNS:-16}
 UI_CONNS=${BENCH_UI_CONNS:-4}
