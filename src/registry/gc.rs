@@ -121,12 +121,17 @@ struct Collected {
     released: Vec<Digest>,
 }
 
-/// How old things must be before a pass acts on them.
+/// How old things must be before a pass acts on them, and what it found at its start.
 #[derive(Clone, Copy)]
 struct Ages {
     grace_secs: u64,
     /// A candidate this old has no manifest PUT still writing its edges.
     debris_secs: u64,
+    /// Some quota marker existed when the pass started. Without one no removal has bytes to
+    /// give back: a marker for a blob this pass removes is written by a push that held the
+    /// blob first, and a blob held since its candidate was stamped is kept. So a pass with
+    /// no quota configured makes no quota request per removed blob.
+    quota_markers: bool,
 }
 
 mod untagged;
@@ -269,9 +274,15 @@ impl Registry {
                 .remove_untagged(grace.as_secs(), dry_run, &mut report.untagged_removed)
                 .await?;
         }
+        let quota_markers = !self
+            .store
+            .list(layout::QUOTA_HELD_PREFIX, None, 1)
+            .await?
+            .is_empty();
         let ages = Ages {
             grace_secs: grace.as_secs(),
             debris_secs: grace.max(self.settings.debris_after).as_secs(),
+            quota_markers,
         };
         // A page of candidates at a time from where the last page ended (what a page
         // removes is behind the position, what a page adds after it is seen next).
@@ -391,7 +402,9 @@ impl Registry {
                 if !more {
                     done.removed = self.remove_blob(d).await?;
                     // No repository holds it now: every quota that counted it gets it back.
-                    self.quota_release(d).await?;
+                    if ages.quota_markers {
+                        self.quota_release(d).await?;
+                    }
                 }
             }
         }

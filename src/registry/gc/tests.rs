@@ -34,7 +34,8 @@ async fn small_blob(reg: &Registry, name: &RepoName, body: &[u8]) -> Digest {
 
 /// A pass over more candidates than one listing page reads them a bounded page at a time
 /// (every listing it makes asks for at most a page), and still decides every candidate:
-/// the unreferenced blobs go, the blobs of a tagged manifest stay.
+/// the unreferenced blobs go, the blobs of a tagged manifest stay. With no quota marker in
+/// storage, removals make no quota request.
 #[test]
 fn a_pass_pages_through_candidates_and_collects_them_all() {
     compio::runtime::Runtime::new().unwrap().block_on(async {
@@ -81,6 +82,13 @@ fn a_pass_pages_through_candidates_and_collects_them_all() {
         );
         let largest = calls.iter().map(|(_, l)| *l).max().unwrap_or(0);
         assert!(largest <= 1000, "a listing of the pass asked for {largest} keys: {calls:?}");
+        // No quota holds anything: one look at the quota markers for the pass, none per
+        // removed blob.
+        let quota_listings = calls
+            .iter()
+            .filter(|(prefix, _)| prefix.starts_with(layout::QUOTA_HELD_PREFIX))
+            .count();
+        assert_eq!(quota_listings, 1, "{quota_listings} listings of quota markers");
 
         assert_eq!(report.blobs_removed, garbage_count, "{report:?}");
         for d in &garbage {
