@@ -414,6 +414,51 @@ fn an_unsampled_traceparent_is_passed_on_upstream() {
     assert!(decode(&rx.received()).is_empty(), "nothing recorded");
 }
 
+/// An unsampled request's `traceparent` also reaches its queued (`async`) webhook
+/// deliveries, sent later from another thread; a request without one sends none.
+#[test]
+fn an_unsampled_traceparent_reaches_queued_webhook_deliveries() {
+    let rx = Receiver::start();
+    let hooks = Receiver::start();
+    let config = format!(
+        "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\nevent_webhooks = [\"hook\"]\n\n\
+         [event_webhook.hook]\nurl = \"{}\"\nevents = [\"manifest.push\"]\ndelivery = \"async\"\n\n{}",
+        hooks.url("/hook"),
+        tracing_section(&rx.url(""), 0.0)
+    );
+    let srv = Server::start_with("", &config);
+    let unsampled = format!("00-{INCOMING_TRACE}-{INCOMING_SPAN}-00");
+    let config_d = srv.push_blob("hooked/app", b"{}");
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_MANIFEST}\",\
+         \"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{config_d}\",\"size\":2}},\
+         \"layers\":[]}}"
+    );
+    let put = |tag: &str, headers: &[(&str, &str)]| {
+        let mut all = vec![("Content-Type", OCI_MANIFEST)];
+        all.extend_from_slice(headers);
+        let r = srv.request(
+            "PUT",
+            &format!("/v2/hooked/app/manifests/{tag}"),
+            &all,
+            manifest.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    };
+    put("with", &[("traceparent", &unsampled)]);
+    let got = hooks.wait_for(WAIT, |g| !g.is_empty());
+    assert_eq!(got[0].header("traceparent"), Some(unsampled.as_str()));
+    put("without", &[]);
+    let got = hooks.wait_for(WAIT, |g| g.len() >= 2);
+    assert_eq!(
+        got[1].header("traceparent"),
+        None,
+        "no traceparent without one coming in"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(decode(&rx.received()).is_empty(), "nothing recorded");
+}
+
 /// A background pass is a trace of its own, sampled like a request without a parent: at
 /// 100 % each GC pass is a root span named after the pass with the GC operation under it;
 /// at 0 % no pass leaves a trace (only the sampled request's one arrives).

@@ -27,6 +27,9 @@ struct Job {
     body: Arc<[u8]>,
     /// The span of the request that queued it: the delivery continues its trace.
     parent: Option<crate::trace::SpanIds>,
+    /// Or the `traceparent` an unsampled request that queued it passes on: the delivery
+    /// sends it, as that request's own outbound requests do.
+    passed: Option<Box<str>>,
 }
 
 pub struct Queue {
@@ -77,11 +80,13 @@ impl Queue {
             return;
         };
         let parent = crate::trace::current();
+        let passed = parent.is_none().then(crate::trace::passed).flatten();
         match tx.try_send(Job {
             target,
             kind,
             body,
             parent,
+            passed,
         }) {
             Ok(()) => {
                 METRICS.webhook_queued.fetch_add(1, Relaxed);
@@ -128,12 +133,13 @@ fn send_loop(io_driver: IoDriver, rx: &Mutex<Receiver<Job>>) {
         let Ok(job) = job else { break };
         METRICS.webhook_queued.fetch_sub(1, Relaxed);
         let span = crate::trace::linked_span("webhook.queued", job.parent);
-        rt.block_on(tracing::Instrument::instrument(
-            async {
-                let _ = super::delivery::deliver(&job.target, job.kind, &job.body).await;
-            },
-            span,
-        ));
+        let delivery = async {
+            let _ = super::delivery::deliver(&job.target, job.kind, &job.body).await;
+        };
+        match &job.passed {
+            Some(tp) => rt.block_on(crate::trace::passing(delivery, std::rc::Rc::from(&**tp))),
+            None => rt.block_on(tracing::Instrument::instrument(delivery, span)),
+        }
     }
     rt.block_on(async { crate::http::client::close_idle() });
 }

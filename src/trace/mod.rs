@@ -246,6 +246,15 @@ pub async fn passing<F: std::future::Future>(fut: F, traceparent: Rc<str>) -> F:
     .await
 }
 
+/// The `traceparent` an unsampled request being polled on this thread passes on (None in
+/// a recorded span, or with no parent): for work it queues for another thread.
+pub fn passed() -> Option<Box<str>> {
+    if !is_on() || layer::current().is_some() {
+        return None;
+    }
+    PASSED.with(|p| p.borrow().as_deref().map(Box::from))
+}
+
 /// The root span of a background pass (GC, retention, upload expiry, eviction): its own
 /// trace, sampled at `sample_ratio` as a request without a parent is (at 1 % a node's
 /// passes leave a trace now and then, not one per tick).
