@@ -459,6 +459,92 @@ fn an_unsampled_traceparent_reaches_queued_webhook_deliveries() {
     assert!(decode(&rx.received()).is_empty(), "nothing recorded");
 }
 
+/// A replication job is a trace of its own (a `replication` root with `replication.job`
+/// under it, naming the target, repository and reference), and the target continues it:
+/// the second Origin's server spans for the copy are in the job's trace, under it.
+#[test]
+fn a_replication_job_is_a_trace_the_target_continues() {
+    let rx = Receiver::start();
+    let target = Server::start_with(
+        "",
+        &format!("{ALLOW_ALL}{}", tracing_section(&rx.url(""), 1.0)),
+    );
+    let config = format!(
+        "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\nreplications = [\"dr\"]\n\n\
+         [replication.dr]\nurl = \"http://{}\"\n\n{}",
+        target.addr,
+        tracing_section(&rx.url(""), 1.0)
+    );
+    let src = Server::start_with("", &config);
+    let (_, d) = src.push_image("traced/app", "v1", &[bytes(5, 2000)]);
+    let spans = spans_until(&rx, |s| {
+        s.iter().any(|j| j.name == "replication.job")
+            && s.iter().any(|p| {
+                p.kind == KIND_SERVER
+                    && p.attrs
+                        .get("url.path")
+                        .is_some_and(|u| u.ends_with("/manifests/v1"))
+                    && p.attrs
+                        .get("http.request.method")
+                        .is_some_and(|m| m == "PUT")
+                    && s.iter()
+                        .any(|j| j.name == "replication.job" && j.trace_id == p.trace_id)
+            })
+    });
+    let job = spans
+        .iter()
+        .find(|j| j.name == "replication.job")
+        .unwrap_or_else(|| panic!("a replication.job span: {spans:?}"));
+    assert_eq!(
+        job.attrs.get("replication.target").map(String::as_str),
+        Some("dr")
+    );
+    assert_eq!(
+        job.attrs.get("oci.repository").map(String::as_str),
+        Some("traced/app")
+    );
+    assert_eq!(
+        job.attrs.get("oci.reference").map(String::as_str),
+        Some("v1")
+    );
+    let root = spans
+        .iter()
+        .find(|r| r.span_id == job.parent)
+        .unwrap_or_else(|| panic!("the job's root: {spans:?}"));
+    assert_eq!(
+        (root.name.as_str(), root.parent.as_str()),
+        ("replication", "")
+    );
+    // At the target: the manifest PUT of the copy is a server span in the job's trace.
+    let put = spans
+        .iter()
+        .find(|p| {
+            p.kind == KIND_SERVER
+                && p.trace_id == job.trace_id
+                && p.attrs
+                    .get("http.request.method")
+                    .is_some_and(|m| m == "PUT")
+                && p.attrs
+                    .get("url.path")
+                    .is_some_and(|u| u.ends_with("/manifests/v1"))
+        })
+        .unwrap_or_else(|| panic!("the target's PUT in the job's trace: {spans:?}"));
+    assert!(
+        ancestors(&spans, put)
+            .iter()
+            .any(|a| a.span_id == job.span_id),
+        "the target's span is under the job"
+    );
+    let r = target.request(
+        "GET",
+        "/v2/traced/app/manifests/v1",
+        &[("Accept", OCI_MANIFEST)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let _ = d;
+}
+
 /// A background pass is a trace of its own, sampled like a request without a parent: at
 /// 100 % each GC pass is a root span named after the pass with the GC operation under it;
 /// at 0 % no pass leaves a trace (only the sampled request's one arrives).

@@ -192,7 +192,9 @@ fn launch(ctx: &Rc<Ctx>, claimed: Claimed) {
     ctx.keys.borrow_mut().insert(claimed.key.clone());
     let ctx = ctx.clone();
     compio::runtime::spawn(async move {
-        run(&ctx, &claimed).await;
+        // Each job is a trace of its own, sampled as a background pass is.
+        let root = crate::trace::pass_span("replication");
+        tracing::Instrument::instrument(run(&ctx, &claimed), root).await;
         if let Some(n) = ctx.running.borrow_mut().get_mut(&claimed.target) {
             *n = n.saturating_sub(1);
         }
@@ -202,6 +204,18 @@ fn launch(ctx: &Rc<Ctx>, claimed: Claimed) {
 }
 
 /// Runs one claimed job and records what came of it.
+#[tracing::instrument(
+    target = "origin::span",
+    name = "replication.job",
+    skip_all,
+    fields(
+        replication.target = %claimed.target,
+        oci.repository = %claimed.job.repository,
+        oci.reference = claimed.job.reference(),
+        replication.attempt = claimed.job.attempts + 1,
+        error = tracing::field::Empty,
+    )
+)]
 async fn run(ctx: &Ctx, claimed: &Claimed) {
     let live = ctx.live.get();
     let store = &ctx.registry.store;
@@ -229,6 +243,7 @@ async fn run(ctx: &Ctx, claimed: &Claimed) {
         }
         Err(e) => {
             let message = e.to_string();
+            tracing::Span::current().record("error", tracing::field::display(&message));
             let failed = claimed
                 .failed(store, &message, target.max_retries, target.backoff_max, now)
                 .await;
