@@ -88,12 +88,27 @@ fn with_pass<T>(
 /// `origin replication status`: per target, the jobs waiting, running and retrying, the
 /// oldest one's age and the jobs that failed for good, read from storage (every node's).
 pub fn replication_status(config: &Config) -> i32 {
-    let configured: Vec<String> = config.replication.keys().cloned().collect();
+    let pull = |r: &crate::config::ReplicationConfig| {
+        r.direction == crate::config::ReplicationDirection::Pull
+    };
+    let names = |want: bool| -> Vec<String> {
+        let targets = config.replication.iter();
+        targets
+            .filter(|(_, r)| pull(r) == want)
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    let (configured, pulls) = (names(false), names(true));
     let result = with_registry(config, async |reg: &Registry| {
         let now = crate::replication::job::millis(reg.clock.now());
-        crate::replication::status::read(&reg.store, &configured, now)
-            .await
-            .map(|s| crate::replication::status::render(&s, now))
+        let mut text = String::new();
+        let jobs = crate::replication::status::read(&reg.store, &configured, now).await?;
+        // Pull targets have no jobs: their block is their last run.
+        if !jobs.is_empty() || pulls.is_empty() {
+            text = crate::replication::status::render(&jobs, now);
+        }
+        text.push_str(&crate::replication::pull::status(&reg.store, &pulls, now).await?);
+        Ok(text)
     });
     match result.and_then(|r| r.map_err(StartError::Registry)) {
         Ok(text) => {
