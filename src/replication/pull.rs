@@ -172,7 +172,7 @@ pub struct Run {
 
 /// What became of an attempt to claim a run.
 pub enum Attempt {
-    Claimed(Run),
+    Claimed(Box<Run>),
     /// Not due before this time (ms).
     NotYet(u64),
     /// Held by another node, or another node's write won.
@@ -204,13 +204,13 @@ pub async fn claim(store: &Backend, target: &str, node: &str, now_ms: u64) -> Re
         until_ms: now_ms + LEASE.as_millis() as u64,
     });
     match store.put(&key, record.to_bytes(), cond).await? {
-        PutOutcome::Written(etag) => Ok(Attempt::Claimed(Run {
+        PutOutcome::Written(etag) => Ok(Attempt::Claimed(Box::new(Run {
             key,
             node: node.to_string(),
             record,
             etag: RefCell::new(etag),
             renewed: std::cell::Cell::new(Instant::now()),
-        })),
+        }))),
         PutOutcome::PreconditionFailed => Ok(Attempt::Taken),
     }
 }

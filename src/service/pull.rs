@@ -80,7 +80,7 @@ async fn schedule(svc: Rc<Service>, stopped: impl Fn() -> bool) {
                     running.borrow_mut().insert(source.name.clone());
                     let (svc, source, running) = (svc.clone(), source.clone(), running.clone());
                     compio::runtime::spawn(async move {
-                        execute(&svc, &source, run).await;
+                        execute(&svc, &source, *run).await;
                         running.borrow_mut().remove(&source.name);
                     })
                     .detach();
