@@ -261,6 +261,78 @@ fn filters_and_prefix_are_honoured_from_the_catalog() {
     assert!(!catalog.contains("lib/x"), "{catalog}");
 }
 
+/// A pulled manifest is stored as a push is: the namespace's push targets get it, and an
+/// immutable tag moved upstream is refused here (the run reports it, the tag stays).
+#[test]
+fn pulled_manifests_are_stored_as_pushes_are() {
+    let Some(up) = Upstream::start(UpstreamAuth::None) else {
+        return;
+    };
+    let peer = Server::start();
+    let (d1, _, _) = up.push_image("team/app", "v1", &bytes(11, 2000));
+    let extra = format!(
+        "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\nimmutable_tags = true\n\
+         replications = [\"peer\"]\n\
+         [replication.peer]\nurl = \"http://{}\"\n\
+         [replication.up]\nurl = \"{}\"\ndirection = \"pull\"\nschedule = \"1s\"\n\
+         repositories = [\"team/app\"]\n",
+        peer.addr,
+        up.url()
+    );
+    let srv = Server::start_with("", &extra);
+    wait_until("v1 here and at the push target", ARRIVES_WITHIN, || {
+        head_digest(&srv, "team/app", "v1").as_deref() == Some(d1.as_str())
+            && head_digest(&peer, "team/app", "v1").as_deref() == Some(d1.as_str())
+    });
+    let (d2, _, _) = up.push_image("team/app", "v1", &bytes(12, 2000));
+    wait_until(
+        "the run to report the immutable tag",
+        ARRIVES_WITHIN,
+        || {
+            let out = srv.cli(&["replication", "status"]).1;
+            out.contains("failed (") && out.contains("team/app:v1") && out.contains("immutable")
+        },
+    );
+    assert_ne!(d1, d2);
+    assert_eq!(
+        head_digest(&srv, "team/app", "v1").as_deref(),
+        Some(d1.as_str())
+    );
+    assert!(
+        metric(
+            &srv,
+            "origin_replication_pull_runs_failed_total{target=\"up\"}"
+        ) >= 1
+    );
+}
+
+/// A run that cannot reach the upstream records its error; a later run, once the upstream
+/// is back, copies everything and records success.
+#[test]
+fn a_failed_run_is_visible_and_retried() {
+    let Some(mut up) = Upstream::start(UpstreamAuth::None) else {
+        return;
+    };
+    let (d, _, _) = up.push_image("team/app", "v1", &bytes(21, 2000));
+    up.stop();
+    let srv = puller(
+        &up,
+        "schedule = \"1s\"\ntimeout = \"2s\"\nrepositories = [\"team/app\"]",
+    );
+    wait_until("a failed run", ARRIVES_WITHIN, || {
+        srv.cli(&["replication", "status"]).1.contains("failed (")
+    });
+    up.restart();
+    wait_until(
+        "the image after the upstream came back",
+        ARRIVES_WITHIN,
+        || head_digest(&srv, "team/app", "v1").as_deref() == Some(d.as_str()),
+    );
+    wait_until("a run that succeeded", ARRIVES_WITHIN, || {
+        srv.cli(&["replication", "status"]).1.contains(", ok;")
+    });
+}
+
 /// `check-config` refuses what a pull target cannot do, naming the key.
 #[test]
 fn a_pull_target_is_checked_by_check_config() {
