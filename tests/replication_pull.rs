@@ -333,6 +333,37 @@ fn a_failed_run_is_visible_and_retried() {
     });
 }
 
+/// A pull target reloads with SIGHUP like the rest: the next run copies what the new
+/// configuration names, and a shortened schedule applies at once (not after the old one).
+#[test]
+fn a_pull_target_reloads_with_sighup() {
+    let Some(up) = Upstream::start(UpstreamAuth::None) else {
+        return;
+    };
+    let (a, _, _) = up.push_image("team/a", "v1", &bytes(31, 1000));
+    let (b, _, _) = up.push_image("team/b", "v1", &bytes(32, 1000));
+    let mut srv = puller(&up, "schedule = \"1h\"\nrepositories = [\"team/a\"]");
+    wait_until("team/a", ARRIVES_WITHIN, || {
+        head_digest(&srv, "team/a", "v1").as_deref() == Some(a.as_str())
+    });
+    let text = std::fs::read_to_string(&srv.config_path).unwrap();
+    let reloaded = text
+        .replace(
+            "repositories = [\"team/a\"]",
+            "repositories = [\"team/b\"]\ntarget_prefix = \"re\"",
+        )
+        .replace("schedule = \"1h\"", "schedule = \"1s\"");
+    std::fs::write(&srv.config_path, reloaded).unwrap();
+    assert_eq!(srv.cli(&["check-config"]).0, 0);
+    srv.signal(libc::SIGHUP);
+    srv.logs_until("configuration reloaded", Duration::from_secs(10))
+        .expect("reload");
+    wait_until("re/team/b after the reload", ARRIVES_WITHIN, || {
+        head_digest(&srv, "re/team/b", "v1").as_deref() == Some(b.as_str())
+    });
+    assert_eq!(head_digest(&srv, "re/team/a", "v1"), None);
+}
+
 /// `check-config` refuses what a pull target cannot do, naming the key.
 #[test]
 fn a_pull_target_is_checked_by_check_config() {

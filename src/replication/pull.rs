@@ -179,8 +179,15 @@ pub enum Attempt {
     Taken,
 }
 
-/// Claims the run of `target` if it is due and nobody else holds it.
-pub async fn claim(store: &Backend, target: &str, node: &str, now_ms: u64) -> Result<Attempt> {
+/// Claims the run of `target` if it is due and nobody else holds it. A due time more than
+/// one `schedule` away was set under a longer schedule (before a reload): it is due now.
+pub async fn claim(
+    store: &Backend,
+    target: &str,
+    schedule: Duration,
+    node: &str,
+    now_ms: u64,
+) -> Result<Attempt> {
     let key = layout::replication_pull(target);
     let (record, cond) = match store.get(&key).await? {
         Some(obj) => match Record::parse(&obj.bytes) {
@@ -192,7 +199,8 @@ pub async fn claim(store: &Backend, target: &str, node: &str, now_ms: u64) -> Re
         },
         None => (Record::default(), PutCondition::IfAbsent),
     };
-    if record.next_ms > now_ms {
+    let latest = now_ms.saturating_add(schedule.as_millis() as u64);
+    if record.next_ms > now_ms && record.next_ms <= latest {
         return Ok(Attempt::NotYet(record.next_ms));
     }
     if record.claim.as_ref().is_some_and(|c| c.until_ms > now_ms) {

@@ -69,12 +69,17 @@ async fn schedule(svc: Rc<Service>, stopped: impl Fn() -> bool) {
         let live = svc.live.get();
         for source in live.replication.pulls() {
             let now = millis(svc.registry.clock.now());
+            // A due time beyond one schedule is from a longer one (before a reload).
+            let latest = now.saturating_add(source.schedule.as_millis() as u64);
             if running.borrow().contains(&source.name)
-                || not_before.get(&source.name).is_some_and(|t| *t > now)
+                || not_before
+                    .get(&source.name)
+                    .is_some_and(|t| *t > now && *t <= latest)
             {
                 continue;
             }
-            match record::claim(&svc.registry.store, &source.name, node_id(), now).await {
+            let store = &svc.registry.store;
+            match record::claim(store, &source.name, source.schedule, node_id(), now).await {
                 Ok(record::Attempt::Claimed(run)) => {
                     not_before.remove(&source.name);
                     running.borrow_mut().insert(source.name.clone());
