@@ -88,17 +88,27 @@ fn with_pass<T>(
 /// `origin replication status`: per target, the jobs waiting, running and retrying, the
 /// oldest one's age and the jobs that failed for good, read from storage (every node's).
 pub fn replication_status(config: &Config, json: bool) -> i32 {
-    let configured: Vec<String> = config.replication.keys().cloned().collect();
+    let pull = |r: &crate::config::ReplicationConfig| {
+        r.direction == crate::config::ReplicationDirection::Pull
+    };
+    let names = |want: bool| -> Vec<String> {
+        let targets = config.replication.iter();
+        targets
+            .filter(|(_, r)| pull(r) == want)
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    let (configured, pulls) = (names(false), names(true));
     let result = with_registry(config, async |reg: &Registry| {
         let now = crate::replication::job::millis(reg.clock.now());
-        let status = crate::replication::status::read(&reg.store, &configured, now).await?;
+        let report = crate::replication::status::read(&reg.store, &configured, &pulls, now).await?;
         Ok(match json {
             true => {
-                String::from_utf8_lossy(&crate::replication::status::to_json(&status, now))
+                String::from_utf8_lossy(&crate::replication::status::to_json(&report, now))
                     .into_owned()
                     + "\n"
             }
-            false => crate::replication::status::render(&status, now),
+            false => crate::replication::status::render(&report, now),
         })
     });
     match result.and_then(|r| r.map_err(StartError::Registry)) {

@@ -328,6 +328,7 @@ impl Metrics {
         render_requests(&mut out, &shards);
         self.render_shared(&mut out);
         crate::replication::metrics::render_into(&mut out);
+        crate::replication::pull::render_metrics(&mut out);
         crate::metrics_s3::S3_METRICS.render_into(&mut out);
         render_build_info(&mut out);
         out

@@ -140,6 +140,28 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
         )
         .map_err(|e| StartError::io("cannot start the replication worker", e))?
     };
+    let pull = {
+        let (store, settings) = (store.clone(), crate::maintenance::settings(&config));
+        let (manifests, clock) = (manifests.clone(), clock.clone());
+        let (live, events, audit) = (live.clone(), events.clone(), audit.clone());
+        let (mirrors, pulls, space) = (mirrors.clone(), pulls.clone(), space.clone());
+        let (session_cap, limits) = (session_cap.clone(), crate::service::Limits::of(&config));
+        let stop = shutdown.clone();
+        let parts = move || crate::service::Parts {
+            registry: Registry::new(store, settings, manifests)
+                .with_session_cap(session_cap)
+                .with_clock(clock),
+            live: LocalLive::new(live),
+            events,
+            audit,
+            mirrors,
+            pulls,
+            space,
+            limits,
+        };
+        crate::service::pull::start(config.server.io_driver, parts, move || stop.is_set())
+            .map_err(|e| StartError::io("cannot start the pull replication thread", e))?
+    };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, StartError>>();
     let mut handles = Vec::with_capacity(workers);
     for (index, listener) in listeners.into_iter().enumerate() {
@@ -230,6 +252,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
     // Jobs in flight keep their claims in storage: another node, or this one after a
     // restart, takes them over when the lease expires.
     drop(replication);
+    drop(pull);
     audit.drain(config.server.query_timeout_grace_period);
     tracing::info!("shutdown complete");
     Ok(if failed { 1 } else { 0 })

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::duration;
+use super::values::{duration, opt_duration};
 use super::{ConfigError, Secret};
 
 /// When a client's manifest PUT is acknowledged.
@@ -27,6 +27,17 @@ pub enum ReplicationEvent {
     Push,
     /// Deletions of manifests and tags (opt-in).
     Delete,
+}
+
+/// Which way a target copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicationDirection {
+    /// What is pushed here is sent to `url`.
+    #[default]
+    Push,
+    /// Repositories at `url` are copied here every `schedule`.
+    Pull,
 }
 
 fn default_events() -> Vec<ReplicationEvent> {
@@ -101,10 +112,26 @@ pub struct ReplicationConfig {
     /// Longest wait between two attempts (the backoff doubles up to it, with jitter).
     #[serde(default = "default_backoff_max", deserialize_with = "duration")]
     pub retry_backoff_max: Duration,
+    /// `push` (the default) or `pull` (see `replication::pull`).
+    #[serde(default)]
+    pub direction: ReplicationDirection,
+    /// A pull target's interval between runs (once per interval across every node on the
+    /// storage); required for `pull`.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub schedule: Option<Duration>,
+    /// A pull target's upstream repositories (names at `url`); empty: the upstream's
+    /// `_catalog`, filtered by `repository_filter`.
+    #[serde(default)]
+    pub repositories: Vec<String>,
 }
 
 /// Jobs of one target at once per node: each holds a chunk of a blob in memory.
 pub const REPLICATION_CONCURRENCY_MAX: usize = 64;
+/// Shortest `schedule` of a pull target: each run lists and HEADs every tag upstream.
+pub const PULL_SCHEDULE_MIN: Duration = Duration::from_secs(1);
+/// Repositories a pull target may name in `repositories`.
+pub const PULL_REPOSITORIES_LISTED_MAX: usize = 1000;
+
 /// Retries of a job: with the backoff capped, more would only delay the visible failure.
 pub const REPLICATION_RETRIES_MAX: u32 = 100;
 
@@ -164,6 +191,7 @@ impl ReplicationConfig {
         if self.max_retries > REPLICATION_RETRIES_MAX {
             return bad("max_retries", &format!("at most {REPLICATION_RETRIES_MAX}"));
         }
+        self.validate_direction(name)?;
         if let Some(p) = &self.target_prefix {
             let p = p.trim_matches('/');
             if p.is_empty() || crate::oci::RepoName::parse(p).is_err() {
@@ -171,6 +199,60 @@ impl ReplicationConfig {
                     "target_prefix",
                     "must be a valid repository name (e.g. \"mirror\" or \"dr/site-a\")",
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys of one direction are refused on a target of the other: a pull target's
+    /// `schedule` and `repositories`; a push target's `mode = "sync"` and `delete` events
+    /// (the defaults, `async` and `push`, mean nothing on a pull target and are accepted).
+    fn validate_direction(&self, name: &str) -> Result<(), ConfigError> {
+        let bad =
+            |k: &str, why: &str| Err(ConfigError::new(format!("replication.{name}.{k}: {why}")));
+        match self.direction {
+            ReplicationDirection::Push => {
+                if self.schedule.is_some() {
+                    return bad("schedule", "only for direction = \"pull\"");
+                }
+                if !self.repositories.is_empty() {
+                    return bad("repositories", "only for direction = \"pull\"");
+                }
+            }
+            ReplicationDirection::Pull => {
+                match self.schedule {
+                    None => {
+                        return bad(
+                            "schedule",
+                            "required for direction = \"pull\" (e.g. \"15m\")",
+                        )
+                    }
+                    Some(s) if s < PULL_SCHEDULE_MIN => return bad("schedule", "at least 1s"),
+                    Some(_) => {}
+                }
+                if self.mode == ReplicationMode::Sync {
+                    return bad(
+                        "mode",
+                        "a pull target has no mode (it runs on its schedule)",
+                    );
+                }
+                if self.events.contains(&ReplicationEvent::Delete) {
+                    return bad(
+                        "events",
+                        "a pull target does not apply deletions made upstream",
+                    );
+                }
+                if self.repositories.len() > PULL_REPOSITORIES_LISTED_MAX {
+                    return bad(
+                        "repositories",
+                        &format!("at most {PULL_REPOSITORIES_LISTED_MAX}"),
+                    );
+                }
+                for (i, r) in self.repositories.iter().enumerate() {
+                    if crate::oci::RepoName::parse(r).is_err() {
+                        return bad(&format!("repositories[{i}]"), "not a repository name");
+                    }
+                }
             }
         }
         Ok(())

@@ -9,14 +9,22 @@ impl Config {
         self.tracing.validate()?;
         for (name, r) in &self.replication {
             r.validate(name)?;
-            if !self
+            let named = self
                 .repository
                 .iter()
-                .any(|e| e.replications.contains(name))
-            {
+                .any(|e| e.replications.contains(name));
+            let pull = r.direction == super::ReplicationDirection::Pull;
+            if !named && !pull {
                 return bad(
                     &format!("replication.{name}"),
                     "no [[repository]] entry names it in replications",
+                );
+            }
+            if named && pull {
+                return bad(
+                    &format!("replication.{name}"),
+                    "a pull target copies into this registry on its schedule: \
+                     [[repository]] replications names push targets only",
                 );
             }
         }

@@ -132,6 +132,27 @@ pub async fn serve_blob<H: Host>(
     }))
 }
 
+/// Fetches a blob into storage and links it to `name`, outside any client's request (a
+/// replication pull): the same streaming, verifying write path as a cache fill, at the
+/// memory of three pooled buffers. Returns the bytes fetched (0 when the blob was stored
+/// already and only linked).
+pub async fn fetch_stored<H: Host>(
+    host: &H,
+    ns: &MirrorNs,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<u64> {
+    let fetch = Fetch {
+        repo: name.clone(),
+        progress: Arc::default(),
+        file: std::sync::OnceLock::new(),
+    };
+    // Nobody follows this fetch's progress: it is not in the table of fetches in flight.
+    fetch_blob(host, ns, name, digest, &fetch)
+        .await
+        .map_err(failure_error)
+}
+
 fn busy(message: &str) -> Error {
     Error::Busy(message.into())
 }

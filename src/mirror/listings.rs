@@ -99,6 +99,76 @@ pub(super) fn next_page<'a>(link: &'a str, repo: &str) -> Option<&'a str> {
     rest.starts_with("tags/list").then_some(rest)
 }
 
+/// Largest page of a catalog accepted from an upstream.
+const UPSTREAM_CATALOG_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Pages of a catalog followed upstream.
+const UPSTREAM_CATALOG_PAGES_MAX: usize = 1000;
+/// Repositories asked per page of a catalog.
+const UPSTREAM_CATALOG_PAGE_ENTRIES: usize = 1000;
+
+/// The repositories the first upstream lists in its `_catalog`, following its pages, up to
+/// `max` of those `keep` accepts. Values that are not valid names are left out.
+pub async fn upstream_catalog(
+    ns: &MirrorNs,
+    max: usize,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Vec<String>> {
+    let up = ns
+        .upstreams
+        .first()
+        .ok_or_else(|| upstream_error("no upstream"))?;
+    let mut names = Vec::new();
+    let mut path = format!("_catalog?n={UPSTREAM_CATALOG_PAGE_ENTRIES}");
+    for _ in 0..UPSTREAM_CATALOG_PAGES_MAX {
+        let r = up
+            .request_scoped("GET", &path, "registry:catalog:*", &[])
+            .await
+            .map_err(upstream_error)?;
+        if r.status != 200 {
+            return Err(upstream_error(format!(
+                "{} answered {} to its catalog (list the repositories in `repositories`)",
+                up.url.authority(),
+                r.status
+            )));
+        }
+        let next = r
+            .header("link")
+            .and_then(catalog_next_page)
+            .map(str::to_owned);
+        let body = r
+            .bytes(UPSTREAM_CATALOG_PAGE_BYTES_MAX)
+            .await
+            .map_err(|e| upstream_error(e.to_string()))?;
+        #[derive(serde::Deserialize)]
+        struct Page {
+            repositories: Option<Vec<String>>,
+        }
+        let page: Page =
+            serde_json::from_slice(&body).map_err(|e| upstream_error(format!("catalog: {e}")))?;
+        for n in page.repositories.unwrap_or_default() {
+            if RepoName::parse(&n).is_ok() && keep(&n) && names.len() < max {
+                names.push(n);
+            }
+        }
+        match next {
+            Some(n) if names.len() < max => path = n,
+            _ => break,
+        }
+    }
+    Ok(names)
+}
+
+/// The path (under `/v2/`) of a catalog's next page named by a `Link` header.
+fn catalog_next_page(link: &str) -> Option<&str> {
+    let (target, params) = link.split_once(';')?;
+    if !params.replace(' ', "").contains("rel=\"next\"") {
+        return None;
+    }
+    let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+    let rest = target.split_once("/v2/")?.1;
+    rest.starts_with("_catalog").then_some(rest)
+}
+
 /// Largest referrers index accepted from an upstream.
 const UPSTREAM_REFERRERS_BYTES_MAX: usize = 4 * 1024 * 1024;
 
@@ -160,5 +230,10 @@ mod tests {
             None
         );
         assert_eq!(next_page("garbage", repo), None);
+        assert_eq!(
+            catalog_next_page("</v2/_catalog?last=b&n=2>; rel=\"next\""),
+            Some("_catalog?last=b&n=2")
+        );
+        assert_eq!(catalog_next_page("</v2/x/tags/list>; rel=\"next\""), None);
     }
 }

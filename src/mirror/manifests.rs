@@ -124,9 +124,31 @@ async fn revalidate_tag<H: Host>(
     Ok(())
 }
 
-/// GETs a manifest from the first upstream that has it: (media type, bytes, digest header).
+/// The digest an upstream names for `reference` (a HEAD); None when none has it.
+pub async fn upstream_digest(
+    ns: &MirrorNs,
+    upstream_name: &str,
+    reference: &str,
+) -> Result<Option<Digest>> {
+    let path = format!("manifests/{reference}");
+    let accept = [("Accept", MANIFEST_ACCEPT.to_string())];
+    let Some(r) = first_found(ns, "HEAD", upstream_name, &path, &accept).await? else {
+        return Ok(None);
+    };
+    let digest = r.header("docker-content-digest").map(Digest::parse);
+    r.drain().await;
+    match digest {
+        Some(Ok(d)) => Ok(Some(d)),
+        _ => Err(upstream_error(format!(
+            "HEAD of manifest {reference} answered without a valid Docker-Content-Digest"
+        ))),
+    }
+}
+
+/// GETs a manifest (at most 4 MiB) from the first upstream that has it: (media type,
+/// bytes, digest header).
 #[tracing::instrument(target = "origin::span", name = "mirror.fetch_manifest", skip_all)]
-async fn fetch_manifest(
+pub async fn fetch_manifest(
     ns: &MirrorNs,
     upstream_name: &str,
     reference: &str,

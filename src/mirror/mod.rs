@@ -18,9 +18,9 @@ mod listings;
 mod manifests;
 use crate::http::client;
 
-pub use blobs::{blob_size_upstream, serve_blob, Fetching};
-pub use listings::{upstream_referrers, upstream_tags};
-pub use manifests::refresh_manifest;
+pub use blobs::{blob_size_upstream, fetch_stored, serve_blob, Fetching};
+pub use listings::{upstream_catalog, upstream_referrers, upstream_tags};
+pub use manifests::{fetch_manifest, refresh_manifest, upstream_digest};
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -86,14 +86,25 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// An upstream at `url` (a replication pull target's source; the cache's own come from
+    /// `[repository.mirror]`): Basic credentials, or a fixed Bearer token.
+    pub fn new(
+        url: UpstreamUrl,
+        tls: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+        username: Option<&str>,
+        password: Option<&str>,
+        token: Option<&str>,
+    ) -> Upstream {
+        Upstream {
+            url,
+            client: client::Client { tls, timeout },
+            auth: auth::Auth::new(username, password).with_token(token),
+        }
+    }
+
     /// Sends a request for `path` under `/v2/` of repository `repo` upstream, answering one
     /// authentication challenge (token fetch or Basic) and retrying once.
-    #[tracing::instrument(
-        target = "origin::span",
-        name = "upstream.request",
-        skip_all,
-        fields(otel.kind = "client", http.request.method = method, server.address = %self.url.authority(), url.path = path)
-    )]
     async fn request(
         &self,
         method: &str,
@@ -101,22 +112,33 @@ impl Upstream {
         path: &str,
         extra: &[(&str, String)],
     ) -> std::result::Result<client::Response, auth::UpstreamError> {
-        METRICS.mirror_upstream_requests.fetch_add(1, Relaxed);
         let scope = format!("repository:{repo}:pull");
+        self.request_scoped(method, &format!("{repo}/{path}"), &scope, extra)
+            .await
+    }
+
+    /// Sends a request for `rest` under `/v2/` (a repository's path, or `_catalog`) with
+    /// `scope` for a token service.
+    #[tracing::instrument(
+        target = "origin::span",
+        name = "upstream.request",
+        skip_all,
+        fields(otel.kind = "client", http.request.method = method, server.address = %self.url.authority(), url.path = rest)
+    )]
+    async fn request_scoped(
+        &self,
+        method: &str,
+        rest: &str,
+        scope: &str,
+        extra: &[(&str, String)],
+    ) -> std::result::Result<client::Response, auth::UpstreamError> {
+        METRICS.mirror_upstream_requests.fetch_add(1, Relaxed);
         let target = client::Target {
             url: self.url.clone(),
-            path: format!("{}/v2/{repo}/{path}", self.url.path),
+            path: format!("{}/v2/{rest}", self.url.path),
         };
         self.auth
-            .send(
-                &self.client,
-                &self.url,
-                method,
-                &target,
-                &scope,
-                extra,
-                None,
-            )
+            .send(&self.client, &self.url, method, &target, scope, extra, None)
             .await
     }
 }
@@ -132,6 +154,19 @@ pub struct MirrorNs {
 }
 
 impl MirrorNs {
+    /// A namespace with one upstream, not served as a cache: what a replication pull target
+    /// copies from (the local name `<namespace>/<name>` is `<name>` upstream).
+    pub fn for_pull(namespace: &str, upstream: Upstream) -> MirrorNs {
+        MirrorNs {
+            namespace: namespace.to_string(),
+            registry: namespace.to_string(),
+            upstreams: vec![upstream],
+            tag_freshness: Duration::ZERO,
+            writable: false,
+            evict_after: None,
+        }
+    }
+
     fn new(namespace: &str, m: &MirrorConfig) -> std::result::Result<MirrorNs, ConfigError> {
         let mut upstreams = Vec::new();
         for (i, u) in m.upstream.iter().enumerate() {

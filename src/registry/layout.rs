@@ -21,6 +21,7 @@
 //! retention/pulled/<name with + for />/<alg>-<hex>        a manifest's last pull (retention)
 //! replication/jobs/<target>/<ms>-<hex>                    a replication job, waiting or claimed
 //! replication/failed/<target>/<ms>-<hex>                  a job that ran out of retries
+//! replication/pull/<target>                               a pull target's last run and claim
 //! quota/usage/<namespace with + for />                    a namespace's usage and the
 //!                                                         reservations in flight
 //! quota/held/<alg>/<hex>/<namespace with + for />         the namespace's usage counts this
@@ -57,6 +58,11 @@ pub fn replication_job(target: &str, id: &str) -> String {
 /// The record of a replication job that ran out of retries.
 pub fn replication_failed(target: &str, id: &str) -> String {
     concat(&[REPLICATION_FAILED, target, "/", id])
+}
+
+/// A pull target's record: its last run, when the next is due, who runs it now.
+pub fn replication_pull(target: &str) -> String {
+    concat(&["replication/pull/", target])
 }
 
 /// The web UI's session signing key, when `[ui]` configures none (created once, shared by

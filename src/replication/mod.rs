@@ -16,6 +16,7 @@
 pub mod copy;
 pub mod job;
 pub mod metrics;
+pub mod pull;
 pub mod queue;
 pub mod remote;
 pub mod status;
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use crate::config::{Config, ConfigError, ReplicationEvent, ReplicationMode};
+use crate::config::{Config, ConfigError, ReplicationDirection, ReplicationEvent, ReplicationMode};
 
 /// Targets one process may define.
 pub const TARGETS_MAX: usize = 64;
@@ -78,6 +79,8 @@ pub struct Targets {
     targets: Vec<Arc<Target>>,
     /// Longest namespace first: the first match is the entry that applies.
     entries: Vec<Entry>,
+    /// `direction = "pull"` targets (never in `targets`: nothing is pushed to them).
+    pulls: Vec<Arc<pull::Source>>,
 }
 
 /// Checks what needs no I/O: URLs and filters, the limits on counts.
@@ -116,7 +119,12 @@ impl Targets {
         validate(config)?;
         let mut targets = Vec::new();
         let mut names = Vec::new();
+        let mut pulls = Vec::new();
         for (name, r) in &config.replication {
+            if r.direction == ReplicationDirection::Pull {
+                pulls.push(Arc::new(pull::Source::compile(name, r)?));
+                continue;
+            }
             let filters = |list: &[String]| -> Result<Vec<Regex>, ConfigError> {
                 list.iter()
                     .map(|f| crate::events::webhooks::filter(f))
@@ -158,12 +166,21 @@ impl Targets {
             })
             .collect();
         entries.sort_by_key(|e| std::cmp::Reverse(e.namespace.len()));
-        Ok(Targets { targets, entries })
+        Ok(Targets {
+            targets,
+            entries,
+            pulls,
+        })
     }
 
     /// True when no target is configured: callers skip everything else.
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
+    }
+
+    /// The pull targets.
+    pub fn pulls(&self) -> &[Arc<pull::Source>] {
+        &self.pulls
     }
 
     pub fn all(&self) -> &[Arc<Target>] {

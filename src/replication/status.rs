@@ -47,8 +47,30 @@ pub struct FailedJob {
     pub error: String,
 }
 
-/// Every target with jobs in storage, and every name in `configured`.
+/// What `origin replication status` and `/admin/replication` report.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Push targets: every name configured, and every target with jobs in storage.
+    pub targets: BTreeMap<String, TargetStatus>,
+    /// Pull targets: their record (last run, next run, failures).
+    pub pulls: BTreeMap<String, super::pull::Record>,
+}
+
+/// The jobs of every push target in storage (and of every name in `configured`), and the
+/// records of the pull targets `pulls`.
 pub async fn read(
+    store: &Backend,
+    configured: &[String],
+    pulls: &[String],
+    now_ms: u64,
+) -> Result<Report> {
+    Ok(Report {
+        targets: read_jobs(store, configured, now_ms).await?,
+        pulls: super::pull::records(store, pulls).await?,
+    })
+}
+
+async fn read_jobs(
     store: &Backend,
     configured: &[String],
     now_ms: u64,
@@ -110,13 +132,13 @@ pub async fn read(
     Ok(out)
 }
 
-/// The report, one block per target.
-pub fn render(status: &BTreeMap<String, TargetStatus>, now_ms: u64) -> String {
+/// The report, one block per target (push targets, then pull targets).
+pub fn render(report: &Report, now_ms: u64) -> String {
     let mut out = String::new();
-    if status.is_empty() {
+    if report.targets.is_empty() && report.pulls.is_empty() {
         out.push_str("no replication targets configured and no jobs stored\n");
     }
-    for (name, s) in status {
+    for (name, s) in &report.targets {
         let lag = s.lag_seconds(now_ms);
         let _ = writeln!(
             out,
@@ -131,13 +153,17 @@ pub fn render(status: &BTreeMap<String, TargetStatus>, now_ms: u64) -> String {
             );
         }
     }
+    for (name, record) in &report.pulls {
+        out.push_str(&super::pull::render_status(name, record, now_ms));
+    }
     out
 }
 
 /// The same report as JSON (the ops listener's `/admin/replication` and
-/// `origin replication status --json`): `{"now_ms": .., "targets": {name: {..}}}`, each
-/// target with its counts, `oldest_created_ms`, `lag_seconds` and `failed_jobs`.
-pub fn to_json(status: &BTreeMap<String, TargetStatus>, now_ms: u64) -> Vec<u8> {
+/// `origin replication status --json`): `{"now_ms": .., "targets": {name: {..}},
+/// "pulls": {name: {..}}}`, each push target with its counts, `oldest_created_ms`,
+/// `lag_seconds` and `failed_jobs`, each pull target with its record.
+pub fn to_json(report: &Report, now_ms: u64) -> Vec<u8> {
     #[derive(Serialize)]
     struct Entry<'a> {
         #[serde(flatten)]
@@ -145,11 +171,13 @@ pub fn to_json(status: &BTreeMap<String, TargetStatus>, now_ms: u64) -> Vec<u8> 
         lag_seconds: u64,
     }
     #[derive(Serialize)]
-    struct Report<'a> {
+    struct Json<'a> {
         now_ms: u64,
         targets: BTreeMap<&'a str, Entry<'a>>,
+        pulls: &'a BTreeMap<String, super::pull::Record>,
     }
-    let targets = status
+    let targets = report
+        .targets
         .iter()
         .map(|(name, s)| {
             let lag_seconds = s.lag_seconds(now_ms);
@@ -163,5 +191,11 @@ pub fn to_json(status: &BTreeMap<String, TargetStatus>, now_ms: u64) -> Vec<u8> 
         })
         .collect();
     // Plain strings and numbers: serialising cannot fail.
-    serde_json::to_vec(&Report { now_ms, targets }).unwrap_or_default()
+    let pulls = &report.pulls;
+    serde_json::to_vec(&Json {
+        now_ms,
+        targets,
+        pulls,
+    })
+    .unwrap_or_default()
 }

@@ -90,11 +90,11 @@ fn failures_back_off_then_become_failed_records() {
         let rec = Job::parse(&s.get(&failed[0]).await.unwrap().unwrap().bytes).unwrap();
         assert_eq!(rec.attempts, 3);
         assert_eq!(rec.last_error.as_deref(), Some("target down"));
-        let status = super::status::read(&s, &["dr".to_string()], now)
+        let report = super::status::read(&s, &["dr".to_string()], &[], now)
             .await
             .unwrap();
-        assert_eq!(status["dr"].failed, 1);
-        assert_eq!(status["dr"].pending, 0);
+        assert_eq!(report.targets["dr"].failed, 1);
+        assert_eq!(report.targets["dr"].pending, 0);
     });
     std::fs::remove_dir_all(&dir).unwrap();
 }

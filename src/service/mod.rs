@@ -16,6 +16,7 @@ pub mod layer_files;
 pub mod listing;
 pub mod maintenance;
 pub mod manifests;
+pub mod pull;
 pub mod quota;
 pub mod replication;
 pub mod space;

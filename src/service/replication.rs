@@ -128,14 +128,18 @@ pub async fn deleted_by_pass(
     }
 }
 
-/// The queue's report as JSON, per target (every configured target, and every target with
-/// jobs in storage): what `origin replication status --json` prints, served to operators on
+/// The report as JSON: the queue per push target (every configured target, and every
+/// target with jobs in storage), and each pull target's record: what `origin replication status --json` prints, served to operators on
 /// the ops listener. Read from storage, so it covers every node's work.
 pub async fn status_json(svc: &Service) -> Result<Vec<u8>> {
-    let configured: Vec<String> = svc
-        .live
-        .peek(|l| l.replication.all().iter().map(|t| t.name.clone()).collect());
+    let (configured, pulls): (Vec<String>, Vec<String>) = svc.live.peek(|l| {
+        let r = &l.replication;
+        (
+            r.all().iter().map(|t| t.name.clone()).collect(),
+            r.pulls().iter().map(|p| p.name.clone()).collect(),
+        )
+    });
     let now = millis(svc.registry.clock.now());
-    let report = status::read(&svc.registry.store, &configured, now).await?;
+    let report = status::read(&svc.registry.store, &configured, &pulls, now).await?;
     Ok(status::to_json(&report, now))
 }
