@@ -21,6 +21,8 @@
 //! retention/pulled/<name with + for />/<alg>-<hex>        a manifest's last pull (retention)
 //! replication/jobs/<target>/<ms>-<hex>                    a replication job, waiting or claimed
 //! replication/failed/<target>/<ms>-<hex>                  a job that ran out of retries
+//! replication/reconcile/<target>                          the target's reconcile record:
+//!                                                         claim, position, last outcome
 //! quota/usage/<namespace with + for />                    a namespace's usage and the
 //!                                                         reservations in flight
 //! quota/held/<alg>/<hex>/<namespace with + for />         the namespace's usage counts this
@@ -52,6 +54,14 @@ pub const REPLICATION_FAILED: &str = "replication/failed/";
 /// sorts by creation time.
 pub fn replication_job(target: &str, id: &str) -> String {
     concat(&[REPLICATION_JOBS, target, "/", id])
+}
+
+/// Every target's reconcile record.
+pub const REPLICATION_RECONCILE: &str = "replication/reconcile/";
+
+/// The reconcile record of `target`: who runs its pass, where it stopped, what it found.
+pub fn replication_reconcile(target: &str) -> String {
+    concat(&[REPLICATION_RECONCILE, target])
 }
 
 /// The record of a replication job that ran out of retries.
