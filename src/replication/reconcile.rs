@@ -44,8 +44,8 @@ const CATALOG_NAMES_PER_PASS: usize = 100_000;
 const SOURCE_PAGE: usize = 1000;
 /// Tags asked of the target per tags-list request (`n`).
 pub const TARGET_TAGS_PAGE: usize = 100;
-/// Pending jobs of the target read to avoid queueing a duplicate; past this a duplicate may
-/// be queued (it copies nothing twice: its HEADs find everything there).
+/// Pending jobs (and failed ones) of the target read to avoid queueing a duplicate; past
+/// this a duplicate may be queued (it copies nothing twice: its HEADs find everything there).
 const PENDING_READ_MAX: usize = 10_000;
 /// How soon a node looks at a record again while another node holds its pass (ms).
 const HELD_RECHECK_MS: u64 = 5000;
@@ -128,14 +128,16 @@ impl Record {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// When the next pass may start (ms): when a running pass's lease ends, at once after a
-    /// pass stopped at a limit, else an interval after the sweep (or the failed pass) began.
+    /// When the next pass may start (ms): when a running pass's lease ends, at once when
+    /// none ran yet or after a pass stopped at a limit, else an interval after the sweep (or the failed pass) began.
     pub fn due_ms(&self, interval: Duration, now_ms: u64) -> u64 {
         if let Some(c) = self.claim.as_ref().filter(|c| c.until_ms > now_ms) {
             return c.until_ms;
         }
         let interval = interval.as_millis() as u64;
         match &self.last {
+            // Never run: at once.
+            None if self.cursor.is_none() => 0,
             Some(l) if l.outcome == RunOutcome::Error => l.started_ms.saturating_add(interval),
             _ if self.cursor.is_some() => 0,
             _ => self.sweep_started_ms.saturating_add(interval),
@@ -383,23 +385,38 @@ impl Walk<'_> {
         }
     }
 
-    /// The target's pending jobs, to queue none twice.
+    /// The target's pending jobs, to queue none twice, and its failed deletions: a target
+    /// that refuses a deletion (CNCF distribution refuses them by tag) would otherwise get a
+    /// new failing job every pass (removing the failed record lets the next pass retry).
     async fn read_pending(&mut self) -> CopyResult<()> {
+        let name = &self.target.name;
+        let failed = format!("{}{name}/", layout::REPLICATION_FAILED);
+        for (prefix, deletions_only) in [(layout::replication_job(name, ""), false), (failed, true)]
+        {
+            self.read_jobs(&prefix, deletions_only).await?;
+        }
+        Ok(())
+    }
+
+    async fn read_jobs(&mut self, prefix: &str, deletions_only: bool) -> CopyResult<()> {
         let store = &self.reg.store;
-        let prefix = layout::replication_job(&self.target.name, "");
         let mut after: Option<String> = None;
         let mut read = 0;
         while read < PENDING_READ_MAX {
             let want = SOURCE_PAGE.min(PENDING_READ_MAX - read);
-            let page = store.list(&prefix, after.as_deref(), want).await;
+            let page = store.list(prefix, after.as_deref(), want).await;
             let page = page.map_err(crate::error::Error::from)?;
             read += page.len();
             for key in &page {
                 let obj = store.get(key).await.map_err(crate::error::Error::from)?;
-                if let Some(job) = obj.and_then(|o| Job::parse(&o.bytes)) {
-                    if let Some(tag) = job.tag {
-                        self.pending.insert((job.kind, job.repository, tag));
-                    }
+                let Some(job) = obj.and_then(|o| Job::parse(&o.bytes)) else {
+                    continue;
+                };
+                if deletions_only && job.kind != Kind::Delete {
+                    continue;
+                }
+                if let Some(tag) = job.tag {
+                    self.pending.insert((job.kind, job.repository, tag));
                 }
             }
             if page.len() < want {
@@ -557,5 +574,97 @@ impl Walk<'_> {
         Err(CopyError::Target(
             "the reconcile pass was taken over by another node (lease expired)".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::FsStorage;
+
+    #[test]
+    fn a_pass_is_due_an_interval_after_its_sweep_at_once_after_a_limit_and_one_node_wins() {
+        let hour = Duration::from_secs(3600);
+        let mut r = Record::default();
+        assert_eq!(r.due_ms(hour, 2_000), 0, "never run");
+        r.sweep_started_ms = 1_000;
+        r.last = Some(Summary {
+            started_ms: 1_000,
+            finished_ms: 1_500,
+            outcome: RunOutcome::Ok,
+            repositories: 0,
+            tags: 0,
+            missing: 0,
+            moved: 0,
+            deleted: 0,
+            error: None,
+        });
+        assert_eq!(r.due_ms(hour, 2_000), 3_601_000);
+        r.cursor = Some(Cursor {
+            repository: "a".into(),
+            at_target: false,
+            after: None,
+        });
+        assert_eq!(r.due_ms(hour, 2_000), 0, "a partial sweep goes on at once");
+        r.last = Some(Summary {
+            started_ms: 5_000,
+            finished_ms: 6_000,
+            outcome: RunOutcome::Error,
+            repositories: 0,
+            tags: 0,
+            missing: 0,
+            moved: 0,
+            deleted: 0,
+            error: Some("down".into()),
+        });
+        assert_eq!(
+            r.due_ms(hour, 7_000),
+            3_605_000,
+            "after an error, an interval"
+        );
+        r.claim = Some(Claim {
+            node: "n".into(),
+            until_ms: 9_000,
+        });
+        assert_eq!(r.due_ms(hour, 8_000), 9_000, "held by a node");
+
+        let dir = std::env::temp_dir().join(format!(
+            "origin-reconcile-{}-{:x}",
+            std::process::id(),
+            super::super::job::random_u64()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rt = compio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let s: Backend = FsStorage::new(dir.clone()).unwrap().into();
+            let Turn::Run(a) = claim(&s, "dr", hour, "a", 10_000).await.unwrap() else {
+                panic!("the first claim should win");
+            };
+            assert!(matches!(
+                claim(&s, "dr", hour, "b", 10_001).await.unwrap(),
+                Turn::Wait(..)
+            ));
+            let summary = Summary {
+                started_ms: 10_000,
+                finished_ms: 10_500,
+                outcome: RunOutcome::Ok,
+                repositories: 1,
+                tags: 2,
+                missing: 1,
+                moved: 0,
+                deleted: 0,
+                error: None,
+            };
+            a.finish(&s, summary.clone(), None).await.unwrap();
+            let Turn::Wait(due, last) = claim(&s, "dr", hour, "b", 11_000).await.unwrap() else {
+                panic!("not due for an hour");
+            };
+            assert_eq!((due, last), (3_610_000, Some(summary)));
+            assert!(matches!(
+                claim(&s, "dr", hour, "b", 3_610_000).await.unwrap(),
+                Turn::Run(_)
+            ));
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
