@@ -191,8 +191,15 @@ fn reconcile_deletes_at_the_target_only_with_delete_events() {
         });
     }
     // A tag at the targets that the source never had (so never deleted through a job)...
+    // (More than one page of the target's tags list: it is paged with `n` and `last`.)
+    let strays: Vec<String> = (0..150).map(|i| format!("stray{i:03}")).collect();
     for prefix in ["d", "k"] {
-        peer.push_image(&format!("{prefix}/app"), "stray", &[bytes(502, 100)]);
+        let repo = format!("{prefix}/app");
+        let (body, _) = peer.push_image(&repo, "stray", &[bytes(502, 100)]);
+        for t in &strays {
+            let r = peer.put_manifest(&repo, t, OCI_MANIFEST, &body);
+            assert_eq!(r.status, 201);
+        }
     }
     // ...and, on the filesystem, a tag gone from the source with no job recorded (as when a
     // process dies between the two).
@@ -206,10 +213,18 @@ fn reconcile_deletes_at_the_target_only_with_delete_events() {
         REPAIRED_WITHIN,
         || {
             peer.get("/v2/d/app/manifests/stray").status == 404
+                && peer.get("/v2/d/app/manifests/stray149").status == 404
                 && (!removed || peer.get("/v2/d/app/manifests/v2").status == 404)
         },
     );
     assert_eq!(peer.get("/v2/d/app/manifests/v1").status, 200);
+    for t in &strays {
+        assert_eq!(
+            peer.get(&format!("/v2/d/app/manifests/{t}")).status,
+            404,
+            "{t}"
+        );
+    }
     assert!(
         metric(
             &src,
@@ -222,7 +237,7 @@ fn reconcile_deletes_at_the_target_only_with_delete_events() {
     wait_until("two more passes of keep", REPAIRED_WITHIN, || {
         runs(&src, "keep") >= before + 2
     });
-    for t in ["v1", "v2", "stray"] {
+    for t in ["v1", "v2", "stray", "stray149"] {
         assert_eq!(
             peer.get(&format!("/v2/k/app/manifests/{t}")).status,
             200,
