@@ -437,6 +437,8 @@ impl Walk<'_> {
             return Ok(None);
         };
         self.summary.repositories += 1;
+        // Reading the pending jobs or a long stretch of catalog took time: renew first.
+        self.keep().await?;
         let dst = self.target.target_name(repo);
         let (mut at_target, mut after) =
             resume.map_or((false, None), |c| (c.at_target, c.after.clone()));
