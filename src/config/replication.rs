@@ -58,6 +58,9 @@ fn default_max_retries() -> u32 {
 fn default_backoff_max() -> Duration {
     Duration::from_secs(300)
 }
+fn default_reconcile_interval() -> Duration {
+    RECONCILE_INTERVAL_DEFAULT
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,7 +126,17 @@ pub struct ReplicationConfig {
     /// `_catalog`, filtered by `repository_filter`.
     #[serde(default)]
     pub repositories: Vec<String>,
+    /// How often the target is compared with this registry (tags and digests) and its drift
+    /// repaired, once per interval across every node on the storage; `0` turns it off.
+    #[serde(default = "default_reconcile_interval", deserialize_with = "duration")]
+    pub reconcile_interval: Duration,
 }
+
+/// On unless turned off: a target that was down, wiped or changed by hand converges within
+/// an hour with nobody acting, for one tags-list page per repository and one HEAD per tag.
+pub const RECONCILE_INTERVAL_DEFAULT: Duration = Duration::from_secs(3600);
+/// Shortest reconcile interval (other than `0`, off): a pass lists every covered repository.
+pub const RECONCILE_INTERVAL_MIN: Duration = Duration::from_secs(1);
 
 /// Jobs of one target at once per node: each holds a chunk of a blob in memory.
 pub const REPLICATION_CONCURRENCY_MAX: usize = 64;
@@ -187,6 +200,9 @@ impl ReplicationConfig {
         }
         if self.retry_backoff_max.is_zero() {
             return bad("retry_backoff_max", "must be greater than zero");
+        }
+        if !self.reconcile_interval.is_zero() && self.reconcile_interval < RECONCILE_INTERVAL_MIN {
+            return bad("reconcile_interval", "must be 0 (off) or at least 1s");
         }
         if self.max_retries > REPLICATION_RETRIES_MAX {
             return bad("max_retries", &format!("at most {REPLICATION_RETRIES_MAX}"));

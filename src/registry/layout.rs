@@ -22,6 +22,8 @@
 //! replication/jobs/<target>/<ms>-<hex>                    a replication job, waiting or claimed
 //! replication/failed/<target>/<ms>-<hex>                  a job that ran out of retries
 //! replication/pull/<target>                               a pull target's last run and claim
+//! replication/reconcile/<target>                          the target's reconcile record:
+//!                                                         claim, position, last outcome
 //! quota/usage/<namespace with + for />                    a namespace's usage and the
 //!                                                         reservations in flight
 //! quota/held/<alg>/<hex>/<namespace with + for />         the namespace's usage counts this
@@ -53,6 +55,14 @@ pub const REPLICATION_FAILED: &str = "replication/failed/";
 /// sorts by creation time.
 pub fn replication_job(target: &str, id: &str) -> String {
     concat(&[REPLICATION_JOBS, target, "/", id])
+}
+
+/// Every target's reconcile record.
+pub const REPLICATION_RECONCILE: &str = "replication/reconcile/";
+
+/// The reconcile record of `target`: who runs its pass, where it stopped, what it found.
+pub fn replication_reconcile(target: &str) -> String {
+    concat(&[REPLICATION_RECONCILE, target])
 }
 
 /// The record of a replication job that ran out of retries.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// up to the target's `retry_backoff_max`.
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Push,

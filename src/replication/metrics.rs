@@ -24,6 +24,16 @@ pub struct TargetMetrics {
     pub queue_depth: AtomicU64,
     /// Age of the oldest of them, in seconds.
     pub lag_seconds: AtomicU64,
+    /// Reconcile passes this node ran, by outcome.
+    pub reconcile_ok: AtomicU64,
+    pub reconcile_partial: AtomicU64,
+    pub reconcile_error: AtomicU64,
+    /// Drift those passes found (and queued jobs for).
+    pub reconcile_missing: AtomicU64,
+    pub reconcile_moved: AtomicU64,
+    pub reconcile_deleted: AtomicU64,
+    /// Start (ms) of the latest finished pass of any node, as last read from storage.
+    pub reconcile_last_ms: AtomicU64,
 }
 
 static TARGETS: Mutex<BTreeMap<String, Arc<TargetMetrics>>> = Mutex::new(BTreeMap::new());
@@ -124,5 +134,52 @@ pub fn render_into(out: &mut String) {
                 field(m).load(Relaxed)
             );
         }
+    }
+    type Labelled = [(&'static str, Field); 3];
+    let labelled: [(&str, &str, &str, Labelled); 2] = [
+        (
+            "origin_replication_reconcile_runs_total",
+            "outcome",
+            "Reconcile passes this node ran, by outcome (partial: stopped at a per-pass limit).",
+            [
+                ("ok", |m| &m.reconcile_ok),
+                ("partial", |m| &m.reconcile_partial),
+                ("error", |m| &m.reconcile_error),
+            ],
+        ),
+        (
+            "origin_replication_reconcile_drift_total",
+            "kind",
+            "Tags reconcile passes of this node found out of step at the target (a job queued).",
+            [
+                ("missing", |m| &m.reconcile_missing),
+                ("moved", |m| &m.reconcile_moved),
+                ("deleted", |m| &m.reconcile_deleted),
+            ],
+        ),
+    ];
+    for (name, label, help, values) in labelled {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (target, m) in map.iter() {
+            for (value, field) in values {
+                let _ = writeln!(
+                    out,
+                    "{name}{{target=\"{target}\",{label}=\"{value}\"}} {}",
+                    field(m).load(Relaxed)
+                );
+            }
+        }
+    }
+    let name = "origin_replication_reconcile_last_run_timestamp_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Start of the latest finished reconcile pass (any node), as this node last read it.\n# TYPE {name} gauge"
+    );
+    for (target, m) in map.iter() {
+        let _ = writeln!(
+            out,
+            "{name}{{target=\"{target}\"}} {}",
+            m.reconcile_last_ms.load(Relaxed) / 1000
+        );
     }
 }

@@ -10,6 +10,8 @@
 //!   push is acknowledged, claimed by one node with a conditional write and a lease, retried
 //!   with backoff and jitter, and after `max_retries` kept as failed. `worker.rs` runs the
 //!   jobs on a thread of its own; `status.rs` summarises the queue for operators.
+//! - `reconcile.rs` compares a target with this registry (tags and digests) once per
+//!   `reconcile_interval` across every node, and queues the jobs that repair the drift.
 //! - Nothing here knows the API: the service layer (`service::replication`) calls
 //!   [`Targets::select`] and the queue after each push and delete.
 
@@ -18,6 +20,7 @@ pub mod job;
 pub mod metrics;
 pub mod pull;
 pub mod queue;
+pub mod reconcile;
 pub mod remote;
 pub mod status;
 pub mod worker;
@@ -48,6 +51,8 @@ pub struct Target {
     pub concurrency: usize,
     pub max_retries: u32,
     pub backoff_max: Duration,
+    /// Between two reconcile passes; zero: none.
+    pub reconcile_interval: Duration,
 }
 
 impl Target {
@@ -150,6 +155,7 @@ impl Targets {
                 concurrency: r.concurrency,
                 max_retries: r.max_retries,
                 backoff_max: r.retry_backoff_max,
+                reconcile_interval: r.reconcile_interval,
             }));
             names.push(name.clone());
         }
@@ -185,6 +191,11 @@ impl Targets {
 
     pub fn all(&self) -> &[Arc<Target>] {
         &self.targets
+    }
+
+    /// Whether `repository` is replicated to the target named `name`.
+    pub fn covers(&self, name: &str, repository: &str) -> bool {
+        self.select(repository).iter().any(|t| t.name == name)
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<Target>> {

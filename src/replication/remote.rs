@@ -16,6 +16,10 @@ const ERROR_BODY_BYTES_MAX: usize = 512;
 /// cross-repository mounts; past this the memory is emptied (a blob is then uploaded).
 const MOUNT_HINTS_MAX: usize = 65_536;
 
+/// A tags-list page's body: `n` tags of at most 128 bytes each, with JSON around them, for
+/// the pages a reconcile pass asks for (see `reconcile::TARGET_TAGS_PAGE`).
+const TAGS_BODY_BYTES_MAX: usize = 256 * 1024;
+
 /// Every manifest type asked for in a HEAD (the target's answer names the digest only).
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
@@ -159,6 +163,75 @@ impl Remote {
             }
             _ => Err(self.refused(&format!("HEAD {}", t.path), resp).await),
         }
+    }
+
+    /// The digest the target's `reference` of `repo` names (HEAD), None when it has none.
+    /// A registry that answers without `Docker-Content-Digest` gives an empty string.
+    pub async fn manifest_digest(&self, repo: &str, reference: &str) -> CopyResult<Option<String>> {
+        let t = self.target(repo, &format!("manifests/{reference}"));
+        let accept = [("Accept", MANIFEST_ACCEPT.to_string())];
+        let resp = self.send("HEAD", repo, &t, &accept, None).await?;
+        match resp.status {
+            200 => {
+                let d = resp
+                    .header("docker-content-digest")
+                    .unwrap_or("")
+                    .to_string();
+                resp.drain().await;
+                Ok(Some(d))
+            }
+            404 => {
+                resp.drain().await;
+                Ok(None)
+            }
+            _ => Err(self.refused(&format!("HEAD {}", t.path), resp).await),
+        }
+    }
+
+    /// Up to `n` tags of the target's `repo` after `last`, and whether more follow (a
+    /// `Link` header, or a full page). A repository the target does not have has none.
+    pub async fn tags_page(
+        &self,
+        repo: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> CopyResult<(Vec<String>, bool)> {
+        let mut query = format!("n={n}");
+        if let Some(l) = last {
+            query.push_str("&last=");
+            query.push_str(&crate::http::query::escape(l));
+        }
+        let t = with_query(self.target(repo, "tags/list"), &query);
+        let resp = self.send("GET", repo, &t, &[], None).await?;
+        match resp.status {
+            200 => {}
+            404 => {
+                resp.drain().await;
+                return Ok((Vec::new(), false));
+            }
+            _ => return Err(self.refused(&format!("GET {}", t.path), resp).await),
+        }
+        let link = resp.header("link").is_some();
+        let body = resp
+            .bytes(TAGS_BODY_BYTES_MAX)
+            .await
+            .map_err(|e| CopyError::Target(format!("{}: tags list: {e}", self.url.authority())))?;
+        #[derive(serde::Deserialize)]
+        struct List {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let list: List = serde_json::from_slice(&body).map_err(|e| {
+            CopyError::Target(format!(
+                "{}: unreadable tags list: {e}",
+                self.url.authority()
+            ))
+        })?;
+        let mut tags = list.tags.unwrap_or_default();
+        // A registry that ignores `n` sends them all: keep the page's worth.
+        tags.truncate(n);
+        let more = !tags.is_empty() && (link || tags.len() == n);
+        Ok((tags, more))
     }
 
     /// Whether the target's `repo` has the blob.

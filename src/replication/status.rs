@@ -28,6 +28,8 @@ pub struct TargetStatus {
     pub failed: u64,
     /// The first failed jobs, with their last errors.
     pub failed_jobs: Vec<FailedJob>,
+    /// The target's reconcile record: the last pass, a pass running now.
+    pub reconcile: Option<super::reconcile::Record>,
 }
 
 impl TargetStatus {
@@ -129,7 +131,40 @@ async fn read_jobs(
             after = page.last().cloned();
         }
     }
+    for (name, s) in out.iter_mut() {
+        s.reconcile = super::reconcile::read(store, name).await?;
+    }
     Ok(out)
+}
+
+/// The reconcile line of a target's block.
+fn render_reconcile(out: &mut String, r: Option<&super::reconcile::Record>, now_ms: u64) {
+    let ago = |ms: u64| now_ms.saturating_sub(ms) / 1000;
+    match r.and_then(|r| r.last.as_ref()) {
+        None => out.push_str("  reconciled: never\n"),
+        Some(l) => {
+            let _ = writeln!(
+                out,
+                "  reconciled: {}s ago, {}: {} repositories, {} tags; missing {}, moved {}, deleted {}",
+                ago(l.started_ms),
+                l.outcome.as_str(),
+                l.repositories,
+                l.tags,
+                l.missing,
+                l.moved,
+                l.deleted
+            );
+            if let Some(e) = &l.error {
+                let _ = writeln!(out, "  reconcile error: {e}");
+            }
+        }
+    }
+    if let Some(c) = r
+        .and_then(|r| r.claim.as_ref())
+        .filter(|c| c.until_ms > now_ms)
+    {
+        let _ = writeln!(out, "  reconcile running on node {}", c.node);
+    }
 }
 
 /// The report, one block per target (push targets, then pull targets).
@@ -145,6 +180,7 @@ pub fn render(report: &Report, now_ms: u64) -> String {
             "{name}: pending {} (running {}, retrying {}), oldest {lag}s, failed {}",
             s.pending, s.running, s.retrying, s.failed
         );
+        render_reconcile(&mut out, s.reconcile.as_ref(), now_ms);
         for f in &s.failed_jobs {
             let _ = writeln!(
                 out,

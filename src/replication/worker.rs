@@ -13,6 +13,7 @@ use super::copy::{self, Outcome};
 use super::job::{self, Kind};
 use super::metrics;
 use super::queue::{self, Attempt, Claimed};
+use super::reconcile;
 use crate::config::IoDriver;
 use crate::oci::{Reference, RepoName};
 use crate::registry::{layout, Registry};
@@ -49,6 +50,10 @@ struct Ctx {
     waiting: RefCell<HashMap<String, u64>>,
     /// Where `replication.failed` events go (the process's queue of webhook deliveries).
     events: Arc<crate::events::Queue>,
+    /// Targets whose reconcile pass runs on this node.
+    reconciling: RefCell<HashSet<String>>,
+    /// Target -> when its next reconcile pass is due (ms), as last read from storage.
+    reconcile_due: RefCell<HashMap<String, u64>>,
 }
 
 /// Starts the worker thread; it ends when `stopped` returns true.
@@ -77,6 +82,8 @@ pub fn start(
                 keys: RefCell::new(HashSet::new()),
                 waiting: RefCell::new(HashMap::new()),
                 events,
+                reconciling: RefCell::new(HashSet::new()),
+                reconcile_due: RefCell::new(HashMap::new()),
             });
             rt.block_on(async {
                 while !stopped() {
@@ -89,6 +96,10 @@ pub fn start(
                             1
                         }
                     };
+                    if let Err(e) = reconcile_due(&ctx).await {
+                        e.log_cause();
+                        tracing::warn!(error = %e.client_message(), "replication reconcile check failed");
+                    }
                     let pause = if pending > 0 { SCAN_INTERVAL } else { IDLE_SCAN_INTERVAL };
                     let until = std::time::Instant::now() + pause;
                     while std::time::Instant::now() < until
@@ -182,6 +193,56 @@ async fn scan(ctx: &Rc<Ctx>) -> crate::error::Result<u64> {
             .store(lag, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(total)
+}
+
+/// Starts the reconcile pass of each target that has one due and that this node wins (the
+/// record in storage is read only when the due time this node knows of has come).
+async fn reconcile_due(ctx: &Rc<Ctx>) -> crate::error::Result<()> {
+    let live = ctx.live.get();
+    let now = now_ms(ctx);
+    for t in live.replication.all() {
+        if t.reconcile_interval.is_zero() || ctx.reconciling.borrow().contains(&t.name) {
+            continue;
+        }
+        if ctx
+            .reconcile_due
+            .borrow()
+            .get(&t.name)
+            .is_some_and(|due| *due > now)
+        {
+            continue;
+        }
+        let turn = reconcile::claim(
+            &ctx.registry.store,
+            &t.name,
+            t.reconcile_interval,
+            &ctx.node,
+            now,
+        );
+        match turn.await? {
+            reconcile::Turn::Wait(due, last) => {
+                ctx.reconcile_due.borrow_mut().insert(t.name.clone(), due);
+                if let Some(last) = last {
+                    reconcile::seen(&t.name, &last);
+                }
+            }
+            reconcile::Turn::Run(lease) => {
+                ctx.reconciling.borrow_mut().insert(t.name.clone());
+                let (ctx, live, target) = (ctx.clone(), live.clone(), t.clone());
+                compio::runtime::spawn(async move {
+                    let s = reconcile::run(&ctx.registry, &live.replication, &target, &lease).await;
+                    tracing::info!(target = %target.name, outcome = s.outcome.as_str(),
+                        repositories = s.repositories, tags = s.tags, missing = s.missing,
+                        moved = s.moved, deleted = s.deleted, error = s.error.as_deref().unwrap_or(""),
+                        "replication reconcile pass");
+                    ctx.reconcile_due.borrow_mut().remove(&target.name);
+                    ctx.reconciling.borrow_mut().remove(&target.name);
+                })
+                .detach();
+            }
+        }
+    }
+    Ok(())
 }
 
 fn launch(ctx: &Rc<Ctx>, claimed: Claimed) {
