@@ -101,12 +101,19 @@ pub struct ReplicationConfig {
     /// Longest wait between two attempts (the backoff doubles up to it, with jitter).
     #[serde(default = "default_backoff_max", deserialize_with = "duration")]
     pub retry_backoff_max: Duration,
+    /// Blob bytes per second sent to this target by this node, all its copies together
+    /// (each node has its own budget); unset: no limit.
+    #[serde(default)]
+    pub max_bytes_per_second: Option<u64>,
 }
 
 /// Jobs of one target at once per node: each holds a chunk of a blob in memory.
 pub const REPLICATION_CONCURRENCY_MAX: usize = 64;
 /// Retries of a job: with the backoff capped, more would only delay the visible failure.
 pub const REPLICATION_RETRIES_MAX: u32 = 100;
+/// Lowest `max_bytes_per_second`: below it a paced chunk (a tenth of a second's worth) is
+/// under a packet, and a layer of any size takes hours.
+pub const REPLICATION_BYTES_PER_SECOND_MIN: u64 = 16 * 1024;
 
 impl ReplicationConfig {
     /// Reads the password and token given by file or environment into their plain fields.
@@ -163,6 +170,15 @@ impl ReplicationConfig {
         }
         if self.max_retries > REPLICATION_RETRIES_MAX {
             return bad("max_retries", &format!("at most {REPLICATION_RETRIES_MAX}"));
+        }
+        if self
+            .max_bytes_per_second
+            .is_some_and(|b| b < REPLICATION_BYTES_PER_SECOND_MIN)
+        {
+            return bad(
+                "max_bytes_per_second",
+                &format!("at least {REPLICATION_BYTES_PER_SECOND_MIN} (16 KiB/s)"),
+            );
         }
         if let Some(p) = &self.target_prefix {
             let p = p.trim_matches('/');

@@ -207,6 +207,24 @@ impl Auth {
         extra: &[(&str, String)],
         body: Option<&[u8]>,
     ) -> Result<Response, UpstreamError> {
+        self.send_paced(client, base, method, target, scope, extra, body, None)
+            .await
+    }
+
+    /// `send`, with the body (if any) paced by `pacer` (a replication target's bandwidth
+    /// limit); a body sent again after a challenge is paced again, as it is sent again.
+    #[allow(clippy::too_many_arguments)] // As `send`.
+    pub async fn send_paced(
+        &self,
+        client: &Client,
+        base: &UpstreamUrl,
+        method: &str,
+        target: &Target,
+        scope: &str,
+        extra: &[(&str, String)],
+        body: Option<&[u8]>,
+        pacer: Option<&dyn crate::http::Pacer>,
+    ) -> Result<Response, UpstreamError> {
         if self.header_for(scope).is_none() {
             self.prepare(client, base, scope).await?;
         }
@@ -216,9 +234,10 @@ impl Auth {
             if let Some(h) = self.header_for(scope) {
                 headers.push(("Authorization", h));
             }
-            let sent = match body {
-                None => client.send(method, target, &headers).await,
-                Some(b) => client.send_body(method, target, &headers, b).await,
+            let sent = match (body, pacer) {
+                (None, _) => client.send(method, target, &headers).await,
+                (Some(b), None) => client.send_body(method, target, &headers, b).await,
+                (Some(b), Some(p)) => client.send_body_paced(method, target, &headers, b, p).await,
             };
             let resp = sent.map_err(|source| UpstreamError::Send {
                 at: base.authority(),

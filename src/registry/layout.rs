@@ -21,6 +21,9 @@
 //! retention/pulled/<name with + for />/<alg>-<hex>        a manifest's last pull (retention)
 //! replication/jobs/<target>/<ms>-<hex>                    a replication job, waiting or claimed
 //! replication/failed/<target>/<ms>-<hex>                  a job that ran out of retries
+//! replication/uploads/<target>/<repo with + for />/<alg>/<hex>
+//!                                                         a blob upload to the target's
+//!                                                         repository, to resume
 //! quota/usage/<namespace with + for />                    a namespace's usage and the
 //!                                                         reservations in flight
 //! quota/held/<alg>/<hex>/<namespace with + for />         the namespace's usage counts this
@@ -57,6 +60,20 @@ pub fn replication_job(target: &str, id: &str) -> String {
 /// The record of a replication job that ran out of retries.
 pub fn replication_failed(target: &str, id: &str) -> String {
     concat(&[REPLICATION_FAILED, target, "/", id])
+}
+
+/// Every blob upload to a replication target that a copy may resume.
+pub const REPLICATION_UPLOADS: &str = "replication/uploads/";
+
+/// The upload of `d` to `repo` at replication target `target` (where it is, how much the
+/// target acknowledged), kept while the blob is being sent.
+pub fn replication_upload(target: &str, repo: &str, d: &Digest) -> String {
+    format!(
+        "{REPLICATION_UPLOADS}{target}/{}/{}/{}",
+        repo.replace('/', "+"),
+        d.algorithm().as_str(),
+        d.hex()
+    )
 }
 
 /// The web UI's session signing key, when `[ui]` configures none (created once, shared by

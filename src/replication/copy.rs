@@ -15,13 +15,14 @@ use compio::BufResult;
 
 use super::metrics::{self, TargetMetrics};
 use super::queue::Claimed;
-use super::remote::{CopyError, CopyResult, Started};
-use super::Target;
+use super::remote::{CopyError, CopyResult, Started, Status};
+use super::{resume, Target};
 use crate::error::Error;
+use crate::http::client::Target as Session;
 use crate::oci::manifest::Manifest;
 use crate::oci::{Digest, Reference, RepoName};
 use crate::registry::manifests::StoredManifest;
-use crate::registry::Registry;
+use crate::registry::{layout, Registry};
 use crate::storage::{BackendReader, BlobReader};
 
 /// Bytes of a blob sent per request: a blob up to this size goes in one PUT, a larger one
@@ -129,6 +130,54 @@ async fn stored(reg: &Registry, src: &RepoName, d: &Digest) -> CopyResult<Option
 type Step<'f> = Pin<Box<dyn Future<Output = CopyResult<()>> + 'f>>;
 
 impl Copy<'_> {
+    /// Where to continue the upload recorded at `record` (of a blob of `size` bytes): the
+    /// session and the offset the target holds, or None to start another (no record, or
+    /// the target forgot the session or holds less than it acknowledged: cancelled).
+    async fn resumed(&self, record: &str, size: u64) -> CopyResult<Option<(Session, u64)>> {
+        let store = &self.reg.store;
+        let Some(rec) = resume::read(store, record).await? else {
+            return Ok(None);
+        };
+        let remote = &self.target.remote;
+        let Some(at) = remote.session_at(&rec.path).filter(|_| rec.size == size) else {
+            resume::clear(store, record).await;
+            return Ok(None);
+        };
+        match remote.upload_status(&self.dst, &at).await? {
+            Status::At { offset, at } if (rec.offset..=size).contains(&offset) && offset > 0 => {
+                metrics::add(&self.metrics.blobs_resumed, 1);
+                tracing::info!(target = %self.target.name, repository = %self.dst,
+                    offset, size, "resuming a blob upload");
+                Ok(Some((at, offset)))
+            }
+            found => {
+                if let Status::At { offset, .. } = found {
+                    tracing::info!(target = %self.target.name, repository = %self.dst,
+                        offset, recorded = rec.offset,
+                        "an upload to resume holds less than acknowledged: sending anew");
+                    remote.cancel_upload(&self.dst, &at).await;
+                }
+                resume::clear(store, record).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records that the target acknowledged `offset` bytes of the upload now at `at`.
+    async fn record(&self, record: &str, at: &Session, offset: u64, size: u64) -> CopyResult<()> {
+        let Some(path) = self.target.remote.session_path(at) else {
+            return Ok(());
+        };
+        let rec = resume::Record {
+            path,
+            offset,
+            size,
+            updated_ms: super::job::millis(self.reg.clock.now()),
+        };
+        resume::write(&self.reg.store, record, &rec).await?;
+        Ok(())
+    }
+
     async fn keep(&self) -> CopyResult<()> {
         let Some(lease) = self.lease else {
             return Ok(());
@@ -222,38 +271,45 @@ impl Copy<'_> {
                 self.src
             ))));
         };
-        let hint = remote.mount_hint(digest);
-        let from = hint.as_deref().filter(|h| *h != self.dst.as_str());
-        let at = match remote
-            .start_upload(&self.dst, from.map(|f| (digest, f)))
-            .await?
-        {
-            Started::Mounted => {
-                metrics::add(&self.metrics.blobs_mounted, 1);
-                remote.note_sent(digest, &self.dst);
-                return Ok(());
-            }
-            Started::Session(at) => at,
-        };
         let size = reader.size();
-        if size <= CHUNK_BYTES as u64 {
+        let chunked = size > CHUNK_BYTES as u64;
+        let record = layout::replication_upload(&self.target.name, &self.dst, digest);
+        let resumed = match chunked {
+            true => self.resumed(&record, size).await?,
+            false => None,
+        };
+        let (mut at, mut offset) = match resumed {
+            Some(found) => found,
+            None => {
+                let hint = remote.mount_hint(digest);
+                let from = hint.as_deref().filter(|h| *h != self.dst.as_str());
+                let mount = from.map(|f| (digest, f));
+                match remote.start_upload(&self.dst, mount).await? {
+                    Started::Mounted => {
+                        metrics::add(&self.metrics.blobs_mounted, 1);
+                        remote.note_sent(digest, &self.dst);
+                        return Ok(());
+                    }
+                    Started::Session(at) => (at, 0),
+                }
+            }
+        };
+        if !chunked {
             let bytes = read_chunk(&reader, 0, size as usize).await?;
             remote.finish(&self.dst, at, digest, &bytes).await?;
+            metrics::add(&self.metrics.bytes_sent, size);
         } else {
-            let mut at = at;
-            let mut offset = 0u64;
             while offset < size {
                 let want = (size - offset).min(CHUNK_BYTES as u64) as usize;
                 let chunk = read_chunk(&reader, offset, want).await?;
                 at = remote.patch(&self.dst, &at, offset, &chunk).await?;
                 offset += want as u64;
                 metrics::add(&self.metrics.bytes_sent, want as u64);
+                self.record(&record, &at, offset, size).await?;
                 self.keep().await?;
             }
             remote.finish(&self.dst, at, digest, &[]).await?;
-        }
-        if size <= CHUNK_BYTES as u64 {
-            metrics::add(&self.metrics.bytes_sent, size);
+            resume::clear(&self.reg.store, &record).await;
         }
         metrics::add(&self.metrics.blobs_sent, 1);
         remote.note_sent(digest, &self.dst);
