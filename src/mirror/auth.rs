@@ -231,8 +231,9 @@ impl Auth {
         let mut answered = false;
         loop {
             let mut headers: Vec<(&str, String)> = extra.to_vec();
-            if let Some(h) = self.header_for(scope) {
-                headers.push(("Authorization", h));
+            let sent_with = self.header_for(scope);
+            if let Some(h) = &sent_with {
+                headers.push(("Authorization", h.clone()));
             }
             let sent = match (body, pacer) {
                 (None, _) => client.send(method, target, &headers).await,
@@ -247,7 +248,10 @@ impl Auth {
                 return Ok(resp);
             }
             answered = true;
-            if !self.answer(client, &resp, scope).await? {
+            // Credentials learnt meanwhile by a concurrent request (its probe, its answer to
+            // the same challenge) are worth one more try too.
+            let learnt = self.answer(client, &resp, scope).await?;
+            if !learnt && self.header_for(scope) == sent_with {
                 return Ok(resp);
             }
             resp.drain().await;
