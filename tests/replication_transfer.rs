@@ -447,3 +447,44 @@ fn a_tls_target_with_basic_auth_gets_an_index_with_its_referrer_and_a_wrong_ca_f
         Some(404)
     );
 }
+
+/// `check-config` names a `max_bytes_per_second` below the minimum; a reload that sets a
+/// valid one paces the next transfer.
+#[test]
+fn the_limit_is_checked_by_check_config_and_reloads_with_the_rest() {
+    const LIMIT: u64 = 1024 * 1024;
+    let peer = Server::start();
+    let proxy = Proxy::start(peer.addr);
+    let mut src = source(
+        &["peer"],
+        &format!("[replication.peer]\nurl = \"http://{}\"\n", proxy.addr),
+    );
+    let text = std::fs::read_to_string(&src.config_path).unwrap();
+    let with = |limit: u64| {
+        text.replace(
+            "[replication.peer]\n",
+            &format!("[replication.peer]\nmax_bytes_per_second = {limit}\n"),
+        )
+    };
+    std::fs::write(&src.config_path, with(1000)).unwrap();
+    let (code, out) = src.cli(&["check-config"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("replication.peer.max_bytes_per_second"),
+        "{out}"
+    );
+    std::fs::write(&src.config_path, with(LIMIT)).unwrap();
+    assert_eq!(src.cli(&["check-config"]).0, 0);
+    src.signal(libc::SIGHUP);
+    src.logs_until("configuration reloaded", Duration::from_secs(10))
+        .expect("reload");
+    let layer = bytes(40, 6 * MIB);
+    src.push_image("reload/app", "v1", &[layer]);
+    wait_until("the image at the target", Duration::from_secs(60), || {
+        has_manifest(&peer, "reload/app", "v1")
+    });
+    let elapsed = proxy.first_byte().expect("bytes went through").elapsed();
+    let rate = proxy.received() as f64 / elapsed.as_secs_f64();
+    eprintln!("after the reload: {rate:.0} bytes/s under a limit of {LIMIT}");
+    assert!(rate <= LIMIT as f64 * 1.10, "{rate:.0} bytes/s");
+}
