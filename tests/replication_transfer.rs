@@ -144,7 +144,10 @@ fn the_bandwidth_limit_holds_over_a_20_second_transfer_shared_by_two_copies() {
     let pushed: Vec<String> = layers
         .iter()
         .enumerate()
-        .map(|(i, l)| src.push_image("bw/app", &format!("v{i}"), &[l.clone()]).1)
+        .map(|(i, l)| {
+            src.push_image("bw/app", &format!("v{i}"), std::slice::from_ref(l))
+                .1
+        })
         .collect();
     wait_until(
         "both images at the target",
@@ -194,7 +197,7 @@ fn a_blob_half_sent_when_the_source_is_killed_is_resumed_after_the_restart() {
     );
     let src = source(&["peer"], &targets);
     let blob = bytes(7, 32 * MIB + 5);
-    let (_, d) = src.push_image("resume/app", "v1", &[blob.clone()]);
+    let (_, d) = src.push_image("resume/app", "v1", std::slice::from_ref(&blob));
     // Two chunks (8 MiB each) acknowledged and a third on its way: kill.
     wait_until("20 MiB at the target", Duration::from_secs(60), || {
         proxy.received() >= 20 * MIB as u64

@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::Poll;
 
 use compio::BufResult;
 
@@ -32,6 +33,9 @@ pub const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 const DEPTH_MAX: usize = 8;
 /// Referrers of one manifest that follow it.
 const REFERRERS_MAX: usize = 1000;
+/// How often a request sending a blob's bytes looks whether the lease is due for renewal
+/// (a check of the time; storage is written once a third of the lease has passed).
+const LEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often a copy that finds its blob being sent by another copy looks again.
 const SENDING_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -178,6 +182,33 @@ impl Copy<'_> {
         Ok(())
     }
 
+    /// Runs `work` (one request with a blob's bytes, which under `max_bytes_per_second` may
+    /// take longer than the lease) while renewing the lease beside it. A renewal cut off by
+    /// the end of `work` may leave the job's version unknown to this copy: the job is then
+    /// not removed at the end, and runs once more after its lease (HEADs only).
+    async fn kept<T>(&self, work: impl Future<Output = CopyResult<T>>) -> CopyResult<T> {
+        if self.lease.is_none() {
+            return work.await;
+        }
+        let renew = async {
+            loop {
+                compio::time::sleep(LEASE_CHECK).await;
+                if let Err(e) = self.keep().await {
+                    return e;
+                }
+            }
+        };
+        let mut work = std::pin::pin!(work);
+        let mut renew = std::pin::pin!(renew);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = work.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            renew.as_mut().poll(cx).map(Err)
+        })
+        .await
+    }
+
     async fn keep(&self) -> CopyResult<()> {
         let Some(lease) = self.lease else {
             return Ok(());
@@ -296,13 +327,16 @@ impl Copy<'_> {
         };
         if !chunked {
             let bytes = read_chunk(&reader, 0, size as usize).await?;
-            remote.finish(&self.dst, at, digest, &bytes).await?;
+            self.kept(remote.finish(&self.dst, at, digest, &bytes))
+                .await?;
             metrics::add(&self.metrics.bytes_sent, size);
         } else {
             while offset < size {
                 let want = (size - offset).min(CHUNK_BYTES as u64) as usize;
                 let chunk = read_chunk(&reader, offset, want).await?;
-                at = remote.patch(&self.dst, &at, offset, &chunk).await?;
+                at = self
+                    .kept(remote.patch(&self.dst, &at, offset, &chunk))
+                    .await?;
                 offset += want as u64;
                 metrics::add(&self.metrics.bytes_sent, want as u64);
                 self.record(&record, &at, offset, size).await?;
