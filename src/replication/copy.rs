@@ -135,8 +135,9 @@ type Step<'f> = Pin<Box<dyn Future<Output = CopyResult<()>> + 'f>>;
 
 impl Copy<'_> {
     /// Where to continue the upload recorded at `record` (of a blob of `size` bytes): the
-    /// session and the offset the target holds, or None to start another (no record, or
-    /// the target forgot the session or holds less than it acknowledged: cancelled).
+    /// session and the offset the target holds, or None to start another (no record; the
+    /// target forgot the session; or it holds less than it acknowledged, or more than the
+    /// blob: cancelled).
     async fn resumed(&self, record: &str, size: u64) -> CopyResult<Option<(Session, u64)>> {
         let store = &self.reg.store;
         let Some(rec) = resume::read(store, record).await? else {
@@ -158,7 +159,7 @@ impl Copy<'_> {
                 if let Status::At { offset, .. } = found {
                     tracing::info!(target = %self.target.name, repository = %self.dst,
                         offset, recorded = rec.offset,
-                        "an upload to resume holds less than acknowledged: sending anew");
+                        "an upload to resume disagrees with what it acknowledged: sending anew");
                     remote.cancel_upload(&self.dst, &at).await;
                 }
                 resume::clear(store, record).await;
@@ -305,9 +306,10 @@ impl Copy<'_> {
         let size = reader.size();
         let chunked = size > CHUNK_BYTES as u64;
         let record = layout::replication_upload(&self.target.name, &self.dst, digest);
-        let resumed = match chunked {
-            true => self.resumed(&record, size).await?,
-            false => None,
+        let resumed = if chunked {
+            self.resumed(&record, size).await?
+        } else {
+            None
         };
         let (mut at, mut offset) = match resumed {
             Some(found) => found,
