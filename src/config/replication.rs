@@ -130,6 +130,10 @@ pub struct ReplicationConfig {
     /// repaired, once per interval across every node on the storage; `0` turns it off.
     #[serde(default = "default_reconcile_interval", deserialize_with = "duration")]
     pub reconcile_interval: Duration,
+    /// Blob bytes per second sent to this target by this node, all its copies together
+    /// (each node has its own budget); unset: no limit.
+    #[serde(default)]
+    pub max_bytes_per_second: Option<u64>,
 }
 
 /// On unless turned off: a target that was down, wiped or changed by hand converges within
@@ -147,6 +151,9 @@ pub const PULL_REPOSITORIES_LISTED_MAX: usize = 1000;
 
 /// Retries of a job: with the backoff capped, more would only delay the visible failure.
 pub const REPLICATION_RETRIES_MAX: u32 = 100;
+/// Lowest `max_bytes_per_second`: below it a paced chunk (a tenth of a second's worth) is
+/// under a packet, and a layer of any size takes hours.
+pub const REPLICATION_BYTES_PER_SECOND_MIN: u64 = 16 * 1024;
 
 impl ReplicationConfig {
     /// Reads the password and token given by file or environment into their plain fields.
@@ -208,6 +215,15 @@ impl ReplicationConfig {
             return bad("max_retries", &format!("at most {REPLICATION_RETRIES_MAX}"));
         }
         self.validate_direction(name)?;
+        if self
+            .max_bytes_per_second
+            .is_some_and(|b| b < REPLICATION_BYTES_PER_SECOND_MIN)
+        {
+            return bad(
+                "max_bytes_per_second",
+                &format!("at least {REPLICATION_BYTES_PER_SECOND_MIN} (16 KiB/s)"),
+            );
+        }
         if let Some(p) = &self.target_prefix {
             let p = p.trim_matches('/');
             if p.is_empty() || crate::oci::RepoName::parse(p).is_err() {

@@ -207,18 +207,38 @@ impl Auth {
         extra: &[(&str, String)],
         body: Option<&[u8]>,
     ) -> Result<Response, UpstreamError> {
+        self.send_paced(client, base, method, target, scope, extra, body, None)
+            .await
+    }
+
+    /// `send`, with the body (if any) paced by `pacer` (a replication target's bandwidth
+    /// limit); a body sent again after a challenge is paced again, as it is sent again.
+    #[allow(clippy::too_many_arguments)] // As `send`.
+    pub async fn send_paced(
+        &self,
+        client: &Client,
+        base: &UpstreamUrl,
+        method: &str,
+        target: &Target,
+        scope: &str,
+        extra: &[(&str, String)],
+        body: Option<&[u8]>,
+        pacer: Option<&dyn crate::http::Pacer>,
+    ) -> Result<Response, UpstreamError> {
         if self.header_for(scope).is_none() {
             self.prepare(client, base, scope).await?;
         }
         let mut answered = false;
         loop {
             let mut headers: Vec<(&str, String)> = extra.to_vec();
-            if let Some(h) = self.header_for(scope) {
-                headers.push(("Authorization", h));
+            let sent_with = self.header_for(scope);
+            if let Some(h) = &sent_with {
+                headers.push(("Authorization", h.clone()));
             }
-            let sent = match body {
-                None => client.send(method, target, &headers).await,
-                Some(b) => client.send_body(method, target, &headers, b).await,
+            let sent = match (body, pacer) {
+                (None, _) => client.send(method, target, &headers).await,
+                (Some(b), None) => client.send_body(method, target, &headers, b).await,
+                (Some(b), Some(p)) => client.send_body_paced(method, target, &headers, b, p).await,
             };
             let resp = sent.map_err(|source| UpstreamError::Send {
                 at: base.authority(),
@@ -228,7 +248,10 @@ impl Auth {
                 return Ok(resp);
             }
             answered = true;
-            if !self.answer(client, &resp, scope).await? {
+            // Credentials learnt meanwhile by a concurrent request (its probe, its answer to
+            // the same challenge) are worth one more try too.
+            let learnt = self.answer(client, &resp, scope).await?;
+            if !learnt && self.header_for(scope) == sent_with {
                 return Ok(resp);
             }
             resp.drain().await;

@@ -24,6 +24,9 @@
 //! replication/pull/<target>                               a pull target's last run and claim
 //! replication/reconcile/<target>                          the target's reconcile record:
 //!                                                         claim, position, last outcome
+//! replication/uploads/<target>/<repo with + for />/<alg>/<hex>
+//!                                                         a blob upload to the target's
+//!                                                         repository, to resume
 //! quota/usage/<namespace with + for />                    a namespace's usage and the
 //!                                                         reservations in flight
 //! quota/held/<alg>/<hex>/<namespace with + for />         the namespace's usage counts this
@@ -73,6 +76,20 @@ pub fn replication_failed(target: &str, id: &str) -> String {
 /// A pull target's record: its last run, when the next is due, who runs it now.
 pub fn replication_pull(target: &str) -> String {
     concat(&["replication/pull/", target])
+}
+
+/// Every blob upload to a replication target that a copy may resume.
+pub const REPLICATION_UPLOADS: &str = "replication/uploads/";
+
+/// The upload of `d` to `repo` at replication target `target` (where it is, how much the
+/// target acknowledged), kept while the blob is being sent.
+pub fn replication_upload(target: &str, repo: &str, d: &Digest) -> String {
+    format!(
+        "{REPLICATION_UPLOADS}{target}/{}/{}/{}",
+        repo.replace('/', "+"),
+        d.algorithm().as_str(),
+        d.hex()
+    )
 }
 
 /// The web UI's session signing key, when `[ui]` configures none (created once, shared by

@@ -10,18 +10,20 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::Poll;
 
 use compio::BufResult;
 
 use super::metrics::{self, TargetMetrics};
 use super::queue::Claimed;
-use super::remote::{CopyError, CopyResult, Started};
-use super::Target;
+use super::remote::{CopyError, CopyResult, Started, Status};
+use super::{resume, Target};
 use crate::error::Error;
+use crate::http::client::Target as Session;
 use crate::oci::manifest::Manifest;
 use crate::oci::{Digest, Reference, RepoName};
 use crate::registry::manifests::StoredManifest;
-use crate::registry::Registry;
+use crate::registry::{layout, Registry};
 use crate::storage::{BackendReader, BlobReader};
 
 /// Bytes of a blob sent per request: a blob up to this size goes in one PUT, a larger one
@@ -31,6 +33,9 @@ pub const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 const DEPTH_MAX: usize = 8;
 /// Referrers of one manifest that follow it.
 const REFERRERS_MAX: usize = 1000;
+/// How often a request sending a blob's bytes looks whether the lease is due for renewal
+/// (a check of the time; storage is written once a third of the lease has passed).
+const LEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often a copy that finds its blob being sent by another copy looks again.
 const SENDING_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -129,6 +134,82 @@ async fn stored(reg: &Registry, src: &RepoName, d: &Digest) -> CopyResult<Option
 type Step<'f> = Pin<Box<dyn Future<Output = CopyResult<()>> + 'f>>;
 
 impl Copy<'_> {
+    /// Where to continue the upload recorded at `record` (of a blob of `size` bytes): the
+    /// session and the offset the target holds, or None to start another (no record; the
+    /// target forgot the session; or it holds less than it acknowledged, or more than the
+    /// blob: cancelled).
+    async fn resumed(&self, record: &str, size: u64) -> CopyResult<Option<(Session, u64)>> {
+        let store = &self.reg.store;
+        let Some(rec) = resume::read(store, record).await? else {
+            return Ok(None);
+        };
+        let remote = &self.target.remote;
+        let Some(at) = remote.session_at(&rec.path).filter(|_| rec.size == size) else {
+            resume::clear(store, record).await;
+            return Ok(None);
+        };
+        match remote.upload_status(&self.dst, &at).await? {
+            Status::At { offset, at } if (rec.offset..=size).contains(&offset) && offset > 0 => {
+                metrics::add(&self.metrics.blobs_resumed, 1);
+                tracing::info!(target = %self.target.name, repository = %self.dst,
+                    offset, size, "resuming a blob upload");
+                Ok(Some((at, offset)))
+            }
+            found => {
+                if let Status::At { offset, .. } = found {
+                    tracing::info!(target = %self.target.name, repository = %self.dst,
+                        offset, recorded = rec.offset,
+                        "an upload to resume disagrees with what it acknowledged: sending anew");
+                    remote.cancel_upload(&self.dst, &at).await;
+                }
+                resume::clear(store, record).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records that the target acknowledged `offset` bytes of the upload now at `at`.
+    async fn record(&self, record: &str, at: &Session, offset: u64, size: u64) -> CopyResult<()> {
+        let Some(path) = self.target.remote.session_path(at) else {
+            return Ok(());
+        };
+        let rec = resume::Record {
+            path,
+            offset,
+            size,
+            updated_ms: super::job::millis(self.reg.clock.now()),
+        };
+        resume::write(&self.reg.store, record, &rec).await?;
+        Ok(())
+    }
+
+    /// Runs `work` (one request with a blob's bytes, which under `max_bytes_per_second` may
+    /// take longer than the lease) while renewing the lease beside it. A renewal cut off by
+    /// the end of `work` may leave the job's version unknown to this copy: the job is then
+    /// not removed at the end, and runs once more after its lease (HEADs only).
+    async fn kept<T>(&self, work: impl Future<Output = CopyResult<T>>) -> CopyResult<T> {
+        if self.lease.is_none() {
+            return work.await;
+        }
+        let renew = async {
+            loop {
+                compio::time::sleep(LEASE_CHECK).await;
+                if let Err(e) = self.keep().await {
+                    return e;
+                }
+            }
+        };
+        let mut work = std::pin::pin!(work);
+        let mut renew = std::pin::pin!(renew);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = work.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            renew.as_mut().poll(cx).map(Err)
+        })
+        .await
+    }
+
     async fn keep(&self) -> CopyResult<()> {
         let Some(lease) = self.lease else {
             return Ok(());
@@ -222,38 +303,49 @@ impl Copy<'_> {
                 self.src
             ))));
         };
-        let hint = remote.mount_hint(digest);
-        let from = hint.as_deref().filter(|h| *h != self.dst.as_str());
-        let at = match remote
-            .start_upload(&self.dst, from.map(|f| (digest, f)))
-            .await?
-        {
-            Started::Mounted => {
-                metrics::add(&self.metrics.blobs_mounted, 1);
-                remote.note_sent(digest, &self.dst);
-                return Ok(());
-            }
-            Started::Session(at) => at,
-        };
         let size = reader.size();
-        if size <= CHUNK_BYTES as u64 {
-            let bytes = read_chunk(&reader, 0, size as usize).await?;
-            remote.finish(&self.dst, at, digest, &bytes).await?;
+        let chunked = size > CHUNK_BYTES as u64;
+        let record = layout::replication_upload(&self.target.name, &self.dst, digest);
+        let resumed = if chunked {
+            self.resumed(&record, size).await?
         } else {
-            let mut at = at;
-            let mut offset = 0u64;
+            None
+        };
+        let (mut at, mut offset) = match resumed {
+            Some(found) => found,
+            None => {
+                let hint = remote.mount_hint(digest);
+                let from = hint.as_deref().filter(|h| *h != self.dst.as_str());
+                let mount = from.map(|f| (digest, f));
+                match remote.start_upload(&self.dst, mount).await? {
+                    Started::Mounted => {
+                        metrics::add(&self.metrics.blobs_mounted, 1);
+                        remote.note_sent(digest, &self.dst);
+                        return Ok(());
+                    }
+                    Started::Session(at) => (at, 0),
+                }
+            }
+        };
+        if !chunked {
+            let bytes = read_chunk(&reader, 0, size as usize).await?;
+            self.kept(remote.finish(&self.dst, at, digest, &bytes))
+                .await?;
+            metrics::add(&self.metrics.bytes_sent, size);
+        } else {
             while offset < size {
                 let want = (size - offset).min(CHUNK_BYTES as u64) as usize;
                 let chunk = read_chunk(&reader, offset, want).await?;
-                at = remote.patch(&self.dst, &at, offset, &chunk).await?;
+                at = self
+                    .kept(remote.patch(&self.dst, &at, offset, &chunk))
+                    .await?;
                 offset += want as u64;
                 metrics::add(&self.metrics.bytes_sent, want as u64);
+                self.record(&record, &at, offset, size).await?;
                 self.keep().await?;
             }
             remote.finish(&self.dst, at, digest, &[]).await?;
-        }
-        if size <= CHUNK_BYTES as u64 {
-            metrics::add(&self.metrics.bytes_sent, size);
+            resume::clear(&self.reg.store, &record).await;
         }
         metrics::add(&self.metrics.blobs_sent, 1);
         remote.note_sent(digest, &self.dst);

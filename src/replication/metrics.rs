@@ -18,6 +18,8 @@ pub struct TargetMetrics {
     pub blobs_sent: AtomicU64,
     pub blobs_mounted: AtomicU64,
     pub blobs_present: AtomicU64,
+    /// Blob uploads continued where an earlier attempt (a crash, another node) left them.
+    pub blobs_resumed: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub manifests_sent: AtomicU64,
     /// Jobs waiting or running, as of the last scan of the queue.
@@ -63,7 +65,7 @@ pub fn render_into(out: &mut String) {
         return;
     }
     type Field = fn(&TargetMetrics) -> &AtomicU64;
-    let series: [(&str, &str, &str, Field); 10] = [
+    let series: [(&str, &str, &str, Field); 11] = [
         (
             "origin_replication_jobs_succeeded_total",
             "counter",
@@ -99,6 +101,12 @@ pub fn render_into(out: &mut String) {
             "counter",
             "Blobs a target already had (a HEAD, no bytes sent).",
             |m| &m.blobs_present,
+        ),
+        (
+            "origin_replication_blobs_resumed_total",
+            "counter",
+            "Blob uploads continued from where an earlier attempt left them.",
+            |m| &m.blobs_resumed,
         ),
         (
             "origin_replication_bytes_sent_total",

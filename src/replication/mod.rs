@@ -5,7 +5,9 @@
 //!   go where.
 //! - `remote.rs` talks to a target (the project's HTTP client and the pull-through cache's
 //!   authentication, Docker token challenges included); `copy.rs` copies a manifest with
-//!   everything it names (index children, blobs, referrers) or replays a deletion.
+//!   everything it names (index children, blobs, referrers) or replays a deletion;
+//!   `resume.rs` records how far a blob's upload got, so a later attempt continues it;
+//!   `limit.rs` paces blob bodies under a target's `max_bytes_per_second`.
 //! - `job.rs` and `queue.rs` keep the work in storage: a job is written before an `async`
 //!   push is acknowledged, claimed by one node with a conditional write and a lease, retried
 //!   with backoff and jitter, and after `max_retries` kept as failed. `worker.rs` runs the
@@ -17,11 +19,13 @@
 
 pub mod copy;
 pub mod job;
+pub mod limit;
 pub mod metrics;
 pub mod pull;
 pub mod queue;
 pub mod reconcile;
 pub mod remote;
+pub mod resume;
 pub mod status;
 pub mod worker;
 
@@ -137,9 +141,16 @@ impl Targets {
             };
             let what = format!("replication.{name}.ca_bundle");
             let tls = crate::tls::client_config(&what, r.ca_bundle.as_deref()).map_err(|e| e.0)?;
-            let remote =
-                remote::Remote::new(&r.url, tls, r.timeout, &r.username, &r.password, &r.token)
-                    .map_err(|e| ConfigError::caused(format!("replication.{name}.url"), e))?;
+            let remote = remote::Remote::new(
+                &r.url,
+                tls,
+                r.timeout,
+                &r.username,
+                &r.password,
+                &r.token,
+                r.max_bytes_per_second,
+            )
+            .map_err(|e| ConfigError::caused(format!("replication.{name}.url"), e))?;
             targets.push(Arc::new(Target {
                 name: name.clone(),
                 remote,

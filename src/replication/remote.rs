@@ -10,6 +10,8 @@ use crate::http::client::{Client, Response, Target, UpstreamUrl, UrlError};
 use crate::mirror::auth::Auth;
 use crate::oci::Digest;
 
+use super::limit::Bandwidth;
+
 /// Error bodies kept for the message of a failed request.
 const ERROR_BODY_BYTES_MAX: usize = 512;
 /// Blobs remembered per target with the repository they were last sent to there, for
@@ -64,6 +66,8 @@ pub struct Remote {
     pub url: UpstreamUrl,
     client: Client,
     auth: Auth,
+    /// `max_bytes_per_second`: paces blob bodies (every copy to this target on this node).
+    bandwidth: Option<Bandwidth>,
     /// Blob -> a repository at the target that has it (sent there by this process).
     mounts: Mutex<HashMap<Digest, Arc<str>>>,
     /// Blobs being sent by a copy of this process: another copy of the same blob (to any
@@ -103,11 +107,13 @@ impl Remote {
         username: &Option<String>,
         password: &Option<String>,
         token: &Option<String>,
+        max_bytes_per_second: Option<u64>,
     ) -> Result<Remote, UrlError> {
         Ok(Remote {
             url: UpstreamUrl::parse(url)?,
             client: Client { tls, timeout },
             auth: Auth::new(username.as_deref(), password.as_deref()).with_token(token.as_deref()),
+            bandwidth: max_bytes_per_second.map(Bandwidth::new),
             mounts: Mutex::new(HashMap::new()),
             sending: Mutex::new(HashSet::new()),
         })
@@ -128,9 +134,37 @@ impl Remote {
         extra: &[(&str, String)],
         body: Option<&[u8]>,
     ) -> CopyResult<Response> {
+        self.send_paced(method, repo, target, extra, body, false)
+            .await
+    }
+
+    /// `send`; a blob's bytes (`blob`) go at the target's `max_bytes_per_second`.
+    async fn send_paced(
+        &self,
+        method: &str,
+        repo: &str,
+        target: &Target,
+        extra: &[(&str, String)],
+        body: Option<&[u8]>,
+        blob: bool,
+    ) -> CopyResult<Response> {
         let scope = format!("repository:{repo}:pull,push");
+        let pacer = self
+            .bandwidth
+            .as_ref()
+            .filter(|_| blob)
+            .map(|b| b as &dyn crate::http::Pacer);
         self.auth
-            .send(&self.client, &self.url, method, target, &scope, extra, body)
+            .send_paced(
+                &self.client,
+                &self.url,
+                method,
+                target,
+                &scope,
+                extra,
+                body,
+                pacer,
+            )
             .await
             .map_err(|e| CopyError::Target(e.to_string()))
     }
@@ -361,7 +395,8 @@ impl Remote {
             ("Content-Type", "application/octet-stream".to_string()),
             ("Content-Range", format!("{start}-{end}")),
         ];
-        let resp = self.send("PATCH", repo, at, &headers, Some(chunk)).await?;
+        let sent = self.send_paced("PATCH", repo, at, &headers, Some(chunk), true);
+        let resp = sent.await?;
         if resp.status != 202 {
             return Err(self.refused("PATCH of an upload", resp).await);
         }
@@ -383,11 +418,97 @@ impl Remote {
             &format!("digest={}", crate::http::query::escape(digest.as_str())),
         );
         let headers = [("Content-Type", "application/octet-stream".to_string())];
-        let resp = self.send("PUT", repo, &t, &headers, Some(last)).await?;
+        let resp = self
+            .send_paced("PUT", repo, &t, &headers, Some(last), !last.is_empty())
+            .await?;
         if resp.status == 201 {
             resp.drain().await;
             return Ok(());
         }
         Err(self.refused("the PUT that ends an upload", resp).await)
+    }
+}
+
+/// Where an upload session of the target stands.
+pub enum Status {
+    /// The target holds the session with this many bytes; send the next ones to `at`.
+    At { offset: u64, at: Target },
+    /// The target does not know the session (expired, or it answered the request with an
+    /// error): start another.
+    Forgotten,
+}
+
+impl Remote {
+    /// The upload session at `path` (an absolute path, as recorded) of this target's
+    /// origin: a record never sends credentials elsewhere.
+    pub fn session_at(&self, path: &str) -> Option<Target> {
+        path.starts_with('/').then(|| Target {
+            url: self.url.clone(),
+            path: path.to_string(),
+        })
+    }
+
+    /// The path to record for the session at `at`; None when it is on another origin than
+    /// the target's (it is then not resumed).
+    pub fn session_path(&self, at: &Target) -> Option<String> {
+        let same = at.url.https == self.url.https
+            && at.url.host == self.url.host
+            && at.url.port == self.url.port;
+        same.then(|| at.path.clone())
+    }
+
+    /// Asks the target how much of the upload at `at` it has (`GET`: `204` with
+    /// `Range: 0-<last byte>`). A 4xx answer means the session is gone; a 5xx or no answer
+    /// is an error (the target may still hold it: try again later).
+    pub async fn upload_status(&self, repo: &str, at: &Target) -> CopyResult<Status> {
+        let resp = self.send("GET", repo, at, &[], None).await?;
+        match resp.status {
+            200 | 204 => {
+                let offset = resp.header("range").and_then(range_end).map(|end| end + 1);
+                let next = resp
+                    .header("location")
+                    .and_then(|l| at.redirected(l))
+                    .unwrap_or_else(|| at.clone());
+                resp.drain().await;
+                Ok(match offset {
+                    Some(offset) => Status::At { offset, at: next },
+                    None => Status::Forgotten,
+                })
+            }
+            400..=499 => {
+                resp.drain().await;
+                Ok(Status::Forgotten)
+            }
+            _ => Err(self.refused("GET of an upload's status", resp).await),
+        }
+    }
+
+    /// Cancels the upload at `at` (best effort: the target expires it anyway).
+    pub async fn cancel_upload(&self, repo: &str, at: &Target) {
+        if let Ok(resp) = self.send("DELETE", repo, at, &[], Some(&[])).await {
+            resp.drain().await;
+        }
+    }
+}
+
+/// The last byte of a `Range: 0-<last>` value (`bytes=` accepted before it); `0-0` is read
+/// as one byte (a session this resumes always holds more than that).
+fn range_end(value: &str) -> Option<u64> {
+    let spec = value.trim().trim_start_matches("bytes=");
+    let (start, end) = spec.split_once('-')?;
+    if start.trim() != "0" {
+        return None;
+    }
+    end.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn upload_ranges_parse() {
+        assert_eq!(super::range_end("0-8388607"), Some(8_388_607));
+        assert_eq!(super::range_end("bytes=0-9"), Some(9));
+        assert_eq!(super::range_end("5-9"), None);
+        assert_eq!(super::range_end("0-x"), None);
     }
 }

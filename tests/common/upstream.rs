@@ -560,7 +560,7 @@ fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
 /// "user:$2y$..." — distribution's htpasswd only accepts bcrypt. Made by `htpasswd -nbB`
 /// (apache2-utils) if installed, else perl's crypt() (libxcrypt does bcrypt: Debian's perl),
 /// else python3's bcrypt module.
-fn htpasswd_line(user: &str, password: &str) -> String {
+pub fn htpasswd_line(user: &str, password: &str) -> String {
     if let Ok(out) = Command::new("htpasswd")
         .args(["-nbB", "-C", "5", user, password])
         .stderr(Stdio::null())

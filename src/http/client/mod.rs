@@ -12,6 +12,8 @@ use compio::buf::{BufResult, IntoInner, IoBufMut};
 use compio::net::TcpStream;
 use compio::time::timeout;
 
+use super::Pacer;
+
 mod pool;
 mod response;
 mod url;
@@ -85,7 +87,30 @@ impl Client {
             Some(conn) => conn,
             None => self.connect(&target.url).await?,
         };
-        self.exchange(conn, method, target, headers, Some(body), true, &key)
+        let body = Some((body, None));
+        self.exchange(conn, method, target, headers, body, true, &key)
+            .await
+    }
+
+    /// `send_body`, with the body sent in `pacer`'s chunks at the pace it sets (a
+    /// replication target's `max_bytes_per_second`). The wait for a chunk is a reservation
+    /// made before it is written, never longer than the client's timeout (the receiver's
+    /// idle deadline runs meanwhile).
+    pub async fn send_body_paced(
+        &self,
+        method: &str,
+        target: &Target,
+        headers: &[(&str, String)],
+        body: &[u8],
+        pacer: &dyn Pacer,
+    ) -> io::Result<Response> {
+        let key = self.pool_key(&target.url);
+        let conn = match take_idle(&key) {
+            Some(conn) => conn,
+            None => self.connect(&target.url).await?,
+        };
+        let body = Some((body, Some(pacer)));
+        self.exchange(conn, method, target, headers, body, true, &key)
             .await
     }
 
@@ -162,7 +187,7 @@ impl Client {
         method: &str,
         target: &Target,
         headers: &[(&str, String)],
-        body: Option<&[u8]>,
+        body: Option<(&[u8], Option<&dyn Pacer>)>,
         with_auth: bool,
         key: &PoolKey,
     ) -> io::Result<Response> {
@@ -193,17 +218,26 @@ impl Client {
                 head.push_str("\r\n");
             }
         }
-        if let Some(body) = body {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        let (mut rest, pacer) = body.unwrap_or((&[], None));
+        if body.is_some() {
+            head.push_str(&format!("Content-Length: {}\r\n", rest.len()));
         }
         head.push_str("\r\n");
         let mut out = head.into_bytes();
-        let mut rest = body.unwrap_or(&[]);
-        // Small bodies go out with the head; large ones in bounded copies.
+        // Small bodies go out with the head; large ones in bounded copies (paced: in the
+        // pacer's chunks, each after its wait).
+        let piece_max = pacer.map_or(BODY_WRITE_BYTES_MAX, |p| {
+            (p.chunk_bytes() as usize).clamp(1, BODY_WRITE_BYTES_MAX)
+        });
         loop {
-            let n = rest
-                .len()
-                .min(BODY_WRITE_BYTES_MAX.saturating_sub(out.len()));
+            let room = BODY_WRITE_BYTES_MAX.saturating_sub(out.len());
+            let n = rest.len().min(room).min(piece_max);
+            if let Some(p) = pacer.filter(|_| n > 0) {
+                let wait = p.reserve(n as u64).min(self.timeout);
+                if !wait.is_zero() {
+                    compio::time::sleep(wait).await;
+                }
+            }
             out.extend_from_slice(&rest[..n]);
             rest = &rest[n..];
             match timeout(self.timeout, conn.write_all(out)).await {
