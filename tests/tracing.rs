@@ -460,8 +460,9 @@ fn an_unsampled_traceparent_reaches_queued_webhook_deliveries() {
 }
 
 /// A replication job is a trace of its own (a `replication` root with `replication.job`
-/// under it, naming the target, repository and reference), and the target continues it:
-/// the second Origin's server spans for the copy are in the job's trace, under it.
+/// under it, naming the target, repository and reference, and a `replication.request`
+/// client span per request to the target), and the target continues it: the second
+/// Origin's server spans for the copy are in the job's trace, under those requests.
 #[test]
 fn a_replication_job_is_a_trace_the_target_continues() {
     let rx = Receiver::start();

@@ -139,6 +139,17 @@ impl Remote {
     }
 
     /// `send`; a blob's bytes (`blob`) go at the target's `max_bytes_per_second`.
+    #[tracing::instrument(
+        target = "origin::span",
+        name = "replication.request",
+        skip_all,
+        fields(
+            otel.kind = "client",
+            http.request.method = method,
+            server.address = %self.url.authority(),
+            url.path = %target.path,
+        )
+    )]
     async fn send_paced(
         &self,
         method: &str,
@@ -181,45 +192,40 @@ impl Remote {
         ))
     }
 
+    /// A HEAD of `rest` under the target's `repo`: `Docker-Content-Digest` (empty when the
+    /// registry sends none) when it is there, None on 404.
+    async fn head(
+        &self,
+        repo: &str,
+        rest: &str,
+        extra: &[(&str, String)],
+    ) -> CopyResult<Option<String>> {
+        let t = self.target(repo, rest);
+        let resp = self.send("HEAD", repo, &t, extra, None).await?;
+        let found = match resp.status {
+            200 => Some(
+                resp.header("docker-content-digest")
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            404 => None,
+            _ => return Err(self.refused(&format!("HEAD {}", t.path), resp).await),
+        };
+        resp.drain().await;
+        Ok(found)
+    }
+
     /// Whether the target has the manifest `reference` in `repo`.
     pub async fn has_manifest(&self, repo: &str, reference: &str) -> CopyResult<bool> {
-        let t = self.target(repo, &format!("manifests/{reference}"));
-        let accept = [("Accept", MANIFEST_ACCEPT.to_string())];
-        let resp = self.send("HEAD", repo, &t, &accept, None).await?;
-        match resp.status {
-            200 => {
-                resp.drain().await;
-                Ok(true)
-            }
-            404 => {
-                resp.drain().await;
-                Ok(false)
-            }
-            _ => Err(self.refused(&format!("HEAD {}", t.path), resp).await),
-        }
+        Ok(self.manifest_digest(repo, reference).await?.is_some())
     }
 
     /// The digest the target's `reference` of `repo` names (HEAD), None when it has none.
     /// A registry that answers without `Docker-Content-Digest` gives an empty string.
     pub async fn manifest_digest(&self, repo: &str, reference: &str) -> CopyResult<Option<String>> {
-        let t = self.target(repo, &format!("manifests/{reference}"));
         let accept = [("Accept", MANIFEST_ACCEPT.to_string())];
-        let resp = self.send("HEAD", repo, &t, &accept, None).await?;
-        match resp.status {
-            200 => {
-                let d = resp
-                    .header("docker-content-digest")
-                    .unwrap_or("")
-                    .to_string();
-                resp.drain().await;
-                Ok(Some(d))
-            }
-            404 => {
-                resp.drain().await;
-                Ok(None)
-            }
-            _ => Err(self.refused(&format!("HEAD {}", t.path), resp).await),
-        }
+        self.head(repo, &format!("manifests/{reference}"), &accept)
+            .await
     }
 
     /// Up to `n` tags of the target's `repo` after `last`, and whether more follow (a
@@ -270,19 +276,8 @@ impl Remote {
 
     /// Whether the target's `repo` has the blob.
     pub async fn has_blob(&self, repo: &str, digest: &Digest) -> CopyResult<bool> {
-        let t = self.target(repo, &format!("blobs/{digest}"));
-        let resp = self.send("HEAD", repo, &t, &[], None).await?;
-        match resp.status {
-            200 => {
-                resp.drain().await;
-                Ok(true)
-            }
-            404 => {
-                resp.drain().await;
-                Ok(false)
-            }
-            _ => Err(self.refused(&format!("HEAD {}", t.path), resp).await),
-        }
+        let found = self.head(repo, &format!("blobs/{digest}"), &[]).await?;
+        Ok(found.is_some())
     }
 
     pub async fn put_manifest(
