@@ -106,6 +106,45 @@ pub fn namespace_covers(namespace: &str, repository: &str) -> bool {
             && repository.as_bytes().get(namespace.len()) == Some(&b'/'))
 }
 
+/// Which of a set of named things (webhooks, replication targets) each `[[repository]]`
+/// entry uses, by index into the caller's list, longest namespace first: the first entry
+/// that covers a repository is the one that applies to it.
+#[derive(Debug, Default)]
+pub struct NamespaceTable {
+    entries: Vec<(String, Vec<usize>)>,
+}
+
+impl NamespaceTable {
+    /// `uses` gives an entry's list of names; a name not in `names` is left out (validation
+    /// reports it).
+    pub fn build(
+        repositories: &[RepositoryConfig],
+        names: &[String],
+        uses: impl Fn(&RepositoryConfig) -> &[String],
+    ) -> NamespaceTable {
+        let mut entries: Vec<(String, Vec<usize>)> = repositories
+            .iter()
+            .map(|r| {
+                let used = uses(r)
+                    .iter()
+                    .filter_map(|n| names.iter().position(|x| x == n))
+                    .collect();
+                (r.namespace.trim_end_matches('/').to_string(), used)
+            })
+            .collect();
+        entries.sort_by_key(|(ns, _)| std::cmp::Reverse(ns.len()));
+        NamespaceTable { entries }
+    }
+
+    /// The indexes the entry `repository` falls under uses (none without an entry).
+    pub fn lookup(&self, repository: &str) -> &[usize] {
+        self.entries
+            .iter()
+            .find(|(ns, _)| namespace_covers(ns, repository))
+            .map_or(&[], |(_, used)| used.as_slice())
+    }
+}
+
 /// `[repository.mirror]`: the namespace caches content pulled from upstream registries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,7 +197,7 @@ pub struct UpstreamConfig {
 
 #[cfg(test)]
 mod namespace_tests {
-    use super::namespace_covers;
+    use super::{namespace_covers, NamespaceTable};
 
     #[test]
     fn a_namespace_covers_itself_and_what_is_below_it_on_a_slash() {
@@ -169,5 +208,23 @@ mod namespace_tests {
         assert!(!namespace_covers("team", "teammate"));
         assert!(!namespace_covers("team", "tea"));
         assert!(!namespace_covers("team/app", "team"));
+    }
+
+    /// The longest namespace that covers a repository decides; names not in the list are
+    /// left out; a repository no entry covers uses nothing.
+    #[test]
+    fn the_longest_covering_entry_applies() {
+        let config: crate::config::Config = toml::from_str(
+            "[[repository]]\nnamespace = \"team\"\nevent_webhooks = [\"a\", \"gone\"]\n\
+             [[repository]]\nnamespace = \"team/app/\"\nevent_webhooks = [\"b\"]\n\
+             [[repository]]\nnamespace = \"solo\"\n",
+        )
+        .unwrap();
+        let names = ["a".to_string(), "b".to_string()];
+        let table = NamespaceTable::build(&config.repository, &names, |r| &r.event_webhooks);
+        assert_eq!(table.lookup("team/other"), &[0]);
+        assert_eq!(table.lookup("team/app/api"), &[1]);
+        assert_eq!(table.lookup("solo/x"), &[] as &[usize]);
+        assert_eq!(table.lookup("elsewhere"), &[] as &[usize]);
     }
 }

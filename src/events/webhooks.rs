@@ -40,17 +40,12 @@ impl Target {
     }
 }
 
-struct Entry {
-    namespace: String,
-    targets: Vec<usize>,
-}
-
 /// Every webhook and the entries that use them.
 #[derive(Default)]
 pub struct Webhooks {
     targets: Vec<Arc<Target>>,
     /// Longest namespace first: the first match is the entry that applies.
-    entries: Vec<Entry>,
+    entries: crate::config::NamespaceTable,
 }
 
 pub fn filter(pattern: &str) -> Result<Regex, ConfigError> {
@@ -175,19 +170,8 @@ impl Webhooks {
             }));
             names.push(name.clone());
         }
-        let mut entries: Vec<Entry> = config
-            .repository
-            .iter()
-            .map(|r| Entry {
-                namespace: r.namespace.trim_end_matches('/').to_string(),
-                targets: r
-                    .event_webhooks
-                    .iter()
-                    .filter_map(|n| names.iter().position(|x| x == n))
-                    .collect(),
-            })
-            .collect();
-        entries.sort_by_key(|e| std::cmp::Reverse(e.namespace.len()));
+        let entries =
+            crate::config::NamespaceTable::build(&config.repository, &names, |r| &r.event_webhooks);
         Ok(Webhooks { targets, entries })
     }
 
@@ -198,15 +182,8 @@ impl Webhooks {
 
     /// The webhooks that want this event of this repository.
     pub fn select(&self, kind: EventKind, repository: &str) -> Vec<Arc<Target>> {
-        let Some(entry) = self
-            .entries
-            .iter()
-            .find(|e| crate::config::namespace_covers(&e.namespace, repository))
-        else {
-            return Vec::new();
-        };
-        entry
-            .targets
+        self.entries
+            .lookup(repository)
             .iter()
             .filter_map(|i| self.targets.get(*i))
             .filter(|t| t.wants(kind, repository))

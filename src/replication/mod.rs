@@ -77,17 +77,12 @@ impl Target {
     }
 }
 
-struct Entry {
-    namespace: String,
-    targets: Vec<usize>,
-}
-
 /// Every target and the `[[repository]]` entries that use them.
 #[derive(Default)]
 pub struct Targets {
     targets: Vec<Arc<Target>>,
     /// Longest namespace first: the first match is the entry that applies.
-    entries: Vec<Entry>,
+    entries: crate::config::NamespaceTable,
     /// `direction = "pull"` targets (never in `targets`: nothing is pushed to them).
     pulls: Vec<Arc<pull::Source>>,
 }
@@ -170,19 +165,8 @@ impl Targets {
             }));
             names.push(name.clone());
         }
-        let mut entries: Vec<Entry> = config
-            .repository
-            .iter()
-            .map(|r| Entry {
-                namespace: r.namespace.trim_end_matches('/').to_string(),
-                targets: r
-                    .replications
-                    .iter()
-                    .filter_map(|n| names.iter().position(|x| x == n))
-                    .collect(),
-            })
-            .collect();
-        entries.sort_by_key(|e| std::cmp::Reverse(e.namespace.len()));
+        let entries =
+            crate::config::NamespaceTable::build(&config.repository, &names, |r| &r.replications);
         Ok(Targets {
             targets,
             entries,
@@ -215,15 +199,8 @@ impl Targets {
 
     /// The targets of the entry `repository` falls under whose repository filter it passes.
     pub fn select(&self, repository: &str) -> Vec<Arc<Target>> {
-        let Some(entry) = self
-            .entries
-            .iter()
-            .find(|e| crate::config::namespace_covers(&e.namespace, repository))
-        else {
-            return Vec::new();
-        };
-        entry
-            .targets
+        self.entries
+            .lookup(repository)
             .iter()
             .filter_map(|i| self.targets.get(*i))
             .filter(|t| {
