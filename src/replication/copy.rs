@@ -37,7 +37,7 @@ const REFERRERS_MAX: usize = 1000;
 /// (a check of the time; storage is written once a third of the lease has passed).
 const LEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often a copy that finds its blob being sent by another copy looks again.
-const SENDING_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+const SENDING_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What a copy came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,10 +246,21 @@ impl Copy<'_> {
                     };
                     self.manifest(&cm, depth + 1).await?;
                 }
+                // A blob another copy of this process is sending waits until the others are
+                // sent: shared base layers do not hold up an image's own layers.
+                let mut later = Vec::new();
                 for d in parsed.config().into_iter().chain(parsed.layers()) {
                     // A foreign layer (with `urls`) that is not stored here is fetched by
                     // clients from where it says, at the target as here.
                     let foreign = d.urls.as_ref().is_some_and(|u| !u.is_empty());
+                    if remote.is_sending(&d.digest) {
+                        later.push((d, foreign));
+                        continue;
+                    }
+                    self.blob(&d.digest, foreign).await?;
+                    self.keep().await?;
+                }
+                for (d, foreign) in later {
                     self.blob(&d.digest, foreign).await?;
                     self.keep().await?;
                 }

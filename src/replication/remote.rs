@@ -319,6 +319,12 @@ impl Remote {
         Some(Sending { remote: self, key })
     }
 
+    /// Whether another copy of this process is sending `digest` now.
+    pub fn is_sending(&self, digest: &Digest) -> bool {
+        let sending = self.sending.lock().unwrap_or_else(|p| p.into_inner());
+        sending.contains(digest)
+    }
+
     /// A repository at the target that has `digest`, as far as this process knows.
     pub fn mount_hint(&self, digest: &Digest) -> Option<Arc<str>> {
         let mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());

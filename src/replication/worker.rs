@@ -50,6 +50,9 @@ struct Ctx {
     waiting: RefCell<HashMap<String, u64>>,
     /// Where `replication.failed` events go (the process's queue of webhook deliveries).
     events: Arc<crate::events::Queue>,
+    /// Jobs this node finished: a slot freed wakes the worker to claim the next job at once
+    /// (at most every `WAKE_CHECK`), not at its next scan.
+    finished: std::cell::Cell<u64>,
     /// Targets whose reconcile pass runs on this node.
     reconciling: RefCell<HashSet<String>>,
     /// Target -> when its next reconcile pass is due (ms), as last read from storage.
@@ -82,12 +85,14 @@ pub fn start(
                 keys: RefCell::new(HashSet::new()),
                 waiting: RefCell::new(HashMap::new()),
                 events,
+                finished: std::cell::Cell::new(0),
                 reconciling: RefCell::new(HashSet::new()),
                 reconcile_due: RefCell::new(HashMap::new()),
             });
             rt.block_on(async {
                 while !stopped() {
                     let enqueued = queue::enqueued();
+                    let finished = ctx.finished.get();
                     let pending = match scan(&ctx).await {
                         Ok(n) => n,
                         Err(e) => {
@@ -104,6 +109,7 @@ pub fn start(
                     let until = std::time::Instant::now() + pause;
                     while std::time::Instant::now() < until
                         && queue::enqueued() == enqueued
+                        && ctx.finished.get() == finished
                         && !stopped()
                     {
                         compio::time::sleep(WAKE_CHECK).await;
@@ -260,6 +266,7 @@ fn launch(ctx: &Rc<Ctx>, claimed: Claimed) {
             *n = n.saturating_sub(1);
         }
         ctx.keys.borrow_mut().remove(&claimed.key);
+        ctx.finished.set(ctx.finished.get() + 1);
     })
     .detach();
 }
