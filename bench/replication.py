@@ -78,8 +78,8 @@ def stop(proc):
             proc.wait()
 
 
-def distribution(name):
-    port = free_port()
+def distribution(name, port=None):
+    port = port or free_port()
     d = f"{ROOT}/{name}"
     os.makedirs(d)
     with open(f"{d}/config.yml", "w") as f:
@@ -210,9 +210,10 @@ def round_once(r):
     wait_up(f"{base}/v2/")
     sizes = push_images(base, shared)
     distinct = sum(sizes.values())
-    # Every job has failed once (the target is down) and waits out a backoff of at most 1 s.
-    time.sleep(1.5)
+    # Every job has failed (the target is down) and waits out a backoff of at most 1 s from
+    # its last attempt: stopped first, so that none is still in its backoff later.
     stop(o)
+    time.sleep(1.5)
 
     # skopeo sync: Origin serves the images, to a fresh distribution. Origin runs without
     # the replication target meanwhile: the jobs wait untouched in storage.
@@ -239,22 +240,7 @@ def round_once(r):
     stop(sk)
 
     # Origin's replication, of the same jobs, to another fresh distribution on its port.
-    d = f"{ROOT}/r{r}-origin-target"
-    os.makedirs(d)
-    with open(f"{d}/config.yml", "w") as f:
-        f.write(f"""version: 0.1
-log:
-  level: info
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: {d}/data
-http:
-  addr: 127.0.0.1:{target_port}
-""")
-    dist = start(["docker-registry", "serve", f"{d}/config.yml"], open(f"{d}/log", "w"))
-    wait_up(f"http://127.0.0.1:{target_port}/v2/")
+    dist, _, dist_log = distribution(f"r{r}-origin-target", target_port)
     t0 = time.time()
     o = start([args.origin, "serve", "-c", f"{ROOT}/origin.toml"], olog)
     while not all_arrived(target_port):
@@ -267,7 +253,7 @@ http:
     return {
         "distinct": distinct,
         "skopeo": dict(received(sk_log, sizes), secs=skopeo_s, ok=skopeo_ok),
-        "origin": dict(received(f"{d}/log", sizes), secs=origin_s, ok=True),
+        "origin": dict(received(dist_log, sizes), secs=origin_s, ok=True),
     }
 
 

@@ -7,25 +7,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::replication::*;
 use common::s3::Moto;
 use common::upstream::{Upstream, UpstreamAuth};
 use common::*;
 
-const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-application/vnd.oci.image.manifest.v1+json, \
-application/vnd.docker.distribution.manifest.v2+json, \
-application/vnd.docker.distribution.manifest.list.v2+json";
-
 /// How long a scheduled copy may take to show here in these tests.
 const ARRIVES_WITHIN: Duration = Duration::from_secs(60);
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// A registry whose `[replication.up]` pulls from `up` with the given extra keys.
 fn puller(up: &Upstream, keys: &str) -> Server {
@@ -60,10 +48,6 @@ struct Pushed {
     children: Vec<(Vec<u8>, String)>,
     blobs: Vec<String>,
     signature: (Vec<u8>, String),
-}
-
-fn layer_desc(d: &str, len: usize) -> String {
-    format!("{{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"{d}\",\"size\":{len}}}")
 }
 
 /// Pushes to the upstream an index tagged `tag` with two platforms sharing a layer, and a

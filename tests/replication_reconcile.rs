@@ -5,37 +5,15 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::replication::*;
 use common::s3::Moto;
 use common::upstream::{Upstream, UpstreamAuth};
 use common::*;
 
-const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-application/vnd.oci.image.manifest.v1+json, \
-application/vnd.docker.distribution.manifest.v2+json, \
-application/vnd.docker.distribution.manifest.list.v2+json";
-
 /// How long a repair may take to show at a target (passes every second or so here).
 const REPAIRED_WITHIN: Duration = Duration::from_secs(60);
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A source registry whose catch-all namespace replicates to `targets` (TOML sections).
-fn source(names: &[&str], targets: &str) -> Server {
-    let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    let extra = format!(
-        "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\nreplications = [{}]\n{targets}",
-        list.join(", ")
-    );
-    Server::start_with("", &extra)
-}
 
 /// The value of the series `line` (name and labels) in the server's metrics, 0 if absent.
 fn metric(srv: &Server, line: &str) -> u64 {

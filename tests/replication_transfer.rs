@@ -14,30 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::pki::Pki;
+use common::replication::*;
 use common::upstream::{basic_header, htpasswd_line};
 use common::*;
 
-const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-application/vnd.oci.image.manifest.v1+json";
 const MIB: usize = 1024 * 1024;
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A source registry whose catch-all namespace replicates to `targets` (TOML sections).
-fn source(names: &[&str], targets: &str) -> Server {
-    let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    let extra = format!(
-        "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\nreplications = [{}]\n{targets}",
-        list.join(", ")
-    );
-    Server::start_with("", &extra)
-}
 
 /// A TCP proxy in front of a target that counts the bytes sent to it and notes when the
 /// first one went through.

@@ -8,6 +8,7 @@ pub mod fault;
 pub mod pki;
 pub mod receiver;
 pub mod remote;
+pub mod replication;
 pub mod s3;
 pub mod upstream;
 
