@@ -11,9 +11,10 @@
 //!   is stored as a push is: events, quotas, immutability and push replication apply.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use regex::Regex;
@@ -295,18 +296,32 @@ pub struct PullMetrics {
     pub last_success_seconds: AtomicU64,
 }
 
-static METRICS: super::metrics::PerTarget<PullMetrics> = super::metrics::PerTarget::new();
+/// Targets whose series are kept (configured ones are at most `TARGETS_MAX`).
+const SERIES_TARGETS_MAX: usize = 256;
 
-/// The series of pull target `target`.
+static METRICS: Mutex<BTreeMap<String, Arc<PullMetrics>>> = Mutex::new(BTreeMap::new());
+
+/// The series of `target` (an overflow series beyond the bound).
 pub fn metrics(target: &str) -> Arc<PullMetrics> {
-    METRICS.of(target)
+    let mut map = METRICS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = map.get(target) {
+        return m.clone();
+    }
+    let name = if map.len() >= SERIES_TARGETS_MAX {
+        "_other"
+    } else {
+        target
+    };
+    map.entry(name.to_string()).or_default().clone()
 }
 
-pub use super::metrics::add;
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Relaxed);
+}
 
 /// The Prometheus text of every pull target's series.
 pub fn render_metrics(out: &mut String) {
-    let map = METRICS.lock();
+    let map = METRICS.lock().unwrap_or_else(|p| p.into_inner());
     if map.is_empty() {
         return;
     }
