@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 /// Targets whose series are kept (configured targets are at most `TARGETS_MAX`; names of
 /// targets removed by a reload stay until the process ends, so this bounds them).
-const SERIES_TARGETS_MAX: usize = 256;
+pub const SERIES_TARGETS_MAX: usize = 256;
 
 #[derive(Default)]
 pub struct TargetMetrics {
@@ -38,20 +38,39 @@ pub struct TargetMetrics {
     pub reconcile_last_ms: AtomicU64,
 }
 
-static TARGETS: Mutex<BTreeMap<String, Arc<TargetMetrics>>> = Mutex::new(BTreeMap::new());
+/// Series per target name, bounded to `SERIES_TARGETS_MAX` (an `_other` series beyond).
+pub struct PerTarget<T>(Mutex<BTreeMap<String, Arc<T>>>);
 
-/// The series of `target` (an overflow series beyond the bound).
-pub fn of(target: &str) -> Arc<TargetMetrics> {
-    let mut map = TARGETS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(m) = map.get(target) {
-        return m.clone();
+impl<T: Default> PerTarget<T> {
+    pub const fn new() -> PerTarget<T> {
+        PerTarget(Mutex::new(BTreeMap::new()))
     }
-    let name = if map.len() >= SERIES_TARGETS_MAX {
-        "_other"
-    } else {
-        target
-    };
-    map.entry(name.to_string()).or_default().clone()
+
+    /// The series of `target`.
+    pub fn of(&self, target: &str) -> Arc<T> {
+        let mut map = self.lock();
+        if let Some(m) = map.get(target) {
+            return m.clone();
+        }
+        let name = if map.len() >= SERIES_TARGETS_MAX {
+            "_other"
+        } else {
+            target
+        };
+        map.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Every target's series, for rendering.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<T>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+static TARGETS: PerTarget<TargetMetrics> = PerTarget::new();
+
+/// The series of push target `target`.
+pub fn of(target: &str) -> Arc<TargetMetrics> {
+    TARGETS.of(target)
 }
 
 pub fn add(counter: &AtomicU64, n: u64) {
@@ -60,7 +79,7 @@ pub fn add(counter: &AtomicU64, n: u64) {
 
 /// The Prometheus text of every target's series.
 pub fn render_into(out: &mut String) {
-    let map = TARGETS.lock().unwrap_or_else(|p| p.into_inner());
+    let map = TARGETS.lock();
     if map.is_empty() {
         return;
     }

@@ -11,10 +11,9 @@
 //!   is stored as a push is: events, quotas, immutability and push replication apply.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use regex::Regex;
@@ -296,32 +295,18 @@ pub struct PullMetrics {
     pub last_success_seconds: AtomicU64,
 }
 
-/// Targets whose series are kept (configured ones are at most `TARGETS_MAX`).
-const SERIES_TARGETS_MAX: usize = 256;
+static METRICS: super::metrics::PerTarget<PullMetrics> = super::metrics::PerTarget::new();
 
-static METRICS: Mutex<BTreeMap<String, Arc<PullMetrics>>> = Mutex::new(BTreeMap::new());
-
-/// The series of `target` (an overflow series beyond the bound).
+/// The series of pull target `target`.
 pub fn metrics(target: &str) -> Arc<PullMetrics> {
-    let mut map = METRICS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(m) = map.get(target) {
-        return m.clone();
-    }
-    let name = if map.len() >= SERIES_TARGETS_MAX {
-        "_other"
-    } else {
-        target
-    };
-    map.entry(name.to_string()).or_default().clone()
+    METRICS.of(target)
 }
 
-pub fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Relaxed);
-}
+pub use super::metrics::add;
 
 /// The Prometheus text of every pull target's series.
 pub fn render_metrics(out: &mut String) {
-    let map = METRICS.lock().unwrap_or_else(|p| p.into_inner());
+    let map = METRICS.lock();
     if map.is_empty() {
         return;
     }
