@@ -18,7 +18,7 @@ pub mod record;
 #[cfg(test)]
 mod tests;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -36,8 +36,6 @@ pub use export::Settings;
 pub const SPAN: &str = "origin::span";
 /// Target of spans that start a trace, created only after the sampling decision.
 pub const ROOT: &str = "origin::root";
-/// Target of the span that puts `trace_id` on a recorded request's log lines (logs only).
-pub const LOG_SPAN: &str = "origin::request";
 
 /// Tracing on: spans are recorded (read by the filter, set by [`apply`]).
 static ON: AtomicBool = AtomicBool::new(false);
@@ -154,20 +152,19 @@ fn well_formed(traceparent: &str) -> bool {
     })
 }
 
-/// What the HTTP layer knows of a request when it starts.
+/// What the HTTP layer knows of a request when it starts (its headers are read through the
+/// `header` function given with it, and only once the request is sampled).
 pub struct RequestInfo<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub peer: SocketAddr,
-    pub host: Option<&'a str>,
-    pub user_agent: Option<&'a str>,
 }
 
-/// The spans of one recorded request: the server span (exported) inside the log span (only
-/// the log sees it: every log line of the request names its trace).
+/// One recorded request: its server span (exported), and its trace id, which every log
+/// line of the request names ([`logged`]).
 pub struct RequestSpans {
     pub server: Span,
-    pub log: Span,
+    pub trace_id: TraceId,
 }
 
 /// How a request takes part in tracing.
@@ -189,6 +186,11 @@ pub fn server_span<'a>(
     if !is_on() {
         return None;
     }
+    // Without a parent at a ratio of 0 nothing can be sampled or passed on: no trace id is
+    // drawn and no header is read (the cost of tracing at 0 %, bench/tracing.sh).
+    if RATIO_BITS.load(Relaxed) == 0 && header("traceparent").is_none() {
+        return None;
+    }
     let parent = remote_parent(header);
     let parent_sc = parent.as_ref().map(|cx| cx.span().span_context().clone());
     let trace_id = match &parent_sc {
@@ -201,12 +203,9 @@ pub fn server_span<'a>(
         return Some(RequestTrace::Passed(incoming.into()));
     }
     let parent_id = parent_sc.map_or(SpanId::INVALID, |sc| sc.span_id());
-    // The log span is the outer one: inside it the server span is current, so the request's
-    // code records on `Span::current()`, and log lines still find the trace id outside it.
-    let log = tracing::info_span!(target: LOG_SPAN, "request", trace_id = %trace_id);
     let server = tracing::info_span!(
         target: ROOT,
-        parent: &log,
+        parent: None,
         "request",
         error = Empty,
         otel.kind = "server",
@@ -217,15 +216,41 @@ pub fn server_span<'a>(
         url.path = info.path,
         http.route = Empty,
         http.response.status_code = Empty,
-        server.address = info.host.unwrap_or(""),
+        server.address = header("host").unwrap_or(""),
         client.address = %info.peer.ip(),
         client.port = info.peer.port(),
-        user_agent.original = info.user_agent.unwrap_or(""),
+        user_agent.original = header("user-agent").unwrap_or(""),
         oci.repository = Empty,
         oci.action = Empty,
         enduser.id = Empty,
     );
-    Some(RequestTrace::Recorded(RequestSpans { server, log }))
+    Some(RequestTrace::Recorded(RequestSpans { server, trace_id }))
+}
+
+thread_local! {
+    /// The trace id of the recorded request being polled on this thread (its log lines').
+    static LOGGED: Cell<Option<TraceId>> = const { Cell::new(None) };
+}
+
+/// Runs `fut` (a recorded request's) with its log lines naming `trace_id`: set on this
+/// thread while it is polled. (A thread-local, not a `tracing` span the log layer would
+/// format: a span per request was a measurable share of the cost at 100 % sampling.)
+pub async fn logged<F: std::future::Future>(fut: F, trace_id: TraceId) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| with_trace_id(trace_id, || fut.as_mut().poll(cx))).await
+}
+
+/// Runs `f` with the log lines it writes naming `trace_id` (see [`logged`]).
+pub fn with_trace_id<R>(trace_id: TraceId, f: impl FnOnce() -> R) -> R {
+    let outer = LOGGED.with(|l| l.replace(Some(trace_id)));
+    let r = f();
+    LOGGED.with(|l| l.set(outer));
+    r
+}
+
+/// The trace id a log line written now names: that of the recorded request being polled.
+pub fn logged_trace_id() -> Option<TraceId> {
+    LOGGED.with(Cell::get)
 }
 
 thread_local! {

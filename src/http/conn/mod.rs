@@ -196,14 +196,11 @@ pub async fn serve_connection<H: Handler>(
                 &mut out,
             ),
         );
-        // A recorded request runs in its server span, inside the span that names its trace
-        // on log lines (crate::trace).
+        // A recorded request runs in its server span, its log lines naming its trace
+        // (crate::trace).
         let outcome = match &spans {
             Some(RequestTrace::Recorded(s)) => {
-                request
-                    .instrument(s.server.clone())
-                    .instrument(s.log.clone())
-                    .await
+                crate::trace::logged(request.instrument(s.server.clone()), s.trace_id).await
             }
             // Boxed: this arm's future (the request inside it) is not laid out in every
             // connection's task, idle ones included (tests/scale.rs).
@@ -243,7 +240,7 @@ pub async fn serve_connection<H: Handler>(
                 if status >= 500 {
                     s.server.record("error", tracing::field::display(status));
                 }
-                s.log.in_scope(|| handler.completed(&record));
+                crate::trace::with_trace_id(s.trace_id, || handler.completed(&record));
             }
             _ => handler.completed(&record),
         }
@@ -269,8 +266,6 @@ fn request_spans(head: &RequestHead, peer: SocketAddr) -> Option<RequestTrace> {
         method: head.method.as_str(),
         path: head.path(),
         peer,
-        host: head.header("host"),
-        user_agent: head.header("user-agent"),
     };
     crate::trace::server_span(&info, |name| head.header(name))
 }
