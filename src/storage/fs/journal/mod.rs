@@ -163,14 +163,9 @@ struct State {
     /// Checkpoints done and failed since the journal was opened.
     checkpoints: u64,
     checkpoint_failures: u64,
-    /// The writeback ahead of the next checkpoint (`presync.rs`).
-    presync: Presync,
     /// Checkpoint attempts still to fail on purpose (tests).
     #[cfg(test)]
     inject_checkpoint_failures: u32,
-    /// The writeback ahead of a checkpoint waits while this is set (tests).
-    #[cfg(test)]
-    hold_presync: bool,
 }
 
 impl State {
@@ -188,11 +183,8 @@ impl State {
             shutdown: false,
             checkpoints: 0,
             checkpoint_failures: 0,
-            presync: Presync::Idle,
             #[cfg(test)]
             inject_checkpoint_failures: 0,
-            #[cfg(test)]
-            hold_presync: false,
         }
     }
 }
@@ -201,7 +193,6 @@ struct Shared {
     root: PathBuf,
     state: Mutex<State>,
     wake_flusher: Condvar,
-    wake_presync: Condvar,
 }
 
 impl Shared {
@@ -215,7 +206,6 @@ impl Shared {
 pub(super) struct Journal {
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
-    presync: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -255,18 +245,14 @@ impl Journal {
             root: root.to_path_buf(),
             state: Mutex::new(State::new()),
             wake_flusher: Condvar::new(),
-            wake_presync: Condvar::new(),
         });
-        let presync = presync::start(&shared);
-        let ahead = presync.is_some();
         let flusher_shared = shared.clone();
         let flusher = std::thread::Builder::new()
             .name("origin-journal".into())
-            .spawn(move || flusher(flusher_shared, file, root_dir, epoch, ahead))?;
+            .spawn(move || flusher(flusher_shared, file, root_dir, epoch))?;
         Ok(Journal {
             shared,
             flusher: Some(flusher),
-            presync,
         })
     }
 
@@ -352,11 +338,7 @@ impl Drop for Journal {
     fn drop(&mut self) {
         self.shared.lock().shutdown = true;
         self.shared.wake_flusher.notify_one();
-        self.shared.wake_presync.notify_one();
         if let Some(t) = self.flusher.take() {
-            let _ = t.join();
-        }
-        if let Some(t) = self.presync.take() {
             let _ = t.join();
         }
     }
@@ -390,9 +372,7 @@ impl Record<'_> {
     }
 }
 
-/// `ahead`: the presync thread runs (`presync.rs`); each checkpoint first waits for a
-/// writeback of its own, group commits going on meanwhile.
-fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64, ahead: bool) {
+fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64) {
     let mut end = HEADER_BYTES;
     let mut zeroed = file.metadata().map_or(0, |m| m.len());
     let mut last_checkpoint = Instant::now();
@@ -405,19 +385,11 @@ fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64, ahea
                 None => end >= CHECKPOINT_BYTES || last.elapsed() >= CHECKPOINT_INTERVAL,
             }
     };
-    // A due checkpoint waits while its writeback ahead runs (and the log is not too long):
-    // the flusher sleeps until that thread wakes it, or commits groups meanwhile.
-    let waits_for_presync = |st: &State, end: u64, retry: Option<(Instant, Duration)>| {
-        ahead && retry.is_none() && st.presync != Presync::Done && end < PRESYNC_LOG_BYTES_MAX
-    };
     loop {
         let (queued, applies, guards, upto) = {
             let mut st = shared.lock();
             while st.queued.is_empty() && !st.shutdown {
-                if st.failed.is_none()
-                    && checkpoint_due(end, last_checkpoint, retry)
-                    && st.presync != Presync::Running
-                {
+                if st.failed.is_none() && checkpoint_due(end, last_checkpoint, retry) {
                     break;
                 }
                 st = shared
@@ -479,14 +451,7 @@ fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64, ahea
         }
         let waiters = std::mem::take(&mut st.waiters);
         st.log_full = end >= LOG_BYTES_MAX;
-        let mut due = st.failed.is_none() && checkpoint_due(end, last_checkpoint, retry);
-        if due && waits_for_presync(&st, end, retry) {
-            if st.presync == Presync::Idle {
-                st.presync = Presync::Running;
-                shared.wake_presync.notify_one();
-            }
-            due = false;
-        }
+        let due = st.failed.is_none() && checkpoint_due(end, last_checkpoint, retry);
         drop(st);
         for w in waiters {
             w.wake();
@@ -508,9 +473,6 @@ fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64, ahea
         match attempt {
             Ok(()) => {
                 st.checkpoints += 1;
-                if st.presync == Presync::Done {
-                    st.presync = Presync::Idle;
-                }
                 st.log_full = false;
                 epoch += 1;
                 end = HEADER_BYTES;
@@ -599,13 +561,11 @@ fn prune(root: &Path, mut dir: Option<&Path>) {
 }
 
 mod log;
-mod presync;
 mod recover;
 mod replay;
 #[cfg(test)]
 use log::GROUPS_WRITTEN;
 use log::{checkpoint, group_sum, injected_failure, preallocate, write_group};
-use presync::{Presync, PRESYNC_LOG_BYTES_MAX};
 use replay::replay;
 
 #[cfg(test)]

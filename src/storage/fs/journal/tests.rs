@@ -288,7 +288,6 @@ fn reapply_restores_logged_state_and_leaves_newer_writes() {
         root: root.clone(),
         state: Mutex::new(State::new()),
         wake_flusher: Condvar::new(),
-        wake_presync: Condvar::new(),
     };
     let held = super::super::locks::try_lock_key(&root.join("a/durable")).unwrap();
     {
@@ -379,72 +378,4 @@ fn a_log_past_its_limit_refuses_writes_until_a_checkpoint_succeeds() {
             compio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-}
-
-/// A due checkpoint first waits for its writeback ahead (`presync.rs`), and group commits go
-/// on meanwhile: with that writeback held, writes keep completing and no checkpoint runs;
-/// released, the checkpoint follows. Held while the log grows past `PRESYNC_LOG_BYTES_MAX`,
-/// the checkpoint runs without it.
-#[test]
-fn writes_go_on_while_the_checkpoints_writeback_runs_ahead() {
-    use crate::storage::{PutCondition, Storage};
-    let tmp = crate::storage::tests::TempDir::new();
-    let root = tmp.path().join("s");
-    let storage = storage_with_journal(&root);
-    let journal = storage.journal().unwrap().clone_shared();
-    journal.lock().hold_presync = true;
-    let checkpoints = || journal.lock().checkpoints;
-    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
-    block_on(async {
-        // Small writes for three checkpoint intervals: each is acknowledged (its group is
-        // committed) while the checkpoint that fell due waits.
-        let until = Instant::now() + 3 * CHECKPOINT_INTERVAL;
-        let mut i = 0;
-        while Instant::now() < until {
-            let key = format!("k/{i}");
-            let put = storage.put(&key, b"v".to_vec(), PutCondition::Always);
-            put.await
-                .expect("a write while the writeback ahead is held");
-            i += 1;
-            compio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
-    assert_eq!(journal.lock().presync, Presync::Running);
-    assert_eq!(
-        checkpoints(),
-        0,
-        "a checkpoint ran before its writeback ahead"
-    );
-    journal.lock().hold_presync = false;
-    journal.wake_presync.notify_one();
-    wait_for("the checkpoint after its writeback", &|| checkpoints() >= 1);
-    wait_for("the writeback ahead to be reset", &|| {
-        journal.lock().presync == Presync::Idle
-    });
-    // Held again, while the log outgrows the bound: the checkpoint no longer waits.
-    journal.lock().hold_presync = true;
-    let before = checkpoints();
-    let value = vec![b'v'; 64 * 1024];
-    block_on(async {
-        let mut written = 0u64;
-        while checkpoints() == before {
-            let key = format!("big/{written}");
-            let put = storage.put(&key, value.clone(), PutCondition::Always);
-            put.await.expect("a write past the bound");
-            written += 1;
-            assert!(
-                written * (value.len() as u64) < 2 * PRESYNC_LOG_BYTES_MAX,
-                "no checkpoint past the bound after {written} writes"
-            );
-        }
-    });
-    assert_eq!(journal.lock().presync, Presync::Running, "still held");
-    journal.lock().hold_presync = false;
-    journal.wake_presync.notify_one();
 }
