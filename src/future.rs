@@ -1,8 +1,19 @@
-//! Two small combinators for the thread-per-core runtime (no futures crate needed).
+//! Small combinators for the thread-per-core runtime (no futures crate needed).
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
+
+/// A future of a cold path (an upstream fetch, a webhook delivery, an S3 call), on the heap.
+///
+/// An `async fn`'s future is as large as the largest future it may await, and it is moved
+/// whole (a `memcpy` of all of it) when a caller starts it: an HTTP exchange laid out inline
+/// made every request's handler future some 40 KiB, copied per request, on the path of a
+/// 4 KiB blob GET that never makes one. Boxed, the cold path costs its own callers one
+/// allocation and the hot path nothing.
+pub fn cold<F: Future>(f: F) -> std::pin::Pin<Box<F>> {
+    Box::pin(f)
+}
 
 /// Polls both futures; `Some` with the first one's output, or `None` if `stop` finished first
 /// (`work` is then dropped, which cancels its I/O).

@@ -1,6 +1,5 @@
 //! Logging through `tracing`: text or JSON, with a RUST_LOG-style filter.
 
-
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{format, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -127,7 +126,9 @@ mod tests {
         let fmt = tracing_subscriber::fmt::layer().with_writer(move || w.clone());
         let text = format().with_ansi(false).with_thread_names(false);
         if json {
-            let fmt = fmt.json().event_format(TraceId(text.json().flatten_event(true)));
+            let fmt = fmt
+                .json()
+                .event_format(TraceId(text.json().flatten_event(true)));
             tracing::subscriber::with_default(tracing_subscriber::registry().with(fmt), f);
         } else {
             let fmt = fmt.event_format(TraceId(text));
@@ -146,9 +147,10 @@ mod tests {
     #[test]
     fn a_recorded_requests_text_line_names_its_trace_before_the_target() {
         let line = logged(false, || {
-            crate::trace::with_trace_id(id(), || {
-                tracing::info!(target: "origin::access", status = 200, "done")
-            })
+            crate::trace::with_trace_id(
+                id(),
+                || tracing::info!(target: "origin::access", status = 200, "done"),
+            )
         });
         let want = format!(" INFO request{{trace_id={ID}}}: origin::access: done status=200\n");
         assert!(line.ends_with(&want), "{line:?}");
@@ -160,9 +162,10 @@ mod tests {
     #[test]
     fn a_recorded_requests_json_line_has_a_trace_id_member() {
         let line = logged(true, || {
-            crate::trace::with_trace_id(id(), || {
-                tracing::info!(target: "origin::access", status = 200, "done")
-            })
+            crate::trace::with_trace_id(
+                id(),
+                || tracing::info!(target: "origin::access", status = 200, "done"),
+            )
         });
         let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
         assert_eq!(v["trace_id"], ID, "{line}");

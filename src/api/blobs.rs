@@ -42,7 +42,7 @@ pub async fn handle(
 ) -> Result<Response> {
     let method = req.head.method;
     if method == Method::Delete {
-        blobs::delete(svc, caller, name, digest).await?;
+        crate::future::cold(blobs::delete(svc, caller, name, digest)).await?;
         return Ok(Response::new(202).header("Docker-Content-Digest", digest.to_string()));
     }
     let head_only = method == Method::Head;

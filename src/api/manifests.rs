@@ -45,7 +45,8 @@ pub async fn handle(
                     e => e,
                 })?;
             let content_type = req.head.header("content-type");
-            let put = manifests::put(svc, caller, name, reference, content_type, body).await?;
+            let put = manifests::put(svc, caller, name, reference, content_type, body);
+            let put = crate::future::cold(put).await?;
             let mut resp = Response::new(201)
                 .header("Location", format!("/v2/{name}/manifests/{}", put.digest))
                 .header("Docker-Content-Digest", put.digest.to_string());
@@ -55,7 +56,7 @@ pub async fn handle(
             Ok(resp)
         }
         Method::Delete => {
-            manifests::delete(svc, caller, name, reference).await?;
+            crate::future::cold(manifests::delete(svc, caller, name, reference)).await?;
             Ok(Response::new(202))
         }
         _ => Err(Error::MethodNotAllowed {

@@ -12,6 +12,7 @@ pub mod uploads;
 
 use crate::app::App;
 use crate::error::{Error, Result};
+use crate::future::cold;
 use crate::http::{Request, Response};
 use crate::oci::{Digest, DigestError, Reference, RepoName, UploadId};
 use crate::service::Caller;
@@ -115,11 +116,15 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
             let ns = mirror.map(|ns| &**ns);
             manifests::handle(svc, req, &caller, &repo(name)?, &reference, ns).await
         }
-        Endpoint::UploadStart { name } => uploads::start(svc, req, &caller, &repo(name)?).await,
+        // Uploads and writes: futures on the heap (`crate::future::cold`), so that the
+        // handler's future, copied per request, is the size of a read's.
+        Endpoint::UploadStart { name } => {
+            cold(uploads::start(svc, req, &caller, &repo(name)?)).await
+        }
         Endpoint::Upload { name, id } => {
             let id = UploadId::parse(id)
                 .map_err(|_| Error::BlobUploadUnknown("no such upload".into()))?;
-            uploads::handle(svc, req, &caller, &repo(name)?, &id).await
+            cold(uploads::handle(svc, req, &caller, &repo(name)?, &id)).await
         }
     }
 }

@@ -8,6 +8,7 @@ use super::events::{self, Spec};
 use super::{Caller, Service};
 use crate::error::{Error, Result};
 use crate::events::EventKind;
+use crate::future::cold;
 use crate::mirror::MirrorNs;
 use crate::oci::{Digest, RepoName};
 use crate::storage::{BackendReader, BlobReader};
@@ -59,12 +60,12 @@ pub async fn read<T>(
             let linked = !svc.mirrors.fetching_for(name, digest)
                 && reg.blob_size(digest).await?.is_some()
                 && {
-                    crate::mirror::blob_size_upstream(ns, name, digest).await?;
-                    reg.mount_blob(name, digest, None).await?
+                    cold(crate::mirror::blob_size_upstream(ns, name, digest)).await?;
+                    cold(reg.mount_blob(name, digest, None)).await?
                 };
             if !linked {
                 if head_only {
-                    let size = crate::mirror::blob_size_upstream(ns, name, digest).await?;
+                    let size = cold(crate::mirror::blob_size_upstream(ns, name, digest)).await?;
                     let fit = fit(size)?;
                     return Ok(Served {
                         content: Content::Head,
@@ -72,7 +73,7 @@ pub async fn read<T>(
                     });
                 }
                 if let Some(fetching) =
-                    crate::mirror::serve_blob(svc, ns, name, digest, moving).await?
+                    cold(crate::mirror::serve_blob(svc, ns, name, digest, moving)).await?
                 {
                     // Streamed while it arrives: pulled all the same.
                     let size = fetching.total;

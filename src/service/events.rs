@@ -60,7 +60,7 @@ pub async fn before(svc: &Service, actor: &Actor, spec: &Spec<'_>) -> Result<()>
     if !wanted(svc) {
         return Ok(());
     }
-    send(svc, actor, spec, Phase::Before).await
+    crate::future::cold(send(svc, actor, spec, Phase::Before)).await
 }
 
 /// `optional` and `async` webhooks, after the operation: failures are only logged.
@@ -68,7 +68,7 @@ pub async fn after(svc: &Service, actor: &Actor, spec: &Spec<'_>) {
     if !wanted(svc) {
         return;
     }
-    let _ = send(svc, actor, spec, Phase::After).await;
+    let _ = crate::future::cold(send(svc, actor, spec, Phase::After)).await;
 }
 
 /// An operation of the registry's own that already took effect (a GC or retention
@@ -77,5 +77,6 @@ pub async fn done(webhooks: &Webhooks, queue: &Queue, actor: &Actor, spec: &Spec
     if webhooks.is_empty() {
         return;
     }
-    let _ = crate::events::send(webhooks, queue, &spec.event(actor), Phase::All).await;
+    let event = spec.event(actor);
+    let _ = crate::future::cold(crate::events::send(webhooks, queue, &event, Phase::All)).await;
 }

@@ -4,6 +4,7 @@
 use super::Service;
 use crate::auth::Identity;
 use crate::error::{Error, Result};
+use crate::future::cold;
 use crate::mirror::MirrorNs;
 use crate::oci::{Descriptor, Digest, RepoName};
 
@@ -31,7 +32,7 @@ pub async fn tags(
     let Some(ns) = mirror else {
         return local.ok_or_else(unknown);
     };
-    match crate::mirror::upstream_tags(ns, name).await {
+    match cold(crate::mirror::upstream_tags(ns, name)).await {
         Ok(Some(mut all)) => {
             // The upstream's whole list (bounded by the mirror) with the local page: the
             // first `want` of the union after `last` are among them.
@@ -115,7 +116,7 @@ pub async fn referrers(
     let Some(ns) = mirror else {
         return Ok(list);
     };
-    match crate::mirror::upstream_referrers(ns, name, subject).await {
+    match cold(crate::mirror::upstream_referrers(ns, name, subject)).await {
         Ok(Some(upstream)) => {
             let wanted = |d: &Descriptor| {
                 filter.is_none_or(|t| d.artifact_type.as_deref() == Some(t))

@@ -7,6 +7,7 @@ use super::events::{self, Spec};
 use super::{Caller, Service};
 use crate::error::{Error, Result};
 use crate::events::{Actor, EventKind};
+use crate::future::cold;
 use crate::mirror::MirrorNs;
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag};
 use crate::registry::manifests::{immutable_conflict, PutManifest, StoredManifest, TagRule};
@@ -30,11 +31,18 @@ pub async fn get(
 ) -> Result<StoredManifest> {
     let reg = &svc.registry;
     if let Some(ns) = mirror {
-        crate::mirror::refresh_manifest(svc, ns, name, reference).await?;
+        cold(crate::mirror::refresh_manifest(svc, ns, name, reference)).await?;
     }
     let m = reg.get_manifest(name, reference).await?;
     if let Some(ns) = mirror {
-        crate::mirror::note_pulled(&svc.mirrors, reg, ns, name, &m.digest).await;
+        cold(crate::mirror::note_pulled(
+            &svc.mirrors,
+            reg,
+            ns,
+            name,
+            &m.digest,
+        ))
+        .await;
     }
     // Coalesced: a storage write at most once per manifest per node per interval.
     if svc.live.peek(|l| l.retention.applies(name.as_str())) && svc.pulls.due(name, &m.digest) {
@@ -69,7 +77,7 @@ pub async fn head(
     mirror: Option<&MirrorNs>,
 ) -> Result<(Digest, String, u64)> {
     if let Some(ns) = mirror {
-        crate::mirror::refresh_manifest(svc, ns, name, reference).await?;
+        cold(crate::mirror::refresh_manifest(svc, ns, name, reference)).await?;
     }
     svc.registry.manifest_meta(name, reference).await
 }

@@ -58,7 +58,8 @@ pub async fn pushed(
         }
         let now = job.created_ms;
         let claimed = queue::enqueue_claimed(&reg.store, &t.name, job, node_id(), now).await?;
-        let copied = copy::push(reg, &t, name, reference, Some(&claimed)).await;
+        let copied =
+            crate::future::cold(copy::push(reg, &t, name, reference, Some(&claimed))).await;
         if copied.is_ok() {
             if let Err(e) = claimed.done(&reg.store).await {
                 // The job runs once more (a copy of what the target has: HEADs only).

@@ -7,6 +7,8 @@ use std::os::fd::BorrowedFd;
 use compio::buf::{IoBuf, IoBufMut};
 use compio::BufResult;
 
+use crate::future::cold;
+
 use super::{
     BlobReader, CommitOutcome, Etag, FsReader, FsStorage, FsUpload, Meta, Object, PutCondition,
     PutOutcome, Result, S3Reader, S3Storage, S3Upload, Storage, UploadWriter,
@@ -56,7 +58,7 @@ impl Backend {
         Ok(match self {
             Backend::Fs(s) => BackendUpload::Fs(s.upload_create(key).await?),
             Backend::S3(s) => {
-                BackendUpload::S3(Box::new(s3(s.upload_create_with_meta(key, meta)).await?))
+                BackendUpload::S3(Box::new(cold(s.upload_create_with_meta(key, meta)).await?))
             }
         })
     }
@@ -73,7 +75,7 @@ impl Backend {
     ) -> Result<Option<CommitOutcome>> {
         match (self, upload) {
             (Backend::S3(s), BackendUpload::S3(u)) => {
-                s3(s.commit_writer(*u, dest_key)).await.map(Some)
+                cold(s.commit_writer(*u, dest_key)).await.map(Some)
             }
             (s, u) => {
                 drop(u);
@@ -88,7 +90,7 @@ impl Backend {
     pub async fn open_upload_fresh(&self, key: &str) -> Result<Option<BackendUpload>> {
         Ok(match self {
             Backend::Fs(s) => s.open_upload(key).await?.map(BackendUpload::Fs),
-            Backend::S3(s) => s3(s.open_upload_fresh(key))
+            Backend::S3(s) => cold(s.open_upload_fresh(key))
                 .await?
                 .map(|u| BackendUpload::S3(Box::new(u))),
         })
@@ -106,7 +108,7 @@ impl Backend {
     ) -> Result<Vec<(String, u64)>> {
         match self {
             Backend::Fs(s) => s.list_sized(prefix, start_after, limit).await,
-            Backend::S3(s) => s3(s.list_sized(prefix, start_after, limit)).await,
+            Backend::S3(s) => cold(s.list_sized(prefix, start_after, limit)).await,
         }
     }
 
@@ -116,7 +118,7 @@ impl Backend {
     pub async fn open_read_started(&self, key: &str) -> Result<Option<BackendReader>> {
         Ok(match self {
             Backend::Fs(s) => s.open_read(key).await?.map(BackendReader::Fs),
-            Backend::S3(s) => s3(s.open_read_started(key))
+            Backend::S3(s) => cold(s.open_read_started(key))
                 .await?
                 .map(|r| BackendReader::S3(Box::new(r))),
         })
@@ -128,25 +130,17 @@ impl Backend {
     pub async fn remove(&self, key: &str) -> Result<()> {
         match self {
             Backend::Fs(s) => s.delete(key).await.map(drop),
-            Backend::S3(s) => s3(s.remove(key)).await,
+            Backend::S3(s) => cold(s.remove(key)).await,
         }
     }
-}
-
-/// An S3 call's future, on the heap. Inline, the largest arm sizes every `Backend` future
-/// (some 10 KiB: a request and its response in flight), and every future that awaits one,
-/// up to each request's handler: a filesystem call would carry, and move, the S3 call's
-/// space. One allocation is nothing beside a request to the bucket.
-fn s3<F: std::future::Future>(f: F) -> std::pin::Pin<Box<F>> {
-    Box::pin(f)
 }
 
 macro_rules! each {
     ($self:expr, $s:ident => $e:expr) => {
         match $self {
             Backend::Fs($s) => $e,
-            // The S3 arm's future on the heap (`s3`).
-            Backend::S3($s) => s3(async { $e }).await,
+            // The S3 arm's future on the heap (`crate::future::cold`).
+            Backend::S3($s) => cold(async { $e }).await,
         }
     };
 }
@@ -224,7 +218,7 @@ impl Storage for Backend {
     async fn open_read(&self, key: &str) -> Result<Option<BackendReader>> {
         Ok(match self {
             Backend::Fs(s) => s.open_read(key).await?.map(BackendReader::Fs),
-            Backend::S3(s) => s3(s.open_read(key))
+            Backend::S3(s) => cold(s.open_read(key))
                 .await?
                 .map(|r| BackendReader::S3(Box::new(r))),
         })
@@ -234,7 +228,7 @@ impl Storage for Backend {
     async fn upload_create(&self, key: &str) -> Result<BackendUpload> {
         Ok(match self {
             Backend::Fs(s) => BackendUpload::Fs(s.upload_create(key).await?),
-            Backend::S3(s) => BackendUpload::S3(Box::new(s3(s.upload_create(key)).await?)),
+            Backend::S3(s) => BackendUpload::S3(Box::new(cold(s.upload_create(key)).await?)),
         })
     }
 
@@ -242,7 +236,7 @@ impl Storage for Backend {
     async fn open_upload(&self, key: &str) -> Result<Option<BackendUpload>> {
         Ok(match self {
             Backend::Fs(s) => s.open_upload(key).await?.map(BackendUpload::Fs),
-            Backend::S3(s) => s3(s.open_upload(key))
+            Backend::S3(s) => cold(s.open_upload(key))
                 .await?
                 .map(|u| BackendUpload::S3(Box::new(u))),
         })
@@ -274,7 +268,7 @@ impl BlobReader for BackendReader {
     async fn read_at<B: IoBufMut>(&self, buf: B, offset: u64) -> BufResult<usize, B> {
         match self {
             BackendReader::Fs(r) => r.read_at(buf, offset).await,
-            BackendReader::S3(r) => r.read_at(buf, offset).await,
+            BackendReader::S3(r) => cold(r.read_at(buf, offset)).await,
         }
     }
 
@@ -323,7 +317,7 @@ impl BackendReader {
             BackendReader::Fs(r) => Ok(BlobBody::File(r.into_file())),
             BackendReader::S3(r) => {
                 if len > 0 {
-                    r.start_at(offset).await?;
+                    cold(r.start_at(offset)).await?;
                 }
                 Ok(BlobBody::Stream(BlobStream(r)))
             }
@@ -362,35 +356,35 @@ impl UploadWriter for BackendUpload {
     async fn write_all_at<B: IoBuf>(&mut self, buf: B, offset: u64) -> BufResult<(), B> {
         match self {
             BackendUpload::Fs(u) => u.write_all_at(buf, offset).await,
-            BackendUpload::S3(u) => u.write_all_at(buf, offset).await,
+            BackendUpload::S3(u) => cold(u.write_all_at(buf, offset)).await,
         }
     }
 
     async fn truncate(&mut self, len: u64) -> Result<()> {
         match self {
             BackendUpload::Fs(u) => u.truncate(len).await,
-            BackendUpload::S3(u) => u.truncate(len).await,
+            BackendUpload::S3(u) => cold(u.truncate(len)).await,
         }
     }
 
     async fn sync(&mut self) -> Result<()> {
         match self {
             BackendUpload::Fs(u) => u.sync().await,
-            BackendUpload::S3(u) => u.sync().await,
+            BackendUpload::S3(u) => cold(u.sync()).await,
         }
     }
 
     async fn size(&self) -> Result<u64> {
         match self {
             BackendUpload::Fs(u) => u.size().await,
-            BackendUpload::S3(u) => u.size().await,
+            BackendUpload::S3(u) => cold(u.size()).await,
         }
     }
 
     async fn seal(&mut self) -> Result<()> {
         match self {
             BackendUpload::Fs(u) => u.seal().await,
-            BackendUpload::S3(u) => u.seal().await,
+            BackendUpload::S3(u) => cold(u.seal()).await,
         }
     }
 
@@ -436,5 +430,3 @@ pub(crate) mod list_probe {
         CALLS.with(|c| std::mem::take(&mut *c.borrow_mut()))
     }
 }
-
-
