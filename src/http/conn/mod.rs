@@ -197,13 +197,14 @@ pub async fn serve_connection<H: Handler>(
             ),
         );
         // A recorded request runs in its server span, its log lines naming its trace
-        // (crate::trace).
+        // (crate::trace). Both traced arms are boxed: their futures (the request inside
+        // each) are then not laid out in every connection's task, idle ones included
+        // (tests/scale.rs).
         let outcome = match &spans {
             Some(RequestTrace::Recorded(s)) => {
-                crate::trace::logged(request.instrument(s.server.clone()), s.trace_id).await
+                let traced = request.instrument(s.server.clone());
+                Box::pin(crate::trace::logged(traced, s.trace_id)).await
             }
-            // Boxed: this arm's future (the request inside it) is not laid out in every
-            // connection's task, idle ones included (tests/scale.rs).
             Some(RequestTrace::Passed(tp)) => {
                 Box::pin(crate::trace::passing(request, tp.clone())).await
             }
