@@ -12,6 +12,8 @@
 //!   push is acknowledged, claimed by one node with a conditional write and a lease, retried
 //!   with backoff and jitter, and after `max_retries` kept as failed. `worker.rs` runs the
 //!   jobs on a thread of its own; `status.rs` summarises the queue for operators.
+//! - `lease.rs`: a record one node at a time holds (claim, renew, release), which the pull
+//!   runs and the reconcile passes are scheduled by.
 //! - `reconcile.rs` compares a target with this registry (tags and digests) once per
 //!   `reconcile_interval` across every node, and queues the jobs that repair the drift.
 //! - Nothing here knows the API: the service layer (`service::replication`) calls
@@ -19,6 +21,7 @@
 
 pub mod copy;
 pub mod job;
+pub mod lease;
 pub mod limit;
 pub mod metrics;
 pub mod pull;

@@ -10,21 +10,21 @@
 //! - The copy itself goes through the service layer (`service::pull`), so a pulled manifest
 //!   is stored as a push is: events, quotas, immutability and push replication apply.
 
-use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::job::Claim;
+use super::lease::{self, Held, Leased};
 use crate::config::{ConfigError, ReplicationConfig};
 use crate::error::Result;
 use crate::mirror::{MirrorNs, Upstream, UpstreamUrl};
 use crate::registry::layout;
-use crate::storage::{Backend, Etag, PutCondition, PutOutcome, Storage};
+use crate::storage::{Backend, Storage};
 
 /// Repositories copied in one run (explicit or from the catalog, after the filter).
 pub const REPOSITORIES_PER_RUN_MAX: usize = 1000;
@@ -149,7 +149,7 @@ pub struct Record {
     pub last_success_ms: Option<u64>,
 }
 
-impl Record {
+impl Leased for Record {
     fn parse(bytes: &[u8]) -> Option<Record> {
         serde_json::from_slice(bytes).ok()
     }
@@ -158,16 +158,14 @@ impl Record {
         // A struct of plain fields: serialising it cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
+
+    fn claim_mut(&mut self) -> &mut Option<Claim> {
+        &mut self.claim
+    }
 }
 
-/// A run this node holds.
-pub struct Run {
-    key: String,
-    node: String,
-    record: Record,
-    etag: RefCell<Etag>,
-    renewed: std::cell::Cell<Instant>,
-}
+/// A run this node holds: the target's record as claimed.
+pub type Run = Held<Record>;
 
 /// What became of an attempt to claim a run.
 pub enum Attempt {
@@ -188,16 +186,7 @@ pub async fn claim(
     now_ms: u64,
 ) -> Result<Attempt> {
     let key = layout::replication_pull(target);
-    let (record, cond) = match store.get(&key).await? {
-        Some(obj) => match Record::parse(&obj.bytes) {
-            Some(r) => (r, PutCondition::IfMatch(obj.etag)),
-            None => {
-                tracing::warn!(key, "unreadable pull record replaced");
-                (Record::default(), PutCondition::IfMatch(obj.etag))
-            }
-        },
-        None => (Record::default(), PutCondition::IfAbsent),
-    };
+    let (record, cond) = lease::read::<Record>(store, &key).await?;
     let latest = now_ms.saturating_add(schedule.as_millis() as u64);
     if record.next_ms > now_ms && record.next_ms <= latest {
         return Ok(Attempt::NotYet(record.next_ms));
@@ -205,46 +194,15 @@ pub async fn claim(
     if record.claim.as_ref().is_some_and(|c| c.until_ms > now_ms) {
         return Ok(Attempt::Taken);
     }
-    let mut record = record;
-    record.claim = Some(Claim {
-        node: node.to_string(),
-        until_ms: now_ms + LEASE.as_millis() as u64,
-    });
-    match store.put(&key, record.to_bytes(), cond).await? {
-        PutOutcome::Written(etag) => Ok(Attempt::Claimed(Box::new(Run {
-            key,
-            node: node.to_string(),
-            record,
-            etag: RefCell::new(etag),
-            renewed: std::cell::Cell::new(Instant::now()),
-        }))),
-        PutOutcome::PreconditionFailed => Ok(Attempt::Taken),
-    }
+    Ok(
+        match lease::take(store, key, node, LEASE, record, cond, now_ms).await? {
+            Some(run) => Attempt::Claimed(Box::new(run)),
+            None => Attempt::Taken,
+        },
+    )
 }
 
-impl Run {
-    /// Renews the lease when a third of it has passed. False when another node took the
-    /// run over meanwhile (this one stalled past its lease): the caller stops.
-    pub async fn keep(&self, store: &Backend, now_ms: u64) -> Result<bool> {
-        if self.renewed.get().elapsed() < LEASE / 3 {
-            return Ok(true);
-        }
-        let mut record = self.record.clone();
-        record.claim = Some(Claim {
-            node: self.node.clone(),
-            until_ms: now_ms + LEASE.as_millis() as u64,
-        });
-        let cond = PutCondition::IfMatch(self.etag.borrow().clone());
-        match store.put(&self.key, record.to_bytes(), cond).await? {
-            PutOutcome::Written(etag) => {
-                *self.etag.borrow_mut() = etag;
-                self.renewed.set(Instant::now());
-                Ok(true)
-            }
-            PutOutcome::PreconditionFailed => Ok(false),
-        }
-    }
-
+impl Held<Record> {
     /// Records what the run did and when the next one is due; releases the claim.
     pub async fn finish(
         self,
@@ -252,8 +210,7 @@ impl Run {
         mut outcome: RunOutcome,
         schedule: Duration,
     ) -> Result<()> {
-        let mut record = self.record;
-        record.claim = None;
+        let mut record = self.record.clone();
         let next = match &outcome.error {
             None => {
                 record.failures = 0;
@@ -272,11 +229,8 @@ impl Run {
         };
         record.next_ms = next.max(outcome.finished_ms);
         record.last = Some(outcome);
-        let cond = PutCondition::IfMatch(self.etag.borrow().clone());
-        if let PutOutcome::PreconditionFailed =
-            store.put(&self.key, record.to_bytes(), cond).await?
-        {
-            tracing::warn!(key = %self.key, "pull run taken over by another node before it ended");
+        if !self.release(store, record).await? {
+            tracing::warn!(key = %self.key(), "pull run taken over by another node before it ended");
         }
         Ok(())
     }

@@ -18,13 +18,13 @@
 //!   failed request ends the pass with its error recorded (a target that is down costs one
 //!   request per interval, not a hang).
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::job::{millis, Claim, Job, Kind};
+use super::lease::{self, Held, Leased};
 use super::metrics;
 use super::queue::{self, LEASE};
 use super::remote::{CopyError, CopyResult};
@@ -32,7 +32,7 @@ use super::{Target, Targets};
 use crate::error::Result;
 use crate::oci::{RepoName, Tag};
 use crate::registry::{layout, Registry};
-use crate::storage::{Backend, Etag, PutCondition, PutOutcome, Storage};
+use crate::storage::{Backend, Storage};
 
 /// Repositories one pass compares: a bound on its time; the next pass continues after them.
 pub const REPOSITORIES_PER_PASS: usize = 1000;
@@ -118,8 +118,8 @@ pub struct Record {
     pub last: Option<Summary>,
 }
 
-impl Record {
-    pub fn parse(bytes: &[u8]) -> Option<Record> {
+impl Leased for Record {
+    fn parse(bytes: &[u8]) -> Option<Record> {
         serde_json::from_slice(bytes).ok()
     }
 
@@ -128,6 +128,12 @@ impl Record {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    fn claim_mut(&mut self) -> &mut Option<Claim> {
+        &mut self.claim
+    }
+}
+
+impl Record {
     /// When the next pass may start (ms): when a running pass's lease ends, at once when
     /// none ran yet or after a pass stopped at a limit, else an interval after the sweep (or the failed pass) began.
     pub fn due_ms(&self, interval: Duration, now_ms: u64) -> u64 {
@@ -145,14 +151,8 @@ impl Record {
     }
 }
 
-/// A pass this node holds: the record as it claimed it, and its version.
-pub struct Lease {
-    key: String,
-    node: String,
-    record: Record,
-    etag: RefCell<Etag>,
-    renewed: Cell<Instant>,
-}
+/// A pass this node holds: the record as it claimed it.
+pub type Lease = Held<Record>;
 
 /// What the record says of `target` now.
 pub enum Turn {
@@ -180,14 +180,7 @@ pub async fn claim(
     now_ms: u64,
 ) -> Result<Turn> {
     let key = layout::replication_reconcile(target);
-    let (mut record, cond) = match store.get(&key).await? {
-        Some(obj) => {
-            // An unreadable record is replaced (it only schedules the pass).
-            let record = Record::parse(&obj.bytes).unwrap_or_default();
-            (record, PutCondition::IfMatch(obj.etag))
-        }
-        None => (Record::default(), PutCondition::IfAbsent),
-    };
+    let (mut record, cond) = lease::read::<Record>(store, &key).await?;
     let due = record.due_ms(interval, now_ms);
     if due > now_ms {
         // While another node runs the pass, look again soon: to see its outcome, and to
@@ -203,46 +196,17 @@ pub async fn claim(
     if record.cursor.is_none() {
         record.sweep_started_ms = now_ms;
     }
-    record.claim = Some(Claim {
-        node: node.to_string(),
-        until_ms: now_ms + LEASE.as_millis() as u64,
-    });
-    match store.put(&key, record.to_bytes(), cond).await? {
-        PutOutcome::Written(etag) => Ok(Turn::Run(Box::new(Lease {
-            key,
-            node: node.to_string(),
-            record,
-            etag: RefCell::new(etag),
-            renewed: Cell::new(Instant::now()),
-        }))),
-        // Another node's write won: it runs the pass.
-        PutOutcome::PreconditionFailed => Ok(Turn::Wait(now_ms + HELD_RECHECK_MS, record.last)),
-    }
+    let last = record.last.clone();
+    Ok(
+        match lease::take(store, key, node, LEASE, record, cond, now_ms).await? {
+            Some(lease) => Turn::Run(Box::new(lease)),
+            // Another node's write won: it runs the pass.
+            None => Turn::Wait(now_ms + HELD_RECHECK_MS, last),
+        },
+    )
 }
 
-impl Lease {
-    /// Renews the lease when a third of it has passed; false when another node took the
-    /// pass over meanwhile (this one stalled past its lease).
-    async fn keep(&self, store: &Backend, now_ms: u64) -> Result<bool> {
-        if self.renewed.get().elapsed() < LEASE / 3 {
-            return Ok(true);
-        }
-        let mut record = self.record.clone();
-        record.claim = Some(Claim {
-            node: self.node.clone(),
-            until_ms: now_ms + LEASE.as_millis() as u64,
-        });
-        let cond = PutCondition::IfMatch(self.etag.borrow().clone());
-        match store.put(&self.key, record.to_bytes(), cond).await? {
-            PutOutcome::Written(etag) => {
-                *self.etag.borrow_mut() = etag;
-                self.renewed.set(Instant::now());
-                Ok(true)
-            }
-            PutOutcome::PreconditionFailed => Ok(false),
-        }
-    }
-
+impl Held<Record> {
     /// Records the pass's outcome and releases the record (unless taken over meanwhile).
     async fn finish(
         &self,
@@ -251,11 +215,9 @@ impl Lease {
         cursor: Option<Cursor>,
     ) -> Result<()> {
         let mut record = self.record.clone();
-        record.claim = None;
         record.cursor = cursor;
         record.last = Some(summary);
-        let cond = PutCondition::IfMatch(self.etag.borrow().clone());
-        store.put(&self.key, record.to_bytes(), cond).await?;
+        self.release(store, record).await?;
         Ok(())
     }
 }
