@@ -18,25 +18,24 @@ pub fn init(config: &LogConfig) {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_new(&config.filter).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let filter = without_trace_spans(with_audit(filter));
-    let spans = crate::trace::layer::SpanLayer.with_filter(crate::trace::layer::SpanFilter);
+    let filter = with_audit(filter);
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_thread_names(false)
         .with_ansi(false);
-    let registry = tracing_subscriber::registry().with(spans);
-    // Behind the trace's gate, asked first (crate::trace::layer::Gated).
-    use crate::trace::layer::Gated;
+    let registry = tracing_subscriber::registry();
+    // Spans are the trace's (crate::trace::spans::Spans); the log formats events.
+    use crate::trace::spans::Spans;
     let text = format().with_ansi(false).with_thread_names(false);
     let _ = match config.format {
         LogFormat::Text => {
             let fmt = fmt.event_format(TraceId(text));
-            Gated(registry.with(fmt.with_filter(filter))).try_init()
+            Spans(registry.with(fmt.with_filter(filter))).try_init()
         }
         LogFormat::Json => {
             let json = text.json().flatten_event(true);
             let fmt = fmt.json().event_format(TraceId(json));
-            Gated(registry.with(fmt.with_filter(filter))).try_init()
+            Spans(registry.with(fmt.with_filter(filter))).try_init()
         }
     };
 }
@@ -73,17 +72,6 @@ where
         }
         writer.write_str(&line)
     }
-}
-
-/// The trace's spans are not the log's: a log line of a recorded request names its trace
-/// (`TraceId`), nothing more.
-fn without_trace_spans(mut filter: EnvFilter) -> EnvFilter {
-    for target in [crate::trace::SPAN, crate::trace::ROOT] {
-        if let Ok(directive) = format!("{target}=off").parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    filter
 }
 
 /// The audit trail on stderr (`[audit]` without a `file`) is not subject to the log level: its

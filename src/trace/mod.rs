@@ -1,6 +1,6 @@
-//! Traces (README "Observability"): spans are `tracing` spans under two targets, recorded by
-//! [`layer::SpanLayer`] (as [`record::Finished`] spans) and exported over OTLP/HTTP by the
-//! exporter thread ([`export`]).
+//! Traces (README "Observability"): spans are `tracing` spans under two targets, kept and
+//! recorded by the process's subscriber ([`spans::Spans`], as [`record::Finished`] spans) and
+//! exported over OTLP/HTTP by the exporter thread ([`export`]).
 //!
 //! - [`ROOT`] spans start a trace: one server span per request ([`server_span`], after the
 //!   sampling decision), a background pass ([`pass_span`]), an async webhook delivery linked
@@ -13,8 +13,9 @@
 //! or off rebuilds that cache.
 
 pub mod export;
-pub mod layer;
+mod fields;
 pub mod record;
+pub mod spans;
 #[cfg(test)]
 mod tests;
 
@@ -66,7 +67,7 @@ pub fn is_on() -> bool {
 /// True while this thread runs inside a recorded span (a sampled request, a pass): what a
 /// request's code asks before it records an attribute.
 pub fn recording() -> bool {
-    is_on() && layer::recording()
+    is_on() && spans::recording()
 }
 
 /// Applies `[tracing]` from a new configuration (start and reload): the exporter's settings,
@@ -274,7 +275,7 @@ pub async fn passing<F: std::future::Future>(fut: F, traceparent: Rc<str>) -> F:
 /// The `traceparent` an unsampled request being polled on this thread passes on (None in
 /// a recorded span, or with no parent): for work it queues for another thread.
 pub fn passed() -> Option<Box<str>> {
-    if !is_on() || layer::current().is_some() {
+    if !is_on() || spans::current().is_some() {
         return None;
     }
     PASSED.with(|p| p.borrow().as_deref().map(Box::from))
@@ -313,7 +314,7 @@ pub fn current() -> Option<SpanIds> {
     if !is_on() {
         return None;
     }
-    layer::current()
+    spans::current()
 }
 
 /// The W3C `traceparent` header value for an outbound request: the current recorded span,
@@ -322,7 +323,7 @@ pub fn traceparent() -> Option<String> {
     if !is_on() {
         return None;
     }
-    match layer::current() {
+    match spans::current() {
         Some(ids) => Some(format!("00-{}-{}-01", ids.trace_id, ids.span_id)),
         None => PASSED.with(|p| p.borrow().as_deref().map(str::to_string)),
     }
