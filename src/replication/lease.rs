@@ -2,8 +2,8 @@
 //! puts this node's [`Claim`] and a lease in it, renewed while the holder works (a holder
 //! that stalled past its lease finds its renewal refused and stops), released by a last
 //! write. The pull runs (`pull.rs`) and the reconcile passes (`reconcile.rs`) keep their
-//! schedules and outcomes in such records; the queue's jobs are claimed the same way, a job
-//! per object (`queue.rs`).
+//! schedules and outcomes in such records; the queue's jobs are such records too, a job per
+//! object, removed when done (`queue.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::storage::{Backend, Etag, PutCondition, PutOutcome, Storage};
 
 /// A record with a claim in it.
-pub trait Leased: Clone + Default {
+pub trait Leased: Clone {
     fn parse(bytes: &[u8]) -> Option<Self>;
     fn to_bytes(&self) -> Vec<u8>;
     fn claim_mut(&mut self) -> &mut Option<Claim>;
@@ -32,7 +32,7 @@ pub struct Held<R> {
 
 /// The record under `key` (a default one when there is none, or when it is unreadable: it
 /// only schedules work) and the condition a write over what was read needs.
-pub async fn read<R: Leased>(store: &Backend, key: &str) -> Result<(R, PutCondition)> {
+pub async fn read<R: Leased + Default>(store: &Backend, key: &str) -> Result<(R, PutCondition)> {
     Ok(match store.get(key).await? {
         Some(obj) => {
             let record = R::parse(&obj.bytes).unwrap_or_else(|| {
@@ -109,5 +109,10 @@ impl<R: Leased> Held<R> {
     /// The record's key.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The version of the record this node wrote last.
+    pub fn etag(&self) -> Etag {
+        self.etag.borrow().clone()
     }
 }

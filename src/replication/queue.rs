@@ -4,18 +4,18 @@
 //! - `claim` reads a job and replaces it with `If-Match` naming this node and a lease: of
 //!   two nodes that read it, one write wins, the other gets a failed precondition and moves
 //!   on. A job whose lease expired (its node died) is claimed the same way.
-//! - The holder renews the lease while it works (`Claimed::keep`), then deletes the job
+//! - The holder renews the lease while it works (`Held::keep`), then deletes the job
 //!   (`If-Match`: only the version it wrote), or records the failure: a retry after a
 //!   backoff, or after `max_retries` the job moves to `replication/failed/`.
 
-use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::job::{backoff, Claim, Job};
+use super::lease::{self, Held, Leased};
 use crate::error::Result;
 use crate::registry::layout;
-use crate::storage::{Backend, Etag, PutCondition, PutOutcome, Storage};
+use crate::storage::{Backend, PutCondition, PutOutcome, Storage};
 
 /// How long a claim holds a job without renewal: a node that died mid-job leaves it to
 /// another after this. Renewed every third of it while the job makes progress, so one step
@@ -56,29 +56,16 @@ pub async fn enqueue(store: &Backend, target: &str, job: &Job) -> Result<String>
 pub async fn enqueue_claimed(
     store: &Backend,
     target: &str,
-    mut job: Job,
+    job: Job,
     node: &str,
     now_ms: u64,
 ) -> Result<Claimed> {
-    job.claim = Some(Claim {
-        node: node.to_string(),
-        until_ms: now_ms + LEASE.as_millis() as u64,
-    });
     loop {
         let key = layout::replication_job(target, &job.new_id());
-        let put = store.put(&key, job.to_bytes(), PutCondition::IfAbsent);
-        match put.await? {
-            PutOutcome::Written(etag) => {
-                return Ok(Claimed {
-                    key,
-                    target: target.to_string(),
-                    job,
-                    node: node.to_string(),
-                    etag: RefCell::new(etag),
-                    renewed: Cell::new(Instant::now()),
-                })
-            }
-            PutOutcome::PreconditionFailed => continue,
+        let cond = PutCondition::IfAbsent;
+        let taken = lease::take(store, key, node, LEASE, job.clone(), cond, now_ms);
+        if let Some(claimed) = taken.await? {
+            return Ok(claimed);
         }
     }
 }
@@ -89,15 +76,22 @@ pub fn parse_key(key: &str) -> Option<(&str, &str)> {
     rest.split_once('/')
 }
 
-/// A job this node holds.
-pub struct Claimed {
-    pub key: String,
-    pub target: String,
-    pub job: Job,
-    node: String,
-    etag: RefCell<Etag>,
-    renewed: Cell<Instant>,
+impl Leased for Job {
+    fn parse(bytes: &[u8]) -> Option<Job> {
+        Job::parse(bytes)
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        Job::to_bytes(self)
+    }
+
+    fn claim_mut(&mut self) -> &mut Option<Claim> {
+        &mut self.claim
+    }
 }
+
+/// A job this node holds (renewed with `Held::keep`).
+pub type Claimed = Held<Job>;
 
 /// What became of an attempt to claim a job.
 pub enum Attempt {
@@ -113,7 +107,7 @@ pub async fn claim(store: &Backend, key: &str, node: &str, now_ms: u64) -> Resul
     let Some(obj) = store.get(key).await? else {
         return Ok(Attempt::Taken);
     };
-    let Some(mut job) = Job::parse(&obj.bytes) else {
+    let Some(job) = Job::parse(&obj.bytes) else {
         tracing::warn!(key, "unreadable replication job skipped");
         return Ok(Attempt::Taken);
     };
@@ -123,53 +117,23 @@ pub async fn claim(store: &Backend, key: &str, node: &str, now_ms: u64) -> Resul
     if job.held(now_ms) {
         return Ok(Attempt::Taken);
     }
-    job.claim = Some(Claim {
-        node: node.to_string(),
-        until_ms: now_ms + LEASE.as_millis() as u64,
-    });
     let cond = PutCondition::IfMatch(obj.etag);
-    let etag = match store.put(key, job.to_bytes(), cond).await? {
-        PutOutcome::Written(etag) => etag,
-        PutOutcome::PreconditionFailed => return Ok(Attempt::Taken),
-    };
-    let target = parse_key(key).map_or("", |(t, _)| t).to_string();
-    Ok(Attempt::Claimed(Box::new(Claimed {
-        key: key.to_string(),
-        target,
-        job,
-        node: node.to_string(),
-        etag: RefCell::new(etag),
-        renewed: Cell::new(Instant::now()),
-    })))
+    let taken = lease::take(store, key.to_string(), node, LEASE, job, cond, now_ms);
+    Ok(match taken.await? {
+        Some(claimed) => Attempt::Claimed(Box::new(claimed)),
+        None => Attempt::Taken,
+    })
 }
 
-impl Claimed {
-    /// Renews the lease when a third of it has passed. False when the job was taken over
-    /// meanwhile (this node stalled past its lease): the caller stops working on it.
-    pub async fn keep(&self, store: &Backend, now_ms: u64) -> Result<bool> {
-        if self.renewed.get().elapsed() < LEASE / 3 {
-            return Ok(true);
-        }
-        let mut job = self.job.clone();
-        job.claim = Some(Claim {
-            node: self.node.clone(),
-            until_ms: now_ms + LEASE.as_millis() as u64,
-        });
-        let cond = PutCondition::IfMatch(self.etag.borrow().clone());
-        match store.put(&self.key, job.to_bytes(), cond).await? {
-            PutOutcome::Written(etag) => {
-                *self.etag.borrow_mut() = etag;
-                self.renewed.set(Instant::now());
-                Ok(true)
-            }
-            PutOutcome::PreconditionFailed => Ok(false),
-        }
+impl Held<Job> {
+    /// The target the job is for (from its key).
+    pub fn target(&self) -> &str {
+        parse_key(self.key()).map_or("", |(t, _)| t)
     }
 
     /// The job is done: removed, unless another node took it over meanwhile.
     pub async fn done(&self, store: &Backend) -> Result<()> {
-        let etag = self.etag.borrow().clone();
-        store.delete_if_match(&self.key, &etag).await?;
+        store.delete_if_match(self.key(), &self.etag()).await?;
         Ok(())
     }
 
@@ -183,23 +147,23 @@ impl Claimed {
         backoff_max: Duration,
         now_ms: u64,
     ) -> Result<bool> {
-        let mut job = self.job.clone();
+        let mut job = self.record.clone();
         job.attempts += 1;
         job.claim = None;
         job.last_error = Some(error.chars().take(ERROR_CHARS_MAX).collect());
-        let etag = self.etag.borrow().clone();
+        let etag = self.etag();
         if job.attempts > max_retries {
-            let (target, id) = parse_key(&self.key).unwrap_or(("", ""));
+            let (target, id) = parse_key(self.key()).unwrap_or(("", ""));
             let record = layout::replication_failed(target, id);
             store
                 .put(&record, job.to_bytes(), PutCondition::Always)
                 .await?;
-            store.delete_if_match(&self.key, &etag).await?;
+            store.delete_if_match(self.key(), &etag).await?;
             return Ok(true);
         }
         job.not_before_ms = now_ms + backoff(job.attempts, backoff_max).as_millis() as u64;
         store
-            .put(&self.key, job.to_bytes(), PutCondition::IfMatch(etag))
+            .put(self.key(), job.to_bytes(), PutCondition::IfMatch(etag))
             .await?;
         Ok(false)
     }

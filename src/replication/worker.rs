@@ -254,18 +254,18 @@ async fn reconcile_due(ctx: &Rc<Ctx>) -> crate::error::Result<()> {
 fn launch(ctx: &Rc<Ctx>, claimed: Claimed) {
     *ctx.running
         .borrow_mut()
-        .entry(claimed.target.clone())
+        .entry(claimed.target().to_string())
         .or_default() += 1;
-    ctx.keys.borrow_mut().insert(claimed.key.clone());
+    ctx.keys.borrow_mut().insert(claimed.key().to_string());
     let ctx = ctx.clone();
     compio::runtime::spawn(async move {
         // Each job is a trace of its own, sampled as a background pass is.
         let root = crate::trace::pass_span("replication");
         tracing::Instrument::instrument(run(&ctx, &claimed), root).await;
-        if let Some(n) = ctx.running.borrow_mut().get_mut(&claimed.target) {
+        if let Some(n) = ctx.running.borrow_mut().get_mut(claimed.target()) {
             *n = n.saturating_sub(1);
         }
-        ctx.keys.borrow_mut().remove(&claimed.key);
+        ctx.keys.borrow_mut().remove(claimed.key());
         ctx.finished.set(ctx.finished.get() + 1);
     })
     .detach();
@@ -277,18 +277,18 @@ fn launch(ctx: &Rc<Ctx>, claimed: Claimed) {
     name = "replication.job",
     skip_all,
     fields(
-        replication.target = %claimed.target,
-        oci.repository = %claimed.job.repository,
-        oci.reference = claimed.job.reference(),
-        replication.attempt = claimed.job.attempts + 1,
+        replication.target = %claimed.target(),
+        oci.repository = %claimed.record.repository,
+        oci.reference = claimed.record.reference(),
+        replication.attempt = claimed.record.attempts + 1,
         error = tracing::field::Empty,
     )
 )]
 async fn run(ctx: &Ctx, claimed: &Claimed) {
     let live = ctx.live.get();
     let store = &ctx.registry.store;
-    let job = &claimed.job;
-    let Some(target) = live.replication.by_name(&claimed.target) else {
+    let job = &claimed.record;
+    let Some(target) = live.replication.by_name(claimed.target()) else {
         return;
     };
     let m = metrics::of(&target.name);
@@ -332,7 +332,7 @@ async fn run(ctx: &Ctx, claimed: &Claimed) {
     };
     if let Err(e) = recorded {
         e.log_cause();
-        tracing::warn!(error = %e.client_message(), key = %claimed.key,
+        tracing::warn!(error = %e.client_message(), key = %claimed.key(),
             "could not record a replication job's outcome (its lease will expire)");
     }
 }
