@@ -19,10 +19,11 @@ pub mod spans;
 #[cfg(test)]
 mod tests;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::thread::LocalKey;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanId, SpanKind, TraceContextExt, TraceId};
@@ -230,46 +231,55 @@ pub fn server_span<'a>(
 
 thread_local! {
     /// The trace id of the recorded request being polled on this thread (its log lines').
-    static LOGGED: Cell<Option<TraceId>> = const { Cell::new(None) };
-}
-
-/// Runs `fut` (a recorded request's) with its log lines naming `trace_id`: set on this
-/// thread while it is polled. (A thread-local, not a `tracing` span the log layer would
-/// format: a span per request was a measurable share of the cost at 100 % sampling.)
-pub async fn logged<F: std::future::Future>(fut: F, trace_id: TraceId) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| with_trace_id(trace_id, || fut.as_mut().poll(cx))).await
-}
-
-/// Runs `f` with the log lines it writes naming `trace_id` (see [`logged`]).
-pub fn with_trace_id<R>(trace_id: TraceId, f: impl FnOnce() -> R) -> R {
-    let outer = LOGGED.with(|l| l.replace(Some(trace_id)));
-    let r = f();
-    LOGGED.with(|l| l.set(outer));
-    r
-}
-
-/// The trace id a log line written now names: that of the recorded request being polled.
-pub fn logged_trace_id() -> Option<TraceId> {
-    LOGGED.with(Cell::get)
-}
-
-thread_local! {
+    static LOGGED: RefCell<Option<TraceId>> = const { RefCell::new(None) };
     /// The `traceparent` passed on for the unsampled request being polled on this thread.
     static PASSED: RefCell<Option<Rc<str>>> = const { RefCell::new(None) };
 }
 
-/// Runs `fut` (an unsampled request's) with `traceparent` passed on to the outbound
-/// requests it makes: set on this thread while it is polled, as a span is entered.
-pub async fn passing<F: std::future::Future>(fut: F, traceparent: Rc<str>) -> F::Output {
+/// Polls `fut` with `value` in this thread's `slot`, put there before each poll and the
+/// outer value put back after it, as a span is entered: what the request's code reads
+/// while it runs.
+async fn polled_with<F: std::future::Future, T: Clone + 'static>(
+    fut: F,
+    slot: &'static LocalKey<RefCell<Option<T>>>,
+    value: T,
+) -> F::Output {
     let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        let outer = PASSED.with(|p| p.replace(Some(traceparent.clone())));
-        let polled = fut.as_mut().poll(cx);
-        PASSED.with(|p| *p.borrow_mut() = outer);
-        polled
-    })
-    .await
+    std::future::poll_fn(|cx| with_local(slot, value.clone(), || fut.as_mut().poll(cx))).await
+}
+
+fn with_local<T: 'static, R>(
+    slot: &'static LocalKey<RefCell<Option<T>>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    let outer = slot.with(|s| s.replace(Some(value)));
+    let r = f();
+    slot.with(|s| *s.borrow_mut() = outer);
+    r
+}
+
+/// Runs `fut` (a recorded request's) with its log lines naming `trace_id`. (A thread-local,
+/// not a `tracing` span the log layer would format: a span per request was a measurable
+/// share of the cost at 100 % sampling.)
+pub async fn logged<F: std::future::Future>(fut: F, trace_id: TraceId) -> F::Output {
+    polled_with(fut, &LOGGED, trace_id).await
+}
+
+/// Runs `f` with the log lines it writes naming `trace_id` (see [`logged`]).
+pub fn with_trace_id<R>(trace_id: TraceId, f: impl FnOnce() -> R) -> R {
+    with_local(&LOGGED, trace_id, f)
+}
+
+/// The trace id a log line written now names: that of the recorded request being polled.
+pub fn logged_trace_id() -> Option<TraceId> {
+    LOGGED.with(|l| *l.borrow())
+}
+
+/// Runs `fut` (an unsampled request's) with `traceparent` passed on to the outbound
+/// requests it makes.
+pub async fn passing<F: std::future::Future>(fut: F, traceparent: Rc<str>) -> F::Output {
+    polled_with(fut, &PASSED, traceparent).await
 }
 
 /// The `traceparent` an unsampled request being polled on this thread passes on (None in
