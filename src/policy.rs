@@ -242,7 +242,6 @@ impl PolicySet {
 
     /// Decides one request, and says which rule decided (for the audit trail).
     pub fn explain(&self, identity: &Identity, req: &AccessRequest<'_>) -> (Decision, Rule<'_>) {
-        let _span = crate::span!("policy.evaluate", oci.action = req.action.as_str()).entered();
         if req.action == Action::GetApiVersion {
             if identity.is_authenticated() {
                 return (Decision::Allow, Rule::Authenticated);
@@ -311,6 +310,14 @@ impl PolicySet {
         if entry.policies.is_empty() {
             return default;
         }
+        // A span where policies run (a repository without any has nothing to evaluate).
+        let _span = crate::span!(
+            "policy.evaluate",
+            oci.action = req.action.as_str(),
+            policy.namespace = namespace,
+            policy.count = entry.policies.len(),
+        )
+        .entered();
         let vars = Vars::new(identity, req);
         let mut scope = self.scope();
         scope.set_variable_resolver(&vars);

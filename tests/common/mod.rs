@@ -5,6 +5,7 @@ pub mod browser;
 /// The fault-injecting proxy of the S3 backend's own tests, between a node and moto.
 #[path = "../../src/storage/s3/fault.rs"]
 pub mod fault;
+pub mod otlp;
 pub mod pki;
 pub mod receiver;
 pub mod remote;
