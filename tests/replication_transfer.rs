@@ -1,7 +1,8 @@
 //! How replication moves bytes: `max_bytes_per_second` holds over a 20 s transfer shared by
 //! two copies, a blob half-sent when the source is killed is resumed (not sent again) after
 //! the restart, and a target over TLS with Basic auth (CNCF distribution, `ca_bundle`) gets
-//! an index with its referrer, while a wrong CA fails the job with a clear error.
+//! an index with its referrer, while a wrong CA fails the job with a clear error; two jobs
+//! holding one manifest send it once.
 
 mod common;
 
@@ -471,4 +472,38 @@ fn the_limit_is_checked_by_check_config_and_reloads_with_the_rest() {
     let rate = proxy.received() as f64 / elapsed.as_secs_f64();
     eprintln!("after the reload: {rate:.0} bytes/s under a limit of {LIMIT}");
     assert!(rate <= LIMIT as f64 * 1.10, "{rate:.0} bytes/s");
+}
+
+/// An image and the index naming it, replicated at once (two jobs; the image's layer paced
+/// to two seconds, so the index's job finds the image's manifest missing before either job
+/// has sent it): the target gets that manifest once. Two PUTs of one manifest at once made
+/// distribution 2.8, whose filesystem driver rewrites a link in place, refuse the index
+/// naming it (`DIGEST_INVALID` and `MANIFEST_BLOB_UNKNOWN` for the image).
+#[test]
+fn an_image_and_the_index_naming_it_replicated_at_once_send_its_manifest_once() {
+    let peer = Server::start();
+    let targets = format!(
+        "[replication.peer]\nurl = \"http://{}\"\nmax_bytes_per_second = {}\nconcurrency = 4\n",
+        peer.addr,
+        64 * 1024
+    );
+    let src = source(&["peer"], &targets);
+    let (m, md) = src.push_image("pair/app", "v1-amd64", &[bytes(31, 128 * 1024)]);
+    let index = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_INDEX}\",\"manifests\":[\
+         {{\"mediaType\":\"{OCI_MANIFEST}\",\"digest\":\"{md}\",\"size\":{}}}]}}",
+        m.len()
+    );
+    let r = src.put_manifest("pair/app", "v1", OCI_INDEX, index.as_bytes());
+    assert_eq!(r.status, 201);
+    let succeeded = "origin_replication_jobs_succeeded_total{target=\"peer\"}";
+    wait_until("both jobs done", Duration::from_secs(60), || {
+        metric(&src, succeeded) == Some(2)
+    });
+    assert!(has_manifest(&peer, "pair/app", "v1"));
+    assert!(has_manifest(&peer, "pair/app", &md));
+    // The image by digest and by tag, the index by digest and by tag: four writes, the
+    // image's manifest not twice.
+    let sent = "origin_replication_manifests_sent_total{target=\"peer\"}";
+    assert_eq!(metric(&src, sent), Some(4));
 }

@@ -16,7 +16,7 @@ use compio::BufResult;
 
 use super::metrics::{self, TargetMetrics};
 use super::queue::Claimed;
-use super::remote::{CopyError, CopyResult, Started, Status};
+use super::remote::{CopyError, CopyResult, Sending, Started, Status};
 use super::{resume, Target};
 use crate::error::Error;
 use crate::http::client::Target as Session;
@@ -264,10 +264,18 @@ impl Copy<'_> {
                     self.blob(&d.digest, foreign).await?;
                     self.keep().await?;
                 }
-                remote
-                    .put_manifest(&self.dst, m.digest.as_str(), &m.media_type, &m.bytes)
-                    .await?;
-                metrics::add(&self.metrics.manifests_sent, 1);
+                // One PUT of a manifest at a time in this process, and none of one the target
+                // got meanwhile: two jobs can hold the same manifest (an image, and the index
+                // naming it), and a registry that rewrites a manifest's link in place
+                // (distribution's filesystem driver truncates, then writes) shows an index
+                // PUT verifying it meanwhile an empty link, and refuses the index.
+                let (_sending, _) = self.sending(&m.digest).await?;
+                if !remote.has_manifest(&self.dst, m.digest.as_str()).await? {
+                    remote
+                        .put_manifest(&self.dst, m.digest.as_str(), &m.media_type, &m.bytes)
+                        .await?;
+                    metrics::add(&self.metrics.manifests_sent, 1);
+                }
             }
             let referrers = self
                 .reg
@@ -282,6 +290,20 @@ impl Copy<'_> {
         })
     }
 
+    /// The mark of `digest` being sent by this copy, once no other copy of this process is
+    /// sending it; and whether it waited for another.
+    async fn sending(&self, digest: &Digest) -> CopyResult<(Sending<'_>, bool)> {
+        let mut waited = false;
+        loop {
+            if let Some(mark) = self.target.remote.start_sending(digest) {
+                return Ok((mark, waited));
+            }
+            waited = true;
+            compio::time::sleep(SENDING_POLL).await;
+            self.keep().await?;
+        }
+    }
+
     /// The blob at the target's repository: there already, mounted, or uploaded.
     async fn blob(&self, digest: &Digest, foreign: bool) -> CopyResult<()> {
         let remote = &self.target.remote;
@@ -292,15 +314,7 @@ impl Copy<'_> {
         }
         // One upload of a blob at a time in this process: a copy that waited for another
         // finds the blob there, or mounts it from where the other sent it.
-        let mut waited = false;
-        let _sending = loop {
-            if let Some(mark) = remote.start_sending(digest) {
-                break mark;
-            }
-            waited = true;
-            compio::time::sleep(SENDING_POLL).await;
-            self.keep().await?;
-        };
+        let (_sending, waited) = self.sending(digest).await?;
         if waited && remote.has_blob(&self.dst, digest).await? {
             metrics::add(&self.metrics.blobs_present, 1);
             return Ok(());

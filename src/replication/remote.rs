@@ -70,13 +70,14 @@ pub struct Remote {
     bandwidth: Option<Bandwidth>,
     /// Blob -> a repository at the target that has it (sent there by this process).
     mounts: Mutex<HashMap<Digest, Arc<str>>>,
-    /// Blobs being sent by a copy of this process: another copy of the same blob (to any
-    /// repository of the target) waits for it, then finds it there or mounts it from where
-    /// it went (one upload, not two).
+    /// Blobs and manifests being sent by a copy of this process: another copy of the same
+    /// blob (to any repository of the target) waits for it, then finds it there or mounts it
+    /// from where it went (one upload, not two); another PUT of the same manifest waits,
+    /// then finds it there.
     sending: Mutex<HashSet<Digest>>,
 }
 
-/// A blob being sent to the target; the mark goes with it.
+/// A blob or manifest being sent to the target; the mark goes with it.
 pub struct Sending<'a> {
     remote: &'a Remote,
     key: Digest,
