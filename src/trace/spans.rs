@@ -39,9 +39,6 @@ const EVENTS_MAX: usize = 32;
 struct Node {
     meta: &'static Metadata<'static>,
     ids: SpanIds,
-    /// Exported when it closes (a span of our targets; any other is kept only as `tracing`
-    /// asks, never exported).
-    exported: bool,
     rec: Mutex<Finished>,
 }
 
@@ -146,7 +143,6 @@ impl<S: Subscriber> Spans<S> {
                 trace_id: rec.trace_id,
                 span_id: rec.span_id,
             },
-            exported: ours(meta),
             rec: Mutex::new(rec),
         }
     }
@@ -259,7 +255,8 @@ impl<S: Subscriber> Subscriber for Spans<S> {
         let Some(node) = Arc::into_inner(node) else {
             return false;
         };
-        if node.exported {
+        // A span of our targets is exported; any other is kept only as `tracing` asks.
+        if ours(node.meta) {
             let mut rec = node.rec.into_inner().unwrap_or_else(|p| p.into_inner());
             rec.end = SystemTime::now();
             super::export::push(rec);
