@@ -253,10 +253,23 @@ fn with_local<T: 'static, R>(
     value: T,
     f: impl FnOnce() -> R,
 ) -> R {
-    let outer = slot.with(|s| s.replace(Some(value)));
-    let r = f();
-    slot.with(|s| *s.borrow_mut() = outer);
-    r
+    /// Puts the outer value back, also when `f` panics (a request's panic is caught by its
+    /// task; the thread goes on serving others, whose lines must not name this trace).
+    struct Restore<T: 'static> {
+        slot: &'static LocalKey<RefCell<Option<T>>>,
+        outer: Option<T>,
+    }
+    impl<T: 'static> Drop for Restore<T> {
+        fn drop(&mut self) {
+            let outer = self.outer.take();
+            self.slot.with(|s| *s.borrow_mut() = outer);
+        }
+    }
+    let _restore = Restore {
+        slot,
+        outer: slot.with(|s| s.replace(Some(value))),
+    };
+    f()
 }
 
 /// Runs `fut` (a recorded request's) with its log lines naming `trace_id`. (A thread-local,

@@ -139,3 +139,19 @@ fn a_batch_encodes_as_otlp_protobuf() {
     let st = c.status.as_ref().expect("status");
     assert_eq!(st.code, status::StatusCode::Unset as i32);
 }
+
+/// A request that panics while its trace id is set (its task catches the panic) leaves the
+/// thread's later log lines without that trace id.
+#[test]
+fn a_panic_under_a_trace_id_does_not_leave_it_set() {
+    let id = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").expect("hex");
+    let caught = std::panic::catch_unwind(|| super::with_trace_id(id, || panic!("request")));
+    assert!(caught.is_err());
+    assert_eq!(super::logged_trace_id(), None);
+    // Nested: the inner id while inside, the outer one after.
+    let inner = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex");
+    super::with_trace_id(id, || {
+        super::with_trace_id(inner, || assert_eq!(super::logged_trace_id(), Some(inner)));
+        assert_eq!(super::logged_trace_id(), Some(id));
+    });
+}
