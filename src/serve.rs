@@ -100,9 +100,13 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             .map_err(|e| StartError::io("cannot start the I/O driver", e))?;
         // The server group-commits its writes through the root's journal (and is the
         // only process that may: a second server on the same root stops here).
-        crate::maintenance::open_storage(&config, &rt)?
+        let store = crate::maintenance::open_storage(&config, &rt)?
             .with_write_journal()
-            .map_err(|e| StartError::io("storage.fs write journal", e))?
+            .map_err(|e| StartError::io("storage.fs write journal", e))?;
+        // Owning the root, the server inherits the replication claims of the one before it.
+        rt.block_on(crate::replication::job::take_over(&store))
+            .map_err(StartError::Registry)?;
+        store
     };
     let config = Arc::new(config);
     let workers = config.workers();

@@ -266,14 +266,18 @@ fn deletes_replicate_only_where_configured() {
 }
 
 /// Pushes made while the target is down wait in storage, retrying with backoff, survive a
-/// SIGKILL of the source, and all arrive once the target is back.
+/// SIGKILL of the source in the middle of an attempt, and all arrive once the target is back:
+/// the restarted server (the root's one owner) does not wait out the lease of the job the
+/// killed one held (minutes) before it takes it up again.
 #[test]
 fn a_target_down_for_a_while_gets_everything_once_back() {
     let Some(mut dist) = Upstream::start(UpstreamAuth::None) else {
         return;
     };
+    // An attempt waits for an answer up to its timeout: long enough that the kill below
+    // comes while the first one is still waiting, and a tenth of the jobs' lease.
     let targets = format!(
-        "[replication.dist]\nurl = \"{}\"\ntimeout = \"2s\"\nretry_backoff_max = \"1s\"\n",
+        "[replication.dist]\nurl = \"{}\"\ntimeout = \"12s\"\nretry_backoff_max = \"1s\"\n",
         dist.url()
     );
     let src = source(&["dist"], &targets);
@@ -284,14 +288,24 @@ fn a_target_down_for_a_while_gets_everything_once_back() {
         .enumerate()
         .map(|(i, t)| src.push_image("svc", t, &[bytes(20 + i as u64, 3000)]).1)
         .collect();
-    // The jobs wait in storage, retrying, while the target is down...
-    wait_until("failed attempts, none running", ARRIVES_WITHIN, || {
+    // Down at first: the connections are refused, and the jobs wait in storage, retrying...
+    wait_until("failed attempts", ARRIVES_WITHIN, || {
         let out = src.cli(&["replication", "status"]).1;
-        out.contains("dist: pending 3 (running 0") && !out.contains("retrying 0")
+        out.contains("dist: pending 3") && !out.contains("retrying 0")
     });
-    // ...and survive a SIGKILL of the source: what was acknowledged is in storage.
-    let src = src.restart();
+    // ...then a listener that never answers takes the port: an attempt hangs, holding its
+    // job's claim, when the source is killed.
+    let hole = std::net::TcpListener::bind(dist.addr()).expect("bind the target's port");
+    wait_until("an attempt in flight", ARRIVES_WITHIN, || {
+        let out = src.cli(&["replication", "status"]).1;
+        out.contains("dist: pending 3") && !out.contains("running 0")
+    });
+    let mut src = src;
+    src.signal(libc::SIGKILL);
+    let _ = src.wait_exit(Duration::from_secs(10));
+    drop(hole);
     dist.restart();
+    let src = src.restart();
     for (t, d) in tags.iter().zip(&digests) {
         wait_until(
             "every tag after the target came back",

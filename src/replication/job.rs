@@ -61,6 +61,42 @@ pub fn node_id() -> &'static str {
     NODE.get_or_init(|| format!("{:016x}", random_u64()))
 }
 
+/// The node this process took its storage over from, where one process at a time owns the
+/// storage (`take_over`): that process is gone, so its claims hold nothing.
+static PREDECESSOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Where one process at a time owns the storage (fs: the server holding the root's
+/// journal), records this process as its owner and remembers the one before: a server
+/// killed mid-job leaves claims that would otherwise hold their jobs until their lease ends
+/// (minutes), though no other process can be working on them. On shared storage nothing is
+/// written: there a claim by another node may be live, and only its lease tells.
+pub async fn take_over(store: &crate::storage::Backend) -> crate::error::Result<()> {
+    use crate::storage::{PutCondition, Storage};
+    if !store.owned_by_this_process() {
+        return Ok(());
+    }
+    let key = crate::registry::layout::REPLICATION_NODE;
+    if let Some(obj) = store.get(key).await? {
+        if let Ok(before) = String::from_utf8(obj.bytes) {
+            if before != node_id() {
+                let _ = PREDECESSOR.set(before);
+            }
+        }
+    }
+    store
+        .put(key, node_id().as_bytes().to_vec(), PutCondition::Always)
+        .await?;
+    Ok(())
+}
+
+impl Claim {
+    /// Whether the claim still holds at `now_ms`: its lease has not ended and its node is
+    /// not the gone one this process took the storage over from.
+    pub fn live(&self, now_ms: u64) -> bool {
+        self.until_ms > now_ms && PREDECESSOR.get().is_none_or(|p| *p != self.node)
+    }
+}
+
 /// Random bits for ids, jitter and node names; the clock stands in without an OS RNG.
 pub fn random_u64() -> u64 {
     let mut r = [0u8; 8];
@@ -107,7 +143,7 @@ impl Job {
     /// Whether a copy holds the job at `now_ms` (its lease not yet expired): another
     /// node's, or one of this process (a `sync` copy in a request, a job of this worker).
     pub fn held(&self, now_ms: u64) -> bool {
-        self.claim.as_ref().is_some_and(|c| c.until_ms > now_ms)
+        self.claim.as_ref().is_some_and(|c| c.live(now_ms))
     }
 }
 

@@ -191,7 +191,7 @@ pub async fn claim(
     if record.next_ms > now_ms && record.next_ms <= latest {
         return Ok(Attempt::NotYet(record.next_ms));
     }
-    if record.claim.as_ref().is_some_and(|c| c.until_ms > now_ms) {
+    if record.claim.as_ref().is_some_and(|c| c.live(now_ms)) {
         return Ok(Attempt::Taken);
     }
     Ok(
@@ -345,7 +345,7 @@ fn ago(now_ms: u64, t: u64) -> String {
 /// One pull target's block of `origin replication status`.
 pub fn render_status(name: &str, r: &Record, now_ms: u64) -> String {
     let mut out = String::new();
-    let running = r.claim.as_ref().is_some_and(|c| c.until_ms > now_ms);
+    let running = r.claim.as_ref().is_some_and(|c| c.live(now_ms));
     let next = if running {
         "running now".to_string()
     } else if r.next_ms <= now_ms {

@@ -137,7 +137,7 @@ impl Record {
     /// When the next pass may start (ms): when a running pass's lease ends, at once when
     /// none ran yet or after a pass stopped at a limit, else an interval after the sweep (or the failed pass) began.
     pub fn due_ms(&self, interval: Duration, now_ms: u64) -> u64 {
-        if let Some(c) = self.claim.as_ref().filter(|c| c.until_ms > now_ms) {
+        if let Some(c) = self.claim.as_ref().filter(|c| c.live(now_ms)) {
             return c.until_ms;
         }
         let interval = interval.as_millis() as u64;
@@ -185,7 +185,7 @@ pub async fn claim(
     if due > now_ms {
         // While another node runs the pass, look again soon: to see its outcome, and to
         // take the pass over soon after that node's lease expires.
-        let held = record.claim.as_ref().is_some_and(|c| c.until_ms > now_ms);
+        let held = record.claim.as_ref().is_some_and(|c| c.live(now_ms));
         let due = if held {
             due.min(now_ms + HELD_RECHECK_MS)
         } else {

@@ -115,7 +115,7 @@ async fn read_jobs(
                     continue;
                 }
                 s.pending += 1;
-                if job.claim.as_ref().is_some_and(|c| c.until_ms > now_ms) {
+                if job.claim.as_ref().is_some_and(|c| c.live(now_ms)) {
                     s.running += 1;
                 } else if job.not_before_ms > now_ms {
                     s.retrying += 1;
@@ -159,10 +159,7 @@ fn render_reconcile(out: &mut String, r: Option<&super::reconcile::Record>, now_
             }
         }
     }
-    if let Some(c) = r
-        .and_then(|r| r.claim.as_ref())
-        .filter(|c| c.until_ms > now_ms)
-    {
+    if let Some(c) = r.and_then(|r| r.claim.as_ref()).filter(|c| c.live(now_ms)) {
         let _ = writeln!(out, "  reconcile running on node {}", c.node);
     }
 }

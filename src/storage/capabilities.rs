@@ -42,6 +42,13 @@ impl Backend {
         matches!(self, Backend::S3(_))
     }
 
+    /// Whether this process alone may write the storage for as long as it runs: the fs
+    /// server, which holds the root's journal (one process per root). Then whatever another
+    /// process left claimed in it was left by a process that is gone.
+    pub fn owned_by_this_process(&self) -> bool {
+        matches!(self, Backend::Fs(s) if s.has_journal())
+    }
+
     /// Whether a stored object is a local file that a reader may follow while an upload
     /// session appends to it (`open_file`), so that clients are served a blob while it is
     /// still being written (the pull-through cache). On object storage a session's bytes

@@ -121,6 +121,12 @@ impl FsStorage {
         })
     }
 
+    /// Whether this process holds the root's journal (`with_journal`): then it alone writes
+    /// the root while it runs.
+    pub fn has_journal(&self) -> bool {
+        self.inner.journal.is_some()
+    }
+
     /// For a command run beside (or instead of) the server: if no server owns the root's
     /// journal, replays what a crashed one left in it, so the command sees every write it
     /// acknowledged; then lets go of it (this process writes durably on its own). Returns
