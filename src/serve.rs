@@ -104,8 +104,7 @@ fn start(config: Config, source: Source, overrides: Overrides) -> Result<i32, St
             .with_write_journal()
             .map_err(|e| StartError::io("storage.fs write journal", e))?;
         // Owning the root, the server inherits the replication claims of the one before it.
-        rt.block_on(crate::replication::job::take_over(&store))
-            .map_err(StartError::Registry)?;
+        crate::replication::job::own_storage(&store);
         store
     };
     let config = Arc::new(config);

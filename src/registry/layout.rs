@@ -51,8 +51,6 @@ fn concat(parts: &[&str]) -> String {
 
 /// Every replication job waiting or claimed, of every target.
 pub const REPLICATION_JOBS: &str = "replication/jobs/";
-/// The node id of the process that owns the storage, where one does (`replication::job::take_over`).
-pub const REPLICATION_NODE: &str = "replication/node";
 /// Every replication job that ran out of retries.
 pub const REPLICATION_FAILED: &str = "replication/failed/";
 

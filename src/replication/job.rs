@@ -6,6 +6,7 @@
 //! still gone), so jobs of one reference may run in any order and the target ends as the
 //! source is.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -55,45 +56,46 @@ pub fn millis(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// This process's name in the claims it writes (random, drawn once).
+/// This process's name in the claims it writes (random, drawn once; [`OWNER`] first where
+/// the process owns its storage).
 pub fn node_id() -> &'static str {
     static NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NODE.get_or_init(|| format!("{:016x}", random_u64()))
+    NODE.get_or_init(|| {
+        let owner = if OWNS_STORAGE.load(Ordering::Acquire) {
+            OWNER
+        } else {
+            ""
+        };
+        format!("{owner}{:016x}", random_u64())
+    })
 }
 
-/// The node this process took its storage over from, where one process at a time owns the
-/// storage (`take_over`): that process is gone, so its claims hold nothing.
-static PREDECESSOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// How the node id of a process that owns its storage begins.
+const OWNER: &str = "owner-";
 
-/// Where one process at a time owns the storage (fs: the server holding the root's
-/// journal), records this process as its owner and remembers the one before: a server
-/// killed mid-job leaves claims that would otherwise hold their jobs until their lease ends
-/// (minutes), though no other process can be working on them. On shared storage nothing is
-/// written: there a claim by another node may be live, and only its lease tells.
-pub async fn take_over(store: &crate::storage::Backend) -> crate::error::Result<()> {
-    use crate::storage::{PutCondition, Storage};
-    if !store.owned_by_this_process() {
-        return Ok(());
+/// Whether this process alone may write its storage (see [`own_storage`]).
+static OWNS_STORAGE: AtomicBool = AtomicBool::new(false);
+
+/// Where one process at a time owns the storage (fs: the server holding the root's journal),
+/// marks this process as its owner; call before [`node_id`] is first asked. The owner's node
+/// id says so, and a claim by another owner is then one a process that is gone left (a
+/// server killed mid-job): its job is free at once instead of when its lease ends, minutes
+/// later. A claim by another process (an offline command's, on this root) keeps its lease;
+/// on shared storage only the lease tells.
+pub fn own_storage(store: &crate::storage::Backend) {
+    if store.owned_by_this_process() {
+        OWNS_STORAGE.store(true, Ordering::Release);
     }
-    let key = crate::registry::layout::REPLICATION_NODE;
-    if let Some(obj) = store.get(key).await? {
-        if let Ok(before) = String::from_utf8(obj.bytes) {
-            if before != node_id() {
-                let _ = PREDECESSOR.set(before);
-            }
-        }
-    }
-    store
-        .put(key, node_id().as_bytes().to_vec(), PutCondition::Always)
-        .await?;
-    Ok(())
 }
 
 impl Claim {
-    /// Whether the claim still holds at `now_ms`: its lease has not ended and its node is
-    /// not the gone one this process took the storage over from.
+    /// Whether the claim still holds at `now_ms`: its lease has not ended, and it is not the
+    /// claim of an owner of this storage before this process (see [`own_storage`]).
     pub fn live(&self, now_ms: u64) -> bool {
-        self.until_ms > now_ms && PREDECESSOR.get().is_none_or(|p| *p != self.node)
+        self.until_ms > now_ms
+            && !(OWNS_STORAGE.load(Ordering::Acquire)
+                && self.node.starts_with(OWNER)
+                && self.node != node_id())
     }
 }
 
