@@ -53,7 +53,7 @@ impl Backend {
 
     /// `upload_create` with the caller's state in the session (S3: one PUT); the fs backend
     /// ignores `meta` (its caller stores the state itself: `upload_meta_inline` is false).
-    #[tracing::instrument(target = "origin::span", name = "storage.upload_create_with_meta", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.upload_create_with_meta", skip_all, fields(key = key))]
     pub async fn upload_create_with_meta(&self, key: &str, meta: String) -> Result<BackendUpload> {
         Ok(match self {
             Backend::Fs(s) => BackendUpload::Fs(s.upload_create(key).await?),
@@ -86,7 +86,7 @@ impl Backend {
 
     /// `open_upload` that reads the session as stored: S3 bypasses its cache of session
     /// states (the fs backend has none).
-    #[tracing::instrument(target = "origin::span", name = "storage.open_upload_fresh", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.open_upload_fresh", skip_all, fields(key = key))]
     pub async fn open_upload_fresh(&self, key: &str) -> Result<Option<BackendUpload>> {
         Ok(match self {
             Backend::Fs(s) => s.open_upload(key).await?.map(BackendUpload::Fs),
@@ -99,7 +99,7 @@ impl Backend {
     /// One page of keys under `prefix` after `start_after`, in order, with their sizes, at
     /// most `limit`: S3 takes the sizes from the listing (no HEAD per key), the fs backend
     /// from a stat per entry.
-    #[tracing::instrument(target = "origin::span", name = "storage.list_sized", skip_all, fields(prefix = %prefix))]
+    #[tracing::instrument(target = "origin::span", name = "storage.list_sized", skip_all, fields(prefix = prefix))]
     pub async fn list_sized(
         &self,
         prefix: &str,
@@ -114,7 +114,7 @@ impl Backend {
 
     /// `open_read` for a blob about to be served from its start: S3 sends the GET at once
     /// instead of a HEAD first (`S3Storage::open_read_started`).
-    #[tracing::instrument(target = "origin::span", name = "storage.open_read_started", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.open_read_started", skip_all, fields(key = key))]
     pub async fn open_read_started(&self, key: &str) -> Result<Option<BackendReader>> {
         Ok(match self {
             Backend::Fs(s) => s.open_read(key).await?.map(BackendReader::Fs),
@@ -126,7 +126,7 @@ impl Backend {
 
     /// Removes an object that is not an upload session, without saying whether it existed
     /// (S3: one DELETE, no HEAD).
-    #[tracing::instrument(target = "origin::span", name = "storage.remove", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.remove", skip_all, fields(key = key))]
     pub async fn remove(&self, key: &str) -> Result<()> {
         match self {
             Backend::Fs(s) => s.delete(key).await.map(drop),
@@ -149,32 +149,32 @@ impl Storage for Backend {
     type Reader = BackendReader;
     type Upload = BackendUpload;
 
-    #[tracing::instrument(target = "origin::span", name = "storage.get", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.get", skip_all, fields(key = key))]
     async fn get(&self, key: &str) -> Result<Option<Object>> {
         each!(self, s => s.get(key).await)
     }
 
-    #[tracing::instrument(target = "origin::span", name = "storage.put", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.put", skip_all, fields(key = key))]
     async fn put(&self, key: &str, bytes: Vec<u8>, cond: PutCondition) -> Result<PutOutcome> {
         each!(self, s => s.put(key, bytes, cond).await)
     }
 
-    #[tracing::instrument(target = "origin::span", name = "storage.head", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.head", skip_all, fields(key = key))]
     async fn head(&self, key: &str) -> Result<Option<Meta>> {
         each!(self, s => s.head(key).await)
     }
 
-    #[tracing::instrument(target = "origin::span", name = "storage.delete", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.delete", skip_all, fields(key = key))]
     async fn delete(&self, key: &str) -> Result<bool> {
         each!(self, s => s.delete(key).await)
     }
 
-    #[tracing::instrument(target = "origin::span", name = "storage.delete_if_match", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.delete_if_match", skip_all, fields(key = key))]
     async fn delete_if_match(&self, key: &str, etag: &Etag) -> Result<bool> {
         each!(self, s => s.delete_if_match(key, etag).await)
     }
 
-    #[tracing::instrument(target = "origin::span", name = "storage.put_pending", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.put_pending", skip_all, fields(key = key))]
     async fn put_pending(
         &self,
         key: &str,
@@ -184,7 +184,7 @@ impl Storage for Backend {
         each!(self, s => s.put_pending(key, bytes, cond).await)
     }
 
-    #[tracing::instrument(target = "origin::span", name = "storage.delete_pending", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.delete_pending", skip_all, fields(key = key))]
     async fn delete_pending(&self, key: &str) -> Result<bool> {
         each!(self, s => s.delete_pending(key).await)
     }
@@ -197,7 +197,7 @@ impl Storage for Backend {
         each!(self, s => s.put_batch(items).await)
     }
 
-    #[tracing::instrument(target = "origin::span", name = "storage.list", skip_all, fields(prefix = %prefix))]
+    #[tracing::instrument(target = "origin::span", name = "storage.list", skip_all, fields(prefix = prefix))]
     async fn list(
         &self,
         prefix: &str,
@@ -209,12 +209,12 @@ impl Storage for Backend {
         each!(self, s => s.list(prefix, start_after, limit).await)
     }
 
-    #[tracing::instrument(target = "origin::span", name = "storage.list_dir", skip_all, fields(prefix = %prefix))]
+    #[tracing::instrument(target = "origin::span", name = "storage.list_dir", skip_all, fields(prefix = prefix))]
     async fn list_dir(&self, prefix: &str) -> Result<Vec<String>> {
         each!(self, s => s.list_dir(prefix).await)
     }
 
-    #[tracing::instrument(target = "origin::span", name = "storage.open_read", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.open_read", skip_all, fields(key = key))]
     async fn open_read(&self, key: &str) -> Result<Option<BackendReader>> {
         Ok(match self {
             Backend::Fs(s) => s.open_read(key).await?.map(BackendReader::Fs),
@@ -224,7 +224,7 @@ impl Storage for Backend {
         })
     }
 
-    #[tracing::instrument(target = "origin::span", name = "storage.upload_create", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.upload_create", skip_all, fields(key = key))]
     async fn upload_create(&self, key: &str) -> Result<BackendUpload> {
         Ok(match self {
             Backend::Fs(s) => BackendUpload::Fs(s.upload_create(key).await?),
@@ -232,7 +232,7 @@ impl Storage for Backend {
         })
     }
 
-    #[tracing::instrument(target = "origin::span", name = "storage.open_upload", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.open_upload", skip_all, fields(key = key))]
     async fn open_upload(&self, key: &str) -> Result<Option<BackendUpload>> {
         Ok(match self {
             Backend::Fs(s) => s.open_upload(key).await?.map(BackendUpload::Fs),
@@ -242,7 +242,7 @@ impl Storage for Backend {
         })
     }
 
-    #[tracing::instrument(target = "origin::span", name = "storage.upload_size", skip_all, fields(key = %key))]
+    #[tracing::instrument(target = "origin::span", name = "storage.upload_size", skip_all, fields(key = key))]
     async fn upload_size(&self, key: &str) -> Result<Option<u64>> {
         each!(self, s => s.upload_size(key).await)
     }
