@@ -13,13 +13,8 @@ use common::*;
 /// A node on `bucket` with `server_extra` keys and the catch-all repository.
 fn node(moto: &Moto, bucket: &str, server_extra: &str) -> Server {
     let dir = TempDir::new("deletions");
-    let fs = format!(
-        "[storage.fs]\nroot_dir = \"{}\"\n",
-        dir.0.join("data").display()
-    );
     let text = config_text(&dir.0, server_extra, ALLOW_ALL);
-    assert!(text.contains(&fs));
-    let text = text.replace(&fs, &moto.storage_section(bucket));
+    let text = with_storage(&text, &dir.0, &moto.storage_section(bucket));
     Server::start_config(dir, &text, &[])
 }
 

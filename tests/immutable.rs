@@ -213,13 +213,9 @@ fn paused_server(point: &str, moto: Option<&common::s3::Moto>) -> Server {
     let dir = TempDir::new("immutable-race");
     let mut text = config_text(&dir.0, "", RULES);
     if let Some(m) = moto {
-        let fs = format!(
-            "[storage.fs]\nroot_dir = \"{}\"\n",
-            dir.0.join("data").display()
-        );
         let bucket = point.split('~').next().unwrap_or("race");
         m.create_bucket(bucket);
-        text = text.replace(&fs, &m.storage_section(bucket));
+        text = with_storage(&text, &dir.0, &m.storage_section(bucket));
     }
     Server::start_config_env(dir, &text, &[("ORIGIN_FAILPOINT", point)])
 }

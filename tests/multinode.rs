@@ -28,19 +28,14 @@ fn node(moto: &Moto, bucket: &str, extra: &str) -> Server {
 /// `node`, with staged parts of `part_bytes` instead of the tests' 5 MiB.
 fn node_with_parts(moto: &Moto, bucket: &str, extra: &str, part_bytes: Option<usize>) -> Server {
     let dir = TempDir::new("multinode");
-    let fs = format!(
-        "[storage.fs]\nroot_dir = \"{}\"\n",
-        dir.0.join("data").display()
-    );
     let text = config_text(&dir.0, "", extra);
-    assert!(text.contains(&fs));
     let mut section = moto.storage_section(bucket);
     if let Some(n) = part_bytes {
         let (head, _) = section.split_once("multipart_part_size").unwrap();
         let (_, tail) = section.split_once("\nrequest_timeout").unwrap();
         section = format!("{head}multipart_part_size = {n}\nrequest_timeout{tail}");
     }
-    let text = text.replace(&fs, &section);
+    let text = with_storage(&text, &dir.0, &section);
     Server::start_config(dir, &text, &[])
 }
 
@@ -500,12 +495,8 @@ fn mirror_on_shared_bucket_fills_once_and_evicts_safely() {
     // A third node redirects the cached blob to the bucket: no upstream fetch.
     let c = {
         let dir = TempDir::new("multinode");
-        let fs = format!(
-            "[storage.fs]\nroot_dir = \"{}\"\n",
-            dir.0.join("data").display()
-        );
         let s3 = format!("{}redirect = true\n", moto.storage_section("cache"));
-        let text = config_text(&dir.0, "", &mirror).replace(&fs, &s3);
+        let text = with_storage(&config_text(&dir.0, "", &mirror), &dir.0, &s3);
         Server::start_config(dir, &text, &[])
     };
     // Local content next to the cache, which eviction must not touch.

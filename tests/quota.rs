@@ -223,15 +223,7 @@ fn a_push_over_the_quota_is_refused_on_s3_too() {
 }
 
 fn s3_node(moto: &Moto, bucket: &str, extra: &str) -> Server {
-    let dir = TempDir::new("quota-s3");
-    let fs = format!(
-        "[storage.fs]\nroot_dir = \"{}\"\n",
-        dir.0.join("data").display()
-    );
-    let text = config_text(&dir.0, "", extra);
-    assert!(text.contains(&fs));
-    let text = text.replace(&fs, &moto.storage_section(bucket));
-    Server::start_config(dir, &text, &[])
+    Server::start_on_bucket("quota-s3", moto, bucket, extra)
 }
 
 const RACE_QUOTA: u64 = 1_000_000;

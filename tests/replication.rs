@@ -342,16 +342,7 @@ fn two_nodes_on_one_bucket_run_each_job_once() {
         dist.url()
     );
     let nodes: Vec<Server> = (0..2)
-        .map(|_| {
-            let dir = TempDir::new("repl-node");
-            let text = config_text(&dir.0, "", &extra);
-            let fs = format!(
-                "[storage.fs]\nroot_dir = \"{}\"\n",
-                dir.0.join("data").display()
-            );
-            let text = text.replace(&fs, &moto.storage_section("shared"));
-            Server::start_config(dir, &text, &[])
-        })
+        .map(|_| Server::start_on_bucket("repl-node", &moto, "shared", &extra))
         .collect();
     // Pushed while the target is down: both nodes then see every job due again and again
     // (after each backoff) and race to claim it.

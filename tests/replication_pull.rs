@@ -421,16 +421,7 @@ fn two_nodes_on_one_bucket_run_one_pull_per_schedule() {
     let extra = pull_section(&up, "schedule = \"2s\"\nrepositories = [\"team/app\"]");
     let started = Instant::now();
     let nodes: Vec<Server> = (0..2)
-        .map(|_| {
-            let dir = TempDir::new("pull-node");
-            let text = config_text(&dir.0, "", &extra);
-            let fs = format!(
-                "[storage.fs]\nroot_dir = \"{}\"\n",
-                dir.0.join("data").display()
-            );
-            let text = text.replace(&fs, &moto.storage_section("shared"));
-            Server::start_config(dir, &text, &[])
-        })
+        .map(|_| Server::start_on_bucket("pull-node", &moto, "shared", &extra))
         .collect();
     let total = || nodes.iter().map(runs).sum::<u64>();
     wait_until("five runs between the nodes", ARRIVES_WITHIN, || {

@@ -248,16 +248,7 @@ fn two_nodes_on_one_bucket_run_one_reconcile_pass_per_interval() {
         dist.url()
     );
     let nodes: Vec<Server> = (0..2)
-        .map(|_| {
-            let dir = TempDir::new("recon-node");
-            let text = config_text(&dir.0, "", &extra);
-            let fs = format!(
-                "[storage.fs]\nroot_dir = \"{}\"\n",
-                dir.0.join("data").display()
-            );
-            let text = text.replace(&fs, &moto.storage_section("shared"));
-            Server::start_config(dir, &text, &[])
-        })
+        .map(|_| Server::start_on_bucket("recon-node", &moto, "shared", &extra))
         .collect();
     let last = "origin_replication_reconcile_last_run_timestamp_seconds{target=\"dist\"}";
     // Both nodes have read the record of a finished pass (so each has had its turn).

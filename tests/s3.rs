@@ -11,13 +11,8 @@ use common::*;
 
 /// A config for a node on `bucket`: the usual test config with the fs section replaced.
 fn s3_config(dir: &TempDir, moto: &Moto, bucket: &str) -> String {
-    let fs = format!(
-        "[storage.fs]\nroot_dir = \"{}\"\n",
-        dir.0.join("data").display()
-    );
     let text = config_text(&dir.0, "", ALLOW_ALL);
-    assert!(text.contains(&fs));
-    text.replace(&fs, &moto.storage_section(bucket))
+    with_storage(&text, &dir.0, &moto.storage_section(bucket))
 }
 
 fn node(moto: &Moto, bucket: &str) -> Server {
@@ -228,15 +223,11 @@ fn s3_redirect_blob_gets_to_presigned_urls() {
     // Everything is allowed but pulling blobs under secret/.
     let policy = "[[repository]]\nnamespace = \"\"\npolicy_default_allow = false\npolicies = \
         [\"!(request.action == 'get-blob' && request.namespace.startsWith('secret/'))\"]\n";
-    let fs = format!(
-        "[storage.fs]\nroot_dir = \"{}\"\n",
-        dir.0.join("data").display()
-    );
     let s3 = format!(
         "{}redirect = true\nredirect_expiry = \"2m\"\n",
         moto.storage_section("redir")
     );
-    let text = config_text(&dir.0, "", policy).replace(&fs, &s3);
+    let text = with_storage(&config_text(&dir.0, "", policy), &dir.0, &s3);
     let srv = Server::start_config(dir, &text, &[]);
     let layer = bytes(11, 700_000);
     srv.push_image("open/app", "v1", std::slice::from_ref(&layer));
@@ -314,10 +305,6 @@ fn s3_faults_give_clean_5xx_and_leave_nothing_partial() {
     moto.create_bucket("faults");
     let proxy = FaultProxy::new(moto.port);
     let dir = TempDir::new("s3faults");
-    let fs = format!(
-        "[storage.fs]\nroot_dir = \"{}\"\n",
-        dir.0.join("data").display()
-    );
     let s3 = moto
         .storage_section("faults")
         .replace(
@@ -328,7 +315,11 @@ fn s3_faults_give_clean_5xx_and_leave_nothing_partial() {
         + "attempts_max = 3\noperation_deadline = \"3s\"\n";
     // The request deadline bounds a request whatever number of S3 operations it makes.
     let deadline = Duration::from_secs(8);
-    let text = config_text(&dir.0, "query_timeout = \"8s\"", ALLOW_ALL).replace(&fs, &s3);
+    let text = with_storage(
+        &config_text(&dir.0, "query_timeout = \"8s\"", ALLOW_ALL),
+        &dir.0,
+        &s3,
+    );
     let srv = Server::start_config(dir, &text, &[]);
     let (base_manifest, _) = srv.push_image("f/app", "v1", &[bytes(1, 50_000)]);
     let tags_before = srv.get("/v2/f/app/tags/list").json();

@@ -119,17 +119,13 @@ fn s3_metrics_count_requests_and_retries() {
     moto.create_bucket("metrics");
     let proxy = CutProxy::start(moto.port);
     let dir = TempDir::new("s3metrics");
-    let fs = format!(
-        "[storage.fs]\nroot_dir = \"{}\"\n",
-        dir.0.join("data").display()
-    );
     let text = config_text(&dir.0, "", ALLOW_ALL);
-    assert!(text.contains(&fs));
     let section = moto.storage_section("metrics").replace(
         &moto.endpoint(),
         &format!("http://127.0.0.1:{}", proxy.port),
     );
-    let srv = Server::start_config(dir, &text.replace(&fs, &section), &[]);
+    let text = with_storage(&text, &dir.0, &section);
+    let srv = Server::start_config(dir, &text, &[]);
 
     let before = scrape(&srv);
     let put_ok = "origin_s3_requests_total{operation=\"PutObject\",outcome=\"ok\"}";
@@ -199,12 +195,8 @@ fn startup_s3_requests_do_not_grow_with_blobs() {
     };
     moto.create_bucket("startup");
     let dir = TempDir::new("s3startup");
-    let fs = format!(
-        "[storage.fs]\nroot_dir = \"{}\"\n",
-        dir.0.join("data").display()
-    );
     let text = config_text(&dir.0, "", ALLOW_ALL);
-    let text = text.replace(&fs, &moto.storage_section("startup"));
+    let text = with_storage(&text, &dir.0, &moto.storage_section("startup"));
     let mut expected: u64 = 0;
     let seed = |from: usize, to: usize, expected: &mut u64| {
         for i in from..to {
@@ -242,11 +234,8 @@ fn readyz_probes_storage_at_most_every_few_seconds() {
     };
     moto.create_bucket("ready");
     let dir = TempDir::new("s3ready");
-    let fs = format!(
-        "[storage.fs]\nroot_dir = \"{}\"\n",
-        dir.0.join("data").display()
-    );
-    let text = config_text(&dir.0, "", ALLOW_ALL).replace(&fs, &moto.storage_section("ready"));
+    let text = config_text(&dir.0, "", ALLOW_ALL);
+    let text = with_storage(&text, &dir.0, &moto.storage_section("ready"));
     let srv = Server::start_config(dir, &text, &[]);
     let puts = "origin_s3_requests_total{operation=\"PutObject\",outcome=\"ok\"}";
     assert_eq!(srv.get("/readyz").status, 200);

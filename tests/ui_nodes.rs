@@ -51,15 +51,7 @@ fn basic_alice() -> String {
 
 /// A node on `bucket` (the fs section of the tests' config replaced by the bucket's).
 fn node(moto: &Moto, bucket: &str) -> Server {
-    let dir = TempDir::new("ui-nodes");
-    let fs = format!(
-        "[storage.fs]\nroot_dir = \"{}\"\n",
-        dir.0.join("data").display()
-    );
-    let text = config_text(&dir.0, "", &config_extra());
-    assert!(text.contains(&fs));
-    let text = text.replace(&fs, &moto.storage_section(bucket));
-    Server::start_config(dir, &text, &[])
+    Server::start_on_bucket("ui-nodes", moto, bucket, &config_extra())
 }
 
 /// Polls `done` every 100 ms until it holds; panics with `what` after `within`.

@@ -77,10 +77,29 @@ pub fn storage_on_s3() -> bool {
 pub fn config_text(dir: &Path, server_extra: &str, extra: &str) -> String {
     format!(
         "[server]\nbind_address = \"127.0.0.1\"\nport = 0\nworkers = 2\nio_driver = \"{}\"\n{server_extra}\n\
-         [log]\nfilter = \"info\"\n\n[storage.fs]\nroot_dir = \"{}\"\n\n{extra}\n",
+         [log]\nfilter = \"info\"\n\n{}\n{extra}\n",
         io_driver(),
+        fs_section(dir)
+    )
+}
+
+/// The storage section `config_text` writes for `dir`: the filesystem under `dir/data`.
+pub fn fs_section(dir: &Path) -> String {
+    format!(
+        "[storage.fs]\nroot_dir = \"{}\"\n",
         dir.join("data").display()
     )
+}
+
+/// `text` (from `config_text` for `dir`) with its storage section replaced by `storage`
+/// (an S3 section, say).
+pub fn with_storage(text: &str, dir: &Path, storage: &str) -> String {
+    let fs = fs_section(dir);
+    assert!(
+        text.contains(&fs),
+        "no storage section to replace in:\n{text}"
+    );
+    text.replace(&fs, storage)
 }
 
 /// The registry's test clock hook (`origin::clock::TEST_CLOCK_FILE_ENV`): every server the
@@ -122,14 +141,19 @@ impl Server {
         let moto =
             s3::Moto::start("Server::start_with").expect("ORIGIN_TEST_STORAGE=s3 needs moto");
         moto.create_bucket("registry");
-        let fs = format!(
-            "[storage.fs]\nroot_dir = \"{}\"\n",
-            dir.0.join("data").display()
-        );
-        let text = text.replace(&fs, &moto.storage_section("registry"));
+        let text = with_storage(&text, &dir.0, &moto.storage_section("registry"));
         let mut srv = Server::start_config(dir, &text, &[]);
         srv.moto = Some(moto);
         srv
+    }
+
+    /// A server with the tests' config and `extra`, on `moto`'s `bucket` (its directory
+    /// named after `label`): one of the nodes sharing a bucket.
+    pub fn start_on_bucket(label: &str, moto: &s3::Moto, bucket: &str, extra: &str) -> Server {
+        let dir = TempDir::new(label);
+        let text = config_text(&dir.0, "", extra);
+        let text = with_storage(&text, &dir.0, &moto.storage_section(bucket));
+        Server::start_config(dir, &text, &[])
     }
 
     /// Starts `origin serve -c <config>` (optionally under a launcher such as nouring).
