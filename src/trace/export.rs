@@ -1,31 +1,21 @@
 //! The export of finished spans: a bounded list per recording thread that the thread only
 //! appends to (a full list drops the span and counts it), and one thread, `origin-traces`,
-//! with its own compio runtime, that takes the lists, batches the spans into an OTLP
-//! `ExportTraceServiceRequest` (protobuf, the `opentelemetry-proto` messages) and POSTs
+//! with its own compio runtime, that takes the lists, batches the spans, encodes them as an
+//! OTLP `ExportTraceServiceRequest` (protobuf, the `opentelemetry-proto` messages) and POSTs
 //! them to `<endpoint>/v1/traces` on the project's HTTP client, as the async webhook
 //! deliveries do.
-//!
-//! A span is encoded (its `opentelemetry-proto` `Span` message, by prost) on the thread that
-//! recorded it, when it ends, while its strings are still in that core's cache and are freed
-//! where they were allocated; the list holds the encoded entries. The exporter then only
-//! copies bytes: in protobuf a repeated message field is the concatenation of its entries,
-//! so a batch's body is the request's envelope around the spans' entries, byte for byte what
-//! prost writes for the whole request (`trace::tests`). Encoding on the exporter's thread
-//! read every string from another core's cache and freed it across threads: most of that
-//! thread's time at 100 % sampling (bench/results, tracing).
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource as ResourceMessage;
-use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
-use prost::encoding::{encode_key, encode_varint, WireType};
-use prost::Message;
 
 use super::record::Finished;
 
@@ -103,68 +93,17 @@ fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// Spans encoded as entries of `ScopeSpans.spans` (field 2: key, length, `Span` message),
-/// one after another, with where each ends.
-#[derive(Default)]
-pub struct Batch {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-/// `ScopeSpans.spans`.
-const SCOPE_SPANS_SPANS: u32 = 2;
-/// `ExportTraceServiceRequest.resource_spans`.
-const REQUEST_RESOURCE_SPANS: u32 = 1;
-/// `ResourceSpans.resource`, `.scope_spans`, `.schema_url`.
-const RESOURCE_SPANS_RESOURCE: u32 = 1;
-const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
-const RESOURCE_SPANS_SCHEMA_URL: u32 = 3;
-
-impl Batch {
-    /// Spans in the batch.
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// Encodes `span` (its OTLP message) at the end of the batch.
-    pub fn push_span(&mut self, span: Finished) {
-        prost::encoding::message::encode(SCOPE_SPANS_SPANS, &span.into_proto(), &mut self.bytes);
-        self.ends.push(self.bytes.len());
-    }
-
-    /// Appends one encoded entry (from another batch).
-    fn push_entry(&mut self, entry: &[u8]) {
-        self.bytes.extend_from_slice(entry);
-        self.ends.push(self.bytes.len());
-    }
-
-    /// The encoded entries, one per span.
-    fn entries(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(&self.ends).map(|(a, b)| &self.bytes[a..*b])
-    }
-
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
-    }
-}
-
 /// The spans one thread has finished and the exporter has not taken yet. Only that thread
 /// appends, under a lock only the exporter also takes, once per poll, to swap the list out:
 /// no cache line is shared between workers per span (a bounded channel's send and a shared
 /// gauge per span were the queue's largest costs in a profile at 100 % sampling).
 #[derive(Default)]
 struct Shard {
-    spans: Mutex<Batch>,
+    spans: Mutex<Vec<Finished>>,
 }
 
 impl Shard {
-    fn lock(&self) -> MutexGuard<'_, Batch> {
+    fn lock(&self) -> MutexGuard<'_, Vec<Finished>> {
         self.spans.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -213,8 +152,8 @@ pub(super) fn start(queue_spans_max: usize, io_driver: IoDriver) {
     });
 }
 
-/// Queues a finished span on this thread's list, encoded; drops it (counted) when the list
-/// is full or the exporter is not running, never waits but for the exporter's swap.
+/// Queues a finished span on this thread's list; drops it (counted) when the list is full
+/// or the exporter is not running, never waits but for the exporter's swap.
 pub(super) fn push(span: Finished) {
     let max = SHARD_SPANS_MAX.load(Relaxed);
     let kept = max > 0
@@ -224,7 +163,7 @@ pub(super) fn push(span: Finished) {
                 if spans.len() >= max {
                     return false;
                 }
-                spans.push_span(span);
+                spans.push(span);
                 true
             })
             .unwrap_or(false);
@@ -249,9 +188,9 @@ fn export_loop(io_driver: IoDriver) {
         }
     };
     let mut failing = false;
-    let mut batch = Batch::default();
+    let mut batch: Vec<Finished> = Vec::new();
     // Swapped with each thread's list: the taken list becomes the next spare.
-    let mut spare = Batch::default();
+    let mut spare: Vec<Finished> = Vec::new();
     // When the oldest span of `batch` was taken.
     let mut oldest = Instant::now();
     loop {
@@ -263,17 +202,16 @@ fn export_loop(io_driver: IoDriver) {
         let shards: Vec<Arc<Shard>> = SHARDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for shard in &shards {
             std::mem::swap(&mut *shard.lock(), &mut spare);
-            for entry in spare.entries() {
+            for span in spare.drain(..) {
                 if batch.is_empty() {
                     oldest = Instant::now();
                 }
-                batch.push_entry(entry);
+                batch.push(span);
                 if batch.len() >= max {
-                    failing = export(&rt, s.as_deref(), &batch, failing);
-                    batch.clear();
+                    let full = std::mem::take(&mut batch);
+                    failing = export(&rt, s.as_deref(), full, failing);
                 }
             }
-            spare.clear();
         }
         drop(shards);
         // The lists of threads that ended, once emptied (held by the list of lists alone).
@@ -285,8 +223,8 @@ fn export_loop(io_driver: IoDriver) {
             .trace_queued
             .store(i64::try_from(batch.len()).unwrap_or(i64::MAX), Relaxed);
         if !batch.is_empty() && oldest.elapsed() >= delay {
-            failing = export(&rt, s.as_deref(), &batch, failing);
-            batch.clear();
+            let due = std::mem::take(&mut batch);
+            failing = export(&rt, s.as_deref(), due, failing);
         }
     }
 }
@@ -296,7 +234,7 @@ fn export_loop(io_driver: IoDriver) {
 fn export(
     rt: &compio::runtime::Runtime,
     s: Option<&Settings>,
-    batch: &Batch,
+    batch: Vec<Finished>,
     failing: bool,
 ) -> bool {
     let Some(s) = s else {
@@ -322,62 +260,33 @@ fn export(
 }
 
 /// The OTLP/HTTP request body of a batch: protobuf `ExportTraceServiceRequest`, every span
-/// under this process's one resource and one instrumentation scope. Written as prost writes
-/// the whole message (fields in number order, empty ones left out), with the batch's
-/// encoded entries as `ScopeSpans.spans`.
-pub fn encode(batch: &Batch, resource: &ResourceAttributesWithSchema) -> Vec<u8> {
-    let scope = ScopeSpans {
-        scope: Some(InstrumentationScope {
-            name: "origin".to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
-        }),
-        spans: Vec::new(),
-        schema_url: String::new(),
-    };
-    let resource_message = ResourceMessage {
-        attributes: resource.attributes.0.clone(),
+/// under this process's one resource and one instrumentation scope.
+pub fn encode(batch: Vec<Finished>, resource: &ResourceAttributesWithSchema) -> Vec<u8> {
+    let scope = InstrumentationScope {
+        name: "origin".to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        attributes: Vec::new(),
         dropped_attributes_count: 0,
-        entity_refs: Vec::new(),
     };
-    let schema_url = resource.schema_url.as_deref().unwrap_or_default();
-    // ScopeSpans: its scope (field 1), then the spans (field 2); its schema URL is empty.
-    let scope_len = scope.encoded_len() + batch.bytes.len();
-    // ResourceSpans: resource (1), scope_spans (2), schema_url (3).
-    let mut resource_spans_len = field_len(RESOURCE_SPANS_RESOURCE, resource_message.encoded_len())
-        + field_len(RESOURCE_SPANS_SCOPE_SPANS, scope_len);
-    if !schema_url.is_empty() {
-        resource_spans_len += field_len(RESOURCE_SPANS_SCHEMA_URL, schema_url.len());
-    }
-    let mut out = Vec::with_capacity(field_len(REQUEST_RESOURCE_SPANS, resource_spans_len));
-    frame(REQUEST_RESOURCE_SPANS, resource_spans_len, &mut out);
-    prost::encoding::message::encode(RESOURCE_SPANS_RESOURCE, &resource_message, &mut out);
-    frame(RESOURCE_SPANS_SCOPE_SPANS, scope_len, &mut out);
-    scope.encode_raw(&mut out);
-    out.extend_from_slice(&batch.bytes);
-    if !schema_url.is_empty() {
-        prost::encoding::string::encode(
-            RESOURCE_SPANS_SCHEMA_URL,
-            &schema_url.to_string(),
-            &mut out,
-        );
-    }
-    out
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(ResourceMessage {
+                attributes: resource.attributes.0.clone(),
+                dropped_attributes_count: 0,
+                entity_refs: Vec::new(),
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(scope),
+                spans: batch.into_iter().map(Finished::into_proto).collect(),
+                schema_url: String::new(),
+            }],
+            schema_url: resource.schema_url.clone().unwrap_or_default(),
+        }],
+    };
+    prost::Message::encode_to_vec(&request)
 }
 
-/// The key and length of a length-delimited field whose content follows.
-fn frame(tag: u32, len: usize, out: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, out);
-    encode_varint(len as u64, out);
-}
-
-/// Bytes of a length-delimited field with `len` bytes of content.
-fn field_len(tag: u32, len: usize) -> usize {
-    prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(len as u64) + len
-}
-
-async fn send(s: &Settings, batch: &Batch) -> std::io::Result<()> {
+async fn send(s: &Settings, batch: Vec<Finished>) -> std::io::Result<()> {
     let body = encode(batch, &s.resource);
     let mut headers: Vec<(&str, String)> =
         vec![("Content-Type", "application/x-protobuf".to_string())];
