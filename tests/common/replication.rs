@@ -23,12 +23,23 @@ pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
 
 /// A source registry whose catch-all namespace replicates to `targets` (TOML sections).
 pub fn source(names: &[&str], targets: &str) -> Server {
+    Server::start_with("", &source_config(names, targets))
+}
+
+/// `source` on the filesystem whatever storage the suite runs on (`ORIGIN_TEST_STORAGE`):
+/// for what only a server that owns its storage does.
+pub fn fs_source(names: &[&str], targets: &str) -> Server {
+    let dir = super::TempDir::new("repl-src");
+    let text = super::config_text(&dir.0, "", &source_config(names, targets));
+    Server::start_config(dir, &text, &[])
+}
+
+fn source_config(names: &[&str], targets: &str) -> String {
     let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    let extra = format!(
+    format!(
         "[[repository]]\nnamespace = \"\"\npolicy_default_allow = true\nreplications = [{}]\n{targets}",
         list.join(", ")
-    );
-    Server::start_with("", &extra)
+    )
 }
 
 /// An uncompressed layer's descriptor.
