@@ -142,7 +142,7 @@ impl Job {
         serde_json::from_slice(bytes).ok()
     }
 
-    /// Whether a copy holds the job at `now_ms` (its lease not yet expired): another
+    /// Whether a copy holds the job at `now_ms` (its claim is live, [`Claim::live`]): another
     /// node's, or one of this process (a `sync` copy in a request, a job of this worker).
     pub fn held(&self, now_ms: u64) -> bool {
         self.claim.as_ref().is_some_and(|c| c.live(now_ms))
