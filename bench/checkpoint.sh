@@ -7,8 +7,35 @@
 #   BEFORE_BIN=/path/to/old/origin bench/checkpoint.sh [secs]
 #
 # Without BEFORE_BIN only ORIGIN_BIN (target/release/origin) is measured.
+#
+# BENCH_LOOPFS=ext4 (or ext4-nojournal) runs on a fresh ext4 filesystem made in an image file
+# and mounted through a loop device (root only), instead of wherever /tmp is: the
+# checkpoint's mode depends on the filesystem (src/storage/fs/journal/durable.rs), and a
+# VM's root filesystem may have no journal. BENCH_LOOPFS_GIB sets the image size (12).
 set -euo pipefail
+if [ -n "${BENCH_LOOPFS:-}" ]; then
+  case $BENCH_LOOPFS in
+    ext4) features=has_journal ;;
+    ext4-nojournal) features=^has_journal ;;
+    *) echo "BENCH_LOOPFS: ext4 or ext4-nojournal" >&2; exit 2 ;;
+  esac
+  LOOP_DIR=$(mktemp -d /tmp/origin-loopfs.XXXXXX)
+  # The whole image allocated, so the loop device's direct I/O allocates nothing beneath.
+  fallocate -l "${BENCH_LOOPFS_GIB:-12}G" "$LOOP_DIR/image"
+  mkfs.ext4 -q -F -O "$features" "$LOOP_DIR/image"
+  LOOP_DEV=$(losetup -f --show --direct-io=on "$LOOP_DIR/image")
+  mkdir "$LOOP_DIR/mnt"
+  mount "$LOOP_DEV" "$LOOP_DIR/mnt"
+  export BENCH_WORK=$LOOP_DIR/mnt/work
+fi
 source "$(dirname "$0")/lib.sh"
+if [ -n "${BENCH_LOOPFS:-}" ]; then
+  unmount_loopfs() {
+    cleanup
+    umount "$LOOP_DIR/mnt" && losetup -d "$LOOP_DEV" && rm -rf "$LOOP_DIR"
+  }
+  trap unmount_loopfs EXIT
+fi
 need curl python3 dd
 SECS=${1:-20}
 STREAMS=${BENCH_STREAMS:-4}
