@@ -66,9 +66,10 @@ pub(super) fn preallocate(file: &File, from: u64, to: u64) -> u64 {
     }
 }
 
-/// Makes the whole tree durable (`syncfs` on the root's descriptor, held since start), then
-/// starts the log again under `epoch`: the header is rewritten in place, and what follows it
-/// no longer checksums.
+/// Makes the whole tree durable (`syncfs` on the root's descriptor), then starts the log
+/// again under `epoch`: the header is rewritten in place, and what follows it no longer
+/// checksums. At start-up, after replay, and for the flusher's checkpoints in `Syncfs` mode
+/// (`durable.rs`).
 pub(super) fn checkpoint(root_dir: &File, file: &File, epoch: u64) -> io::Result<()> {
     // SAFETY: plain syscall on an open descriptor.
     if unsafe { libc::syncfs(root_dir.as_raw_fd()) } != 0 {

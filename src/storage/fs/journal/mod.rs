@@ -4,11 +4,13 @@
 //! directory), and a manifest PUT makes a dozen puts one after another. With it, a mutation
 //! is a record appended to one log file; a single thread writes whatever records are waiting
 //! with one `pwrite` and one `fdatasync` (so concurrent requests share the flush: group
-//! commit), then applies them to the tree without any fsync, in log order. The tree is made
-//! durable in bulk by a checkpoint (`syncfs`) every `CHECKPOINT_INTERVAL` or
-//! `CHECKPOINT_BYTES`, after which the log starts again. At start-up, records left in the log
-//! are replayed into the tree (every put and delete is a whole-object overwrite, so replaying
-//! one that was applied already changes nothing).
+//! commit), then applies them to the tree without any fsync, in log order. A checkpoint
+//! every `CHECKPOINT_INTERVAL` or `CHECKPOINT_BYTES` makes the tree durable up to the log's
+//! end (`durable.rs`: on ext4 with its journal, the data of the files the log wrote and one
+//! journal commit; elsewhere `syncfs`), after which the log starts again. At start-up,
+//! records left in the log are replayed into the tree (every put and delete is a
+//! whole-object overwrite, so replaying one that was applied already changes nothing), and
+//! the tree is made durable with `syncfs`.
 //!
 //! # A flush that waits for nobody else
 //! The log file is written full of zeros ahead of the groups (`LOG_PREALLOC_STEP` at a time,
@@ -20,13 +22,15 @@
 //! epoch, so groups left over from an earlier epoch end the log at replay.
 //!
 //! # A failed checkpoint
-//! `syncfs` reports a writeback error once, and the pages that failed are clean afterwards: a
-//! retry alone would succeed and empty a log whose records may not be on disk. So the log
-//! keeps its records (writes go on, appended after them) and after a backoff the flusher
-//! re-applies the log's last state of each key to the tree (`recover.rs`, which explains why
-//! that is safe beside concurrent writers) and runs `syncfs` again. The root's descriptor is
-//! opened once, so an error of background writeback since start is reported to the next
-//! checkpoint. While the log is past `LOG_BYTES_MAX` writes fail as transient (503).
+//! A writeback error is reported once (by `syncfs`, `sync_file_range` or `fsync`), and the
+//! pages that failed are clean afterwards: a retry alone would succeed and empty a log whose
+//! records may not be on disk. So the log keeps its records (writes go on, appended after
+//! them; the touched keys are kept too) and after a backoff the flusher re-applies the log's
+//! last state of each key to the tree (`recover.rs`, which explains why that is safe beside
+//! concurrent writers) and checkpoints again. `syncfs` goes through the root's descriptor,
+//! held since start, so it sees any writeback error since then; a `Commit` checkpoint sees
+//! one through the file's inode (`durable.rs`). While the log is past `LOG_BYTES_MAX` writes
+//! fail as transient (503).
 //!
 //! # Why an acknowledged write survives a crash
 //! Two kinds of write go through here:
@@ -92,7 +96,8 @@ const HEADER_BYTES: u64 = 16;
 /// Group frame: magic, payload length, first 8 bytes of the payload's SHA-256.
 const FRAME_BYTES: usize = 16;
 
-/// A checkpoint (syncfs, then the log starts again) after the log grows past this...
+/// A checkpoint (the tree made durable, then the log starts again) after the log grows past
+/// this...
 #[cfg(not(test))]
 const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
 #[cfg(test)]
@@ -246,10 +251,21 @@ impl Journal {
             state: Mutex::new(State::new()),
             wake_flusher: Condvar::new(),
         });
+        let mode = durable::Mode::of(&root_dir, &file, root);
+        tracing::debug!(root = %root.display(), ?mode, "journal checkpoints");
+        let ahead = match mode {
+            durable::Mode::Commit => Some(durable::Ahead::start()?),
+            durable::Mode::Syncfs => None,
+        };
         let flusher_shared = shared.clone();
+        let durability = Durability {
+            mode,
+            root_dir,
+            ahead,
+        };
         let flusher = std::thread::Builder::new()
             .name("origin-journal".into())
-            .spawn(move || flusher(flusher_shared, file, root_dir, epoch))?;
+            .spawn(move || flusher(flusher_shared, file, durability, epoch))?;
         Ok(Journal {
             shared,
             flusher: Some(flusher),
@@ -372,10 +388,22 @@ impl Record<'_> {
     }
 }
 
-fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64) {
+/// What the flusher's checkpoints need (`durable.rs`).
+struct Durability {
+    mode: durable::Mode,
+    /// The root's descriptor, held since start (for `syncfs`, which then also reports a
+    /// writeback error of any time since).
+    root_dir: File,
+    /// Writeback ahead of the checkpoint, in `Commit` mode.
+    ahead: Option<durable::Ahead>,
+}
+
+fn flusher(shared: Arc<Shared>, file: File, durability: Durability, mut epoch: u64) {
     let mut end = HEADER_BYTES;
     let mut zeroed = file.metadata().map_or(0, |m| m.len());
     let mut last_checkpoint = Instant::now();
+    // The keys of the records in the log: what the next `Commit` checkpoint waits for.
+    let mut touched = touched::Touched::default();
     // Set while checkpoints fail: when to try again, and the wait after the next failure.
     let mut retry: Option<(Instant, Duration)> = None;
     let checkpoint_due = |end: u64, last: Instant, retry: Option<(Instant, Duration)>| {
@@ -417,6 +445,9 @@ fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64) {
                 }
                 write_group(&file, end, epoch, &queued)?;
                 end += (FRAME_BYTES + queued.len()) as u64;
+                if durability.mode == durable::Mode::Commit {
+                    touched.note(&queued)?;
+                }
             }
             if !applies.is_empty() {
                 // Durable, not yet applied: the restart must replay it.
@@ -424,10 +455,19 @@ fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64) {
             }
             let mut outcomes: HashMap<u64, Vec<Applied>> = HashMap::new();
             for (seq, a) in applies {
+                let written = match (&durability.ahead, &a) {
+                    (Some(_), Apply::Put { path, .. } | Apply::PutIfAbsent { path, .. }) => {
+                        Some(path.clone())
+                    }
+                    _ => None,
+                };
                 outcomes
                     .entry(seq)
                     .or_default()
                     .push(apply(&shared.root, a)?);
+                if let (Some(ahead), Some(path)) = (&durability.ahead, written) {
+                    ahead.push(path);
+                }
             }
             Ok(outcomes)
         })();
@@ -461,14 +501,21 @@ fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64) {
         }
         let attempt = match retry {
             // The last attempt failed: pages it reported may be lost, so the log's state is
-            // written to the tree again before the next syncfs.
-            Some(_) => recover::reapply(&shared, &file, epoch, end)
-                .and_then(|()| injected_failure(&shared))
-                .and_then(|()| checkpoint(&root_dir, &file, epoch + 1)),
-            None => {
-                injected_failure(&shared).and_then(|()| checkpoint(&root_dir, &file, epoch + 1))
-            }
-        };
+            // written to the tree again before the keys are synced again.
+            Some(_) => recover::reapply(&shared, &file, epoch, end),
+            None => Ok(()),
+        }
+        .and_then(|()| injected_failure(&shared))
+        .and_then(|()| {
+            durable::checkpoint(
+                durability.mode,
+                &durability.root_dir,
+                &shared.root,
+                &touched,
+                &file,
+                epoch + 1,
+            )
+        });
         let mut st = shared.lock();
         match attempt {
             Ok(()) => {
@@ -476,6 +523,7 @@ fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64) {
                 st.log_full = false;
                 epoch += 1;
                 end = HEADER_BYTES;
+                touched.clear();
                 last_checkpoint = Instant::now();
                 if retry.take().is_some() {
                     tracing::info!("journal checkpoint succeeded again");
@@ -494,9 +542,11 @@ fn flusher(shared: Arc<Shared>, file: File, root_dir: File, mut epoch: u64) {
 }
 
 mod apply;
+mod durable;
 mod log;
 mod recover;
 mod replay;
+mod touched;
 pub(super) use apply::apply;
 #[cfg(test)]
 use log::GROUPS_WRITTEN;

@@ -1,8 +1,8 @@
 //! After a failed checkpoint: the log's state written to the tree again, beside live writers.
 //!
-//! A failed `syncfs` may have lost pages of any object applied since the last checkpoint, and
-//! it will not say so twice. The log still holds every one of those mutations, so the flusher
-//! writes each key's last logged state to the tree again before the next `syncfs`.
+//! A failed checkpoint may have lost pages of any object applied since the last one, and the
+//! kernel will not say so twice. The log still holds every one of those mutations, so the
+//! flusher writes each key's last logged state to the tree again before the next checkpoint.
 //!
 //! Writers go on meanwhile, and a key's logged state may already be stale: a pending write
 //! changes the tree first and queues its record after, and a durable write's record waits in

@@ -1,4 +1,8 @@
+use std::collections::HashSet;
+
 use super::*;
+
+mod loopfs;
 
 /// The epoch of the logs these tests write.
 const EPOCH: u64 = 7;
@@ -377,5 +381,89 @@ fn a_log_past_its_limit_refuses_writes_until_a_checkpoint_succeeds() {
             assert!(Instant::now() < deadline, "writes stayed refused");
             compio::time::sleep(Duration::from_millis(50)).await;
         }
+    });
+}
+
+/// Waits until the journal has done a checkpoint more than `before`.
+pub(super) fn wait_for_checkpoint(journal: &Shared, before: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while journal.lock().checkpoints <= before {
+        assert!(Instant::now() < deadline, "no checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The epoch a `Commit` checkpoint left in the log file's attribute (`durable.rs`).
+pub(super) fn commit_epoch(root: &Path) -> Option<u64> {
+    let log = File::open(root.join(JOURNAL_DIR).join(JOURNAL_FILE)).unwrap();
+    let mut value = [0u8; 8];
+    // SAFETY: plain syscall on an open descriptor, a NUL-terminated name and a live buffer.
+    let n = unsafe {
+        libc::fgetxattr(
+            log.as_raw_fd(),
+            c"user.origin.checkpoint".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    (n == 8).then(|| u64::from_le_bytes(value))
+}
+
+/// A `Commit` checkpoint waits for the data of each file the log wrote (durable and pending
+/// writes), not for a deleted key, a direct write or a file written beside the journal, then
+/// commits with the new epoch on the log's attribute; a restart reads everything back.
+#[test]
+fn a_commit_checkpoint_waits_for_the_written_files_then_commits() {
+    use crate::storage::{PutCondition, Storage};
+    let tmp = crate::storage::tests::TempDir::new();
+    let root = tmp.path().join("s");
+    durable::FORCE_COMMIT.lock().unwrap().push(root.clone());
+    let storage = storage_with_journal(&root);
+    let journal = storage.journal().unwrap().clone_shared();
+    std::fs::write(root.join("bystander"), b"not the journal's").unwrap();
+    let before = journal.lock().checkpoints;
+    let written = ["a/b/c/one", "a/two", "p/q/pending", "z"];
+    block_on(async {
+        for key in ["a/b/c/one", "a/two", "d/e/gone"] {
+            storage
+                .put(key, key.as_bytes().to_vec(), PutCondition::Always)
+                .await
+                .unwrap();
+        }
+        storage.delete("d/e/gone").await.unwrap();
+        storage
+            .put_pending("p/q/pending", b"p/q/pending".to_vec(), PutCondition::Always)
+            .await
+            .unwrap();
+        storage
+            .put("z", b"z".to_vec(), PutCondition::Always)
+            .await
+            .unwrap();
+    });
+    wait_for_checkpoint(&journal, before);
+    let waited: HashSet<PathBuf> = durable::WAITED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.starts_with(&root))
+        .cloned()
+        .collect();
+    for key in written {
+        assert!(waited.contains(&root.join(key)), "{key} not waited for");
+    }
+    assert!(!waited.contains(&root.join("bystander")));
+    assert!(!waited.contains(&root.join("d/e/gone")), "a deleted key");
+    assert!(
+        commit_epoch(&root).is_some_and(|e| e > 0),
+        "no commit marked on the log"
+    );
+    drop(storage);
+    let storage = storage_with_journal(&root);
+    block_on(async {
+        for key in written {
+            let got = storage.get(key).await.unwrap().expect(key);
+            assert_eq!(got.bytes, key.as_bytes());
+        }
+        assert!(storage.get("d/e/gone").await.unwrap().is_none());
     });
 }
