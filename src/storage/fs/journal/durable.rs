@@ -18,6 +18,12 @@
 //!   and every group commit queued behind it, wait more than a second
 //!   (bench/results/2026-12-06-checkpoint-commit.md).
 //!
+//! In `Commit` mode the wait runs beside the flusher ([`Presync`]): group commits go on
+//! while it waits for the files logged until it started, and the flusher pauses only for the
+//! end ([`finish`]: the files logged since, the journal commit, the new header). After a
+//! failed checkpoint the next one runs whole on the flusher, after the log's state is
+//! written to the tree again (`recover.rs`).
+//!
 //! In `Commit` mode a thread writes applied files back soon after the flusher applied them
 //! ([`Ahead`]), so at the checkpoint their data is mostly on the device already and the wait
 //! is short: the kernel would write them within its 30 s expiry anyway; this only starts it
@@ -27,7 +33,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-use super::log::{checkpoint as syncfs_checkpoint, write_header};
+use super::log::{checkpoint as syncfs_checkpoint, injected_failure, write_header};
 use super::touched::Touched;
 use super::*;
 
@@ -35,11 +41,17 @@ use super::*;
 const EXT4_SUPER_MAGIC: i64 = 0xEF53;
 /// The extended attribute the `Commit` checkpoint sets on the log file: the new epoch.
 const COMMIT_XATTR: &std::ffi::CStr = c"user.origin.checkpoint";
-/// Threads waiting for written files at a checkpoint. Files the writeback ahead has not
-/// reached wait for a device write each, so the more wait side by side the fewer rounds of
-/// device latency the checkpoint takes: on the 2-core test VM, 15,000-18,000 files took
-/// 260-360 ms with 2 threads, 110-160 with 8 and 80-130 with 64 (128 gained nothing more).
+/// Threads waiting for written files while the flusher pauses at a checkpoint's end. Files
+/// the writeback ahead has not reached wait for a device write each, so the more wait side
+/// by side the fewer rounds of device latency the pause takes: on the 2-core test VM, a
+/// whole checkpoint of 15,000-18,000 files took 260-360 ms with 2 threads, 110-160 with 8
+/// and 80-130 with 64 (128 gained nothing more).
 const WAIT_THREADS: usize = 64;
+/// Threads of a [`Presync`]'s wait, which runs beside group commits: few, so its writes
+/// do not crowd the log's flushes at the device (with 64, the slowest 1 % of manifest PUTs
+/// took 23-28 ms on a quiet filesystem, with 4 13-15 ms; with 1 and a lower CPU priority,
+/// 10-11 ms, but the wait took long enough that the flusher's pause grew to 170-250 ms).
+const PRESYNC_THREADS: usize = 4;
 /// Files queued for writeback ahead at most; beyond, the checkpoint's pass starts them.
 const AHEAD_QUEUE_MAX: usize = 16 * 1024;
 
@@ -132,7 +144,7 @@ pub(super) fn checkpoint(
         Mode::Commit => {
             let started = Instant::now();
             let files = touched.written_files(root);
-            wait_written(&files)?;
+            wait_written(&files, WAIT_THREADS)?;
             let written = started.elapsed();
             commit(log, epoch)?;
             tracing::debug!(
@@ -146,13 +158,106 @@ pub(super) fn checkpoint(
     }
 }
 
+/// The bulk of a `Commit` checkpoint, off the flusher: a thread waits for the files the log
+/// wrote up to the moment it started ([`wait_written`]) while the flusher goes on committing
+/// groups. The flusher then ends the checkpoint itself ([`finish`]): it waits only for the
+/// files written since (mostly written back by then), commits the filesystem's journal and
+/// starts the log again. So group commits pause for that short end, not for the whole wait.
+pub(super) struct Presync {
+    thread: std::thread::JoinHandle<()>,
+    result: Arc<Mutex<Option<io::Result<()>>>>,
+    started: Instant,
+    files: usize,
+}
+
+impl Presync {
+    /// Starts waiting for `files`; `done` runs on the thread when the wait is over (the
+    /// flusher's wake-up).
+    pub(super) fn start(
+        root: &Path,
+        files: Vec<PathBuf>,
+        done: impl FnOnce() + Send + 'static,
+    ) -> io::Result<Presync> {
+        let result = Arc::new(Mutex::new(None));
+        let out = result.clone();
+        let count = files.len();
+        #[cfg(test)]
+        let root = root.to_path_buf();
+        #[cfg(not(test))]
+        let _ = root;
+        let thread = std::thread::Builder::new()
+            .name("origin-checkpoint".into())
+            .spawn(move || {
+                #[cfg(test)]
+                hold_presync(&root);
+                let r = wait_written(&files, PRESYNC_THREADS);
+                *out.lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+                done();
+            })?;
+        Ok(Presync {
+            thread,
+            result,
+            started: Instant::now(),
+            files: count,
+        })
+    }
+
+    /// True once the wait is over.
+    pub(super) fn is_done(&self) -> bool {
+        self.result
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Waits for the thread; what its wait returned.
+    pub(super) fn join(self) -> io::Result<()> {
+        let _ = self.thread.join();
+        let result = self
+            .result
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        result.unwrap_or_else(|| Err(io::Error::other("a checkpoint thread panicked")))
+    }
+}
+
+/// Ends a `Commit` checkpoint whose [`Presync`] succeeded: waits for the files written since
+/// it started (`since`), commits the filesystem's journal, and starts the log again under
+/// `epoch`.
+pub(super) fn finish(
+    presync: Presync,
+    shared: &Shared,
+    since: &Touched,
+    log: &File,
+    epoch: u64,
+) -> io::Result<()> {
+    let (presync_files, presync_took) = (presync.files, presync.started.elapsed());
+    presync.join()?;
+    injected_failure(shared)?;
+    let started = Instant::now();
+    let files = since.written_files(&shared.root);
+    wait_written(&files, WAIT_THREADS)?;
+    let written = started.elapsed();
+    commit(log, epoch)?;
+    tracing::debug!(
+        presync_files,
+        ?presync_took,
+        files = files.len(),
+        ?written,
+        committed = ?started.elapsed().saturating_sub(written),
+        "journal checkpoint"
+    );
+    write_header(log, epoch)
+}
+
 /// Waits until the data of each file is on the device, starting its writeback if nothing
 /// has: `sync_file_range` with `WAIT_BEFORE | WRITE | WAIT_AFTER`, which (unlike `fsync`)
 /// neither commits the filesystem's journal nor flushes the device cache per file; the
 /// commit after does both once. A file gone by now was removed after its record; its
 /// removal is a name change the commit covers. A writeback error the kernel kept for a file
 /// since its last report is returned here, as `fsync` would.
-fn wait_written(paths: &[PathBuf]) -> io::Result<()> {
+fn wait_written(paths: &[PathBuf], width: usize) -> io::Result<()> {
     let next = AtomicUsize::new(0);
     let worker = || -> io::Result<()> {
         loop {
@@ -167,7 +272,7 @@ fn wait_written(paths: &[PathBuf]) -> io::Result<()> {
     };
     std::thread::scope(|s| {
         let mut threads = Vec::new();
-        for _ in 1..WAIT_THREADS.min(paths.len()) {
+        for _ in 1..width.min(paths.len()) {
             match std::thread::Builder::new()
                 .name("origin-checkpoint".into())
                 .spawn_scoped(s, worker)
@@ -245,6 +350,30 @@ fn write_back(files: Receiver<PathBuf>) {
         if let Ok(file) = File::open(&path) {
             // SAFETY: plain syscall on an open descriptor.
             unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        }
+    }
+}
+
+/// Roots whose [`Presync`] waits, before it starts, until a test takes the root out again;
+/// each presync that started holding is counted in `PRESYNCS_HELD`.
+#[cfg(test)]
+pub(super) static HOLD_PRESYNC: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+#[cfg(test)]
+pub(super) static PRESYNCS_HELD: AtomicUsize = AtomicUsize::new(0);
+
+#[cfg(test)]
+fn hold_presync(root: &Path) {
+    let held = || {
+        HOLD_PRESYNC
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|r| r == root)
+    };
+    if held() {
+        PRESYNCS_HELD.fetch_add(1, Ordering::SeqCst);
+        while held() {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

@@ -404,6 +404,10 @@ fn flusher(shared: Arc<Shared>, file: File, durability: Durability, mut epoch: u
     let mut last_checkpoint = Instant::now();
     // The keys of the records in the log: what the next `Commit` checkpoint waits for.
     let mut touched = touched::Touched::default();
+    // A `Commit` checkpoint's wait, running beside the flusher, and the keys logged since it
+    // started (`durable::Presync`).
+    let mut presync: Option<durable::Presync> = None;
+    let mut since = touched::Touched::default();
     // Set while checkpoints fail: when to try again, and the wait after the next failure.
     let mut retry: Option<(Instant, Duration)> = None;
     let checkpoint_due = |end: u64, last: Instant, retry: Option<(Instant, Duration)>| {
@@ -417,7 +421,11 @@ fn flusher(shared: Arc<Shared>, file: File, durability: Durability, mut epoch: u
         let (queued, applies, guards, upto) = {
             let mut st = shared.lock();
             while st.queued.is_empty() && !st.shutdown {
-                if st.failed.is_none() && checkpoint_due(end, last_checkpoint, retry) {
+                if presync.as_ref().is_some_and(durable::Presync::is_done)
+                    || (presync.is_none()
+                        && st.failed.is_none()
+                        && checkpoint_due(end, last_checkpoint, retry))
+                {
                     break;
                 }
                 st = shared
@@ -427,6 +435,10 @@ fn flusher(shared: Arc<Shared>, file: File, durability: Durability, mut epoch: u
                     .0;
             }
             if st.shutdown && st.queued.is_empty() {
+                drop(st);
+                if let Some(p) = presync.take() {
+                    let _ = p.join(); // the log is replayed at the next start
+                }
                 return;
             }
             let upto = st.next_seq - 1;
@@ -447,6 +459,9 @@ fn flusher(shared: Arc<Shared>, file: File, durability: Durability, mut epoch: u
                 end += (FRAME_BYTES + queued.len()) as u64;
                 if durability.mode == durable::Mode::Commit {
                     touched.note(&queued)?;
+                    if presync.is_some() {
+                        since.note(&queued)?;
+                    }
                 }
             }
             if !applies.is_empty() {
@@ -491,7 +506,11 @@ fn flusher(shared: Arc<Shared>, file: File, durability: Durability, mut epoch: u
         }
         let waiters = std::mem::take(&mut st.waiters);
         st.log_full = end >= LOG_BYTES_MAX;
-        let due = st.failed.is_none() && checkpoint_due(end, last_checkpoint, retry);
+        let presync_done = presync.as_ref().is_some_and(durable::Presync::is_done);
+        let due = presync_done
+            || (presync.is_none()
+                && st.failed.is_none()
+                && checkpoint_due(end, last_checkpoint, retry));
         drop(st);
         for w in waiters {
             w.wake();
@@ -499,23 +518,48 @@ fn flusher(shared: Arc<Shared>, file: File, durability: Durability, mut epoch: u
         if !due {
             continue;
         }
-        let attempt = match retry {
-            // The last attempt failed: pages it reported may be lost, so the log's state is
-            // written to the tree again before the keys are synced again.
-            Some(_) => recover::reapply(&shared, &file, epoch, end),
-            None => Ok(()),
-        }
-        .and_then(|()| injected_failure(&shared))
-        .and_then(|()| {
-            durable::checkpoint(
-                durability.mode,
-                &durability.root_dir,
+        let attempt = if let Some(p) = presync.take() {
+            // The wait beside the flusher is over: the rest of the checkpoint.
+            durable::finish(p, &shared, &since, &file, epoch + 1)
+        } else if durability.mode == durable::Mode::Commit && retry.is_none() {
+            // The checkpoint's wait starts beside the flusher, which goes on.
+            let waker = shared.clone();
+            let started = durable::Presync::start(
                 &shared.root,
-                &touched,
-                &file,
-                epoch + 1,
-            )
-        });
+                touched.written_files(&shared.root),
+                move || {
+                    let _st = waker.lock();
+                    waker.wake_flusher.notify_one();
+                },
+            );
+            match started {
+                Ok(p) => {
+                    presync = Some(p);
+                    since.clear();
+                    continue;
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            match retry {
+                // The last attempt failed: pages it reported may be lost, so the log's state
+                // is written to the tree again before the keys are synced again, in one
+                // step on the flusher.
+                Some(_) => recover::reapply(&shared, &file, epoch, end),
+                None => Ok(()),
+            }
+            .and_then(|()| injected_failure(&shared))
+            .and_then(|()| {
+                durable::checkpoint(
+                    durability.mode,
+                    &durability.root_dir,
+                    &shared.root,
+                    &touched,
+                    &file,
+                    epoch + 1,
+                )
+            })
+        };
         let mut st = shared.lock();
         match attempt {
             Ok(()) => {
@@ -524,6 +568,7 @@ fn flusher(shared: Arc<Shared>, file: File, durability: Durability, mut epoch: u
                 epoch += 1;
                 end = HEADER_BYTES;
                 touched.clear();
+                since.clear();
                 last_checkpoint = Instant::now();
                 if retry.take().is_some() {
                     tracing::info!("journal checkpoint succeeded again");

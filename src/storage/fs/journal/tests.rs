@@ -467,3 +467,63 @@ fn a_commit_checkpoint_waits_for_the_written_files_then_commits() {
         assert!(storage.get("d/e/gone").await.unwrap().is_none());
     });
 }
+
+/// A `Commit` checkpoint waits for its files beside the flusher (`durable::Presync`): while
+/// that wait is held, durable writes still complete, and the checkpoint's end waits for what
+/// they wrote before the log starts again, so a restart finds both.
+#[test]
+fn durable_writes_go_on_while_a_commit_checkpoint_waits() {
+    use crate::storage::{PutCondition, Storage};
+    use std::sync::atomic::Ordering::SeqCst;
+    let tmp = crate::storage::tests::TempDir::new();
+    let root = tmp.path().join("s");
+    durable::FORCE_COMMIT.lock().unwrap().push(root.clone());
+    durable::HOLD_PRESYNC.lock().unwrap().push(root.clone());
+    let release = || durable::HOLD_PRESYNC.lock().unwrap().retain(|r| r != &root);
+    let storage = storage_with_journal(&root);
+    let journal = storage.journal().unwrap().clone_shared();
+    let checkpoints = journal.lock().checkpoints;
+    let held = durable::PRESYNCS_HELD.load(SeqCst);
+    let put = |key: &'static str| {
+        block_on(storage.put(key, key.as_bytes().to_vec(), PutCondition::Always)).unwrap()
+    };
+    put("before/the/checkpoint");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while durable::PRESYNCS_HELD.load(SeqCst) == held {
+        if Instant::now() > deadline {
+            release();
+            panic!("no checkpoint started");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::scope(|s| {
+        let during = s.spawn(|| put("during/the/checkpoint"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !during.is_finished() {
+            if Instant::now() > deadline {
+                release();
+                panic!("a durable write waited for the checkpoint's wait");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    assert_eq!(
+        journal.lock().checkpoints,
+        checkpoints,
+        "the checkpoint ended before its wait"
+    );
+    release();
+    wait_for_checkpoint(&journal, checkpoints);
+    let waited: HashSet<PathBuf> = durable::WAITED.lock().unwrap().iter().cloned().collect();
+    for key in ["before/the/checkpoint", "during/the/checkpoint"] {
+        assert!(waited.contains(&root.join(key)), "{key} not waited for");
+    }
+    drop(storage);
+    let storage = storage_with_journal(&root);
+    block_on(async {
+        for key in ["before/the/checkpoint", "during/the/checkpoint"] {
+            let got = storage.get(key).await.unwrap().expect(key);
+            assert_eq!(got.bytes, key.as_bytes());
+        }
+    });
+}
