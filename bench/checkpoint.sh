@@ -8,21 +8,22 @@
 #
 # Without BEFORE_BIN only ORIGIN_BIN (target/release/origin) is measured.
 #
-# BENCH_LOOPFS=ext4 (or ext4-nojournal) runs on a fresh ext4 filesystem made in an image file
-# and mounted through a loop device (root only), instead of wherever /tmp is: the
+# BENCH_LOOPFS=ext4 (or ext4-nojournal, or xfs) runs on a fresh filesystem made in an image
+# file and mounted through a loop device (root only), instead of wherever /tmp is: the
 # checkpoint's mode depends on the filesystem (src/storage/fs/journal/durable.rs), and a
 # VM's root filesystem may have no journal. BENCH_LOOPFS_GIB sets the image size (12).
 set -euo pipefail
 if [ -n "${BENCH_LOOPFS:-}" ]; then
   case $BENCH_LOOPFS in
-    ext4) features=has_journal ;;
-    ext4-nojournal) features=^has_journal ;;
-    *) echo "BENCH_LOOPFS: ext4 or ext4-nojournal" >&2; exit 2 ;;
+    ext4) mkfs=(mkfs.ext4 -q -F -O has_journal) ;;
+    ext4-nojournal) mkfs=(mkfs.ext4 -q -F -O ^has_journal) ;;
+    xfs) mkfs=(mkfs.xfs -q -f) ;;
+    *) echo "BENCH_LOOPFS: ext4, ext4-nojournal or xfs" >&2; exit 2 ;;
   esac
   LOOP_DIR=$(mktemp -d /tmp/origin-loopfs.XXXXXX)
   # The whole image allocated, so the loop device's direct I/O allocates nothing beneath.
   fallocate -l "${BENCH_LOOPFS_GIB:-12}G" "$LOOP_DIR/image"
-  mkfs.ext4 -q -F -O "$features" "$LOOP_DIR/image"
+  "${mkfs[@]}" "$LOOP_DIR/image"
   LOOP_DEV=$(losetup -f --show --direct-io=on "$LOOP_DIR/image")
   mkdir "$LOOP_DIR/mnt"
   mount "$LOOP_DEV" "$LOOP_DIR/mnt"

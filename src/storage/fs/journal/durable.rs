@@ -2,20 +2,23 @@
 //!
 //! Two ways, chosen once per root at start ([`Mode::of`]):
 //!
-//! - **`Commit`**, on ext4 with its journal: the data of each file the log wrote is waited
-//!   for (`sync_file_range`, see [`wait_written`]), then one commit of the filesystem's
-//!   journal makes every name and inode change before it durable (see [`commit`]). The
-//!   checkpoint waits for the registry's own files and nothing else. ext4's journal (jbd2)
-//!   commits its transactions whole and in order, so forcing the commit of the transaction
-//!   that holds a change made *after* all those files were written and renamed commits them
-//!   too, and the commit's cache flush makes their data, already on the device, durable with
-//!   it. The change is an extended attribute on the log file: ext4's fast commits (a per-inode
-//!   commit, when the filesystem has them) do not take attribute changes, so the commit is a
-//!   full one on every ext4.
-//! - **`Syncfs`** everywhere else (ext4 without a journal, xfs, btrfs, tmpfs, ...): `syncfs`
+//! - **`Commit`**, on ext4 with its journal and on xfs: the data of each file the log wrote is
+//!   waited for (`sync_file_range`, see [`wait_written`]), then one commit of the
+//!   filesystem's journal makes every name and inode change before it durable (see
+//!   [`commit`]). The checkpoint waits for the registry's own files and nothing else. ext4's
+//!   journal (jbd2) commits its transactions whole and in order, so forcing the commit of the
+//!   transaction that holds a change made *after* all those files were written and renamed
+//!   commits them too, and the commit's cache flush makes their data, already on the device,
+//!   durable with it. The change is an extended attribute on the log file: ext4's fast
+//!   commits (a per-inode commit, when the filesystem has them) do not take attribute
+//!   changes, so the commit is a full one on every ext4. xfs's log is the same kind of
+//!   journal: `fsync` forces the log up to the inode's last change, and a log force writes
+//!   every change committed before it (its delayed-logging checkpoints are written in order),
+//!   with a cache flush.
+//! - **`Syncfs`** everywhere else (ext4 without a journal, btrfs, tmpfs, ...): `syncfs`
 //!   of the root's filesystem. It is right on any filesystem, and also writes out whatever
 //!   every other process dirtied there: a 2 GiB `dd` beside the registry made one checkpoint,
-//!   and every group commit queued behind it, wait more than a second
+//!   and every group commit queued behind it, wait half a second to a second
 //!   (bench/results/2026-12-06-checkpoint-commit.md).
 //!
 //! In `Commit` mode the wait runs beside the flusher ([`Presync`]): group commits go on
@@ -39,6 +42,8 @@ use super::*;
 
 /// ext4's (and ext2/3's) `statfs` magic.
 const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+/// xfs's `statfs` magic ("XFSB").
+const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
 /// The extended attribute the `Commit` checkpoint sets on the log file: the new epoch.
 const COMMIT_XATTR: &std::ffi::CStr = c"user.origin.checkpoint";
 /// Threads waiting for written files while the flusher pauses at a checkpoint's end. Files
@@ -63,8 +68,8 @@ pub(super) enum Mode {
 }
 
 impl Mode {
-    /// `Commit` when `root_dir` is on ext4 with a journal and the log takes an extended
-    /// attribute; `Syncfs` otherwise (or when anything here cannot be told).
+    /// `Commit` when `root_dir` is on ext4 with a journal or on xfs, and the log takes an
+    /// extended attribute; `Syncfs` otherwise (or when anything here cannot be told).
     pub(super) fn of(root_dir: &File, log: &File, root: &Path) -> Mode {
         #[cfg(test)]
         if FORCE_COMMIT
@@ -76,16 +81,17 @@ impl Mode {
             return Mode::Commit;
         }
         let _ = root;
-        match ext4_with_journal(root_dir) {
+        match journaled(root_dir) {
             Ok(true) if set_commit_xattr(log, 0).is_ok() => Mode::Commit,
             _ => Mode::Syncfs,
         }
     }
 }
 
-/// True when `dir` is on ext4 and that filesystem's journal is running: the kernel lists a
-/// running jbd2 journal as `/proc/fs/jbd2/<device>-<journal inode>`, 8 for ext4's own.
-fn ext4_with_journal(dir: &File) -> io::Result<bool> {
+/// True when `dir` is on xfs (which always has its log), or on ext4 whose journal is
+/// running: the kernel lists a running jbd2 journal as `/proc/fs/jbd2/<device>-<journal
+/// inode>`, 8 for ext4's own.
+fn journaled(dir: &File) -> io::Result<bool> {
     // SAFETY: an all-zero statfs is a valid value for fstatfs to overwrite.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: plain syscall on an open descriptor and a statfs it may write.
@@ -95,8 +101,10 @@ fn ext4_with_journal(dir: &File) -> io::Result<bool> {
     // f_type is an i64 here and an i32 on some 32-bit targets.
     #[allow(clippy::useless_conversion)]
     let fs_type = i64::from(st.f_type);
-    if fs_type != EXT4_SUPER_MAGIC {
-        return Ok(false);
+    match fs_type {
+        XFS_SUPER_MAGIC => return Ok(true),
+        EXT4_SUPER_MAGIC => {}
+        _ => return Ok(false),
     }
     let dev = dir.metadata()?.dev();
     let uevent = std::fs::read_to_string(format!(

@@ -1,5 +1,5 @@
-//! Checkpoints on real ext4 filesystems, with and without a journal, each made in an image
-//! file and mounted through a loop device. That needs root and the loop driver: elsewhere
+//! Checkpoints on real filesystems (ext4 with and without a journal, xfs), each made in an
+//! image file and mounted through a loop device. That needs root and the loop driver: elsewhere
 //! these tests say so and pass, unless `ORIGIN_TEST_LOOPFS=require` (CI sets it where loop
 //! devices work) makes a missing loop device a failure.
 
@@ -12,7 +12,38 @@ const IMAGE_MIB: u64 = 1024;
 /// What the other process leaves dirty beside the registry.
 const OTHER_MIB: usize = 256;
 
-/// An ext4 filesystem in an image file, mounted on a loop device until dropped.
+/// The filesystems these tests make.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Ext4,
+    Ext4WithoutJournal,
+    Xfs,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Ext4, Kind::Ext4WithoutJournal, Kind::Xfs];
+
+    /// What a checkpoint does there.
+    fn mode(self) -> durable::Mode {
+        match self {
+            Kind::Ext4 | Kind::Xfs => durable::Mode::Commit,
+            Kind::Ext4WithoutJournal => durable::Mode::Syncfs,
+        }
+    }
+
+    fn mkfs(self, image: &Path) -> Command {
+        let (program, args): (&str, &[&str]) = match self {
+            Kind::Ext4 => ("mkfs.ext4", &["-q", "-F", "-O", "has_journal"]),
+            Kind::Ext4WithoutJournal => ("mkfs.ext4", &["-q", "-F", "-O", "^has_journal"]),
+            Kind::Xfs => ("mkfs.xfs", &["-q", "-f"]),
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(args).arg(image);
+        cmd
+    }
+}
+
+/// A filesystem in an image file, mounted on a loop device until dropped.
 struct LoopFs {
     dir: crate::storage::tests::TempDir,
     device: String,
@@ -30,9 +61,9 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 }
 
 impl LoopFs {
-    /// A fresh ext4 (with its journal or without), or None when this machine cannot mount
-    /// one (not root, no loop driver, no `mkfs.ext4`).
-    fn new(with_journal: bool) -> Option<LoopFs> {
+    /// A fresh filesystem of `kind`, or None when this machine cannot mount one (not root,
+    /// no loop driver, no `mkfs.ext4` or `mkfs.xfs`).
+    fn new(kind: Kind) -> Option<LoopFs> {
         let made = (|| {
             // SAFETY: geteuid has no preconditions.
             if unsafe { libc::geteuid() } != 0 {
@@ -43,14 +74,7 @@ impl LoopFs {
             File::create(&image)
                 .and_then(|f| f.set_len(IMAGE_MIB << 20))
                 .map_err(|e| e.to_string())?;
-            let features = if with_journal {
-                "has_journal"
-            } else {
-                "^has_journal"
-            };
-            run(Command::new("mkfs.ext4")
-                .args(["-q", "-F", "-O", features])
-                .arg(&image))?;
+            run(&mut kind.mkfs(&image))?;
             let device = run(Command::new("losetup").args(["-f", "--show"]).arg(&image))?;
             let mount = dir.path().join("mnt");
             std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
@@ -92,33 +116,32 @@ impl Drop for LoopFs {
     }
 }
 
-/// ext4 with its journal checkpoints by a journal commit; ext4 without one by `syncfs`.
+/// ext4 with its journal and xfs checkpoint by a journal commit; ext4 without one by
+/// `syncfs`.
 #[test]
 fn the_checkpoint_mode_follows_the_filesystem() {
-    for (with_journal, want) in [
-        (true, durable::Mode::Commit),
-        (false, durable::Mode::Syncfs),
-    ] {
-        let Some(fs) = LoopFs::new(with_journal) else {
+    for kind in Kind::ALL {
+        let Some(fs) = LoopFs::new(kind) else {
             return;
         };
         let root = fs.mount().join("root");
         std::fs::create_dir(&root).unwrap();
         let log = File::create(root.join("log")).unwrap();
         let mode = durable::Mode::of(&File::open(&root).unwrap(), &log, &root);
-        assert_eq!(mode, want, "ext4 with_journal={with_journal}");
+        assert_eq!(mode, kind.mode(), "{kind:?}");
     }
 }
 
-/// Another process's unwritten data stays the kernel's to write on ext4 with a journal: a
-/// checkpoint there writes the registry's files and one journal commit, and the other file is
-/// still dirty after it (a `syncfs` then writes it). Without a journal the checkpoint is a
-/// `syncfs` and writes the other file too: the difference this test sees is the mode.
+/// Another process's unwritten data stays the kernel's to write on ext4 with a journal and
+/// on xfs: a checkpoint there writes the registry's files and one journal commit, and the
+/// other file is still dirty after it (a `syncfs` then writes it). Without a journal the
+/// checkpoint is a `syncfs` and writes the other file too: the difference this test sees is
+/// the mode. What was written is there after a restart on each.
 #[test]
-fn a_checkpoint_on_a_journaled_ext4_does_not_write_other_processes_data() {
+fn a_checkpoint_on_a_journaled_filesystem_does_not_write_other_processes_data() {
     use crate::storage::{PutCondition, Storage};
-    for with_journal in [true, false] {
-        let Some(fs) = LoopFs::new(with_journal) else {
+    for kind in Kind::ALL {
+        let Some(fs) = LoopFs::new(kind) else {
             return;
         };
         let root = fs.mount().join("root");
@@ -144,10 +167,10 @@ fn a_checkpoint_on_a_journaled_ext4_does_not_write_other_processes_data() {
         wait_for_checkpoint(&journal, checkpoints);
         let by_checkpoint = fs.written_bytes() - before_checkpoint;
         let other_bytes = (OTHER_MIB as u64) << 20;
-        if with_journal {
+        if kind.mode() == durable::Mode::Commit {
             assert!(
                 by_checkpoint < other_bytes / 4,
-                "the checkpoint wrote {by_checkpoint} bytes: the other file's too"
+                "{kind:?}: the checkpoint wrote {by_checkpoint} bytes: the other file's too"
             );
             assert!(commit_epoch(&root).is_some_and(|e| e > 0));
             // Still dirty: syncfs writes it now.
@@ -158,7 +181,7 @@ fn a_checkpoint_on_a_journaled_ext4_does_not_write_other_processes_data() {
         } else {
             assert!(
                 by_checkpoint >= other_bytes,
-                "a syncfs checkpoint wrote only {by_checkpoint} bytes"
+                "{kind:?}: a syncfs checkpoint wrote only {by_checkpoint} bytes"
             );
             assert_eq!(commit_epoch(&root), None);
         }
