@@ -149,21 +149,34 @@ pub(super) fn checkpoint(
 ) -> io::Result<()> {
     match mode {
         Mode::Syncfs => syncfs_checkpoint(root_dir, log, epoch),
-        Mode::Commit => {
-            let started = Instant::now();
-            let files = touched.written_files(root);
-            wait_written(&files, WAIT_THREADS)?;
-            let written = started.elapsed();
-            commit(log, epoch)?;
-            tracing::debug!(
-                files = files.len(),
-                ?written,
-                committed = ?started.elapsed().saturating_sub(written),
-                "journal checkpoint"
-            );
-            write_header(log, epoch)
-        }
+        Mode::Commit => wait_commit_restart(root, touched, log, epoch, (0, Duration::ZERO)),
     }
+}
+
+/// The end of every `Commit` checkpoint: the files `touched` wrote waited for, one journal
+/// commit, and the log started again under `epoch`. `presync` (files, time) is what a wait
+/// beside the flusher did before, for the debug line.
+fn wait_commit_restart(
+    root: &Path,
+    touched: &Touched,
+    log: &File,
+    epoch: u64,
+    (presync_files, presync_took): (usize, Duration),
+) -> io::Result<()> {
+    let started = Instant::now();
+    let files = touched.written_files(root);
+    wait_written(&files, WAIT_THREADS)?;
+    let written = started.elapsed();
+    commit(log, epoch)?;
+    tracing::debug!(
+        presync_files,
+        ?presync_took,
+        files = files.len(),
+        ?written,
+        committed = ?started.elapsed().saturating_sub(written),
+        "journal checkpoint"
+    );
+    write_header(log, epoch)
 }
 
 /// The bulk of a `Commit` checkpoint, off the flusher: a thread waits for the files the log
@@ -240,23 +253,10 @@ pub(super) fn finish(
     log: &File,
     epoch: u64,
 ) -> io::Result<()> {
-    let (presync_files, presync_took) = (presync.files, presync.started.elapsed());
+    let done = (presync.files, presync.started.elapsed());
     presync.join()?;
     injected_failure(shared)?;
-    let started = Instant::now();
-    let files = since.written_files(&shared.root);
-    wait_written(&files, WAIT_THREADS)?;
-    let written = started.elapsed();
-    commit(log, epoch)?;
-    tracing::debug!(
-        presync_files,
-        ?presync_took,
-        files = files.len(),
-        ?written,
-        committed = ?started.elapsed().saturating_sub(written),
-        "journal checkpoint"
-    );
-    write_header(log, epoch)
+    wait_commit_restart(&shared.root, since, log, epoch, done)
 }
 
 /// Waits until the data of each file is on the device, starting its writeback if nothing
