@@ -57,11 +57,10 @@ pub async fn dispatch(app: &App, req: &mut Request<'_>) -> Result<Response> {
     };
     let mirror = mirrored.as_ref().map(|(ns, _)| ns);
     if crate::trace::recording() {
+        // The server span's name follows from its method and route (crate::trace::record).
         let span = tracing::Span::current();
-        span.record("http.route", endpoint.template());
-        let name = format!("{} {}", req.head.method.as_str(), endpoint.template());
-        span.record("otel.name", name);
-        span.record("oci.action", action.as_str());
+        crate::trace::set_static(&span, "http.route", endpoint.template());
+        crate::trace::set_static(&span, "oci.action", action.as_str());
         if let Some(name) = endpoint.name() {
             span.record("oci.repository", name);
         }

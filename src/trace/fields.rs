@@ -22,19 +22,26 @@ pub(super) struct Fields<'a> {
 
 impl Fields<'_> {
     fn push(&mut self, key: &'static str, value: Value) {
-        let attrs = &mut self.rec.attributes;
-        let old = if self.new {
-            None
-        } else {
-            attrs.iter_mut().find(|a| a.0 == key)
-        };
-        if let Some(old) = old {
-            old.1 = value;
-        } else if attrs.len() < ATTRIBUTES_MAX {
-            attrs.push((key, value));
-        } else {
-            self.rec.dropped_attributes += 1;
-        }
+        set(self.rec, key, value, self.new);
+    }
+}
+
+/// Sets attribute `key` of `rec`: replaces its value, or appends it (`new`: the span is
+/// being created and each key comes once, so no earlier value is looked for); past
+/// [`ATTRIBUTES_MAX`] it is dropped and counted.
+pub(super) fn set(rec: &mut Finished, key: &'static str, value: Value, new: bool) {
+    let attrs = &mut rec.attributes;
+    let old = if new {
+        None
+    } else {
+        attrs.iter_mut().find(|a| a.0 == key)
+    };
+    if let Some(old) = old {
+        old.1 = value;
+    } else if attrs.len() < ATTRIBUTES_MAX {
+        attrs.push((key, value));
+    } else {
+        rec.dropped_attributes += 1;
     }
 }
 

@@ -60,6 +60,13 @@ macro_rules! span_event {
     };
 }
 
+/// Sets attribute `key` of `span`, a recorded span, to a value that lives as long as the
+/// process (a route template, an action): the value is not copied while the request runs
+/// (see [`spans::set_static`]).
+pub fn set_static(span: &Span, key: &'static str, value: &'static str) {
+    spans::set_static(span, key, value);
+}
+
 /// True when tracing is on (spans are recorded for sampled requests).
 pub fn is_on() -> bool {
     ON.load(Relaxed)
@@ -157,7 +164,7 @@ fn well_formed(traceparent: &str) -> bool {
 /// What the HTTP layer knows of a request when it starts (its headers are read through the
 /// `header` function given with it, and only once the request is sampled).
 pub struct RequestInfo<'a> {
-    pub method: &'a str,
+    pub method: &'static str,
     pub path: &'a str,
     pub peer: SocketAddr,
 }
@@ -211,21 +218,19 @@ pub fn server_span<'a>(
         "request",
         error = Empty,
         otel.kind = "server",
-        otel.name = Empty,
         otel.trace_id = u128::from_be_bytes(trace_id.to_bytes()),
         otel.parent_id = u64::from_be_bytes(parent_id.to_bytes()),
-        http.request.method = info.method,
         url.path = info.path,
-        http.route = Empty,
         http.response.status_code = Empty,
         server.address = header("host").unwrap_or(""),
         client.address = %info.peer.ip(),
         client.port = info.peer.port(),
         user_agent.original = header("user-agent").unwrap_or(""),
         oci.repository = Empty,
-        oci.action = Empty,
         enduser.id = Empty,
     );
+    // Its name, `{method} {route}`, is composed when it is exported (`record::Finished`).
+    spans::set_static(&server, "http.request.method", info.method);
     Some(RequestTrace::Recorded(RequestSpans { server, trace_id }))
 }
 

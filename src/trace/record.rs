@@ -15,6 +15,9 @@ use opentelemetry_proto::tonic::trace::v1::{span, status, Span, SpanFlags, Statu
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Str(String),
+    /// A value known for the life of the process (a route template, an action, a method):
+    /// kept as the reference on the recording thread, copied only on the exporter's.
+    Static(&'static str),
     Int(i64),
     Bool(bool),
 }
@@ -67,6 +70,7 @@ fn nanos(t: SystemTime) -> u64 {
 fn key_value((key, value): Attribute) -> KeyValue {
     let value = match value {
         Value::Str(s) => any_value::Value::StringValue(s),
+        Value::Static(s) => any_value::Value::StringValue(s.to_string()),
         Value::Int(i) => any_value::Value::IntValue(i),
         Value::Bool(b) => any_value::Value::BoolValue(b),
     };
@@ -79,6 +83,27 @@ fn key_value((key, value): Attribute) -> KeyValue {
 
 fn attributes(list: Vec<Attribute>) -> Vec<KeyValue> {
     list.into_iter().map(key_value).collect()
+}
+
+/// A server span's name, `{method} {route}` (the HTTP semantic conventions), once its route
+/// is known: composed here, on the exporter's thread, from the two attributes, rather than
+/// formatted on the worker for every recorded request.
+fn server_name(attributes: &[Attribute]) -> Option<String> {
+    let text = |key: &str| {
+        attributes
+            .iter()
+            .find(|a| a.0 == key)
+            .and_then(|a| match &a.1 {
+                Value::Str(s) => Some(s.as_str()),
+                Value::Static(s) => Some(*s),
+                _ => None,
+            })
+    };
+    Some(format!(
+        "{} {}",
+        text("http.request.method")?,
+        text("http.route")?
+    ))
 }
 
 impl Finished {
@@ -115,7 +140,11 @@ impl Finished {
                 self.parent_span_id.to_bytes().to_vec()
             },
             flags,
-            name: self.name.into_owned(),
+            name: match self.kind {
+                Kind::Server => server_name(&self.attributes),
+                _ => None,
+            }
+            .unwrap_or_else(|| self.name.into_owned()),
             kind: kind as i32,
             start_time_unix_nano: nanos(self.start),
             end_time_unix_nano: nanos(self.end),

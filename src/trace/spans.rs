@@ -28,8 +28,8 @@ use tracing::{Event, Metadata, Subscriber};
 use tracing_core::span::Current;
 use tracing_core::LevelFilter;
 
-use super::fields::{EventFields, Fields, ATTRIBUTES_MAX};
-use super::record::{self, Finished, Kind};
+use super::fields::{self, EventFields, Fields, ATTRIBUTES_MAX};
+use super::record::{self, Finished, Kind, Value};
 use super::{SpanIds, ROOT, SPAN};
 
 /// Events kept per span (retries, say); more are dropped and counted.
@@ -83,6 +83,21 @@ pub fn recording() -> bool {
 /// The ids of the innermost span entered on this thread.
 pub fn current() -> Option<SpanIds> {
     ENTERED.with(|e| e.borrow().last().map(|id| node(id).ids))
+}
+
+/// What [`Spans`] also answers to in `downcast_raw`, whatever log subscriber it wraps: how a
+/// caller holding a `Span` tells that its id is one of ours.
+struct Ours;
+
+/// Sets attribute `key` of `span` to a `&'static str` (a route template, an action, a
+/// method), kept as the reference rather than copied into a `String` as a recorded field
+/// is. Nothing happens for a disabled span or one another subscriber made.
+pub fn set_static(span: &tracing::Span, key: &'static str, value: &'static str) {
+    span.with_subscriber(|(id, dispatch)| {
+        if dispatch.downcast_ref::<Ours>().is_some() {
+            fields::set(&mut node(id).lock(), key, Value::Static(value), false);
+        }
+    });
 }
 
 fn ours(meta: &Metadata<'_>) -> bool {
@@ -272,7 +287,7 @@ impl<S: Subscriber> Subscriber for Spans<S> {
     }
 
     unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
-        if id == std::any::TypeId::of::<Self>() {
+        if id == std::any::TypeId::of::<Self>() || id == std::any::TypeId::of::<Ours>() {
             return Some(std::ptr::from_ref(self).cast());
         }
         // SAFETY: the inner subscriber answers for its own types.
