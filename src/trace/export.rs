@@ -4,18 +4,26 @@
 //! OTLP `ExportTraceServiceRequest` (protobuf, the `opentelemetry-proto` messages) and POSTs
 //! them to `<endpoint>/v1/traces` on the project's HTTP client, as the async webhook
 //! deliveries do.
+//!
+//! Each span is encoded (its `Span` message, by prost) as soon as the exporter takes it, into
+//! the batch's bytes, and its message dropped: in protobuf a repeated message field is the
+//! concatenation of its entries, so the body is the request's envelope around those entries,
+//! byte for byte what prost writes for the whole request (`trace::tests`). Encoding the whole
+//! request at once computed each nested message's length once per level above it (six times
+//! for an attribute's value) and kept the batch's messages alive until then.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource as ResourceMessage;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
+use prost::encoding::{encode_key, encode_varint, WireType};
+use prost::Message;
 
 use super::record::Finished;
 
@@ -188,7 +196,7 @@ fn export_loop(io_driver: IoDriver) {
         }
     };
     let mut failing = false;
-    let mut batch: Vec<Finished> = Vec::new();
+    let mut batch = Batch::default();
     // Swapped with each thread's list: the taken list becomes the next spare.
     let mut spare: Vec<Finished> = Vec::new();
     // When the oldest span of `batch` was taken.
@@ -202,14 +210,19 @@ fn export_loop(io_driver: IoDriver) {
         let shards: Vec<Arc<Shard>> = SHARDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for shard in &shards {
             std::mem::swap(&mut *shard.lock(), &mut spare);
+            if s.is_none() {
+                // Tracing was turned off: what was queued goes.
+                spare.clear();
+                continue;
+            }
             for span in spare.drain(..) {
                 if batch.is_empty() {
                     oldest = Instant::now();
                 }
-                batch.push(span);
+                batch.push_span(span);
                 if batch.len() >= max {
-                    let full = std::mem::take(&mut batch);
-                    failing = export(&rt, s.as_deref(), full, failing);
+                    failing = export(&rt, s.as_deref(), &batch, failing);
+                    batch.clear();
                 }
             }
         }
@@ -222,9 +235,9 @@ fn export_loop(io_driver: IoDriver) {
         METRICS
             .trace_queued
             .store(i64::try_from(batch.len()).unwrap_or(i64::MAX), Relaxed);
-        if !batch.is_empty() && oldest.elapsed() >= delay {
-            let due = std::mem::take(&mut batch);
-            failing = export(&rt, s.as_deref(), due, failing);
+        if !batch.is_empty() && (s.is_none() || oldest.elapsed() >= delay) {
+            failing = export(&rt, s.as_deref(), &batch, failing);
+            batch.clear();
         }
     }
 }
@@ -234,7 +247,7 @@ fn export_loop(io_driver: IoDriver) {
 fn export(
     rt: &compio::runtime::Runtime,
     s: Option<&Settings>,
-    batch: Vec<Finished>,
+    batch: &Batch,
     failing: bool,
 ) -> bool {
     let Some(s) = s else {
@@ -259,34 +272,99 @@ fn export(
     }
 }
 
-/// The OTLP/HTTP request body of a batch: protobuf `ExportTraceServiceRequest`, every span
-/// under this process's one resource and one instrumentation scope.
-pub fn encode(batch: Vec<Finished>, resource: &ResourceAttributesWithSchema) -> Vec<u8> {
-    let scope = InstrumentationScope {
-        name: "origin".to_string(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        attributes: Vec::new(),
-        dropped_attributes_count: 0,
-    };
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(ResourceMessage {
-                attributes: resource.attributes.0.clone(),
-                dropped_attributes_count: 0,
-                entity_refs: Vec::new(),
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(scope),
-                spans: batch.into_iter().map(Finished::into_proto).collect(),
-                schema_url: String::new(),
-            }],
-            schema_url: resource.schema_url.clone().unwrap_or_default(),
-        }],
-    };
-    prost::Message::encode_to_vec(&request)
+/// Spans encoded as entries of `ScopeSpans.spans` (field 2: key, length, `Span` message),
+/// one after another.
+#[derive(Default)]
+pub struct Batch {
+    bytes: Vec<u8>,
+    spans: usize,
 }
 
-async fn send(s: &Settings, batch: Vec<Finished>) -> std::io::Result<()> {
+/// `ScopeSpans.spans`.
+const SCOPE_SPANS_SPANS: u32 = 2;
+/// `ExportTraceServiceRequest.resource_spans`.
+const REQUEST_RESOURCE_SPANS: u32 = 1;
+/// `ResourceSpans.resource`, `.scope_spans`, `.schema_url`.
+const RESOURCE_SPANS_RESOURCE: u32 = 1;
+const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
+const RESOURCE_SPANS_SCHEMA_URL: u32 = 3;
+
+impl Batch {
+    /// Spans in the batch.
+    pub fn len(&self) -> usize {
+        self.spans
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans == 0
+    }
+
+    /// Encodes `span` (its OTLP message) at the end of the batch.
+    pub fn push_span(&mut self, span: Finished) {
+        prost::encoding::message::encode(SCOPE_SPANS_SPANS, &span.into_proto(), &mut self.bytes);
+        self.spans += 1;
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.spans = 0;
+    }
+}
+
+/// The OTLP/HTTP request body of a batch: protobuf `ExportTraceServiceRequest`, every span
+/// under this process's one resource and one instrumentation scope. Written as prost writes
+/// the whole message (fields in number order, empty ones left out), with the batch's
+/// encoded entries as `ScopeSpans.spans`.
+pub fn encode(batch: &Batch, resource: &ResourceAttributesWithSchema) -> Vec<u8> {
+    let scope = ScopeSpans {
+        scope: Some(InstrumentationScope {
+            name: "origin".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+        }),
+        spans: Vec::new(),
+        schema_url: String::new(),
+    };
+    let resource_message = ResourceMessage {
+        attributes: resource.attributes.0.clone(),
+        dropped_attributes_count: 0,
+        entity_refs: Vec::new(),
+    };
+    let schema_url = resource.schema_url.as_deref().unwrap_or_default();
+    // ScopeSpans: its scope (field 1), then the spans (field 2); its schema URL is empty.
+    let scope_len = scope.encoded_len() + batch.bytes.len();
+    // ResourceSpans: resource (1), scope_spans (2), schema_url (3).
+    let mut resource_spans_len = field_len(RESOURCE_SPANS_RESOURCE, resource_message.encoded_len())
+        + field_len(RESOURCE_SPANS_SCOPE_SPANS, scope_len);
+    if !schema_url.is_empty() {
+        resource_spans_len += field_len(RESOURCE_SPANS_SCHEMA_URL, schema_url.len());
+    }
+    let mut out = Vec::with_capacity(field_len(REQUEST_RESOURCE_SPANS, resource_spans_len));
+    frame(REQUEST_RESOURCE_SPANS, resource_spans_len, &mut out);
+    prost::encoding::message::encode(RESOURCE_SPANS_RESOURCE, &resource_message, &mut out);
+    frame(RESOURCE_SPANS_SCOPE_SPANS, scope_len, &mut out);
+    scope.encode_raw(&mut out);
+    out.extend_from_slice(&batch.bytes);
+    if !schema_url.is_empty() {
+        frame(RESOURCE_SPANS_SCHEMA_URL, schema_url.len(), &mut out);
+        out.extend_from_slice(schema_url.as_bytes());
+    }
+    out
+}
+
+/// The key and length of a length-delimited field whose content follows.
+fn frame(tag: u32, len: usize, out: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+}
+
+/// Bytes of a length-delimited field with `len` bytes of content.
+fn field_len(tag: u32, len: usize) -> usize {
+    prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+async fn send(s: &Settings, batch: &Batch) -> std::io::Result<()> {
     let body = encode(batch, &s.resource);
     let mut headers: Vec<(&str, String)> =
         vec![("Content-Type", "application/x-protobuf".to_string())];

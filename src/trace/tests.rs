@@ -35,16 +35,9 @@ fn traceparent_is_read_and_checked() {
     assert!(remote_parent(|name| none.get(name).copied()).is_none());
 }
 
-/// A batch encodes to an OTLP request that decodes back with its ids, names, kinds,
-/// attributes, events, status and resource, as the SDK's conversion of the same span would.
-#[test]
-fn a_batch_encodes_as_otlp_protobuf() {
+/// A server span with a remote parent, attributes, an event and an error, and its child.
+fn two_spans() -> (super::record::Finished, super::record::Finished) {
     use std::time::{Duration, SystemTime};
-
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::any_value;
-    use opentelemetry_proto::tonic::trace::v1::{span, status};
-    use prost::Message;
 
     use super::record::{Event, Finished, Kind, Value};
 
@@ -85,10 +78,27 @@ fn a_batch_encodes_as_otlp_protobuf() {
         error: None,
         ..root
     };
+    (root, child)
+}
+
+/// A batch encodes to an OTLP request that decodes back with its ids, names, kinds,
+/// attributes, events, status and resource, as the SDK's conversion of the same span would.
+#[test]
+fn a_batch_encodes_as_otlp_protobuf() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    use opentelemetry_proto::tonic::trace::v1::{span, status};
+    use prost::Message;
+
+    let (root, child) = two_spans();
+    let trace_id = root.trace_id;
+    let mut batch = super::export::Batch::default();
+    batch.push_span(root);
+    batch.push_span(child);
     let resource = opentelemetry_sdk::Resource::builder_empty()
         .with_service_name("origin-test")
         .build();
-    let body = super::export::encode(vec![root, child], &(&resource).into());
+    let body = super::export::encode(&batch, &(&resource).into());
     let decoded = ExportTraceServiceRequest::decode(body.as_slice()).expect("decodes");
     assert_eq!(decoded.resource_spans.len(), 1);
     let rs = &decoded.resource_spans[0];
@@ -138,6 +148,56 @@ fn a_batch_encodes_as_otlp_protobuf() {
     assert_eq!(c.kind, span::SpanKind::Internal as i32);
     let st = c.status.as_ref().expect("status");
     assert_eq!(st.code, status::StatusCode::Unset as i32);
+}
+
+/// The body of a batch whose spans were encoded one by one as they were taken is, byte for byte,
+/// prost's encoding of the whole request built from the same spans.
+#[test]
+fn a_batch_body_is_what_prost_writes_for_the_whole_request() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+    use prost::Message;
+
+    for schema_url in [None, Some("https://opentelemetry.io/schemas/1.30.0")] {
+        let mut builder = opentelemetry_sdk::Resource::builder_empty().with_service_name("o");
+        if let Some(url) = schema_url {
+            builder = builder.with_schema_url([opentelemetry::KeyValue::new("k", "v")], url);
+        }
+        let resource: ResourceAttributesWithSchema = (&builder.build()).into();
+        let mut batch = super::export::Batch::default();
+        let (root, child) = two_spans();
+        batch.push_span(root);
+        batch.push_span(child);
+        let (root, child) = two_spans();
+        let whole = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: resource.attributes.0.clone(),
+                    dropped_attributes_count: 0,
+                    entity_refs: Vec::new(),
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "origin".to_string(),
+                        version: env!("CARGO_PKG_VERSION").to_string(),
+                        attributes: Vec::new(),
+                        dropped_attributes_count: 0,
+                    }),
+                    spans: vec![root.into_proto(), child.into_proto()],
+                    schema_url: String::new(),
+                }],
+                schema_url: resource.schema_url.clone().unwrap_or_default(),
+            }],
+        };
+        let body = super::export::encode(&batch, &resource);
+        assert_eq!(body, whole.encode_to_vec(), "schema URL {schema_url:?}");
+        let empty = super::export::encode(&super::export::Batch::default(), &resource);
+        let decoded = ExportTraceServiceRequest::decode(empty.as_slice()).expect("decodes");
+        assert!(decoded.resource_spans[0].scope_spans[0].spans.is_empty());
+    }
 }
 
 /// A request that panics while its trace id is set (its task catches the panic) leaves the
