@@ -204,24 +204,21 @@ fn export_loop(io_driver: IoDriver) {
     loop {
         std::thread::sleep(POLL_INTERVAL);
         let s = settings();
-        let (max, delay) = s.as_ref().map_or((usize::MAX, Duration::ZERO), |s| {
-            (s.batch_spans_max, s.batch_delay)
-        });
         let shards: Vec<Arc<Shard>> = SHARDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for shard in &shards {
             std::mem::swap(&mut *shard.lock(), &mut spare);
-            if s.is_none() {
+            let Some(s) = s.as_deref() else {
                 // Tracing was turned off: what was queued goes.
                 spare.clear();
                 continue;
-            }
+            };
             for span in spare.drain(..) {
                 if batch.is_empty() {
                     oldest = Instant::now();
                 }
                 batch.push_span(span);
-                if batch.len() >= max {
-                    failing = export(&rt, s.as_deref(), &batch, failing);
+                if batch.len() >= s.batch_spans_max {
+                    failing = export(&rt, s, &batch, failing);
                     batch.clear();
                 }
             }
@@ -235,24 +232,20 @@ fn export_loop(io_driver: IoDriver) {
         METRICS
             .trace_queued
             .store(i64::try_from(batch.len()).unwrap_or(i64::MAX), Relaxed);
-        if !batch.is_empty() && (s.is_none() || oldest.elapsed() >= delay) {
-            failing = export(&rt, s.as_deref(), &batch, failing);
-            batch.clear();
+        match s.as_deref() {
+            None => batch.clear(),
+            Some(s) if !batch.is_empty() && oldest.elapsed() >= s.batch_delay => {
+                failing = export(&rt, s, &batch, failing);
+                batch.clear();
+            }
+            Some(_) => {}
         }
     }
 }
 
-/// Sends one batch (or drops it when tracing was turned off); returns whether exports are
-/// failing now (a warning is logged once per failing stretch, not per batch).
-fn export(
-    rt: &compio::runtime::Runtime,
-    s: Option<&Settings>,
-    batch: &Batch,
-    failing: bool,
-) -> bool {
-    let Some(s) = s else {
-        return failing;
-    };
+/// Sends one batch; returns whether exports are failing now (a warning is logged once per
+/// failing stretch, not per batch).
+fn export(rt: &compio::runtime::Runtime, s: &Settings, batch: &Batch, failing: bool) -> bool {
     let n = batch.len() as u64;
     match rt.block_on(send(s, batch)) {
         Ok(()) => {

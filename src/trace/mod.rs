@@ -33,6 +33,7 @@ use tracing::field::Empty;
 use tracing::Span;
 
 pub use export::Settings;
+pub use spans::set_static;
 
 /// Target of spans inside a trace (created only when their parent is recorded).
 pub const SPAN: &str = "origin::span";
@@ -58,13 +59,6 @@ macro_rules! span_event {
     ($($arg:tt)*) => {
         tracing::info!(target: "origin::span", $($arg)*)
     };
-}
-
-/// Sets attribute `key` of `span`, a recorded span, to a value that lives as long as the
-/// process (a route template, an action): the value is not copied while the request runs
-/// (see [`spans::set_static`]).
-pub fn set_static(span: &Span, key: &'static str, value: &'static str) {
-    spans::set_static(span, key, value);
 }
 
 /// True when tracing is on (spans are recorded for sampled requests).

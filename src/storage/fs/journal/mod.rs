@@ -6,9 +6,9 @@
 //! with one `pwrite` and one `fdatasync` (so concurrent requests share the flush: group
 //! commit), then applies them to the tree without any fsync, in log order. A checkpoint
 //! every `CHECKPOINT_INTERVAL` or `CHECKPOINT_BYTES` makes the tree durable up to the log's
-//! end (`durable.rs`: on ext4 with its journal and on xfs, the data of the files the log wrote and one
-//! journal commit; elsewhere `syncfs`), after which the log starts again. At start-up,
-//! records left in the log are replayed into the tree (every put and delete is a
+//! end (`durable.rs`: on ext4 with its journal and on xfs, the data of the files the log
+//! wrote and one journal commit; elsewhere `syncfs`), after which the log starts again. At
+//! start-up, records left in the log are replayed into the tree (every put and delete is a
 //! whole-object overwrite, so replaying one that was applied already changes nothing), and
 //! the tree is made durable with `syncfs`.
 //!
