@@ -40,7 +40,7 @@ pub fn init(config: &LogConfig) {
     };
 }
 
-/// A log line written for a recorded request names its trace (`crate::trace::logged`):
+/// A log line written for a recorded request names its trace (`crate::trace::InTrace`):
 /// `request{trace_id=...}: ` before the target in text, a `trace_id` member in JSON.
 struct TraceId<F>(F);
 

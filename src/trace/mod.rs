@@ -20,9 +20,12 @@ pub mod spans;
 mod tests;
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
 use std::thread::LocalKey;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
@@ -164,7 +167,7 @@ pub struct RequestInfo<'a> {
 }
 
 /// One recorded request: its server span (exported), and its trace id, which every log
-/// line of the request names ([`logged`]).
+/// line of the request names ([`InTrace`]).
 pub struct RequestSpans {
     pub server: Span,
     pub trace_id: TraceId,
@@ -235,18 +238,6 @@ thread_local! {
     static PASSED: RefCell<Option<Rc<str>>> = const { RefCell::new(None) };
 }
 
-/// Polls `fut` with `value` in this thread's `slot`, put there before each poll and the
-/// outer value put back after it, as a span is entered: what the request's code reads
-/// while it runs.
-async fn polled_with<F: std::future::Future, T: Clone + 'static>(
-    fut: F,
-    slot: &'static LocalKey<RefCell<Option<T>>>,
-    value: T,
-) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| with_local(slot, value.clone(), || fut.as_mut().poll(cx))).await
-}
-
 fn with_local<T: 'static, R>(
     slot: &'static LocalKey<RefCell<Option<T>>>,
     value: T,
@@ -271,14 +262,44 @@ fn with_local<T: 'static, R>(
     f()
 }
 
-/// Runs `fut` (a recorded request's) with its log lines naming `trace_id`. (A thread-local,
-/// not a `tracing` span the log layer would format: a span per request was a measurable
-/// share of the cost at 100 % sampling.)
-pub async fn logged<F: std::future::Future>(fut: F, trace_id: TraceId) -> F::Output {
-    polled_with(fut, &LOGGED, trace_id).await
+/// A request's future polled in its trace: a recorded request's inside its server span,
+/// with its log lines naming its trace (a thread-local, not a `tracing` span the log layer
+/// would format: a span per request was a measurable share of the cost at 100 % sampling);
+/// an unsampled one's with its `traceparent` passed on to the outbound requests it makes.
+/// One struct around the future, where `Instrumented` inside two `async fn` wrappers moved
+/// the request's whole future once per layer before its first poll (bench/results, tracing).
+pub struct InTrace<'a, F> {
+    fut: F,
+    trace: &'a RequestTrace,
 }
 
-/// Runs `f` with the log lines it writes naming `trace_id` (see [`logged`]).
+impl<'a, F: Future> InTrace<'a, F> {
+    pub fn new(fut: F, trace: &'a RequestTrace) -> Self {
+        InTrace { fut, trace }
+    }
+}
+
+impl<F: Future> Future for InTrace<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `fut` is pinned structurally: it is never moved out of `self` (no method
+        // hands it out by value and there is no `Drop` impl), and `InTrace` is `Unpin` only
+        // when `F` is.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above; `this` is not moved after this.
+        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        match this.trace {
+            RequestTrace::Recorded(s) => {
+                let _entered = s.server.enter();
+                with_local(&LOGGED, s.trace_id, || fut.poll(cx))
+            }
+            RequestTrace::Passed(tp) => with_local(&PASSED, tp.clone(), || fut.poll(cx)),
+        }
+    }
+}
+
+/// Runs `f` with the log lines it writes naming `trace_id` (see [`InTrace`]).
 pub fn with_trace_id<R>(trace_id: TraceId, f: impl FnOnce() -> R) -> R {
     with_local(&LOGGED, trace_id, f)
 }
@@ -290,8 +311,9 @@ pub fn logged_trace_id() -> Option<TraceId> {
 
 /// Runs `fut` (an unsampled request's) with `traceparent` passed on to the outbound
 /// requests it makes.
-pub async fn passing<F: std::future::Future>(fut: F, traceparent: Rc<str>) -> F::Output {
-    polled_with(fut, &PASSED, traceparent).await
+pub async fn passing<F: Future>(fut: F, traceparent: Rc<str>) -> F::Output {
+    let trace = RequestTrace::Passed(traceparent);
+    InTrace::new(fut, &trace).await
 }
 
 /// The `traceparent` an unsampled request being polled on this thread passes on (None in

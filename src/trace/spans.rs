@@ -3,7 +3,7 @@
 //! one to the exporter's queue; events go to the log subscriber inside it.
 //!
 //! Spans are the trace's alone. The log formats events, not spans (a log line of a recorded
-//! request names its trace through `super::logged`), so no other span is enabled, and every
+//! request names its trace through `super::InTrace`), so no other span is enabled, and every
 //! `tracing` span id in the process is one of ours: the address of its [`Node`], an `Arc`
 //! whose strong count is the number of `Span` handles to it (`tracing` clones and closes ids
 //! as handles are cloned and dropped). A span is then one allocation, recorded under its own

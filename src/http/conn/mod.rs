@@ -15,7 +15,6 @@ use compio::io::{AsyncRead, AsyncWrite};
 use compio::net::TcpStream;
 use compio::time::timeout;
 use std::rc::Rc;
-use tracing::Instrument;
 
 use crate::tls::{PeerIdentity, TlsStream};
 use crate::trace::RequestTrace;
@@ -196,18 +195,11 @@ pub async fn serve_connection<H: Handler>(
                 &mut out,
             ),
         );
-        // A recorded request runs in its server span, its log lines naming its trace
-        // (crate::trace). Both traced arms are boxed: their futures (the request inside
-        // each) are then not laid out in every connection's task, idle ones included
-        // (tests/scale.rs).
+        // A request taking part in a trace runs in it (crate::trace::InTrace), in a pooled
+        // block: inline, its future would be laid out in every connection's task, idle ones
+        // included (tests/scale.rs).
         let outcome = match &spans {
-            Some(RequestTrace::Recorded(s)) => {
-                let traced = request.instrument(s.server.clone());
-                Box::pin(crate::trace::logged(traced, s.trace_id)).await
-            }
-            Some(RequestTrace::Passed(tp)) => {
-                Box::pin(crate::trace::passing(request, tp.clone())).await
-            }
+            Some(trace) => pooled::Pooled::new(crate::trace::InTrace::new(request, trace)).await,
             None => request.await,
         };
         let bytes_in = req.body.bytes_read();
