@@ -1,12 +1,12 @@
-//! The export of finished spans: a bounded list per recording thread that the thread only
-//! appends to (a full list drops the span and counts it), and one thread, `origin-traces`,
-//! with its own compio runtime, that takes the lists, batches the spans, encodes them as an
-//! OTLP `ExportTraceServiceRequest` (protobuf, the `opentelemetry-proto` messages) and POSTs
-//! them to `<endpoint>/v1/traces` on the project's HTTP client, as the async webhook
-//! deliveries do.
+//! The export of finished spans: a bounded queue per recording thread that the thread only
+//! appends to, packed (`super::packed`; a full queue drops the span and counts it), and one
+//! thread, `origin-traces`, with its own compio runtime, that takes the queues, batches the
+//! spans, encodes them as an OTLP `ExportTraceServiceRequest` (protobuf, the
+//! `opentelemetry-proto` messages) and POSTs them to `<endpoint>/v1/traces` on the project's
+//! HTTP client, as the async webhook deliveries do.
 //!
-//! Each span is encoded (its `Span` message, by prost) as soon as the exporter takes it, into
-//! the batch's bytes, and its message dropped: in protobuf a repeated message field is the
+//! Each span is read into one reused `Span` message and encoded (by prost) as soon as the
+//! exporter takes it, into the batch's bytes: in protobuf a repeated message field is the
 //! concatenation of its entries, so the body is the request's envelope around those entries,
 //! byte for byte what prost writes for the whole request (`trace::tests`). Encoding the whole
 //! request at once computed each nested message's length once per level above it (six times
@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 use opentelemetry::KeyValue;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource as ResourceMessage;
-use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
 use prost::encoding::{encode_key, encode_varint, WireType};
 use prost::Message;
 
+use super::packed::{self, Reader};
 use super::record::Finished;
 
 use crate::config::{ConfigError, IoDriver, TracingConfig};
@@ -101,20 +102,38 @@ fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// The spans one thread has finished and the exporter has not taken yet. Only that thread
-/// appends, under a lock only the exporter also takes, once per poll, to swap the list out:
-/// no cache line is shared between workers per span (a bounded channel's send and a shared
-/// gauge per span were the queue's largest costs in a profile at 100 % sampling).
+/// The spans one thread has finished and the exporter has not taken yet, packed
+/// (`super::packed`). Only that thread appends, under a lock only the exporter also takes,
+/// once per poll, to swap the buffer out: no cache line is shared between workers per span
+/// (a bounded channel's send and a shared gauge per span were the queue's largest costs in a
+/// profile at 100 % sampling).
 #[derive(Default)]
 struct Shard {
-    spans: Mutex<Vec<Finished>>,
+    queued: Mutex<Queued>,
+}
+
+#[derive(Default)]
+struct Queued {
+    bytes: Vec<u8>,
+    spans: usize,
+}
+
+impl Queued {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.spans = 0;
+    }
 }
 
 impl Shard {
-    fn lock(&self) -> MutexGuard<'_, Vec<Finished>> {
-        self.spans.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Queued> {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// Bytes of packed spans a thread's queue holds at most, per span of `queue_spans_max`: a
+/// recorded span packs to 100-800 bytes (the server span's attributes are the most).
+const QUEUE_BYTES_PER_SPAN: usize = 1024;
 
 /// Every thread's list, for the exporter to take from.
 static SHARDS: Mutex<Vec<Arc<Shard>>> = Mutex::new(Vec::new());
@@ -167,11 +186,14 @@ pub(super) fn push(span: Finished) {
     let kept = max > 0
         && SHARD
             .try_with(|shard| {
-                let mut spans = shard.lock();
-                if spans.len() >= max {
+                let mut queued = shard.lock();
+                let full = queued.spans >= max
+                    || queued.bytes.len() >= max.saturating_mul(QUEUE_BYTES_PER_SPAN);
+                if full {
                     return false;
                 }
-                spans.push(span);
+                packed::pack(span, &mut queued.bytes);
+                queued.spans += 1;
                 true
             })
             .unwrap_or(false);
@@ -197,8 +219,8 @@ fn export_loop(io_driver: IoDriver) {
     };
     let mut failing = false;
     let mut batch = Batch::default();
-    // Swapped with each thread's list: the taken list becomes the next spare.
-    let mut spare: Vec<Finished> = Vec::new();
+    // Swapped with each thread's queue: the taken buffer becomes the next spare.
+    let mut taken = Queued::default();
     // When the oldest span of `batch` was taken.
     let mut oldest = Instant::now();
     loop {
@@ -206,29 +228,34 @@ fn export_loop(io_driver: IoDriver) {
         let s = settings();
         let shards: Vec<Arc<Shard>> = SHARDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for shard in &shards {
-            std::mem::swap(&mut *shard.lock(), &mut spare);
+            std::mem::swap(&mut *shard.lock(), &mut taken);
             let Some(s) = s.as_deref() else {
                 // Tracing was turned off: what was queued goes.
-                spare.clear();
+                taken.clear();
                 continue;
             };
-            for span in spare.drain(..) {
-                if batch.is_empty() {
+            let mut spans = Reader::new(&taken.bytes);
+            loop {
+                let first = batch.is_empty();
+                if !batch.push_next(&mut spans) {
+                    break;
+                }
+                if first {
                     oldest = Instant::now();
                 }
-                batch.push_span(span);
                 if batch.len() >= s.batch_spans_max {
                     failing = export(&rt, s, &batch, failing);
                     batch.clear();
                 }
             }
+            taken.clear();
         }
         drop(shards);
         // The lists of threads that ended, once emptied (held by the list of lists alone).
         SHARDS
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|shard| Arc::strong_count(shard) > 1 || !shard.lock().is_empty());
+            .retain(|shard| Arc::strong_count(shard) > 1 || shard.lock().spans > 0);
         METRICS
             .trace_queued
             .store(i64::try_from(batch.len()).unwrap_or(i64::MAX), Relaxed);
@@ -271,6 +298,8 @@ fn export(rt: &compio::runtime::Runtime, s: &Settings, batch: &Batch, failing: b
 pub struct Batch {
     bytes: Vec<u8>,
     spans: usize,
+    /// The message each span is read into and encoded from, its buffers reused.
+    message: Span,
 }
 
 /// `ScopeSpans.spans`.
@@ -292,10 +321,24 @@ impl Batch {
         self.spans == 0
     }
 
-    /// Encodes `span` (its OTLP message) at the end of the batch.
-    pub fn push_span(&mut self, span: Finished) {
-        prost::encoding::message::encode(SCOPE_SPANS_SPANS, &span.into_proto(), &mut self.bytes);
+    /// Encodes the next span of `spans` (its OTLP message) at the end of the batch; false
+    /// when there is none.
+    fn push_next(&mut self, spans: &mut Reader<'_>) -> bool {
+        if !spans.next_into(&mut self.message) {
+            return false;
+        }
+        prost::encoding::message::encode(SCOPE_SPANS_SPANS, &self.message, &mut self.bytes);
         self.spans += 1;
+        true
+    }
+
+    /// Encodes `span` as one queued and taken by the exporter is.
+    #[cfg(test)]
+    pub fn push_span(&mut self, span: Finished) {
+        let mut queued = Vec::new();
+        packed::pack(span, &mut queued);
+        let mut spans = Reader::new(&queued);
+        while self.push_next(&mut spans) {}
     }
 
     fn clear(&mut self) {

@@ -14,6 +14,7 @@
 
 pub mod export;
 mod fields;
+mod packed;
 pub mod record;
 pub mod spans;
 #[cfg(test)]

@@ -1,15 +1,13 @@
-//! A finished span as the layer hands it to the exporter: compact (attribute keys are the
-//! fields' static names, values owned once), and turned into the OTLP message on the
-//! exporter's thread by moving its strings, not copying them. The SDK's `SpanData` and its
-//! grouping by scope cost a copy of every string and a hash of the scope per span: every
-//! span here has the one resource and the one scope of this process.
+//! A span as the subscriber records it: compact (attribute keys are the fields' static
+//! names, values owned once), packed into its thread's export queue when it ends
+//! (`super::packed`) and read from there into the OTLP message on the exporter's thread. The
+//! SDK's `SpanData` and its grouping by scope cost a copy of every string and a hash of the
+//! scope per span: every span here has the one resource and the one scope of this process.
 
 use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::{span, status, Span, SpanFlags, Status};
+use opentelemetry::trace::{SpanId, TraceId};
 
 /// An attribute's value: what `tracing` fields record.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +39,7 @@ pub struct Event {
     pub attributes: Vec<Attribute>,
 }
 
-/// A span that has ended, waiting for export.
+/// A span being recorded; packed for export when it ends.
 #[derive(Debug)]
 pub struct Finished {
     pub trace_id: TraceId,
@@ -62,108 +60,7 @@ pub struct Finished {
     pub error: Option<String>,
 }
 
-fn nanos(t: SystemTime) -> u64 {
+pub(super) fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn key_value((key, value): Attribute) -> KeyValue {
-    let value = match value {
-        Value::Str(s) => any_value::Value::StringValue(s),
-        Value::Static(s) => any_value::Value::StringValue(s.to_string()),
-        Value::Int(i) => any_value::Value::IntValue(i),
-        Value::Bool(b) => any_value::Value::BoolValue(b),
-    };
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue { value: Some(value) }),
-        key_strindex: 0,
-    }
-}
-
-fn attributes(list: Vec<Attribute>) -> Vec<KeyValue> {
-    list.into_iter().map(key_value).collect()
-}
-
-/// A server span's name, `{method} {route}` (the HTTP semantic conventions), once its route
-/// is known: composed here, on the exporter's thread, from the two attributes, rather than
-/// formatted on the worker for every recorded request.
-fn server_name(attributes: &[Attribute]) -> Option<String> {
-    let text = |key: &str| {
-        attributes
-            .iter()
-            .find(|a| a.0 == key)
-            .and_then(|a| match &a.1 {
-                Value::Str(s) => Some(s.as_str()),
-                Value::Static(s) => Some(*s),
-                _ => None,
-            })
-    };
-    Some(format!(
-        "{} {}",
-        text("http.request.method")?,
-        text("http.route")?
-    ))
-}
-
-impl Finished {
-    /// The OTLP `Span` message, as the SDK's conversion builds it from `SpanData`.
-    pub fn into_proto(self) -> Span {
-        let kind = match self.kind {
-            Kind::Internal => span::SpanKind::Internal,
-            Kind::Server => span::SpanKind::Server,
-            Kind::Client => span::SpanKind::Client,
-        };
-        let remote = self.parent_is_remote && self.parent_span_id != SpanId::INVALID;
-        let mut flags = u32::from(TraceFlags::SAMPLED.to_u8());
-        flags |= SpanFlags::ContextHasIsRemoteMask as u32;
-        if remote {
-            flags |= SpanFlags::ContextIsRemoteMask as u32;
-        }
-        let status = match self.error {
-            Some(message) => Status {
-                code: status::StatusCode::Error as i32,
-                message,
-            },
-            None => Status {
-                code: status::StatusCode::Unset as i32,
-                message: String::new(),
-            },
-        };
-        Span {
-            trace_id: self.trace_id.to_bytes().to_vec(),
-            span_id: self.span_id.to_bytes().to_vec(),
-            trace_state: String::new(),
-            parent_span_id: if self.parent_span_id == SpanId::INVALID {
-                Vec::new()
-            } else {
-                self.parent_span_id.to_bytes().to_vec()
-            },
-            flags,
-            name: match self.kind {
-                Kind::Server => server_name(&self.attributes),
-                _ => None,
-            }
-            .unwrap_or_else(|| self.name.into_owned()),
-            kind: kind as i32,
-            start_time_unix_nano: nanos(self.start),
-            end_time_unix_nano: nanos(self.end),
-            attributes: attributes(self.attributes),
-            dropped_attributes_count: self.dropped_attributes,
-            events: self
-                .events
-                .into_iter()
-                .map(|e| span::Event {
-                    time_unix_nano: nanos(e.time),
-                    name: e.name.into_owned(),
-                    attributes: attributes(e.attributes),
-                    dropped_attributes_count: 0,
-                })
-                .collect(),
-            dropped_events_count: self.dropped_events,
-            links: Vec::new(),
-            dropped_links_count: 0,
-            status: Some(status),
-        }
-    }
 }

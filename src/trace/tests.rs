@@ -2,6 +2,11 @@ use std::collections::HashMap;
 
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 
+use opentelemetry::trace::TraceFlags;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::{span, status, Span, SpanFlags, Status};
+
+use super::record::{nanos, Attribute, Finished, Kind, Value};
 use super::remote_parent;
 
 fn parent_of(value: &str) -> Option<(TraceId, SpanId, bool)> {
@@ -150,14 +155,46 @@ fn a_batch_encodes_as_otlp_protobuf() {
     assert_eq!(st.code, status::StatusCode::Unset as i32);
 }
 
-/// The body of a batch whose spans were encoded one by one as they were taken is, byte for byte,
-/// prost's encoding of the whole request built from the same spans.
-#[test]
-fn a_batch_body_is_what_prost_writes_for_the_whole_request() {
+/// The request prost writes for `spans` under `resource`, built whole.
+fn whole_request(
+    resource: &opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema,
+    spans: Vec<Span>,
+) -> Vec<u8> {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use prost::Message;
+
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource.attributes.0.clone(),
+                dropped_attributes_count: 0,
+                entity_refs: Vec::new(),
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "origin".to_string(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    attributes: Vec::new(),
+                    dropped_attributes_count: 0,
+                }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: resource.schema_url.clone().unwrap_or_default(),
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// The body of a batch whose spans were packed, read back and encoded one by one as they
+/// were taken is, byte for byte, prost's encoding of the whole request built from the same
+/// spans by the reference conversion.
+#[test]
+fn a_batch_body_is_what_prost_writes_for_the_whole_request() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
     use prost::Message;
 
@@ -172,32 +209,47 @@ fn a_batch_body_is_what_prost_writes_for_the_whole_request() {
         batch.push_span(root);
         batch.push_span(child);
         let (root, child) = two_spans();
-        let whole = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(Resource {
-                    attributes: resource.attributes.0.clone(),
-                    dropped_attributes_count: 0,
-                    entity_refs: Vec::new(),
-                }),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "origin".to_string(),
-                        version: env!("CARGO_PKG_VERSION").to_string(),
-                        attributes: Vec::new(),
-                        dropped_attributes_count: 0,
-                    }),
-                    spans: vec![root.into_proto(), child.into_proto()],
-                    schema_url: String::new(),
-                }],
-                schema_url: resource.schema_url.clone().unwrap_or_default(),
-            }],
-        };
+        let expected = whole_request(&resource, vec![into_proto(root), into_proto(child)]);
         let body = super::export::encode(&batch, &resource);
-        assert_eq!(body, whole.encode_to_vec(), "schema URL {schema_url:?}");
+        assert_eq!(body, expected, "schema URL {schema_url:?}");
         let empty = super::export::encode(&super::export::Batch::default(), &resource);
         let decoded = ExportTraceServiceRequest::decode(empty.as_slice()).expect("decodes");
         assert!(decoded.resource_spans[0].scope_spans[0].spans.is_empty());
     }
+}
+
+/// Each span is read into the message the one before it was: what a span does not have
+/// (attributes past its own, events, an error, a parent, a name from its route) or has of
+/// another type in the same place is not left over from the span before.
+#[test]
+fn the_reused_message_keeps_nothing_of_the_span_before() {
+    let spans = || {
+        let (root, child) = two_spans();
+        let (mut server, _) = two_spans();
+        server.attributes = vec![
+            ("http.request.method", Value::Static("GET")),
+            ("http.route", Value::Static("/v2/{name}/tags/list")),
+            ("client.port", Value::Int(40_000)),
+        ];
+        server.events.clear();
+        server.error = None;
+        let (_, mut typed) = two_spans();
+        typed.attributes = vec![
+            ("key", Value::Int(7)),
+            ("a", Value::Bool(true)),
+            ("b", Value::Str("z".repeat(300))),
+            ("c", Value::Str(String::new())),
+        ];
+        [root, child, server, typed, two_spans().1]
+    };
+    let resource = (&opentelemetry_sdk::Resource::builder_empty().build()).into();
+    let mut batch = super::export::Batch::default();
+    for span in spans() {
+        batch.push_span(span);
+    }
+    let reference = spans().into_iter().map(into_proto).collect();
+    let body = super::export::encode(&batch, &resource);
+    assert_eq!(body, whole_request(&resource, reference));
 }
 
 /// A request that panics while its trace id is set (its task catches the panic) leaves the
@@ -214,4 +266,103 @@ fn a_panic_under_a_trace_id_does_not_leave_it_set() {
         super::with_trace_id(inner, || assert_eq!(super::logged_trace_id(), Some(inner)));
         assert_eq!(super::logged_trace_id(), Some(id));
     });
+}
+
+fn key_value((key, value): Attribute) -> KeyValue {
+    let value = match value {
+        Value::Str(s) => any_value::Value::StringValue(s),
+        Value::Static(s) => any_value::Value::StringValue(s.to_string()),
+        Value::Int(i) => any_value::Value::IntValue(i),
+        Value::Bool(b) => any_value::Value::BoolValue(b),
+    };
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        key_strindex: 0,
+    }
+}
+
+fn attributes(list: Vec<Attribute>) -> Vec<KeyValue> {
+    list.into_iter().map(key_value).collect()
+}
+
+/// A server span's name, `{method} {route}` (the HTTP semantic conventions), once its route
+/// is known.
+fn server_name(attributes: &[Attribute]) -> Option<String> {
+    let text = |key: &str| {
+        attributes
+            .iter()
+            .find(|a| a.0 == key)
+            .and_then(|a| match &a.1 {
+                Value::Str(s) => Some(s.as_str()),
+                Value::Static(s) => Some(*s),
+                _ => None,
+            })
+    };
+    Some(format!(
+        "{} {}",
+        text("http.request.method")?,
+        text("http.route")?
+    ))
+}
+
+/// The OTLP `Span` message of `span`, as the SDK's conversion builds it from `SpanData`:
+/// the reference the exporter's packed path is checked against.
+fn into_proto(span: Finished) -> Span {
+    let kind = match span.kind {
+        Kind::Internal => span::SpanKind::Internal,
+        Kind::Server => span::SpanKind::Server,
+        Kind::Client => span::SpanKind::Client,
+    };
+    let remote = span.parent_is_remote && span.parent_span_id != SpanId::INVALID;
+    let mut flags = u32::from(TraceFlags::SAMPLED.to_u8());
+    flags |= SpanFlags::ContextHasIsRemoteMask as u32;
+    if remote {
+        flags |= SpanFlags::ContextIsRemoteMask as u32;
+    }
+    let status = match span.error {
+        Some(message) => Status {
+            code: status::StatusCode::Error as i32,
+            message,
+        },
+        None => Status {
+            code: status::StatusCode::Unset as i32,
+            message: String::new(),
+        },
+    };
+    Span {
+        trace_id: span.trace_id.to_bytes().to_vec(),
+        span_id: span.span_id.to_bytes().to_vec(),
+        trace_state: String::new(),
+        parent_span_id: if span.parent_span_id == SpanId::INVALID {
+            Vec::new()
+        } else {
+            span.parent_span_id.to_bytes().to_vec()
+        },
+        flags,
+        name: match span.kind {
+            Kind::Server => server_name(&span.attributes),
+            _ => None,
+        }
+        .unwrap_or_else(|| span.name.into_owned()),
+        kind: kind as i32,
+        start_time_unix_nano: nanos(span.start),
+        end_time_unix_nano: nanos(span.end),
+        attributes: attributes(span.attributes),
+        dropped_attributes_count: span.dropped_attributes,
+        events: span
+            .events
+            .into_iter()
+            .map(|e| span::Event {
+                time_unix_nano: nanos(e.time),
+                name: e.name.into_owned(),
+                attributes: attributes(e.attributes),
+                dropped_attributes_count: 0,
+            })
+            .collect(),
+        dropped_events_count: span.dropped_events,
+        links: Vec::new(),
+        dropped_links_count: 0,
+        status: Some(status),
+    }
 }
