@@ -32,6 +32,12 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&s.as_bytes()[..len as usize]);
 }
 
+/// A string value: its tag, then the string.
+fn put_text(out: &mut Vec<u8>, s: &str) {
+    out.push(STR);
+    put_str(out, s);
+}
+
 fn put_count(out: &mut Vec<u8>, n: usize) {
     out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
 }
@@ -41,14 +47,8 @@ fn put_attributes(out: &mut Vec<u8>, attributes: &[Attribute]) {
     for (key, value) in attributes {
         put_str(out, key);
         match value {
-            Value::Str(s) => {
-                out.push(STR);
-                put_str(out, s);
-            }
-            Value::Static(s) => {
-                out.push(STR);
-                put_str(out, s);
-            }
+            Value::Str(s) => put_text(out, s),
+            Value::Static(s) => put_text(out, s),
             Value::Int(i) => {
                 out.push(INT);
                 out.extend_from_slice(&i.to_le_bytes());
