@@ -2,9 +2,9 @@
 # A/B of origin binaries' trace paths on the two small pulls of bench/tracing.sh (a 4 KiB blob
 # GET, a manifest GET by tag; wrk -t1 -c16), with tracing off or at 100 % sampling to the
 # receiver of bench/tracing.sh (bench/otlp_sink.py). Configurations alternate within each
-# round, each on a fresh server and storage root; a line per round and configuration gives
-# the rate and the server's CPU per request (all its threads), then a table of medians and
-# ratios to the first configuration.
+# round, each round starting one further on, each on a fresh server and storage root; a line
+# per round and configuration gives the rate and the server's CPU per request (all its
+# threads), then a table of medians and ratios to the first configuration.
 #
 #   bench/tracing_ab.sh off=/path/origin:off new=/path/origin:100 old=/path/other:100
 #
@@ -37,7 +37,10 @@ LINES=$WORK/lines.txt
 : >"$LINES"
 
 for round in $(seq 1 "$ROUNDS"); do
-  for spec in "$@"; do
+  # Each round starts one configuration further on, so each runs in every place of a round.
+  turn=$(((round - 1) % $#))
+  specs=("$@")
+  for spec in "${specs[@]:turn}" "${specs[@]:0:turn}"; do
     label=${spec%%=*}
     IFS=: read -r bin mode <<<"${spec#*=}"
     extra=""
