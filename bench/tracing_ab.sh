@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # A/B of origin binaries' trace paths on the two small pulls of bench/tracing.sh (a 4 KiB blob
-# GET, a manifest GET by tag; wrk -t1 -c16), with tracing off or at 100 % sampling to the
-# receiver of bench/tracing.sh (bench/otlp_sink.py). Configurations alternate within each
+# GET, a manifest GET by tag; wrk -t1 -c16), with tracing off, or on at 0 % or 100 % sampling
+# to the receiver of bench/tracing.sh (bench/otlp_sink.py). Configurations alternate within each
 # round, each round starting one further on, each on a fresh server and storage root; a line
 # per round and configuration gives the rate and the server's CPU per request (all its
 # threads), then a table of medians and ratios to the first configuration.
 #
 #   bench/tracing_ab.sh off=/path/origin:off new=/path/origin:100 old=/path/other:100
+#   bench/tracing_ab.sh off=/path/origin:off zero=/path/origin:0
 #
 # With BENCH_PIN=1 the server runs on CPU 0 (taskset: one worker, the exporter thread on the
 # same core) and wrk and the receiver on CPU 1: every µs the exporter spends then comes out
@@ -44,12 +45,15 @@ for round in $(seq 1 "$ROUNDS"); do
     label=${spec%%=*}
     IFS=: read -r bin mode <<<"${spec#*=}"
     extra=""
-    if [ "$mode" = 100 ]; then
-      extra="[tracing]
+    case $mode in
+      off) ;;
+      0|100)
+        extra="[tracing]
 enabled = true
 endpoint = \"http://127.0.0.1:$sink_port\"
-sample_ratio = 1.0"
-    fi
+sample_ratio = $((mode / 100)).0" ;;
+      *) echo "mode must be off, 0 or 100: $spec" >&2; exit 1 ;;
+    esac
     if [ "$PIN" = 1 ]; then
       printf '#!/bin/sh\nexec taskset -c 0 %s "$@"\n' "$bin" >"$WORK/pinned-$label.sh"
       chmod +x "$WORK/pinned-$label.sh"
