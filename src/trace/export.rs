@@ -1,15 +1,16 @@
 //! The export of finished spans: a bounded queue per recording thread that the thread only
-//! appends to, each span already encoded as an OTLP `Span` entry (`super::entry`; a full
-//! queue drops the span and counts it), and one thread, `origin-traces`, with its own compio
-//! runtime, that takes the queues, batches the entries, wraps them in an OTLP
-//! `ExportTraceServiceRequest` (protobuf, the `opentelemetry-proto` messages) and POSTs it to
-//! `<endpoint>/v1/traces` on the project's HTTP client, as the async webhook deliveries do.
+//! appends to, packed (`super::packed`; a full queue drops the span and counts it), and one
+//! thread, `origin-traces`, with its own compio runtime, that takes the queues, batches the
+//! spans, encodes them as an OTLP `ExportTraceServiceRequest` (protobuf, the
+//! `opentelemetry-proto` messages) and POSTs them to `<endpoint>/v1/traces` on the project's
+//! HTTP client, as the async webhook deliveries do.
 //!
-//! In protobuf a repeated message field is the concatenation of its entries, so the body is
-//! the request's envelope around the batch's entries, byte for byte what prost writes for the
-//! whole request (`trace::tests`). Encoding the whole request at once computed each nested
-//! message's length once per level above it (six times for an attribute's value) and kept
-//! the batch's messages alive until then.
+//! Each span is read into one reused `Span` message and encoded (by prost) as soon as the
+//! exporter takes it, into the batch's bytes: in protobuf a repeated message field is the
+//! concatenation of its entries, so the body is the request's envelope around those entries,
+//! byte for byte what prost writes for the whole request (`trace::tests`). Encoding the whole
+//! request at once computed each nested message's length once per level above it (six times
+//! for an attribute's value) and kept the batch's messages alive until then.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
@@ -18,13 +19,13 @@ use std::time::{Duration, Instant};
 use opentelemetry::KeyValue;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource as ResourceMessage;
-use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
 use prost::encoding::{encode_key, encode_varint, WireType};
 use prost::Message;
 
-use super::entry;
+use super::packed::{self, Reader};
 use super::record::Finished;
 
 use crate::config::{ConfigError, IoDriver, TracingConfig};
@@ -101,8 +102,8 @@ fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// The spans one thread has finished and the exporter has not taken yet, encoded
-/// (`super::entry`). Only that thread appends, under a lock only the exporter also takes,
+/// The spans one thread has finished and the exporter has not taken yet, packed
+/// (`super::packed`). Only that thread appends, under a lock only the exporter also takes,
 /// once per poll, to swap the buffer out: no cache line is shared between workers per span
 /// (a bounded channel's send and a shared gauge per span were the queue's largest costs in a
 /// profile at 100 % sampling).
@@ -130,8 +131,8 @@ impl Shard {
     }
 }
 
-/// Bytes of encoded spans a thread's queue holds at most, per span of `queue_spans_max`: a
-/// recorded span encodes to 100-800 bytes (the server span's attributes are the most).
+/// Bytes of packed spans a thread's queue holds at most, per span of `queue_spans_max`: a
+/// recorded span packs to 100-800 bytes (the server span's attributes are the most).
 const QUEUE_BYTES_PER_SPAN: usize = 1024;
 /// Capacity a taken queue's buffer keeps for its next turn (the buffers alternate between a
 /// thread and the exporter): a worker's 20 ms of small pulls at 100 % sampling fit.
@@ -181,7 +182,7 @@ pub(super) fn start(queue_spans_max: usize, io_driver: IoDriver) {
     });
 }
 
-/// Encodes a finished span into this thread's queue; drops it (counted) when the queue is full
+/// Packs a finished span into this thread's queue; drops it (counted) when the queue is full
 /// or the exporter is not running, never waits but for the exporter's swap.
 pub(super) fn push(span: Finished) {
     let max = SHARD_SPANS_MAX.load(Relaxed);
@@ -194,7 +195,7 @@ pub(super) fn push(span: Finished) {
                 if full {
                     return false;
                 }
-                entry::encode(span, &mut queued.bytes);
+                packed::pack(span, &mut queued.bytes);
                 queued.spans += 1;
                 true
             })
@@ -240,10 +241,10 @@ fn export_loop(io_driver: IoDriver) {
                 taken.clear();
                 continue;
             };
-            let mut entries = taken.bytes.as_slice();
+            let mut spans = Reader::new(&taken.bytes);
             loop {
                 let first = batch.is_empty();
-                if !batch.push_next(&mut entries) {
+                if !batch.push_next(&mut spans) {
                     break;
                 }
                 if first {
@@ -306,7 +307,12 @@ fn export(rt: &compio::runtime::Runtime, s: &Settings, batch: &Batch, failing: b
 pub struct Batch {
     bytes: Vec<u8>,
     spans: usize,
+    /// The message each span is read into and encoded from, its buffers reused.
+    message: Span,
 }
+
+/// `ScopeSpans.spans`.
+const SCOPE_SPANS_SPANS: u32 = 2;
 /// `ExportTraceServiceRequest.resource_spans`.
 const REQUEST_RESOURCE_SPANS: u32 = 1;
 /// `ResourceSpans.resource`, `.scope_spans`, `.schema_url`.
@@ -324,25 +330,24 @@ impl Batch {
         self.spans == 0
     }
 
-    /// Moves the first entry of `entries` to the end of the batch; false when there is none.
-    fn push_next(&mut self, entries: &mut &[u8]) -> bool {
-        let Some(n) = entry::entry_len(entries) else {
+    /// Encodes the next span of `spans` (its OTLP message) at the end of the batch; false
+    /// when there is none.
+    fn push_next(&mut self, spans: &mut Reader<'_>) -> bool {
+        if !spans.next_into(&mut self.message) {
             return false;
-        };
-        let (head, rest) = entries.split_at(n);
-        self.bytes.extend_from_slice(head);
-        *entries = rest;
+        }
+        prost::encoding::message::encode(SCOPE_SPANS_SPANS, &self.message, &mut self.bytes);
         self.spans += 1;
         true
     }
 
-    /// Adds `span` as one queued and taken by the exporter is.
+    /// Encodes `span` as one queued and taken by the exporter is.
     #[cfg(test)]
     pub fn push_span(&mut self, span: Finished) {
         let mut queued = Vec::new();
-        entry::encode(span, &mut queued);
-        let mut entries = queued.as_slice();
-        while self.push_next(&mut entries) {}
+        packed::pack(span, &mut queued);
+        let mut spans = Reader::new(&queued);
+        while self.push_next(&mut spans) {}
     }
 
     fn clear(&mut self) {

@@ -12,9 +12,9 @@
 //! one load of a cached interest, as a disabled log line does. A reload that turns tracing on
 //! or off rebuilds that cache.
 
-mod entry;
 pub mod export;
 mod fields;
+mod packed;
 pub mod record;
 pub mod spans;
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! A span as the subscriber records it: compact (attribute keys are the fields' static
-//! names, values owned once), moved into an OTLP message and encoded into its thread's
-//! export queue when it ends (`super::entry`). The SDK's `SpanData` and its grouping by scope cost a copy of every string and a hash of the
+//! names, values owned once), packed into its thread's export queue when it ends
+//! (`super::packed`) and read from there into the OTLP message on the exporter's thread. The
+//! SDK's `SpanData` and its grouping by scope cost a copy of every string and a hash of the
 //! scope per span: every span here has the one resource and the one scope of this process.
 
 use std::borrow::Cow;
@@ -38,7 +39,7 @@ pub struct Event {
     pub attributes: Vec<Attribute>,
 }
 
-/// A span being recorded; encoded for export when it ends.
+/// A span being recorded; packed for export when it ends.
 #[derive(Debug)]
 pub struct Finished {
     pub trace_id: TraceId,

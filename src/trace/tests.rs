@@ -189,9 +189,9 @@ fn whole_request(
     .encode_to_vec()
 }
 
-/// The body of a batch whose spans were encoded one by one where they ended, and copied into
-/// the batch as they were taken, is byte for byte prost's encoding of the whole request built
-/// from the same spans by the reference conversion.
+/// The body of a batch whose spans were packed, read back and encoded one by one as they
+/// were taken is, byte for byte, prost's encoding of the whole request built from the same
+/// spans by the reference conversion.
 #[test]
 fn a_batch_body_is_what_prost_writes_for_the_whole_request() {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -218,7 +218,7 @@ fn a_batch_body_is_what_prost_writes_for_the_whole_request() {
     }
 }
 
-/// Each span is moved into the message the one before it was: what a span does not have
+/// Each span is read into the message the one before it was: what a span does not have
 /// (attributes past its own, events, an error, a parent, a name from its route) or has of
 /// another type in the same place is not left over from the span before.
 #[test]
@@ -307,7 +307,7 @@ fn server_name(attributes: &[Attribute]) -> Option<String> {
 }
 
 /// The OTLP `Span` message of `span`, as the SDK's conversion builds it from `SpanData`:
-/// the reference the spans encoded where they end are checked against.
+/// the reference the exporter's packed path is checked against.
 fn into_proto(span: Finished) -> Span {
     let kind = match span.kind {
         Kind::Internal => span::SpanKind::Internal,
