@@ -8,10 +8,11 @@
 # Phases per configuration: wrk GETs of a 4 KiB blob, then of a manifest by tag
 # (BENCH_CONNS connections, BENCH_SECS each), then pushes of 1 MiB blobs (bench/push.py,
 # monolithic, BENCH_PUSH_STREAMS streams, BENCH_SECS). Rounds alternate the configurations,
-# each round starting one further on, so drift of the machine hits all alike; the table shows the median of the rounds and the
-# ratio to off, with the server's CPU per request (all its threads, the exporter's included;
-# not wrk's nor the receiver's, which share the machine). Each configuration gets a fresh
-# server and storage root, seeded by bench/seed.py through the API.
+# each round starting one further on, so drift of the machine hits all alike; the table
+# shows the median of the rounds and the ratio to off, with the server's CPU per request
+# (all its threads, the exporter's included; not wrk's nor the receiver's, which share the
+# machine). Each configuration gets a fresh server and storage root, seeded by bench/seed.py
+# through the API.
 #
 #   bench/tracing.sh
 #
@@ -76,8 +77,9 @@ configs=(off on-0 on-100)
 [ -n "$BEFORE_BIN" ] && configs+=(before-100)
 for round in $(seq 1 "$ROUNDS"); do
   # Each round starts one configuration further on, so over as many rounds as there are
-  # configurations each runs once in every place of a round (first after an idle spell, last
-  # after the others' loads): a fixed order gave the same place's drift to the same one.
+  # configurations each runs once in every place of a round: with a fixed order, whatever a
+  # place brought (a slower spell of the machine at a round's end, say) went to the same
+  # configuration every round. Each still follows the same one (its predecessor in the list).
   turn=$(((round - 1) % ${#configs[@]}))
   for config in "${configs[@]:turn}" "${configs[@]:0:turn}"; do
     bin=$ORIGIN_BIN

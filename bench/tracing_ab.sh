@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # A/B of origin binaries' trace paths on the two small pulls of bench/tracing.sh (a 4 KiB blob
 # GET, a manifest GET by tag; wrk -t1 -c16), with tracing off, or on at 0 % or 100 % sampling
-# to the receiver of bench/tracing.sh (bench/otlp_sink.py). Configurations alternate within each
-# round, each round starting one further on, each on a fresh server and storage root; a line
-# per round and configuration gives the rate and the server's CPU per request (all its
-# threads), then a table of medians and ratios to the first configuration.
+# to the receiver of bench/tracing.sh (bench/otlp_sink.py). Configurations alternate within
+# each round, each round starting one further on, each on a fresh server and storage root;
+# a line per round and configuration gives the rate and the server's CPU per request (all
+# its threads), then a table of medians and ratios to the first configuration.
 #
 #   bench/tracing_ab.sh off=/path/origin:off new=/path/origin:100 old=/path/other:100
 #   bench/tracing_ab.sh off=/path/origin:off zero=/path/origin:0
@@ -48,10 +48,12 @@ for round in $(seq 1 "$ROUNDS"); do
     case $mode in
       off) ;;
       0|100)
+        ratio=0.0
+        [ "$mode" = 100 ] && ratio=1.0
         extra="[tracing]
 enabled = true
 endpoint = \"http://127.0.0.1:$sink_port\"
-sample_ratio = $((mode / 100)).0" ;;
+sample_ratio = $ratio" ;;
       *) echo "mode must be off, 0 or 100: $spec" >&2; exit 1 ;;
     esac
     if [ "$PIN" = 1 ]; then
