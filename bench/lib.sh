@@ -256,6 +256,18 @@ oha_rps() {
   oha_run "$out" "$url" "$conns" "$secs" "$@" | awk '{print $1}'
 }
 
+# rotation ROUND ITEM...: sets ROTATED to the items, starting ROUND-1 further on (wrapping).
+# Over as many rounds as there are items, each runs once in every place of a round: with a
+# fixed order, whatever a place brought (a slower spell of the machine at a round's end, say)
+# went to the same item every round. Each still follows the same one (its predecessor).
+ROTATED=()
+rotation() {
+  local round=$1
+  shift
+  local turn=$(((round - 1) % $#))
+  ROTATED=("${@:turn+1}" "${@:1:turn}")
+}
+
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 
 # ---------------------------------------------------------------- phase runners

@@ -76,12 +76,9 @@ configs=(off on-0 on-100)
 [ -n "$BASE_BIN" ] && configs=(main "${configs[@]}")
 [ -n "$BEFORE_BIN" ] && configs+=(before-100)
 for round in $(seq 1 "$ROUNDS"); do
-  # Each round starts one configuration further on, so over as many rounds as there are
-  # configurations each runs once in every place of a round: with a fixed order, whatever a
-  # place brought (a slower spell of the machine at a round's end, say) went to the same
-  # configuration every round. Each still follows the same one (its predecessor in the list).
-  turn=$(((round - 1) % ${#configs[@]}))
-  for config in "${configs[@]:turn}" "${configs[@]:0:turn}"; do
+  # Each round starts one configuration further on (lib.sh, rotation).
+  rotation "$round" "${configs[@]}"
+  for config in "${ROTATED[@]}"; do
     bin=$ORIGIN_BIN
     extra=""
     case $config in

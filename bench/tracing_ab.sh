@@ -38,10 +38,9 @@ LINES=$WORK/lines.txt
 : >"$LINES"
 
 for round in $(seq 1 "$ROUNDS"); do
-  # Each round starts one configuration further on, so each runs in every place of a round.
-  turn=$(((round - 1) % $#))
-  specs=("$@")
-  for spec in "${specs[@]:turn}" "${specs[@]:0:turn}"; do
+  # Each round starts one configuration further on (lib.sh, rotation).
+  rotation "$round" "$@"
+  for spec in "${ROTATED[@]}"; do
     label=${spec%%=*}
     IFS=: read -r bin mode <<<"${spec#*=}"
     extra=""
