@@ -5,12 +5,12 @@
 //! `opentelemetry-proto` messages) and POSTs them to `<endpoint>/v1/traces` on the project's
 //! HTTP client, as the async webhook deliveries do.
 //!
-//! Each span is read into one reused `Span` message and encoded (by prost) as soon as the
-//! exporter takes it, into the batch's bytes: in protobuf a repeated message field is the
-//! concatenation of its entries, so the body is the request's envelope around those entries,
-//! byte for byte what prost writes for the whole request (`trace::tests`). Encoding the whole
-//! request at once computed each nested message's length once per level above it (six times
-//! for an attribute's value) and kept the batch's messages alive until then.
+//! Each span is written as its `Span` message (`super::wire`) as soon as the exporter takes
+//! it, into the batch's bytes: in protobuf a repeated message field is the concatenation of
+//! its entries, so the body is the request's envelope around those entries, byte for byte
+//! what prost writes for the whole request (`trace::tests`). Encoding the whole request at
+//! once computed each nested message's length once per level above it (six times for an
+//! attribute's value) and kept the batch's messages alive until then.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use opentelemetry::KeyValue;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource as ResourceMessage;
-use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
 use prost::encoding::{encode_key, encode_varint, WireType};
@@ -27,6 +27,7 @@ use prost::Message;
 
 use super::packed::{self, Reader};
 use super::record::Finished;
+use super::wire;
 
 use crate::config::{ConfigError, IoDriver, TracingConfig};
 use crate::http::client::{Client, Target};
@@ -307,8 +308,8 @@ fn export(rt: &compio::runtime::Runtime, s: &Settings, batch: &Batch, failing: b
 pub struct Batch {
     bytes: Vec<u8>,
     spans: usize,
-    /// The message each span is read into and encoded from, its buffers reused.
-    message: Span,
+    /// Where a span's message is written until its length is known (reused).
+    scratch: Vec<u8>,
 }
 
 /// `ScopeSpans.spans`.
@@ -333,10 +334,9 @@ impl Batch {
     /// Encodes the next span of `spans` (its OTLP message) at the end of the batch; false
     /// when there is none.
     fn push_next(&mut self, spans: &mut Reader<'_>) -> bool {
-        if !spans.next_into(&mut self.message) {
+        if !wire::encode_next(spans, SCOPE_SPANS_SPANS, &mut self.scratch, &mut self.bytes) {
             return false;
         }
-        prost::encoding::message::encode(SCOPE_SPANS_SPANS, &self.message, &mut self.bytes);
         self.spans += 1;
         true
     }

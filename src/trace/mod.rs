@@ -19,6 +19,7 @@ pub mod record;
 pub mod spans;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 use std::cell::RefCell;
 use std::future::Future;

@@ -218,11 +218,13 @@ fn a_batch_body_is_what_prost_writes_for_the_whole_request() {
     }
 }
 
-/// Each span is read into the message the one before it was: what a span does not have
-/// (attributes past its own, events, an error, a parent, a name from its route) or has of
-/// another type in the same place is not left over from the span before.
+/// Spans of every shape, one after another, are written as prost writes their messages:
+/// with and without a parent, events, an error, a name from their route; values of each type
+/// (a negative integer, an empty string, a string past 127 bytes) in the same places; and
+/// nothing of a span is left over in the next (the message is written through a reused
+/// buffer).
 #[test]
-fn the_reused_message_keeps_nothing_of_the_span_before() {
+fn spans_of_every_shape_are_written_as_prost_writes_them() {
     let spans = || {
         let (root, child) = two_spans();
         let (mut server, _) = two_spans();
@@ -239,8 +241,30 @@ fn the_reused_message_keeps_nothing_of_the_span_before() {
             ("a", Value::Bool(true)),
             ("b", Value::Str("z".repeat(300))),
             ("c", Value::Str(String::new())),
+            ("d", Value::Int(-3)),
+            ("e", Value::Bool(false)),
         ];
-        [root, child, server, typed, two_spans().1]
+        // A server span whose route is not a string keeps its own name.
+        let (mut unrouted, _) = two_spans();
+        unrouted.attributes = vec![
+            ("http.request.method", Value::Static("GET")),
+            ("http.route", Value::Int(1)),
+        ];
+        unrouted.events[0].attributes = vec![
+            ("what", Value::Str("w".repeat(200))),
+            ("attempt", Value::Int(i64::MIN)),
+        ];
+        let (_, mut rootless) = two_spans();
+        rootless.parent_span_id = SpanId::INVALID;
+        [
+            root,
+            child,
+            server,
+            typed,
+            unrouted,
+            rootless,
+            two_spans().1,
+        ]
     };
     let resource = (&opentelemetry_sdk::Resource::builder_empty().build()).into();
     let mut batch = super::export::Batch::default();
