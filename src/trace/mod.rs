@@ -21,9 +21,10 @@ pub mod spans;
 mod tests;
 mod wire;
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -222,7 +223,7 @@ pub fn server_span<'a>(
         url.path = info.path,
         http.response.status_code = Empty,
         server.address = header("host").unwrap_or(""),
-        client.address = %info.peer.ip(),
+        client.address = &*ip_text(info.peer.ip(), &mut [0; 15]),
         client.port = info.peer.port(),
         user_agent.original = header("user-agent").unwrap_or(""),
         oci.repository = Empty,
@@ -231,6 +232,36 @@ pub fn server_span<'a>(
     // Its name, `{method} {route}`, is composed when it is exported (`record::Finished`).
     spans::set_static(&server, "http.request.method", info.method);
     Some(RequestTrace::Recorded(RequestSpans { server, trace_id }))
+}
+
+/// `ip` as its `Display` writes it: an IPv4 address written by hand into `buf` (through the
+/// formatter it cost 0.2 µs of a recorded request's CPU in a profile, bench/results,
+/// tracing), an IPv6 one through `Display`.
+fn ip_text(ip: IpAddr, buf: &mut [u8; 15]) -> Cow<'_, str> {
+    let IpAddr::V4(v4) = ip else {
+        return Cow::Owned(ip.to_string());
+    };
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    match std::str::from_utf8(&buf[..n]) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => Cow::Owned(v4.to_string()),
+    }
 }
 
 thread_local! {

@@ -390,3 +390,26 @@ fn into_proto(span: Finished) -> Span {
         status: Some(status),
     }
 }
+
+/// A client's address is recorded as `Display` writes it, IPv4 (written by hand) and IPv6.
+#[test]
+fn a_client_address_is_written_as_display_writes_it() {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    let mut v4: Vec<IpAddr> = [
+        [0, 0, 0, 0],
+        [255, 255, 255, 255],
+        [127, 0, 0, 1],
+        [10, 9, 99, 100],
+        [199, 200, 201, 109],
+    ]
+    .into_iter()
+    .map(|o| IpAddr::V4(Ipv4Addr::from(o)))
+    .collect();
+    v4.extend((0..=255u8).map(|o| IpAddr::V4(Ipv4Addr::new(o, 255 - o, o / 3, 7))));
+    v4.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    v4.push(IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()));
+    for ip in v4 {
+        assert_eq!(super::ip_text(ip, &mut [0; 15]), ip.to_string());
+    }
+}
