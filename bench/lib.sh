@@ -67,6 +67,17 @@ cpu_secs() {
   awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); print ($12+$13)/hz}' "/proc/$1/stat"
 }
 
+# thread_cpu_secs PID NAME: user+system CPU seconds consumed so far by the process's threads
+# named NAME (0 when there is none), e.g. origin-traces, the trace exporter.
+thread_cpu_secs() {
+  local hz
+  hz=$(getconf CLK_TCK)
+  local t
+  for t in /proc/"$1"/task/*; do
+    if [ "$(cat "$t/comm" 2>/dev/null)" = "$2" ]; then sed 's/^.*) //' "$t/stat" 2>/dev/null || true; fi
+  done | awk -v hz="$hz" '{s += $12 + $13} END {print s / hz + 0}'
+}
+
 # rss_kib PID / hwm_kib PID: current and peak resident memory.
 rss_kib() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/{print $2}' "/proc/$1/status"; }

@@ -11,8 +11,8 @@
 # each round starting one further on, so drift of the machine hits all alike; the table
 # shows the median of the rounds and the ratio to off, with the server's CPU per request
 # (all its threads, the exporter's included; not wrk's nor the receiver's, which share the
-# machine). Each configuration gets a fresh server and storage root, seeded by bench/seed.py
-# through the API.
+# machine) and, of it, the exporter thread's (origin-traces). Each configuration gets a
+# fresh server and storage root, seeded by bench/seed.py through the API.
 #
 #   bench/tracing.sh
 #
@@ -109,12 +109,15 @@ sample_ratio = $ratio" ;;
       settle
       o=$LOGS/$round-$config-$phase.txt
       phase_begin "$ORIGIN_PID"
+      x0=$(thread_cpu_secs "$ORIGIN_PID" origin-traces)
       wrk -t1 -c"$CONNS" -d"${SECS}s" --timeout 10s --latency -s "$BENCH_DIR/wrk/$phase.lua" \
         "$target" >"$o" 2>&1 || true
       phase_end "$ORIGIN_PID"
+      x1=$(thread_cpu_secs "$ORIGIN_PID" origin-traces)
       read -r rps p50 p99 errs < <(wrk_stats "$o")
       cpu=$(python3 -c "print(f'{$PHASE_CPU * 1e6 / max($rps * $SECS, 1):.1f}')")
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$config" "$phase" "$rps" "$p50" "$p99" "$errs" "$cpu" >>"$RESULTS"
+      exp=$(python3 -c "print(f'{($x1 - $x0) * 1e6 / max($rps * $SECS, 1):.2f}')")
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$config" "$phase" "$rps" "$p50" "$p99" "$errs" "$cpu" "$exp" >>"$RESULTS"
     done
     settle
     o=$LOGS/$round-$config-push.json
@@ -127,7 +130,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 print("%.0f %.3f %d" % (r["pushes"] / r["secs"], (r["push_secs_p50"] or 0) * 1000, r["errors"]))' "$o")
     cpu=$(python3 -c "print(f'{$PHASE_CPU * 1e6 / max($pushes_s * $SECS, 1):.1f}')")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$config" "push 1 MiB" "$pushes_s" "$p50" "-" "$errs" "$cpu" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$round" "$config" "push 1 MiB" "$pushes_s" "$p50" "-" "$errs" "$cpu" >>"$RESULTS"
     if [ "$config" != off ] && [ "$config" != main ]; then
       sleep 3 # the exporter's batch delay (2 s), so what was recorded is counted
       spans="exported $(metric "$url" origin_trace_spans_exported_total), dropped $(metric "$url" origin_trace_spans_dropped_total), failed $(metric "$url" origin_trace_spans_failed_total)"
@@ -153,13 +156,13 @@ import collections, statistics, sys
 rows = collections.defaultdict(list)
 order = []
 for line in open(sys.argv[1]):
-    rnd, config, phase, rate, p50, p99, errs, cpu = line.rstrip("\n").split("\t")
+    rnd, config, phase, rate, p50, p99, errs, cpu, exp = line.rstrip("\n").split("\t")
     if (config, phase) not in rows:
         order.append((config, phase))
-    rows[(config, phase)].append((float(rate), p50, p99, int(errs), float(cpu)))
+    rows[(config, phase)].append((float(rate), p50, p99, int(errs), float(cpu), exp))
 print("| phase | config | rate (median) | rounds | p50 ms (median) | errors | vs off "
-      "| server CPU µs per request (median) | CPU vs off |")
-print("|---|---|---|---|---|---|---|---|---|")
+      "| server CPU µs per request (median) | CPU vs off | of which the exporter |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 phases = []
 for _, p in order:
     if p not in phases:
@@ -175,9 +178,11 @@ for phase in phases:
         p50 = statistics.median(float(r[1]) for r in rs)
         unit = "pushes/s" if phase.startswith("push") else "req/s"
         cpu = statistics.median(r[4] for r in rs)
+        exps = [float(r[5]) for r in rs if r[5] != "-"]
+        exp = f"{statistics.median(exps):.2f}" if exps and config not in ("off", "main") else "-"
         print(f"| {phase} | {config} | {med:.0f} {unit} | {' '.join(f'{r[0]:.0f}' for r in rs)} "
               f"| {p50:.3f} | {sum(r[3] for r in rs)} | {med / off:.3f} | {cpu:.1f} "
-              f"| {cpu / off_cpu:.3f} |")
+              f"| {cpu / off_cpu:.3f} | {exp} |")
 PY
   echo
   echo "Spans per on-configuration server (its /metrics after the phases):"

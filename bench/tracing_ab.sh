@@ -3,8 +3,9 @@
 # GET, a manifest GET by tag; wrk -t1 -c16), with tracing off, or on at 0 % or 100 % sampling
 # to the receiver of bench/tracing.sh (bench/otlp_sink.py). Configurations alternate within
 # each round, each round starting one further on, each on a fresh server and storage root;
-# a line per round and configuration gives the rate and the server's CPU per request (all
-# its threads), then a table of medians and ratios to the first configuration.
+# a line per round and configuration gives the rate, the server's CPU per request (all
+# its threads) and the exporter thread's (origin-traces), then a table of medians and
+# ratios to the first configuration.
 #
 #   bench/tracing_ab.sh off=/path/origin:off new=/path/origin:100 old=/path/other:100
 #   bench/tracing_ab.sh off=/path/origin:off zero=/path/origin:0
@@ -74,11 +75,14 @@ sample_ratio = $ratio" ;;
       esac
       sleep 1
       c0=$(cpu_secs "$ORIGIN_PID")
+      x0=$(thread_cpu_secs "$ORIGIN_PID" origin-traces)
       "${ON_CPU1[@]}" wrk -t1 -c16 -d"${SECS}s" -s "$BENCH_DIR/wrk/$phase.lua" "$target" >"$WORK/wrk.txt" 2>&1
       c1=$(cpu_secs "$ORIGIN_PID")
+      x1=$(thread_cpu_secs "$ORIGIN_PID" origin-traces)
       rps=$(awk '/Requests\/sec/{print $2}' "$WORK/wrk.txt")
       us=$(python3 -c "print(f'{($c1-$c0)*1e6/($rps*$SECS):.1f}')")
-      line="$line $phase $rps $us"
+      xus=$(python3 -c "print(f'{($x1-$x0)*1e6/($rps*$SECS):.2f}')")
+      line="$line $phase $rps $us $xus"
     done
     echo "$line" | tee -a "$LINES"
     stop_pid "$ORIGIN_PID"
@@ -94,16 +98,19 @@ for line in open(sys.argv[1]):
     f = line.split()
     if f[1] not in order:
         order.append(f[1])
-    for i in (2, 5):
-        runs[(f[1], f[i])].append((float(f[i + 1]), float(f[i + 2])))
-print("\n| phase | config | rate (median) | vs first | CPU µs per request | vs first | rounds (k req/s) |")
-print("|---|---|---|---|---|---|---|")
+    for i in (2, 6):
+        runs[(f[1], f[i])].append((float(f[i + 1]), float(f[i + 2]), float(f[i + 3])))
+print("\n| phase | config | rate (median) | vs first | CPU µs per request | vs first "
+      "| of which the exporter | rounds (k req/s) |")
+print("|---|---|---|---|---|---|---|---|")
 for phase in ("blob", "manifest"):
     base = runs[(order[0], phase)]
     r0, c0 = st.median(x[0] for x in base), st.median(x[1] for x in base)
     for label in order:
         v = runs[(label, phase)]
         r, c = st.median(x[0] for x in v), st.median(x[1] for x in v)
+        x = st.median(x[2] for x in v)
         rounds = " ".join(f"{x[0] / 1000:.0f}" for x in v)
-        print(f"| {phase} | {label} | {r:.0f} | {r / r0:.3f} | {c:.1f} | {c / c0:.3f} | {rounds} |")
+        print(f"| {phase} | {label} | {r:.0f} | {r / r0:.3f} | {c:.1f} | {c / c0:.3f} "
+              f"| {x:.2f} | {rounds} |")
 EOF
