@@ -22,12 +22,11 @@ use opentelemetry_proto::tonic::resource::v1::Resource as ResourceMessage;
 use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
-use prost::encoding::{encode_key, encode_varint, WireType};
 use prost::Message;
 
 use super::packed::{self, Reader};
 use super::record::Finished;
-use super::wire;
+use super::wire::{self, field_len, frame};
 
 use crate::config::{ConfigError, IoDriver, TracingConfig};
 use crate::http::client::{Client, Target};
@@ -396,17 +395,6 @@ pub fn encode(batch: &Batch, resource: &ResourceAttributesWithSchema) -> Vec<u8>
         out.extend_from_slice(schema_url.as_bytes());
     }
     out
-}
-
-/// The key and length of a length-delimited field whose content follows.
-fn frame(tag: u32, len: usize, out: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, out);
-    encode_varint(len as u64, out);
-}
-
-/// Bytes of a length-delimited field with `len` bytes of content.
-fn field_len(tag: u32, len: usize) -> usize {
-    prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
 async fn send(s: &Settings, batch: &Batch) -> std::io::Result<()> {

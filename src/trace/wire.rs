@@ -114,11 +114,11 @@ fn span(r: &mut Reader<'_>, out: &mut Vec<u8>) -> Option<()> {
         let time = r.u64()?;
         let name = r.str()?;
         let n = r.u32()?;
-        let mut len = fixed64_len(time) + bytes_len(name);
+        let mut len = fixed64_len(EVENT_TIME, time) + bytes_len(EVENT_NAME, name);
         let mut probe = *r;
         for _ in 0..n {
             let (key, value) = probe.attribute()?;
-            len += field_len(key_value_len(key, &value));
+            len += field_len(EVENT_ATTRIBUTES, key_value_len(key, &value));
         }
         frame(EVENTS, len, out);
         fixed64_field(EVENT_TIME, time, out);
@@ -134,7 +134,8 @@ fn span(r: &mut Reader<'_>, out: &mut Vec<u8>) -> Option<()> {
         Some(e) => (status::StatusCode::Error as u64, e),
         None => (status::StatusCode::Unset as u64, &[][..]),
     };
-    frame(STATUS, bytes_len(message) + varint_len(code), out);
+    let status_len = bytes_len(STATUS_MESSAGE, message) + varint_len(STATUS_CODE, code);
+    frame(STATUS, status_len, out);
     bytes_field(STATUS_MESSAGE, message, out);
     varint_field(STATUS_CODE, code, out);
     let mut flags = u32::from(TraceFlags::SAMPLED.to_u8());
@@ -193,20 +194,19 @@ fn key_value(tag: u32, key: &[u8], value: &Packed<'_>, out: &mut Vec<u8>) {
 }
 
 fn key_value_len(key: &[u8], value: &Packed<'_>) -> usize {
-    bytes_len(key) + field_len(any_value_len(value))
+    bytes_len(KEY, key) + field_len(VALUE, any_value_len(value))
 }
 
 fn any_value_len(value: &Packed<'_>) -> usize {
-    // Every tag here is below 16: its key is one byte.
-    1 + match *value {
-        Packed::Str(s) => encoded_len_varint(s.len() as u64) + s.len(),
-        Packed::Int(i) => encoded_len_varint(i as u64),
-        Packed::Bool(_) => 1,
+    match *value {
+        Packed::Str(s) => field_len(STRING_VALUE, s.len()),
+        Packed::Int(i) => key_len(INT_VALUE) + encoded_len_varint(i as u64),
+        Packed::Bool(_) => key_len(BOOL_VALUE) + 1,
     }
 }
 
 /// The key and length of a length-delimited field whose content follows.
-fn frame(tag: u32, len: usize, out: &mut Vec<u8>) {
+pub(super) fn frame(tag: u32, len: usize, out: &mut Vec<u8>) {
     field_key(tag, WireType::LengthDelimited, out);
     varint(len as u64, out);
 }
@@ -232,9 +232,9 @@ fn varint(value: u64, out: &mut Vec<u8>) {
     }
 }
 
-/// Bytes of a length-delimited field of `len` bytes under a tag below 16.
-fn field_len(len: usize) -> usize {
-    key_len(1) + encoded_len_varint(len as u64) + len
+/// Bytes of a length-delimited field `tag` with `len` bytes of content.
+pub(super) fn field_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
 /// A `bytes` or `string` field, left out when empty.
@@ -245,11 +245,11 @@ fn bytes_field(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn bytes_len(bytes: &[u8]) -> usize {
+fn bytes_len(tag: u32, bytes: &[u8]) -> usize {
     if bytes.is_empty() {
         0
     } else {
-        field_len(bytes.len())
+        field_len(tag, bytes.len())
     }
 }
 
@@ -261,11 +261,11 @@ fn varint_field(tag: u32, value: u64, out: &mut Vec<u8>) {
     }
 }
 
-fn varint_len(value: u64) -> usize {
+fn varint_len(tag: u32, value: u64) -> usize {
     if value == 0 {
         0
     } else {
-        1 + encoded_len_varint(value)
+        key_len(tag) + encoded_len_varint(value)
     }
 }
 
@@ -277,10 +277,10 @@ fn fixed64_field(tag: u32, value: u64, out: &mut Vec<u8>) {
     }
 }
 
-fn fixed64_len(value: u64) -> usize {
+fn fixed64_len(tag: u32, value: u64) -> usize {
     if value == 0 {
         0
     } else {
-        1 + 8
+        key_len(tag) + 8
     }
 }
