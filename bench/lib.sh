@@ -74,7 +74,9 @@ thread_cpu_secs() {
   hz=$(getconf CLK_TCK)
   local t
   for t in /proc/"$1"/task/*; do
-    if [ "$(cat "$t/comm" 2>/dev/null)" = "$2" ]; then sed 's/^.*) //' "$t/stat" 2>/dev/null || true; fi
+    if [ "$(cat "$t/comm" 2>/dev/null)" = "$2" ]; then
+      sed 's/^.*) //' "$t/stat" 2>/dev/null || true
+    fi
   done | awk -v hz="$hz" '{s += $12 + $13} END {print s / hz + 0}'
 }
 

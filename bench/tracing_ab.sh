@@ -109,8 +109,8 @@ for phase in ("blob", "manifest"):
     for label in order:
         v = runs[(label, phase)]
         r, c = st.median(x[0] for x in v), st.median(x[1] for x in v)
-        x = st.median(x[2] for x in v)
+        exporter = st.median(x[2] for x in v)
         rounds = " ".join(f"{x[0] / 1000:.0f}" for x in v)
         print(f"| {phase} | {label} | {r:.0f} | {r / r0:.3f} | {c:.1f} | {c / c0:.3f} "
-              f"| {x:.2f} | {rounds} |")
+              f"| {exporter:.2f} | {rounds} |")
 EOF
