@@ -143,6 +143,15 @@ impl<'a> Reader<'a> {
         Some(s)
     }
 
+    /// A span's kind, as `pack` wrote it.
+    pub(super) fn kind(&mut self) -> Option<Kind> {
+        Some(match self.u8()? {
+            1 => Kind::Server,
+            2 => Kind::Client,
+            _ => Kind::Internal,
+        })
+    }
+
     /// One attribute: its key and value.
     pub(super) fn attribute(&mut self) -> Option<(&'a [u8], Packed<'a>)> {
         let key = self.str()?;

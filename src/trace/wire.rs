@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::trace::v1::{span, status, SpanFlags};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 
 use super::packed::{Packed, Reader};
+use super::record::Kind;
 
 // `Span`'s fields (`opentelemetry/proto/trace/v1/trace.proto`).
 const TRACE_ID: u32 = 1;
@@ -69,10 +70,10 @@ fn span(r: &mut Reader<'_>, out: &mut Vec<u8>) -> Option<()> {
     let span_id: [u8; 8] = r.take()?;
     let parent: [u8; 8] = r.take()?;
     let parent_is_remote = r.u8()? != 0;
-    let kind = match r.u8()? {
-        1 => span::SpanKind::Server,
-        2 => span::SpanKind::Client,
-        _ => span::SpanKind::Internal,
+    let kind = match r.kind()? {
+        Kind::Server => span::SpanKind::Server,
+        Kind::Client => span::SpanKind::Client,
+        Kind::Internal => span::SpanKind::Internal,
     };
     let start = r.u64()?;
     let end = r.u64()?;
